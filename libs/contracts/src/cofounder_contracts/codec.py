@@ -1,0 +1,90 @@
+"""The one wire format: a stream entry holds ``type``, ``event_id`` and ``data`` (JSON bytes).
+
+``type`` and ``event_id`` sit beside the payload so any consumer (in any language) can route,
+deduplicate and dead-letter an entry without decoding it. ``data`` is the event as JSON, tag
+included, so it decodes on its own too.
+
+One ``msgspec.json.Encoder`` is shared; a :class:`Codec` keeps one typed decoder per event type.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from typing import Final
+
+import msgspec
+
+from cofounder_contracts.envelope import Event
+
+__all__ = [
+    "DATA",
+    "EVENT_ID",
+    "TYPE",
+    "Codec",
+    "DecodeError",
+    "UnknownEventType",
+    "encode",
+    "encode_fields",
+]
+
+TYPE: Final = b"type"
+EVENT_ID: Final = b"event_id"
+DATA: Final = b"data"
+
+_encoder: Final = msgspec.json.Encoder()
+
+
+class DecodeError(ValueError):
+    """An entry that cannot become an event: missing fields, bad JSON, or a schema mismatch."""
+
+
+class UnknownEventType(DecodeError):
+    """An entry whose ``type`` this codec was not built for."""
+
+
+def encode(event: Event) -> bytes:
+    """The event as JSON bytes (the ``data`` field)."""
+    return _encoder.encode(event)
+
+
+def encode_fields(event: Event) -> dict[bytes, bytes]:
+    """The stream entry fields for ``event``: ``type``, ``event_id`` and ``data``."""
+    return {
+        TYPE: event.type.encode(),
+        EVENT_ID: event.event_id.encode(),
+        DATA: _encoder.encode(event),
+    }
+
+
+class Codec:
+    """Decodes stream entries into events of a known set of types.
+
+    Decoding is typed per event type (no union dispatch over the payload), so an entry of a type
+    the codec does not know is reported as :class:`UnknownEventType` before any JSON is parsed.
+    """
+
+    __slots__ = ("_decoders",)
+
+    def __init__(self, types: Iterable[type[Event]]) -> None:
+        self._decoders: dict[bytes, msgspec.json.Decoder[Event]] = {
+            t.event_type().encode(): msgspec.json.Decoder(t) for t in types
+        }
+
+    def knows(self, type_: bytes) -> bool:
+        """Whether ``type_`` (the raw ``type`` field) is one of this codec's types."""
+        return type_ in self._decoders
+
+    def decode(self, fields: Mapping[bytes, bytes]) -> Event:
+        """Decode an entry's fields; raise :class:`DecodeError` with the reason when impossible."""
+        try:
+            type_ = fields[TYPE]
+            data = fields[DATA]
+        except KeyError as exc:
+            raise DecodeError(f"entry has no {exc.args[0]!r} field") from None
+        decoder = self._decoders.get(type_)
+        if decoder is None:
+            raise UnknownEventType(f"unknown event type {type_!r}")
+        try:
+            return decoder.decode(data)
+        except msgspec.DecodeError as exc:
+            raise DecodeError(f"{type_.decode(errors='replace')}: {exc}") from None

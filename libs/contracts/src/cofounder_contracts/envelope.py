@@ -1,0 +1,61 @@
+"""The envelope every event shares.
+
+Events are frozen, keyword-only msgspec structs tagged by their dotted name in the ``type`` field
+(``tag_field="type"``). Envelope metadata are real fields, so a consumer reads ``event.build_id``
+rather than digging in a headers dict.
+
+Evolution rules (checked by the compatibility tests): a new field gets a default; no field is
+renamed or retyped; unknown fields are ignored on decode (msgspec's default for structs).
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import ClassVar
+
+import msgspec
+
+from cofounder_contracts.ids import new_event_id
+
+__all__ = ["Event", "utcnow"]
+
+
+def utcnow() -> datetime:
+    """The current time, timezone-aware in UTC (the only clock events carry)."""
+    return datetime.now(UTC)
+
+
+class Event(msgspec.Struct, frozen=True, kw_only=True, tag_field="type"):
+    """Base of every event. Subclasses set ``tag=`` to their dotted name.
+
+    ``build_id``, ``project_id`` and ``user_id`` are carried by every event so that any consumer
+    can route, partition and authorise without a lookup. ``causation_id`` is the ``event_id`` of
+    the event that caused this one; ``trace`` is a W3C ``traceparent`` when tracing is on.
+    """
+
+    #: Bumped when a struct gains fields whose absence older readers must know about.
+    SCHEMA_VERSION: ClassVar[int] = 1
+
+    build_id: str
+    project_id: str
+    user_id: str
+    producer: str
+    event_id: str = msgspec.field(default_factory=new_event_id)
+    schema_version: int = 1
+    occurred_at: datetime = msgspec.field(default_factory=utcnow)
+    causation_id: str | None = None
+    trace: str | None = None
+
+    @property
+    def type(self) -> str:
+        """The dotted event name, e.g. ``build.requested`` (the struct's tag)."""
+        tag = self.__struct_config__.tag
+        assert isinstance(tag, str), f"{type(self).__name__} has no string tag"
+        return tag
+
+    @classmethod
+    def event_type(cls) -> str:
+        """The dotted event name of this class, without an instance."""
+        tag = cls.__struct_config__.tag
+        assert isinstance(tag, str), f"{cls.__name__} has no string tag"
+        return tag

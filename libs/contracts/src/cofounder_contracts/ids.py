@@ -1,0 +1,26 @@
+"""Time-ordered event ids (UUIDv7, RFC 9562).
+
+Python 3.11's ``uuid`` module has no ``uuid7``; this is the whole algorithm: a 48-bit Unix
+millisecond timestamp, the version and variant bits, and 74 random bits. Ids sort by creation time,
+which keeps idempotency indexes and ledgers append-friendly.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+import uuid
+
+__all__ = ["new_event_id"]
+
+
+def new_event_id() -> str:
+    """Return a new UUIDv7 as its canonical 36-character string."""
+    ms = time.time_ns() // 1_000_000
+    rand = int.from_bytes(os.urandom(10), "big")
+    value = (ms & 0xFFFF_FFFF_FFFF) << 80
+    value |= 0x7 << 76  # version 7
+    value |= ((rand >> 62) & 0xFFF) << 64  # rand_a: 12 bits
+    value |= 0b10 << 62  # RFC 9562 variant
+    value |= rand & 0x3FFF_FFFF_FFFF_FFFF  # rand_b: 62 bits
+    return str(uuid.UUID(int=value))

@@ -1,0 +1,537 @@
+"""A consumer-group reader that loses nothing: the delivery contract of ARCHITECTURE.md §3.
+
+One :class:`Consumer` reads one stream as one member of one group. Its life:
+
+1. ``XGROUP CREATE ... MKSTREAM`` (idempotent; a new group starts at ``0`` so events published
+   before the group existed are not skipped);
+2. drain its own pending entries (``XREADGROUP`` id ``0``), which a previous process under the same
+   name received and never acked;
+3. read new entries (``>``), never more than free handler slots, and run one handler task per
+   entry, dispatched by the entry's ``type`` field (no decode needed to route);
+4. ack after the handler returns (acks from many handlers coalesce into one ``XACK``); on failure,
+   back off and try again, each attempt counted as a delivery in Redis; after ``max_deliveries``
+   move the entry to ``<stream>.dlq`` and ack it; undecodable entries go there at once;
+5. in the background: heartbeats renew running entries (``XCLAIM JUSTID``, owner-checked) so no
+   one claims them while alive; a janitor claims orphans idle past ``min_idle`` (``XAUTOCLAIM``),
+   refreshes the group gauges, removes departed consumers and trims the stream by age;
+6. on :meth:`stop`: read nothing more, let running handlers finish (up to the grace period), ack,
+   and return. Entries waiting for a retry stay pending and are redelivered later.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import random
+import time
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, Final
+
+import msgspec
+import structlog
+from redis.asyncio import Redis
+from redis.exceptions import RedisError, ResponseError
+
+from cofounder_contracts.codec import EVENT_ID, TYPE
+from cofounder_contracts.envelope import Event
+from cofounder_runtime.deadletter import dead_letter
+from cofounder_runtime.janitor import Janitor
+from cofounder_runtime.metrics import StreamMetrics, TypeMetrics
+from cofounder_runtime.options import ConsumerOptions
+from cofounder_runtime.ownership import Ownership
+from cofounder_runtime.streamreply import read_entries
+
+__all__ = ["Consumer", "Handler"]
+
+#: A handler gets the decoded event; dependencies are bound beforehand (``functools.partial``).
+Handler = Callable[[Any], Awaitable[None]]
+
+_log = structlog.get_logger("cofounder.consumer")
+_UNKNOWN: Final = b"unknown"
+_REDIS_RETRY_S: Final = 1.0
+_SHUTDOWN_ACK_ATTEMPTS: Final = 5
+
+
+@dataclass(frozen=True, slots=True)
+class _Route:
+    decoder: msgspec.json.Decoder[Any]
+    handler: Handler
+    metrics: TypeMetrics
+
+
+@dataclass(slots=True)
+class _InFlight:
+    """An entry whose handler is running in this process."""
+
+    deliveries: int
+    renewed_at: float
+    lost: bool = False
+
+
+@dataclass(slots=True)
+class _State:
+    inflight: dict[bytes, _InFlight] = field(default_factory=dict)
+    tasks: set[asyncio.Task[None]] = field(default_factory=set)
+    backing_off: set[asyncio.Task[None]] = field(default_factory=set)
+    acks: list[bytes] = field(default_factory=list)
+
+
+class Consumer:
+    """One member of one consumer group on one stream. See the module docstring."""
+
+    def __init__(
+        self,
+        redis: Redis,
+        *,
+        stream: str,
+        group: str,
+        consumer: str,
+        handlers: Mapping[type[Event], Handler],
+        options: ConsumerOptions | None = None,
+    ) -> None:
+        self.redis = redis
+        self.stream = stream
+        self.group = group
+        self.name = consumer
+        self.options = options or ConsumerOptions()
+        self.metrics = StreamMetrics(stream=stream, group=group)
+        self._routes: dict[bytes, _Route] = {
+            t.event_type().encode(): _Route(
+                decoder=msgspec.json.Decoder(t),
+                handler=h,
+                metrics=self.metrics.for_type(t.event_type().encode()),
+            )
+            for t, h in handlers.items()
+        }
+        self._ownership = Ownership(redis, stream=stream, group=group, consumer=consumer)
+        self._janitor = Janitor(self)
+        self._state = _State()
+        self._stopping = asyncio.Event()
+        self._slot_freed = asyncio.Event()
+        self._acks_due = asyncio.Event()
+        self._closed = asyncio.Event()
+        self._log = _log.bind(stream=stream, group=group, consumer=consumer)
+
+    # -- lifecycle -------------------------------------------------------------------------
+
+    def stop(self) -> None:
+        """Ask the consumer to stop; :meth:`run` returns once in-flight work is acked."""
+        self._stopping.set()
+        self._slot_freed.set()
+
+    @property
+    def stopped_event(self) -> asyncio.Event:
+        """Set once :meth:`stop` is called (for loops that wait on it)."""
+        return self._stopping
+
+    @property
+    def stopping(self) -> bool:
+        """Whether :meth:`stop` was called."""
+        return self._stopping.is_set()
+
+    @property
+    def inflight(self) -> Mapping[bytes, object]:
+        """Entries whose handlers are running now (read-only view, for the janitor and tests)."""
+        return self._state.inflight
+
+    async def ensure_group(self) -> None:
+        """Create the group (and the stream) unless it exists."""
+        try:
+            await self.redis.xgroup_create(self.stream, self.group, id="0", mkstream=True)
+        except ResponseError as exc:
+            if "BUSYGROUP" not in str(exc):
+                raise
+
+    async def run(self) -> None:
+        """Consume until :meth:`stop`; then drain in-flight work and return."""
+        await self.ensure_group()
+        self._log.info("consumer started", options=str(self.options))
+        background = [
+            asyncio.create_task(self._ack_loop(), name=f"acks:{self.stream}"),
+            asyncio.create_task(self._heartbeat_loop(), name=f"heartbeat:{self.stream}"),
+            asyncio.create_task(self._janitor.run(), name=f"janitor:{self.stream}"),
+        ]
+        try:
+            await self._drain_own_pending()
+            await self._read_new()
+        finally:
+            await self._shutdown(background)
+
+    async def _shutdown(self, background: list[asyncio.Task[None]]) -> None:
+        """Finish in-flight handlers, then let the background loops end on their own.
+
+        The loops are not cancelled mid-command: a cancellation that lands inside a Redis client
+        call may be absorbed by it, leaving the loop waiting forever. They watch ``_closed``.
+        """
+        state = self._state
+        for task in list(state.backing_off):
+            task.cancel()
+        running = set(state.tasks)
+        if running:
+            self._log.info("finishing in-flight handlers", count=len(running))
+            _, unfinished = await asyncio.wait(running, timeout=self.options.shutdown_grace_s)
+            for task in unfinished:
+                task.cancel()
+            if unfinished:
+                self._log.warning(
+                    "handlers outlived the grace period; their entries stay pending",
+                    count=len(unfinished),
+                )
+                await asyncio.wait(unfinished, timeout=5)
+        self._closed.set()
+        self._acks_due.set()
+        _, stuck = await asyncio.wait(
+            background, timeout=_REDIS_RETRY_S * _SHUTDOWN_ACK_ATTEMPTS + 5
+        )
+        for task in stuck:
+            task.cancel()
+        self._log.info("consumer stopped")
+
+    # -- reading ---------------------------------------------------------------------------
+
+    async def _free_slots(self) -> int:
+        """Wait until at least one handler slot is free (or stop); return the free count."""
+        while not self.stopping:
+            free = self.options.concurrency - len(self._state.inflight)
+            if free > 0:
+                return free
+            self._slot_freed.clear()
+            await self._slot_freed.wait()
+        return 0
+
+    async def _drain_own_pending(self) -> None:
+        """Re-read entries delivered to this consumer name before and never acked."""
+        after = b"0"
+        while not self.stopping:
+            free = await self._free_slots()
+            if not free:
+                return
+            count = min(free, self.options.batch_size)
+            try:
+                async with self.redis.pipeline(transaction=False) as pipe:
+                    start = "-" if after == b"0" else b"(" + after
+                    pipe.xpending_range(
+                        self.stream,
+                        self.group,
+                        min=start,
+                        max="+",
+                        count=count,
+                        consumername=self.name,
+                    )
+                    pipe.xreadgroup(self.group, self.name, {self.stream: after}, count=count)
+                    pending, reply = await pipe.execute()
+            except RedisError as exc:
+                await self._redis_trouble("draining own pending entries", exc)
+                continue
+            entries = read_entries(reply)
+            if not entries:
+                return
+            # XPENDING ran before the read; the read itself counts one more delivery.
+            counts = {p["message_id"]: int(p["times_delivered"]) + 1 for p in pending}
+            self._log.info("re-reading own pending entries", count=len(entries))
+            for entry_id, fields in entries:
+                self._dispatch(entry_id, fields, counts.get(entry_id, 1))
+            after = entries[-1][0]
+
+    async def _read_new(self) -> None:
+        options = self.options
+        while not self.stopping:
+            free = await self._free_slots()
+            if not free:
+                return
+            try:
+                reply = await self.redis.xreadgroup(
+                    self.group,
+                    self.name,
+                    {self.stream: ">"},
+                    count=min(free, options.batch_size),
+                    block=options.block_ms,
+                )
+            except ResponseError as exc:
+                if "NOGROUP" in str(exc):
+                    self._log.warning("group or stream vanished; recreating it")
+                    await self._recreate_group()
+                    continue
+                await self._redis_trouble("reading", exc)
+                continue
+            except RedisError as exc:
+                await self._redis_trouble("reading", exc)
+                continue
+            for entry_id, fields in read_entries(reply):
+                self._dispatch(entry_id, fields, 1)
+
+    async def _recreate_group(self) -> None:
+        try:
+            await self.ensure_group()
+        except RedisError as exc:
+            await self._redis_trouble("recreating the group", exc)
+
+    async def _redis_trouble(self, doing: str, exc: BaseException) -> None:
+        self._log.warning("redis error; retrying", doing=doing, error=repr(exc))
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._stopping.wait(), _REDIS_RETRY_S)
+
+    # -- dispatching -----------------------------------------------------------------------
+
+    def _dispatch(
+        self, entry_id: bytes, fields: dict[bytes, bytes] | None, deliveries: int
+    ) -> None:
+        """Route one delivered entry: run its handler, ignore it, or dead-letter it."""
+        if not fields:
+            # Trimmed or deleted while pending: nothing left to handle, only the PEL slot.
+            self._ack(entry_id)
+            return
+        type_ = fields.get(TYPE, b"")
+        route = self._routes.get(type_)
+        if route is None:
+            if EVENT_ID in fields and type_:
+                self.metrics.for_type(_UNKNOWN).ignored.inc()
+                self._ack(entry_id)
+            else:
+                self._spawn_dead_letter(
+                    entry_id,
+                    fields,
+                    deliveries,
+                    "malformed entry: needs 'type', 'event_id' and 'data' fields",
+                )
+            return
+        if deliveries > self.options.max_deliveries:
+            self._spawn_dead_letter(
+                entry_id,
+                fields,
+                deliveries,
+                f"delivered {deliveries} times without an ack "
+                "(its consumers crashed or were killed while handling it)",
+                route.metrics,
+            )
+            return
+        try:
+            event = route.decoder.decode(fields.get(b"data", b""))
+        except msgspec.DecodeError as exc:
+            self._spawn_dead_letter(
+                entry_id, fields, deliveries, f"undecodable: {exc}", route.metrics
+            )
+            return
+        state = self._state
+        state.inflight[entry_id] = _InFlight(deliveries=deliveries, renewed_at=time.monotonic())
+        task = asyncio.create_task(self._handle(entry_id, fields, event, route))
+        state.tasks.add(task)
+        task.add_done_callback(self._handler_done)
+
+    def _handler_done(self, task: asyncio.Task[None]) -> None:
+        self._state.tasks.discard(task)
+
+    async def _handle(
+        self, entry_id: bytes, fields: dict[bytes, bytes], event: Event, route: _Route
+    ) -> None:
+        structlog.contextvars.bind_contextvars(
+            event_id=event.event_id, build_id=event.build_id, event_type=event.type
+        )
+        state = self._state
+        metrics = route.metrics
+        try:
+            while True:
+                flight = state.inflight[entry_id]
+                started = time.perf_counter()
+                try:
+                    await route.handler(event)
+                except asyncio.CancelledError:
+                    raise
+                except Exception as exc:  # noqa: BLE001 - any handler failure is retried
+                    metrics.failed.inc()
+                    error = f"{type(exc).__name__}: {exc}"
+                    if flight.deliveries >= self.options.max_deliveries:
+                        self._log.error(
+                            "handler failed; dead-lettering",
+                            error=error,
+                            deliveries=flight.deliveries,
+                            exc_info=exc,
+                        )
+                        await self._dead_letter(entry_id, fields, flight.deliveries, error, metrics)
+                        return
+                    self._log.warning(
+                        "handler failed; will retry",
+                        error=error,
+                        deliveries=flight.deliveries,
+                        exc_info=exc,
+                    )
+                    metrics.retried.inc()
+                    if not await self._back_off(entry_id, flight):
+                        return
+                    continue
+                metrics.seconds.observe(time.perf_counter() - started)
+                metrics.handled.inc()
+                self._ack(entry_id)
+                return
+        finally:
+            state.inflight.pop(entry_id, None)
+            self._slot_freed.set()
+
+    async def _back_off(self, entry_id: bytes, flight: _InFlight) -> bool:
+        """Sleep the backoff, then count a redelivery. False when the entry is no longer ours."""
+        state = self._state
+        ceiling_ms = self.options.backoff_ms(flight.deliveries)
+        task = asyncio.current_task()
+        assert task is not None
+        state.backing_off.add(task)
+        # Not running: no heartbeat and no slot while waiting (the backoff is below min_idle).
+        state.inflight.pop(entry_id, None)
+        self._slot_freed.set()
+        try:
+            await asyncio.sleep(random.uniform(ceiling_ms / 2, ceiling_ms) / 1000)
+        finally:
+            state.backing_off.discard(task)
+        if self.stopping:
+            return False
+        deliveries = flight.deliveries + 1
+        while True:
+            try:
+                ours = await self._ownership.redeliver(entry_id, deliveries=deliveries)
+                break
+            except RedisError as exc:
+                await self._redis_trouble("counting a retry", exc)
+                if self._stopping.is_set():
+                    return False
+        if not ours:
+            self._log.warning("entry was claimed by another consumer during backoff")
+            return False
+        flight.deliveries = deliveries
+        flight.renewed_at = time.monotonic()
+        state.inflight[entry_id] = flight
+        return True
+
+    def _spawn_dead_letter(
+        self,
+        entry_id: bytes,
+        fields: dict[bytes, bytes],
+        deliveries: int,
+        error: str,
+        metrics: TypeMetrics | None = None,
+    ) -> None:
+        self._log.error(
+            "dead-lettering entry",
+            entry_id=entry_id.decode(),
+            error=error,
+            event_id=fields.get(EVENT_ID, b"").decode(errors="replace"),
+        )
+        task = asyncio.create_task(
+            self._dead_letter(
+                entry_id, fields, deliveries, error, metrics or self.metrics.for_type(_UNKNOWN)
+            )
+        )
+        self._state.tasks.add(task)
+        task.add_done_callback(self._handler_done)
+
+    async def _dead_letter(
+        self,
+        entry_id: bytes,
+        fields: dict[bytes, bytes],
+        deliveries: int,
+        error: str,
+        metrics: TypeMetrics,
+    ) -> None:
+        while True:
+            try:
+                await dead_letter(
+                    self.redis,
+                    stream=self.stream,
+                    group=self.group,
+                    consumer=self.name,
+                    entry_id=entry_id,
+                    fields=fields,
+                    deliveries=deliveries,
+                    error=error,
+                )
+            except RedisError as exc:
+                # Left pending on give-up: redelivered later and dead-lettered then.
+                if self.stopping:
+                    return
+                await self._redis_trouble("dead-lettering", exc)
+                continue
+            metrics.dead_lettered.inc()
+            return
+
+    # -- acks and heartbeats ---------------------------------------------------------------
+
+    def _ack(self, entry_id: bytes) -> None:
+        self._state.acks.append(entry_id)
+        self._acks_due.set()
+
+    async def _flush_acks(self, *, attempts: int | None = None) -> None:
+        """XACK everything due in one command; retry on Redis errors (``attempts`` caps it)."""
+        state = self._state
+        while state.acks:
+            ids, state.acks = state.acks, []
+            try:
+                await self.redis.xack(self.stream, self.group, *ids)
+            except RedisError as exc:
+                state.acks[:0] = ids
+                if attempts is not None:
+                    attempts -= 1
+                    if attempts <= 0:
+                        self._log.error(
+                            "could not ack; the entries stay pending and will be redelivered",
+                            count=len(ids),
+                            error=repr(exc),
+                        )
+                        return
+                await asyncio.sleep(_REDIS_RETRY_S)
+                self._log.warning("redis error; retrying", doing="acking", error=repr(exc))
+
+    async def _ack_loop(self) -> None:
+        """Flush acks as they come; after close, one last flush with bounded retries."""
+        while not self._closed.is_set():
+            await self._acks_due.wait()
+            self._acks_due.clear()
+            if not self._closed.is_set():
+                await self._flush_acks()
+        await self._flush_acks(attempts=_SHUTDOWN_ACK_ATTEMPTS)
+
+    async def _sleep_unless(self, event: asyncio.Event, seconds: float) -> bool:
+        """Sleep ``seconds``; return True early (and at once) if ``event`` is set."""
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(event.wait(), seconds)
+        return event.is_set()
+
+    async def _heartbeat_loop(self) -> None:
+        """Renew running entries; keeps going during shutdown until handlers are done."""
+        period = self.options.heartbeat_every_ms / 1000
+        state = self._state
+        while not await self._sleep_unless(self._closed, period):
+            now = time.monotonic()
+            due = [i for i, f in state.inflight.items() if now - f.renewed_at >= period / 2]
+            if not due:
+                continue
+            try:
+                renewed = await self._ownership.renew(due)
+            except RedisError as exc:
+                self._log.warning("heartbeat failed", error=repr(exc))
+                continue
+            for entry_id in due:
+                flight = state.inflight.get(entry_id)
+                if flight is None:
+                    continue
+                if entry_id in renewed:
+                    flight.renewed_at = now
+                elif not flight.lost:
+                    flight.lost = True
+                    self.metrics.lost.inc()
+                    self._log.warning(
+                        "in-flight entry was claimed by another consumer",
+                        entry_id=entry_id.decode(),
+                    )
+
+    # -- for the janitor -------------------------------------------------------------------
+
+    def free_slots(self) -> int:
+        """Handler slots free right now."""
+        return max(0, self.options.concurrency - len(self._state.inflight))
+
+    def accept_claimed(
+        self, entry_id: bytes, fields: dict[bytes, bytes] | None, deliveries: int
+    ) -> None:
+        """Take an entry the janitor claimed from another consumer."""
+        if entry_id in self._state.inflight:
+            return
+        self._dispatch(entry_id, fields, deliveries)

@@ -1,0 +1,44 @@
+"""The database form of idempotency: the event id recorded in the handler's own transaction.
+
+Include :data:`processed_events` in a service's metadata (and its migrations). In a handler::
+
+    async with engine.begin() as conn:
+        if not await record_once(conn, scope="gateway", event_id=event.event_id):
+            return  # a redelivery: the writes below already committed once
+        await conn.execute(...)  # the handler's writes, same transaction
+
+Both succeed or neither does, so a crash between them cannot count an event without its effect.
+"""
+
+from __future__ import annotations
+
+from sqlalchemy import Column, DateTime, MetaData, String, Table, func
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+__all__ = ["metadata", "processed_events", "record_once"]
+
+metadata = MetaData()
+
+processed_events = Table(
+    "processed_events",
+    metadata,
+    Column("scope", String(100), primary_key=True, comment="consumer group or handler name"),
+    Column("event_id", String(36), primary_key=True),
+    Column("processed_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+)
+
+
+async def record_once(conn: AsyncConnection, *, scope: str, event_id: str) -> bool:
+    """Record ``event_id`` for ``scope`` in the current transaction; False if already there."""
+    values = {"scope": scope, "event_id": event_id}
+    dialect = conn.dialect.name
+    stmt: postgresql.Insert | sqlite.Insert
+    if dialect == "postgresql":
+        stmt = postgresql.insert(processed_events).values(values).on_conflict_do_nothing()
+    elif dialect == "sqlite":
+        stmt = sqlite.insert(processed_events).values(values).on_conflict_do_nothing()
+    else:  # pragma: no cover - only PostgreSQL and SQLite are supported
+        raise NotImplementedError(f"record_once does not support {dialect}")
+    result = await conn.execute(stmt.returning(processed_events.c.event_id))
+    return result.first() is not None

@@ -1,0 +1,235 @@
+"""The delivery contract on a real Redis, with consumers running in this process."""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import replace
+
+import pytest
+from redis.asyncio import Redis
+
+from cofounder_contracts.codec import encode_fields
+from cofounder_runtime import deadletter
+from cofounder_runtime.consumer import Consumer
+from cofounder_runtime.keys import DeadLetterField, dlq_key
+from cofounder_runtime.publisher import Publisher
+from cofounder_testing.fixtures import Names
+from cofounder_testing.inprocess import FAST, entries, hash_ints, pending, running
+from cofounder_testing.probe import Probe, probe
+from cofounder_testing.waiting import eventually
+
+pytestmark = pytest.mark.integration
+
+
+async def test_every_event_is_handled_once_and_acked(redis: Redis, names: Names) -> None:
+    events = [probe(i) for i in range(300)]
+    await Publisher(redis).publish_many((names.stream, e) for e in events)
+    async with running(redis, names):
+
+        async def all_done() -> bool:
+            return (
+                await redis.hlen(names.key("effects")) == 300 and await pending(redis, names) == 0
+            )
+
+        await eventually(all_done, what="300 events handled and acked")
+    effects = await hash_ints(redis, names.key("effects"))
+    assert effects == {e.event_id: 1 for e in events}
+
+
+async def test_group_created_on_a_missing_stream_sees_events_published_before_it_reads(
+    redis: Redis, names: Names
+) -> None:
+    consumer = Consumer(
+        redis, stream=names.stream, group=names.group, consumer="c", handlers={}, options=FAST
+    )
+    await consumer.ensure_group()
+    await consumer.ensure_group()  # idempotent
+    await Publisher(redis).publish(names.stream, probe(1))
+    async with running(redis, names):
+        await eventually(lambda: _effects(redis, names, 1), what="the early event handled")
+
+
+async def _effects(redis: Redis, names: Names, n: int) -> bool:
+    return int(await redis.hlen(names.key("effects"))) == n
+
+
+async def test_always_failing_entry_is_dead_lettered_and_later_entries_keep_flowing(
+    redis: Redis, names: Names
+) -> None:
+    bad = probe(0, fail_until=-1)
+    good = [probe(i) for i in range(1, 21)]
+    await Publisher(redis).publish_many([(names.stream, bad)] + [(names.stream, e) for e in good])
+    async with running(redis, names):
+        await eventually(lambda: _effects(redis, names, 20), what="good events handled")
+        await eventually(lambda: _dlq_len(redis, names, 1), what="bad event dead-lettered")
+        await eventually(lambda: _no_pending(redis, names), what="the bad entry acked")
+    [dead] = await deadletter.list_dead(redis, names.stream)
+    assert dead.event_id == bad.event_id
+    assert dead.type == "test.probe"
+    assert dead.group == names.group
+    assert dead.consumer == "c1"
+    assert dead.deliveries == FAST.max_deliveries
+    assert "RuntimeError: probe 0 fails on attempt 3" in dead.error
+    starts = await hash_ints(redis, names.key("starts"))
+    assert starts[bad.event_id] == FAST.max_deliveries
+    # Redis's delivery counter agreed with the local attempts (each retry was counted there).
+    raw = await entries(redis, dlq_key(names.stream))
+    assert raw[0][1][DeadLetterField.DELIVERIES] == str(FAST.max_deliveries).encode()
+
+
+async def _dlq_len(redis: Redis, names: Names, n: int) -> bool:
+    return int(await redis.xlen(dlq_key(names.stream))) == n
+
+
+async def _no_pending(redis: Redis, names: Names) -> bool:
+    return await pending(redis, names) == 0
+
+
+async def test_a_transient_failure_is_retried_and_applied_once(redis: Redis, names: Names) -> None:
+    event = probe(1, fail_until=2)
+    await Publisher(redis).publish(names.stream, event)
+    async with running(redis, names):
+        await eventually(lambda: _effects(redis, names, 1), what="the event handled")
+    assert (await hash_ints(redis, names.key("starts")))[event.event_id] == 3
+    assert await redis.xlen(dlq_key(names.stream)) == 0
+
+
+@pytest.mark.parametrize(
+    ("fields", "reason"),
+    [
+        ({b"type": b"test.probe", b"event_id": b"x", b"data": b"{not json"}, "undecodable"),
+        (
+            {b"type": b"test.probe", b"event_id": b"x", b"data": b'{"type":"test.probe"}'},
+            "undecodable",
+        ),
+        ({b"garbage": b"1"}, "malformed entry"),
+    ],
+)
+async def test_undecodable_entry_goes_straight_to_the_dlq(
+    redis: Redis, names: Names, fields: dict[bytes, bytes], reason: str
+) -> None:
+    await redis.xadd(names.stream, fields)  # type: ignore[arg-type]
+    await Publisher(redis).publish(names.stream, probe(1))
+    async with running(redis, names):
+        await eventually(lambda: _dlq_len(redis, names, 1), what="dead letter")
+        await eventually(lambda: _effects(redis, names, 1), what="the next event handled")
+    [dead] = await deadletter.list_dead(redis, names.stream)
+    assert reason in dead.error
+    assert dead.deliveries == 1
+    assert len(await hash_ints(redis, names.key("starts"))) == 1  # only the good one ran
+
+
+async def test_unknown_event_types_are_acked_and_ignored(redis: Redis, names: Names) -> None:
+    await redis.xadd(
+        names.stream, {b"type": b"some.future_event", b"event_id": b"e", b"data": b"{}"}
+    )
+    await Publisher(redis).publish(names.stream, probe(1))
+    async with running(redis, names):
+        await eventually(lambda: _effects(redis, names, 1), what="probe handled")
+        await eventually(lambda: _no_pending(redis, names), what="unknown type acked")
+    assert await redis.xlen(dlq_key(names.stream)) == 0
+
+
+async def test_restarted_consumer_first_handles_its_own_pending_entries(
+    redis: Redis, names: Names
+) -> None:
+    consumer = Consumer(
+        redis, stream=names.stream, group=names.group, consumer="same", handlers={}, options=FAST
+    )
+    await consumer.ensure_group()
+    old = [probe(i) for i in range(5)]
+    await Publisher(redis).publish_many((names.stream, e) for e in old)
+    # A previous life of "same" received these and died before acking.
+    await redis.xreadgroup(names.group, "same", {names.stream: ">"}, count=10)
+    await Publisher(redis).publish_many((names.stream, probe(i)) for i in range(5, 10))
+    slow_start = replace(FAST, concurrency=1)
+    async with running(redis, names, name="same", options=slow_start):
+        await eventually(lambda: _effects(redis, names, 10), what="all ten handled")
+    order = [int(x) for x in await redis.lrange(names.key("order"), 0, -1)]
+    assert order[:5] == [0, 1, 2, 3, 4]
+    assert sorted(order) == list(range(10))
+    # The redelivery was counted: the re-read made it the second delivery.
+    assert await redis.xlen(dlq_key(names.stream)) == 0
+
+
+async def test_long_handler_with_heartbeat_is_not_claimed_away(redis: Redis, names: Names) -> None:
+    event = probe(1, sleep_s=3.0)  # three times min_idle
+    await Publisher(redis).publish(names.stream, event)
+    async with running(redis, names, name="holder"):
+        await eventually(lambda: _started(redis, names, event), what="holder started")
+        async with running(redis, names, name="claimer"):
+            await eventually(
+                lambda: _effects(redis, names, 1), what="the long handler done", timeout=15
+            )
+    assert (await hash_ints(redis, names.key("starts")))[event.event_id] == 1
+
+
+async def _started(redis: Redis, names: Names, event: Probe) -> bool:
+    return bool(await redis.hexists(names.key("starts"), event.event_id))
+
+
+async def _starts(redis: Redis, names: Names, event: Probe, n: int) -> bool:
+    raw = await redis.hget(names.key("starts"), event.event_id)
+    return raw is not None and int(raw) >= n
+
+
+async def test_stop_acks_in_flight_work_and_leaves_backoffs_pending(
+    redis: Redis, names: Names
+) -> None:
+    slow = probe(1, sleep_s=1.0)
+    retrying = probe(2, fail_until=1)
+    await Publisher(redis).publish_many([(names.stream, slow), (names.stream, retrying)])
+    backoff = replace(FAST, retry_base_ms=900, retry_max_ms=900)
+    async with running(redis, names, options=backoff):
+        await eventually(lambda: _started(redis, names, slow), what="slow handler started")
+        await eventually(lambda: _started(redis, names, retrying), what="retry scheduled")
+    # Stopped: the slow handler finished and was acked; the retrying one is still pending.
+    effects = await hash_ints(redis, names.key("effects"))
+    assert effects == {slow.event_id: 1}
+    rows = await redis.xpending_range(names.stream, names.group, min="-", max="+", count=10)
+    assert [r["message_id"] for r in rows] == [await _entry_id(redis, names, retrying)]
+
+
+async def _entry_id(redis: Redis, names: Names, event: Probe) -> bytes:
+    for entry_id, fields in await entries(redis, names.stream):
+        if fields[b"event_id"] == event.event_id.encode():
+            return entry_id
+    raise AssertionError("entry not found")
+
+
+async def test_concurrency_limit_bounds_reads(redis: Redis, names: Names) -> None:
+    gate = asyncio.Event()
+    running_now = 0
+    peak = 0
+
+    async def handler(event: Probe) -> None:
+        nonlocal running_now, peak
+        running_now += 1
+        peak = max(peak, running_now)
+        await gate.wait()
+        running_now -= 1
+
+    await Publisher(redis).publish_many((names.stream, probe(i)) for i in range(20))
+    limited = replace(FAST, concurrency=4)
+    async with running(redis, names, options=limited, handler=handler) as consumer:
+        await eventually(lambda: _true(running_now == 4), what="four handlers running")
+        await asyncio.sleep(0.3)
+        assert len(consumer.inflight) == 4
+        # Entries not yet read stay undelivered (not buffered in this process).
+        info = await redis.xinfo_groups(names.stream)
+        assert int(info[0]["pending"]) == 4
+        gate.set()
+        await eventually(lambda: _no_pending(redis, names), what="all acked")
+    assert peak == 4
+
+
+async def _true(value: bool) -> bool:
+    return value
+
+
+def test_encode_fields_carries_routing_beside_the_payload() -> None:
+    event = probe(7)
+    fields = encode_fields(event)
+    assert fields[b"type"] == b"test.probe"
+    assert fields[b"event_id"] == event.event_id.encode()
+    assert b'"n":7' in fields[b"data"]

@@ -1,0 +1,162 @@
+"""pytest fixtures shared by every package's tests (loaded by the root ``conftest.py``).
+
+- ``redis_url`` / ``database_url`` (session): a real server, found or started (``servers``);
+  a test run fails with the reason when none can be had, rather than skipping silently.
+- ``redis``: an async client per test. ``names``: unique stream, group and key names per test,
+  whose keys are deleted afterwards. ``workers``: consumer processes the test can kill.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import subprocess
+import sys
+import uuid
+from collections.abc import AsyncIterator, Callable, Iterator
+from dataclasses import dataclass, field
+
+import pytest
+import redis as redis_sync
+from redis.asyncio import Redis
+
+from cofounder_runtime.connections import connect_redis
+from cofounder_testing.servers import ServerUnavailable, postgres_server, redis_server
+from cofounder_testing.waiting import eventually
+
+__all__ = ["Names", "Workers", "eventually"]
+
+
+def _server(factory: Callable[[], contextlib.AbstractContextManager[str]]) -> Iterator[str]:
+    with contextlib.ExitStack() as stack:
+        try:
+            url = stack.enter_context(factory())
+        except ServerUnavailable as exc:
+            pytest.fail(str(exc), pytrace=False)
+        yield url
+
+
+@pytest.fixture(scope="session")
+def redis_url() -> Iterator[str]:
+    """A real Redis server's URL."""
+    yield from _server(redis_server)
+
+
+@pytest.fixture(scope="session")
+def database_url() -> Iterator[str]:
+    """A real PostgreSQL server's URL (``postgresql://``)."""
+    yield from _server(postgres_server)
+
+
+@pytest.fixture
+async def redis(redis_url: str) -> AsyncIterator[Redis]:
+    """An async Redis client for one test."""
+    client = connect_redis(redis_url)
+    yield client
+    await client.aclose()
+
+
+@dataclass(frozen=True)
+class Names:
+    """Unique names for one test: everything starts with ``prefix``."""
+
+    prefix: str
+
+    @property
+    def stream(self) -> str:
+        """A stream name nobody else uses."""
+        return f"{self.prefix}:stream"
+
+    @property
+    def group(self) -> str:
+        """A consumer group name."""
+        return f"{self.prefix}-group"
+
+    def key(self, suffix: str) -> str:
+        """Another key under the prefix."""
+        return f"{self.prefix}:{suffix}"
+
+
+@pytest.fixture
+def names(redis_url: str) -> Iterator[Names]:
+    """Unique names; the test's keys (streams, DLQs, markers under the prefix) go afterwards."""
+    found = Names(prefix=f"t-{uuid.uuid4().hex[:12]}")
+    yield found
+    client = redis_sync.Redis.from_url(redis_url)
+    try:
+        keys = [
+            *client.scan_iter(match=f"{found.prefix}*", count=1000),
+            *client.scan_iter(match=f"cofounder.once:{{{found.prefix}}}*", count=1000),
+        ]
+        if keys:
+            client.delete(*keys)
+    finally:
+        client.close()
+
+
+@dataclass
+class Workers:
+    """Consumer processes (``cofounder_testing.worker``) started by one test."""
+
+    redis_url: str
+    names: Names
+    procs: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
+
+    def start(self, name: str, **options: object) -> subprocess.Popen[bytes]:
+        """Start a worker called ``name``; options map to its ``--flags``."""
+        argv = [
+            sys.executable,
+            "-m",
+            "cofounder_testing.worker",
+            "--redis-url",
+            self.redis_url,
+            "--stream",
+            self.names.stream,
+            "--group",
+            self.names.group,
+            "--name",
+            name,
+            "--prefix",
+            self.names.prefix,
+        ]
+        for key, value in options.items():
+            argv += [f"--{key.replace('_', '-')}", str(value)]
+        proc = subprocess.Popen(
+            argv,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            env={**os.environ, "PYTHONUNBUFFERED": "1"},
+        )
+        self.procs[name] = proc
+        return proc
+
+    async def started(self, redis: Redis, *names: str) -> None:
+        """Wait until the named workers have joined their group."""
+
+        async def joined() -> bool:
+            members = await redis.smembers(self.names.key("ready"))
+            return {n.encode() for n in names} <= members
+
+        await eventually(joined, what=f"workers {names} to start", timeout=30)
+
+    def signal(self, name: str, sig: signal.Signals) -> None:
+        """Send ``sig`` to the named worker."""
+        self.procs[name].send_signal(sig)
+
+    def stop_all(self) -> None:
+        """Kill whatever is still running."""
+        for proc in self.procs.values():
+            if proc.poll() is None:
+                proc.kill()
+            proc.wait(timeout=10)
+            if proc.stderr:
+                proc.stderr.close()
+
+
+@pytest.fixture
+def workers(redis_url: str, names: Names) -> Iterator[Workers]:
+    """Start worker processes; all are killed when the test ends."""
+    pool = Workers(redis_url=redis_url, names=names)
+    yield pool
+    pool.stop_all()

@@ -1,0 +1,236 @@
+"""Real Redis and PostgreSQL for tests: the configured or local server, else a throwaway one.
+
+Order of preference, per server:
+
+1. ``REDIS_URL`` / ``DATABASE_URL`` when set: used as is; failing to connect is an error (the
+   caller asked for that server and should hear that it is down).
+2. The local default (``127.0.0.1:6379``, ``postgresql://postgres@127.0.0.1:5432/test``).
+3. A throwaway server from Debian's binaries (``redis-server``; PostgreSQL's ``initdb`` and
+   ``pg_ctl`` run through ``runuser`` as ``postgres`` when we are root, since PostgreSQL refuses
+   to run as root), in a temporary directory, on a free port.
+4. A container via testcontainers when a Docker engine answers.
+
+When none works, :class:`ServerUnavailable` says what was tried and how to fix it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import glob
+import os
+import shutil
+import socket
+import subprocess
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Final
+from urllib.parse import urlsplit
+
+__all__ = ["ServerUnavailable", "postgres_server", "redis_server"]
+
+DEFAULT_REDIS_URL: Final = "redis://127.0.0.1:6379/0"
+DEFAULT_DATABASE_URL: Final = "postgresql://postgres@127.0.0.1:5432/test"
+
+
+class ServerUnavailable(RuntimeError):
+    """No server of the kind could be found or started."""
+
+
+def _reachable(url: str, default_port: int) -> bool:
+    parts = urlsplit(url)
+    try:
+        with socket.create_connection(
+            (parts.hostname or "127.0.0.1", parts.port or default_port), timeout=1
+        ):
+            return True
+    except OSError:
+        return False
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _wait_for(check: Callable[[], bool], what: str, timeout: float = 20.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if check():
+            return
+        time.sleep(0.1)
+    raise ServerUnavailable(f"{what} did not come up within {timeout:.0f}s")
+
+
+def _docker_answers() -> bool:
+    if shutil.which("docker") is None:
+        return False
+    try:
+        done = subprocess.run(["docker", "info"], capture_output=True, timeout=5, check=False)
+        return done.returncode == 0
+    except (OSError, subprocess.TimeoutExpired):
+        return False
+
+
+@contextlib.contextmanager
+def redis_server() -> Iterator[str]:
+    """Yield the URL of a Redis server (see the module docstring for where it comes from)."""
+    configured = os.environ.get("REDIS_URL")
+    if configured:
+        if not _reachable(configured, 6379):
+            raise ServerUnavailable(f"REDIS_URL={configured} does not answer")
+        yield configured
+        return
+    if _reachable(DEFAULT_REDIS_URL, 6379):
+        yield DEFAULT_REDIS_URL
+        return
+    binary = shutil.which("redis-server")
+    if binary:
+        port = _free_port()
+        with tempfile.TemporaryDirectory(prefix="cofounder-redis-") as workdir:
+            proc = subprocess.Popen(
+                [
+                    binary,
+                    "--port",
+                    str(port),
+                    "--bind",
+                    "127.0.0.1",
+                    "--save",
+                    "",
+                    "--appendonly",
+                    "no",
+                    "--dir",
+                    workdir,
+                ],
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+            )
+            url = f"redis://127.0.0.1:{port}/0"
+            try:
+                _wait_for(lambda: _reachable(url, port), "redis-server")
+                yield url
+            finally:
+                proc.terminate()
+                proc.wait(timeout=10)
+        return
+    if _docker_answers():
+        from testcontainers.redis import RedisContainer
+
+        with RedisContainer("redis:7-alpine") as container:
+            host = container.get_container_host_ip()
+            yield f"redis://{host}:{container.get_exposed_port(6379)}/0"
+        return
+    raise ServerUnavailable(
+        "no Redis: REDIS_URL is unset, nothing answers on 127.0.0.1:6379, redis-server is not on "
+        "PATH and no Docker engine answers. Install Debian's redis-server or set REDIS_URL."
+    )
+
+
+def _pg_bin() -> Path | None:
+    found = sorted(glob.glob("/usr/lib/postgresql/*/bin/initdb"), reverse=True)
+    if found:
+        return Path(found[0]).parent
+    initdb = shutil.which("initdb")
+    return Path(initdb).parent if initdb else None
+
+
+@contextlib.contextmanager
+def _throwaway_postgres(bindir: Path) -> Iterator[str]:
+    as_root = os.geteuid() == 0
+    prefix = ["runuser", "-u", "postgres", "--"] if as_root else []
+    port = _free_port()
+    workdir = Path(tempfile.mkdtemp(prefix="cofounder-pg-"))
+    data = workdir / "data"
+    if as_root:
+        shutil.chown(workdir, "postgres", "postgres")
+    try:
+        subprocess.run(
+            [
+                *prefix,
+                str(bindir / "initdb"),
+                "-D",
+                str(data),
+                "-A",
+                "trust",
+                "-U",
+                "postgres",
+                "--no-sync",
+            ],
+            check=True,
+            capture_output=True,
+        )
+        subprocess.run(
+            [
+                *prefix,
+                str(bindir / "pg_ctl"),
+                "-D",
+                str(data),
+                "-w",
+                "-l",
+                str(workdir / "log"),
+                "-o",
+                f"-p {port} -k {workdir} -c listen_addresses=127.0.0.1 -c fsync=off",
+                "start",
+            ],
+            check=True,
+            capture_output=True,
+        )
+        subprocess.run(
+            [
+                *prefix,
+                str(bindir / "createdb"),
+                "-h",
+                "127.0.0.1",
+                "-p",
+                str(port),
+                "-U",
+                "postgres",
+                "test",
+            ],
+            check=True,
+            capture_output=True,
+        )
+        yield f"postgresql://postgres@127.0.0.1:{port}/test"
+    except subprocess.CalledProcessError as exc:
+        raise ServerUnavailable(
+            f"could not start a throwaway PostgreSQL: {exc.cmd[len(prefix)]} said "
+            f"{exc.stderr.decode(errors='replace').strip()}"
+        ) from exc
+    finally:
+        subprocess.run(
+            [*prefix, str(bindir / "pg_ctl"), "-D", str(data), "-m", "immediate", "stop"],
+            capture_output=True,
+            check=False,
+        )
+        shutil.rmtree(workdir, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def postgres_server() -> Iterator[str]:
+    """Yield a PostgreSQL URL (``postgresql://``; see the module docstring)."""
+    configured = os.environ.get("DATABASE_URL")
+    if configured:
+        if not _reachable(configured, 5432):
+            raise ServerUnavailable(f"DATABASE_URL={configured} does not answer")
+        yield configured
+        return
+    if _reachable(DEFAULT_DATABASE_URL, 5432):
+        yield DEFAULT_DATABASE_URL
+        return
+    bindir = _pg_bin()
+    if bindir is not None:
+        with _throwaway_postgres(bindir) as url:
+            yield url
+        return
+    if _docker_answers():
+        from testcontainers.postgres import PostgresContainer
+
+        with PostgresContainer("postgres:16-alpine", driver=None) as container:
+            yield container.get_connection_url()
+        return
+    raise ServerUnavailable(
+        "no PostgreSQL: DATABASE_URL is unset, nothing answers on 127.0.0.1:5432, no initdb was "
+        "found and no Docker engine answers. Install Debian's postgresql or set DATABASE_URL."
+    )

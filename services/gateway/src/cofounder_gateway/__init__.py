@@ -1,0 +1,1 @@
+"""cofounder_gateway."""
