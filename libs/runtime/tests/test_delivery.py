@@ -108,7 +108,7 @@ async def test_a_transient_failure_is_retried_and_applied_once(redis: Redis, nam
 async def test_undecodable_entry_goes_straight_to_the_dlq(
     redis: Redis, names: Names, fields: dict[bytes, bytes], reason: str
 ) -> None:
-    await redis.xadd(names.stream, fields)  # type: ignore[arg-type]
+    await redis.xadd(names.stream, fields)
     await Publisher(redis).publish(names.stream, probe(1))
     async with running(redis, names):
         await eventually(lambda: _dlq_len(redis, names, 1), what="dead letter")

@@ -23,17 +23,22 @@ from cofounder_runtime.keys import once_key
 
 __all__ = ["Applied", "RedisOnce"]
 
+# The marker is set after the effect: a script that raises midway is not rolled back by Redis,
+# and a marker set first would make the retry skip an effect that never completed. Scripts run
+# without interleaving, so check-then-set is still atomic against other clients.
 _PREAMBLE = """
 local marker = KEYS[#KEYS]
 local ttl_ms = ARGV[#ARGV]
-if not redis.call('SET', marker, '1', 'NX', 'PX', ttl_ms) then
+if redis.call('EXISTS', marker) == 1 then
   return {0, false}
 end
 local function apply()
 """
 _POSTAMBLE = """
 end
-return {1, apply()}
+local result = apply()
+redis.call('SET', marker, '1', 'PX', ttl_ms)
+return {1, result}
 """
 
 
@@ -50,7 +55,10 @@ class RedisOnce:
 
     ``body`` is the body of a Lua function. It sees ``KEYS``/``ARGV`` as passed to :meth:`apply`
     (the marker key and the TTL are appended after them, so ``KEYS[1]`` is still the caller's
-    first key) and may ``return`` a value. Example: a budget counter that counts each usage once::
+    first key) and may ``return`` a value. Redis does not roll back a script that fails midway,
+    so a body validates before it writes; the marker is only set once the body has returned.
+
+    Example, a budget counter that counts each usage once::
 
         add = RedisOnce(redis, scope="budget",
                         body="return redis.call('INCRBY', KEYS[1], ARGV[1])")

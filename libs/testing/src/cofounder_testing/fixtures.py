@@ -16,6 +16,7 @@ import sys
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import pytest
 import redis as redis_sync
@@ -101,7 +102,9 @@ class Workers:
 
     redis_url: str
     names: Names
+    logdir: Path
     procs: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
+    started_procs: list[subprocess.Popen[bytes]] = field(default_factory=list)
 
     def start(self, name: str, **options: object) -> subprocess.Popen[bytes]:
         """Start a worker called ``name``; options map to its ``--flags``."""
@@ -122,14 +125,23 @@ class Workers:
         ]
         for key, value in options.items():
             argv += [f"--{key.replace('_', '-')}", str(value)]
-        proc = subprocess.Popen(
-            argv,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.PIPE,
-            env={**os.environ, "PYTHONUNBUFFERED": "1"},
-        )
+        previous = self.procs.get(name)
+        if previous is not None and previous.poll() is None:
+            raise RuntimeError(f"worker {name!r} is still running")
+        with (self.logdir / f"{name}.log").open("ab") as log:
+            proc = subprocess.Popen(
+                argv,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                env={**os.environ, "PYTHONUNBUFFERED": "1"},
+            )
         self.procs[name] = proc
+        self.started_procs.append(proc)
         return proc
+
+    def logs(self, name: str) -> str:
+        """Everything the named worker (all its lives) wrote."""
+        return (self.logdir / f"{name}.log").read_text(errors="replace")
 
     async def started(self, redis: Redis, *names: str) -> None:
         """Wait until the named workers have joined their group."""
@@ -146,17 +158,15 @@ class Workers:
 
     def stop_all(self) -> None:
         """Kill whatever is still running."""
-        for proc in self.procs.values():
+        for proc in self.started_procs:
             if proc.poll() is None:
                 proc.kill()
             proc.wait(timeout=10)
-            if proc.stderr:
-                proc.stderr.close()
 
 
 @pytest.fixture
-def workers(redis_url: str, names: Names) -> Iterator[Workers]:
-    """Start worker processes; all are killed when the test ends."""
-    pool = Workers(redis_url=redis_url, names=names)
+def workers(redis_url: str, names: Names, tmp_path: Path) -> Iterator[Workers]:
+    """Start worker processes (logs in ``tmp_path``); all are killed when the test ends."""
+    pool = Workers(redis_url=redis_url, names=names, logdir=tmp_path)
     yield pool
     pool.stop_all()

@@ -5,7 +5,10 @@ The handler records, in Redis under a per-test prefix:
 - ``<prefix>:starts`` (hash event_id -> attempts started), proving redeliveries happened;
 - ``<prefix>:effects`` (hash event_id -> times the effect applied), through :class:`RedisOnce`,
   so it must be exactly 1 per event however often the event was delivered;
-- ``<prefix>:order`` (list of ``n`` in handling order, first attempt only).
+- ``<prefix>:order`` (list of ``n`` in handling order, first attempt only);
+- ``<prefix>:log`` (list of ``n`` for every attempt).
+
+Setting ``<prefix>:fast`` makes later attempts skip ``sleep_s`` (a rescued event finishes quickly).
 """
 
 from __future__ import annotations
@@ -54,7 +57,7 @@ class ProbeHandler:
             (attempt, _) = await pipe.execute()
         if attempt == 1:
             await self.redis.rpush(f"{self.prefix}:order", event.n)
-        if event.sleep_s:
+        if event.sleep_s and not await self.redis.exists(f"{self.prefix}:fast"):
             await asyncio.sleep(event.sleep_s)
         if event.fail_until < 0 or attempt <= event.fail_until:
             raise RuntimeError(f"probe {event.n} fails on attempt {attempt}")

@@ -1,0 +1,5 @@
+"""``python -m cofounder_cli`` is the ``cofounder`` command."""
+
+from cofounder_cli.main import main
+
+main()

@@ -1,0 +1,26 @@
+"""The ``cofounder`` command: one entry point whose subcommands each area of the system adds.
+
+Subcommand groups live in their own modules (``serve``, ``dlq``, ``events``) and are mounted here.
+"""
+
+from __future__ import annotations
+
+import typer
+
+from cofounder_cli import dlq, events, serve
+
+app = typer.Typer(
+    name="cofounder",
+    help="Cofounder build pipeline: run services and operate the event streams.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+app.add_typer(dlq.app, name="dlq")
+app.add_typer(events.app, name="events")
+app.command("serve")(serve.serve)
+
+
+def main() -> None:
+    """Console-script entry point."""
+    app()

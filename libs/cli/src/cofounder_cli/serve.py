@@ -1,0 +1,37 @@
+"""``cofounder serve <service>``: run one service, found through its entry point."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from typing import Annotated
+
+import typer
+import uvloop
+
+from cofounder_runtime.service import discover_services
+
+
+def serve(
+    service: Annotated[str | None, typer.Argument(help="The service to run.")] = None,
+    list_: Annotated[bool, typer.Option("--list", help="List the registered services.")] = False,
+) -> None:
+    """Run one service until SIGTERM (graceful: in-flight work is finished and acked)."""
+    services = discover_services()
+    if list_ or service is None:
+        for each in services.values():
+            typer.echo(f"{each.name:<20} {each.status:<28} {each.summary}")
+        return
+    spec = services.get(service)
+    if spec is None:
+        known = ", ".join(services) or "none"
+        typer.echo(f"error: no service named {service!r} (registered: {known})", err=True)
+        raise typer.Exit(2)
+    if spec.main is None:
+        typer.echo(f"error: the {spec.name} service is not built yet ({spec.status})", err=True)
+        raise typer.Exit(2)
+    main = spec.main
+    uvloop.run(_call(main))
+
+
+async def _call(main: Callable[[], Awaitable[None]]) -> None:
+    await main()

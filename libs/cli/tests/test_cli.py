@@ -1,0 +1,128 @@
+"""The ``cofounder`` command, run as a real process."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import subprocess
+import sys
+from typing import Any
+
+import pytest
+from redis.asyncio import Redis
+
+from cofounder_runtime.publisher import Publisher
+from cofounder_testing.fixtures import Names
+from cofounder_testing.inprocess import hash_ints, running
+from cofounder_testing.probe import probe
+from cofounder_testing.waiting import eventually
+
+SERVICES = {"gateway", "context-assembler", "agent-runner", "budget", "snapshot"}
+
+
+async def cofounder(*args: str, redis_url: str | None = None) -> subprocess.CompletedProcess[str]:
+    """Run ``cofounder ARGS`` in a subprocess (off the event loop)."""
+    env_args = [*args, "--redis-url", redis_url] if redis_url else list(args)
+    return await asyncio.to_thread(
+        subprocess.run,
+        [sys.executable, "-m", "cofounder_cli", *env_args],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+
+
+def as_json(done: subprocess.CompletedProcess[str]) -> Any:
+    assert done.returncode == 0, done.stderr
+    return json.loads(done.stdout)
+
+
+async def test_services_are_discovered_through_entry_points() -> None:
+    done = await cofounder("serve", "--list")
+    assert done.returncode == 0, done.stderr
+    listed = {line.split()[0] for line in done.stdout.splitlines()}
+    assert listed == SERVICES
+
+
+async def test_serving_an_unknown_or_unbuilt_service_says_why() -> None:
+    unknown = await cofounder("serve", "nope")
+    assert unknown.returncode == 2
+    assert "no service named 'nope'" in unknown.stderr
+    unbuilt = await cofounder("serve", "budget")
+    assert unbuilt.returncode == 2
+    assert "not built yet (issue #5)" in unbuilt.stderr
+
+
+@pytest.mark.integration
+async def test_dlq_list_show_replay_and_the_entry_is_then_handled(
+    redis: Redis, names: Names, redis_url: str
+) -> None:
+    gate = names.key("gate")
+    event = probe(1, gate=gate)
+    await Publisher(redis).publish(names.stream, event)
+    async with running(redis, names):
+
+        async def dead() -> bool:
+            return int(await redis.xlen(names.stream + ".dlq")) == 1
+
+        await eventually(dead, what="the event dead-lettered")
+
+        counts = as_json(await cofounder("dlq", "list", "--json", redis_url=redis_url))
+        assert counts[names.stream] == 1
+        [letter] = as_json(
+            await cofounder("dlq", "list", names.stream, "--json", redis_url=redis_url)
+        )
+        assert letter["event_id"] == event.event_id
+        assert letter["group"] == names.group
+        assert "gate" in letter["error"]
+        shown = as_json(
+            await cofounder(
+                "dlq", "show", names.stream, letter["dlq_id"], "--json", redis_url=redis_url
+            )
+        )
+        assert shown == letter
+        human = await cofounder("dlq", "list", names.stream, redis_url=redis_url)
+        assert letter["dlq_id"] in human.stdout
+
+        await redis.set(gate, "open")  # the bug is fixed
+        replayed = as_json(
+            await cofounder("dlq", "replay", names.stream, "--all", "--json", redis_url=redis_url)
+        )
+        assert len(replayed["replayed"]) == 1
+
+        async def handled() -> bool:
+            return await redis.hexists(names.key("effects"), event.event_id)
+
+        await eventually(handled, what="the replayed event handled")
+    assert await redis.xlen(names.stream + ".dlq") == 0
+    assert (await hash_ints(redis, names.key("effects")))[event.event_id] == 1
+
+
+@pytest.mark.integration
+async def test_dlq_purge_and_argument_errors(redis: Redis, names: Names, redis_url: str) -> None:
+    for n in range(3):
+        await redis.xadd(
+            names.stream + ".dlq",
+            {"type": "x", "event_id": str(n), "data": "{}", "dlq.error": "boom"},
+        )
+    ids = [i.decode() for i, _ in await redis.xrange(names.stream + ".dlq")]
+    both = await cofounder(
+        "dlq", "purge", names.stream, ids[0], "--all", "--yes", redis_url=redis_url
+    )
+    assert both.returncode == 2
+    assert "not both" in both.stderr
+    one = as_json(
+        await cofounder(
+            "dlq", "purge", names.stream, ids[0], "--yes", "--json", redis_url=redis_url
+        )
+    )
+    assert one == {"purged": 1}
+    missing = await cofounder("dlq", "show", names.stream, ids[0], redis_url=redis_url)
+    assert missing.returncode == 1
+    rest = as_json(
+        await cofounder(
+            "dlq", "purge", names.stream, "--all", "--yes", "--json", redis_url=redis_url
+        )
+    )
+    assert rest == {"purged": 2}

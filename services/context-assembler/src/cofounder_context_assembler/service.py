@@ -1,0 +1,9 @@
+"""Registration of the context-assembler service with the ``cofounder`` CLI (entry point ``cofounder.services``)."""
+
+from cofounder_runtime.service import ServiceSpec
+
+SPEC = ServiceSpec(
+    name="context-assembler",
+    summary="build.requested -> context.ready: the founder's brief, Q&A and plan",
+    status="not built yet (issue #3)",
+)

@@ -1,0 +1,9 @@
+"""Registration of the snapshot service with the ``cofounder`` CLI (entry point ``cofounder.services``)."""
+
+from cofounder_runtime.service import ServiceSpec
+
+SPEC = ServiceSpec(
+    name="snapshot",
+    summary="content-addressed S3 snapshots of the sandbox's project files",
+    status="not built yet (issue #6)",
+)
