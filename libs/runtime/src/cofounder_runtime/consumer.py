@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
 import random
 import time
 from collections.abc import Awaitable, Callable, Mapping
@@ -36,7 +37,9 @@ from redis.exceptions import RedisError, ResponseError
 from cofounder_contracts.codec import EVENT_ID, TYPE
 from cofounder_contracts.envelope import Event
 from cofounder_runtime.deadletter import dead_letter
+from cofounder_runtime.eager import start_eagerly
 from cofounder_runtime.janitor import Janitor
+from cofounder_runtime.logs import HANDLING
 from cofounder_runtime.metrics import StreamMetrics, TypeMetrics
 from cofounder_runtime.options import ConsumerOptions
 from cofounder_runtime.ownership import Ownership
@@ -286,7 +289,7 @@ class Consumer:
         route = self._routes.get(type_)
         if route is None:
             if EVENT_ID in fields and type_:
-                self.metrics.for_type(_UNKNOWN).ignored.inc()
+                self.metrics.for_type(_UNKNOWN).ignored += 1
                 self._ack(entry_id)
             else:
                 self._spawn_dead_letter(
@@ -315,9 +318,12 @@ class Consumer:
             return
         state = self._state
         state.inflight[entry_id] = _InFlight(deliveries=deliveries, renewed_at=time.monotonic())
-        task = asyncio.create_task(self._handle(entry_id, fields, event, route))
-        state.tasks.add(task)
-        task.add_done_callback(self._handler_done)
+        task = start_eagerly(
+            self._handle(entry_id, fields, event, route), context=contextvars.copy_context()
+        )
+        if task is not None:
+            state.tasks.add(task)
+            task.add_done_callback(self._handler_done)
 
     def _handler_done(self, task: asyncio.Task[None]) -> None:
         self._state.tasks.discard(task)
@@ -325,9 +331,7 @@ class Consumer:
     async def _handle(
         self, entry_id: bytes, fields: dict[bytes, bytes], event: Event, route: _Route
     ) -> None:
-        structlog.contextvars.bind_contextvars(
-            event_id=event.event_id, build_id=event.build_id, event_type=event.type
-        )
+        HANDLING.set(event)  # logs from here on carry its event_id, build_id and type
         state = self._state
         metrics = route.metrics
         try:
@@ -339,7 +343,7 @@ class Consumer:
                 except asyncio.CancelledError:
                     raise
                 except Exception as exc:  # noqa: BLE001 - any handler failure is retried
-                    metrics.failed.inc()
+                    metrics.failed += 1
                     error = f"{type(exc).__name__}: {exc}"
                     if flight.deliveries >= self.options.max_deliveries:
                         self._log.error(
@@ -356,12 +360,11 @@ class Consumer:
                         deliveries=flight.deliveries,
                         exc_info=exc,
                     )
-                    metrics.retried.inc()
+                    metrics.retried += 1
                     if not await self._back_off(entry_id, flight):
                         return
                     continue
-                metrics.seconds.observe(time.perf_counter() - started)
-                metrics.handled.inc()
+                metrics.observe_success(time.perf_counter() - started)
                 self._ack(entry_id)
                 return
         finally:
@@ -449,7 +452,7 @@ class Consumer:
                     return
                 await self._redis_trouble("dead-lettering", exc)
                 continue
-            metrics.dead_lettered.inc()
+            metrics.dead_lettered += 1
             return
 
     # -- acks and heartbeats ---------------------------------------------------------------

@@ -1,74 +1,58 @@
 """Prometheus metrics of the stream runtime.
 
 Names are part of the operations contract (dashboards and alert rules use them): rename nothing.
-Per-message code touches pre-bound children only (``StreamMetrics.for_type``), so a handled event
-costs two counter increments and a histogram observation, not label lookups.
+
+Per-event metrics are plain integers on a :class:`TypeMetrics` object (one per stream, group and
+event type), exported by one custom collector at scrape time. A ``prometheus_client`` counter
+increment takes a lock and a histogram observation walks its buckets under one; at 100,000+ events
+a second per process that was a fifth of the consumer's time. Here an event costs two integer
+additions and a ``bisect``. The handler runs on the event loop's thread and the scrape on the
+exporter's; they share only integers, and a scrape that reads a histogram while it is being
+updated may be one observation behind in one bucket, which Prometheus tolerates.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from bisect import bisect_left
+from collections.abc import Iterator
+from typing import Final
 
-from prometheus_client import Counter, Gauge, Histogram
+from prometheus_client import REGISTRY, Counter, Gauge
+from prometheus_client.core import CounterMetricFamily, HistogramMetricFamily, Metric
+from prometheus_client.registry import Collector
 
 __all__ = [
-    "EVENTS_DEAD_LETTERED",
-    "EVENTS_FAILED",
-    "EVENTS_HANDLED",
-    "EVENTS_IGNORED",
-    "EVENTS_RETRIED",
     "GROUP_LAG",
     "GROUP_PENDING",
-    "HANDLER_SECONDS",
+    "HANDLER_BUCKETS",
     "OWNERSHIP_LOST",
     "StreamMetrics",
     "TypeMetrics",
 ]
 
-_LABELS = ("stream", "group", "type")
+#: Upper bounds (seconds) of the handler latency histogram: sub-millisecond handlers up to a
+#: whole agent loop (half an hour).
+HANDLER_BUCKETS: Final = (
+    0.0005,
+    0.001,
+    0.0025,
+    0.005,
+    0.01,
+    0.025,
+    0.05,
+    0.1,
+    0.25,
+    0.5,
+    1.0,
+    2.5,
+    5.0,
+    10.0,
+    30.0,
+    60.0,
+    300.0,
+    1800.0,
+)
 
-EVENTS_HANDLED = Counter(
-    "cofounder_events_handled_total", "Events whose handler succeeded and were acked.", _LABELS
-)
-EVENTS_FAILED = Counter("cofounder_events_failed_total", "Handler attempts that raised.", _LABELS)
-EVENTS_RETRIED = Counter(
-    "cofounder_events_retried_total", "Failed events scheduled for another attempt.", _LABELS
-)
-EVENTS_DEAD_LETTERED = Counter(
-    "cofounder_events_dead_lettered_total",
-    "Events moved to the dead-letter stream (failing, undecodable or over-delivered).",
-    _LABELS,
-)
-EVENTS_IGNORED = Counter(
-    "cofounder_events_ignored_total",
-    "Entries of a type this group has no handler for; acked without effect.",
-    _LABELS,
-)
-HANDLER_SECONDS = Histogram(
-    "cofounder_handler_seconds",
-    "Handler latency of successful attempts.",
-    _LABELS,
-    buckets=(
-        0.0005,
-        0.001,
-        0.0025,
-        0.005,
-        0.01,
-        0.025,
-        0.05,
-        0.1,
-        0.25,
-        0.5,
-        1,
-        2.5,
-        5,
-        10,
-        30,
-        60,
-        300,
-        1800,
-    ),
-)
 OWNERSHIP_LOST = Counter(
     "cofounder_entries_lost_total",
     "In-flight entries claimed away by another consumer (this one stalled past min_idle).",
@@ -86,20 +70,97 @@ GROUP_LAG = Gauge(
 )
 
 
-@dataclass(frozen=True, slots=True)
 class TypeMetrics:
-    """The metric children of one (stream, group, type)."""
+    """Counters and the latency histogram of one (stream, group, type)."""
 
-    handled: Counter
-    failed: Counter
-    retried: Counter
-    dead_lettered: Counter
-    ignored: Counter
-    seconds: Histogram
+    __slots__ = (
+        "buckets",
+        "dead_lettered",
+        "failed",
+        "handled",
+        "ignored",
+        "labels",
+        "retried",
+        "seconds_sum",
+    )
+
+    def __init__(self, labels: tuple[str, str, str]) -> None:
+        self.labels = labels
+        self.handled = 0
+        self.failed = 0
+        self.retried = 0
+        self.dead_lettered = 0
+        self.ignored = 0
+        self.buckets = [0] * (len(HANDLER_BUCKETS) + 1)  # the last one is +Inf
+        self.seconds_sum = 0.0
+
+    def observe_success(self, seconds: float) -> None:
+        """A handler succeeded after ``seconds``."""
+        self.handled += 1
+        self.buckets[bisect_left(HANDLER_BUCKETS, seconds)] += 1
+        self.seconds_sum += seconds
+
+
+class _Collector(Collector):
+    """Exports every :class:`TypeMetrics` ever created in this process."""
+
+    def __init__(self) -> None:
+        self.all: list[TypeMetrics] = []
+
+    def collect(self) -> Iterator[Metric]:
+        names = ("stream", "group", "type")
+        counters = {
+            "handled": CounterMetricFamily(
+                "cofounder_events_handled",
+                "Events whose handler succeeded and were acked.",
+                labels=names,
+            ),
+            "failed": CounterMetricFamily(
+                "cofounder_events_failed", "Handler attempts that raised.", labels=names
+            ),
+            "retried": CounterMetricFamily(
+                "cofounder_events_retried",
+                "Failed events scheduled for another attempt.",
+                labels=names,
+            ),
+            "dead_lettered": CounterMetricFamily(
+                "cofounder_events_dead_lettered",
+                "Events moved to the dead-letter stream (failing, undecodable or over-delivered).",
+                labels=names,
+            ),
+            "ignored": CounterMetricFamily(
+                "cofounder_events_ignored",
+                "Entries of a type this group has no handler for; acked without effect.",
+                labels=names,
+            ),
+        }
+        latency = HistogramMetricFamily(
+            "cofounder_handler_seconds", "Handler latency of successful attempts.", labels=names
+        )
+        for tm in list(self.all):
+            labels = list(tm.labels)
+            for attr, family in counters.items():
+                family.add_metric(labels, getattr(tm, attr))
+            cumulative = 0
+            buckets = []
+            for bound, count in zip((*HANDLER_BUCKETS, float("inf")), tm.buckets, strict=True):
+                cumulative += count
+                buckets.append((_bound(bound), cumulative))
+            latency.add_metric(labels, buckets, tm.seconds_sum)
+        yield from counters.values()
+        yield latency
+
+
+def _bound(value: float) -> str:
+    return "+Inf" if value == float("inf") else repr(value)
+
+
+_COLLECTOR: Final = _Collector()
+REGISTRY.register(_COLLECTOR)
 
 
 class StreamMetrics:
-    """Metric children of one (stream, group), bound per event type on first use."""
+    """The metrics of one (stream, group), bound per event type on first use."""
 
     __slots__ = ("_by_type", "group", "lost", "stream")
 
@@ -110,19 +171,12 @@ class StreamMetrics:
         self._by_type: dict[bytes, TypeMetrics] = {}
 
     def for_type(self, type_: bytes) -> TypeMetrics:
-        """The children for ``type_`` (the raw ``type`` field; unknown types count as such)."""
+        """The metrics of ``type_`` (the raw ``type`` field)."""
         found = self._by_type.get(type_)
         if found is None:
-            labels = (self.stream, self.group, type_.decode(errors="replace"))
-            found = TypeMetrics(
-                handled=EVENTS_HANDLED.labels(*labels),
-                failed=EVENTS_FAILED.labels(*labels),
-                retried=EVENTS_RETRIED.labels(*labels),
-                dead_lettered=EVENTS_DEAD_LETTERED.labels(*labels),
-                ignored=EVENTS_IGNORED.labels(*labels),
-                seconds=HANDLER_SECONDS.labels(*labels),
-            )
+            found = TypeMetrics((self.stream, self.group, type_.decode(errors="replace")))
             self._by_type[type_] = found
+            _COLLECTOR.all.append(found)
         return found
 
     def set_group_state(self, *, pending: int, lag: int | None) -> None:

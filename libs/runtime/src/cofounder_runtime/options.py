@@ -36,8 +36,8 @@ class ConsumerOptions:
     - ``shutdown_grace_s``: on stop, how long in-flight handlers may take to finish and be acked.
     """
 
-    concurrency: int = 64
-    batch_size: int = 128
+    concurrency: int = 256
+    batch_size: int = 256
     block_ms: int = 1_000
     min_idle_ms: int = 30_000
     max_deliveries: int = 5

@@ -39,7 +39,7 @@ class RuntimeSettings(BaseSettings):
     consumer_concurrency: int = Field(
         default=64, description="Handlers running at once per stream."
     )
-    consumer_batch_size: int = Field(default=128, description="XREADGROUP COUNT.")
+    consumer_batch_size: int = Field(default=256, description="XREADGROUP COUNT.")
     consumer_block_ms: int = Field(default=1_000, description="XREADGROUP BLOCK.")
     consumer_min_idle_ms: int = Field(
         default=30_000, description="Idle time after which an entry is claimed."

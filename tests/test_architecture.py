@@ -1,0 +1,64 @@
+"""Whole-repository rules: the dependency direction and the one home of stream names."""
+
+from __future__ import annotations
+
+import ast
+import re
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+SERVICES = {p.name.replace("-", "_") for p in (ROOT / "services").iterdir() if p.is_dir()}
+SERVICE_MODULES = {f"cofounder_{s}" for s in SERVICES}
+
+
+def _imports(path: Path) -> set[str]:
+    tree = ast.parse(path.read_text(), filename=str(path))
+    found: set[str] = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            found.update(alias.name.split(".")[0] for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            found.add(node.module.split(".")[0])
+    return found
+
+
+def _sources(folder: Path) -> list[Path]:
+    return [p for p in folder.rglob("*.py") if ".venv" not in p.parts]
+
+
+def test_the_five_services_exist_as_packages() -> None:
+    assert SERVICES == {"gateway", "context_assembler", "agent_runner", "budget", "snapshot"}
+
+
+def test_no_library_imports_a_service() -> None:
+    offenders = {
+        str(path.relative_to(ROOT)): sorted(_imports(path) & SERVICE_MODULES)
+        for path in _sources(ROOT / "libs")
+        if _imports(path) & SERVICE_MODULES
+    }
+    assert offenders == {}
+
+
+def test_no_service_imports_another_service() -> None:
+    offenders = {}
+    for service in (ROOT / "services").iterdir():
+        own = f"cofounder_{service.name.replace('-', '_')}"
+        for path in _sources(service):
+            others = (_imports(path) & SERVICE_MODULES) - {own}
+            if others:
+                offenders[str(path.relative_to(ROOT))] = sorted(others)
+    assert offenders == {}
+
+
+def test_stream_names_are_spelled_only_in_the_contracts() -> None:
+    pattern = re.compile(r"""["']cofounder\.(builds|agent|budget|snapshots)\.[a-z.-]+["']""")
+    allowed = ROOT / "libs" / "contracts"
+    offenders = [
+        str(path.relative_to(ROOT))
+        for folder in ("libs", "services")
+        for path in _sources(ROOT / folder)
+        if allowed not in path.parents
+        and "tests" not in path.parts
+        and pattern.search(path.read_text())
+    ]
+    assert offenders == []
