@@ -1,4 +1,4 @@
-"""Registration of the budget service with the ``cofounder`` CLI (entry point ``cofounder.services``)."""
+"""How the ``cofounder`` CLI finds this service (entry point group ``cofounder.services``)."""
 
 from cofounder_runtime.service import ServiceSpec
 
