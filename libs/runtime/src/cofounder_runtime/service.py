@@ -14,10 +14,17 @@ from importlib.metadata import entry_points
 from typing import Final
 
 import structlog
+from prometheus_client import start_http_server
 
 from cofounder_runtime.consumer import Consumer
 
-__all__ = ["SERVICE_ENTRY_POINTS", "ServiceSpec", "discover_services", "run_consumers"]
+__all__ = [
+    "SERVICE_ENTRY_POINTS",
+    "ServiceSpec",
+    "discover_services",
+    "run_consumers",
+    "start_metrics_server",
+]
 
 #: The entry-point group service packages register under.
 SERVICE_ENTRY_POINTS: Final = "cofounder.services"
@@ -48,6 +55,12 @@ def discover_services() -> dict[str, ServiceSpec]:
             raise TypeError(f"entry point {ep.name!r} ({ep.value}) is not a ServiceSpec")
         found[spec.name] = spec
     return dict(sorted(found.items()))
+
+
+def start_metrics_server(port: int, *, host: str = "0.0.0.0") -> None:  # noqa: S104 - scraped
+    """Serve Prometheus ``/metrics`` on ``port`` from a daemon thread (the exporter's own)."""
+    start_http_server(port, addr=host)
+    _log.info("metrics served", port=port, path="/metrics")
 
 
 async def run_consumers(consumers: Sequence[Consumer]) -> None:

@@ -14,7 +14,7 @@ from cofounder_runtime.connections import connect_redis
 from cofounder_runtime.consumer import Consumer
 from cofounder_runtime.logs import configure_logging
 from cofounder_runtime.options import ConsumerOptions
-from cofounder_runtime.service import run_consumers
+from cofounder_runtime.service import run_consumers, start_metrics_server
 from cofounder_testing.probe import Probe, ProbeHandler
 
 
@@ -31,10 +31,13 @@ def _parse() -> argparse.Namespace:
     p.add_argument("--max-deliveries", type=int, default=5)
     p.add_argument("--concurrency", type=int, default=64)
     p.add_argument("--grace-s", type=float, default=30.0)
+    p.add_argument("--metrics-port", type=int, default=None)
     return p.parse_args()
 
 
 async def _main(args: argparse.Namespace) -> None:
+    if args.metrics_port is not None:
+        start_metrics_server(args.metrics_port, host="127.0.0.1")
     redis = connect_redis(args.redis_url)
     options = ConsumerOptions(
         concurrency=args.concurrency,

@@ -1,0 +1,70 @@
+"""The metrics a running consumer process exports, scraped over HTTP like Prometheus does."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import urllib.request
+
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+from redis.asyncio import Redis
+
+from cofounder_runtime.publisher import Publisher
+from cofounder_testing.fixtures import Names, Workers
+from cofounder_testing.probe import probe
+from cofounder_testing.waiting import eventually
+
+pytestmark = pytest.mark.e2e
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _scrape(port: int) -> dict[tuple[str, frozenset[tuple[str, str]]], float]:
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as response:
+        text = response.read().decode()
+    return {
+        (sample.name, frozenset(sample.labels.items())): sample.value
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+    }
+
+
+async def test_a_consumer_process_exports_handled_failed_retried_dead_lettered_and_latency(
+    redis: Redis, names: Names, workers: Workers
+) -> None:
+    port = _free_port()
+    workers.start("m", metrics_port=port, max_deliveries=2, janitor_ms=100)
+    await workers.started(redis, "m")
+    await Publisher(redis).publish_many(
+        [(names.stream, probe(i)) for i in range(3)] + [(names.stream, probe(9, fail_until=-1))]
+    )
+
+    async def settled() -> bool:
+        return (
+            int(await redis.xlen(names.stream + ".dlq")) == 1
+            and int(await redis.hlen(names.key("effects"))) == 3
+        )
+
+    await eventually(settled, what="three handled, one dead-lettered")
+
+    labels = frozenset({"stream": names.stream, "group": names.group, "type": "test.probe"}.items())
+    group = frozenset({"stream": names.stream, "group": names.group}.items())
+
+    async def scraped_group_state() -> bool:
+        return ("cofounder_group_lag", group) in await asyncio.to_thread(_scrape, port)
+
+    await eventually(scraped_group_state, what="the janitor's gauges")
+    metrics = await asyncio.to_thread(_scrape, port)
+    assert metrics[("cofounder_events_handled_total", labels)] == 3
+    assert metrics[("cofounder_events_failed_total", labels)] == 2
+    assert metrics[("cofounder_events_retried_total", labels)] == 1
+    assert metrics[("cofounder_events_dead_lettered_total", labels)] == 1
+    assert metrics[("cofounder_handler_seconds_count", labels)] == 3
+    assert metrics[("cofounder_handler_seconds_bucket", labels | {("le", "+Inf")})] == 3
+    assert metrics[("cofounder_group_pending", group)] == 0
+    assert metrics[("cofounder_group_lag", group)] == 0
