@@ -1,0 +1,88 @@
+"""Every event, by area. ``ALL_EVENTS`` is the catalog in a stable order."""
+
+from __future__ import annotations
+
+from typing import Final
+
+from cofounder_contracts.envelope import Event
+from cofounder_contracts.events.agent import (
+    AgentIterationCompleted,
+    AgentResumed,
+    AgentSleeping,
+    ToolCalled,
+    ToolCompleted,
+)
+from cofounder_contracts.events.budget import (
+    BudgetExhausted,
+    BudgetUsage,
+    BudgetWake,
+    BudgetWarning,
+    UsageOutcome,
+    WakeReason,
+)
+from cofounder_contracts.events.builds import (
+    BuildCancelRequested,
+    BuildCompleted,
+    BuildFailed,
+    BuildRequested,
+    BuildStatus,
+    BuildStatusChanged,
+    ContextReady,
+    QnA,
+)
+from cofounder_contracts.events.snapshots import (
+    SandboxKind,
+    SnapshotCompleted,
+    SnapshotFailed,
+    SnapshotReason,
+    SnapshotRequested,
+)
+
+__all__ = [
+    "ALL_EVENTS",
+    "AgentIterationCompleted",
+    "AgentResumed",
+    "AgentSleeping",
+    "BudgetExhausted",
+    "BudgetUsage",
+    "BudgetWake",
+    "BudgetWarning",
+    "BuildCancelRequested",
+    "BuildCompleted",
+    "BuildFailed",
+    "BuildRequested",
+    "BuildStatus",
+    "BuildStatusChanged",
+    "ContextReady",
+    "QnA",
+    "SandboxKind",
+    "SnapshotCompleted",
+    "SnapshotFailed",
+    "SnapshotReason",
+    "SnapshotRequested",
+    "ToolCalled",
+    "ToolCompleted",
+    "UsageOutcome",
+    "WakeReason",
+]
+
+ALL_EVENTS: Final[tuple[type[Event], ...]] = (
+    BuildRequested,
+    ContextReady,
+    BuildStatusChanged,
+    AgentIterationCompleted,
+    ToolCalled,
+    ToolCompleted,
+    BudgetUsage,
+    BudgetWarning,
+    BudgetExhausted,
+    BudgetWake,
+    AgentSleeping,
+    AgentResumed,
+    SnapshotRequested,
+    SnapshotCompleted,
+    SnapshotFailed,
+    BuildCompleted,
+    BuildFailed,
+    BuildCancelRequested,
+)

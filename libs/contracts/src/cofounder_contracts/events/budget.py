@@ -1,0 +1,75 @@
+"""Events of token metering and the daily budget."""
+
+from __future__ import annotations
+
+import enum
+from datetime import date, datetime
+
+from cofounder_contracts.envelope import Event
+from cofounder_contracts.units import Count, Micros, NonEmpty
+
+__all__ = [
+    "BudgetExhausted",
+    "BudgetUsage",
+    "BudgetWake",
+    "BudgetWarning",
+    "UsageOutcome",
+    "WakeReason",
+]
+
+
+class UsageOutcome(enum.StrEnum):
+    """How the metered model call ended (a failed or cut-short call still costs tokens)."""
+
+    OK = "ok"
+    ERROR = "error"
+    CUT_SHORT = "cut_short"
+
+
+class WakeReason(enum.StrEnum):
+    """Why a sleeping build may run again."""
+
+    ROLLOVER = "rollover"
+    TOP_UP = "top_up"
+    TIER_CHANGE = "tier_change"
+
+
+class BudgetUsage(Event, frozen=True, kw_only=True, tag="budget.usage"):
+    """The usage of one model response, as the API reported it. Emitted by the runner for every
+    call (including failed and cut-short ones); consumed by the budget service, which prices it.
+    """
+
+    model: NonEmpty
+    role: str = "coder"
+    input_tokens: Count
+    output_tokens: Count
+    cache_creation_input_tokens: Count = 0
+    cache_read_input_tokens: Count = 0
+    request_id: str | None = None
+    outcome: UsageOutcome = UsageOutcome.OK
+
+
+class BudgetWarning(Event, frozen=True, kw_only=True, tag="budget.warning"):
+    """The user's spend for ``day`` passed 80% of the daily budget (once a day).
+
+    Money is in micro-units of the plan's currency (integers: no float drift in ledgers).
+    """
+
+    day: date
+    spent_micros: Micros
+    budget_micros: Micros
+
+
+class BudgetExhausted(Event, frozen=True, kw_only=True, tag="budget.exhausted"):
+    """The user's daily budget is spent; model calls are refused until ``resets_at``."""
+
+    day: date
+    spent_micros: Micros
+    budget_micros: Micros
+    resets_at: datetime
+
+
+class BudgetWake(Event, frozen=True, kw_only=True, tag="budget.wake"):
+    """A sleeping build may resume. Emitted by the budget service's wake daemon."""
+
+    reason: WakeReason

@@ -1,0 +1,101 @@
+"""Events of a build's life as the gateway and clients see it."""
+
+from __future__ import annotations
+
+import enum
+from typing import Any
+
+import msgspec
+
+from cofounder_contracts.envelope import Event
+from cofounder_contracts.units import Count, NonEmpty
+
+__all__ = [
+    "BuildCancelRequested",
+    "BuildCompleted",
+    "BuildFailed",
+    "BuildRequested",
+    "BuildStatus",
+    "BuildStatusChanged",
+    "ContextReady",
+    "QnA",
+]
+
+
+class BuildStatus(enum.StrEnum):
+    """The build state machine: queued → assembling → running ⇄ sleeping → finishing → an end."""
+
+    QUEUED = "queued"
+    ASSEMBLING = "assembling"
+    RUNNING = "running"
+    SLEEPING = "sleeping"
+    FINISHING = "finishing"
+    READY = "ready"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+
+
+class QnA(msgspec.Struct, frozen=True, kw_only=True):
+    """One answered interview question, normalised."""
+
+    question: str
+    answer: str
+
+
+class BuildRequested(Event, frozen=True, kw_only=True, tag="build.requested"):
+    """A founder asked for a build. Emitted by the gateway (through its outbox); consumed by the
+    context assembler."""
+
+    goal: NonEmpty
+    build_version: Count = 1
+
+
+class ContextReady(Event, frozen=True, kw_only=True, tag="context.ready"):
+    """Everything the agent needs to start. Emitted by the context assembler; consumed by the
+    agent runner.
+
+    ``idea_brief`` is the brief artifact's ``current_content`` (``{}`` when there is none);
+    ``qna`` holds the latest interview's answered questions, in question order.
+    """
+
+    goal: NonEmpty
+    idea_brief: dict[str, Any]
+    qna: list[QnA]
+    tier: str
+    suspended: bool = False
+    suspension_reason: str | None = None
+    build_version: Count = 1
+
+
+class BuildStatusChanged(Event, frozen=True, kw_only=True, tag="build.status_changed"):
+    """A service moved the build to ``status``. Consumed by the gateway, the only writer of the
+    builds table, which applies it if the state machine allows (duplicates and stale events are
+    ignored)."""
+
+    status: BuildStatus
+    reason: str | None = None
+
+
+class BuildCompleted(Event, frozen=True, kw_only=True, tag="build.completed"):
+    """The agent finished the app. Emitted by the agent runner; consumed by the gateway."""
+
+    build_version: Count
+    preview_url: str | None
+    summary: NonEmpty
+    iterations: Count
+    tool_calls: Count
+
+
+class BuildFailed(Event, frozen=True, kw_only=True, tag="build.failed"):
+    """The build ended without an app; ``reason`` is shown to the founder. Emitted by the
+    context assembler or the agent runner; consumed by the gateway."""
+
+    reason: NonEmpty
+    retryable: bool = False
+
+
+class BuildCancelRequested(Event, frozen=True, kw_only=True, tag="build.cancel_requested"):
+    """A user asked to cancel. Emitted by the gateway; the agent runner honours it between
+    iterations."""
+
+    requested_by: NonEmpty

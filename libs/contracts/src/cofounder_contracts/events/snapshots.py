@@ -1,0 +1,57 @@
+"""Events of project-file snapshots."""
+
+from __future__ import annotations
+
+import enum
+
+from cofounder_contracts.envelope import Event
+from cofounder_contracts.units import Count, NonEmpty
+
+__all__ = [
+    "SandboxKind",
+    "SnapshotCompleted",
+    "SnapshotFailed",
+    "SnapshotReason",
+    "SnapshotRequested",
+]
+
+
+class SandboxKind(enum.StrEnum):
+    """Where the project's files live."""
+
+    E2B = "e2b"
+    LOCAL = "local"
+
+
+class SnapshotReason(enum.StrEnum):
+    """Why a snapshot was asked for."""
+
+    PERIODIC = "periodic"
+    FINAL = "final"
+
+
+class SnapshotRequested(Event, frozen=True, kw_only=True, tag="snapshot.requested"):
+    """The runner asks for the project's files to be stored (every N tool calls and at the end)."""
+
+    sandbox_kind: SandboxKind
+    sandbox_id: str | None
+    reason: SnapshotReason = SnapshotReason.PERIODIC
+    tool_calls: Count = 0
+
+
+class SnapshotCompleted(Event, frozen=True, kw_only=True, tag="snapshot.completed"):
+    """A snapshot version is stored (its manifest written last), or was skipped (snapshots off)."""
+
+    version: Count
+    files: Count
+    bytes_uploaded: Count
+    blobs_uploaded: Count
+    duration_ms: Count
+    skipped: bool = False
+    skipped_reason: str | None = None
+
+
+class SnapshotFailed(Event, frozen=True, kw_only=True, tag="snapshot.failed"):
+    """A snapshot could not be stored; no partial version is visible. The build goes on."""
+
+    reason: NonEmpty

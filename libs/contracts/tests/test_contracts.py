@@ -1,0 +1,184 @@
+"""Contracts: stored payloads of every schema version decode; the codec and catalog hold."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import uuid
+from datetime import UTC, datetime
+from pathlib import Path
+
+import msgspec
+import pytest
+
+from cofounder_contracts import (
+    ALL_EVENTS,
+    ALL_STREAMS,
+    BudgetUsage,
+    BuildRequested,
+    Codec,
+    ContextReady,
+    DecodeError,
+    Event,
+    QnA,
+    UnknownEventType,
+    encode_fields,
+    new_event_id,
+    schema,
+    stream_for,
+)
+
+PAYLOADS = Path(__file__).parent / "payloads"
+DOCS = Path(__file__).resolve().parents[3] / "docs" / "events"
+CODEC = Codec(ALL_EVENTS)
+ENVELOPE = {"build_id": "b1", "project_id": "p1", "user_id": "u1", "producer": "test"}
+
+
+def _entry(data: bytes) -> dict[bytes, bytes]:
+    decoded = json.loads(data)
+    return {
+        b"type": decoded["type"].encode(),
+        b"event_id": decoded["event_id"].encode(),
+        b"data": data,
+    }
+
+
+def _stored() -> list[Path]:
+    return sorted(PAYLOADS.glob("v*/*.json"))
+
+
+@pytest.mark.parametrize("path", _stored(), ids=lambda p: f"{p.parent.name}/{p.stem}")
+def test_every_stored_payload_still_decodes(path: Path) -> None:
+    raw = path.read_bytes()
+    event = CODEC.decode(_entry(raw))
+    stored = json.loads(raw)
+    assert event.type == path.stem == stored["type"]
+    assert event.event_id == stored["event_id"]
+    assert event.build_id == stored["build_id"]
+    assert event.occurred_at == datetime.fromisoformat(stored["occurred_at"])
+    # Every field the old producer wrote (and this version still knows) kept its value.
+    ours = msgspec.to_builtins(event)
+    for key, value in stored.items():
+        if key in ours:
+            assert ours[key] == value, key
+
+
+def test_every_event_has_a_stored_v1_payload() -> None:
+    stored = {p.stem for p in (PAYLOADS / "v1").glob("*.json")}
+    assert stored == {e.event_type() for e in ALL_EVENTS}
+
+
+def test_unknown_fields_are_ignored_and_missing_defaults_filled() -> None:
+    usage = CODEC.decode(_entry((PAYLOADS / "v1" / "budget.usage.json").read_bytes()))
+    assert isinstance(usage, BudgetUsage)
+    assert usage.cache_read_input_tokens == 20480
+    old = CODEC.decode(_entry((PAYLOADS / "v1" / "build.requested.json").read_bytes()))
+    assert isinstance(old, BuildRequested)
+    assert (old.build_version, old.schema_version, old.causation_id) == (1, 1, None)
+
+
+def _sample(event_type: type[Event]) -> Event:
+    stored = (PAYLOADS / "v1" / f"{event_type.event_type()}.json").read_bytes()
+    return CODEC.decode(_entry(stored))
+
+
+@pytest.mark.parametrize("event_type", ALL_EVENTS, ids=lambda e: e.event_type())
+def test_round_trip(event_type: type[Event]) -> None:
+    event = _sample(event_type)
+    fields = encode_fields(event)
+    assert fields[b"type"] == event_type.event_type().encode()
+    assert fields[b"event_id"] == event.event_id.encode()
+    assert CODEC.decode(fields) == event
+
+
+def test_type_field_and_payload_tag_must_agree() -> None:
+    fields = encode_fields(BuildRequested(**ENVELOPE, goal="g"))
+    fields[b"type"] = b"context.ready"
+    with pytest.raises(DecodeError, match=r"context\.ready"):
+        CODEC.decode(fields)
+
+
+def test_missing_fields_are_named() -> None:
+    data = (
+        b'{"type": "build.requested", "build_id": "b", "project_id": "p", "user_id": "u",'
+        b' "producer": "x", "event_id": "e"}'
+    )
+    with pytest.raises(DecodeError, match="goal"):
+        CODEC.decode({b"type": b"build.requested", b"event_id": b"e", b"data": data})
+    with pytest.raises(DecodeError, match="'data'"):
+        CODEC.decode({b"type": b"build.requested"})
+
+
+def test_constraints_are_enforced_on_decode() -> None:
+    usage = msgspec.json.decode((PAYLOADS / "v1" / "budget.usage.json").read_bytes())
+    usage["input_tokens"] = -5
+    with pytest.raises(DecodeError, match="input_tokens"):
+        CODEC.decode(_entry(json.dumps(usage).encode()))
+
+
+def test_unknown_type() -> None:
+    with pytest.raises(UnknownEventType):
+        CODEC.decode({b"type": b"nope.nothing", b"event_id": b"e", b"data": b"{}"})
+    assert not CODEC.knows(b"nope.nothing")
+    assert CODEC.knows(b"build.requested")
+
+
+def test_events_are_frozen_and_keyword_only() -> None:
+    event = ContextReady(
+        **ENVELOPE,
+        goal="g",
+        idea_brief={},
+        qna=[QnA(question="q", answer="a")],
+        tier="bootstrapper",
+    )
+    with pytest.raises(AttributeError):
+        event.goal = "other"  # type: ignore[misc, unused-ignore]
+    with pytest.raises(TypeError):
+        BuildRequested("b1", "p1", "u1", "test", "g")  # type: ignore[call-arg]
+    assert event.type == "context.ready"
+    assert event.occurred_at.tzinfo is UTC
+
+
+def test_event_ids_are_uuid7_and_sort_by_time() -> None:
+    ids = [new_event_id() for _ in range(50)]
+    assert all(uuid.UUID(i).version == 7 for i in ids)
+    assert len(set(ids)) == 50
+    # Milliseconds lead the id, so ids from different milliseconds sort in creation order.
+    assert [i[:13] for i in ids] == sorted(i[:13] for i in ids)
+
+
+def test_every_event_is_carried_by_exactly_one_stream() -> None:
+    carried = [e for s in ALL_STREAMS for e in s.events]
+    assert sorted(carried, key=lambda e: e.event_type()) == sorted(
+        ALL_EVENTS, key=lambda e: e.event_type()
+    )
+    assert len(carried) == len(set(carried))
+    for event_type in ALL_EVENTS:
+        assert event_type in stream_for(event_type).events
+    names = [s.name for s in ALL_STREAMS]
+    assert len(names) == len(set(names))
+    assert all(s.dlq == s.name + ".dlq" and s.groups for s in ALL_STREAMS)
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        ALL_STREAMS[0].name = "x"  # type: ignore[misc, unused-ignore]
+
+
+def test_committed_catalog_equals_a_fresh_export(tmp_path: Path) -> None:
+    written = schema.export(tmp_path)
+    assert {p.relative_to(tmp_path) for p in written} == {
+        p.relative_to(DOCS) for p in [*DOCS.glob("schemas/*.json"), DOCS / "asyncapi.json"]
+    }
+    for path in written:
+        committed = DOCS / path.relative_to(tmp_path)
+        assert committed.read_text() == path.read_text(), (
+            f"{committed} is stale: run `cofounder events export`"
+        )
+
+
+def test_asyncapi_document_describes_streams_and_groups() -> None:
+    doc = schema.asyncapi()
+    assert doc["asyncapi"] == "3.0.0"
+    assert set(doc["channels"]) == {s.name for s in ALL_STREAMS}
+    assert "context-assembler.cofounder.builds.requested" in doc["operations"]
+    for message in doc["components"]["messages"].values():
+        ref = message["payload"]["$ref"].rsplit("/", 1)[-1]
+        assert ref in doc["components"]["schemas"]
