@@ -8,7 +8,9 @@ from dataclasses import replace
 import pytest
 from redis.asyncio import Redis
 
+from cofounder_contracts import BuildRequested, ContextReady, new_event_id
 from cofounder_contracts.codec import encode_fields
+from cofounder_contracts.streams import BUILD_REQUESTS
 from cofounder_runtime import deadletter
 from cofounder_runtime.consumer import Consumer
 from cofounder_runtime.keys import DeadLetterField, dlq_key
@@ -233,3 +235,48 @@ def test_encode_fields_carries_routing_beside_the_payload() -> None:
     assert fields[b"type"] == b"test.probe"
     assert fields[b"event_id"] == event.event_id.encode()
     assert b'"n":7' in fields[b"data"]
+
+
+async def test_publisher_caps_stream_length_approximately(redis: Redis, names: Names) -> None:
+    publisher = Publisher(redis, max_len={names.stream: 100})
+    for start in range(0, 3_000, 500):
+        await publisher.publish_many((names.stream, probe(i)) for i in range(start, start + 500))
+    length = int(await redis.xlen(names.stream))
+    assert 100 <= length < 1_000  # MAXLEN ~ trims whole nodes: near the cap, never below it
+
+
+async def test_emit_routes_each_event_to_its_contract_stream(redis: Redis) -> None:
+    event = BuildRequested(
+        build_id=f"b-{new_event_id()}", project_id="p", user_id="u", producer="test", goal="an app"
+    )
+    entry_id = await Publisher(redis).emit(event)
+    try:
+        [(_, fields)] = await redis.xrange(BUILD_REQUESTS.name, entry_id, entry_id)
+        assert fields[b"event_id"] == event.event_id.encode()
+    finally:
+        await redis.xdel(BUILD_REQUESTS.name, entry_id)
+
+
+def test_for_stream_refuses_wrong_wiring(redis: Redis) -> None:
+    async def handler(event: object) -> None: ...
+
+    with pytest.raises(ValueError, match="does not read"):
+        Consumer.for_stream(
+            redis, BUILD_REQUESTS, group="budget", consumer="c", handlers={BuildRequested: handler}
+        )
+    with pytest.raises(ValueError, match="does not carry ContextReady"):
+        Consumer.for_stream(
+            redis,
+            BUILD_REQUESTS,
+            group="context-assembler",
+            consumer="c",
+            handlers={ContextReady: handler},
+        )
+    consumer = Consumer.for_stream(
+        redis,
+        BUILD_REQUESTS,
+        group="context-assembler",
+        consumer="c",
+        handlers={BuildRequested: handler},
+    )
+    assert consumer.options.max_age_ms == BUILD_REQUESTS.max_age_ms

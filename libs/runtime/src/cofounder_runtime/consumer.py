@@ -23,6 +23,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import contextvars
+import dataclasses
 import random
 import time
 from collections.abc import Awaitable, Callable, Mapping
@@ -36,6 +37,7 @@ from redis.exceptions import RedisError, ResponseError
 
 from cofounder_contracts.codec import EVENT_ID, TYPE
 from cofounder_contracts.envelope import Event
+from cofounder_contracts.streams import Stream
 from cofounder_runtime.deadletter import dead_letter
 from cofounder_runtime.eager import start_eagerly
 from cofounder_runtime.janitor import Janitor
@@ -115,6 +117,39 @@ class Consumer:
         self._acks_due = asyncio.Event()
         self._closed = asyncio.Event()
         self._log = _log.bind(stream=stream, group=group, consumer=consumer)
+
+    @classmethod
+    def for_stream(
+        cls,
+        redis: Redis,
+        stream: Stream,
+        *,
+        group: str,
+        consumer: str,
+        handlers: Mapping[type[Event], Handler],
+        options: ConsumerOptions | None = None,
+    ) -> Consumer:
+        """A consumer of a contract stream: checks the wiring and takes the stream's retention.
+
+        Raises ``ValueError`` when ``group`` does not read ``stream`` or a handler is for an event
+        the stream does not carry (it would never be called: a wiring mistake, found at start).
+        """
+        if group not in stream.groups:
+            raise ValueError(f"group {group!r} does not read {stream.name} ({stream.groups})")
+        strays = [t.__name__ for t in handlers if t not in stream.events]
+        if strays:
+            raise ValueError(f"{stream.name} does not carry {', '.join(strays)}")
+        options = options or ConsumerOptions()
+        if options.max_age_ms is None:
+            options = dataclasses.replace(options, max_age_ms=stream.max_age_ms)
+        return cls(
+            redis,
+            stream=stream.name,
+            group=group,
+            consumer=consumer,
+            handlers=handlers,
+            options=options,
+        )
 
     # -- lifecycle -------------------------------------------------------------------------
 

@@ -14,6 +14,7 @@ from redis.asyncio import Redis
 
 from cofounder_contracts.codec import encode_fields
 from cofounder_contracts.envelope import Event
+from cofounder_contracts.streams import ALL_STREAMS, stream_for
 from cofounder_runtime.streamreply import as_bytes
 
 __all__ = ["DEFAULT_MAX_LEN", "Publisher"]
@@ -24,16 +25,24 @@ DEFAULT_MAX_LEN: Final = 1_000_000
 
 
 class Publisher:
-    """Adds events to streams. One instance per process; it holds no state but the client."""
+    """Adds events to streams. One instance per process; it holds no state but the client.
+
+    Length caps default to each contract stream's ``max_len``; ``max_len`` overrides them by
+    stream name, and streams in neither get :data:`DEFAULT_MAX_LEN`.
+    """
 
     __slots__ = ("_max_len", "_redis")
 
     def __init__(self, redis: Redis, *, max_len: Mapping[str, int] | None = None) -> None:
         self._redis = redis
-        self._max_len = dict(max_len or {})
+        self._max_len = {s.name: s.max_len for s in ALL_STREAMS} | dict(max_len or {})
 
     def _cap(self, stream: str) -> int:
         return self._max_len.get(stream, DEFAULT_MAX_LEN)
+
+    async def emit(self, event: Event) -> bytes:
+        """Add ``event`` to the one contract stream that carries its type."""
+        return await self.publish(stream_for(type(event)).name, event)
 
     async def publish(self, stream: str, event: Event) -> bytes:
         """Add one event; return its entry id."""
