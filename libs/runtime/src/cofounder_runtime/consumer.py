@@ -22,11 +22,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import contextvars
 import dataclasses
 import random
 import time
 from collections.abc import Awaitable, Callable, Mapping
+from contextvars import copy_context
 from dataclasses import dataclass, field
 from typing import Any, Final
 
@@ -352,10 +352,9 @@ class Consumer:
             )
             return
         state = self._state
-        state.inflight[entry_id] = _InFlight(deliveries=deliveries, renewed_at=time.monotonic())
-        task = start_eagerly(
-            self._handle(entry_id, fields, event, route), context=contextvars.copy_context()
-        )
+        state.inflight[entry_id] = _InFlight(deliveries, time.monotonic())
+        # The hot path: most handlers finish here, without a Task (see eager.py).
+        task = start_eagerly(self._handle(entry_id, fields, event, route), context=copy_context())
         if task is not None:
             state.tasks.add(task)
             task.add_done_callback(self._handler_done)
@@ -400,7 +399,8 @@ class Consumer:
                         return
                     continue
                 metrics.observe_success(time.perf_counter() - started)
-                self._ack(entry_id)
+                state.acks.append(entry_id)  # self._ack, inlined on the hot path
+                self._acks_due.set()
                 return
         finally:
             state.inflight.pop(entry_id, None)
