@@ -6,6 +6,7 @@ import asyncio
 import json
 import subprocess
 import sys
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -126,3 +127,13 @@ async def test_dlq_purge_and_argument_errors(redis: Redis, names: Names, redis_u
         )
     )
     assert rest == {"purged": 2}
+
+
+async def test_events_export_writes_the_catalog(tmp_path: Path) -> None:
+    done = await cofounder("events", "export", str(tmp_path))
+    assert done.returncode == 0, done.stderr
+    written = {Path(line).relative_to(tmp_path).as_posix() for line in done.stdout.split()}
+    assert "asyncapi.json" in written
+    assert "schemas/build.requested.json" in written
+    doc = json.loads((tmp_path / "asyncapi.json").read_text())
+    assert doc["asyncapi"] == "3.0.0"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import socket
 import urllib.request
 
@@ -40,8 +41,9 @@ async def test_a_consumer_process_exports_handled_failed_retried_dead_lettered_a
     port = _free_port()
     workers.start("m", metrics_port=port, max_deliveries=2, janitor_ms=100)
     await workers.started(redis, "m")
+    failing = probe(9, fail_until=-1)
     await Publisher(redis).publish_many(
-        [(names.stream, probe(i)) for i in range(3)] + [(names.stream, probe(9, fail_until=-1))]
+        [(names.stream, probe(i)) for i in range(3)] + [(names.stream, failing)]
     )
 
     async def settled() -> bool:
@@ -68,3 +70,12 @@ async def test_a_consumer_process_exports_handled_failed_retried_dead_lettered_a
     assert metrics[("cofounder_handler_seconds_bucket", labels | {("le", "+Inf")})] == 3
     assert metrics[("cofounder_group_pending", group)] == 0
     assert metrics[("cofounder_group_lag", group)] == 0
+
+    # The worker's JSON logs carry the handled event's ids on every line written meanwhile.
+    lines = [json.loads(line) for line in workers.logs("m").splitlines() if line.startswith("{")]
+    retries = [line for line in lines if line["event"] == "handler failed; will retry"]
+    assert retries
+    assert {(r["event_id"], r["build_id"], r["event_type"]) for r in retries} == {
+        (failing.event_id, "b9", "test.probe")
+    }
+    assert all(r["stream"] == names.stream and r["level"] == "warning" for r in retries)

@@ -1,0 +1,9 @@
+"""The budget service is found by the CLI through its entry point."""
+
+from cofounder_budget.service import SPEC
+from cofounder_runtime.service import discover_services
+
+
+def test_registered_under_its_name() -> None:
+    assert discover_services()["budget"] is SPEC
+    assert SPEC.name == "budget"
