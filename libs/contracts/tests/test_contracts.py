@@ -22,6 +22,7 @@ from cofounder_contracts import (
     Event,
     QnA,
     UnknownEventType,
+    derived_event_id,
     encode_fields,
     new_event_id,
     schema,
@@ -182,3 +183,13 @@ def test_asyncapi_document_describes_streams_and_groups() -> None:
     for message in doc["components"]["messages"].values():
         ref = message["payload"]["$ref"].rsplit("/", 1)[-1]
         assert ref in doc["components"]["schemas"]
+
+
+def test_derived_event_ids_are_deterministic_uuid7_with_the_cause_time() -> None:
+    cause = new_event_id()
+    first = derived_event_id(cause, "context.ready")
+    assert first == derived_event_id(cause, "context.ready")
+    assert first != derived_event_id(cause, "build.failed")
+    assert first != derived_event_id(new_event_id(), "context.ready")
+    assert uuid.UUID(first).version == 7
+    assert first[:13] == cause[:13]  # the same millisecond timestamp

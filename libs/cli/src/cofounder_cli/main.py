@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import typer
 
-from cofounder_cli import dlq, events, serve
+from cofounder_cli import db, dlq, events, serve
 
 app = typer.Typer(
     name="cofounder",
@@ -16,6 +16,7 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
 )
+app.add_typer(db.app, name="db")
 app.add_typer(dlq.app, name="dlq")
 app.add_typer(events.app, name="events")
 app.command("serve")(serve.serve)

@@ -2,10 +2,10 @@
 
 from cofounder_contracts import schema
 from cofounder_contracts.codec import Codec, DecodeError, UnknownEventType, encode, encode_fields
-from cofounder_contracts.envelope import Event, utcnow
+from cofounder_contracts.envelope import Event, FollowUp, follow_up, utcnow
 from cofounder_contracts.events import *  # noqa: F403 - the catalog is the package's API
 from cofounder_contracts.events import __all__ as _events
-from cofounder_contracts.ids import new_event_id
+from cofounder_contracts.ids import derived_event_id, new_event_id
 from cofounder_contracts.streams import (
     ALL_STREAMS,
     Stream,
@@ -18,11 +18,14 @@ __all__ = [  # noqa: PLE0604 - extended with the events' names
     "Codec",
     "DecodeError",
     "Event",
+    "FollowUp",
     "Stream",
     "UnknownEventType",
     "build_feed_key",
+    "derived_event_id",
     "encode",
     "encode_fields",
+    "follow_up",
     "new_event_id",
     "schema",
     "stream_for",

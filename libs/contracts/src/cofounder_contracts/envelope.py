@@ -11,13 +11,13 @@ renamed or retyped; unknown fields are ignored on decode (msgspec's default for 
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from typing import ClassVar
+from typing import ClassVar, TypedDict
 
 import msgspec
 
 from cofounder_contracts.ids import new_event_id
 
-__all__ = ["Event", "utcnow"]
+__all__ = ["Event", "FollowUp", "follow_up", "utcnow"]
 
 
 def utcnow() -> datetime:
@@ -59,3 +59,28 @@ class Event(msgspec.Struct, frozen=True, kw_only=True, tag_field="type"):
         tag = cls.__struct_config__.tag
         assert isinstance(tag, str), f"{cls.__name__} has no string tag"
         return tag
+
+
+class FollowUp(TypedDict):
+    """Envelope fields of an event caused by another (see :func:`follow_up`)."""
+
+    build_id: str
+    project_id: str
+    user_id: str
+    producer: str
+    causation_id: str
+    trace: str | None
+
+
+def follow_up(cause: Event, *, producer: str) -> FollowUp:
+    """The envelope of an event that ``cause`` led to: same build, project and user and trace,
+    ``causation_id`` pointing back at it. Use as ``SomeEvent(**follow_up(cause, producer=...))``.
+    """
+    return FollowUp(
+        build_id=cause.build_id,
+        project_id=cause.project_id,
+        user_id=cause.user_id,
+        producer=producer,
+        causation_id=cause.event_id,
+        trace=cause.trace,
+    )

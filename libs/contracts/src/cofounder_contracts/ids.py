@@ -7,11 +7,12 @@ which keeps idempotency indexes and ledgers append-friendly.
 
 from __future__ import annotations
 
+import hashlib
 import os
 import time
 import uuid
 
-__all__ = ["new_event_id"]
+__all__ = ["derived_event_id", "new_event_id"]
 
 
 def new_event_id() -> str:
@@ -23,4 +24,25 @@ def new_event_id() -> str:
     value |= ((rand >> 62) & 0xFFF) << 64  # rand_a: 12 bits
     value |= 0b10 << 62  # RFC 9562 variant
     value |= rand & 0x3FFF_FFFF_FFFF_FFFF  # rand_b: 62 bits
+    return str(uuid.UUID(int=value))
+
+
+def derived_event_id(cause_id: str, kind: str) -> str:
+    """A deterministic UUIDv7 for the ``kind`` event caused by event ``cause_id``.
+
+    A handler that emits events must emit the *same* ids when its input is redelivered, or the
+    duplicates it sends downstream would look new. The timestamp bits are the cause's (so ids
+    still sort by time); the rest is a hash of the cause and the kind.
+    """
+    try:
+        cause = uuid.UUID(cause_id)
+        ms = cause.int >> 80 if cause.version == 7 else 0
+    except ValueError:
+        ms = 0
+    digest = int.from_bytes(hashlib.sha256(f"{cause_id}/{kind}".encode()).digest()[:10], "big")
+    value = (ms & 0xFFFF_FFFF_FFFF) << 80
+    value |= 0x7 << 76
+    value |= ((digest >> 62) & 0xFFF) << 64
+    value |= 0b10 << 62
+    value |= digest & 0x3FFF_FFFF_FFFF_FFFF
     return str(uuid.UUID(int=value))

@@ -23,6 +23,7 @@ import redis as redis_sync
 from redis.asyncio import Redis
 
 from cofounder_runtime.connections import connect_redis
+from cofounder_testing.databases import empty_database
 from cofounder_testing.servers import ServerUnavailable, postgres_server, redis_server
 from cofounder_testing.waiting import eventually
 
@@ -48,6 +49,16 @@ def redis_url() -> Iterator[str]:
 def database_url() -> Iterator[str]:
     """A real PostgreSQL server's URL (``postgresql://``)."""
     yield from _server(postgres_server)
+
+
+@pytest.fixture(scope="session")
+def migrated_database_url(database_url: str) -> Iterator[str]:
+    """A fresh PostgreSQL database, migrated to head once per session (tests use unique ids)."""
+    from cofounder_db.migrate import upgrade
+
+    with empty_database(database_url) as url:
+        upgrade(url)
+        yield url
 
 
 @pytest.fixture

@@ -1,0 +1,1 @@
+"""The system of record: tables, their one writer each, the engine, migrations."""

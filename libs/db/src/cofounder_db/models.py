@@ -1,0 +1,175 @@
+"""The tables, as SQLAlchemy 2 declarative models. Each table has one writing service:
+
+- ``users``, ``projects``, ``artifacts``, ``understanding_sessions``: the founder-facing
+  product (here: the gateway's admin and seed API); read by the context assembler and gateway;
+- ``builds``: the gateway (creation, and the status projection of build events);
+- ``outbox``: the gateway (same transaction as the build row; its relay marks rows sent);
+- ``processed_events``: every consumer, for its own ``scope`` (``record_once``).
+
+The same models run on PostgreSQL (asyncpg) and SQLite (aiosqlite, the embedded default): types
+are portable (``JSON``, ``String`` ids holding UUIDs, timezone-aware ``DateTime``).
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Boolean,
+    DateTime,
+    ForeignKey,
+    Index,
+    Integer,
+    LargeBinary,
+    MetaData,
+    String,
+    Text,
+    UniqueConstraint,
+)
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+from cofounder_runtime.idempotency_sql import metadata as runtime_metadata
+
+__all__ = [
+    "Artifact",
+    "Base",
+    "Build",
+    "OutboxRow",
+    "Project",
+    "UnderstandingSession",
+    "User",
+    "all_metadata",
+]
+
+NAMING = {
+    "ix": "ix_%(column_0_label)s",
+    "uq": "uq_%(table_name)s_%(column_0_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+class Base(DeclarativeBase):
+    """Declarative base with constraint naming conventions (stable migration names)."""
+
+    metadata = MetaData(naming_convention=NAMING)
+    type_annotation_map = {  # noqa: RUF012 - SQLAlchemy's documented class attribute
+        datetime: DateTime(timezone=True),
+        dict[str, Any]: JSON,
+    }
+
+
+class User(Base):
+    """A founder. ``tier`` is one of the configured plans."""
+
+    __tablename__ = "users"
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    email: Mapped[str] = mapped_column(String(320), unique=True)
+    tier: Mapped[str] = mapped_column(String(40), default="bootstrapper")
+    suspended: Mapped[bool] = mapped_column(Boolean, default=False)
+    suspension_reason: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(default=_now)
+
+
+class Project(Base):
+    """A founder's project; ``stage`` moves to ``mvp_built`` when a build completes."""
+
+    __tablename__ = "projects"
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    owner_id: Mapped[str] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), index=True)
+    name: Mapped[str] = mapped_column(String(200))
+    stage: Mapped[str] = mapped_column(String(40), default="understanding")
+    created_at: Mapped[datetime] = mapped_column(default=_now)
+    updated_at: Mapped[datetime] = mapped_column(default=_now, onupdate=_now)
+
+
+class Artifact(Base):
+    """A versioned document of a project, e.g. its ``idea_brief``."""
+
+    __tablename__ = "artifacts"
+    __table_args__ = (UniqueConstraint("project_id", "artifact_type"),)
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    project_id: Mapped[str] = mapped_column(ForeignKey("projects.id", ondelete="CASCADE"))
+    artifact_type: Mapped[str] = mapped_column(String(60))
+    current_content: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    version: Mapped[int] = mapped_column(Integer, default=1)
+    updated_at: Mapped[datetime] = mapped_column(default=_now, onupdate=_now)
+
+
+class UnderstandingSession(Base):
+    """An interview: ``questions`` is ``[{"id", "text"}]``; ``answers`` maps ids to text."""
+
+    __tablename__ = "understanding_sessions"
+    __table_args__ = (
+        Index("ix_understanding_sessions_project_created", "project_id", "created_at"),
+    )
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    project_id: Mapped[str] = mapped_column(ForeignKey("projects.id", ondelete="CASCADE"))
+    questions: Mapped[list[dict[str, str]]] = mapped_column(JSON, default=list)
+    answers: Mapped[dict[str, str]] = mapped_column(JSON, default=dict)
+    created_at: Mapped[datetime] = mapped_column(default=_now)
+
+
+class Build(Base):
+    """One build of a project. The gateway is its only writer (status via the projection)."""
+
+    __tablename__ = "builds"
+    __table_args__ = (
+        UniqueConstraint("user_id", "idempotency_key"),
+        Index("ix_builds_user_status", "user_id", "status"),
+    )
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    project_id: Mapped[str] = mapped_column(ForeignKey("projects.id", ondelete="CASCADE"))
+    user_id: Mapped[str] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"))
+    status: Mapped[str] = mapped_column(String(20), default="queued")
+    goal: Mapped[str] = mapped_column(Text)
+    tier: Mapped[str] = mapped_column(String(40))
+    build_version: Mapped[int | None] = mapped_column(Integer)
+    preview_url: Mapped[str | None] = mapped_column(Text)
+    sandbox_id: Mapped[str | None] = mapped_column(String(100))
+    error: Mapped[str | None] = mapped_column(Text)
+    iterations: Mapped[int] = mapped_column(Integer, default=0)
+    tool_calls: Mapped[int] = mapped_column(Integer, default=0)
+    input_tokens: Mapped[int] = mapped_column(BigInteger, default=0)
+    output_tokens: Mapped[int] = mapped_column(BigInteger, default=0)
+    idempotency_key: Mapped[str | None] = mapped_column(String(200))
+    #: ``occurred_at`` of the last status event applied: older events are stale.
+    status_changed_at: Mapped[datetime | None] = mapped_column()
+    created_at: Mapped[datetime] = mapped_column(default=_now)
+    updated_at: Mapped[datetime] = mapped_column(default=_now, onupdate=_now)
+    finished_at: Mapped[datetime | None] = mapped_column()
+
+
+class OutboxRow(Base):
+    """An event committed with the row that caused it, waiting for the relay to publish it."""
+
+    __tablename__ = "outbox"
+    __table_args__ = (Index("ix_outbox_unpublished", "published_at", "id"),)
+
+    id: Mapped[int] = mapped_column(
+        BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True
+    )
+    stream: Mapped[str] = mapped_column(String(200))
+    event_type: Mapped[str] = mapped_column(String(100))
+    event_id: Mapped[str] = mapped_column(String(36), unique=True)
+    payload: Mapped[bytes] = mapped_column(LargeBinary)
+    created_at: Mapped[datetime] = mapped_column(default=_now)
+    published_at: Mapped[datetime | None] = mapped_column()
+
+
+def all_metadata() -> list[MetaData]:
+    """Every table the migrations manage: the models and the runtime's ``processed_events``."""
+    return [Base.metadata, runtime_metadata]

@@ -1,0 +1,18 @@
+"""The context assembler's settings (environment variables, read when constructed)."""
+
+from __future__ import annotations
+
+from pydantic import Field
+
+from cofounder_runtime.settings import RuntimeSettings
+
+__all__ = ["AssemblerSettings"]
+
+
+class AssemblerSettings(RuntimeSettings):
+    """Redis and consumer settings, plus the database it reads."""
+
+    database_url: str = Field(
+        default="sqlite+aiosqlite:///.cofounder/cofounder.db",
+        description="PostgreSQL (postgresql://…) or SQLite URL of the system of record.",
+    )

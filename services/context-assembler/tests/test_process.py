@@ -1,0 +1,106 @@
+"""``cofounder serve context-assembler`` as a real process on real PostgreSQL and Redis."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import subprocess
+import sys
+import uuid
+from datetime import UTC, datetime
+
+import pytest
+from sqlalchemy import insert
+
+from cofounder_contracts import ALL_EVENTS, BuildRequested, Codec, ContextReady
+from cofounder_contracts.streams import AGENT_WORK, BUILD_REQUESTS
+from cofounder_db.engine import create_engine
+from cofounder_db.models import Project, User
+from cofounder_runtime.connections import connect_redis
+from cofounder_runtime.publisher import Publisher
+from cofounder_testing.inprocess import entries
+from cofounder_testing.waiting import eventually
+
+pytestmark = pytest.mark.e2e
+
+#: A Redis logical database of its own, so the real stream names used here touch nothing else.
+E2E_DB = 13
+
+
+async def test_the_service_turns_a_request_into_context_and_stops_cleanly(
+    redis_url: str, migrated_database_url: str
+) -> None:
+    url = redis_url.rsplit("/", 1)[0] + f"/{E2E_DB}"
+    redis = connect_redis(url)
+    engine = create_engine(migrated_database_url)
+    user_id, project_id = str(uuid.uuid4()), str(uuid.uuid4())
+    now = datetime.now(UTC)
+    async with engine.begin() as conn:
+        await conn.execute(
+            insert(User).values(
+                id=user_id, email=f"{user_id}@x.io", tier="pro", suspended=False, created_at=now
+            )
+        )
+        await conn.execute(
+            insert(Project).values(
+                id=project_id,
+                owner_id=user_id,
+                name="P",
+                stage="understanding",
+                created_at=now,
+                updated_at=now,
+            )
+        )
+    await engine.dispose()
+    env = {
+        **os.environ,
+        "REDIS_URL": url,
+        "DATABASE_URL": migrated_database_url,
+        "CONSUMER_NAME": f"e2e-{uuid.uuid4().hex[:6]}",
+        "CONSUMER_BLOCK_MS": "200",
+    }
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "cofounder_cli", "serve", "context-assembler"],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+    )
+    try:
+        request = BuildRequested(
+            build_id=str(uuid.uuid4()),
+            project_id=project_id,
+            user_id=user_id,
+            producer="test",
+            goal="Build it",
+        )
+        await Publisher(redis).emit(request)
+        codec = Codec(ALL_EVENTS)
+
+        async def ready() -> list[ContextReady]:
+            found = [codec.decode(f) for _, f in await entries(redis, AGENT_WORK.name)]
+            return [
+                e for e in found if isinstance(e, ContextReady) and e.build_id == request.build_id
+            ]
+
+        async def arrived() -> bool:
+            return bool(await ready())
+
+        await eventually(arrived, what="context.ready from the service process", timeout=30)
+        [context] = await ready()
+        assert (context.tier, context.qna, context.idea_brief) == ("pro", [], {})
+        proc.send_signal(signal.SIGTERM)
+        code = await asyncio.to_thread(proc.wait, 30)
+        output = proc.stdout.read().decode() if proc.stdout else ""
+        assert code == 0, output
+        assert '"consumer stopped"' in output
+        pending = await redis.xpending(BUILD_REQUESTS.name, "context-assembler")
+        assert pending["pending"] == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        if proc.stdout:
+            proc.stdout.close()
+        await redis.flushdb()
+        await redis.aclose()
