@@ -60,7 +60,7 @@ async def test_the_service_turns_a_request_into_context_and_stops_cleanly(
         "CONSUMER_NAME": f"e2e-{uuid.uuid4().hex[:6]}",
         "CONSUMER_BLOCK_MS": "200",
     }
-    proc = subprocess.Popen(
+    proc = subprocess.Popen(  # noqa: ASYNC220 - returns at once; waits run in a thread
         [sys.executable, "-m", "cofounder_cli", "serve", "context-assembler"],
         env=env,
         stdout=subprocess.PIPE,
