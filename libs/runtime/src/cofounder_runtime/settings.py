@@ -37,7 +37,7 @@ class RuntimeSettings(BaseSettings):
         description="This process's name in its consumer groups.",
     )
     consumer_concurrency: int = Field(
-        default=64, description="Handlers running at once per stream."
+        default=256, description="Handlers running at once per stream."
     )
     consumer_batch_size: int = Field(default=256, description="XREADGROUP COUNT.")
     consumer_block_ms: int = Field(default=1_000, description="XREADGROUP BLOCK.")

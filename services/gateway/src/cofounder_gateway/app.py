@@ -1,0 +1,203 @@
+"""The FastAPI application: versioned routes under ``/v1``, problem+json errors, metrics."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, FastAPI, Header, Query, Request, Response
+from fastapi.responses import StreamingResponse
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from redis.asyncio import Redis
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from cofounder_contracts import BuildStatus
+from cofounder_gateway import builds
+from cofounder_gateway.admin import admin_router
+from cofounder_gateway.auth import user_from_header
+from cofounder_gateway.feed import Feed, ends_build
+from cofounder_gateway.limits import BodyLimit
+from cofounder_gateway.outbox import Relay
+from cofounder_gateway.problems import ApiError, install
+from cofounder_gateway.schemas import BuildList, BuildOut, StartBuild, build_out
+from cofounder_gateway.settings import GatewaySettings
+
+__all__ = ["Gateway", "create_app"]
+
+
+@dataclass(frozen=True, slots=True)
+class Gateway:
+    """Everything the routes use, built once by the composition root."""
+
+    settings: GatewaySettings
+    engine: AsyncEngine
+    redis: Redis
+    feed: Feed
+    relay: Relay
+
+
+def current_user(request: Request, authorization: Annotated[str | None, Header()] = None) -> str:
+    """The authenticated user's id (401 otherwise)."""
+    gw: Gateway = request.app.state.gw
+    return user_from_header(authorization, gw.settings.jwt_secret)
+
+
+User = Annotated[str, Depends(current_user)]
+
+
+def create_app(gw: Gateway) -> FastAPI:
+    """The application for ``gw`` (no I/O here: connections are the caller's)."""
+    app = FastAPI(
+        title="Cofounder build pipeline",
+        version="1.0.0",
+        description="Start builds, follow them live, cancel them.",
+    )
+    install(app)
+    v1 = APIRouter(prefix="/v1")
+
+    app.state.gw = gw
+
+    @v1.post(
+        "/projects/{project_id}/builds",
+        status_code=202,
+        response_model=BuildOut,
+        responses={
+            429: {"description": "Too many active builds for the plan"},
+            503: {"description": "Autonomous builds are switched off (type: autonomous_agent_off)"},
+        },
+    )
+    async def start_build(
+        project_id: str,
+        body: StartBuild,
+        user: User,
+        response: Response,
+        idempotency_key: Annotated[str | None, Header(max_length=200)] = None,
+    ) -> BuildOut:
+        """Queue a build of the project; 202 with its id and links."""
+        if not gw.settings.autonomous_agent:
+            raise ApiError(
+                503, "autonomous_agent_off", "autonomous builds are switched off on this deployment"
+            )
+        build, created = await builds.create_build(
+            gw.engine,
+            user_id=user,
+            project_id=project_id,
+            goal=body.goal,
+            idempotency_key=idempotency_key,
+            limits=gw.settings.tier_max_concurrent_builds,
+        )
+        if created:
+            gw.relay.poke()
+        response.headers["Location"] = f"/v1/builds/{build.id}"
+        return build_out(build)
+
+    @v1.get("/builds/{build_id}", response_model=BuildOut)
+    async def get_build(build_id: str, user: User) -> BuildOut:
+        """One of your builds."""
+        return build_out(await builds.get_build(gw.engine, user_id=user, build_id=build_id))
+
+    @v1.get("/builds", response_model=BuildList)
+    async def list_builds(
+        user: User,
+        status: BuildStatus | None = None,
+        limit: Annotated[int, Query(ge=1, le=100)] = 20,
+        cursor: Annotated[str | None, Query(max_length=200)] = None,
+    ) -> BuildList:
+        """Your builds, newest first."""
+        items, next_cursor = await builds.list_builds(
+            gw.engine, user_id=user, status=status, limit=limit, cursor=cursor
+        )
+        return BuildList(items=[build_out(b) for b in items], next_cursor=next_cursor)
+
+    @v1.post("/builds/{build_id}/cancel", status_code=202, response_model=BuildOut)
+    async def cancel_build(build_id: str, user: User) -> BuildOut:
+        """Cancel a build; the agent stops between iterations."""
+        build = await builds.cancel_build(gw.engine, user_id=user, build_id=build_id)
+        gw.relay.poke()
+        return build_out(build)
+
+    @v1.get(
+        "/builds/{build_id}/events",
+        response_class=StreamingResponse,
+        responses={200: {"content": {"text/event-stream": {}}}},
+    )
+    async def build_events(
+        build_id: str,
+        user: User,
+        request: Request,
+        last_event_id: Annotated[str | None, Header(max_length=40)] = None,
+    ) -> StreamingResponse:
+        """The build's events as Server-Sent Events; resumes after ``Last-Event-ID``; ends
+        with the build."""
+        build = await builds.get_build(gw.engine, user_id=user, build_id=build_id)
+        after = last_event_id or "0"
+        if after != "0" and not _is_stream_id(after):
+            raise ApiError(400, "invalid_last_event_id", "Last-Event-ID is not an event id")
+        finished = BuildStatus(build.status) in {
+            BuildStatus.READY,
+            BuildStatus.FAILED,
+            BuildStatus.CANCELLED,
+        }
+        return StreamingResponse(
+            _sse(gw.feed, build_id, after, request, finished),
+            media_type="text/event-stream",
+            headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
+        )
+
+    @v1.get("/healthz")
+    async def health() -> dict[str, str]:
+        """The process is up."""
+        return {"status": "ok"}
+
+    @v1.get("/readyz", responses={503: {"description": "A dependency is unreachable"}})
+    async def ready() -> dict[str, str]:
+        """Redis and the database answer."""
+        try:
+            async with asyncio.timeout(2):
+                await gw.redis.ping()
+                async with gw.engine.connect() as conn:
+                    await conn.execute(text("select 1"))
+        except Exception as exc:  # noqa: BLE001 - any failure means not ready
+            raise ApiError(
+                503, "not_ready", f"a dependency is unreachable: {type(exc).__name__}"
+            ) from None
+        return {"status": "ready"}
+
+    v1.include_router(admin_router(gw.engine, gw.settings))
+    app.include_router(v1)
+
+    @app.get("/metrics", include_in_schema=False)
+    async def metrics() -> Response:
+        return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
+
+    app.add_middleware(BodyLimit, max_bytes=gw.settings.max_body_bytes)
+    return app
+
+
+def _is_stream_id(value: str) -> bool:
+    ms, _, seq = value.partition("-")
+    return ms.isdigit() and seq.isdigit()
+
+
+async def _sse(
+    feed: Feed, build_id: str, after: str, request: Request, finished: bool
+) -> AsyncIterator[bytes]:
+    """Feed entries as SSE; a comment every 15 s keeps proxies from closing the stream."""
+    while True:
+        got = False
+        block = None if finished else 15_000
+        async for entry_id, fields in feed.read(build_id, after=after, block_ms=block):
+            got = True
+            after = entry_id
+            data = fields.get(b"data", b"{}").decode()
+            kind = fields.get(b"type", b"message").decode()
+            yield f"id: {entry_id}\nevent: {kind}\ndata: {data}\n\n".encode()
+            if ends_build(fields):
+                return
+        if not got:
+            if finished or await request.is_disconnected():
+                return
+            yield b": keep-alive\n\n"

@@ -1,0 +1,99 @@
+"""The composition root: the HTTP API, the outbox relay and the projection consumers in one
+process. SIGTERM: stop accepting requests, finish in-flight ones, stop the consumers gracefully
+(in-flight events acked), let the relay finish its batch, exit 0."""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import signal
+
+import structlog
+import uvicorn
+
+from cofounder_contracts import Event
+from cofounder_contracts.streams import BUDGET_USAGE, BUILD_EVENTS, GATEWAY
+from cofounder_db.engine import create_engine
+from cofounder_gateway.app import Gateway, create_app
+from cofounder_gateway.feed import Feed
+from cofounder_gateway.outbox import Relay
+from cofounder_gateway.projection import BUILD_EVENT_HANDLERS, USAGE_HANDLERS, ProjectionDeps
+from cofounder_gateway.settings import GatewaySettings
+from cofounder_runtime.connections import connect_redis
+from cofounder_runtime.consumer import Consumer, Handler
+from cofounder_runtime.logs import configure_logging
+
+__all__ = ["consumers", "main"]
+
+_log = structlog.get_logger("cofounder.gateway")
+
+
+def consumers(settings: GatewaySettings, gw: Gateway) -> list[Consumer]:
+    """The projection consumers (build events, usage) bound to the gateway's dependencies."""
+    deps = ProjectionDeps(engine=gw.engine, feed=gw.feed)
+    out = []
+    for stream, table in ((BUILD_EVENTS, BUILD_EVENT_HANDLERS), (BUDGET_USAGE, USAGE_HANDLERS)):
+        handlers: dict[type[Event], Handler] = {
+            t: functools.partial(h, deps=deps) for t, h in table.items()
+        }
+        out.append(
+            Consumer.for_stream(
+                gw.redis,
+                stream,
+                group=GATEWAY,
+                consumer=settings.consumer_name,
+                handlers=handlers,
+                options=settings.consumer_options(),
+            )
+        )
+    return out
+
+
+async def main() -> None:
+    """Run the gateway until SIGTERM."""
+    settings = GatewaySettings()
+    configure_logging(level=settings.log_level, json=settings.log_json)
+    redis = connect_redis(settings.redis_url)
+    engine = create_engine(settings.database_url)
+    gw = Gateway(
+        settings=settings,
+        engine=engine,
+        redis=redis,
+        feed=Feed(redis, max_len=settings.build_feed_max_len),
+        relay=Relay(engine, redis, idle_s=settings.outbox_poll_ms / 1000),
+    )
+    server = uvicorn.Server(
+        uvicorn.Config(
+            create_app(gw),
+            host=settings.host,
+            port=settings.port,
+            log_config=None,
+            access_log=False,
+            lifespan="off",
+        )
+    )
+    stop = asyncio.Event()
+    workers = consumers(settings, gw)
+
+    def on_signal() -> None:
+        stop.set()
+        server.should_exit = True
+        for consumer in workers:
+            consumer.stop()
+
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, on_signal)
+    tasks = [
+        asyncio.create_task(gw.relay.run(stop), name="outbox-relay"),
+        *(asyncio.create_task(c.run(), name=f"consumer:{c.stream}") for c in workers),
+    ]
+    _log.info("gateway listening", host=settings.host, port=settings.port)
+    try:
+        await server.serve()
+    finally:
+        on_signal()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        await engine.dispose()
+        await redis.aclose()
+        _log.info("gateway stopped")

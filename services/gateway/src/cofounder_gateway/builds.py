@@ -1,0 +1,263 @@
+"""Build rows: creation with its outbox events, reads scoped to the owner, cancellation."""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import uuid
+from collections.abc import AsyncIterator, Mapping
+from datetime import UTC, datetime
+from typing import TypedDict
+
+from sqlalchemy import func, insert, select, tuple_, update
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
+
+from cofounder_contracts import (
+    BuildCancelRequested,
+    BuildRequested,
+    BuildStatus,
+    BuildStatusChanged,
+)
+from cofounder_db.models import Build, Project, User
+from cofounder_gateway.outbox import enqueue
+from cofounder_gateway.problems import ApiError
+from cofounder_gateway.statemachine import TERMINAL
+
+__all__ = ["cancel_build", "create_build", "get_build", "list_builds"]
+
+PRODUCER = "gateway"
+_ACTIVE = [s.value for s in BuildStatus if s not in TERMINAL]
+
+
+@contextlib.asynccontextmanager
+async def _transaction(engine: AsyncEngine) -> AsyncIterator[AsyncSession]:
+    """An ORM session in one transaction; rows stay readable after commit."""
+    async with AsyncSession(engine, expire_on_commit=False) as session, session.begin():
+        yield session
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+class _Envelope(TypedDict):
+    build_id: str
+    project_id: str
+    user_id: str
+    producer: str
+
+
+async def _owned_build(conn: AsyncSession, user_id: str, build_id: str) -> Build:
+    query = select(Build).where(Build.id == build_id, Build.user_id == user_id)
+    build: Build | None = (await conn.execute(query)).scalars().first()
+    if build is None:
+        raise ApiError(404, "build_not_found", f"no build {build_id}")
+    return build
+
+
+async def create_build(
+    engine: AsyncEngine,
+    *,
+    user_id: str,
+    project_id: str,
+    goal: str,
+    idempotency_key: str | None,
+    limits: Mapping[str, int],
+) -> tuple[Build, bool]:
+    """Create a queued build and its ``build.requested`` in one transaction.
+
+    Returns the build and whether it is new: a repeated ``Idempotency-Key`` returns the build it
+    created before. 404 for a project that is not the user's; 429 over the tier's limit of
+    active builds (the user's row is locked, so concurrent requests count one by one).
+    """
+    try:
+        async with _transaction(engine) as conn:
+            return await _create(
+                conn,
+                user_id=user_id,
+                project_id=project_id,
+                goal=goal,
+                idempotency_key=idempotency_key,
+                limits=limits,
+            )
+    except IntegrityError:
+        if idempotency_key is None:
+            raise
+        # A concurrent request with the same key won the insert: answer with its build.
+        async with _transaction(engine) as conn:
+            existing = await _by_key(conn, user_id, idempotency_key)
+        if existing is None:
+            raise
+        return _same_request(existing, project_id, goal), False
+
+
+async def _by_key(conn: AsyncSession, user_id: str, key: str) -> Build | None:
+    query = select(Build).where(Build.user_id == user_id, Build.idempotency_key == key)
+    build: Build | None = (await conn.execute(query)).scalars().first()
+    return build
+
+
+def _same_request(existing: Build, project_id: str, goal: str) -> Build:
+    if existing.project_id != project_id or existing.goal != goal:
+        raise ApiError(
+            409,
+            "idempotency_key_reused",
+            "this Idempotency-Key was used for a different request",
+            build_id=existing.id,
+        )
+    return existing
+
+
+async def _create(
+    conn: AsyncSession,
+    *,
+    user_id: str,
+    project_id: str,
+    goal: str,
+    idempotency_key: str | None,
+    limits: Mapping[str, int],
+) -> tuple[Build, bool]:
+    user_query = select(User.tier, User.suspended).where(User.id == user_id)
+    if conn.get_bind().dialect.name == "postgresql":
+        user_query = user_query.with_for_update()
+    user = (await conn.execute(user_query)).first()
+    owned = (
+        user is not None
+        and (
+            await conn.execute(
+                select(Project.id).where(Project.id == project_id, Project.owner_id == user_id)
+            )
+        ).first()
+    )
+    if user is None or not owned:
+        raise ApiError(404, "project_not_found", f"no project {project_id}")
+    if idempotency_key is not None:
+        existing = await _by_key(conn, user_id, idempotency_key)
+        if existing is not None:
+            return _same_request(existing, project_id, goal), False
+    limit = limits.get(user.tier, min(limits.values(), default=1))
+    active = (
+        await conn.execute(
+            select(func.count())
+            .select_from(Build)
+            .where(Build.user_id == user_id, Build.status.in_(_ACTIVE))
+        )
+    ).scalar_one()
+    if active >= limit:
+        raise ApiError(
+            429,
+            "too_many_active_builds",
+            f"your {user.tier} plan allows {limit} active build(s) at once and you "
+            f"have {active}; wait for one to finish or cancel one",
+            headers={"Retry-After": "30"},
+            limit=limit,
+            active=active,
+        )
+    now = _now()
+    build_id = str(uuid.uuid4())
+    await conn.execute(
+        insert(Build).values(
+            id=build_id,
+            project_id=project_id,
+            user_id=user_id,
+            status=BuildStatus.QUEUED.value,
+            goal=goal,
+            tier=user.tier,
+            idempotency_key=idempotency_key,
+            status_changed_at=now,
+            created_at=now,
+            updated_at=now,
+        )
+    )
+    envelope = _Envelope(
+        build_id=build_id, project_id=project_id, user_id=user_id, producer=PRODUCER
+    )
+    requested = BuildRequested(**envelope, goal=goal, occurred_at=now)
+    queued = BuildStatusChanged(
+        **envelope, status=BuildStatus.QUEUED, occurred_at=now, causation_id=requested.event_id
+    )
+    await enqueue(conn, [queued, requested])
+    created: Build = (await conn.execute(select(Build).where(Build.id == build_id))).scalars().one()
+    return created, True
+
+
+async def get_build(engine: AsyncEngine, *, user_id: str, build_id: str) -> Build:
+    """The user's build, or 404 (also for another user's build: its existence is not shown)."""
+    async with _transaction(engine) as conn:
+        return await _owned_build(conn, user_id, build_id)
+
+
+def _cursor(build: Build) -> str:
+    raw = f"{build.created_at.isoformat()}|{build.id}".encode()
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+def _parse_cursor(cursor: str) -> tuple[datetime, str]:
+    try:
+        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
+        created, _, build_id = raw.partition("|")
+        return datetime.fromisoformat(created), build_id
+    except (ValueError, UnicodeDecodeError):
+        raise ApiError(400, "invalid_cursor", "the cursor is not one this API returned") from None
+
+
+async def list_builds(
+    engine: AsyncEngine, *, user_id: str, status: BuildStatus | None, limit: int, cursor: str | None
+) -> tuple[list[Build], str | None]:
+    """The user's builds, newest first, ``limit`` at a time; returns the next page's cursor."""
+    query = select(Build).where(Build.user_id == user_id)
+    if status is not None:
+        query = query.where(Build.status == status.value)
+    if cursor:
+        created, build_id = _parse_cursor(cursor)
+        query = query.where(tuple_(Build.created_at, Build.id) < tuple_(created, build_id))
+    query = query.order_by(Build.created_at.desc(), Build.id.desc()).limit(limit + 1)
+    async with _transaction(engine) as conn:
+        builds = list((await conn.execute(query)).scalars().all())
+    more = len(builds) > limit
+    builds = builds[:limit]
+    return builds, (_cursor(builds[-1]) if more and builds else None)
+
+
+async def cancel_build(engine: AsyncEngine, *, user_id: str, build_id: str) -> Build:
+    """Mark the build cancelled and tell the runner, in one transaction; 409 once it ended."""
+    async with _transaction(engine) as conn:
+        build = await _owned_build(conn, user_id, build_id)
+        if BuildStatus(build.status) in TERMINAL:
+            raise ApiError(
+                409,
+                "build_finished",
+                f"the build is already {build.status}",
+                build_status=build.status,
+            )
+        now = _now()
+        await conn.execute(
+            update(Build)
+            .where(Build.id == build_id)
+            .values(
+                status=BuildStatus.CANCELLED.value,
+                status_changed_at=now,
+                finished_at=now,
+                updated_at=now,
+                error="cancelled by the user",
+            )
+        )
+        envelope = _Envelope(
+            build_id=build_id, project_id=build.project_id, user_id=user_id, producer=PRODUCER
+        )
+        request = BuildCancelRequested(**envelope, requested_by=user_id, occurred_at=now)
+        await enqueue(
+            conn,
+            [
+                request,
+                BuildStatusChanged(
+                    **envelope,
+                    status=BuildStatus.CANCELLED,
+                    reason="cancelled by the user",
+                    occurred_at=now,
+                    causation_id=request.event_id,
+                ),
+            ],
+        )
+        return await _owned_build(conn, user_id, build_id)

@@ -1,0 +1,70 @@
+"""The per-build feed: a capped Redis stream of everything the build's owner may see.
+
+The projection appends each build-visible event once (a redelivery is absorbed by ``RedisOnce``);
+its entry ids are the SSE event ids, so a client that reconnects with ``Last-Event-ID`` resumes
+exactly after the last event it saw.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from typing import Any, Final
+
+from redis.asyncio import Redis
+
+from cofounder_contracts import Event, build_feed_key, encode
+from cofounder_contracts.codec import DATA, TYPE
+from cofounder_runtime.idempotency import RedisOnce
+
+__all__ = ["ENDING_TYPES", "Feed"]
+
+#: Event types after which a build's feed gets nothing more.
+ENDING_TYPES: Final = frozenset({b"build.completed", b"build.failed"})
+_ENDING_STATUSES: Final = (b'"status":"cancelled"', b'"status":"failed"', b'"status":"ready"')
+
+
+def ends_build(fields: dict[bytes, bytes]) -> bool:
+    """Whether this feed entry is the build's last."""
+    type_ = fields.get(TYPE, b"")
+    if type_ in ENDING_TYPES:
+        return True
+    return type_ == b"build.status_changed" and any(
+        s in fields.get(DATA, b"") for s in _ENDING_STATUSES
+    )
+
+
+class Feed:
+    """Append to and read from build feeds."""
+
+    def __init__(self, redis: Redis, *, max_len: int) -> None:
+        self._redis = redis
+        self._append = RedisOnce(
+            redis,
+            scope="gateway.feed",
+            body="return redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[4], '*', "
+            "'type', ARGV[1], 'event_id', ARGV[2], 'data', ARGV[3])",
+        )
+        self._max_len = max_len
+
+    async def append(self, event: Event) -> None:
+        """Add ``event`` to its build's feed unless it is there already."""
+        await self._append.apply(
+            event.event_id,
+            keys=[build_feed_key(event.build_id)],
+            args=[event.type, event.event_id, encode(event), self._max_len],
+        )
+
+    async def read(
+        self,
+        build_id: str,
+        *,
+        after: str,
+        block_ms: int | None,
+    ) -> AsyncIterator[tuple[str, dict[bytes, bytes]]]:
+        """Entries after ``after`` (an entry id, or ``0``), waiting up to ``block_ms`` for one."""
+        reply: Any = await self._redis.xread(
+            {build_feed_key(build_id): after}, count=100, block=block_ms
+        )
+        for _, entries in reply or []:
+            for entry_id, fields in entries:
+                yield entry_id.decode(), fields

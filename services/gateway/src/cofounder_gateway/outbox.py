@@ -1,0 +1,112 @@
+"""The transactional outbox: events committed with the rows that caused them, then relayed.
+
+``enqueue`` adds rows in the caller's transaction. The :class:`Relay` publishes unpublished rows
+in id order (pipelined ``XADD``) and marks them sent. A crash between commit and publish leaves
+rows unpublished, and the relay publishes them when it runs again; a crash between publish and
+mark publishes them twice, which consumers absorb by ``event_id``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterable
+from datetime import UTC, datetime
+
+import structlog
+from redis.asyncio import Redis
+from redis.exceptions import RedisError
+from sqlalchemy import insert, select, update
+from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession
+
+from cofounder_contracts import Event, encode
+from cofounder_contracts.codec import DATA, EVENT_ID, TYPE
+from cofounder_contracts.streams import stream_for
+from cofounder_db.models import OutboxRow
+
+__all__ = ["Relay", "enqueue"]
+
+_log = structlog.get_logger("cofounder.outbox")
+
+
+async def enqueue(conn: AsyncConnection | AsyncSession, events: Iterable[Event]) -> None:
+    """Add events to the outbox in the caller's transaction (to their contract streams)."""
+    rows = [
+        {
+            "stream": stream_for(type(e)).name,
+            "event_type": e.type,
+            "event_id": e.event_id,
+            "payload": encode(e),
+        }
+        for e in events
+    ]
+    if rows:
+        await conn.execute(insert(OutboxRow), rows)
+
+
+class Relay:
+    """Publishes the outbox to Redis. Safe to run in several gateway processes at once on
+    PostgreSQL (rows are locked with ``SKIP LOCKED``); on SQLite one process runs it."""
+
+    def __init__(
+        self, engine: AsyncEngine, redis: Redis, *, batch: int = 200, idle_s: float = 0.1
+    ) -> None:
+        self._engine = engine
+        self._redis = redis
+        self._batch = batch
+        self._idle_s = idle_s
+        self._wake = asyncio.Event()
+
+    def poke(self) -> None:
+        """Publish now rather than at the next poll (called after a commit that enqueued)."""
+        self._wake.set()
+
+    async def publish_pending(self) -> int:
+        """Publish one batch of unpublished rows; return how many."""
+        async with self._engine.begin() as conn:
+            query = (
+                select(
+                    OutboxRow.id,
+                    OutboxRow.stream,
+                    OutboxRow.event_type,
+                    OutboxRow.event_id,
+                    OutboxRow.payload,
+                )
+                .where(OutboxRow.published_at.is_(None))
+                .order_by(OutboxRow.id)
+                .limit(self._batch)
+            )
+            if conn.dialect.name == "postgresql":
+                query = query.with_for_update(skip_locked=True)
+            rows = (await conn.execute(query)).all()
+            if not rows:
+                return 0
+            async with self._redis.pipeline(transaction=False) as pipe:
+                for row in rows:
+                    pipe.xadd(
+                        row.stream,
+                        {TYPE: row.event_type, EVENT_ID: row.event_id, DATA: row.payload},
+                    )
+                await pipe.execute()
+            await conn.execute(
+                update(OutboxRow)
+                .where(OutboxRow.id.in_([r.id for r in rows]))
+                .values(published_at=datetime.now(UTC))
+            )
+        return len(rows)
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Relay until ``stop`` is set; errors are logged and retried."""
+        while not stop.is_set():
+            try:
+                while await self.publish_pending():
+                    pass
+            except (RedisError, SQLAlchemyError, OSError) as exc:
+                _log.warning("outbox relay failed; retrying", error=repr(exc))
+            self._wake.clear()
+            waiters = {asyncio.ensure_future(self._wake.wait()), asyncio.ensure_future(stop.wait())}
+            _, idle = await asyncio.wait(
+                waiters, timeout=self._idle_s, return_when=asyncio.FIRST_COMPLETED
+            )
+            for waiter in idle:
+                waiter.cancel()

@@ -1,0 +1,152 @@
+"""The gateway's consumers: build events → the builds table (status projection) and the feed.
+
+The gateway is the only writer of ``builds``. Each event is applied once (``record_once`` in the
+same transaction as the update) through the state machine; every build-visible event, usage
+included, is appended once to the build's feed for live streaming.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import select, update
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from cofounder_contracts import (
+    AgentIterationCompleted,
+    AgentResumed,
+    AgentSleeping,
+    BudgetUsage,
+    BuildCompleted,
+    BuildFailed,
+    BuildStatus,
+    BuildStatusChanged,
+    Event,
+    SnapshotCompleted,
+    SnapshotFailed,
+    ToolCalled,
+    ToolCompleted,
+)
+from cofounder_db.models import Build
+from cofounder_gateway.feed import Feed
+from cofounder_gateway.statemachine import TERMINAL, next_status
+from cofounder_runtime.idempotency_sql import record_once
+
+__all__ = ["BUILD_EVENT_HANDLERS", "USAGE_HANDLERS", "ProjectionDeps", "on_build_event", "on_usage"]
+
+SCOPE = "gateway.projection"
+
+#: A projection handler: ``handler(event, deps=deps)``.
+ProjectionHandler = Callable[..., Awaitable[None]]
+
+
+@dataclass(frozen=True, slots=True)
+class ProjectionDeps:
+    """The database and the feed."""
+
+    engine: AsyncEngine
+    feed: Feed
+
+
+def _status_of(event: Event) -> BuildStatus | None:
+    match event:
+        case BuildStatusChanged(status=status):
+            return status
+        case BuildCompleted():
+            return BuildStatus.READY
+        case BuildFailed():
+            return BuildStatus.FAILED
+        case AgentSleeping():
+            return BuildStatus.SLEEPING
+        case AgentResumed():
+            return BuildStatus.RUNNING
+    return None
+
+
+def _changes(event: Event) -> dict[str, Any]:
+    match event:
+        case BuildCompleted():
+            return {
+                "build_version": event.build_version,
+                "preview_url": event.preview_url,
+                "iterations": event.iterations,
+                "tool_calls": event.tool_calls,
+            }
+        case BuildFailed():
+            return {"error": event.reason}
+        case BuildStatusChanged(reason=reason) if reason:
+            return {"error": reason} if event.status in TERMINAL else {}
+        case AgentIterationCompleted():
+            return {"iterations": event.iteration, "tool_calls": event.tool_calls}
+    return {}
+
+
+async def on_build_event(event: Event, deps: ProjectionDeps) -> None:
+    """Feed first (idempotent), then the row (idempotent, in one transaction)."""
+    await deps.feed.append(event)
+    async with deps.engine.begin() as conn:
+        if not await record_once(conn, scope=SCOPE, event_id=event.event_id):
+            return
+        build = (
+            await conn.execute(
+                select(Build.status, Build.status_changed_at).where(Build.id == event.build_id)
+            )
+        ).first()
+        if build is None:
+            return  # not ours (another deployment's build): nothing to project
+        values = _changes(event)
+        incoming = _status_of(event)
+        occurred = event.occurred_at
+        last = build.status_changed_at
+        if last is not None and last.tzinfo is None:
+            last = last.replace(tzinfo=UTC)  # SQLite returns naive datetimes
+        if incoming is not None:
+            new = next_status(
+                BuildStatus(build.status), incoming, occurred_at=occurred, last_applied_at=last
+            )
+            if new is not None:
+                values |= {"status": new.value, "status_changed_at": occurred}
+                if new in TERMINAL:
+                    values["finished_at"] = occurred
+            elif "error" in values or "preview_url" in values:
+                values = {}  # a stale or duplicate end: keep what the first end recorded
+        if values:
+            values["updated_at"] = datetime.now(UTC)
+            await conn.execute(update(Build).where(Build.id == event.build_id).values(**values))
+
+
+async def on_usage(event: BudgetUsage, deps: ProjectionDeps) -> None:
+    """Usage is visible on the feed, and added to the build's token counters once."""
+    await deps.feed.append(event)
+    async with deps.engine.begin() as conn:
+        if not await record_once(conn, scope=SCOPE, event_id=event.event_id):
+            return
+        await conn.execute(
+            update(Build)
+            .where(Build.id == event.build_id)
+            .values(
+                input_tokens=Build.input_tokens + event.input_tokens,
+                output_tokens=Build.output_tokens + event.output_tokens,
+            )
+        )
+
+
+BUILD_EVENT_HANDLERS: dict[type[Event], ProjectionHandler] = dict.fromkeys(
+    (
+        BuildStatusChanged,
+        AgentIterationCompleted,
+        ToolCalled,
+        ToolCompleted,
+        AgentSleeping,
+        AgentResumed,
+        SnapshotCompleted,
+        SnapshotFailed,
+        BuildCompleted,
+        BuildFailed,
+    ),
+    on_build_event,
+)
+USAGE_HANDLERS: dict[type[Event], ProjectionHandler] = {BudgetUsage: on_usage}

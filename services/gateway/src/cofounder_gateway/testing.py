@@ -1,0 +1,111 @@
+"""A gateway running in the caller's event loop, for tests: real uvicorn on a free port, real
+Redis (a logical database of its own, flushed when it stops) and a real database."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+import uvicorn
+
+from cofounder_db.engine import create_engine
+from cofounder_gateway.app import Gateway, create_app
+from cofounder_gateway.auth import mint_token
+from cofounder_gateway.bootstrap import consumers
+from cofounder_gateway.feed import Feed
+from cofounder_gateway.outbox import Relay
+from cofounder_gateway.settings import GatewaySettings
+from cofounder_runtime.connections import connect_redis
+
+GATEWAY_REDIS_DB = 14
+ADMIN = {"Authorization": "Bearer test-admin"}
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@dataclass
+class Running:
+    """A started gateway and a client for it."""
+
+    gw: Gateway
+    client: httpx.AsyncClient
+    relay_stop: asyncio.Event
+
+    def auth(self, user_id: str, *, ttl_s: int = 600) -> dict[str, str]:
+        token = mint_token(self.gw.settings.jwt_secret, user_id, ttl_s=ttl_s)
+        return {"Authorization": f"Bearer {token}"}
+
+    async def seed_user(self, tier: str = "bootstrapper") -> tuple[str, str]:
+        """A user with one project; returns (user id, project id)."""
+        email = f"u-{id(self)}-{asyncio.get_running_loop().time()}@example.com"
+        user = await self.client.post(
+            "/v1/admin/users", json={"email": email, "tier": tier}, headers=ADMIN
+        )
+        assert user.status_code == 201, user.text
+        project = await self.client.post(
+            "/v1/admin/projects", headers=ADMIN, json={"owner_id": user.json()["id"], "name": "P"}
+        )
+        assert project.status_code == 201, project.text
+        return user.json()["id"], project.json()["id"]
+
+
+async def start_gateway(
+    redis_url: str, database_url: str, *, relay: bool = True, **overrides: Any
+) -> AsyncIterator[Running]:
+    port = _free_port()
+    url = redis_url.rsplit("/", 1)[0] + f"/{GATEWAY_REDIS_DB}"
+    settings = GatewaySettings(
+        redis_url=url,
+        database_url=database_url,
+        port=port,
+        admin_token="test-admin",  # noqa: S106 - a test server's token
+        consumer_block_ms=100,
+        consumer_name="gw-test",
+        **overrides,
+    )
+    redis = connect_redis(url)
+    engine = create_engine(database_url)
+    gw = Gateway(
+        settings=settings,
+        engine=engine,
+        redis=redis,
+        feed=Feed(redis, max_len=settings.build_feed_max_len),
+        relay=Relay(engine, redis, idle_s=0.05),
+    )
+    server = uvicorn.Server(
+        uvicorn.Config(
+            create_app(gw),
+            host="127.0.0.1",
+            port=port,
+            log_config=None,
+            access_log=False,
+            lifespan="off",
+        )
+    )
+    stop = asyncio.Event()
+    workers = consumers(settings, gw)
+    tasks = [asyncio.create_task(server.serve()), *(asyncio.create_task(c.run()) for c in workers)]
+    if relay:
+        tasks.append(asyncio.create_task(gw.relay.run(stop)))
+    while not server.started:  # noqa: ASYNC110 - uvicorn exposes a flag, not an event
+        await asyncio.sleep(0.01)
+    async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=30) as client:
+        try:
+            yield Running(gw=gw, client=client, relay_stop=stop)
+        finally:
+            stop.set()
+            server.should_exit = True
+            for c in workers:
+                c.stop()
+            await asyncio.gather(*tasks, return_exceptions=True)
+            await redis.flushdb()
+            await redis.aclose()
+            await engine.dispose()
