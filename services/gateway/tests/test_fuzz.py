@@ -3,15 +3,8 @@ the input, no 5xx."""
 
 from __future__ import annotations
 
-import os
-import socket
-import subprocess
-import sys
-import time
-from collections.abc import Iterator
 from typing import Any
 
-import httpx
 import pytest
 import schemathesis
 from hypothesis import HealthCheck, given, settings
@@ -21,49 +14,6 @@ from cofounder_gateway.auth import mint_token
 from cofounder_gateway.settings import DEV_SECRET
 
 pytestmark = pytest.mark.e2e
-
-FUZZ_REDIS_DB = 12
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-@pytest.fixture(scope="module")
-def gateway_process(redis_url: str, migrated_database_url: str) -> Iterator[str]:
-    port = _free_port()
-    env = {
-        **os.environ,
-        "REDIS_URL": redis_url.rsplit("/", 1)[0] + f"/{FUZZ_REDIS_DB}",
-        "DATABASE_URL": migrated_database_url,
-        "PORT": str(port),
-        "LOG_LEVEL": "WARNING",
-    }
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "cofounder_cli", "serve", "gateway"],
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    base = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 30
-    while True:
-        try:
-            if httpx.get(f"{base}/v1/healthz", timeout=1).status_code == 200:
-                break
-        except httpx.TransportError:
-            pass
-        if time.monotonic() > deadline or proc.poll() is not None:
-            proc.kill()
-            pytest.fail("the gateway process did not start")
-        time.sleep(0.1)
-    try:
-        yield base
-    finally:
-        proc.terminate()
-        proc.wait(timeout=30)
 
 
 @pytest.fixture(scope="module")

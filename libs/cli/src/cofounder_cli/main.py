@@ -5,6 +5,8 @@ Subcommand groups live in their own modules (``serve``, ``dlq``, ``events``) and
 
 from __future__ import annotations
 
+from importlib.metadata import entry_points
+
 import typer
 
 from cofounder_cli import db, dlq, events, serve
@@ -20,6 +22,11 @@ app.add_typer(db.app, name="db")
 app.add_typer(dlq.app, name="dlq")
 app.add_typer(events.app, name="events")
 app.command("serve")(serve.serve)
+
+#: Services add command groups under this entry-point group (the gateway: token, seed).
+COMMAND_ENTRY_POINTS = "cofounder.commands"
+for _ep in entry_points(group=COMMAND_ENTRY_POINTS):
+    app.add_typer(_ep.load(), name=_ep.name)
 
 
 def main() -> None:
