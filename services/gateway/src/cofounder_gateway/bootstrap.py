@@ -73,7 +73,7 @@ async def main() -> None:
         )
     )
     stop = asyncio.Event()
-    workers = consumers(settings, gw)
+    workers = consumers(settings, gw) if settings.run_projection else []
 
     def on_signal() -> None:
         stop.set()
@@ -84,13 +84,22 @@ async def main() -> None:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, on_signal)
-    tasks = [
-        asyncio.create_task(gw.relay.run(stop), name="outbox-relay"),
-        *(asyncio.create_task(c.run(), name=f"consumer:{c.stream}") for c in workers),
-    ]
-    _log.info("gateway listening", host=settings.host, port=settings.port)
+    tasks = [asyncio.create_task(c.run(), name=f"consumer:{c.stream}") for c in workers]
+    if settings.run_relay:
+        tasks.append(asyncio.create_task(gw.relay.run(stop), name="outbox-relay"))
+    _log.info(
+        "gateway started",
+        api=settings.serve_api,
+        relay=settings.run_relay,
+        projection=settings.run_projection,
+        host=settings.host,
+        port=settings.port,
+    )
     try:
-        await server.serve()
+        if settings.serve_api:
+            await server.serve()
+        else:
+            await stop.wait()
     finally:
         on_signal()
         await asyncio.gather(*tasks, return_exceptions=True)

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import functools
 import uuid
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
 from datetime import UTC, datetime
 from typing import TypedDict
 
-from sqlalchemy import func, insert, select, tuple_, update
+from sqlalchemy import func, select, tuple_, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 
@@ -18,8 +19,10 @@ from cofounder_contracts import (
     BuildRequested,
     BuildStatus,
     BuildStatusChanged,
+    Event,
 )
 from cofounder_db.models import Build, Project, User
+from cofounder_gateway.builds_pg import Conflict, create_build_pg
 from cofounder_gateway.outbox import enqueue
 from cofounder_gateway.problems import ApiError
 from cofounder_gateway.statemachine import TERMINAL
@@ -65,23 +68,55 @@ async def create_build(
     idempotency_key: str | None,
     limits: Mapping[str, int],
 ) -> tuple[Build, bool]:
-    """Create a queued build and its ``build.requested`` in one transaction.
+    """Create a queued build and its ``build.requested`` in one transaction (the outbox).
 
     Returns the build and whether it is new: a repeated ``Idempotency-Key`` returns the build it
-    created before. 404 for a project that is not the user's; 429 over the tier's limit of
-    active builds (the user's row is locked, so concurrent requests count one by one).
+    created before (409 if it was for another request). 404 for a project that is not the
+    user's; 429 over the tier's limit of active builds (the user's row is locked on PostgreSQL,
+    so concurrent requests of one user count one after the other).
     """
+    now = _now()
+    build = Build(
+        id=str(uuid.uuid4()),
+        project_id=project_id,
+        user_id=user_id,
+        status=BuildStatus.QUEUED.value,
+        goal=goal,
+        tier="",
+        build_version=None,
+        preview_url=None,
+        sandbox_id=None,
+        error=None,
+        iterations=0,
+        tool_calls=0,
+        input_tokens=0,
+        output_tokens=0,
+        idempotency_key=idempotency_key,
+        status_changed_at=now,
+        created_at=now,
+        updated_at=now,
+        finished_at=None,
+    )
+    envelope = _Envelope(
+        build_id=build.id, project_id=project_id, user_id=user_id, producer=PRODUCER
+    )
+    requested = BuildRequested(**envelope, goal=goal, occurred_at=now)
+    queued = BuildStatusChanged(
+        **envelope, status=BuildStatus.QUEUED, occurred_at=now, causation_id=requested.event_id
+    )
+    decide = functools.partial(_decide, project_id=project_id, goal=goal, limits=limits)
     try:
-        async with _transaction(engine) as conn:
-            return await _create(
-                conn,
-                user_id=user_id,
-                project_id=project_id,
-                goal=goal,
-                idempotency_key=idempotency_key,
-                limits=limits,
+        if engine.dialect.name == "postgresql":
+            answer = await create_build_pg(
+                engine,
+                build=build,
+                active_statuses=_ACTIVE,
+                events=[queued, requested],
+                on_checked=decide,
             )
-    except IntegrityError:
+        else:
+            answer = await _create_portable(engine, build, [queued, requested], decide)
+    except (Conflict, IntegrityError):
         if idempotency_key is None:
             raise
         # A concurrent request with the same key won the insert: answer with its build.
@@ -90,6 +125,35 @@ async def create_build(
         if existing is None:
             raise
         return _same_request(existing, project_id, goal), False
+    return (answer, False) if answer is not None else (build, True)
+
+
+def _decide(
+    tier: str | None,
+    active: int,
+    existing: Build | None,
+    *,
+    project_id: str,
+    goal: str,
+    limits: Mapping[str, int],
+) -> Build | None:
+    """The checks before an insert: None to go ahead, a build to answer with, or an error."""
+    if tier is None:
+        raise ApiError(404, "project_not_found", f"no project {project_id}")
+    if existing is not None:
+        return _same_request(existing, project_id, goal)
+    limit = limits.get(tier, min(limits.values(), default=1))
+    if active >= limit:
+        raise ApiError(
+            429,
+            "too_many_active_builds",
+            f"your {tier} plan allows {limit} active build(s) at once and you have "
+            f"{active}; wait for one to finish or cancel one",
+            headers={"Retry-After": "30"},
+            limit=limit,
+            active=active,
+        )
+    return None
 
 
 async def _by_key(conn: AsyncSession, user_id: str, key: str) -> Build | None:
@@ -109,77 +173,39 @@ def _same_request(existing: Build, project_id: str, goal: str) -> Build:
     return existing
 
 
-async def _create(
-    conn: AsyncSession,
-    *,
-    user_id: str,
-    project_id: str,
-    goal: str,
-    idempotency_key: str | None,
-    limits: Mapping[str, int],
-) -> tuple[Build, bool]:
-    user_query = select(User.tier, User.suspended).where(User.id == user_id)
-    if conn.get_bind().dialect.name == "postgresql":
-        user_query = user_query.with_for_update()
-    user = (await conn.execute(user_query)).first()
-    owned = (
-        user is not None
-        and (
-            await conn.execute(
-                select(Project.id).where(Project.id == project_id, Project.owner_id == user_id)
-            )
-        ).first()
+async def _create_portable(
+    engine: AsyncEngine,
+    build: Build,
+    events: list[Event],
+    decide: Callable[[str | None, int, Build | None], Build | None],
+) -> Build | None:
+    """The same steps as ``builds_pg`` through SQLAlchemy (SQLite, the embedded default)."""
+    active_builds = (
+        select(func.count())
+        .select_from(Build)
+        .where(Build.user_id == User.id, Build.status.in_(_ACTIVE))
+        .scalar_subquery()
     )
-    if user is None or not owned:
-        raise ApiError(404, "project_not_found", f"no project {project_id}")
-    if idempotency_key is not None:
-        existing = await _by_key(conn, user_id, idempotency_key)
-        if existing is not None:
-            return _same_request(existing, project_id, goal), False
-    limit = limits.get(user.tier, min(limits.values(), default=1))
-    active = (
-        await conn.execute(
-            select(func.count())
-            .select_from(Build)
-            .where(Build.user_id == user_id, Build.status.in_(_ACTIVE))
+    query = (
+        select(User.tier, active_builds.label("active"))
+        .join(Project, Project.owner_id == User.id)
+        .where(User.id == build.user_id, Project.id == build.project_id)
+    )
+    async with _transaction(engine) as conn:
+        row = (await conn.execute(query)).first()
+        existing = None
+        if row is not None and build.idempotency_key is not None:
+            existing = await _by_key(conn, build.user_id, build.idempotency_key)
+        answer = decide(
+            None if row is None else row.tier, 0 if row is None else row.active, existing
         )
-    ).scalar_one()
-    if active >= limit:
-        raise ApiError(
-            429,
-            "too_many_active_builds",
-            f"your {user.tier} plan allows {limit} active build(s) at once and you "
-            f"have {active}; wait for one to finish or cancel one",
-            headers={"Retry-After": "30"},
-            limit=limit,
-            active=active,
-        )
-    now = _now()
-    build_id = str(uuid.uuid4())
-    await conn.execute(
-        insert(Build).values(
-            id=build_id,
-            project_id=project_id,
-            user_id=user_id,
-            status=BuildStatus.QUEUED.value,
-            goal=goal,
-            tier=user.tier,
-            idempotency_key=idempotency_key,
-            status_changed_at=now,
-            created_at=now,
-            updated_at=now,
-        )
-    )
-    envelope = _Envelope(
-        build_id=build_id, project_id=project_id, user_id=user_id, producer=PRODUCER
-    )
-    requested = BuildRequested(**envelope, goal=goal, occurred_at=now)
-    queued = BuildStatusChanged(
-        **envelope, status=BuildStatus.QUEUED, occurred_at=now, causation_id=requested.event_id
-    )
-    await enqueue(conn, [queued, requested])
-    created: Build = (await conn.execute(select(Build).where(Build.id == build_id))).scalars().one()
-    return created, True
+        if answer is not None:
+            return answer
+        build.tier = row.tier if row is not None else build.tier
+        conn.add(build)
+        await conn.flush()
+        await enqueue(conn, events)
+    return None
 
 
 async def get_build(engine: AsyncEngine, *, user_id: str, build_id: str) -> Build:

@@ -40,8 +40,8 @@ async def enqueue(conn: AsyncConnection | AsyncSession, events: Iterable[Event])
         }
         for e in events
     ]
-    if rows:
-        await conn.execute(insert(OutboxRow), rows)
+    if rows:  # one multi-row INSERT (not the ORM's bulk path: this runs on every request)
+        await conn.execute(insert(OutboxRow).values(rows))
 
 
 class Relay:

@@ -36,6 +36,13 @@ class GatewaySettings(RuntimeSettings):
     )
     build_feed_max_len: int = Field(default=2_000, description="Entries kept per build feed.")
     outbox_poll_ms: int = Field(default=100, description="Relay poll period when idle.")
+    serve_api: bool = Field(default=True, description="Serve the REST API in this process.")
+    run_relay: bool = Field(default=True, description="Run the outbox relay in this process.")
+    run_projection: bool = Field(
+        default=True,
+        description="Run the status projection consumers in this process. Scale the API and "
+        "the projection separately by turning one off in each deployment.",
+    )
 
     @model_validator(mode="after")
     def _no_placeholder_secrets_in_production(self) -> GatewaySettings:

@@ -1,0 +1,111 @@
+"""The PostgreSQL fast path of :func:`builds.create_build`, on the asyncpg driver directly.
+
+Measured (``benchmarks/gateway.py``): through SQLAlchemy's async execution layer a trivial
+transaction costs about 0.6 ms of this process's time against 0.25 ms on the driver, and
+``POST /builds`` ran at a tenth of a raw-asyncpg reference. Creating a build is the one write on
+the request path that must be fast, so it takes the connection from the same SQLAlchemy pool and
+runs three prepared statements on it: one read (ownership, plan, active count, the user's row
+locked), the build row, its outbox rows. SQLite (the embedded default) keeps the portable path
+in ``builds.py``; the tests run both.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime
+from typing import Any, Final
+
+import asyncpg
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from cofounder_contracts import Event, encode
+from cofounder_contracts.streams import stream_for
+from cofounder_db.models import Build
+
+__all__ = ["Conflict", "create_build_pg"]
+
+_CHECK: Final = """
+select u.tier,
+       (select count(*) from builds b where b.user_id = u.id and b.status = any($3::text[]))
+         as active
+from users u join projects p on p.owner_id = u.id
+where u.id = $1 and p.id = $2
+for update of u
+"""
+_BY_KEY: Final = "select * from builds where user_id = $1 and idempotency_key = $2"
+_INSERT_BUILD: Final = """
+insert into builds (id, project_id, user_id, status, goal, tier, idempotency_key,
+                    status_changed_at, created_at, updated_at, iterations, tool_calls,
+                    input_tokens, output_tokens)
+values ($1, $2, $3, $4, $5, $6, $7, $8, $8, $8, 0, 0, 0, 0)
+"""
+_INSERT_OUTBOX: Final = """
+insert into outbox (stream, event_type, event_id, payload, created_at)
+select * from unnest($1::text[], $2::text[], $3::text[], $4::bytea[], $5::timestamptz[])
+"""
+
+
+class Conflict(Exception):
+    """The idempotency key was taken by a concurrent request (unique violation)."""
+
+
+async def create_build_pg(
+    engine: AsyncEngine,
+    *,
+    build: Build,
+    active_statuses: Sequence[str],
+    events: Sequence[Event],
+    on_checked: Any,
+) -> Build | None:
+    """Insert ``build`` and ``events`` in one transaction if ``on_checked`` allows it.
+
+    ``on_checked(tier, active, existing)`` sees the user's plan, active builds and any build
+    under the same idempotency key; it raises to refuse, returns a build to answer with instead,
+    or ``None`` to go ahead. Returns what it returned, or None when ``build`` was inserted.
+    Raises :class:`Conflict` when a concurrent request inserted the same key first.
+    """
+    async with engine.connect() as sa_conn:
+        conn = (await sa_conn.get_raw_connection()).driver_connection
+        assert isinstance(conn, asyncpg.Connection), "the PostgreSQL driver must be asyncpg"
+        try:
+            async with conn.transaction():
+                row = await conn.fetchrow(
+                    _CHECK, build.user_id, build.project_id, list(active_statuses)
+                )
+                existing = None
+                if row is not None and build.idempotency_key is not None:
+                    found = await conn.fetchrow(_BY_KEY, build.user_id, build.idempotency_key)
+                    existing = None if found is None else Build(**dict(found))
+                answer = on_checked(
+                    None if row is None else row["tier"],
+                    0 if row is None else row["active"],
+                    existing,
+                )
+                if answer is not None:
+                    return answer  # type: ignore[no-any-return]
+                build.tier = row["tier"] if row is not None else build.tier
+                await conn.execute(
+                    _INSERT_BUILD,
+                    build.id,
+                    build.project_id,
+                    build.user_id,
+                    build.status,
+                    build.goal,
+                    build.tier,
+                    build.idempotency_key,
+                    build.created_at,
+                )
+                await conn.execute(_INSERT_OUTBOX, *_columns(events, build.created_at))
+        except asyncpg.UniqueViolationError:
+            raise Conflict from None
+    return None
+
+
+def _columns(events: Sequence[Event], now: datetime) -> list[list[Any]]:
+    return [
+        [stream_for(type(e)).name for e in events],
+        [e.type for e in events],
+        [e.event_id for e in events],
+        [encode(e) for e in events],
+        [now] * len(events),
+    ]
