@@ -97,7 +97,7 @@ def _now() -> datetime:
 def admin_router(engine: AsyncEngine, settings: GatewaySettings) -> APIRouter:
     """Routes under ``/v1/admin``, all behind the admin token."""
 
-    def admin(authorization: Annotated[str | None, Header()] = None) -> None:
+    async def admin(authorization: Annotated[str | None, Header()] = None) -> None:
         require_admin(authorization, settings.admin_token)
 
     router = APIRouter(prefix="/admin", dependencies=[Depends(admin)], tags=["admin"])

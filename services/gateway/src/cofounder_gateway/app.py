@@ -39,7 +39,9 @@ class Gateway:
     relay: Relay
 
 
-def current_user(request: Request, authorization: Annotated[str | None, Header()] = None) -> str:
+async def current_user(
+    request: Request, authorization: Annotated[str | None, Header()] = None
+) -> str:
     """The authenticated user's id (401 otherwise)."""
     gw: Gateway = request.app.state.gw
     return user_from_header(authorization, gw.settings.jwt_secret)

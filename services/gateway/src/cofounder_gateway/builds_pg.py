@@ -24,13 +24,16 @@ from cofounder_db.models import Build
 
 __all__ = ["Conflict", "create_build_pg"]
 
+# The per-user lock is a transaction-scoped advisory lock rather than ``FOR UPDATE`` on the
+# user's row: it serialises the count-then-insert of one user's requests just the same, without
+# writing a row lock into the users table on every request.
+_LOCK: Final = "select pg_advisory_xact_lock(hashtextextended($1, 42))"
 _CHECK: Final = """
 select u.tier,
        (select count(*) from builds b where b.user_id = u.id and b.status = any($3::text[]))
          as active
 from users u join projects p on p.owner_id = u.id
 where u.id = $1 and p.id = $2
-for update of u
 """
 _BY_KEY: Final = "select * from builds where user_id = $1 and idempotency_key = $2"
 _INSERT_BUILD: Final = """
