@@ -1,5 +1,6 @@
-"""POST → queued → build.requested → context.ready, visible through GET and SSE; the outbox
-survives a relay crash; an SSE client that reconnects misses nothing and sees nothing twice."""
+"""Across services: POST → queued → build.requested → context.ready (the context assembler
+running), the status visible through GET and SSE; an SSE client that reconnects with
+Last-Event-ID misses nothing and sees nothing twice."""
 
 from __future__ import annotations
 
@@ -10,7 +11,6 @@ from typing import Any
 
 import httpx
 import pytest
-from sqlalchemy import update
 
 from cofounder_context_assembler.bootstrap import build_consumer
 from cofounder_context_assembler.handlers import Deps
@@ -26,8 +26,7 @@ from cofounder_contracts import (
     QnA,
     ToolCalled,
 )
-from cofounder_contracts.streams import AGENT_WORK, BUILD_REQUESTS
-from cofounder_db.models import OutboxRow
+from cofounder_contracts.streams import AGENT_WORK
 from cofounder_gateway.testing import ADMIN, Running, start_gateway
 from cofounder_runtime.publisher import Publisher
 from cofounder_testing.inprocess import entries
@@ -100,6 +99,12 @@ async def sse_events(
                 if stop_after is not None and len(got) >= stop_after:
                     break
     return got
+
+
+@pytest.fixture
+async def gateway(redis_url: str, migrated_database_url: str) -> AsyncIterator[Running]:
+    async for running in start_gateway(redis_url, migrated_database_url):
+        yield running
 
 
 @pytest.fixture
@@ -216,66 +221,3 @@ async def test_post_to_context_ready_and_status_through_get_and_sse(
     # A client connecting after the end gets the whole story and the stream closes.
     replay = await sse_events(gw.client, url, auth)
     assert [e["id"] for e in replay] == ids
-
-
-@pytest.fixture
-async def no_relay(redis_url: str, migrated_database_url: str) -> AsyncIterator[Running]:
-    async for running in start_gateway(redis_url, migrated_database_url, relay=False):
-        yield running
-
-
-async def requests_for(gw: Running, build_id: str) -> list[bytes]:
-    """Event ids of the build.requested entries of one build."""
-    found = []
-    for _, fields in await entries(gw.gw.redis, BUILD_REQUESTS.name):
-        if CODEC.decode(fields).build_id == build_id:
-            found.append(fields[b"event_id"])
-    return found
-
-
-async def test_outbox_rows_committed_before_a_relay_crash_are_published_once_on_restart(
-    no_relay: Running,
-) -> None:
-    gw = no_relay
-    user, project = await gw.seed_user()
-    started = await gw.client.post(f"/v1/projects/{project}/builds", json={}, headers=gw.auth(user))
-    assert started.status_code == 202
-    build_id = started.json()["id"]
-    # The build row is committed, and no relay ran: nothing reached Redis.
-    assert await requests_for(gw, build_id) == []
-    # The relay (re)starts: it publishes what was pending, once.
-    stop = asyncio.Event()
-    relay = asyncio.create_task(gw.gw.relay.run(stop))
-
-    async def published() -> bool:
-        return len(await requests_for(gw, build_id)) == 1
-
-    await eventually(published, what="build.requested after the restart")
-    stop.set()
-    await relay
-    assert await gw.gw.relay.publish_pending() == 0  # nothing left for a second relay
-    assert len(await requests_for(gw, build_id)) == 1
-
-
-async def test_a_crash_between_publish_and_mark_republishes_the_same_event_id(
-    no_relay: Running,
-) -> None:
-    """The other crash window: published, but the mark never committed. The row goes out
-    again with the same event id, which consumers absorb as a duplicate."""
-    gw = no_relay
-    user, project = await gw.seed_user()
-    started = await gw.client.post(f"/v1/projects/{project}/builds", json={}, headers=gw.auth(user))
-    build_id = started.json()["id"]
-    while await gw.gw.relay.publish_pending():
-        pass
-    async with gw.gw.engine.begin() as conn:  # as if the mark had not committed
-        await conn.execute(
-            update(OutboxRow)
-            .where(OutboxRow.event_type == "build.requested")
-            .where(OutboxRow.event_id.in_([i.decode() for i in await requests_for(gw, build_id)]))
-            .values(published_at=None)
-        )
-    while await gw.gw.relay.publish_pending():
-        pass
-    first, second = await requests_for(gw, build_id)
-    assert first == second

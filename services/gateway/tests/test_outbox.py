@@ -1,0 +1,85 @@
+"""The outbox survives a relay crash in either window."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+
+import pytest
+from sqlalchemy import update
+
+from cofounder_contracts import (
+    ALL_EVENTS,
+    Codec,
+)
+from cofounder_contracts.streams import BUILD_REQUESTS
+from cofounder_db.models import OutboxRow
+from cofounder_gateway.testing import Running, start_gateway
+from cofounder_testing.inprocess import entries
+from cofounder_testing.waiting import eventually
+
+pytestmark = pytest.mark.integration
+CODEC = Codec(ALL_EVENTS)
+
+
+@pytest.fixture
+async def no_relay(redis_url: str, migrated_database_url: str) -> AsyncIterator[Running]:
+    async for running in start_gateway(redis_url, migrated_database_url, relay=False):
+        yield running
+
+
+async def requests_for(gw: Running, build_id: str) -> list[bytes]:
+    """Event ids of the build.requested entries of one build."""
+    found = []
+    for _, fields in await entries(gw.gw.redis, BUILD_REQUESTS.name):
+        if CODEC.decode(fields).build_id == build_id:
+            found.append(fields[b"event_id"])
+    return found
+
+
+async def test_outbox_rows_committed_before_a_relay_crash_are_published_once_on_restart(
+    no_relay: Running,
+) -> None:
+    gw = no_relay
+    user, project = await gw.seed_user()
+    started = await gw.client.post(f"/v1/projects/{project}/builds", json={}, headers=gw.auth(user))
+    assert started.status_code == 202
+    build_id = started.json()["id"]
+    # The build row is committed, and no relay ran: nothing reached Redis.
+    assert await requests_for(gw, build_id) == []
+    # The relay (re)starts: it publishes what was pending, once.
+    stop = asyncio.Event()
+    relay = asyncio.create_task(gw.gw.relay.run(stop))
+
+    async def published() -> bool:
+        return len(await requests_for(gw, build_id)) == 1
+
+    await eventually(published, what="build.requested after the restart")
+    stop.set()
+    await relay
+    assert await gw.gw.relay.publish_pending() == 0  # nothing left for a second relay
+    assert len(await requests_for(gw, build_id)) == 1
+
+
+async def test_a_crash_between_publish_and_mark_republishes_the_same_event_id(
+    no_relay: Running,
+) -> None:
+    """The other crash window: published, but the mark never committed. The row goes out
+    again with the same event id, which consumers absorb as a duplicate."""
+    gw = no_relay
+    user, project = await gw.seed_user()
+    started = await gw.client.post(f"/v1/projects/{project}/builds", json={}, headers=gw.auth(user))
+    build_id = started.json()["id"]
+    while await gw.gw.relay.publish_pending():
+        pass
+    async with gw.gw.engine.begin() as conn:  # as if the mark had not committed
+        await conn.execute(
+            update(OutboxRow)
+            .where(OutboxRow.event_type == "build.requested")
+            .where(OutboxRow.event_id.in_([i.decode() for i in await requests_for(gw, build_id)]))
+            .values(published_at=None)
+        )
+    while await gw.gw.relay.publish_pending():
+        pass
+    first, second = await requests_for(gw, build_id)
+    assert first == second
