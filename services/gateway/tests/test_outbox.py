@@ -3,8 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import os
+import signal
+import socket
+import subprocess
+import sys
 from collections.abc import AsyncIterator
 
+import httpx
 import pytest
 from sqlalchemy import update
 
@@ -15,6 +21,7 @@ from cofounder_contracts import (
 from cofounder_contracts.streams import BUILD_REQUESTS
 from cofounder_db.models import OutboxRow
 from cofounder_gateway.testing import Running, start_gateway
+from cofounder_runtime.connections import connect_redis
 from cofounder_testing.inprocess import entries
 from cofounder_testing.waiting import eventually
 
@@ -83,3 +90,85 @@ async def test_a_crash_between_publish_and_mark_republishes_the_same_event_id(
         pass
     first, second = await requests_for(gw, build_id)
     assert first == second
+
+
+async def test_the_gateway_process_killed_after_commit_publishes_once_after_restart(
+    redis_url: str, migrated_database_url: str
+) -> None:
+    """Literally: a gateway process whose relay never ran (it is SIGKILLed right after the
+    commit), then a fresh gateway process: exactly one build.requested."""
+    url = redis_url.rsplit("/", 1)[0] + f"/{KILL_REDIS_DB}"
+    redis = connect_redis(url)
+    await redis.flushdb()
+    env = {
+        **os.environ,
+        "REDIS_URL": url,
+        "DATABASE_URL": migrated_database_url,
+        "LOG_LEVEL": "WARNING",
+        "ADMIN_TOKEN": "kill-admin",
+        "RUN_PROJECTION": "false",
+    }
+
+    async def start(**extra: str) -> tuple[subprocess.Popen[bytes], str]:
+        port = _port()
+        proc = subprocess.Popen(  # noqa: ASYNC220 - returns at once
+            [sys.executable, "-m", "cofounder_cli", "serve", "gateway"],
+            env={**env, "PORT": str(port), **extra},
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        base = f"http://127.0.0.1:{port}"
+
+        async def up() -> bool:
+            try:
+                async with httpx.AsyncClient() as client:
+                    return (await client.get(f"{base}/v1/healthz")).status_code == 200
+            except httpx.TransportError:
+                return False
+
+        await eventually(up, what="the gateway process", timeout=30)
+        return proc, base
+
+    first, base = await start(RUN_RELAY="false")
+    try:
+        async with httpx.AsyncClient(base_url=base, timeout=10) as client:
+            demo = (
+                await client.post("/v1/admin/demo", headers={"Authorization": "Bearer kill-admin"})
+            ).json()
+            started = await client.post(
+                f"/v1/projects/{demo['project_id']}/builds",
+                json={},
+                headers={"Authorization": f"Bearer {demo['token']}"},
+            )
+            assert started.status_code == 202
+        first.send_signal(signal.SIGKILL)
+        await asyncio.to_thread(first.wait, 10)
+        assert await redis.xlen(BUILD_REQUESTS.name) == 0
+        second, _ = await start()
+        try:
+
+            async def published() -> bool:
+                return int(await redis.xlen(BUILD_REQUESTS.name)) >= 1
+
+            await eventually(published, what="build.requested from the restarted gateway")
+            await asyncio.sleep(0.5)  # a duplicate would show up by now
+            found = [CODEC.decode(f) for _, f in await entries(redis, BUILD_REQUESTS.name)]
+            mine = [e for e in found if e.build_id == started.json()["id"]]
+            assert len(mine) == 1
+        finally:
+            second.terminate()
+            assert await asyncio.to_thread(second.wait, 30) == 0
+    finally:
+        if first.poll() is None:
+            first.kill()
+        await redis.flushdb()
+        await redis.aclose()
+
+
+KILL_REDIS_DB = 9
+
+
+def _port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
