@@ -127,8 +127,10 @@ async def consume_lean(redis: Redis, stream: str, rec: Recorder) -> None:
         await redis.xack(stream, GROUP, *ids)
 
 
-async def consume_ours(redis: Redis, stream: str, rec: Recorder) -> None:
+async def _run_ours(redis: Redis, stream: str, rec: Recorder, *, suspend: bool) -> None:
     async def on_tick(event: Tick) -> None:
+        if suspend:
+            await asyncio.sleep(0)
         rec.saw(event.sent_ns)
 
     options = ConsumerOptions(batch_size=BATCH, concurrency=BATCH)
@@ -144,28 +146,16 @@ async def consume_ours(redis: Redis, stream: str, rec: Recorder) -> None:
     await rec.done.wait()
     consumer.stop()
     await running
+
+
+async def consume_ours(redis: Redis, stream: str, rec: Recorder) -> None:
+    """Ours with a handler that never suspends (the eager path)."""
+    await _run_ours(redis, stream, rec, suspend=False)
 
 
 async def consume_ours_suspending(redis: Redis, stream: str, rec: Recorder) -> None:
     """Ours with a handler that suspends once (as one awaiting I/O does): the Task path."""
-
-    async def on_tick(event: Tick) -> None:
-        await asyncio.sleep(0)
-        rec.saw(event.sent_ns)
-
-    options = ConsumerOptions(batch_size=BATCH, concurrency=BATCH)
-    consumer = Consumer(
-        redis,
-        stream=stream,
-        group=GROUP,
-        consumer="ours",
-        handlers={Tick: on_tick},
-        options=options,
-    )
-    running = asyncio.create_task(consumer.run())
-    await rec.done.wait()
-    consumer.stop()
-    await running
+    await _run_ours(redis, stream, rec, suspend=True)
 
 
 async def consume_faststream(redis: Redis, stream: str, rec: Recorder) -> None:

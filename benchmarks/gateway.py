@@ -23,7 +23,6 @@ import json
 import os
 import re
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
@@ -42,6 +41,7 @@ from cofounder_db.migrate import upgrade
 from cofounder_gateway.auth import mint_token
 from cofounder_gateway.settings import DEV_SECRET
 from cofounder_testing.databases import empty_database
+from cofounder_testing.servers import free_port
 
 ROOT = Path(__file__).resolve().parents[1]
 SERVER_URL = os.environ.get("DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/test")
@@ -49,12 +49,6 @@ REDIS_URL = os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0").rsplit("/", 
 USERS = 200
 TARGET_VS_LEAN = 0.70
 TARGET_P99_MS = 50.0
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 async def seed(url: str) -> list[dict[str, str]]:

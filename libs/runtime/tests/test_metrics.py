@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import socket
 import urllib.request
 
 import pytest
@@ -14,15 +13,10 @@ from redis.asyncio import Redis
 from cofounder_runtime.publisher import Publisher
 from cofounder_testing.fixtures import Names, Workers
 from cofounder_testing.probe import probe
+from cofounder_testing.servers import free_port
 from cofounder_testing.waiting import eventually
 
 pytestmark = pytest.mark.e2e
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def _scrape(port: int) -> dict[tuple[str, frozenset[tuple[str, str]]], float]:
@@ -38,7 +32,7 @@ def _scrape(port: int) -> dict[tuple[str, frozenset[tuple[str, str]]], float]:
 async def test_a_consumer_process_exports_handled_failed_retried_dead_lettered_and_latency(
     redis: Redis, names: Names, workers: Workers
 ) -> None:
-    port = _free_port()
+    port = free_port()
     workers.start("m", metrics_port=port, max_deliveries=2, janitor_ms=100)
     await workers.started(redis, "m")
     failing = probe(9, fail_until=-1)

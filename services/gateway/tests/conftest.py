@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -13,6 +12,7 @@ import httpx
 import pytest
 
 from cofounder_gateway.testing import Running, start_gateway
+from cofounder_testing.servers import free_port
 
 
 @pytest.fixture
@@ -25,15 +25,9 @@ async def gateway(redis_url: str, migrated_database_url: str) -> AsyncIterator[R
 PROCESS_REDIS_DB = 12
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 @pytest.fixture(scope="module")
 def gateway_process(redis_url: str, migrated_database_url: str) -> Iterator[str]:
-    port = _free_port()
+    port = free_port()
     env = {
         **os.environ,
         "REDIS_URL": redis_url.rsplit("/", 1)[0] + f"/{PROCESS_REDIS_DB}",

@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
-import socket
 import subprocess
 import sys
 from collections.abc import AsyncIterator
@@ -23,6 +22,7 @@ from cofounder_db.models import OutboxRow
 from cofounder_gateway.testing import Running, start_gateway
 from cofounder_runtime.connections import connect_redis
 from cofounder_testing.inprocess import entries
+from cofounder_testing.servers import free_port
 from cofounder_testing.waiting import eventually
 
 pytestmark = pytest.mark.integration
@@ -110,7 +110,7 @@ async def test_the_gateway_process_killed_after_commit_publishes_once_after_rest
     }
 
     async def start(**extra: str) -> tuple[subprocess.Popen[bytes], str]:
-        port = _port()
+        port = free_port()
         proc = subprocess.Popen(  # noqa: ASYNC220 - returns at once
             [sys.executable, "-m", "cofounder_cli", "serve", "gateway"],
             env={**env, "PORT": str(port), **extra},
@@ -166,9 +166,3 @@ async def test_the_gateway_process_killed_after_commit_publishes_once_after_rest
 
 
 KILL_REDIS_DB = 9
-
-
-def _port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])

@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Final
 from urllib.parse import urlsplit
 
-__all__ = ["ServerUnavailable", "postgres_server", "redis_server"]
+__all__ = ["ServerUnavailable", "free_port", "postgres_server", "redis_server"]
 
 DEFAULT_REDIS_URL: Final = "redis://127.0.0.1:6379/0"
 DEFAULT_DATABASE_URL: Final = "postgresql://postgres@127.0.0.1:5432/test"
@@ -49,7 +49,8 @@ def _reachable(url: str, default_port: int) -> bool:
         return False
 
 
-def _free_port() -> int:
+def free_port() -> int:
+    """A TCP port nothing listens on right now (for a server a test is about to start)."""
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
@@ -88,7 +89,7 @@ def redis_server() -> Iterator[str]:
         return
     binary = shutil.which("redis-server")
     if binary:
-        port = _free_port()
+        port = free_port()
         with tempfile.TemporaryDirectory(prefix="cofounder-redis-") as workdir:
             proc = subprocess.Popen(
                 [
@@ -140,7 +141,7 @@ def _pg_bin() -> Path | None:
 def _throwaway_postgres(bindir: Path) -> Iterator[str]:
     as_root = os.geteuid() == 0
     prefix = ["runuser", "-u", "postgres", "--"] if as_root else []
-    port = _free_port()
+    port = free_port()
     workdir = Path(tempfile.mkdtemp(prefix="cofounder-pg-"))
     data = workdir / "data"
     if as_root:
