@@ -59,7 +59,11 @@ async def main() -> None:
         settings=settings,
         engine=engine,
         redis=redis,
-        feed=Feed(redis, max_len=settings.build_feed_max_len),
+        feed=Feed(
+            redis,
+            max_len=settings.build_feed_max_len,
+            reader=connect_redis(settings.redis_url, max_connections=settings.sse_max_connections),
+        ),
         relay=Relay(engine, redis, idle_s=settings.outbox_poll_ms / 1000),
     )
     server = uvicorn.Server(
@@ -103,6 +107,7 @@ async def main() -> None:
     finally:
         on_signal()
         await asyncio.gather(*tasks, return_exceptions=True)
+        await gw.feed.close()
         await engine.dispose()
         await redis.aclose()
         _log.info("gateway stopped")

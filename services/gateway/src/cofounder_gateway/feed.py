@@ -36,8 +36,11 @@ def ends_build(fields: dict[bytes, bytes]) -> bool:
 class Feed:
     """Append to and read from build feeds."""
 
-    def __init__(self, redis: Redis, *, max_len: int) -> None:
-        self._redis = redis
+    def __init__(self, redis: Redis, *, max_len: int, reader: Redis | None = None) -> None:
+        """``reader`` serves the blocking reads of SSE clients. Give it a pool of its own: each
+        open stream holds a connection while it waits, and must not starve the writes."""
+        self._redis = reader or redis
+        self._owns_reader = reader is not None
         self._append = RedisOnce(
             redis,
             scope="gateway.feed",
@@ -45,6 +48,11 @@ class Feed:
             "'type', ARGV[1], 'event_id', ARGV[2], 'data', ARGV[3])",
         )
         self._max_len = max_len
+
+    async def close(self) -> None:
+        """Close the reader's pool, if it has one of its own."""
+        if self._owns_reader:
+            await self._redis.aclose()
 
     async def append(self, event: Event) -> None:
         """Add ``event`` to its build's feed unless it is there already."""

@@ -35,6 +35,9 @@ class GatewaySettings(RuntimeSettings):
         description="Builds a user of each tier may have queued or running at once.",
     )
     build_feed_max_len: int = Field(default=2_000, description="Entries kept per build feed.")
+    sse_max_connections: int = Field(
+        default=1_000, description="Redis connections for live event streams (one per client)."
+    )
     outbox_poll_ms: int = Field(default=100, description="Relay poll period when idle.")
     serve_api: bool = Field(default=True, description="Serve the REST API in this process.")
     run_relay: bool = Field(default=True, description="Run the outbox relay in this process.")

@@ -77,7 +77,11 @@ async def start_gateway(
         settings=settings,
         engine=engine,
         redis=redis,
-        feed=Feed(redis, max_len=settings.build_feed_max_len),
+        feed=Feed(
+            redis,
+            max_len=settings.build_feed_max_len,
+            reader=connect_redis(settings.redis_url, max_connections=settings.sse_max_connections),
+        ),
         relay=Relay(engine, redis, idle_s=0.05),
     )
     server = uvicorn.Server(
@@ -106,6 +110,7 @@ async def start_gateway(
             for c in workers:
                 c.stop()
             await asyncio.gather(*tasks, return_exceptions=True)
+            await gw.feed.close()
             await redis.flushdb()
             await redis.aclose()
             await engine.dispose()
