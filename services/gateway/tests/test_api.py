@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import AsyncIterator
 
@@ -229,3 +230,18 @@ async def test_admin_demo_seed(gateway: Running) -> None:
         headers={"Authorization": f"Bearer {demo['token']}"},
     )
     assert started.status_code == 202
+
+
+async def test_concurrent_requests_of_one_user_respect_the_limit_exactly(
+    gateway: Running,
+) -> None:
+    user, project = await gateway.seed_user(tier="bootstrapper")  # 2 active builds
+    auth = gateway.auth(user)
+    answers = await asyncio.gather(
+        *[
+            gateway.client.post(f"/v1/projects/{project}/builds", json={}, headers=auth)
+            for _ in range(12)
+        ]
+    )
+    codes = sorted(a.status_code for a in answers)
+    assert codes == [202, 202] + [429] * 10

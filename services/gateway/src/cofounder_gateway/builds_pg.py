@@ -24,9 +24,11 @@ from cofounder_db.models import Build
 
 __all__ = ["Conflict", "create_build_pg"]
 
-# The per-user lock is a transaction-scoped advisory lock rather than ``FOR UPDATE`` on the
-# user's row: it serialises the count-then-insert of one user's requests just the same, without
-# writing a row lock into the users table on every request.
+# The per-user lock comes first, in a statement of its own: under READ COMMITTED each statement
+# reads a snapshot taken when it starts, so a count in the same statement as the lock could miss
+# a build committed by the request it waited for. It is a transaction-scoped advisory lock rather
+# than ``FOR UPDATE`` on the user's row: it serialises one user's count-then-insert the same way
+# without writing a row lock into ``users`` on every request.
 _LOCK: Final = "select pg_advisory_xact_lock(hashtextextended($1, 42))"
 _CHECK: Final = """
 select u.tier,
@@ -36,15 +38,18 @@ from users u join projects p on p.owner_id = u.id
 where u.id = $1 and p.id = $2
 """
 _BY_KEY: Final = "select * from builds where user_id = $1 and idempotency_key = $2"
-_INSERT_BUILD: Final = """
-insert into builds (id, project_id, user_id, status, goal, tier, idempotency_key,
-                    status_changed_at, created_at, updated_at, iterations, tool_calls,
-                    input_tokens, output_tokens)
-values ($1, $2, $3, $4, $5, $6, $7, $8, $8, $8, 0, 0, 0, 0)
-"""
-_INSERT_OUTBOX: Final = """
+# One round trip for the writes: the build row and its outbox rows.
+_INSERT: Final = """
+with build as (
+  insert into builds (id, project_id, user_id, status, goal, tier, idempotency_key,
+                      status_changed_at, created_at, updated_at, iterations, tool_calls,
+                      input_tokens, output_tokens)
+  values ($1, $2, $3, $4, $5, $6, $7, $8, $8, $8, 0, 0, 0, 0)
+  returning id
+)
 insert into outbox (stream, event_type, event_id, payload, created_at)
-select * from unnest($1::text[], $2::text[], $3::text[], $4::bytea[], $5::timestamptz[])
+select o.* from build,
+       unnest($9::text[], $10::text[], $11::text[], $12::bytea[], $13::timestamptz[]) as o
 """
 
 
@@ -72,6 +77,7 @@ async def create_build_pg(
         assert isinstance(conn, asyncpg.Connection), "the PostgreSQL driver must be asyncpg"
         try:
             async with conn.transaction():
+                await conn.execute(_LOCK, build.user_id)
                 row = await conn.fetchrow(
                     _CHECK, build.user_id, build.project_id, list(active_statuses)
                 )
@@ -88,7 +94,7 @@ async def create_build_pg(
                     return answer  # type: ignore[no-any-return]
                 build.tier = row["tier"] if row is not None else build.tier
                 await conn.execute(
-                    _INSERT_BUILD,
+                    _INSERT,
                     build.id,
                     build.project_id,
                     build.user_id,
@@ -97,8 +103,8 @@ async def create_build_pg(
                     build.tier,
                     build.idempotency_key,
                     build.created_at,
+                    *_columns(events, build.created_at),
                 )
-                await conn.execute(_INSERT_OUTBOX, *_columns(events, build.created_at))
         except asyncpg.UniqueViolationError:
             raise Conflict from None
     return None
