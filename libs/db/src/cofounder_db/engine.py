@@ -23,9 +23,15 @@ def async_url(url: str) -> str:
     return url
 
 
-def create_engine(url: str, *, pool_size: int = 10) -> AsyncEngine:
+def create_engine(url: str, *, pool_size: int = 20) -> AsyncEngine:
     """An engine for ``url``. SQLite gets foreign keys on and a busy timeout; PostgreSQL a pool
-    that checks connections before use (a database restart costs one retry, not an error)."""
+    that checks connections before use (a database restart costs one retry, not an error).
+
+    No overflow: under a burst, requests queue for one of ``pool_size`` connections rather than
+    open short-lived extra ones. Measured on the gateway, overflow connections were opened and
+    closed continuously under load, and each costs a TLS attempt, authentication and type
+    introspection: far more than the wait.
+    """
     url = async_url(url)
     if url.startswith("sqlite"):
         engine = create_async_engine(url, connect_args={"timeout": 30})
@@ -38,4 +44,6 @@ def create_engine(url: str, *, pool_size: int = 10) -> AsyncEngine:
             cursor.close()
 
         return engine
-    return create_async_engine(url, pool_size=pool_size, max_overflow=pool_size, pool_pre_ping=True)
+    return create_async_engine(
+        url, pool_size=pool_size, max_overflow=0, pool_timeout=30, pool_pre_ping=True
+    )
