@@ -27,6 +27,8 @@ TABLES = {
     "builds",
     "outbox",
     "processed_events",
+    "agent_checkpoints",
+    "build_versions",
     "alembic_version",
 }
 

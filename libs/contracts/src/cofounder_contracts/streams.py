@@ -16,6 +16,7 @@ from cofounder_contracts.events import (
     AgentIterationCompleted,
     AgentResumed,
     AgentSleeping,
+    ArtifactGenerated,
     BudgetExhausted,
     BudgetUsage,
     BudgetWake,
@@ -40,6 +41,7 @@ __all__ = [
     "BUDGET",
     "BUDGET_SIGNALS",
     "BUDGET_USAGE",
+    "BUSINESS_EVENTS",
     "BUILD_CONTROL",
     "BUILD_EVENTS",
     "BUILD_REQUESTS",
@@ -139,6 +141,14 @@ SNAPSHOT_REQUESTS: Final = Stream(
     description="Requests to store the project's files of a build.",
 )
 
+BUSINESS_EVENTS: Final = Stream(
+    name="cofounder.business.events",
+    events=(ArtifactGenerated,),
+    groups=(),
+    description="Business events for analytics and the founder-facing product (no group here "
+    "reads them; subscribers create their own).",
+)
+
 ALL_STREAMS: Final[tuple[Stream, ...]] = (
     BUILD_REQUESTS,
     AGENT_WORK,
@@ -147,6 +157,7 @@ ALL_STREAMS: Final[tuple[Stream, ...]] = (
     BUDGET_USAGE,
     BUDGET_SIGNALS,
     SNAPSHOT_REQUESTS,
+    BUSINESS_EVENTS,
 )
 
 _BY_EVENT: Final[dict[type[Event], Stream]] = {e: s for s in ALL_STREAMS for e in s.events}

@@ -4,7 +4,12 @@
   product (here: the gateway's admin and seed API); read by the context assembler and gateway;
 - ``builds``: the gateway (creation, and the status projection of build events);
 - ``outbox``: the gateway (same transaction as the build row; its relay marks rows sent);
-- ``processed_events``: every consumer, for its own ``scope`` (``record_once``).
+- ``processed_events``: every consumer, for its own ``scope`` (``record_once``);
+- ``agent_checkpoints``, ``build_versions``: the agent runner.
+
+One exception, kept from the monolith's behaviour: when a build completes, the agent runner moves
+``projects.stage`` to ``mvp_built`` (the founder-facing product's "MVP built" transition). It is a
+single guarded ``UPDATE`` whose failure is logged and not fatal.
 
 The same models run on PostgreSQL (asyncpg) and SQLite (aiosqlite, the embedded default): types
 are portable (``JSON``, ``String`` ids holding UUIDs, timezone-aware ``DateTime``).
@@ -34,9 +39,11 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 from cofounder_runtime.idempotency_sql import metadata as runtime_metadata
 
 __all__ = [
+    "AgentCheckpoint",
     "Artifact",
     "Base",
     "Build",
+    "BuildVersion",
     "OutboxRow",
     "Project",
     "UnderstandingSession",
@@ -168,6 +175,45 @@ class OutboxRow(Base):
     payload: Mapped[bytes] = mapped_column(LargeBinary)
     created_at: Mapped[datetime] = mapped_column(default=_now)
     published_at: Mapped[datetime | None] = mapped_column()
+
+
+class AgentCheckpoint(Base):
+    """One appended part of an agent run: only what is new since the previous part.
+
+    ``kind`` is ``start`` (the context and the model: ``parts`` holds the ``context.ready``
+    event and the first message), ``turn`` (an assistant message and the tool results answering
+    it), ``compaction`` (the whole conversation replaced by its compacted form) or ``sleep``.
+    The conversation is rebuilt by replaying the parts in ``seq`` order.
+
+    ``generation`` is the build lease's fencing token: an insert succeeds only while no part of a
+    newer generation exists, so a runner that lost its lease cannot append behind its successor.
+    """
+
+    __tablename__ = "agent_checkpoints"
+
+    build_id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    seq: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
+    generation: Mapped[int] = mapped_column(BigInteger)
+    kind: Mapped[str] = mapped_column(String(20))
+    parts: Mapped[dict[str, Any]] = mapped_column(JSON)
+    iteration: Mapped[int] = mapped_column(Integer, default=0)
+    tool_calls: Mapped[int] = mapped_column(Integer, default=0)
+    input_tokens: Mapped[int] = mapped_column(BigInteger, default=0)
+    output_tokens: Mapped[int] = mapped_column(BigInteger, default=0)
+    sandbox_kind: Mapped[str | None] = mapped_column(String(20))
+    sandbox_id: Mapped[str | None] = mapped_column(String(100))
+    created_at: Mapped[datetime] = mapped_column(default=_now)
+
+
+class BuildVersion(Base):
+    """The version number a completed build gave its project (1, 2, ... per project)."""
+
+    __tablename__ = "build_versions"
+
+    project_id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    version: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
+    build_id: Mapped[str] = mapped_column(String(36), unique=True)
+    created_at: Mapped[datetime] = mapped_column(default=_now)
 
 
 def all_metadata() -> list[MetaData]:

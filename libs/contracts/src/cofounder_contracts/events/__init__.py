@@ -12,6 +12,7 @@ from cofounder_contracts.events.agent import (
     ToolCalled,
     ToolCompleted,
 )
+from cofounder_contracts.events.business import ArtifactGenerated
 from cofounder_contracts.events.budget import (
     BudgetExhausted,
     BudgetUsage,
@@ -43,6 +44,7 @@ __all__ = [
     "AgentIterationCompleted",
     "AgentResumed",
     "AgentSleeping",
+    "ArtifactGenerated",
     "BudgetExhausted",
     "BudgetUsage",
     "BudgetWake",
@@ -85,4 +87,5 @@ ALL_EVENTS: Final[tuple[type[Event], ...]] = (
     BuildCompleted,
     BuildFailed,
     BuildCancelRequested,
+    ArtifactGenerated,
 )

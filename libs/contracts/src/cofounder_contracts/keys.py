@@ -1,0 +1,37 @@
+"""Redis keys that more than one service reads or writes, defined once.
+
+All per-build keys carry the build id in a hash tag and all per-user keys the user id, so on
+Redis Cluster a script touching one build's (or one user's) keys stays in one slot.
+
+- :func:`budget_gate_key`: written by the budget service when a user's daily budget is spent
+  (value: JSON ``{"resets_at": ISO-8601}``, expiring at the reset); read by the agent runner
+  before every model call. Absent means open.
+- :func:`cancel_key`: set by the agent runner when ``build.cancel_requested`` arrives; the loop
+  reads it between iterations (with the gate, in one round trip).
+- :func:`lease_key` / :func:`lease_generation_key`: the build lease and its fencing counter,
+  the agent runner's own.
+"""
+
+from __future__ import annotations
+
+__all__ = ["budget_gate_key", "cancel_key", "lease_generation_key", "lease_key"]
+
+
+def budget_gate_key(user_id: str) -> str:
+    """Present while ``user_id``'s daily budget is spent."""
+    return f"cofounder.budget.closed:{{{user_id}}}"
+
+
+def cancel_key(build_id: str) -> str:
+    """Present once the build's owner asked to cancel it."""
+    return f"cofounder.build.cancel:{{{build_id}}}"
+
+
+def lease_key(build_id: str) -> str:
+    """Who drives the build now: ``<runner>|<generation>``, with a TTL renewed while alive."""
+    return f"cofounder.agent.lease:{{{build_id}}}"
+
+
+def lease_generation_key(build_id: str) -> str:
+    """The build lease's fencing counter (incremented on every acquisition)."""
+    return f"cofounder.agent.lease-gen:{{{build_id}}}"

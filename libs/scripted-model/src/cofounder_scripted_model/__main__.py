@@ -1,0 +1,51 @@
+"""``python -m cofounder_scripted_model``: serve a transcript over HTTP until interrupted.
+
+Prints ``listening on http://HOST:PORT`` once bound (``--port 0`` picks a free port), so a parent
+process can read the address from the first line.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import socket
+import sys
+
+import uvicorn
+
+from cofounder_scripted_model.server import ModelServer, create_app
+from cofounder_scripted_model.transcript import TranscriptError, load
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="cofounder-scripted-model", description=__doc__)
+    parser.add_argument(
+        "--transcript", default="demo-webapp", help="a YAML file or a built-in name"
+    )
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=0)
+    parser.add_argument("--latency-ms", type=float, default=0.0, help="delay before each reply")
+    args = parser.parse_args(argv)
+    try:
+        transcript = load(args.transcript)
+    except (TranscriptError, OSError) as exc:
+        parser.exit(2, f"cannot load the transcript: {exc}\n")
+    state = ModelServer(transcript=transcript, latency_s=args.latency_ms / 1000)
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind((args.host, args.port))
+    host, port = sock.getsockname()[:2]
+    config = uvicorn.Config(
+        create_app(state), log_level="warning", access_log=False, timeout_keep_alive=30
+    )
+    server = uvicorn.Server(config)
+    print(f"listening on http://{host}:{port}", flush=True)
+    try:
+        asyncio.run(server.serve(sockets=[sock]))
+    except KeyboardInterrupt:
+        pass
+    sys.exit(0)
+
+
+if __name__ == "__main__":
+    main()

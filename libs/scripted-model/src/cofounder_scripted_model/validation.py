@@ -1,0 +1,138 @@
+"""The request checks the Messages API makes, with its wording, so that an agent that would be
+refused in production is refused here too (``invalid_request_error``, status 400)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any, Final
+
+from cofounder_scripted_model.caching import iter_blocks
+
+__all__ = ["KNOWN_TOOL_TYPES", "MAX_BREAKPOINTS", "validate"]
+
+MAX_BREAKPOINTS: Final = 4
+
+#: Anthropic-defined (server and client) tool types this server accepts, with the name each needs.
+KNOWN_TOOL_TYPES: Final[Mapping[str, str | None]] = {
+    "custom": None,
+    "bash_20241022": "bash",
+    "bash_20250124": "bash",
+    "text_editor_20241022": "str_replace_editor",
+    "text_editor_20250124": "str_replace_editor",
+    "text_editor_20250429": "str_replace_based_edit_tool",
+    "text_editor_20250728": "str_replace_based_edit_tool",
+    "web_search_20250305": "web_search",
+    "computer_20250124": "computer",
+}
+
+
+def _tools(tools: Any) -> str | None:
+    if tools is None:
+        return None
+    if not isinstance(tools, list):
+        return "tools: Input should be a valid list"
+    names: set[str] = set()
+    for i, tool in enumerate(tools):
+        if not isinstance(tool, Mapping):
+            return f"tools.{i}: Input should be a valid dictionary"
+        kind = tool.get("type", "custom")
+        if kind not in KNOWN_TOOL_TYPES:
+            return f"tools.{i}: Input tag '{kind}' found using 'type' does not match any of the expected tags"
+        name = tool.get("name")
+        if not isinstance(name, str) or not name:
+            return f"tools.{i}.name: Field required"
+        expected = KNOWN_TOOL_TYPES[kind]
+        if expected is not None and name != expected:
+            return f"tools.{i}.name: Input should be '{expected}'"
+        if kind == "custom" and not isinstance(tool.get("input_schema"), Mapping):
+            return f"tools.{i}.custom.input_schema: Field required"
+        if name in names:
+            return f"tools: Tool names must be unique. Found duplicate: {name}"
+        names.add(name)
+    return None
+
+
+def _tool_pairs(messages: list[Any]) -> str | None:
+    for i, message in enumerate(messages):
+        if not isinstance(message, Mapping) or message.get("role") not in ("user", "assistant"):
+            return f"messages.{i}.role: Input should be 'user' or 'assistant'"
+        if "content" not in message:
+            return f"messages.{i}.content: Field required"
+    if messages and messages[0].get("role") != "user":
+        return 'messages: first message must use the "user" role'
+    for i, message in enumerate(messages):
+        content = message.get("content")
+        blocks = content if isinstance(content, list) else []
+        if message.get("role") == "assistant":
+            uses = [
+                b.get("id")
+                for b in blocks
+                if isinstance(b, Mapping) and b.get("type") == "tool_use"
+            ]
+            if not uses:
+                continue
+            following = messages[i + 1] if i + 1 < len(messages) else None
+            answered: set[Any] = set()
+            if following is not None and isinstance(following.get("content"), list):
+                answered = {
+                    b.get("tool_use_id")
+                    for b in following["content"]
+                    if isinstance(b, Mapping) and b.get("type") == "tool_result"
+                }
+            missing = [u for u in uses if u not in answered]
+            if missing:
+                return (
+                    f"messages.{i + 1 if following is not None else i}: `tool_use` ids were found "
+                    "without `tool_result` blocks immediately after: "
+                    f"{', '.join(map(str, missing))}. Each `tool_use` block must have a "
+                    "corresponding `tool_result` block in the next message."
+                )
+        else:
+            previous = messages[i - 1] if i > 0 else None
+            offered: set[Any] = set()
+            if previous is not None and isinstance(previous.get("content"), list):
+                offered = {
+                    b.get("id")
+                    for b in previous["content"]
+                    if isinstance(b, Mapping) and b.get("type") == "tool_use"
+                }
+            for j, b in enumerate(blocks):
+                if isinstance(b, Mapping) and b.get("type") == "tool_result":
+                    if b.get("tool_use_id") not in offered:
+                        return (
+                            f"messages.{i}.content.{j}: unexpected `tool_use_id` found in "
+                            f"`tool_result` blocks: {b.get('tool_use_id')}. Each `tool_result` "
+                            "block must have a corresponding `tool_use` block in the previous "
+                            "message."
+                        )
+    return None
+
+
+def validate(body: Any) -> str | None:
+    """The API's message for the first problem in ``body``, or None when it is acceptable."""
+    if not isinstance(body, Mapping):
+        return "Request body must be a JSON object"
+    if not isinstance(body.get("model"), str) or not body["model"]:
+        return "model: Field required"
+    max_tokens = body.get("max_tokens")
+    if max_tokens is None:
+        return "max_tokens: Field required"
+    if not isinstance(max_tokens, int) or isinstance(max_tokens, bool) or max_tokens < 1:
+        return "max_tokens: Input should be a valid integer greater than or equal to 1"
+    messages = body.get("messages")
+    if not isinstance(messages, list) or not messages:
+        return (
+            "messages: Field required"
+            if messages is None
+            else "messages: at least one message is required"
+        )
+    problem = _tools(body.get("tools")) or _tool_pairs(messages)
+    if problem:
+        return problem
+    breakpoints = sum(1 for _, marked, _ in iter_blocks(body) if marked)
+    if breakpoints > MAX_BREAKPOINTS:
+        return (
+            f"A maximum of {MAX_BREAKPOINTS} blocks with cache_control may be provided. "
+            f"Found {breakpoints}."
+        )
+    return None

@@ -1,0 +1,147 @@
+"""The composition root: settings in, running consumers out. Nothing connects at import."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import functools
+import sys
+
+import anthropic
+import structlog
+from redis.asyncio import Redis
+
+from cofounder_agent_runner.checkpoints import CheckpointStore
+from cofounder_agent_runner.handlers import on_cancel_requested, on_context_ready, on_wake
+from cofounder_agent_runner.loop import RunnerDeps
+from cofounder_agent_runner.model import ModelClient
+from cofounder_agent_runner.sandbox.base import Sandboxes
+from cofounder_agent_runner.sandbox.local import LocalSandboxes
+from cofounder_agent_runner.settings import RunnerSettings
+from cofounder_contracts.streams import AGENT_RUNNER, AGENT_WORK, BUDGET_SIGNALS, BUILD_CONTROL
+from cofounder_db.engine import create_engine
+from cofounder_runtime.connections import connect_redis
+from cofounder_runtime.consumer import Consumer
+from cofounder_runtime.logs import configure_logging
+from cofounder_runtime.publisher import Publisher
+from cofounder_runtime.service import run_consumers, start_metrics_server
+
+__all__ = ["build_consumers", "build_deps", "main", "make_sandboxes", "model_client"]
+
+_log = structlog.get_logger("cofounder.agent")
+
+
+def model_client(settings: RunnerSettings) -> ModelClient:
+    """The SDK client (its own retries off: ours meter every attempt) and our retry policy."""
+    key = settings.anthropic_api_key.get_secret_value() if settings.anthropic_api_key else None
+    if key is None and settings.anthropic_base_url is None:
+        raise SystemExit(
+            "agent-runner: ANTHROPIC_API_KEY is not set. Set it, or set ANTHROPIC_BASE_URL to a "
+            "compatible server (`cofounder dev` starts the scripted one)."
+        )
+    client = anthropic.AsyncAnthropic(
+        api_key=key or "scripted-model-needs-no-key",
+        base_url=settings.anthropic_base_url,
+        max_retries=0,
+        timeout=settings.model_timeout_s,
+    )
+    return ModelClient(
+        client,
+        fallback_model=settings.fallback_model,
+        overloaded_before_fallback=settings.overloaded_before_fallback,
+        attempts=settings.model_attempts,
+        backoff_s=settings.model_backoff_s,
+        backoff_max_s=settings.model_backoff_max_s,
+    )
+
+
+def make_sandboxes(settings: RunnerSettings) -> Sandboxes:
+    if settings.sandbox_kind == "e2b":
+        from cofounder_agent_runner.sandbox.e2b import E2BSandboxes
+
+        assert settings.e2b_api_key is not None
+        return E2BSandboxes(
+            api_key=settings.e2b_api_key.get_secret_value(),
+            template=settings.e2b_template,
+            timeout_s=settings.e2b_timeout_s,
+        )
+    return LocalSandboxes(settings.sandbox_root, isolation=settings.sandbox_isolation)
+
+
+def build_deps(settings: RunnerSettings, redis: Redis) -> RunnerDeps:
+    engine = create_engine(settings.database_url)
+    return RunnerDeps(
+        settings=settings,
+        redis=redis,
+        engine=engine,
+        publisher=Publisher(redis),
+        checkpoints=CheckpointStore(engine),
+        sandboxes=make_sandboxes(settings),
+        model=model_client(settings),
+        runner_name=settings.consumer_name,
+    )
+
+
+def build_consumers(settings: RunnerSettings, deps: RunnerDeps) -> list[Consumer]:
+    """Builds to start, builds to wake (both long-running, pending while driven), cancels."""
+    work_options = dataclasses.replace(
+        settings.consumer_options(), max_deliveries=settings.work_max_deliveries
+    )
+    redis = deps.redis
+    return [
+        Consumer.for_stream(
+            redis,
+            AGENT_WORK,
+            group=AGENT_RUNNER,
+            consumer=settings.consumer_name,
+            handlers={AGENT_WORK.events[0]: functools.partial(on_context_ready, deps=deps)},
+            options=work_options,
+        ),
+        Consumer.for_stream(
+            redis,
+            BUDGET_SIGNALS,
+            group=AGENT_RUNNER,
+            consumer=settings.consumer_name,
+            handlers={BUDGET_SIGNALS.events[2]: functools.partial(on_wake, deps=deps)},
+            options=work_options,
+        ),
+        Consumer.for_stream(
+            redis,
+            BUILD_CONTROL,
+            group=AGENT_RUNNER,
+            consumer=settings.consumer_name,
+            handlers={BUILD_CONTROL.events[0]: functools.partial(on_cancel_requested, deps=deps)},
+            options=settings.consumer_options(),
+        ),
+    ]
+
+
+async def main() -> None:
+    """Run the agent runner until SIGTERM."""
+    settings = RunnerSettings()
+    configure_logging(level=settings.log_level, json=settings.log_json)
+    if settings.metrics_port is not None:
+        start_metrics_server(settings.metrics_port)
+    redis = connect_redis(settings.redis_url)
+    deps = build_deps(settings, redis)
+    consumers = build_consumers(settings, deps)
+
+    async def watch_stop() -> None:
+        await consumers[0].stopped_event.wait()
+        deps.stopping.set()
+
+    watcher = asyncio.create_task(watch_stop())
+    _log.info(
+        "agent runner starting",
+        sandbox=settings.sandbox_kind,
+        model_base_url=settings.anthropic_base_url or "https://api.anthropic.com",
+        python=sys.version.split()[0],
+    )
+    try:
+        await run_consumers(consumers)
+    finally:
+        watcher.cancel()
+        await deps.sandboxes.close()
+        await deps.model.client.close()
+        await deps.engine.dispose()
+        await redis.aclose()

@@ -1,0 +1,144 @@
+"""Checkpoints: an append-only log of each build's run in the ``agent_checkpoints`` table.
+
+Each part holds only what is new (see :class:`cofounder_db.models.AgentCheckpoint`), so a write
+costs the same at iteration 150 as at iteration 1; the conversation is rebuilt on resume by
+replaying the parts. An append is fenced by the lease generation (one statement: insert unless a
+newer generation has written) and by the primary key (a second writer of the same ``seq`` fails).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+import msgspec
+from sqlalchemy import and_, exists, insert, literal, select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from cofounder_agent_runner.lease import LeaseLost
+from cofounder_contracts import ContextReady
+from cofounder_db.models import AgentCheckpoint
+
+__all__ = ["CheckpointStore", "RunState"]
+
+_T = AgentCheckpoint.__table__
+_CONTEXT = msgspec.json.Decoder(ContextReady)
+
+
+@dataclass(slots=True)
+class RunState:
+    """Everything a run needs to continue, rebuilt from its checkpoints."""
+
+    context: ContextReady
+    model: str
+    messages: list[dict[str, Any]]
+    seq: int = 0
+    iteration: int = 0
+    tool_calls: int = 0
+    input_tokens: int = 0
+    output_tokens: int = 0
+    prompt_tokens: int = 0
+    sandbox_kind: str | None = None
+    sandbox_id: str | None = None
+    preview_url: str | None = None
+    stuck: dict[str, Any] = field(default_factory=dict)
+    started_at: datetime = field(default_factory=lambda: datetime.now(UTC))
+    ended: dict[str, Any] | None = None  # the ``end`` part, once the build has ended
+
+    def counters(self) -> dict[str, int]:
+        return {
+            "iteration": self.iteration,
+            "tool_calls": self.tool_calls,
+            "input_tokens": self.input_tokens,
+            "output_tokens": self.output_tokens,
+        }
+
+
+class CheckpointStore:
+    """Appends and replays checkpoints."""
+
+    def __init__(self, engine: AsyncEngine) -> None:
+        self.engine = engine
+
+    async def append(
+        self, state: RunState, *, generation: int, kind: str, parts: dict[str, Any]
+    ) -> int:
+        """Append one part as ``state.seq + 1``; return the new seq. :class:`LeaseLost` when a
+        newer generation has written or the seq is taken."""
+        seq = state.seq + 1
+        values: dict[str, Any] = {
+            "build_id": state.context.build_id,
+            "seq": seq,
+            "generation": generation,
+            "kind": kind,
+            "parts": parts,
+            **state.counters(),
+            "sandbox_kind": state.sandbox_kind,
+            "sandbox_id": state.sandbox_id,
+            "created_at": datetime.now(UTC),
+        }
+        newer = exists().where(
+            and_(_T.c.build_id == state.context.build_id, _T.c.generation > generation)
+        )
+        row = select(*[literal(v, type_=_T.c[k].type) for k, v in values.items()]).where(~newer)
+        statement = insert(_T).from_select(list(values), row)
+        try:
+            async with self.engine.begin() as conn:
+                result = await conn.execute(statement)
+        except IntegrityError as exc:
+            raise LeaseLost(
+                f"checkpoint {seq} of {state.context.build_id} was written by another runner"
+            ) from exc
+        if result.rowcount != 1:
+            raise LeaseLost(f"a newer runner has taken over {state.context.build_id}")
+        state.seq = seq
+        return seq
+
+    async def load(self, build_id: str) -> RunState | None:
+        """The run rebuilt from its parts, or None when it has none."""
+        async with self.engine.connect() as conn:
+            rows = (
+                await conn.execute(select(_T).where(_T.c.build_id == build_id).order_by(_T.c.seq))
+            ).all()
+        if not rows:
+            return None
+        first = rows[0]
+        if first.kind != "start":
+            raise ValueError(f"the checkpoints of {build_id} do not begin with a start part")
+        start = first.parts
+        state = RunState(
+            context=_CONTEXT.decode(msgspec.json.encode(start["context"])),
+            model=start["model"],
+            messages=list(start["messages"]),
+            started_at=first.created_at
+            if first.created_at.tzinfo
+            else first.created_at.replace(tzinfo=UTC),
+        )
+        for row in rows:
+            parts = row.parts
+            match row.kind:
+                case "turn":
+                    state.messages.extend(parts["messages"])
+                    state.preview_url = parts.get("preview_url") or state.preview_url
+                    state.stuck = parts.get("stuck") or {}
+                    state.prompt_tokens = parts.get("prompt_tokens", state.prompt_tokens)
+                case "compaction":
+                    state.messages = list(parts["messages"])
+                    state.prompt_tokens = 0
+                case "end":
+                    state.ended = parts
+            state.seq = row.seq
+            state.iteration = row.iteration
+            state.tool_calls = row.tool_calls
+            state.input_tokens = row.input_tokens
+            state.output_tokens = row.output_tokens
+            state.sandbox_kind = row.sandbox_kind
+            state.sandbox_id = row.sandbox_id
+        return state
+
+    async def count(self, build_id: str) -> int:
+        async with self.engine.connect() as conn:
+            rows = (await conn.execute(select(_T.c.seq).where(_T.c.build_id == build_id))).all()
+        return len(rows)

@@ -1,0 +1,50 @@
+"""What the loop asks Redis before every model call, in one round trip: the budget gate and
+the build's cancel flag."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+
+import msgspec
+from redis.asyncio import Redis
+
+from cofounder_contracts.keys import budget_gate_key, cancel_key
+
+__all__ = ["Control", "read_control", "request_cancel"]
+
+_CANCEL_TTL_S = 7 * 24 * 3600
+
+
+class _Gate(msgspec.Struct):
+    resets_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class Control:
+    cancelled: bool
+    #: When the gate is closed: the time the budget resets; None when the gate is open.
+    closed_until: datetime | None
+
+
+async def read_control(redis: Redis, *, user_id: str, build_id: str) -> Control:
+    """The gate and the cancel flag (two GETs, pipelined: keys in different slots)."""
+    async with redis.pipeline(transaction=False) as pipe:
+        pipe.get(budget_gate_key(user_id))
+        pipe.get(cancel_key(build_id))
+        gate, cancelled = await pipe.execute()
+    closed_until = None
+    if gate:
+        try:
+            closed_until = msgspec.json.decode(gate, type=_Gate).resets_at
+        except msgspec.DecodeError:
+            # Closed, with an unreadable reset time: assume the next UTC midnight.
+            now = datetime.now(UTC)
+            closed_until = (now + timedelta(days=1)).replace(
+                hour=0, minute=0, second=0, microsecond=0
+            )
+    return Control(cancelled=bool(cancelled), closed_until=closed_until)
+
+
+async def request_cancel(redis: Redis, build_id: str) -> None:
+    await redis.set(cancel_key(build_id), b"1", ex=_CANCEL_TTL_S)

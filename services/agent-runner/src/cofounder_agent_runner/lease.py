@@ -1,0 +1,129 @@
+"""The build lease: one runner drives a build at a time, and a fencing token says which.
+
+Acquiring increments the build's generation counter and stores ``<owner>|<generation>`` with a
+TTL; a keep-alive renews it while the runner works. Checkpoints carry the generation, and an
+append is refused once a newer generation has written (see ``checkpoints.py``), so a runner that
+stalled past its TTL and lost the build cannot write behind its successor.
+
+The TTL is shorter than the consumer's ``min_idle`` (checked in the settings): when a runner
+dies, its lease is gone before another runner claims the build's pending entry.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator
+from typing import Final
+
+import structlog
+from redis.asyncio import Redis
+from redis.exceptions import RedisError
+
+from cofounder_contracts.keys import lease_generation_key, lease_key
+
+__all__ = ["Lease", "LeaseBusy", "LeaseLost"]
+
+_log = structlog.get_logger("cofounder.agent.lease")
+
+_ACQUIRE: Final = """
+local current = redis.call('GET', KEYS[1])
+if current and string.sub(current, 1, #ARGV[1] + 1) ~= ARGV[1] .. '|' then
+  return {0, current}
+end
+local generation = redis.call('INCR', KEYS[2])
+redis.call('SET', KEYS[1], ARGV[1] .. '|' .. generation, 'PX', ARGV[2])
+return {generation, ''}
+"""
+_RENEW: Final = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+  return redis.call('PEXPIRE', KEYS[1], ARGV[2])
+end
+return 0
+"""
+_RELEASE: Final = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+  return redis.call('DEL', KEYS[1])
+end
+return 0
+"""
+
+
+class LeaseBusy(Exception):
+    """Another live runner holds the build."""
+
+
+class LeaseLost(Exception):
+    """This runner's lease expired or was taken over; it must stop driving the build."""
+
+
+class Lease:
+    """The lease of one build for one owner (a runner process and drive)."""
+
+    def __init__(self, redis: Redis, *, build_id: str, owner: str, ttl_ms: int) -> None:
+        self._redis = redis
+        self._keys = [lease_key(build_id), lease_generation_key(build_id)]
+        self.owner = owner
+        self.ttl_ms = ttl_ms
+        self.generation = 0
+        self.lost = False
+
+    @property
+    def _value(self) -> str:
+        return f"{self.owner}|{self.generation}"
+
+    async def acquire(self) -> int:
+        """Take the lease; the generation is the fencing token. :class:`LeaseBusy` if held."""
+        generation, holder = await self._redis.eval(  # type: ignore[misc]
+            _ACQUIRE, 2, *self._keys, self.owner, self.ttl_ms
+        )
+        if not generation:
+            raise LeaseBusy(
+                f"the build is driven by {holder.decode() if isinstance(holder, bytes) else holder}"
+            )
+        self.generation = int(generation)
+        return self.generation
+
+    async def renew(self) -> bool:
+        renewed = await self._redis.eval(_RENEW, 1, self._keys[0], self._value, self.ttl_ms)  # type: ignore[misc]
+        if not renewed:
+            self.lost = True
+        return bool(renewed)
+
+    async def release(self) -> None:
+        with contextlib.suppress(RedisError):
+            await self._redis.eval(_RELEASE, 1, self._keys[0], self._value)  # type: ignore[misc]
+
+    def check(self) -> None:
+        if self.lost:
+            raise LeaseLost("the build lease was lost (expired or taken over)")
+
+    @contextlib.asynccontextmanager
+    async def kept_alive(self) -> AsyncIterator[Lease]:
+        """Renew every third of the TTL while the block runs; release at the end."""
+        stop = asyncio.Event()
+
+        async def keep() -> None:
+            period = self.ttl_ms / 3000
+            while not stop.is_set():
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(stop.wait(), period)
+                if stop.is_set():
+                    return
+                try:
+                    if not await self.renew():
+                        _log.warning(
+                            "build lease lost", owner=self.owner, generation=self.generation
+                        )
+                        return
+                except RedisError as exc:
+                    _log.warning("could not renew the build lease", error=repr(exc))
+
+        task = asyncio.create_task(keep())
+        try:
+            yield self
+        finally:
+            stop.set()
+            await task
+            if not self.lost:
+                await self.release()

@@ -1,0 +1,568 @@
+"""The Think-Act-Observe-Repeat loop of one build, from its first turn or from a checkpoint.
+
+:func:`drive` runs while the build's work entry (``context.ready`` or a ``budget.wake``) stays
+pending and heart-beaten by the consumer. Its life:
+
+1. take the build lease (its generation fences every checkpoint);
+2. load the checkpoints; none: a new run (the model for the tier, a new sandbox, a ``start``
+   part); some: reconnect the sandbox (or make a new one when it is gone) and continue;
+3. each iteration: cancel flag and budget gate (one round trip) → limits → compaction when the
+   prompt nears the context window → the model call → the requested tools, in order, their
+   results returned together → a ``turn`` checkpoint holding only the new messages → events;
+4. it ends in one of: completed, failed, cancelled, asleep (budget spent), or handed back
+   (shutdown, model unavailable: the entry stays pending and another attempt resumes).
+
+Event ids are derived from the build and what happened (``iteration:3``), so a part redone after
+a crash re-emits the same ids and downstream consumers count it once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import enum
+import json
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any, Final
+
+import msgspec
+import structlog
+from redis.asyncio import Redis
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from cofounder_agent_runner.checkpoints import CheckpointStore, RunState
+from cofounder_agent_runner.compaction import compact
+from cofounder_agent_runner.control import read_control
+from cofounder_agent_runner.finish import assign_build_version, mark_mvp_built
+from cofounder_agent_runner.lease import Lease, LeaseBusy
+from cofounder_agent_runner.model import ModelClient, ModelRejected, TokenUsage
+from cofounder_agent_runner.plans import BuildBlocked, UnknownTier, resolve_model
+from cofounder_agent_runner.prompt import (
+    CACHED_TOOLS,
+    first_message,
+    request_messages,
+    system_blocks,
+    system_prompt,
+)
+from cofounder_agent_runner.sandbox.base import Sandbox, SandboxGone, Sandboxes
+from cofounder_agent_runner.settings import RunnerSettings
+from cofounder_agent_runner.tools.dispatcher import ToolDispatcher, ToolOutcome
+from cofounder_contracts import (
+    AgentIterationCompleted,
+    AgentResumed,
+    AgentSleeping,
+    ArtifactGenerated,
+    BudgetUsage,
+    BuildCompleted,
+    BuildFailed,
+    BuildStatus,
+    BuildStatusChanged,
+    ContextReady,
+    Event,
+    SandboxKind,
+    SnapshotReason,
+    SnapshotRequested,
+    ToolCalled,
+    ToolCompleted,
+    UsageOutcome,
+    derived_event_id,
+)
+from cofounder_contracts.streams import stream_for
+from cofounder_runtime.publisher import Publisher
+
+__all__ = ["Outcome", "RunnerDeps", "HandBack", "drive"]
+
+PRODUCER: Final = "agent-runner"
+_log = structlog.get_logger("cofounder.agent.loop")
+_PREVIEW: Final = 200
+_ENCODE: Final = msgspec.json.Encoder()
+
+
+class Outcome(enum.StrEnum):
+    COMPLETED = "completed"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+    SLEEPING = "sleeping"
+    DUPLICATE = "duplicate"  # another runner holds the build, or it had already ended
+
+
+class HandBack(Exception):
+    """Stop driving without ending the build: its entry stays pending and is resumed later."""
+
+
+@dataclass(slots=True)
+class RunnerDeps:
+    """What every drive needs; one per process."""
+
+    settings: RunnerSettings
+    redis: Redis
+    engine: AsyncEngine
+    publisher: Publisher
+    checkpoints: CheckpointStore
+    sandboxes: Sandboxes
+    model: ModelClient
+    runner_name: str
+    stopping: asyncio.Event = field(default_factory=asyncio.Event)
+    clock: Callable[[], datetime] = field(default=lambda: datetime.now(UTC))
+
+
+def _envelope(context: ContextReady, kind: str) -> dict[str, Any]:
+    return {
+        "build_id": context.build_id,
+        "project_id": context.project_id,
+        "user_id": context.user_id,
+        "producer": PRODUCER,
+        "causation_id": context.event_id,
+        "trace": context.trace,
+        "event_id": derived_event_id(context.build_id, kind),
+    }
+
+
+def _preview(value: Any) -> str:
+    text = (
+        value if isinstance(value, str) else json.dumps(value, sort_keys=True, ensure_ascii=False)
+    )
+    flat = " ".join(text.split())
+    return flat if len(flat) <= _PREVIEW else flat[: _PREVIEW - 1] + "…"
+
+
+@dataclass(slots=True)
+class _Run:
+    """One drive of one build (not shared)."""
+
+    deps: RunnerDeps
+    state: RunState
+    lease: Lease
+    sandbox: Sandbox
+    dispatcher: ToolDispatcher
+    system: list[dict[str, Any]]
+    log: Any
+
+    @property
+    def context(self) -> ContextReady:
+        return self.state.context
+
+    async def emit(self, *events: Event) -> None:
+        await self.deps.publisher.publish_many((stream_for(type(e)).name, e) for e in events)
+
+    async def checkpoint(self, kind: str, parts: dict[str, Any]) -> int:
+        self.lease.check()
+        return await self.deps.checkpoints.append(
+            self.state, generation=self.lease.generation, kind=kind, parts=parts
+        )
+
+    async def on_usage(
+        self, model: str, usage: TokenUsage, request_id: str | None, outcome: UsageOutcome
+    ) -> None:
+        if outcome is UsageOutcome.OK:
+            self.state.input_tokens += (
+                usage.input_tokens
+                + usage.cache_creation_input_tokens
+                + usage.cache_read_input_tokens
+            )
+            self.state.output_tokens += usage.output_tokens
+        await self.deps.publisher.emit(
+            BudgetUsage(
+                build_id=self.context.build_id,
+                project_id=self.context.project_id,
+                user_id=self.context.user_id,
+                producer=PRODUCER,
+                causation_id=self.context.event_id,
+                trace=self.context.trace,
+                model=model,
+                input_tokens=usage.input_tokens,
+                output_tokens=usage.output_tokens,
+                cache_creation_input_tokens=usage.cache_creation_input_tokens,
+                cache_read_input_tokens=usage.cache_read_input_tokens,
+                request_id=request_id,
+                outcome=outcome,
+            )
+        )
+
+    # -- the loop --------------------------------------------------------------------------
+
+    async def loop(self) -> Outcome:
+        settings = self.deps.settings
+        state = self.state
+        limit = settings.max_tool_calls_for(self.context.tier)
+        while True:
+            if self.deps.stopping.is_set():
+                raise HandBack("the runner is shutting down")
+            self.lease.check()
+            control = await read_control(
+                self.deps.redis, user_id=self.context.user_id, build_id=self.context.build_id
+            )
+            if control.cancelled:
+                return await self.cancelled()
+            if control.closed_until is not None:
+                return await self.sleep(control.closed_until)
+            if state.tool_calls >= limit:
+                return await self.fail(
+                    f"stopped: the build reached its limit of {limit} tool calls"
+                )
+            elapsed = (self.deps.clock() - state.started_at).total_seconds()
+            if elapsed > settings.max_wall_s:
+                return await self.fail(
+                    f"stopped: the build ran longer than {settings.max_wall_s:g} s"
+                )
+            if state.prompt_tokens > settings.compact_at * settings.context_window:
+                await self.compact()
+            try:
+                reply = await self.deps.model.complete(
+                    model=state.model,
+                    system=self.system,
+                    tools=CACHED_TOOLS,
+                    messages=request_messages(state.messages),
+                    max_tokens=settings.max_tokens,
+                    build_id=self.context.build_id,
+                    on_usage=self.on_usage,
+                )
+            except ModelRejected as exc:
+                return await self.fail(str(exc))
+            outcome = await self.turn(reply.message, reply.usage)
+            if outcome is not None:
+                return outcome
+
+    async def turn(self, assistant: dict[str, Any], usage: TokenUsage) -> Outcome | None:
+        """Run the tools of one assistant turn, checkpoint it, emit its events."""
+        state = self.state
+        iteration = state.iteration + 1
+        uses = [b for b in assistant["content"] if b.get("type") == "tool_use"]
+        results: list[dict[str, Any]] = []
+        completed: list[Event] = []
+        finished: str | None = None
+        nudge: str | None = None
+        stuck_reason: str | None = None
+        for use in uses:
+            await self.emit(
+                ToolCalled(
+                    **_envelope(self.context, f"tool:{use['id']}:called"),
+                    iteration=iteration,
+                    tool_use_id=use["id"],
+                    name=use["name"],
+                    input_preview=_preview(use.get("input")),
+                )
+            )
+            started = time.perf_counter()
+            result: ToolOutcome = await self.dispatcher.run(use["name"], use.get("input"))
+            duration_ms = int((time.perf_counter() - started) * 1000)
+            state.tool_calls += 1
+            results.append(result.result_block(use["id"]))
+            completed.append(
+                ToolCompleted(
+                    **_envelope(self.context, f"tool:{use['id']}:completed"),
+                    iteration=iteration,
+                    tool_use_id=use["id"],
+                    name=use["name"],
+                    is_error=result.is_error,
+                    duration_ms=duration_ms,
+                    output_preview=result.preview(_PREVIEW),
+                )
+            )
+            if result.finished is not None:
+                finished = result.finished
+            nudge, stuck_reason = self.track_stuck(use, result) or (nudge, stuck_reason)
+        if self.dispatcher.preview_url:
+            state.preview_url = self.dispatcher.preview_url
+        new: list[dict[str, Any]] = [assistant]
+        if uses:
+            content = list(results)
+            if nudge:
+                content.append({"type": "text", "text": nudge})
+            new.append({"role": "user", "content": content})
+        else:
+            texts = [b.get("text", "") for b in assistant["content"] if b.get("type") == "text"]
+            finished = " ".join(t for t in texts if t).strip() or "The agent ended its work."
+        state.messages.extend(new)
+        state.iteration = iteration
+        state.prompt_tokens = usage.prompt_tokens + usage.output_tokens
+        seq = await self.checkpoint(
+            "turn",
+            {
+                "messages": new,
+                "preview_url": state.preview_url,
+                "stuck": state.stuck,
+                "prompt_tokens": state.prompt_tokens,
+            },
+        )
+        events: list[Event] = [
+            *completed,
+            AgentIterationCompleted(
+                **_envelope(self.context, f"iteration:{iteration}"),
+                iteration=iteration,
+                tool_calls=state.tool_calls,
+                input_tokens=usage.prompt_tokens,
+                output_tokens=usage.output_tokens,
+                checkpoint_seq=seq,
+            ),
+        ]
+        every = self.deps.settings.snapshot_every
+        before = state.tool_calls - len(uses)
+        if every > 0 and finished is None and state.tool_calls // every > before // every:
+            events.append(
+                self.snapshot_request(SnapshotReason.PERIODIC, f"snapshot:{state.tool_calls}")
+            )
+        await self.emit(*events)
+        if finished is not None:
+            return await self.complete(finished)
+        if stuck_reason is not None:
+            return await self.fail(stuck_reason)
+        return None
+
+    def track_stuck(
+        self, use: dict[str, Any], result: ToolOutcome
+    ) -> tuple[str | None, str | None] | None:
+        """The same failing call again and again: a nudge at N in a row, a stop at 2N."""
+        stuck = self.state.stuck
+        if not result.is_error:
+            stuck.clear()
+            return None
+        key = f"{use['name']}:{json.dumps(use.get('input'), sort_keys=True)}"
+        stuck["count"] = stuck.get("count", 0) + 1 if stuck.get("key") == key else 1
+        stuck["key"] = key
+        n = self.deps.settings.stuck_repeats
+        if stuck["count"] >= 2 * n:
+            return None, (
+                f"stopped: stuck, the same failing {use['name']} call was repeated "
+                f"{stuck['count']} times"
+            )
+        if stuck["count"] == n:
+            return (
+                f"You have made the same failing {use['name']} call {n} times in a row. Stop "
+                "repeating it: read the error, change the approach, or check your assumptions.",
+                None,
+            )
+        return None
+
+    async def compact(self) -> None:
+        compacted = compact(self.state.messages)
+        if compacted is None:
+            return
+        self.log.info(
+            "compacting the conversation", before=len(self.state.messages), after=len(compacted)
+        )
+        self.state.messages = compacted
+        self.state.prompt_tokens = 0
+        await self.checkpoint("compaction", {"messages": compacted})
+
+    def snapshot_request(self, reason: SnapshotReason, kind: str) -> SnapshotRequested:
+        return SnapshotRequested(
+            **_envelope(self.context, kind),
+            sandbox_kind=SandboxKind(self.sandbox.kind),
+            sandbox_id=self.sandbox.id,
+            reason=reason,
+            tool_calls=self.state.tool_calls,
+        )
+
+    # -- endings ---------------------------------------------------------------------------
+
+    async def complete(self, summary: str) -> Outcome:
+        context = self.context
+        state = self.state
+        await self.emit(self.snapshot_request(SnapshotReason.FINAL, "snapshot:final"))
+        version = await assign_build_version(
+            self.deps.engine, project_id=context.project_id, build_id=context.build_id
+        )
+        done = BuildCompleted(
+            **_envelope(context, "completed"),
+            build_version=version,
+            preview_url=state.preview_url,
+            summary=summary[:2000],
+            iterations=state.iteration,
+            tool_calls=state.tool_calls,
+        )
+        await self.checkpoint("end", {"outcome": "completed", "event": msgspec.to_builtins(done)})
+        await self.emit(done)
+        self.log.info("build completed", version=version, preview_url=state.preview_url)
+        await post_build(self.deps, done)
+        return Outcome.COMPLETED
+
+    async def fail(self, reason: str) -> Outcome:
+        failed = BuildFailed(**_envelope(self.context, "failed"), reason=reason[:2000])
+        await self.checkpoint("end", {"outcome": "failed", "event": msgspec.to_builtins(failed)})
+        await self.emit(failed)
+        self.log.warning("build failed", reason=reason)
+        await _quietly(self.sandbox.kill(), "killing the sandbox", self.log)
+        return Outcome.FAILED
+
+    async def cancelled(self) -> Outcome:
+        event = BuildStatusChanged(
+            **_envelope(self.context, "cancelled"),
+            status=BuildStatus.CANCELLED,
+            reason="cancelled by the user",
+        )
+        await self.checkpoint("end", {"outcome": "cancelled", "event": msgspec.to_builtins(event)})
+        await self.emit(event)
+        await _quietly(self.sandbox.kill(), "killing the sandbox", self.log)
+        self.log.info("build cancelled")
+        return Outcome.CANCELLED
+
+    async def sleep(self, resets_at: datetime) -> Outcome:
+        seq = await self.checkpoint("sleep", {"resets_at": resets_at.isoformat()})
+        await self.dispatcher.close()
+        await self.sandbox.pause()
+        await self.emit(
+            AgentSleeping(
+                **_envelope(self.context, f"sleeping:{seq}"),
+                resets_at=resets_at,
+                checkpoint_seq=seq,
+            )
+        )
+        self.log.info("budget spent; build asleep", resets_at=resets_at.isoformat())
+        return Outcome.SLEEPING
+
+
+async def _quietly(awaitable: Any, doing: str, log: Any) -> None:
+    try:
+        await awaitable
+    except Exception as exc:  # noqa: BLE001 - best effort, logged
+        log.warning(f"failed {doing}", error=repr(exc))
+
+
+async def post_build(deps: RunnerDeps, done: BuildCompleted) -> None:
+    """The "MVP built" transition and the business event: logged when they fail, never fatal."""
+    log = _log.bind(build_id=done.build_id)
+    try:
+        if not await mark_mvp_built(deps.engine, project_id=done.project_id):
+            log.warning("MVP-built transition skipped: no such project", project_id=done.project_id)
+    except Exception as exc:  # noqa: BLE001
+        log.warning("MVP-built transition failed", error=repr(exc))
+    try:
+        await deps.publisher.emit(
+            ArtifactGenerated(
+                build_id=done.build_id,
+                project_id=done.project_id,
+                user_id=done.user_id,
+                producer=PRODUCER,
+                causation_id=done.event_id,
+                trace=done.trace,
+                event_id=derived_event_id(done.build_id, "artifact_generated"),
+                build_version=done.build_version,
+                preview_url=done.preview_url,
+            )
+        )
+    except Exception as exc:  # noqa: BLE001
+        log.warning("artifact_generated business event failed", error=repr(exc))
+
+
+# -- the entry point -----------------------------------------------------------------------
+
+
+async def _open_sandbox(deps: RunnerDeps, state: RunState, log: Any) -> tuple[Sandbox, bool]:
+    """The build's sandbox: reconnected, or a new one when it is gone (True when new)."""
+    if state.sandbox_id and state.sandbox_kind == deps.sandboxes.kind:
+        try:
+            return await deps.sandboxes.connect(state.sandbox_id), False
+        except SandboxGone as exc:
+            log.warning("the sandbox is gone; starting a new one", reason=str(exc))
+    sandbox = await deps.sandboxes.create(
+        build_id=state.context.build_id,
+        metadata={"build_id": state.context.build_id, "project_id": state.context.project_id},
+    )
+    return sandbox, True
+
+
+async def drive(
+    deps: RunnerDeps, *, build_id: str, context: ContextReady | None, reason: str
+) -> Outcome:
+    """Drive ``build_id`` until it ends, sleeps or is handed back (see the module docstring).
+
+    ``context`` is the ``context.ready`` event for a start; None for a wake, which resumes from
+    the checkpoints alone.
+    """
+    log = _log.bind(build_id=build_id, runner=deps.runner_name)
+    lease = Lease(
+        deps.redis,
+        build_id=build_id,
+        owner=f"{deps.runner_name}:{time.monotonic_ns()}",
+        ttl_ms=deps.settings.lease_ttl_ms,
+    )
+    try:
+        await lease.acquire()
+    except LeaseBusy as exc:
+        log.info("not driving this build: it is driven elsewhere", holder=str(exc))
+        return Outcome.DUPLICATE
+    async with lease.kept_alive():
+        state = await deps.checkpoints.load(build_id)
+        if state is not None and state.ended is not None:
+            # Ended before a crash let the end event out, or a late duplicate: say it again.
+            ended = state.ended
+            log.info("build already ended; re-emitting its end", outcome=ended.get("outcome"))
+            event_type = {"completed": BuildCompleted, "failed": BuildFailed}.get(
+                ended.get("outcome", ""), BuildStatusChanged
+            )
+            event = msgspec.convert(ended["event"], type=event_type)
+            await deps.publisher.emit(event)
+            if isinstance(event, BuildCompleted):
+                await post_build(deps, event)
+            return Outcome.DUPLICATE
+        fresh = state is None
+        if state is None:
+            if context is None:
+                log.warning("wake for a build that never started; nothing to resume")
+                return Outcome.DUPLICATE
+            try:
+                model = resolve_model(
+                    deps.settings.model_map,
+                    tier=context.tier,
+                    suspended=context.suspended,
+                    suspension_reason=context.suspension_reason,
+                )
+            except (BuildBlocked, UnknownTier) as exc:
+                failed = BuildFailed(**_envelope(context, "failed"), reason=str(exc))
+                await deps.publisher.emit(failed)
+                log.warning("build refused", reason=str(exc))
+                return Outcome.FAILED
+            state = RunState(
+                context=context,
+                model=model,
+                messages=[first_message(context)],
+                started_at=deps.clock(),
+            )
+        sandbox, new_sandbox = await _open_sandbox(deps, state, log)
+        state.sandbox_kind = str(sandbox.kind)
+        state.sandbox_id = sandbox.id
+        if fresh:
+            await deps.checkpoints.append(
+                state,
+                generation=lease.generation,
+                kind="start",
+                parts={
+                    "context": msgspec.to_builtins(state.context),
+                    "model": state.model,
+                    "messages": state.messages,
+                },
+            )
+        dispatcher = ToolDispatcher(sandbox, bash_timeout_s=deps.settings.bash_timeout_s)
+        run = _Run(
+            deps=deps,
+            state=state,
+            lease=lease,
+            sandbox=sandbox,
+            dispatcher=dispatcher,
+            system=system_blocks(system_prompt(state.context)),
+            log=log,
+        )
+        try:
+            if fresh:
+                await run.emit(
+                    BuildStatusChanged(
+                        **_envelope(state.context, "status:running"), status=BuildStatus.RUNNING
+                    )
+                )
+            else:
+                if new_sandbox:
+                    log.warning("resuming in a new sandbox: files not in a snapshot are lost")
+                await run.emit(
+                    AgentResumed(
+                        **_envelope(state.context, f"resumed:{lease.generation}"),
+                        checkpoint_seq=state.seq,
+                        reason="recovered" if reason == "start" else reason,
+                    )
+                )
+            log.info("driving build", reason=reason, iteration=state.iteration, model=state.model)
+            return await run.loop()
+        finally:
+            await dispatcher.close()

@@ -1,0 +1,113 @@
+"""The agent runner's settings (environment variables, read when constructed)."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field, SecretStr, model_validator
+
+from cofounder_runtime.settings import RuntimeSettings
+
+__all__ = ["RunnerSettings"]
+
+DEFAULT_MODELS: dict[str, dict[str, str]] = {
+    "bootstrapper": {"coder": "claude-sonnet-4-5"},
+    "founder": {"coder": "claude-sonnet-4-5"},
+    "pro": {"coder": "claude-opus-4-1"},
+}
+
+
+class RunnerSettings(RuntimeSettings):
+    """Model, sandbox, loop limits and the database of checkpoints.
+
+    The runner's consumer keeps one entry pending per running build, so ``CONSUMER_CONCURRENCY``
+    is the number of builds one process drives at once.
+    """
+
+    consumer_concurrency: int = Field(default=100, description="Builds driven at once per process.")
+    database_url: str = Field(
+        default="sqlite+aiosqlite:///.cofounder/cofounder.db",
+        description="PostgreSQL or SQLite URL (checkpoints, build versions).",
+    )
+    work_max_deliveries: int = Field(
+        default=20,
+        description="Deliveries of a build's work entry before it is dead-lettered "
+        "(each crash, hand-back or retry counts one).",
+    )
+    anthropic_api_key: SecretStr | None = Field(
+        default=None, description="Anthropic API key (the scripted server accepts any)."
+    )
+    anthropic_base_url: str | None = Field(
+        default=None, description="Messages API base URL (a compatible or the scripted server)."
+    )
+    model_map: dict[str, dict[str, str]] = Field(
+        default=DEFAULT_MODELS, description="Tier -> role -> model (JSON)."
+    )
+    fallback_model: str = Field(
+        default="claude-haiku-4-5", description="Used after repeated 529 (overloaded) answers."
+    )
+    overloaded_before_fallback: int = Field(
+        default=3, description="Consecutive 529 answers after which the fallback model is used."
+    )
+    model_attempts: int = Field(
+        default=8,
+        description="Attempts per model call (429, 529, 5xx, cut streams) before "
+        "the build is handed back for a later retry.",
+    )
+    model_backoff_s: float = Field(default=1.0, description="First backoff between attempts.")
+    model_backoff_max_s: float = Field(default=30.0, description="Longest backoff.")
+    model_timeout_s: float = Field(default=600.0, description="Per-request timeout.")
+    max_tokens: int = Field(default=8_192, description="max_tokens of each model call.")
+    context_window: int = Field(default=200_000, description="The model's context window.")
+    compact_at: float = Field(
+        default=0.75,
+        description="Compact the conversation when a prompt passes this share "
+        "of the context window.",
+    )
+    max_tool_calls: dict[str, int] = Field(
+        default={"bootstrapper": 150, "founder": 150, "pro": 300},
+        description="Tool calls a build of each tier may make (JSON); 150 for unknown tiers.",
+    )
+    max_wall_s: float = Field(default=4 * 3600, description="Wall time a build may run.")
+    stuck_repeats: int = Field(
+        default=3,
+        description="The same failing tool call this many times in a row: a nudge; "
+        "as many again: the build stops as stuck.",
+    )
+    snapshot_every: int = Field(default=25, description="Ask for a snapshot every N tool calls.")
+    bash_timeout_s: float = Field(default=120.0, description="Timeout of one bash command.")
+    lease_ttl_ms: int = Field(
+        default=20_000,
+        description="Build lease TTL; must be below CONSUMER_MIN_IDLE_MS so a "
+        "crashed runner's lease is gone before its build is claimed.",
+    )
+    sandbox: Literal["auto", "local", "e2b"] = Field(
+        default="auto", description="auto: E2B when E2B_API_KEY is set, else local."
+    )
+    sandbox_root: str = Field(
+        default=".cofounder/sandboxes", description="Folder of local sandboxes."
+    )
+    sandbox_isolation: Literal["auto", "bwrap", "none"] = Field(
+        default="auto", description="Local sandbox isolation (bubblewrap when installed)."
+    )
+    e2b_api_key: SecretStr | None = Field(default=None, description="E2B API key.")
+    e2b_template: str = Field(default="base", description="E2B sandbox template.")
+    e2b_timeout_s: int = Field(default=3600, description="E2B sandbox timeout.")
+
+    @model_validator(mode="after")
+    def _lease_below_min_idle(self) -> RunnerSettings:
+        if self.lease_ttl_ms >= self.consumer_min_idle_ms:
+            raise ValueError(
+                "LEASE_TTL_MS must be below CONSUMER_MIN_IDLE_MS: a crashed runner's lease must "
+                "expire before another runner claims its build"
+            )
+        return self
+
+    def max_tool_calls_for(self, tier: str) -> int:
+        return self.max_tool_calls.get(tier, 150)
+
+    @property
+    def sandbox_kind(self) -> Literal["local", "e2b"]:
+        if self.sandbox == "auto":
+            return "e2b" if self.e2b_api_key else "local"
+        return self.sandbox
