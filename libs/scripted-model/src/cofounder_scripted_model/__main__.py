@@ -34,6 +34,7 @@ def main(argv: list[str] | None = None) -> None:
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.bind((args.host, args.port))
+    sock.listen(2048)
     host, port = sock.getsockname()[:2]
     config = uvicorn.Config(
         create_app(state), log_level="warning", access_log=False, timeout_keep_alive=30

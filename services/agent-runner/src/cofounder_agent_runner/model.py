@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import anthropic
+import httpx2
 import structlog
 
 from cofounder_contracts.events import UsageOutcome
@@ -189,7 +190,7 @@ class ModelClient:
                 raise ModelRejected(
                     f"the model API refused the request ({status}): {_message(exc)}"
                 ) from exc
-            except (anthropic.APIConnectionError, anthropic.APIError, OSError, ValueError) as exc:
+            except (anthropic.APIError, httpx2.HTTPError, OSError, ValueError) as exc:
                 # Connection trouble or a stream cut short: what arrived still cost tokens.
                 last_error = f"{type(exc).__name__}: {exc}"
                 snapshot = _snapshot(stream)

@@ -149,15 +149,16 @@ class LocalSandbox:
             env=self._env(),
             on_start=self._record_group,
             preexec=_limits,
+            wrapped=self._owner.bwrap is not None,
         )
         await shell.start()
         return shell
 
     async def run(self, command: str, *, timeout: float) -> CommandResult:
-        """A one-off command in a fresh shell."""
+        """A one-off command in a fresh shell (in a subshell: ``exit`` ends only the command)."""
         shell = await self.open_shell()
         try:
-            return await shell.run(command, timeout=timeout)
+            return await shell.run(f"(\n{command}\n)", timeout=timeout)
         finally:
             await shell.close()
 
@@ -258,7 +259,7 @@ class LocalSandbox:
 
     async def preview_url(self, port: int) -> str:
         target = self.port if port in (_TEMPLATE_PORT, self.port) else port
-        deadline = asyncio.get_running_loop().time() + _PREVIEW_WAIT_S
+        deadline = asyncio.get_running_loop().time() + self._owner.preview_wait_s
         while True:
             try:
                 _, writer = await asyncio.open_connection("127.0.0.1", target)
@@ -313,7 +314,14 @@ class LocalSandboxes:
 
     kind = SandboxKind.LOCAL
 
-    def __init__(self, root: str | Path, *, isolation: Isolation = "auto") -> None:
+    def __init__(
+        self,
+        root: str | Path,
+        *,
+        isolation: Isolation = "auto",
+        preview_wait_s: float = _PREVIEW_WAIT_S,
+    ) -> None:
+        self.preview_wait_s = preview_wait_s
         self.root = Path(root)
         self.root.mkdir(parents=True, exist_ok=True)
         found = shutil.which("bwrap")
@@ -353,3 +361,15 @@ class LocalSandboxes:
 
     async def close(self) -> None:
         return None
+
+    async def kill_all(self) -> int:
+        """Kill every sandbox under the root (development and test teardown); return how many."""
+        killed = 0
+        for state in self.root.glob("*/sandbox.json"):
+            try:
+                sandbox = await self.connect(state.parent.name)
+            except SandboxGone:
+                continue
+            await sandbox.kill()
+            killed += 1
+        return killed

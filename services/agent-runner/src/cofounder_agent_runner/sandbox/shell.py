@@ -5,9 +5,11 @@ errors included) without breaking the protocol, and state (``cd``, variables, fu
 over. A unique marker line with the exit status ends each command's output. Its stdin is
 ``/dev/null``, so a command that reads stdin cannot swallow the next one.
 
-Timeouts: SIGINT goes to every process below the shell. Background jobs of a non-interactive shell
-ignore SIGINT (POSIX), so a dev server started with ``&`` survives while the foreground command
-dies; if nothing answers within a few seconds, the session is restarted and the caller is told.
+Timeouts: SIGINT goes to the shell and every process below it, as Ctrl-C would. The command runs
+in a shell function and the shell's INT trap returns from it, so the rest of the command is
+skipped and the shell lives on. Background jobs of a non-interactive shell ignore SIGINT (POSIX),
+so a dev server started with ``&`` survives. If nothing answers within a few seconds, the session
+is restarted and the caller is told.
 """
 
 from __future__ import annotations
@@ -82,12 +84,14 @@ class ProcessShell:
         env: Mapping[str, str],
         on_start: Callable[[int], None] | None = None,
         preexec: Callable[[], None] | None = None,
+        wrapped: bool = False,
     ) -> None:
         self._argv = list(argv)
         self._cwd = cwd
         self._env = dict(env)
         self._on_start = on_start
         self._preexec = preexec
+        self._wrapped = wrapped  # argv[0] is a wrapper (bubblewrap) whose child is the shell
         self._proc: asyncio.subprocess.Process | None = None
         self._pending = b""
         self._lock = asyncio.Lock()
@@ -104,6 +108,10 @@ class ProcessShell:
             preexec_fn=self._preexec,  # noqa: PLW1509 - only setrlimit calls, no locks taken
         )
         self._pending = b""
+        # An interrupt (see _interrupt) ends the running command, not the shell: the command runs
+        # in a function, and the trap returns from it.
+        assert self._proc.stdin is not None
+        self._proc.stdin.write(b"trap 'return 130 2>/dev/null' INT\n")
         if self._on_start is not None:
             self._on_start(self._proc.pid)
 
@@ -120,8 +128,10 @@ class ProcessShell:
             tag = secrets.token_hex(8)
             done = f"__COFOUNDER_DONE_{tag}__:".encode()
             script = (
+                "__cofounder_command() {\n"
                 f"eval \"$(cat <<'__COFOUNDER_CMD_{tag}__'\n{command}\n__COFOUNDER_CMD_{tag}__\n)\""
-                f" </dev/null\nprintf '\\n{done.decode()}%s\\n' \"$?\"\n"
+                " </dev/null\n}\n"
+                f"__cofounder_command; printf '\\n{done.decode()}%s\\n' \"$?\"\n"
             )
             output = _Output()
             try:
@@ -146,10 +156,11 @@ class ProcessShell:
     async def _read_until(
         self, proc: asyncio.subprocess.Process, done: bytes, output: _Output
     ) -> int | None:
+        """Read up to the marker. The unread rest stays in ``self._pending`` even when this is
+        cancelled by a timeout, so nothing printed before the timeout is lost."""
         assert proc.stdout is not None
-        buffer = self._pending
-        self._pending = b""
         while True:
+            buffer = self._pending
             at = buffer.find(done)
             if at >= 0:
                 end = buffer.find(b"\n", at)
@@ -168,17 +179,19 @@ class ProcessShell:
                 keep = len(done) + 32
                 if len(buffer) > keep:
                     output.add(buffer[:-keep])
-                    buffer = buffer[-keep:]
+                    self._pending = buffer[-keep:]
             chunk = await proc.stdout.read(_CHUNK)
             if not chunk:
-                output.add(buffer)
+                output.add(self._pending)
+                self._pending = b""
                 return None
-            buffer += chunk
+            self._pending += chunk
 
     async def _interrupt(
         self, proc: asyncio.subprocess.Process, done: bytes, output: _Output, timeout: float
     ) -> CommandResult:
-        for pid in descendants(proc.pid):
+        shell = [] if self._wrapped else [proc.pid]
+        for pid in [*shell, *descendants(proc.pid)]:
             with contextlib.suppress(ProcessLookupError, PermissionError):
                 os.kill(pid, signal.SIGINT)
         note = f"\n(the command timed out after {timeout:g} s and was interrupted)"

@@ -130,7 +130,7 @@ class ToolDispatcher:
         if self._shell is None:
             self._shell = await self.sandbox.open_shell()
         result = await self._shell.run(command, timeout=self.bash_timeout_s)
-        output = truncate(result.output)
+        output = truncate(result.output.removesuffix("\n"))
         if result.timed_out:
             return ToolOutcome(output, is_error=True)
         if result.exit_code:

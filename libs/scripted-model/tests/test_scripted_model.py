@@ -1,0 +1,207 @@
+"""The scripted model server: transcript positions, cache accounting, validation, and the real
+``anthropic`` SDK talking to it over HTTP (streaming and not, errors, count_tokens)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import anthropic
+import httpx2
+import pytest
+
+from cofounder_scripted_model.caching import PromptCache
+from cofounder_scripted_model.process import ScriptedModel, start
+from cofounder_scripted_model.transcript import Position, TranscriptError, load_builtin, parse
+from cofounder_scripted_model.validation import validate
+
+SCRIPT = parse(
+    {
+        "turns": [
+            {"text": "first", "tools": [{"name": "bash", "input": {"command": "make"}}]},
+            {
+                "tools": [{"name": "bash", "input": {"command": "make test"}}],
+                "on_error": {"text": "retry", "tools": [{"name": "bash", "input": {"command": "make clean"}}]},
+            },
+            {"tools": [{"name": "finish", "input": {"summary": "done"}}]},
+        ]
+    }
+)
+
+
+def _result(tool_id: str, *, error: bool = False) -> dict[str, Any]:
+    block: dict[str, Any] = {"type": "tool_result", "tool_use_id": tool_id, "content": "x"}
+    if error:
+        block["is_error"] = True
+    return {"role": "user", "content": [block]}
+
+
+def _assistant(position: Position) -> dict[str, Any]:
+    content = SCRIPT.reply(position)
+    assert content is not None
+    return {"role": "assistant", "content": content}
+
+
+def test_positions_follow_the_conversation_and_recover_once_from_an_error() -> None:
+    messages: list[dict[str, Any]] = [{"role": "user", "content": "go"}]
+    assert SCRIPT.position(messages) == Position(0, recovery=False)
+    messages += [_assistant(Position(0, recovery=False)), _result("toolu_s0000_0", error=True)]
+    # Turn 1 has an on_error branch and the previous results failed: the recovery is served.
+    assert SCRIPT.position(messages) == Position(1, recovery=True)
+    messages += [_assistant(Position(1, recovery=True)), _result("toolu_r0001_0")]
+    assert SCRIPT.position(messages) == Position(1, recovery=False)
+    messages += [_assistant(Position(1, recovery=False)), _result("toolu_s0001_0")]
+    assert SCRIPT.position(messages) == Position(2, recovery=False)
+    messages += [_assistant(Position(2, recovery=False)), _result("toolu_s0002_0")]
+    assert SCRIPT.reply(SCRIPT.position(messages)) is None  # past the end: text only
+    # Compaction keeps the last assistant turn, and that is all the position needs.
+    assert SCRIPT.position([messages[0], *messages[-4:]]) == Position(3, recovery=False)
+
+
+def test_bad_transcripts_name_the_place() -> None:
+    with pytest.raises(TranscriptError, match=r"turns\[0\]: every scripted turn calls"):
+        parse({"turns": [{"text": "only words"}]})
+    with pytest.raises(TranscriptError, match=r"turns\[0\].tools\[0\]"):
+        parse({"turns": [{"tools": [{"input": {}}]}]})
+    with pytest.raises(TranscriptError, match="no built-in transcript"):
+        load_builtin("nope")
+    assert len(load_builtin("demo-webapp").turns) >= 6
+
+
+def _body(messages: list[dict[str, Any]], *, big: int = 6000) -> dict[str, Any]:
+    return {
+        "model": "m",
+        "max_tokens": 10,
+        "tools": [{"name": "t", "input_schema": {"type": "object"}, "cache_control": {"type": "ephemeral"}}],
+        "system": [{"type": "text", "text": "s" * big, "cache_control": {"type": "ephemeral"}}],
+        "messages": messages,
+    }
+
+
+def _rolling(n: int) -> list[dict[str, Any]]:
+    messages = []
+    for i in range(n):
+        role = "user" if i % 2 == 0 else "assistant"
+        messages.append({"role": role, "content": [{"type": "text", "text": f"turn {i} " * 50}]})
+    messages[-1]["content"][-1]["cache_control"] = {"type": "ephemeral"}
+    return messages
+
+
+def test_cache_writes_then_reads_the_rolling_prefix() -> None:
+    cache = PromptCache()
+    first = cache.usage(_body(_rolling(1)), now=0)
+    assert first.cache_read_input_tokens == 0
+    assert first.cache_creation_input_tokens > 1500  # the system prompt and the first turn
+    assert first.input_tokens == 0
+    second = cache.usage(_body(_rolling(3)), now=1)
+    # Everything the first request wrote is read; only the two new turns are written.
+    assert second.cache_read_input_tokens == first.cache_creation_input_tokens
+    assert 0 < second.cache_creation_input_tokens < first.cache_creation_input_tokens
+    # Another model shares nothing; an expired entry is not read.
+    other = cache.usage({**_body(_rolling(3)), "model": "other"}, now=2)
+    assert other.cache_read_input_tokens == 0
+    late = cache.usage(_body(_rolling(5)), now=10_000)
+    assert late.cache_read_input_tokens == 0
+    # Below the minimum nothing is cached.
+    small = PromptCache().usage(_body(_rolling(1), big=10), now=0)
+    assert small.cache_creation_input_tokens == 0 and small.input_tokens > 0
+
+
+def test_validation_speaks_like_the_api() -> None:
+    good = _body(_rolling(1))
+    assert validate(good) is None
+    assert validate({**good, "max_tokens": None}) == "max_tokens: Field required"
+    dangling = [
+        {"role": "user", "content": "hi"},
+        {"role": "assistant", "content": [{"type": "tool_use", "id": "toolu_1", "name": "t", "input": {}}]},
+        {"role": "user", "content": [{"type": "text", "text": "no result"}]},
+    ]
+    message = validate({**good, "messages": dangling})
+    assert message is not None and "`tool_use` ids were found without `tool_result`" in message
+    stray = [{"role": "user", "content": [{"type": "tool_result", "tool_use_id": "toolu_9", "content": "x"}]}]
+    message = validate({**good, "messages": stray})
+    assert message is not None and "unexpected `tool_use_id`" in message
+    marked = [
+        {"role": "user", "content": [{"type": "text", "text": "x", "cache_control": {"type": "ephemeral"}}] * 3}
+    ]
+    assert "maximum of 4 blocks with cache_control" in str(validate({**good, "messages": marked}))
+    assert "does not match any" in str(validate({**good, "tools": [{"type": "bash_1999", "name": "bash"}]}))
+    assert validate({**good, "tools": [{"type": "bash_20250124", "name": "shell"}]}) == "tools.0.name: Input should be 'bash'"
+
+
+@pytest.fixture(scope="module")
+def server() -> Iterator[ScriptedModel]:
+    with start("demo-webapp") as running:
+        yield running
+
+
+@pytest.fixture
+def client(server: ScriptedModel) -> Iterator[anthropic.Anthropic]:
+    server.reset()
+    with anthropic.Anthropic(api_key="test", base_url=server.url, max_retries=0) as sdk:
+        yield sdk
+
+
+TOOLS: list[Any] = [{"type": "bash_20250124", "name": "bash"}]
+
+
+@pytest.mark.integration
+def test_the_sdk_streams_and_reads_a_scripted_turn(client: anthropic.Anthropic, server: ScriptedModel) -> None:
+    with client.messages.stream(
+        model="claude-x", max_tokens=100, tools=TOOLS, messages=[{"role": "user", "content": "build"}]
+    ) as stream:
+        message = stream.get_final_message()
+    assert message.stop_reason == "tool_use"
+    use = next(b for b in message.content if b.type == "tool_use")
+    assert use.id == "toolu_s0000_0" and use.name == "str_replace_based_edit_tool"
+    assert use.input["command"] == "create"  # type: ignore[index]
+    assert message.usage.input_tokens > 0 and message.usage.output_tokens > 0
+    plain = client.messages.create(
+        model="claude-x", max_tokens=100, tools=TOOLS, messages=[{"role": "user", "content": "build"}]
+    )
+    assert [b.type for b in plain.content] == [b.type for b in message.content]
+    counted = client.messages.count_tokens(model="claude-x", messages=[{"role": "user", "content": "hello " * 100}])
+    assert counted.input_tokens > 100
+    log = server.log()
+    assert [(e["turn"], e["status"], e["stream"]) for e in log] == [(0, 200, True), (0, 200, False)]
+
+
+@pytest.mark.integration
+def test_a_broken_request_gets_the_api_error_shape(client: anthropic.Anthropic) -> None:
+    with pytest.raises(anthropic.BadRequestError) as caught:
+        client.messages.create(
+            model="claude-x",
+            max_tokens=100,
+            messages=[
+                {"role": "user", "content": "go"},
+                {"role": "assistant", "content": [{"type": "tool_use", "id": "toolu_x", "name": "bash", "input": {}}]},
+                {"role": "user", "content": "forgot the result"},
+            ],
+        )
+    body = caught.value.body
+    assert isinstance(body, dict)
+    assert body["type"] == "error"
+    assert body["error"]["type"] == "invalid_request_error"
+    assert "toolu_x" in body["error"]["message"]
+    assert caught.value.request_id is not None
+
+
+@pytest.mark.integration
+def test_faults_rate_limit_overload_and_a_cut_stream(client: anthropic.Anthropic, server: ScriptedModel) -> None:
+    server.faults({"status": 429, "retry_after": 7}, {"status": 529}, {"cut_after_blocks": 1})
+    request: dict[str, Any] = {
+        "model": "claude-x",
+        "max_tokens": 100,
+        "messages": [{"role": "user", "content": "go"}],
+    }
+    with pytest.raises(anthropic.RateLimitError) as limited:
+        client.messages.create(**request)
+    assert limited.value.response.headers["retry-after"] == "7"
+    with pytest.raises(anthropic.InternalServerError) as overloaded:
+        client.messages.create(**request)
+    assert overloaded.value.status_code == 529
+    # The SDK does not wrap a body cut mid-stream: it surfaces httpx2's protocol error.
+    with pytest.raises((anthropic.APIError, httpx2.HTTPError)), client.messages.stream(**request) as stream:
+        stream.get_final_message()
+    assert client.messages.create(**request).stop_reason == "tool_use"  # faults used up
+    assert [e["status"] for e in server.log()] == [429, 529, 200, 200]
