@@ -11,9 +11,9 @@ from cofounder_runtime.settings import RuntimeSettings
 __all__ = ["RunnerSettings"]
 
 DEFAULT_MODELS: dict[str, dict[str, str]] = {
-    "bootstrapper": {"coder": "claude-sonnet-4-5"},
-    "founder": {"coder": "claude-sonnet-4-5"},
-    "pro": {"coder": "claude-opus-4-1"},
+    "bootstrapper": {"coder": "claude-sonnet-5-5"},
+    "founder": {"coder": "claude-sonnet-5-5"},
+    "pro": {"coder": "claude-opus-5-5"},
 }
 
 
@@ -44,7 +44,7 @@ class RunnerSettings(RuntimeSettings):
         default=DEFAULT_MODELS, description="Tier -> role -> model (JSON)."
     )
     fallback_model: str = Field(
-        default="claude-haiku-4-5", description="Used after repeated 529 (overloaded) answers."
+        default="claude-haiku-5-5", description="Used after repeated 529 (overloaded) answers."
     )
     overloaded_before_fallback: int = Field(
         default=3, description="Consecutive 529 answers after which the fallback model is used."
