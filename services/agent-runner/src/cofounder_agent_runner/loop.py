@@ -231,7 +231,6 @@ class _Run:
         iteration = state.iteration + 1
         uses = [b for b in assistant["content"] if b.get("type") == "tool_use"]
         results: list[dict[str, Any]] = []
-        completed: list[Event] = []
         finished: str | None = None
         nudge: str | None = None
         stuck_reason: str | None = None
@@ -250,7 +249,7 @@ class _Run:
             duration_ms = int((time.perf_counter() - started) * 1000)
             state.tool_calls += 1
             results.append(result.result_block(use["id"]))
-            completed.append(
+            await self.emit(
                 ToolCompleted(
                     **_envelope(self.context, f"tool:{use['id']}:completed"),
                     iteration=iteration,
@@ -288,7 +287,6 @@ class _Run:
             },
         )
         events: list[Event] = [
-            *completed,
             AgentIterationCompleted(
                 **_envelope(self.context, f"iteration:{iteration}"),
                 iteration=iteration,

@@ -1,0 +1,217 @@
+"""``cofounder serve agent-runner`` as real processes on real PostgreSQL and Redis, the scripted
+model server and local sandboxes: a whole build, and a runner killed in the middle of one."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import urllib.request
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import redis as sync_redis
+from sqlalchemy import func, select
+
+from cofounder_agent_runner.testing import context_ready, read_build_events
+from cofounder_contracts import (
+    AgentIterationCompleted,
+    AgentResumed,
+    BuildCompleted,
+    BuildStatusChanged,
+    ToolCalled,
+    ToolCompleted,
+)
+from cofounder_db.engine import create_engine
+from cofounder_db.models import AgentCheckpoint
+from cofounder_runtime.connections import connect_redis
+from cofounder_runtime.publisher import Publisher
+from cofounder_scripted_model.process import ScriptedModel
+from cofounder_testing.waiting import eventually
+
+pytestmark = pytest.mark.e2e
+
+#: A Redis logical database of its own: the runner processes read the real stream names.
+E2E_DB = 10
+
+
+@pytest.fixture
+def e2e_redis_url(redis_url: str) -> str:
+    url = redis_url.rsplit("/", 1)[0] + f"/{E2E_DB}"
+    client = sync_redis.Redis.from_url(url)
+    client.flushdb()
+    client.close()
+    return url
+
+
+class Runners:
+    """Runner processes started by one test; all killed at the end."""
+
+    def __init__(self, env: dict[str, str], logdir: Path) -> None:
+        self.env = env
+        self.logdir = logdir
+        self.procs: list[subprocess.Popen[bytes]] = []
+
+    def start(self, name: str) -> subprocess.Popen[bytes]:
+        with (self.logdir / f"{name}.log").open("ab") as log:
+            proc = subprocess.Popen(
+                [sys.executable, "-m", "cofounder_cli", "serve", "agent-runner"],
+                env={**self.env, "CONSUMER_NAME": name},
+                stdout=log,
+                stderr=subprocess.STDOUT,
+            )
+        self.procs.append(proc)
+        return proc
+
+    def assert_alive(self, proc: subprocess.Popen[bytes]) -> None:
+        if proc.poll() is not None:
+            raise AssertionError(f"a runner exited ({proc.returncode}):\n{self.logs()[-3000:]}")
+
+    def logs(self) -> str:
+        return "\n".join(p.read_text(errors="replace") for p in sorted(self.logdir.glob("*.log")))
+
+    def stop(self) -> None:
+        for proc in self.procs:
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGTERM)
+        for proc in self.procs:
+            try:
+                proc.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+
+
+@pytest.fixture
+def runners(
+    e2e_redis_url: str, migrated_database_url: str, scripted: ScriptedModel, tmp_path: Path
+) -> Iterator[Runners]:
+    env = {
+        **os.environ,
+        "REDIS_URL": e2e_redis_url,
+        "DATABASE_URL": migrated_database_url,
+        "ANTHROPIC_BASE_URL": scripted.url,
+        "SANDBOX": "local",
+        "SANDBOX_ROOT": str(tmp_path / "sandboxes"),
+        "CONSUMER_MIN_IDLE_MS": "3000",
+        "CONSUMER_BLOCK_MS": "200",
+        "CONSUMER_RETRY_MAX_MS": "500",
+        "LEASE_TTL_MS": "2000",
+        "MODEL_BACKOFF_S": "0.05",
+        "LOG_JSON": "false",
+    }
+    env.pop("ANTHROPIC_API_KEY", None)
+    pool = Runners(env, tmp_path)
+    yield pool
+    pool.stop()
+    # Dev servers the builds started outlive the runners, as in a real sandbox: end them.
+    for state in (tmp_path / "sandboxes").glob("*/sandbox.json"):
+        subprocess.run(  # noqa: ASYNC221 - teardown
+            [sys.executable, "-c", _KILL, str(state)], check=False
+        )
+
+
+_KILL = """
+import json, os, signal, sys
+for g in json.load(open(sys.argv[1])).get("pgids", []):
+    try: os.killpg(g, signal.SIGKILL)
+    except OSError: pass
+"""
+
+
+async def _checkpoints(database_url: str, build_id: str) -> int:
+    engine = create_engine(database_url)
+    try:
+        async with engine.connect() as conn:
+            count = await conn.execute(
+                select(func.count()).select_from(AgentCheckpoint).where(AgentCheckpoint.build_id == build_id)
+            )
+            return int(count.scalar() or 0)
+    finally:
+        await engine.dispose()
+
+
+async def test_a_runner_process_builds_the_demo_app(
+    runners: Runners, e2e_redis_url: str, migrated_database_url: str, tmp_path: Path
+) -> None:
+    redis = connect_redis(e2e_redis_url)
+    try:
+        runner = runners.start(f"runner-{uuid.uuid4().hex[:6]}")
+        context = context_ready()
+        await Publisher(redis).emit(context)
+
+        async def completed() -> bool:
+            runners.assert_alive(runner)
+            return any(isinstance(e, BuildCompleted) for e in await read_build_events(redis, context.build_id))
+
+        await eventually(completed, what="build.completed", timeout=90)
+        events = await read_build_events(redis, context.build_id)
+    finally:
+        await redis.aclose()
+    build_events = [e for e in events if isinstance(e, BuildStatusChanged | AgentIterationCompleted | ToolCalled | ToolCompleted | BuildCompleted)]
+    assert isinstance(build_events[0], BuildStatusChanged)
+    assert isinstance(build_events[-1], BuildCompleted)
+    # In order: each tool call completes before the next starts; iterations count up.
+    names = [type(e).__name__ for e in build_events[1:-1]]
+    for i, name in enumerate(names):
+        if name == "ToolCalled":
+            assert names[i + 1] == "ToolCompleted"
+    iterations = [e.iteration for e in events if isinstance(e, AgentIterationCompleted)]
+    assert iterations == list(range(1, len(iterations) + 1))
+    done = build_events[-1]
+    assert isinstance(done, BuildCompleted)
+    with urllib.request.urlopen(done.preview_url or "", timeout=5) as page:  # noqa: S310, ASYNC210 - local
+        assert page.status == 200
+    workspaces = list((tmp_path / "sandboxes").glob("*/project"))
+    assert len(workspaces) == 1
+    assert {p.name for p in workspaces[0].iterdir()} >= {"app.py", "test_app.py", "public"}
+    assert await _checkpoints(migrated_database_url, context.build_id) == len(iterations) + 2
+
+
+async def test_a_killed_runner_s_build_is_finished_by_another(
+    runners: Runners, scripted: ScriptedModel, e2e_redis_url: str, migrated_database_url: str
+) -> None:
+    scripted.latency(400)
+    redis = connect_redis(e2e_redis_url)
+    try:
+        first = runners.start("runner-a")
+        context = context_ready()
+        await Publisher(redis).emit(context)
+
+        async def iterations(n: int) -> bool:
+            runners.assert_alive(first)
+            events = await read_build_events(redis, context.build_id)
+            return any(isinstance(e, AgentIterationCompleted) and e.iteration >= n for e in events)
+
+        await eventually(lambda: iterations(3), what="three iterations", timeout=60)
+        first.send_signal(signal.SIGKILL)
+        first.wait(timeout=10)
+        killed_at = max(
+            e.iteration for e in await read_build_events(redis, context.build_id) if isinstance(e, AgentIterationCompleted)
+        )
+        second = runners.start("runner-b")
+
+        async def completed() -> bool:
+            runners.assert_alive(second)
+            return any(isinstance(e, BuildCompleted) for e in await read_build_events(redis, context.build_id))
+
+        await eventually(completed, what="the other runner to finish the build", timeout=120)
+        events = await read_build_events(redis, context.build_id)
+    finally:
+        await redis.aclose()
+    resumed = [e for e in events if isinstance(e, AgentResumed)]
+    assert len(resumed) == 1 and resumed[0].reason == "recovered"
+    assert "runner-b" in runners.logs()
+    # The scripted server's log: no completed iteration was asked for again. Only the turn in
+    # flight when the runner died may appear twice.
+    served = [e["turn"] for e in scripted.log() if e.get("build") == context.build_id and e.get("status") == 200]
+    repeated = {t for t in served if served.count(t) > 1}
+    assert repeated <= {killed_at}, (served, killed_at)
+    assert all(t not in repeated for t in range(killed_at))
+    completed_events = [e for e in events if isinstance(e, BuildCompleted)]
+    assert len(completed_events) == 1
+    with urllib.request.urlopen(completed_events[0].preview_url or "", timeout=5) as page:  # noqa: S310, ASYNC210
+        assert page.status == 200
