@@ -21,7 +21,10 @@ SCRIPT = parse(
             {"text": "first", "tools": [{"name": "bash", "input": {"command": "make"}}]},
             {
                 "tools": [{"name": "bash", "input": {"command": "make test"}}],
-                "on_error": {"text": "retry", "tools": [{"name": "bash", "input": {"command": "make clean"}}]},
+                "on_error": {
+                    "text": "retry",
+                    "tools": [{"name": "bash", "input": {"command": "make clean"}}],
+                },
             },
             {"tools": [{"name": "finish", "input": {"summary": "done"}}]},
         ]
@@ -72,14 +75,20 @@ def _body(messages: list[dict[str, Any]], *, big: int = 6000) -> dict[str, Any]:
     return {
         "model": "m",
         "max_tokens": 10,
-        "tools": [{"name": "t", "input_schema": {"type": "object"}, "cache_control": {"type": "ephemeral"}}],
+        "tools": [
+            {
+                "name": "t",
+                "input_schema": {"type": "object"},
+                "cache_control": {"type": "ephemeral"},
+            }
+        ],
         "system": [{"type": "text", "text": "s" * big, "cache_control": {"type": "ephemeral"}}],
         "messages": messages,
     }
 
 
 def _rolling(n: int) -> list[dict[str, Any]]:
-    messages = []
+    messages: list[dict[str, Any]] = []
     for i in range(n):
         role = "user" if i % 2 == 0 else "assistant"
         messages.append({"role": role, "content": [{"type": "text", "text": f"turn {i} " * 50}]})
@@ -104,7 +113,8 @@ def test_cache_writes_then_reads_the_rolling_prefix() -> None:
     assert late.cache_read_input_tokens == 0
     # Below the minimum nothing is cached.
     small = PromptCache().usage(_body(_rolling(1), big=10), now=0)
-    assert small.cache_creation_input_tokens == 0 and small.input_tokens > 0
+    assert small.cache_creation_input_tokens == 0
+    assert small.input_tokens > 0
 
 
 def test_validation_speaks_like_the_api() -> None:
@@ -113,20 +123,38 @@ def test_validation_speaks_like_the_api() -> None:
     assert validate({**good, "max_tokens": None}) == "max_tokens: Field required"
     dangling = [
         {"role": "user", "content": "hi"},
-        {"role": "assistant", "content": [{"type": "tool_use", "id": "toolu_1", "name": "t", "input": {}}]},
+        {
+            "role": "assistant",
+            "content": [{"type": "tool_use", "id": "toolu_1", "name": "t", "input": {}}],
+        },
         {"role": "user", "content": [{"type": "text", "text": "no result"}]},
     ]
     message = validate({**good, "messages": dangling})
-    assert message is not None and "`tool_use` ids were found without `tool_result`" in message
-    stray = [{"role": "user", "content": [{"type": "tool_result", "tool_use_id": "toolu_9", "content": "x"}]}]
+    assert message is not None
+    assert "`tool_use` ids were found without `tool_result`" in message
+    stray = [
+        {
+            "role": "user",
+            "content": [{"type": "tool_result", "tool_use_id": "toolu_9", "content": "x"}],
+        }
+    ]
     message = validate({**good, "messages": stray})
-    assert message is not None and "unexpected `tool_use_id`" in message
+    assert message is not None
+    assert "unexpected `tool_use_id`" in message
     marked = [
-        {"role": "user", "content": [{"type": "text", "text": "x", "cache_control": {"type": "ephemeral"}}] * 3}
+        {
+            "role": "user",
+            "content": [{"type": "text", "text": "x", "cache_control": {"type": "ephemeral"}}] * 3,
+        }
     ]
     assert "maximum of 4 blocks with cache_control" in str(validate({**good, "messages": marked}))
-    assert "does not match any" in str(validate({**good, "tools": [{"type": "bash_1999", "name": "bash"}]}))
-    assert validate({**good, "tools": [{"type": "bash_20250124", "name": "shell"}]}) == "tools.0.name: Input should be 'bash'"
+    assert "does not match any" in str(
+        validate({**good, "tools": [{"type": "bash_1999", "name": "bash"}]})
+    )
+    assert (
+        validate({**good, "tools": [{"type": "bash_20250124", "name": "shell"}]})
+        == "tools.0.name: Input should be 'bash'"
+    )
 
 
 @pytest.fixture(scope="module")
@@ -146,21 +174,33 @@ TOOLS: list[Any] = [{"type": "bash_20250124", "name": "bash"}]
 
 
 @pytest.mark.integration
-def test_the_sdk_streams_and_reads_a_scripted_turn(client: anthropic.Anthropic, server: ScriptedModel) -> None:
+def test_the_sdk_streams_and_reads_a_scripted_turn(
+    client: anthropic.Anthropic, server: ScriptedModel
+) -> None:
     with client.messages.stream(
-        model="claude-x", max_tokens=100, tools=TOOLS, messages=[{"role": "user", "content": "build"}]
+        model="claude-x",
+        max_tokens=100,
+        tools=TOOLS,
+        messages=[{"role": "user", "content": "build"}],
     ) as stream:
         message = stream.get_final_message()
     assert message.stop_reason == "tool_use"
     use = next(b for b in message.content if b.type == "tool_use")
-    assert use.id == "toolu_s0000_0" and use.name == "str_replace_based_edit_tool"
-    assert use.input["command"] == "create"  # type: ignore[index]
-    assert message.usage.input_tokens > 0 and message.usage.output_tokens > 0
+    assert use.id == "toolu_s0000_0"
+    assert use.name == "str_replace_based_edit_tool"
+    assert use.input["command"] == "create"
+    assert message.usage.input_tokens > 0
+    assert message.usage.output_tokens > 0
     plain = client.messages.create(
-        model="claude-x", max_tokens=100, tools=TOOLS, messages=[{"role": "user", "content": "build"}]
+        model="claude-x",
+        max_tokens=100,
+        tools=TOOLS,
+        messages=[{"role": "user", "content": "build"}],
     )
     assert [b.type for b in plain.content] == [b.type for b in message.content]
-    counted = client.messages.count_tokens(model="claude-x", messages=[{"role": "user", "content": "hello " * 100}])
+    counted = client.messages.count_tokens(
+        model="claude-x", messages=[{"role": "user", "content": "hello " * 100}]
+    )
     assert counted.input_tokens > 100
     log = server.log()
     assert [(e["turn"], e["status"], e["stream"]) for e in log] == [(0, 200, True), (0, 200, False)]
@@ -174,7 +214,10 @@ def test_a_broken_request_gets_the_api_error_shape(client: anthropic.Anthropic) 
             max_tokens=100,
             messages=[
                 {"role": "user", "content": "go"},
-                {"role": "assistant", "content": [{"type": "tool_use", "id": "toolu_x", "name": "bash", "input": {}}]},
+                {
+                    "role": "assistant",
+                    "content": [{"type": "tool_use", "id": "toolu_x", "name": "bash", "input": {}}],
+                },
                 {"role": "user", "content": "forgot the result"},
             ],
         )
@@ -187,7 +230,9 @@ def test_a_broken_request_gets_the_api_error_shape(client: anthropic.Anthropic) 
 
 
 @pytest.mark.integration
-def test_faults_rate_limit_overload_and_a_cut_stream(client: anthropic.Anthropic, server: ScriptedModel) -> None:
+def test_faults_rate_limit_overload_and_a_cut_stream(
+    client: anthropic.Anthropic, server: ScriptedModel
+) -> None:
     server.faults({"status": 429, "retry_after": 7}, {"status": 529}, {"cut_after_blocks": 1})
     request: dict[str, Any] = {
         "model": "claude-x",
@@ -201,7 +246,10 @@ def test_faults_rate_limit_overload_and_a_cut_stream(client: anthropic.Anthropic
         client.messages.create(**request)
     assert overloaded.value.status_code == 529
     # The SDK does not wrap a body cut mid-stream: it surfaces httpx2's protocol error.
-    with pytest.raises((anthropic.APIError, httpx2.HTTPError)), client.messages.stream(**request) as stream:
+    with (
+        pytest.raises((anthropic.APIError, httpx2.HTTPError)),
+        client.messages.stream(**request) as stream,
+    ):
         stream.get_final_message()
     assert client.messages.create(**request).stop_reason == "tool_use"  # faults used up
     assert [e["status"] for e in server.log()] == [429, 529, 200, 200]

@@ -7,6 +7,7 @@ import asyncio
 import json
 import urllib.request
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import pytest
 from sqlalchemy import select
@@ -42,8 +43,17 @@ from cofounder_testing.waiting import eventually
 pytestmark = pytest.mark.integration
 
 
-def _turns(log: list[dict[str, object]], build_id: str) -> list[tuple[object, object, object]]:
-    return [(e.get("turn"), e.get("status"), e.get("model")) for e in log if e.get("build") == build_id]
+def _fetch(url: str) -> tuple[int, bytes]:
+    with urllib.request.urlopen(url, timeout=5) as response:
+        return response.status, response.read()
+
+
+def _turns(log: list[dict[str, Any]], build_id: str) -> list[tuple[int, int, str]]:
+    return [
+        (int(e.get("turn", -1)), int(e["status"]), str(e["model"]))
+        for e in log
+        if e.get("build") == build_id
+    ]
 
 
 async def test_the_demo_build_runs_to_completion(harness: Harness, scripted: ScriptedModel) -> None:
@@ -58,14 +68,16 @@ async def test_the_demo_build_runs_to_completion(harness: Harness, scripted: Scr
     completed = next(e for e in events if isinstance(e, BuildCompleted))
     assert completed.build_version == 1
     assert completed.preview_url is not None
-    with urllib.request.urlopen(completed.preview_url, timeout=5) as page:  # noqa: S310 - local
-        assert page.status == 200
-        assert b"Welcome to the MVP" in page.read()
+    status, page = await asyncio.to_thread(_fetch, completed.preview_url)
+    assert status == 200
+    assert b"Welcome to the MVP" in page
     iterations = [e.iteration for e in events if isinstance(e, AgentIterationCompleted)]
-    assert iterations == list(range(1, len(iterations) + 1)) and len(iterations) >= 8
+    assert iterations == list(range(1, len(iterations) + 1))
+    assert len(iterations) >= 8
     calls = [e.tool_use_id for e in events if isinstance(e, ToolCalled)]
     done = [e.tool_use_id for e in events if isinstance(e, ToolCompleted)]
-    assert calls == done and len(calls) == completed.tool_calls
+    assert calls == done
+    assert len(calls) == completed.tool_calls
     usage = [e for e in events if isinstance(e, BudgetUsage)]
     assert len(usage) == len(iterations)
     assert sum(u.cache_read_input_tokens for u in usage) > 0  # prompt caching is in effect
@@ -78,13 +90,19 @@ async def test_the_demo_build_runs_to_completion(harness: Harness, scripted: Scr
     assert (sandbox.workspace / "public" / "index.html").exists()
     async with harness.deps.engine.connect() as conn:
         kinds_saved = (
-            await conn.execute(
-                select(AgentCheckpoint.kind)
-                .where(AgentCheckpoint.build_id == context.build_id)
-                .order_by(AgentCheckpoint.seq)
+            (
+                await conn.execute(
+                    select(AgentCheckpoint.kind)
+                    .where(AgentCheckpoint.build_id == context.build_id)
+                    .order_by(AgentCheckpoint.seq)
+                )
             )
-        ).scalars().all()
-        stage = (await conn.execute(select(Project.stage).where(Project.id == context.project_id))).scalar()
+            .scalars()
+            .all()
+        )
+        stage = (
+            await conn.execute(select(Project.stage).where(Project.id == context.project_id))
+        ).scalar()
     assert kinds_saved == ["start", *["turn"] * len(iterations), "end"]
     assert stage == "mvp_built"
     # Every turn was asked for once.
@@ -101,15 +119,23 @@ async def test_the_demo_build_runs_to_completion(harness: Harness, scripted: Scr
 async def test_a_rate_limit_is_waited_out(harness: Harness, scripted: ScriptedModel) -> None:
     scripted.faults({"status": 429, "retry_after": 0.2})
     context = context_ready()
-    assert await drive(harness.deps, build_id=context.build_id, context=context, reason="start") is Outcome.COMPLETED
+    assert (
+        await drive(harness.deps, build_id=context.build_id, context=context, reason="start")
+        is Outcome.COMPLETED
+    )
     turns = _turns(scripted.log(), context.build_id)
     assert turns[:2] == [(0, 429, "claude-sonnet-5-5"), (0, 200, "claude-sonnet-5-5")]
 
 
-async def test_repeated_overload_switches_to_the_fallback_model(harness: Harness, scripted: ScriptedModel) -> None:
+async def test_repeated_overload_switches_to_the_fallback_model(
+    harness: Harness, scripted: ScriptedModel
+) -> None:
     scripted.faults({"status": 529, "times": 3, "model": "claude-sonnet-5-5"})
     context = context_ready()
-    assert await drive(harness.deps, build_id=context.build_id, context=context, reason="start") is Outcome.COMPLETED
+    assert (
+        await drive(harness.deps, build_id=context.build_id, context=context, reason="start")
+        is Outcome.COMPLETED
+    )
     turns = _turns(scripted.log(), context.build_id)
     assert turns[:4] == [
         (0, 529, "claude-sonnet-5-5"),
@@ -121,41 +147,69 @@ async def test_repeated_overload_switches_to_the_fallback_model(harness: Harness
     assert usage[0].model == "claude-haiku-5-5"
 
 
-async def test_a_cut_stream_is_metered_and_retried(harness: Harness, scripted: ScriptedModel) -> None:
+async def test_a_cut_stream_is_metered_and_retried(
+    harness: Harness, scripted: ScriptedModel
+) -> None:
     scripted.faults({"cut_after_blocks": 1})
     context = context_ready()
-    assert await drive(harness.deps, build_id=context.build_id, context=context, reason="start") is Outcome.COMPLETED
+    assert (
+        await drive(harness.deps, build_id=context.build_id, context=context, reason="start")
+        is Outcome.COMPLETED
+    )
     usage = [e for e in await harness.events(context.build_id) if isinstance(e, BudgetUsage)]
-    assert usage[0].outcome == "cut_short" and usage[0].input_tokens > 0
+    assert usage[0].outcome == "cut_short"
+    assert usage[0].input_tokens > 0
     assert usage[1].outcome == "ok"
 
 
-async def test_an_invalid_request_fails_the_build_with_the_api_reason(harness: Harness, scripted: ScriptedModel) -> None:
+async def test_an_invalid_request_fails_the_build_with_the_api_reason(
+    harness: Harness, scripted: ScriptedModel
+) -> None:
     scripted.faults({"status": 400, "message": "messages.1: this request is broken"})
     context = context_ready()
-    assert await drive(harness.deps, build_id=context.build_id, context=context, reason="start") is Outcome.FAILED
+    assert (
+        await drive(harness.deps, build_id=context.build_id, context=context, reason="start")
+        is Outcome.FAILED
+    )
     failed = [e for e in await harness.events(context.build_id) if isinstance(e, BuildFailed)]
     assert len(failed) == 1
-    assert "this request is broken" in failed[0].reason and "400" in failed[0].reason
+    assert "this request is broken" in failed[0].reason
+    assert "400" in failed[0].reason
     state = await harness.deps.checkpoints.load(context.build_id)
-    assert state is not None and state.ended is not None and state.ended["outcome"] == "failed"
-    sandbox_state = json.loads((harness.sandboxes.root / (state.sandbox_id or "") / "sandbox.json").read_text())
+    assert state is not None
+    assert state.ended is not None
+    assert state.ended["outcome"] == "failed"
+    sandbox_state = json.loads(
+        (harness.sandboxes.root / (state.sandbox_id or "") / "sandbox.json").read_text()
+    )
     assert sandbox_state["status"] == "killed"
 
 
-async def test_a_suspended_user_is_blocked_before_any_model_call(harness: Harness, scripted: ScriptedModel) -> None:
+async def test_a_suspended_user_is_blocked_before_any_model_call(
+    harness: Harness, scripted: ScriptedModel
+) -> None:
     context = context_ready(suspended=True, suspension_reason="payment overdue")
-    assert await drive(harness.deps, build_id=context.build_id, context=context, reason="start") is Outcome.FAILED
+    assert (
+        await drive(harness.deps, build_id=context.build_id, context=context, reason="start")
+        is Outcome.FAILED
+    )
     failed = [e for e in await harness.events(context.build_id) if isinstance(e, BuildFailed)]
     assert [e.reason for e in failed] == ["Build blocked: payment overdue"]
     assert _turns(scripted.log(), context.build_id) == []
     assert await harness.deps.checkpoints.load(context.build_id) is None
 
 
-async def test_the_tool_call_limit_stops_the_build(harness: Harness, scripted: ScriptedModel) -> None:
-    harness.deps.settings = harness.settings.model_copy(update={"max_tool_calls": {"bootstrapper": 3}})
+async def test_the_tool_call_limit_stops_the_build(
+    harness: Harness, scripted: ScriptedModel
+) -> None:
+    harness.deps.settings = harness.settings.model_copy(
+        update={"max_tool_calls": {"bootstrapper": 3}}
+    )
     context = context_ready()
-    assert await drive(harness.deps, build_id=context.build_id, context=context, reason="start") is Outcome.FAILED
+    assert (
+        await drive(harness.deps, build_id=context.build_id, context=context, reason="start")
+        is Outcome.FAILED
+    )
     failed = next(e for e in await harness.events(context.build_id) if isinstance(e, BuildFailed))
     assert failed.reason == "stopped: the build reached its limit of 3 tool calls"
 
@@ -188,17 +242,24 @@ async def test_a_spent_budget_puts_the_build_to_sleep_and_a_wake_resumes_it(
 
         await eventually(lambda: iterations_done(2), what="two iterations", timeout=30)
         resets_at = datetime.now(UTC) + timedelta(hours=3)
-        await redis.set(budget_gate_key(context.user_id), json.dumps({"resets_at": resets_at.isoformat()}))
+        await redis.set(
+            budget_gate_key(context.user_id), json.dumps({"resets_at": resets_at.isoformat()})
+        )
 
         async def asleep() -> bool:
             return any(isinstance(e, AgentSleeping) for e in await harness.events(context.build_id))
 
         await eventually(asleep, what="the build to sleep", timeout=30)
-        sleeping = next(e for e in await harness.events(context.build_id) if isinstance(e, AgentSleeping))
+        sleeping = next(
+            e for e in await harness.events(context.build_id) if isinstance(e, AgentSleeping)
+        )
         assert abs((sleeping.resets_at - resets_at).total_seconds()) < 1
         state = await harness.deps.checkpoints.load(context.build_id)
-        assert state is not None and state.seq == sleeping.checkpoint_seq
-        sandbox_state = json.loads((harness.sandboxes.root / (state.sandbox_id or "") / "sandbox.json").read_text())
+        assert state is not None
+        assert state.seq == sleeping.checkpoint_seq
+        sandbox_state = json.loads(
+            (harness.sandboxes.root / (state.sandbox_id or "") / "sandbox.json").read_text()
+        )
         assert sandbox_state["status"] == "paused"
 
         async def acked() -> bool:
@@ -222,7 +283,9 @@ async def test_a_spent_budget_puts_the_build_to_sleep_and_a_wake_resumes_it(
         )
 
         async def completed() -> bool:
-            return any(isinstance(e, BuildCompleted) for e in await harness.events(context.build_id))
+            return any(
+                isinstance(e, BuildCompleted) for e in await harness.events(context.build_id)
+            )
 
         await eventually(completed, what="the build to complete", timeout=60)
     finally:
@@ -232,12 +295,15 @@ async def test_a_spent_budget_puts_the_build_to_sleep_and_a_wake_resumes_it(
     assert [r.reason for r in resumed] == ["wake:rollover"]
     assert resumed[0].checkpoint_seq == sleeping.checkpoint_seq
     iterations = [e.iteration for e in events if isinstance(e, AgentIterationCompleted)]
-    assert iterations == list(range(1, len(iterations) + 1)) and iterations[slept_at] == slept_at + 1
+    assert iterations == list(range(1, len(iterations) + 1))
+    assert iterations[slept_at] == slept_at + 1
     turns = [t for t, status, _ in _turns(scripted.log(), context.build_id) if status == 200]
     assert turns == sorted(set(turns)), "a turn completed before the sleep was asked for again"
 
 
-async def test_a_cancel_request_stops_the_build_between_iterations(harness: Harness, scripted: ScriptedModel) -> None:
+async def test_a_cancel_request_stops_the_build_between_iterations(
+    harness: Harness, scripted: ScriptedModel
+) -> None:
     scripted.latency(200)
     context = context_ready()
     tasks, consumers = await _consume(harness)
@@ -245,7 +311,10 @@ async def test_a_cancel_request_stops_the_build_between_iterations(harness: Harn
         await Publisher(harness.redis).emit(context)
 
         async def started() -> bool:
-            return any(isinstance(e, AgentIterationCompleted) for e in await harness.events(context.build_id))
+            return any(
+                isinstance(e, AgentIterationCompleted)
+                for e in await harness.events(context.build_id)
+            )
 
         await eventually(started, what="the first iteration", timeout=30)
         await Publisher(harness.redis).emit(
@@ -270,4 +339,6 @@ async def test_a_cancel_request_stops_the_build_between_iterations(harness: Harn
     events = await harness.events(context.build_id)
     assert not any(isinstance(e, BuildCompleted) for e in events)
     state = await harness.deps.checkpoints.load(context.build_id)
-    assert state is not None and state.ended is not None and state.ended["outcome"] == "cancelled"
+    assert state is not None
+    assert state.ended is not None
+    assert state.ended["outcome"] == "cancelled"

@@ -19,9 +19,7 @@ ISOLATIONS = ["none", *(["bwrap"] if shutil.which("bwrap") else [])]
 
 @pytest.fixture(params=ISOLATIONS)
 async def sandbox(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[LocalSandbox]:
-    sandboxes = LocalSandboxes(
-        tmp_path / "sandboxes", isolation=request.param, preview_wait_s=0.5
-    )
+    sandboxes = LocalSandboxes(tmp_path / "sandboxes", isolation=request.param, preview_wait_s=0.5)
     box = await sandboxes.create(build_id="0195a0e2-aaaa-7000-8000-000000000001", metadata={})
     yield box
     await box.kill()
@@ -47,23 +45,32 @@ async def test_str_replace_needs_exactly_one_match_and_leaves_the_file_alone_oth
     await edit(tools, command="create", path=path, file_text="x = 1\ny = 1\nx = 1\n")
     original = (sandbox.workspace / "a.py").read_bytes()
 
-    text, is_error = await edit(tools, command="str_replace", path=path, old_str="z = 1", new_str="z = 2")
+    text, is_error = await edit(
+        tools, command="str_replace", path=path, old_str="z = 1", new_str="z = 2"
+    )
     assert is_error
     assert "did not appear verbatim" in text
     assert (sandbox.workspace / "a.py").read_bytes() == original
 
-    text, is_error = await edit(tools, command="str_replace", path=path, old_str="x = 1", new_str="x = 2")
+    text, is_error = await edit(
+        tools, command="str_replace", path=path, old_str="x = 1", new_str="x = 2"
+    )
     assert is_error
-    assert "Multiple occurrences" in text and "[1, 3]" in text
+    assert "Multiple occurrences" in text
+    assert "[1, 3]" in text
     assert (sandbox.workspace / "a.py").read_bytes() == original
 
-    text, is_error = await edit(tools, command="str_replace", path=path, old_str="y = 1", new_str="y = 5")
+    text, is_error = await edit(
+        tools, command="str_replace", path=path, old_str="y = 1", new_str="y = 5"
+    )
     assert not is_error
     assert (sandbox.workspace / "a.py").read_text() == "x = 1\ny = 5\nx = 1\n"
     assert "     2\ty = 5" in text
 
 
-async def test_view_ranges_directories_create_and_insert(tools: ToolDispatcher, sandbox: LocalSandbox) -> None:
+async def test_view_ranges_directories_create_and_insert(
+    tools: ToolDispatcher, sandbox: LocalSandbox
+) -> None:
     path = "/home/user/project/src/notes.txt"
     body = "\n".join(f"line {n}" for n in range(1, 11))
     text, is_error = await edit(tools, command="create", path=path, file_text=body)
@@ -74,31 +81,39 @@ async def test_view_ranges_directories_create_and_insert(tools: ToolDispatcher, 
     text, _ = await edit(tools, command="view", path=path, view_range=[9, -1])
     assert text.splitlines()[1:] == ["     9\tline 9", "    10\tline 10"]
     text, is_error = await edit(tools, command="view", path=path, view_range=[0, 2])
-    assert is_error and "[1, 10]" in text
+    assert is_error
+    assert "[1, 10]" in text
     text, is_error = await edit(tools, command="view", path=path, view_range=[5, 99])
     assert is_error
 
     text, is_error = await edit(tools, command="view", path=PROJECT_DIR)
     assert not is_error
-    assert f"{PROJECT_DIR}/src/" in text and f"{PROJECT_DIR}/src/notes.txt" in text
+    assert f"{PROJECT_DIR}/src/" in text
+    assert f"{PROJECT_DIR}/src/notes.txt" in text
 
     text, is_error = await edit(tools, command="create", path=path, file_text="clobber")
-    assert is_error and "already exists" in text
+    assert is_error
+    assert "already exists" in text
     assert (sandbox.workspace / "src/notes.txt").read_text() == body
 
     _, is_error = await edit(tools, command="insert", path=path, insert_line=0, insert_text="top")
     assert not is_error
     assert (sandbox.workspace / "src/notes.txt").read_text().splitlines()[:2] == ["top", "line 1"]
     text, is_error = await edit(tools, command="insert", path=path, insert_line=99, insert_text="x")
-    assert is_error and "insert_line" in text
+    assert is_error
+    assert "insert_line" in text
 
     text, is_error = await edit(tools, command="view", path=f"{PROJECT_DIR}/missing.txt")
-    assert is_error and "does not exist" in text
+    assert is_error
+    assert "does not exist" in text
     text, is_error = await edit(tools, command="undo_edit", path=path)
-    assert is_error and "Unrecognized command" in text
+    assert is_error
+    assert "Unrecognized command" in text
 
 
-async def test_paths_outside_the_project_are_refused(tools: ToolDispatcher, sandbox: LocalSandbox, tmp_path: Path) -> None:
+async def test_paths_outside_the_project_are_refused(
+    tools: ToolDispatcher, sandbox: LocalSandbox, tmp_path: Path
+) -> None:
     for path in ("/etc/passwd", f"{PROJECT_DIR}/../secret", "../../x", "/home/user/projectx/a"):
         text, is_error = await edit(tools, command="view", path=path)
         assert is_error, path
@@ -108,8 +123,11 @@ async def test_paths_outside_the_project_are_refused(tools: ToolDispatcher, sand
     outside.write_text("secret")
     os.symlink(outside, sandbox.workspace / "link.txt")
     text, is_error = await edit(tools, command="view", path=f"{PROJECT_DIR}/link.txt")
-    assert is_error and "outside the project" in text
-    _, is_error = await edit(tools, command="str_replace", path=f"{PROJECT_DIR}/link.txt", old_str="secret", new_str="x")
+    assert is_error
+    assert "outside the project" in text
+    _, is_error = await edit(
+        tools, command="str_replace", path=f"{PROJECT_DIR}/link.txt", old_str="secret", new_str="x"
+    )
     assert is_error
     assert outside.read_text() == "secret"
 
@@ -124,7 +142,9 @@ async def test_paths_outside_the_project_are_refused(tools: ToolDispatcher, sand
 
 
 async def test_bash_keeps_its_session_times_out_and_stays_usable(tools: ToolDispatcher) -> None:
-    outcome = await tools.run("bash", {"command": "mkdir -p sub && cd sub && export GREETING=hi && pwd"})
+    outcome = await tools.run(
+        "bash", {"command": "mkdir -p sub && cd sub && export GREETING=hi && pwd"}
+    )
     assert not outcome.is_error
     assert str(outcome.content).strip().endswith("/sub")
 
@@ -143,10 +163,12 @@ async def test_bash_keeps_its_session_times_out_and_stays_usable(tools: ToolDisp
 
     outcome = await tools.run("bash", {"command": "echo oops >&2; false"})
     assert outcome.is_error
-    assert "oops" in str(outcome.content) and "exit status 1" in str(outcome.content)
+    assert "oops" in str(outcome.content)
+    assert "exit status 1" in str(outcome.content)
 
     outcome = await tools.run("bash", {"command": "if then"})
-    assert outcome.is_error and "syntax error" in str(outcome.content)
+    assert outcome.is_error
+    assert "syntax error" in str(outcome.content)
 
     outcome = await tools.run("bash", {"restart": True})
     assert outcome.content == "tool has been restarted."
@@ -154,10 +176,15 @@ async def test_bash_keeps_its_session_times_out_and_stays_usable(tools: ToolDisp
     assert outcome.content == "project\nunset"
 
 
-async def test_a_background_server_survives_the_command_that_started_it(tools: ToolDispatcher, sandbox: LocalSandbox) -> None:
+async def test_a_background_server_survives_the_command_that_started_it(
+    tools: ToolDispatcher, sandbox: LocalSandbox
+) -> None:
     outcome = await tools.run(
         "bash",
-        {"command": "nohup python3 -m http.server $PORT --bind 127.0.0.1 > /dev/null 2>&1 &\necho ok"},
+        {
+            "command": "nohup python3 -m http.server $PORT --bind 127.0.0.1 >/dev/null 2>&1 &\n"
+            "echo ok"
+        },
     )
     assert outcome.content == "ok"
     preview = await tools.run("start_preview", {"port": 3000})
@@ -173,12 +200,16 @@ async def test_long_output_is_truncated_with_a_note(tools: ToolDispatcher) -> No
     text = str(outcome.content)
     assert not outcome.is_error
     assert len(text) < OUTPUT_LIMIT + 400
-    assert "characters truncated" in text and "the output was 50003 characters" in text
-    assert text.startswith("aaaa") and text.endswith("END")
+    assert "characters truncated" in text
+    assert "the output was 50003 characters" in text
+    assert text.startswith("aaaa")
+    assert text.endswith("END")
     assert truncate("short") == "short"
 
 
-async def test_the_environment_is_scrubbed(tools: ToolDispatcher, monkeypatch: pytest.MonkeyPatch) -> None:
+async def test_the_environment_is_scrubbed(
+    tools: ToolDispatcher, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setenv("ANTHROPIC_API_KEY", "sk-ant-secret")
     await tools.close()
     outcome = await tools.run("bash", {"command": "env | sort"})
@@ -187,8 +218,15 @@ async def test_the_environment_is_scrubbed(tools: ToolDispatcher, monkeypatch: p
 
 
 async def test_search_preview_screenshot_and_finish(tools: ToolDispatcher) -> None:
-    await edit(tools, command="create", path=f"{PROJECT_DIR}/web/app.ts", file_text="const x = 1\n// TODO: more\n")
-    await edit(tools, command="create", path=f"{PROJECT_DIR}/node_modules/dep/index.ts", file_text="TODO\n")
+    await edit(
+        tools,
+        command="create",
+        path=f"{PROJECT_DIR}/web/app.ts",
+        file_text="const x = 1\n// TODO: more\n",
+    )
+    await edit(
+        tools, command="create", path=f"{PROJECT_DIR}/node_modules/dep/index.ts", file_text="TODO\n"
+    )
     found = await tools.run("glob", {"pattern": "**/*.ts"})
     assert found.content == f"{PROJECT_DIR}/web/app.ts"
     hits = await tools.run("grep", {"pattern": "TODO", "include": "*.ts"})
@@ -197,16 +235,19 @@ async def test_search_preview_screenshot_and_finish(tools: ToolDispatcher) -> No
     assert bad.is_error
 
     nothing = await tools.run("start_preview", {"port": 3000})
-    assert nothing.is_error and "nothing is listening" in str(nothing.content)
+    assert nothing.is_error
+    assert "nothing is listening" in str(nothing.content)
     shot = await tools.run("screenshot", {})
-    assert shot.is_error and "start_preview" in str(shot.content)
+    assert shot.is_error
+    assert "start_preview" in str(shot.content)
     if not any(shutil.which(b) for b in ("chromium", "chromium-browser", "google-chrome")):
         shot = await tools.run("screenshot", {"url": "http://127.0.0.1:1/"})
         assert shot.is_error
         assert "no headless Chromium" in str(shot.content)
 
     done = await tools.run("finish", {"summary": "  Built it. "})
-    assert done.finished == "Built it." and not done.is_error
+    assert done.finished == "Built it."
+    assert not done.is_error
     assert (await tools.run("finish", {})).is_error
     assert (await tools.run("no_such_tool", {})).is_error
     assert (await tools.run("bash", "not an object")).is_error

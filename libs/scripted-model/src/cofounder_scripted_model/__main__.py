@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import socket
 import sys
 
@@ -41,10 +42,8 @@ def main(argv: list[str] | None = None) -> None:
     )
     server = uvicorn.Server(config)
     print(f"listening on http://{host}:{port}", flush=True)
-    try:
+    with contextlib.suppress(KeyboardInterrupt):
         asyncio.run(server.serve(sockets=[sock]))
-    except KeyboardInterrupt:
-        pass
     sys.exit(0)
 
 

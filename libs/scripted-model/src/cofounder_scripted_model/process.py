@@ -24,11 +24,11 @@ class ScriptedModel:
 
     def _call(self, path: str, body: Any | None = None) -> Any:
         data = None if body is None else json.dumps(body).encode()
-        request = urllib.request.Request(
+        request = urllib.request.Request(  # noqa: S310 - our own server
             self.url + path, data=data, method="GET" if data is None else "POST"
         )
         request.add_header("content-type", "application/json")
-        with urllib.request.urlopen(request, timeout=10) as response:  # noqa: S310 - our URL
+        with urllib.request.urlopen(request, timeout=10) as response:  # noqa: S310 - our own URL
             return json.loads(response.read())
 
     def faults(self, *faults: Mapping[str, Any]) -> None:

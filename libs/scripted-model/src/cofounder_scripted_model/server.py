@@ -1,5 +1,5 @@
-"""The HTTP server: ``POST /v1/messages`` (streaming SSE or not), ``POST /v1/messages/count_tokens``,
-and a control surface for tests (``/_control/...``).
+"""The HTTP server: ``POST /v1/messages`` (streaming SSE or not),
+``POST /v1/messages/count_tokens``, and a control surface for tests (``/_control/...``).
 
 Faults are queued and consumed one per ``/v1/messages`` request, in order:
 
@@ -17,6 +17,7 @@ a test proves no completed iteration was asked for twice.
 from __future__ import annotations
 
 import asyncio
+import functools
 import itertools
 import secrets
 from collections.abc import AsyncIterator, Mapping
@@ -167,73 +168,73 @@ async def _stream(
     yield _sse("message_stop", {"type": "message_stop"})
 
 
+async def _messages(state: ModelServer, request: Request) -> Response:
+    """``POST /v1/messages``: validate, apply a queued fault, reply from the transcript."""
+    request_id = state.request_id()
+    try:
+        body = _DECODE(await request.body())
+    except msgspec.DecodeError as exc:
+        return _error(400, f"There was an issue with your request body: {exc}", request_id)
+    problem = validate(body)
+    model = str(body.get("model", "")) if isinstance(body, Mapping) else ""
+    user = (body.get("metadata") or {}).get("user_id") if isinstance(body, Mapping) else None
+    entry: dict[str, Any] = {"request_id": request_id, "model": model, "build": user}
+    state.log.append(entry)
+    if problem:
+        entry.update(status=400, error=problem)
+        return _error(400, problem, request_id)
+    position = state.transcript.position(body["messages"])
+    entry.update(turn=position.turn, recovery=position.recovery, stream=bool(body.get("stream")))
+    if state.latency_s:
+        await asyncio.sleep(state.latency_s)
+    fault = state.take_fault(model)
+    if fault is not None and fault.status is not None:
+        entry.update(status=fault.status)
+        headers = {}
+        if fault.retry_after is not None:
+            headers["retry-after"] = f"{fault.retry_after:g}"
+        if fault.status == 429:
+            headers["x-should-retry"] = "true"
+        text = fault.message or {
+            429: "Number of request tokens has exceeded your per-minute rate limit",
+            529: "Overloaded",
+        }.get(fault.status, "Internal server error")
+        return _error(fault.status, text, request_id, headers)
+    content = state.transcript.reply(position)
+    if content is None:
+        content = [{"type": "text", "text": _FINAL_TEXT}]
+        stop_reason = "end_turn"
+    else:
+        stop_reason = "tool_use"
+    usage = state.cache.usage(body)
+    output_tokens = max(1, len(_ENCODE(content)) // 4)
+    message = {
+        "id": f"msg_{request_id[4:]}",
+        "type": "message",
+        "role": "assistant",
+        "model": model,
+        "content": content,
+        "stop_reason": stop_reason,
+        "stop_sequence": None,
+        "usage": _usage_dict(usage, output_tokens),
+    }
+    cut = fault.cut_after_blocks if fault is not None else None
+    entry.update(status=200, cut=cut is not None, usage=message["usage"])
+    if body.get("stream"):
+        return StreamingResponse(
+            _stream(message, usage, output_tokens, cut),
+            media_type="text/event-stream",
+            headers={"request-id": request_id, "cache-control": "no-cache"},
+        )
+    if cut is not None:
+        raise ConnectionAbortedError("scripted fault: response cut short")
+    return Response(
+        _ENCODE(message), media_type="application/json", headers={"request-id": request_id}
+    )
+
+
 def create_app(state: ModelServer) -> Starlette:
     """The Starlette application serving ``state``."""
-
-    async def messages(request: Request) -> Response:
-        request_id = state.request_id()
-        try:
-            body = _DECODE(await request.body())
-        except msgspec.DecodeError as exc:
-            return _error(400, f"There was an issue with your request body: {exc}", request_id)
-        problem = validate(body)
-        model = str(body.get("model", "")) if isinstance(body, Mapping) else ""
-        user = (body.get("metadata") or {}).get("user_id") if isinstance(body, Mapping) else None
-        entry: dict[str, Any] = {"request_id": request_id, "model": model, "build": user}
-        state.log.append(entry)
-        if problem:
-            entry.update(status=400, error=problem)
-            return _error(400, problem, request_id)
-        position = state.transcript.position(body["messages"])
-        entry.update(
-            turn=position.turn, recovery=position.recovery, stream=bool(body.get("stream"))
-        )
-        if state.latency_s:
-            await asyncio.sleep(state.latency_s)
-        fault = state.take_fault(model)
-        if fault is not None and fault.status is not None:
-            entry.update(status=fault.status)
-            headers = {}
-            if fault.retry_after is not None:
-                headers["retry-after"] = f"{fault.retry_after:g}"
-            if fault.status == 429:
-                headers["x-should-retry"] = "true"
-            message = fault.message or {
-                429: "Number of request tokens has exceeded your per-minute rate limit",
-                529: "Overloaded",
-            }.get(fault.status, "Internal server error")
-            return _error(fault.status, message, request_id, headers)
-        content = state.transcript.reply(position)
-        if content is None:
-            content = [{"type": "text", "text": _FINAL_TEXT}]
-            stop_reason = "end_turn"
-        else:
-            stop_reason = "tool_use"
-        usage = state.cache.usage(body)
-        output_tokens = max(1, len(_ENCODE(content)) // 4)
-        message = {
-            "id": f"msg_{request_id[4:]}",
-            "type": "message",
-            "role": "assistant",
-            "model": model,
-            "content": content,
-            "stop_reason": stop_reason,
-            "stop_sequence": None,
-            "usage": _usage_dict(usage, output_tokens),
-        }
-        cut = fault.cut_after_blocks if fault is not None else None
-        entry.update(status=200, cut=cut is not None, usage=message["usage"])
-        if body.get("stream"):
-            return StreamingResponse(
-                _stream(message, usage, output_tokens, cut),
-                media_type="text/event-stream",
-                headers={"request-id": request_id, "cache-control": "no-cache"},
-            )
-        if cut is not None:
-            raise ConnectionAbortedError("scripted fault: response cut short")
-        return Response(
-            _ENCODE(message), media_type="application/json", headers={"request-id": request_id}
-        )
 
     async def count_tokens(request: Request) -> Response:
         request_id = state.request_id()
@@ -276,7 +277,7 @@ def create_app(state: ModelServer) -> Starlette:
 
     return Starlette(
         routes=[
-            Route("/v1/messages", messages, methods=["POST"]),
+            Route("/v1/messages", functools.partial(_messages, state), methods=["POST"]),
             Route("/v1/messages/count_tokens", count_tokens, methods=["POST"]),
             Route("/_control/faults", add_faults, methods=["POST"]),
             Route("/_control/settings", settings, methods=["POST"]),

@@ -26,7 +26,10 @@ KNOWN_TOOL_TYPES: Final[Mapping[str, str | None]] = {
 }
 
 
-def _tools(tools: Any) -> str | None:
+# The checkers below return the first problem they find: one return per check, on purpose.
+
+
+def _tools(tools: Any) -> str | None:  # noqa: PLR0911
     if tools is None:
         return None
     if not isinstance(tools, list):
@@ -37,7 +40,10 @@ def _tools(tools: Any) -> str | None:
             return f"tools.{i}: Input should be a valid dictionary"
         kind = tool.get("type", "custom")
         if kind not in KNOWN_TOOL_TYPES:
-            return f"tools.{i}: Input tag '{kind}' found using 'type' does not match any of the expected tags"
+            return (
+                f"tools.{i}: Input tag '{kind}' found using 'type' does not match any of the "
+                "expected tags"
+            )
         name = tool.get("name")
         if not isinstance(name, str) or not name:
             return f"tools.{i}.name: Field required"
@@ -52,7 +58,7 @@ def _tools(tools: Any) -> str | None:
     return None
 
 
-def _tool_pairs(messages: list[Any]) -> str | None:
+def _tool_pairs(messages: list[Any]) -> str | None:  # noqa: PLR0912
     for i, message in enumerate(messages):
         if not isinstance(message, Mapping) or message.get("role") not in ("user", "assistant"):
             return f"messages.{i}.role: Input should be 'user' or 'assistant'"
@@ -97,18 +103,21 @@ def _tool_pairs(messages: list[Any]) -> str | None:
                     if isinstance(b, Mapping) and b.get("type") == "tool_use"
                 }
             for j, b in enumerate(blocks):
-                if isinstance(b, Mapping) and b.get("type") == "tool_result":
-                    if b.get("tool_use_id") not in offered:
-                        return (
-                            f"messages.{i}.content.{j}: unexpected `tool_use_id` found in "
-                            f"`tool_result` blocks: {b.get('tool_use_id')}. Each `tool_result` "
-                            "block must have a corresponding `tool_use` block in the previous "
-                            "message."
-                        )
+                if (
+                    isinstance(b, Mapping)
+                    and b.get("type") == "tool_result"
+                    and b.get("tool_use_id") not in offered
+                ):
+                    return (
+                        f"messages.{i}.content.{j}: unexpected `tool_use_id` found in "
+                        f"`tool_result` blocks: {b.get('tool_use_id')}. Each `tool_result` "
+                        "block must have a corresponding `tool_use` block in the previous "
+                        "message."
+                    )
     return None
 
 
-def validate(body: Any) -> str | None:
+def validate(body: Any) -> str | None:  # noqa: PLR0911
     """The API's message for the first problem in ``body``, or None when it is acceptable."""
     if not isinstance(body, Mapping):
         return "Request body must be a JSON object"

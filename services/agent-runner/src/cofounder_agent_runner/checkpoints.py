@@ -10,10 +10,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, cast
 
 import msgspec
-from sqlalchemy import and_, exists, insert, literal, select
+from sqlalchemy import Table, and_, exists, insert, literal, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
@@ -23,7 +23,7 @@ from cofounder_db.models import AgentCheckpoint
 
 __all__ = ["CheckpointStore", "RunState"]
 
-_T = AgentCheckpoint.__table__
+_T = cast(Table, AgentCheckpoint.__table__)
 _CONTEXT = msgspec.json.Decoder(ContextReady)
 
 

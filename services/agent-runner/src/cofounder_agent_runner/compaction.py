@@ -37,9 +37,8 @@ def _summarise(messages: Sequence[dict[str, Any]]) -> str:
             if kind == "text" and message.get("role") == "assistant":
                 lines.append(f"- said: {_short(block.get('text', ''))}")
             elif kind == "tool_use":
-                lines.append(
-                    f"- called {block.get('name')}: {_short(json.dumps(block.get('input'), sort_keys=True))}"
-                )
+                arguments = json.dumps(block.get("input"), sort_keys=True)
+                lines.append(f"- called {block.get('name')}: {_short(arguments)}")
             elif kind == "tool_result":
                 result = block.get("content")
                 text = result if isinstance(result, str) else "[non-text result]"

@@ -74,7 +74,7 @@ class Lease:
 
     async def acquire(self) -> int:
         """Take the lease; the generation is the fencing token. :class:`LeaseBusy` if held."""
-        generation, holder = await self._redis.eval(  # type: ignore[misc]
+        generation, holder = await self._redis.eval(
             _ACQUIRE, 2, *self._keys, self.owner, self.ttl_ms
         )
         if not generation:
@@ -85,14 +85,14 @@ class Lease:
         return self.generation
 
     async def renew(self) -> bool:
-        renewed = await self._redis.eval(_RENEW, 1, self._keys[0], self._value, self.ttl_ms)  # type: ignore[misc]
+        renewed = await self._redis.eval(_RENEW, 1, self._keys[0], self._value, self.ttl_ms)
         if not renewed:
             self.lost = True
         return bool(renewed)
 
     async def release(self) -> None:
         with contextlib.suppress(RedisError):
-            await self._redis.eval(_RELEASE, 1, self._keys[0], self._value)  # type: ignore[misc]
+            await self._redis.eval(_RELEASE, 1, self._keys[0], self._value)
 
     def check(self) -> None:
         if self.lost:

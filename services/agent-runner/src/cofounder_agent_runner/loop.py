@@ -46,7 +46,7 @@ from cofounder_agent_runner.prompt import (
     system_blocks,
     system_prompt,
 )
-from cofounder_agent_runner.sandbox.base import Sandbox, SandboxGone, Sandboxes
+from cofounder_agent_runner.sandbox.base import Sandbox, Sandboxes, SandboxGone
 from cofounder_agent_runner.settings import RunnerSettings
 from cofounder_agent_runner.tools.dispatcher import ToolDispatcher, ToolOutcome
 from cofounder_contracts import (
@@ -72,7 +72,7 @@ from cofounder_contracts import (
 from cofounder_contracts.streams import stream_for
 from cofounder_runtime.publisher import Publisher
 
-__all__ = ["Outcome", "RunnerDeps", "HandBack", "drive"]
+__all__ = ["HandBack", "Outcome", "RunnerDeps", "drive"]
 
 PRODUCER: Final = "agent-runner"
 _log = structlog.get_logger("cofounder.agent.loop")

@@ -231,5 +231,5 @@ def _message(exc: anthropic.APIStatusError) -> str:
     if isinstance(body, dict):
         error = body.get("error")
         if isinstance(error, dict) and isinstance(error.get("message"), str):
-            return error["message"]
+            return str(error["message"])
     return exc.message

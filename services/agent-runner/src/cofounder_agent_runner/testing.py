@@ -79,7 +79,9 @@ def context_ready(
     )
 
 
-async def read_build_events(redis: Redis, build_id: str, streams: Sequence[str] = _WATCHED) -> list[Event]:
+async def read_build_events(
+    redis: Redis, build_id: str, streams: Sequence[str] = _WATCHED
+) -> list[Event]:
     """Every event of ``build_id`` on the watched streams, each stream in order, streams in turn."""
     out: list[Event] = []
     for stream in streams:
@@ -112,10 +114,14 @@ class Harness:
         """The user and project rows a build's post-build steps touch."""
         async with self.deps.engine.begin() as conn:
             await conn.execute(
-                insert(User).values(id=context.user_id, email=f"{context.user_id}@example.com", tier=context.tier)
+                insert(User).values(
+                    id=context.user_id, email=f"{context.user_id}@example.com", tier=context.tier
+                )
             )
             await conn.execute(
-                insert(Project).values(id=context.project_id, owner_id=context.user_id, name="Plantr")
+                insert(Project).values(
+                    id=context.project_id, owner_id=context.user_id, name="Plantr"
+                )
             )
 
     async def events(self, build_id: str) -> list[Event]:

@@ -12,7 +12,6 @@ from cofounder_contracts.events.agent import (
     ToolCalled,
     ToolCompleted,
 )
-from cofounder_contracts.events.business import ArtifactGenerated
 from cofounder_contracts.events.budget import (
     BudgetExhausted,
     BudgetUsage,
@@ -31,6 +30,7 @@ from cofounder_contracts.events.builds import (
     ContextReady,
     QnA,
 )
+from cofounder_contracts.events.business import ArtifactGenerated
 from cofounder_contracts.events.snapshots import (
     SandboxKind,
     SnapshotCompleted,

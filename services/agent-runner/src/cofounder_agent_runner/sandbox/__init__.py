@@ -9,8 +9,8 @@ from cofounder_agent_runner.sandbox.base import (
     CommandResult,
     PathOutsideProject,
     Sandbox,
-    SandboxGone,
     Sandboxes,
+    SandboxGone,
     Shell,
 )
 

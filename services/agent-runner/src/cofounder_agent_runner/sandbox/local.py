@@ -133,7 +133,7 @@ class LocalSandbox:
             "--ro-bind", "/", "/",
             "--dev", "/dev",
             "--proc", "/proc",
-            "--tmpfs", "/tmp",
+            "--tmpfs", "/tmp",  # noqa: S108 - a private, empty /tmp inside the sandbox
             "--tmpfs", "/root",
             "--tmpfs", "/home",
             "--tmpfs", root,

@@ -105,7 +105,7 @@ class ProcessShell:
             cwd=self._cwd,
             env=self._env,
             start_new_session=True,  # its own process group: pause and kill reach every child
-            preexec_fn=self._preexec,  # noqa: PLW1509 - only setrlimit calls, no locks taken
+            preexec_fn=self._preexec,
         )
         self._pending = b""
         # An interrupt (see _interrupt) ends the running command, not the shell: the command runs
@@ -124,7 +124,9 @@ class ProcessShell:
             if self._proc is None or self._proc.returncode is not None:
                 await self.start()
             proc = self._proc
-            assert proc is not None and proc.stdin is not None and proc.stdout is not None
+            assert proc is not None
+            assert proc.stdin is not None
+            assert proc.stdout is not None
             tag = secrets.token_hex(8)
             done = f"__COFOUNDER_DONE_{tag}__:".encode()
             script = (

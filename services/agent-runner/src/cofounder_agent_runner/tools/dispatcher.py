@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import base64
 import shlex
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Final
 
@@ -83,6 +83,15 @@ class ToolDispatcher:
         self.preview_url: str | None = None
         self._preview_port: int | None = None
         self._shell: Shell | None = None
+        self._handlers: dict[str, Callable[[Mapping[str, Any]], Awaitable[ToolOutcome]]] = {
+            "bash": self._bash,
+            "str_replace_based_edit_tool": self._edit,
+            "glob": self._glob,
+            "grep": self._grep,
+            "start_preview": self._start_preview,
+            "screenshot": self._screenshot,
+            "finish": self._finish,
+        }
 
     async def close(self) -> None:
         if self._shell is not None:
@@ -94,30 +103,23 @@ class ToolDispatcher:
         if not isinstance(input_, Mapping):
             return ToolOutcome("the tool input must be a JSON object", is_error=True)
         try:
-            match name:
-                case "bash":
-                    return await self._bash(input_)
-                case "str_replace_based_edit_tool":
-                    return ToolOutcome(await edit(self.sandbox, input_))
-                case "glob":
-                    return await self._glob(input_)
-                case "grep":
-                    return await self._grep(input_)
-                case "start_preview":
-                    return await self._start_preview(input_)
-                case "screenshot":
-                    return await self._screenshot(input_)
-                case "finish":
-                    summary = input_.get("summary")
-                    if not isinstance(summary, str) or not summary.strip():
-                        raise ToolError("`summary` is required: say what was built")
-                    return ToolOutcome("Build finished.", finished=summary.strip())
-                case _:
-                    return ToolOutcome(f"there is no tool named {name!r}", is_error=True)
+            handler = self._handlers.get(name)
+            if handler is None:
+                return ToolOutcome(f"there is no tool named {name!r}", is_error=True)
+            return await handler(input_)
         except ToolError as exc:
             return ToolOutcome(str(exc), is_error=True)
         except (ValueError, PermissionError, OSError) as exc:
             return ToolOutcome(f"{name} failed: {exc}", is_error=True)
+
+    async def _edit(self, input_: Mapping[str, Any]) -> ToolOutcome:
+        return ToolOutcome(await edit(self.sandbox, input_))
+
+    async def _finish(self, input_: Mapping[str, Any]) -> ToolOutcome:
+        summary = input_.get("summary")
+        if not isinstance(summary, str) or not summary.strip():
+            raise ToolError("`summary` is required: say what was built")
+        return ToolOutcome("Build finished.", finished=summary.strip())
 
     async def _bash(self, input_: Mapping[str, Any]) -> ToolOutcome:
         if input_.get("restart"):
@@ -185,7 +187,8 @@ class ToolDispatcher:
             f"for b in {_BROWSERS}; do command -v $b >/dev/null && B=$b && break; done; "
             '[ -n "$B" ] || { echo "no headless Chromium in the sandbox"; exit 127; }; '
             f'"$B" --headless --no-sandbox --disable-gpu --hide-scrollbars '
-            f"--window-size=1280,800 --screenshot={_SCREENSHOT_FILE} {shlex.quote(url)} 2>&1 | tail -3"
+            f"--window-size=1280,800 --screenshot={_SCREENSHOT_FILE} {shlex.quote(url)} "
+            "2>&1 | tail -3"
         )
         result = await self.sandbox.run(command, timeout=60)
         if result.exit_code == 127:

@@ -109,9 +109,7 @@ def runners(
     pool.stop()
     # Dev servers the builds started outlive the runners, as in a real sandbox: end them.
     for state in (tmp_path / "sandboxes").glob("*/sandbox.json"):
-        subprocess.run(  # noqa: ASYNC221 - teardown
-            [sys.executable, "-c", _KILL, str(state)], check=False
-        )
+        subprocess.run([sys.executable, "-c", _KILL, str(state)], check=False)
 
 
 _KILL = """
@@ -127,7 +125,9 @@ async def _checkpoints(database_url: str, build_id: str) -> int:
     try:
         async with engine.connect() as conn:
             count = await conn.execute(
-                select(func.count()).select_from(AgentCheckpoint).where(AgentCheckpoint.build_id == build_id)
+                select(func.count())
+                .select_from(AgentCheckpoint)
+                .where(AgentCheckpoint.build_id == build_id)
             )
             return int(count.scalar() or 0)
     finally:
@@ -145,13 +145,27 @@ async def test_a_runner_process_builds_the_demo_app(
 
         async def completed() -> bool:
             runners.assert_alive(runner)
-            return any(isinstance(e, BuildCompleted) for e in await read_build_events(redis, context.build_id))
+            return any(
+                isinstance(e, BuildCompleted)
+                for e in await read_build_events(redis, context.build_id)
+            )
 
         await eventually(completed, what="build.completed", timeout=90)
         events = await read_build_events(redis, context.build_id)
     finally:
         await redis.aclose()
-    build_events = [e for e in events if isinstance(e, BuildStatusChanged | AgentIterationCompleted | ToolCalled | ToolCompleted | BuildCompleted)]
+    build_events = [
+        e
+        for e in events
+        if isinstance(
+            e,
+            BuildStatusChanged
+            | AgentIterationCompleted
+            | ToolCalled
+            | ToolCompleted
+            | BuildCompleted,
+        )
+    ]
     assert isinstance(build_events[0], BuildStatusChanged)
     assert isinstance(build_events[-1], BuildCompleted)
     # In order: each tool call completes before the next starts; iterations count up.
@@ -163,7 +177,7 @@ async def test_a_runner_process_builds_the_demo_app(
     assert iterations == list(range(1, len(iterations) + 1))
     done = build_events[-1]
     assert isinstance(done, BuildCompleted)
-    with urllib.request.urlopen(done.preview_url or "", timeout=5) as page:  # noqa: S310, ASYNC210 - local
+    with urllib.request.urlopen(done.preview_url or "", timeout=5) as page:  # noqa: ASYNC210 - local
         assert page.status == 200
     workspaces = list((tmp_path / "sandboxes").glob("*/project"))
     assert len(workspaces) == 1
@@ -190,28 +204,38 @@ async def test_a_killed_runner_s_build_is_finished_by_another(
         first.send_signal(signal.SIGKILL)
         first.wait(timeout=10)
         killed_at = max(
-            e.iteration for e in await read_build_events(redis, context.build_id) if isinstance(e, AgentIterationCompleted)
+            e.iteration
+            for e in await read_build_events(redis, context.build_id)
+            if isinstance(e, AgentIterationCompleted)
         )
         second = runners.start("runner-b")
 
         async def completed() -> bool:
             runners.assert_alive(second)
-            return any(isinstance(e, BuildCompleted) for e in await read_build_events(redis, context.build_id))
+            return any(
+                isinstance(e, BuildCompleted)
+                for e in await read_build_events(redis, context.build_id)
+            )
 
         await eventually(completed, what="the other runner to finish the build", timeout=120)
         events = await read_build_events(redis, context.build_id)
     finally:
         await redis.aclose()
     resumed = [e for e in events if isinstance(e, AgentResumed)]
-    assert len(resumed) == 1 and resumed[0].reason == "recovered"
+    assert len(resumed) == 1
+    assert resumed[0].reason == "recovered"
     assert "runner-b" in runners.logs()
     # The scripted server's log: no completed iteration was asked for again. Only the turn in
     # flight when the runner died may appear twice.
-    served = [e["turn"] for e in scripted.log() if e.get("build") == context.build_id and e.get("status") == 200]
+    served = [
+        e["turn"]
+        for e in scripted.log()
+        if e.get("build") == context.build_id and e.get("status") == 200
+    ]
     repeated = {t for t in served if served.count(t) > 1}
     assert repeated <= {killed_at}, (served, killed_at)
     assert all(t not in repeated for t in range(killed_at))
     completed_events = [e for e in events if isinstance(e, BuildCompleted)]
     assert len(completed_events) == 1
-    with urllib.request.urlopen(completed_events[0].preview_url or "", timeout=5) as page:  # noqa: S310, ASYNC210
+    with urllib.request.urlopen(completed_events[0].preview_url or "", timeout=5) as page:  # noqa: ASYNC210
         assert page.status == 200

@@ -1,0 +1,225 @@
+"""The E2B sandbox, through the official SDK (``e2b.AsyncSandbox``).
+
+- create: the template, a timeout and metadata (build and project ids); then ``set_timeout`` to
+  the configured hour, counted from now;
+- connect by id: a paused sandbox resumes; a missing one is :class:`SandboxGone`;
+- pause (budget sleep), kill (failure, cancel), ``get_host(port)`` for preview URLs;
+- commands: the bash tool's session is emulated over one-off commands (E2B commands do not keep
+  a shell between calls): the working directory and exported variables are saved in the sandbox
+  after each command and restored before the next. Long-running servers must run in the
+  background (``nohup ... &``), as the system prompt says; the SDK's own command timeout is ours;
+- files, glob and grep run inside the sandbox (``python3`` in the template), so the semantics
+  match the local sandbox.
+"""
+
+from __future__ import annotations
+
+import json
+import shlex
+from collections.abc import Mapping
+from typing import Any, Final
+
+from e2b import AsyncSandbox, CommandExitException, NotFoundException, TimeoutException
+from e2b.sandbox.filesystem.filesystem import FileType
+
+from cofounder_agent_runner.sandbox.base import PROJECT_DIR, CommandResult, SandboxGone
+from cofounder_contracts.events import SandboxKind
+
+__all__ = ["E2BSandbox", "E2BSandboxes"]
+
+_STATE: Final = "/home/user/.cofounder"
+_GLOB: Final = """
+import json, pathlib, sys
+root, pattern = pathlib.Path(sys.argv[1]), sys.argv[2]
+skip = {"node_modules", ".git", "__pycache__", ".venv", "dist", "build"}
+out = []
+for m in root.glob(pattern):
+    rel = m.relative_to(root)
+    if skip & set(rel.parts):
+        continue
+    out.append(str(m) + ("/" if m.is_dir() else ""))
+    if len(out) >= 1000:
+        break
+print(json.dumps(sorted(out)))
+"""
+_GREP: Final = """
+import fnmatch, json, os, re, sys
+root, pattern, include = sys.argv[1], re.compile(sys.argv[2]), sys.argv[3] or None
+skip = {"node_modules", ".git", "__pycache__", ".venv", "dist", "build"}
+files = [root] if os.path.isfile(root) else []
+if not files:
+    for cur, dirs, names in os.walk(root):
+        dirs[:] = sorted(d for d in dirs if d not in skip and not d.startswith("."))
+        files += [os.path.join(cur, n) for n in sorted(names)]
+out = []
+for f in files:
+    if include and not fnmatch.fnmatch(os.path.basename(f), include):
+        continue
+    try:
+        if os.path.getsize(f) > 2 * 1024 * 1024:
+            continue
+        data = open(f, "rb").read()
+    except OSError:
+        continue
+    if b"\\0" in data[:8192]:
+        continue
+    for n, line in enumerate(data.decode(errors="replace").splitlines(), 1):
+        if pattern.search(line):
+            out.append(f"{f}:{n}:{line[:300]}")
+            if len(out) >= 500:
+                print(json.dumps(out)); sys.exit()
+print(json.dumps(out))
+"""
+
+
+class _E2BShell:
+    """The bash tool's session over one-off commands (see the module docstring)."""
+
+    def __init__(self, sandbox: E2BSandbox) -> None:
+        self._sandbox = sandbox
+
+    async def run(self, command: str, *, timeout: float) -> CommandResult:
+        script = (
+            f'mkdir -p {_STATE}; cd "$(cat {_STATE}/cwd 2>/dev/null || echo {PROJECT_DIR})"; '
+            f"[ -f {_STATE}/env ] && . {_STATE}/env >/dev/null 2>&1\n"
+            f"{{\n{command}\n}} 2>&1\n"
+            f"__rc=$?; pwd > {_STATE}/cwd; export -p > {_STATE}/env; exit $__rc"
+        )
+        return await self._sandbox.run(script, timeout=timeout)
+
+    async def close(self) -> None:
+        return None
+
+
+class E2BSandbox:
+    """One E2B sandbox."""
+
+    def __init__(self, sandbox: AsyncSandbox) -> None:
+        self._sandbox = sandbox
+
+    @property
+    def id(self) -> str:
+        return str(self._sandbox.sandbox_id)
+
+    @property
+    def kind(self) -> SandboxKind:
+        return SandboxKind.E2B
+
+    async def open_shell(self) -> _E2BShell:
+        return _E2BShell(self)
+
+    async def run(self, command: str, *, timeout: float) -> CommandResult:
+        try:
+            result = await self._sandbox.commands.run(
+                f"bash -c {shlex.quote(command)}", timeout=timeout, cwd=PROJECT_DIR
+            )
+        except CommandExitException as exc:
+            return CommandResult(exc.stdout + exc.stderr, exc.exit_code)
+        except TimeoutException:
+            return CommandResult(
+                f"(the command timed out after {timeout:g} s)", None, timed_out=True
+            )
+        return CommandResult(result.stdout + result.stderr, result.exit_code)
+
+    def internal_url(self, port: int) -> str:
+        return f"http://localhost:{port}"
+
+    async def read_file(self, path: str) -> bytes:
+        if not await self._sandbox.files.exists(path):
+            raise FileNotFoundError(path)
+        if await self.is_dir(path):
+            raise IsADirectoryError(path)
+        return bytes(await self._sandbox.files.read(path, format="bytes"))
+
+    async def write_file(self, path: str, data: bytes) -> None:
+        await self._sandbox.files.write(path, data)
+
+    async def is_dir(self, path: str) -> bool:
+        if not await self._sandbox.files.exists(path):
+            return False
+        info = await self._sandbox.files.get_info(path)
+        return bool(info.type == FileType.DIR)
+
+    async def exists(self, path: str) -> bool:
+        return bool(await self._sandbox.files.exists(path))
+
+    async def list_dir(self, path: str, *, depth: int) -> list[str]:
+        entries = await self._sandbox.files.list(path, depth=depth)
+        out = []
+        for entry in entries:
+            rel = entry.path.removeprefix(path.rstrip("/") + "/")
+            if any(
+                p.startswith(".") or p in {"node_modules", "__pycache__", ".venv"}
+                for p in rel.split("/")
+            ):
+                continue
+            out.append(entry.path + ("/" if entry.type == FileType.DIR else ""))
+        return sorted(out)[:1000]
+
+    async def _python(self, program: str, *args: str) -> Any:
+        quoted = " ".join(shlex.quote(a) for a in args)
+        result = await self.run(f"python3 -c {shlex.quote(program)} {quoted}", timeout=60)
+        if result.exit_code != 0:
+            raise ValueError(result.output.strip()[-500:])
+        return json.loads(result.output)
+
+    async def glob(self, pattern: str, root: str) -> list[str]:
+        found: list[str] = await self._python(_GLOB, root, pattern)
+        return found
+
+    async def grep(self, pattern: str, root: str, include: str | None) -> list[str]:
+        found: list[str] = await self._python(_GREP, root, pattern, include or "")
+        return found
+
+    async def preview_url(self, port: int) -> str:
+        return f"https://{self._sandbox.get_host(port)}"
+
+    async def pause(self) -> None:
+        await self._sandbox.pause()
+
+    async def kill(self) -> None:
+        await self._sandbox.kill()
+
+
+class E2BSandboxes:
+    """Creates and connects E2B sandboxes. ``api_url`` / ``domain`` point the SDK elsewhere
+    (a self-hosted deployment, or the control-plane stub in tests)."""
+
+    kind = SandboxKind.E2B
+
+    def __init__(
+        self,
+        *,
+        api_key: str,
+        template: str,
+        timeout_s: int = 3600,
+        api_url: str | None = None,
+        domain: str | None = None,
+    ) -> None:
+        self.template = template
+        self.timeout_s = timeout_s
+        self._opts: dict[str, Any] = {"api_key": api_key}
+        if api_url:
+            self._opts["api_url"] = api_url
+        if domain:
+            self._opts["domain"] = domain
+
+    async def create(self, *, build_id: str, metadata: Mapping[str, str]) -> E2BSandbox:
+        sandbox = await AsyncSandbox.create(
+            template=self.template,
+            timeout=self.timeout_s,
+            metadata=dict(metadata),
+            **self._opts,
+        )
+        await sandbox.set_timeout(self.timeout_s)
+        return E2BSandbox(sandbox)
+
+    async def connect(self, sandbox_id: str) -> E2BSandbox:
+        try:
+            sandbox = await AsyncSandbox.connect(sandbox_id, timeout=self.timeout_s, **self._opts)
+        except NotFoundException as exc:
+            raise SandboxGone(f"E2B sandbox {sandbox_id} is gone: {exc}") from exc
+        return E2BSandbox(sandbox)
+
+    async def close(self) -> None:
+        return None
