@@ -23,7 +23,7 @@ def async_url(url: str) -> str:
     return url
 
 
-def create_engine(url: str, *, pool_size: int = 20) -> AsyncEngine:
+def create_engine(url: str, *, pool_size: int = 20, pre_ping: bool = True) -> AsyncEngine:
     """An engine for ``url``. SQLite gets foreign keys on and a busy timeout; PostgreSQL a pool
     that checks connections before use (a database restart costs one retry, not an error).
 
@@ -31,6 +31,10 @@ def create_engine(url: str, *, pool_size: int = 20) -> AsyncEngine:
     open short-lived extra ones. Measured on the gateway, overflow connections were opened and
     closed continuously under load, and each costs a TLS attempt, authentication and type
     introspection: far more than the wait.
+
+    ``pre_ping=False`` saves a round trip per checkout, for callers that retry a failed
+    statement anyway (the agent runner: a stale connection fails one checkpoint, the build is
+    retried from the last one, and the pool discards the connection).
     """
     url = async_url(url)
     if url.startswith("sqlite"):
@@ -45,5 +49,5 @@ def create_engine(url: str, *, pool_size: int = 20) -> AsyncEngine:
 
         return engine
     return create_async_engine(
-        url, pool_size=pool_size, max_overflow=0, pool_timeout=30, pool_pre_ping=True
+        url, pool_size=pool_size, max_overflow=0, pool_timeout=30, pool_pre_ping=pre_ping
     )

@@ -190,6 +190,7 @@ class AgentCheckpoint(Base):
     """
 
     __tablename__ = "agent_checkpoints"
+    __table_args__ = (Index("ix_agent_checkpoints_build_generation", "build_id", "generation"),)
 
     build_id: Mapped[str] = mapped_column(String(36), primary_key=True)
     seq: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)

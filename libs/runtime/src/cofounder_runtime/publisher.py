@@ -11,6 +11,7 @@ from collections.abc import Iterable, Mapping
 from typing import Any, Final
 
 from redis.asyncio import Redis
+from redis.asyncio.client import Pipeline
 
 from cofounder_contracts.codec import encode_fields
 from cofounder_contracts.envelope import Event
@@ -49,6 +50,12 @@ class Publisher:
         fields: dict[Any, Any] = encode_fields(event)
         cap = self._cap(stream)
         return as_bytes(await self._redis.xadd(stream, fields, maxlen=cap, approximate=True))
+
+    def add(self, pipe: Pipeline, stream: str, event: Event) -> None:
+        """Queue one ``XADD`` on ``pipe`` (the caller's pipeline, which may carry other commands
+        in the same round trip)."""
+        fields: dict[Any, Any] = encode_fields(event)
+        pipe.xadd(stream, fields, maxlen=self._cap(stream), approximate=True)
 
     async def publish_many(self, items: Iterable[tuple[str, Event]]) -> list[bytes]:
         """Add many events, to one or several streams, in one pipelined round trip.

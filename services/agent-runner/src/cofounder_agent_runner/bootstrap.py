@@ -28,7 +28,7 @@ from cofounder_runtime.service import run_consumers, start_metrics_server
 
 __all__ = ["build_consumers", "build_deps", "main", "make_sandboxes", "model_client"]
 
-_log = structlog.get_logger("cofounder.agent")
+_log = structlog.get_logger("cofounder.runner")
 
 
 def model_client(settings: RunnerSettings) -> ModelClient:
@@ -69,7 +69,7 @@ def make_sandboxes(settings: RunnerSettings) -> Sandboxes:
 
 
 def build_deps(settings: RunnerSettings, redis: Redis) -> RunnerDeps:
-    engine = create_engine(settings.database_url)
+    engine = create_engine(settings.database_url, pre_ping=False)
     return RunnerDeps(
         settings=settings,
         redis=redis,
@@ -143,5 +143,6 @@ async def main() -> None:
         watcher.cancel()
         await deps.sandboxes.close()
         await deps.model.client.close()
+        await deps.checkpoints.close()
         await deps.engine.dispose()
         await redis.aclose()

@@ -8,10 +8,12 @@ newer generation has written) and by the primary key (a second writer of the sam
 
 from __future__ import annotations
 
+import asyncio
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any, cast
+from typing import Any, Final, cast
 
+import asyncpg
 import msgspec
 from sqlalchemy import Table, and_, exists, insert, literal, select
 from sqlalchemy.exc import IntegrityError
@@ -25,6 +27,18 @@ __all__ = ["CheckpointStore", "RunState"]
 
 _T = cast(Table, AgentCheckpoint.__table__)
 _CONTEXT = msgspec.json.Decoder(ContextReady)
+_JSON = msgspec.json.Encoder().encode
+# Insert unless a newer lease generation has written (the fence); (build_id, generation) is
+# indexed, so the check costs the same at iteration 150 as at 1.
+_APPEND_PG: Final = """
+insert into agent_checkpoints (build_id, seq, generation, kind, parts, iteration, tool_calls,
+                               input_tokens, output_tokens, sandbox_kind, sandbox_id, created_at)
+select $1::varchar, $2::int, $3::bigint, $4::varchar, $5::json, $6::int, $7::int, $8::bigint,
+       $9::bigint, $10::varchar, $11::varchar, $12::timestamptz
+where not exists (
+  select 1 from agent_checkpoints where build_id = $1::varchar and generation > $3::bigint
+)
+"""
 
 
 @dataclass(slots=True)
@@ -61,6 +75,57 @@ class CheckpointStore:
 
     def __init__(self, engine: AsyncEngine) -> None:
         self.engine = engine
+        self._postgres = engine.dialect.name == "postgresql"
+        self._pool: asyncpg.Pool | None = None
+        self._pool_lock = asyncio.Lock()
+
+    async def close(self) -> None:
+        if self._pool is not None:
+            await self._pool.close()
+            self._pool = None
+
+    async def _driver_pool(self) -> asyncpg.Pool:
+        """A small asyncpg pool of its own for appends, made on first use."""
+        async with self._pool_lock:
+            if self._pool is None:
+                url = self.engine.url.set(drivername="postgresql")
+                self._pool = await asyncpg.create_pool(
+                    url.render_as_string(hide_password=False),
+                    min_size=1,
+                    max_size=self.engine.pool.size(),  # type: ignore[attr-defined]
+                )
+            return self._pool
+
+    async def _append_pg(self, values: dict[str, Any], generation: int) -> None:
+        """The PostgreSQL path: one prepared statement on an asyncpg pool. Measured
+        (``benchmarks/runner.py``): the append took ~1.3 ms through SQLAlchemy's async layer
+        (engine checkout and the driver connection behind it) against ~0.15 ms for the same
+        statement on asyncpg, and it runs once per iteration."""
+        pool = self._pool or await self._driver_pool()
+        async with pool.acquire() as conn:
+            try:
+                status = await conn.execute(
+                    _APPEND_PG,
+                    values["build_id"],
+                    values["seq"],
+                    generation,
+                    values["kind"],
+                    _JSON(values["parts"]).decode(),
+                    values["iteration"],
+                    values["tool_calls"],
+                    values["input_tokens"],
+                    values["output_tokens"],
+                    values["sandbox_kind"],
+                    values["sandbox_id"],
+                    values["created_at"],
+                )
+            except asyncpg.UniqueViolationError as exc:
+                seq, build = values["seq"], values["build_id"]
+                raise LeaseLost(
+                    f"checkpoint {seq} of {build} was written by another runner"
+                ) from exc
+        if status != "INSERT 0 1":
+            raise LeaseLost(f"a newer runner has taken over {values['build_id']}")
 
     async def append(
         self, state: RunState, *, generation: int, kind: str, parts: dict[str, Any]
@@ -79,6 +144,10 @@ class CheckpointStore:
             "sandbox_id": state.sandbox_id,
             "created_at": datetime.now(UTC),
         }
+        if self._postgres:
+            await self._append_pg(values, generation)
+            state.seq = seq
+            return seq
         newer = exists().where(
             and_(_T.c.build_id == state.context.build_id, _T.c.generation > generation)
         )

@@ -8,10 +8,11 @@ from datetime import UTC, datetime, timedelta
 
 import msgspec
 from redis.asyncio import Redis
+from redis.asyncio.client import Pipeline
 
 from cofounder_contracts.keys import budget_gate_key, cancel_key
 
-__all__ = ["Control", "read_control", "request_cancel"]
+__all__ = ["Control", "parse_control", "queue_control", "read_control", "request_cancel"]
 
 _CANCEL_TTL_S = 7 * 24 * 3600
 
@@ -27,12 +28,21 @@ class Control:
     closed_until: datetime | None
 
 
+def queue_control(pipe: Pipeline, *, user_id: str, build_id: str) -> None:
+    """Queue the two reads on ``pipe``; :func:`parse_control` reads its last two replies."""
+    pipe.get(budget_gate_key(user_id))
+    pipe.get(cancel_key(build_id))
+
+
 async def read_control(redis: Redis, *, user_id: str, build_id: str) -> Control:
     """The gate and the cancel flag (two GETs, pipelined: keys in different slots)."""
     async with redis.pipeline(transaction=False) as pipe:
-        pipe.get(budget_gate_key(user_id))
-        pipe.get(cancel_key(build_id))
+        queue_control(pipe, user_id=user_id, build_id=build_id)
         gate, cancelled = await pipe.execute()
+    return parse_control(gate, cancelled)
+
+
+def parse_control(gate: bytes | None, cancelled: bytes | None) -> Control:
     closed_until = None
     if gate:
         try:

@@ -10,7 +10,7 @@ from cofounder_contracts import BudgetWake, BuildCancelRequested, ContextReady
 
 __all__ = ["on_cancel_requested", "on_context_ready", "on_wake"]
 
-_log = structlog.get_logger("cofounder.agent.handlers")
+_log = structlog.get_logger("cofounder.runner.handlers")
 
 
 async def on_context_ready(event: ContextReady, deps: RunnerDeps) -> None:

@@ -24,7 +24,7 @@ from cofounder_contracts.keys import lease_generation_key, lease_key
 
 __all__ = ["Lease", "LeaseBusy", "LeaseLost"]
 
-_log = structlog.get_logger("cofounder.agent.lease")
+_log = structlog.get_logger("cofounder.runner.lease")
 
 _ACQUIRE: Final = """
 local current = redis.call('GET', KEYS[1])

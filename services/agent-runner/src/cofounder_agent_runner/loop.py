@@ -19,6 +19,7 @@ a crash re-emits the same ids and downstream consumers count it once.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import enum
 import json
 import time
@@ -34,7 +35,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from cofounder_agent_runner.checkpoints import CheckpointStore, RunState
 from cofounder_agent_runner.compaction import compact
-from cofounder_agent_runner.control import read_control
+from cofounder_agent_runner.control import Control, parse_control, queue_control, read_control
 from cofounder_agent_runner.finish import assign_build_version, mark_mvp_built
 from cofounder_agent_runner.lease import Lease, LeaseBusy
 from cofounder_agent_runner.model import ModelClient, ModelRejected, TokenUsage
@@ -48,6 +49,7 @@ from cofounder_agent_runner.prompt import (
 )
 from cofounder_agent_runner.sandbox.base import Sandbox, Sandboxes, SandboxGone
 from cofounder_agent_runner.settings import RunnerSettings
+from cofounder_agent_runner.tools.definitions import TOOL_DEFINITIONS
 from cofounder_agent_runner.tools.dispatcher import ToolDispatcher, ToolOutcome
 from cofounder_contracts import (
     AgentIterationCompleted,
@@ -75,7 +77,7 @@ from cofounder_runtime.publisher import Publisher
 __all__ = ["HandBack", "Outcome", "RunnerDeps", "drive"]
 
 PRODUCER: Final = "agent-runner"
-_log = structlog.get_logger("cofounder.agent.loop")
+_log = structlog.get_logger("cofounder.runner.loop")
 _PREVIEW: Final = 200
 _ENCODE: Final = msgspec.json.Encoder()
 
@@ -139,13 +141,45 @@ class _Run:
     dispatcher: ToolDispatcher
     system: list[dict[str, Any]]
     log: Any
+    pending_usage: BudgetUsage | None = None
+    backlog: list[Event] = field(default_factory=list)
+    sender: asyncio.Task[None] | None = None
 
     @property
     def context(self) -> ContextReady:
         return self.state.context
 
-    async def emit(self, *events: Event) -> None:
-        await self.deps.publisher.publish_many((stream_for(type(e)).name, e) for e in events)
+    def emit_soon(self, event: Event) -> None:
+        """Publish in the background, in order (tool progress: the loop does not wait for it)."""
+        self.backlog.append(event)
+        if self.sender is None or self.sender.done():
+            self.sender = asyncio.create_task(self._send_backlog())
+
+    async def _send_backlog(self) -> None:
+        while self.backlog:
+            batch, self.backlog = self.backlog, []
+            try:
+                await self.deps.publisher.publish_many((stream_for(type(e)).name, e) for e in batch)
+            except Exception:
+                self.backlog[:0] = batch  # emit() sends them, or raises
+                raise
+
+    async def emit(self, *events: Event, read_control: bool = False) -> Control | None:
+        """Publish ``events`` after everything sent in the background, in one round trip; with
+        ``read_control``, the gate and the cancel flag come back in the same round trip."""
+        if self.sender is not None:
+            with contextlib.suppress(Exception):
+                await self.sender  # a failure leaves its batch in the backlog, sent below
+            self.sender = None
+        publisher = self.deps.publisher
+        async with self.deps.redis.pipeline(transaction=False) as pipe:
+            for event in [*self.backlog, *events]:
+                publisher.add(pipe, stream_for(type(event)).name, event)
+            if read_control:
+                queue_control(pipe, user_id=self.context.user_id, build_id=self.context.build_id)
+            replies = await pipe.execute()
+        self.backlog = []
+        return parse_control(replies[-2], replies[-1]) if read_control else None
 
     async def checkpoint(self, kind: str, parts: dict[str, Any]) -> int:
         self.lease.check()
@@ -156,30 +190,29 @@ class _Run:
     async def on_usage(
         self, model: str, usage: TokenUsage, request_id: str | None, outcome: UsageOutcome
     ) -> None:
-        if outcome is UsageOutcome.OK:
-            self.state.input_tokens += (
-                usage.input_tokens
-                + usage.cache_creation_input_tokens
-                + usage.cache_read_input_tokens
-            )
-            self.state.output_tokens += usage.output_tokens
-        await self.deps.publisher.emit(
-            BudgetUsage(
-                build_id=self.context.build_id,
-                project_id=self.context.project_id,
-                user_id=self.context.user_id,
-                producer=PRODUCER,
-                causation_id=self.context.event_id,
-                trace=self.context.trace,
-                model=model,
-                input_tokens=usage.input_tokens,
-                output_tokens=usage.output_tokens,
-                cache_creation_input_tokens=usage.cache_creation_input_tokens,
-                cache_read_input_tokens=usage.cache_read_input_tokens,
-                request_id=request_id,
-                outcome=outcome,
-            )
+        event = BudgetUsage(
+            build_id=self.context.build_id,
+            project_id=self.context.project_id,
+            user_id=self.context.user_id,
+            producer=PRODUCER,
+            causation_id=self.context.event_id,
+            trace=self.context.trace,
+            model=model,
+            input_tokens=usage.input_tokens,
+            output_tokens=usage.output_tokens,
+            cache_creation_input_tokens=usage.cache_creation_input_tokens,
+            cache_read_input_tokens=usage.cache_read_input_tokens,
+            request_id=request_id,
+            outcome=outcome,
         )
+        if outcome is not UsageOutcome.OK:
+            await self.deps.publisher.emit(event)  # a call that broke off: metered at once
+            return
+        self.state.input_tokens += usage.prompt_tokens
+        self.state.output_tokens += usage.output_tokens
+        # Sent with the iteration's events, after its checkpoint: one round trip fewer. A crash
+        # before then loses this meter reading, and the repeated call is metered instead.
+        self.pending_usage = event
 
     # -- the loop --------------------------------------------------------------------------
 
@@ -187,13 +220,13 @@ class _Run:
         settings = self.deps.settings
         state = self.state
         limit = settings.max_tool_calls_for(self.context.tier)
+        control = await read_control(
+            self.deps.redis, user_id=self.context.user_id, build_id=self.context.build_id
+        )
         while True:
             if self.deps.stopping.is_set():
                 raise HandBack("the runner is shutting down")
             self.lease.check()
-            control = await read_control(
-                self.deps.redis, user_id=self.context.user_id, build_id=self.context.build_id
-            )
             if control.cancelled:
                 return await self.cancelled()
             if control.closed_until is not None:
@@ -210,23 +243,26 @@ class _Run:
             if state.prompt_tokens > settings.compact_at * settings.context_window:
                 await self.compact()
             try:
+                cached = settings.prompt_caching
                 reply = await self.deps.model.complete(
                     model=state.model,
                     system=self.system,
-                    tools=CACHED_TOOLS,
-                    messages=request_messages(state.messages),
+                    tools=CACHED_TOOLS if cached else TOOL_DEFINITIONS,
+                    messages=request_messages(state.messages) if cached else state.messages,
                     max_tokens=settings.max_tokens,
                     build_id=self.context.build_id,
                     on_usage=self.on_usage,
                 )
             except ModelRejected as exc:
                 return await self.fail(str(exc))
-            outcome = await self.turn(reply.message, reply.usage)
-            if outcome is not None:
-                return outcome
+            ended = await self.turn(reply.message, reply.usage)
+            if isinstance(ended, Outcome):
+                return ended
+            control = ended
 
-    async def turn(self, assistant: dict[str, Any], usage: TokenUsage) -> Outcome | None:
-        """Run the tools of one assistant turn, checkpoint it, emit its events."""
+    async def turn(self, assistant: dict[str, Any], usage: TokenUsage) -> Outcome | Control:
+        """Run the tools of one assistant turn, checkpoint it, emit its events; return how the
+        build ended, or the gate and cancel flag read in the same round trip as the events."""
         state = self.state
         iteration = state.iteration + 1
         uses = [b for b in assistant["content"] if b.get("type") == "tool_use"]
@@ -235,7 +271,7 @@ class _Run:
         nudge: str | None = None
         stuck_reason: str | None = None
         for use in uses:
-            await self.emit(
+            self.emit_soon(
                 ToolCalled(
                     **_envelope(self.context, f"tool:{use['id']}:called"),
                     iteration=iteration,
@@ -249,7 +285,7 @@ class _Run:
             duration_ms = int((time.perf_counter() - started) * 1000)
             state.tool_calls += 1
             results.append(result.result_block(use["id"]))
-            await self.emit(
+            self.emit_soon(
                 ToolCompleted(
                     **_envelope(self.context, f"tool:{use['id']}:completed"),
                     iteration=iteration,
@@ -287,6 +323,7 @@ class _Run:
             },
         )
         events: list[Event] = [
+            *([self.pending_usage] if self.pending_usage is not None else []),
             AgentIterationCompleted(
                 **_envelope(self.context, f"iteration:{iteration}"),
                 iteration=iteration,
@@ -302,12 +339,14 @@ class _Run:
             events.append(
                 self.snapshot_request(SnapshotReason.PERIODIC, f"snapshot:{state.tool_calls}")
             )
-        await self.emit(*events)
+        control = await self.emit(*events, read_control=finished is None and stuck_reason is None)
+        self.pending_usage = None
         if finished is not None:
             return await self.complete(finished)
         if stuck_reason is not None:
             return await self.fail(stuck_reason)
-        return None
+        assert control is not None
+        return control
 
     def track_stuck(
         self, use: dict[str, Any], result: ToolOutcome
@@ -540,7 +579,7 @@ async def drive(
             lease=lease,
             sandbox=sandbox,
             dispatcher=dispatcher,
-            system=system_blocks(system_prompt(state.context)),
+            system=system_blocks(system_prompt(state.context), cached=deps.settings.prompt_caching),
             log=log,
         )
         try:
@@ -563,4 +602,7 @@ async def drive(
             log.info("driving build", reason=reason, iteration=state.iteration, model=state.model)
             return await run.loop()
         finally:
+            if run.sender is not None:
+                with contextlib.suppress(Exception):
+                    await run.sender  # progress events of an unfinished turn: best effort
             await dispatcher.close()

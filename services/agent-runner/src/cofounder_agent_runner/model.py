@@ -30,7 +30,7 @@ from cofounder_contracts.events import UsageOutcome
 
 __all__ = ["ModelClient", "ModelRejected", "ModelReply", "ModelUnavailable", "TokenUsage"]
 
-_log = structlog.get_logger("cofounder.agent.model")
+_log = structlog.get_logger("cofounder.runner.model")
 _RETRY_AFTER_CAP_S = 300.0
 
 

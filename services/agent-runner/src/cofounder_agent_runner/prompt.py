@@ -55,9 +55,12 @@ def system_prompt(context: ContextReady) -> str:
     )
 
 
-def system_blocks(prompt: str) -> list[dict[str, Any]]:
-    """The system prompt as one cached text block."""
-    return [{"type": "text", "text": prompt, "cache_control": _EPHEMERAL}]
+def system_blocks(prompt: str, *, cached: bool = True) -> list[dict[str, Any]]:
+    """The system prompt as one text block, a cache breakpoint unless ``cached`` is off."""
+    block: dict[str, Any] = {"type": "text", "text": prompt}
+    if cached:
+        block["cache_control"] = _EPHEMERAL
+    return [block]
 
 
 def first_message(context: ContextReady) -> dict[str, Any]:

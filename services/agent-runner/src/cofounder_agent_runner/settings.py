@@ -57,6 +57,9 @@ class RunnerSettings(RuntimeSettings):
     model_backoff_s: float = Field(default=1.0, description="First backoff between attempts.")
     model_backoff_max_s: float = Field(default=30.0, description="Longest backoff.")
     model_timeout_s: float = Field(default=600.0, description="Per-request timeout.")
+    prompt_caching: bool = Field(
+        default=True, description="Cache breakpoints on the tools, system prompt and rolling end."
+    )
     max_tokens: int = Field(default=8_192, description="max_tokens of each model call.")
     context_window: int = Field(default=200_000, description="The model's context window.")
     compact_at: float = Field(

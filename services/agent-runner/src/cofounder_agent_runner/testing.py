@@ -82,14 +82,15 @@ def context_ready(
 async def read_build_events(
     redis: Redis, build_id: str, streams: Sequence[str] = _WATCHED
 ) -> list[Event]:
-    """Every event of ``build_id`` on the watched streams, each stream in order, streams in turn."""
+    """Every event of ``build_id`` (``*``: of every build) on the watched streams, each stream in
+    order, streams in turn."""
     out: list[Event] = []
     for stream in streams:
         for _, fields in read_entries([[stream.encode(), await redis.xrange(stream)]]):
             if fields is None:
                 continue
             event = _CODEC.decode(fields)
-            if event.build_id == build_id:
+            if build_id in ("*", event.build_id):
                 out.append(event)
     return out
 
@@ -130,4 +131,5 @@ class Harness:
     async def close(self) -> None:
         await self.sandboxes.kill_all()
         await self.deps.model.client.close()
+        await self.deps.checkpoints.close()
         await self.deps.engine.dispose()

@@ -33,6 +33,12 @@ def upgrade() -> None:
         sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
         sa.PrimaryKeyConstraint("build_id", "seq", name=op.f("pk_agent_checkpoints")),
     )
+    op.create_index(
+        "ix_agent_checkpoints_build_generation",
+        "agent_checkpoints",
+        ["build_id", "generation"],
+        unique=False,
+    )
     op.create_table(
         "build_versions",
         sa.Column("project_id", sa.String(length=36), nullable=False),
@@ -46,4 +52,5 @@ def upgrade() -> None:
 
 def downgrade() -> None:
     op.drop_table("build_versions")
+    op.drop_index("ix_agent_checkpoints_build_generation", table_name="agent_checkpoints")
     op.drop_table("agent_checkpoints")
