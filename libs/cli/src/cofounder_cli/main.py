@@ -9,7 +9,7 @@ from importlib.metadata import entry_points
 
 import typer
 
-from cofounder_cli import db, dlq, events, serve
+from cofounder_cli import db, dev, dlq, events, serve
 
 app = typer.Typer(
     name="cofounder",
@@ -22,6 +22,7 @@ app.add_typer(db.app, name="db")
 app.add_typer(dlq.app, name="dlq")
 app.add_typer(events.app, name="events")
 app.command("serve")(serve.serve)
+app.command("dev")(dev.dev)
 
 #: Services add command groups under this entry-point group (the gateway: token, seed).
 COMMAND_ENTRY_POINTS = "cofounder.commands"

@@ -1,0 +1,279 @@
+"""``cofounder dev``: the whole pipeline on one machine, a demo build, its progress live.
+
+With nothing configured it starts what the services need (a local ``redis-server`` when
+``REDIS_URL`` is unset, an SQLite file when ``DATABASE_URL`` is unset, the scripted model server
+when ``ANTHROPIC_API_KEY`` is unset, local sandboxes unless ``E2B_API_KEY`` is set), runs every
+built service as a child process (logs in ``<workdir>/logs/``), seeds a demo founder through the
+gateway's admin API, starts a build and prints its events as they happen until the preview URL.
+Ctrl-C stops everything; ``--once`` stops after the build and exits 0, or 1 with the reason.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Annotated, Any, Final
+
+import httpx
+import typer
+
+from cofounder_db.migrate import upgrade
+
+__all__ = ["dev"]
+
+SERVICES: Final = ("gateway", "context-assembler", "agent-runner")
+ADMIN_TOKEN: Final = "dev-admin-token"  # noqa: S105 - the gateway's development default
+_END: Final = {"build.completed", "build.failed"}
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+@dataclass
+class Stack:
+    """The child processes of one ``cofounder dev`` run."""
+
+    workdir: Path
+    procs: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
+
+    def start(self, name: str, argv: list[str], env: dict[str, str]) -> subprocess.Popen[bytes]:
+        logs = self.workdir / "logs"
+        logs.mkdir(parents=True, exist_ok=True)
+        with (logs / f"{name}.log").open("ab") as log:
+            proc = subprocess.Popen(argv, env=env, stdout=log, stderr=subprocess.STDOUT)
+        self.procs[name] = proc
+        return proc
+
+    def check(self) -> None:
+        for name, proc in self.procs.items():
+            if proc.poll() is not None:
+                tail = (self.workdir / "logs" / f"{name}.log").read_text(errors="replace")[-2000:]
+                raise RuntimeError(f"{name} exited ({proc.returncode}); its log ends:\n{tail}")
+
+    def stop(self) -> None:
+        for proc in reversed(self.procs.values()):
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGTERM)
+        for proc in reversed(self.procs.values()):
+            try:
+                proc.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+        # Dev servers the builds started live on in their sandboxes: end them too.
+        for state in (self.workdir / "sandboxes").glob("*/sandbox.json"):
+            with contextlib.suppress(OSError, ValueError):
+                for group in json.loads(state.read_text()).get("pgids", []):
+                    with contextlib.suppress(OSError):
+                        os.killpg(group, signal.SIGKILL)
+
+
+def _wait(what: str, check: Any, stack: Stack, timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    while True:
+        stack.check()
+        with contextlib.suppress(Exception):
+            if check():
+                return
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"timed out waiting for {what}")
+        time.sleep(0.1)
+
+
+def _redis(stack: Stack) -> str:
+    url = os.environ.get("REDIS_URL")
+    if url:
+        return url
+    binary = shutil.which("redis-server")
+    if binary is None:
+        raise RuntimeError(
+            "REDIS_URL is not set and redis-server is not on PATH: install Redis "
+            "(Debian: apt-get install redis-server) or point REDIS_URL at a server"
+        )
+    port = _free_port()
+    stack.start(
+        "redis",
+        [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],
+        dict(os.environ),
+    )
+
+    def answers() -> bool:
+        with socket.create_connection(("127.0.0.1", port), timeout=1) as s:
+            s.sendall(b"PING\r\n")
+            return s.recv(16).startswith(b"+PONG")
+
+    _wait("redis-server", answers, stack, timeout=15)
+    return f"redis://127.0.0.1:{port}/0"
+
+
+def _model(stack: Stack) -> dict[str, str]:
+    if os.environ.get("ANTHROPIC_API_KEY"):
+        return {}
+    port = _free_port()
+    stack.start(
+        "scripted-model",
+        [sys.executable, "-m", "cofounder_scripted_model", "--port", str(port)],
+        dict(os.environ),
+    )
+    return {"ANTHROPIC_BASE_URL": f"http://127.0.0.1:{port}"}
+
+
+class Progress:
+    """Prints a build's events as one line each."""
+
+    def __init__(self) -> None:
+        self.started = time.monotonic()
+        self.tokens_in = 0
+        self.tokens_out = 0
+
+    def line(self, text: str) -> None:
+        typer.echo(f"{time.monotonic() - self.started:6.1f}s  {text}")
+
+    def show(self, kind: str, data: dict[str, Any]) -> None:
+        match kind:
+            case "build.status_changed":
+                self.line(f"status: {data['status']}")
+            case "tool.called":
+                self.line(f"  -> {data['name']}: {data['input_preview'][:90]}")
+            case "tool.completed":
+                mark = "error" if data["is_error"] else "ok"
+                took = f"{data['duration_ms']} ms"
+                self.line(f"  <- {data['name']} {mark} ({took}): {data['output_preview'][:70]}")
+            case "agent.iteration_completed":
+                self.tokens_in += data.get("input_tokens", 0)
+                self.tokens_out += data.get("output_tokens", 0)
+                self.line(
+                    f"iteration {data['iteration']}: {data['tool_calls']} tool calls so far, "
+                    f"tokens {self.tokens_in:,} in / {self.tokens_out:,} out"
+                )
+            case "agent.sleeping":
+                self.line(f"asleep: the daily budget is spent until {data['resets_at']}")
+            case "agent.resumed":
+                self.line(f"resumed ({data.get('reason')})")
+            case "snapshot.completed":
+                self.line(f"snapshot v{data['version']}: {data['files']} files")
+            case "build.completed":
+                self.line(f"completed: version {data['build_version']}: {data['summary']}")
+            case "build.failed":
+                self.line(f"failed: {data['reason']}")
+
+
+def _events(client: httpx.Client, build_id: str) -> Iterator[tuple[str, dict[str, Any]]]:
+    with client.stream("GET", f"/v1/builds/{build_id}/events", timeout=None) as response:
+        response.raise_for_status()
+        kind, data = "", ""
+        for line in response.iter_lines():
+            if line.startswith("event: "):
+                kind = line[7:]
+            elif line.startswith("data: "):
+                data = line[6:]
+            elif not line and kind:
+                yield kind, json.loads(data)
+                kind, data = "", ""
+
+
+def _run_build(base_url: str) -> tuple[bool, str]:
+    admin = httpx.Client(base_url=base_url, headers={"Authorization": f"Bearer {ADMIN_TOKEN}"})
+    with admin:
+        demo = admin.post("/v1/admin/demo", timeout=30)
+        demo.raise_for_status()
+    seeded = demo.json()
+    typer.echo(f"demo founder {seeded['user_id']}, project {seeded['project_id']}")
+    client = httpx.Client(base_url=base_url, headers={"Authorization": f"Bearer {seeded['token']}"})
+    with client:
+        created = client.post(f"/v1/projects/{seeded['project_id']}/builds", json={}, timeout=30)
+        created.raise_for_status()
+        build_id = created.json()["id"]
+        typer.echo(f"build {build_id} queued; following its events (Ctrl-C stops everything)")
+        progress = Progress()
+        final: dict[str, Any] = {}
+        for kind, data in _events(client, build_id):
+            progress.show(kind, data)
+            if kind in _END:
+                final = {"kind": kind, **data}
+                break
+    if final.get("kind") != "build.completed":
+        return False, str(final.get("reason") or "the event stream ended without an outcome")
+    preview = final.get("preview_url")
+    if not preview:
+        return True, "(the build finished without a preview)"
+    try:
+        status = httpx.get(preview, timeout=10).status_code
+    except httpx.HTTPError as exc:
+        return False, f"the preview {preview} does not answer: {exc}"
+    return status == 200, f"{preview} (HTTP {status})"
+
+
+def dev(
+    once: Annotated[
+        bool, typer.Option("--once", help="Run the demo build, then stop and exit.")
+    ] = False,
+    workdir: Annotated[
+        Path, typer.Option(help="Where the database, logs and sandboxes go.")
+    ] = Path(".cofounder/dev"),
+    port: Annotated[int, typer.Option(help="The gateway's port (0: a free one).")] = 0,
+) -> None:
+    """The whole pipeline on this machine: every service, a demo build, its progress live."""
+    workdir.mkdir(parents=True, exist_ok=True)
+    stack = Stack(workdir.resolve())
+    ok, message = False, "interrupted"
+    try:
+        redis_url = _redis(stack)
+        database_url = (
+            os.environ.get("DATABASE_URL")
+            or f"sqlite+aiosqlite:///{stack.workdir / 'cofounder.db'}"
+        )
+        upgrade(database_url)
+        gateway_port = port or _free_port()
+        env = {
+            **os.environ,
+            "REDIS_URL": redis_url,
+            "DATABASE_URL": database_url,
+            "SANDBOX_ROOT": str(stack.workdir / "sandboxes"),
+            "PORT": str(gateway_port),
+            "ENVIRONMENT": os.environ.get("ENVIRONMENT", "development"),
+            "LOG_JSON": "false",
+            **_model(stack),
+        }
+        for service in SERVICES:
+            stack.start(service, [sys.executable, "-m", "cofounder_cli", "serve", service], env)
+        base_url = f"http://127.0.0.1:{gateway_port}"
+        _wait(
+            "the gateway",
+            lambda: httpx.get(f"{base_url}/v1/readyz", timeout=2).status_code == 200,
+            stack,
+        )
+        typer.echo(
+            f"pipeline up: gateway {base_url}, redis {redis_url}, logs in {stack.workdir / 'logs'}"
+        )
+        ok, message = _run_build(base_url)
+        typer.echo(("preview: " if ok else "build failed: ") + message)
+        if not once and ok:
+            typer.echo("running; Ctrl-C stops everything")
+            while True:
+                stack.check()
+                time.sleep(1)
+    except KeyboardInterrupt:
+        typer.echo("stopping")
+        ok = True
+    except (RuntimeError, httpx.HTTPError) as exc:
+        ok, message = False, str(exc)
+        typer.echo(f"error: {message}", err=True)
+    finally:
+        stack.stop()
+    if not ok:
+        raise typer.Exit(1)
