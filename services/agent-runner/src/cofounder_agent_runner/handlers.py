@@ -28,5 +28,9 @@ async def on_wake(event: BudgetWake, deps: RunnerDeps) -> None:
 
 
 async def on_cancel_requested(event: BuildCancelRequested, deps: RunnerDeps) -> None:
-    """Flag the build; its loop stops before its next model call (or at once when it wakes)."""
+    """Flag the build: a running loop stops before its next model call. A build that nobody
+    drives (asleep, or handed back) is taken up here and ended at once, its sandbox killed; one
+    that has not started yet stops at its first check."""
     await request_cancel(deps.redis, event.build_id)
+    outcome = await drive(deps, build_id=event.build_id, context=None, reason="cancel")
+    _log.info("cancel handled", build_id=event.build_id, outcome=str(outcome))

@@ -589,7 +589,7 @@ async def drive(
                         **_envelope(state.context, "status:running"), status=BuildStatus.RUNNING
                     )
                 )
-            else:
+            elif reason != "cancel":
                 if new_sandbox:
                     log.warning("resuming in a new sandbox: files not in a snapshot are lost")
                 await run.emit(
