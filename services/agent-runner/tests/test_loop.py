@@ -342,3 +342,17 @@ async def test_a_cancel_request_stops_the_build_between_iterations(
     assert state is not None
     assert state.ended is not None
     assert state.ended["outcome"] == "cancelled"
+
+
+async def test_an_error_event_mid_stream_is_metered_and_retried(
+    harness: Harness, scripted: ScriptedModel
+) -> None:
+    scripted.faults({"cut_after_blocks": 1, "stream_error": "overloaded_error"})
+    context = context_ready()
+    outcome = await drive(harness.deps, build_id=context.build_id, context=context, reason="start")
+    assert outcome is Outcome.COMPLETED
+    usage = [e for e in await harness.events(context.build_id) if isinstance(e, BudgetUsage)]
+    assert usage[0].outcome == "error"
+    assert usage[0].input_tokens > 0
+    assert usage[1].outcome == "ok"
+    assert [t for t, _, _ in _turns(scripted.log(), context.build_id)][:2] == [0, 0]

@@ -5,7 +5,8 @@ Faults are queued and consumed one per ``/v1/messages`` request, in order:
 
 - ``{"status": 429, "retry_after": 1}``: a rate limit with ``retry-after`` seconds;
 - ``{"status": 529}`` (overloaded), ``{"status": 500}``, or ``{"status": 400, "message": "..."}``;
-- ``{"cut_after_blocks": 1}``: a stream that ends without ``message_stop`` after that many blocks
+- ``{"cut_after_blocks": 1}``: a stream that ends without ``message_stop`` after that many blocks;
+  with ``"stream_error": "overloaded_error"`` it sends the API's mid-stream ``error`` event there
   (non-streaming requests get a dropped connection);
 - each with ``"times": n`` (default 1) and optionally ``"model": "..."`` to hit only that model.
 
@@ -54,6 +55,7 @@ class Fault(msgspec.Struct, kw_only=True):
     retry_after: float | None = None
     message: str | None = None
     cut_after_blocks: int | None = None
+    stream_error: str | None = None  # with cut_after_blocks: an ``error`` event there instead
     times: int = 1
     model: str | None = None
 
@@ -112,12 +114,20 @@ def _sse(event: str, data: Mapping[str, Any]) -> bytes:
 
 
 async def _stream(
-    message: dict[str, Any], usage: Usage, output_tokens: int, cut_after: int | None
+    message: dict[str, Any],
+    usage: Usage,
+    output_tokens: int,
+    cut_after: int | None,
+    error: str | None = None,
 ) -> AsyncIterator[bytes]:
     start = dict(message, content=[], stop_reason=None, usage=_usage_dict(usage, 1))
     yield _sse("message_start", {"type": "message_start", "message": start})
     for index, block in enumerate(message["content"]):
         if cut_after is not None and index >= cut_after:
+            if error is not None:  # the API's way: an error event, then the stream ends
+                body = {"type": "error", "error": {"type": error, "message": "Overloaded"}}
+                yield _sse("error", body)
+                return
             raise ConnectionAbortedError("scripted fault: stream cut short")
         if block["type"] == "text":
             yield _sse(
@@ -222,7 +232,7 @@ async def _messages(state: ModelServer, request: Request) -> Response:
     entry.update(status=200, cut=cut is not None, usage=message["usage"])
     if body.get("stream"):
         return StreamingResponse(
-            _stream(message, usage, output_tokens, cut),
+            _stream(message, usage, output_tokens, cut, fault.stream_error if fault else None),
             media_type="text/event-stream",
             headers={"request-id": request_id, "cache-control": "no-cache"},
         )

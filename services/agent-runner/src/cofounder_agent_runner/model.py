@@ -172,8 +172,16 @@ class ModelClient:
                     request_id=request_id,
                 )
             except anthropic.APIStatusError as exc:
-                status = exc.status_code
+                status = _status(exc)
                 last_error = f"{status}: {exc.message}"
+                snapshot = _snapshot(stream)
+                if snapshot is not None:  # an error event mid-stream: its input was consumed
+                    await on_usage(
+                        current,
+                        TokenUsage.of(snapshot.usage),
+                        _request_id(stream),
+                        UsageOutcome.ERROR,
+                    )
                 if status == 429:
                     wait = _retry_after(exc)
                     delay = wait if wait is not None else self._backoff(attempt)
@@ -206,6 +214,25 @@ class ModelClient:
         raise ModelUnavailable(
             f"the model API kept failing ({self.attempts} attempts): {last_error}"
         )
+
+
+#: A mid-stream ``error`` event arrives on a 200 response: its type says what it is.
+_STREAM_ERRORS = {
+    "overloaded_error": 529,
+    "rate_limit_error": 429,
+    "api_error": 500,
+    "timeout_error": 504,
+    "invalid_request_error": 400,
+}
+
+
+def _status(exc: anthropic.APIStatusError) -> int:
+    if exc.status_code >= 400:
+        return exc.status_code
+    body = exc.body
+    error = body.get("error") if isinstance(body, dict) else None
+    kind = error.get("type") if isinstance(error, dict) else None
+    return _STREAM_ERRORS.get(str(kind), 500)
 
 
 def _snapshot(stream: Any) -> Any:
