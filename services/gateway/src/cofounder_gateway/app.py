@@ -7,6 +7,7 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Annotated
 
+import asyncpg
 from fastapi import APIRouter, Depends, FastAPI, Header, Query, Request, Response
 from fastapi.responses import StreamingResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
@@ -37,6 +38,8 @@ class Gateway:
     redis: Redis
     feed: Feed
     relay: Relay
+    #: PostgreSQL only: a driver pool for the build-creating write (see ``builds_pg.py``).
+    pg_pool: asyncpg.Pool | None = None
 
 
 async def current_user(
@@ -90,6 +93,7 @@ def create_app(gw: Gateway) -> FastAPI:
             goal=body.goal,
             idempotency_key=idempotency_key,
             limits=gw.settings.tier_max_concurrent_builds,
+            pg_pool=gw.pg_pool,
         )
         if created:
             gw.relay.poke()

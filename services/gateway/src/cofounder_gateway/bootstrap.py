@@ -8,6 +8,7 @@ import asyncio
 import functools
 import signal
 
+import asyncpg
 import structlog
 import uvicorn
 
@@ -55,6 +56,10 @@ async def main() -> None:
     configure_logging(level=settings.log_level, json=settings.log_json)
     redis = connect_redis(settings.redis_url)
     engine = create_engine(settings.database_url)
+    pg_pool = None
+    if engine.dialect.name == "postgresql":
+        dsn = engine.url.set(drivername="postgresql").render_as_string(hide_password=False)
+        pg_pool = await asyncpg.create_pool(dsn, min_size=2, max_size=settings.write_pool_size)
     gw = Gateway(
         settings=settings,
         engine=engine,
@@ -65,6 +70,7 @@ async def main() -> None:
             reader=connect_redis(settings.redis_url, max_connections=settings.sse_max_connections),
         ),
         relay=Relay(engine, redis, idle_s=settings.outbox_poll_ms / 1000),
+        pg_pool=pg_pool,
     )
     server = uvicorn.Server(
         uvicorn.Config(
@@ -108,6 +114,8 @@ async def main() -> None:
         on_signal()
         await asyncio.gather(*tasks, return_exceptions=True)
         await gw.feed.close()
+        if pg_pool is not None:
+            await pg_pool.close()
         await engine.dispose()
         await redis.aclose()
         _log.info("gateway stopped")

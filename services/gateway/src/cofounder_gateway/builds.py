@@ -10,6 +10,7 @@ from collections.abc import AsyncIterator, Callable, Mapping
 from datetime import UTC, datetime
 from typing import TypedDict
 
+import asyncpg
 from sqlalchemy import func, select, tuple_, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
@@ -67,6 +68,7 @@ async def create_build(
     goal: str,
     idempotency_key: str | None,
     limits: Mapping[str, int],
+    pg_pool: asyncpg.Pool | None = None,
 ) -> tuple[Build, bool]:
     """Create a queued build and its ``build.requested`` in one transaction (the outbox).
 
@@ -109,6 +111,7 @@ async def create_build(
         if engine.dialect.name == "postgresql":
             answer = await create_build_pg(
                 engine,
+                pool=pg_pool,
                 build=build,
                 active_statuses=_ACTIVE,
                 events=[queued, requested],

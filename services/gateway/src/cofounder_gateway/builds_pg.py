@@ -11,7 +11,8 @@ in ``builds.py``; the tests run both.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import contextlib
+from collections.abc import AsyncIterator, Sequence
 from datetime import datetime
 from typing import Any, Final
 
@@ -60,6 +61,7 @@ class Conflict(Exception):
 async def create_build_pg(
     engine: AsyncEngine,
     *,
+    pool: asyncpg.Pool | None = None,
     build: Build,
     active_statuses: Sequence[str],
     events: Sequence[Event],
@@ -72,9 +74,7 @@ async def create_build_pg(
     or ``None`` to go ahead. Returns what it returned, or None when ``build`` was inserted.
     Raises :class:`Conflict` when a concurrent request inserted the same key first.
     """
-    async with engine.connect() as sa_conn:
-        conn = (await sa_conn.get_raw_connection()).driver_connection
-        assert isinstance(conn, asyncpg.Connection), "the PostgreSQL driver must be asyncpg"
+    async with _connection(engine, pool) as conn:
         try:
             async with conn.transaction():
                 await conn.execute(_LOCK, build.user_id)
@@ -108,6 +108,21 @@ async def create_build_pg(
         except asyncpg.UniqueViolationError:
             raise Conflict from None
     return None
+
+
+@contextlib.asynccontextmanager
+async def _connection(engine: AsyncEngine, pool: asyncpg.Pool | None) -> AsyncIterator[Any]:
+    """A driver connection: from the gateway's asyncpg pool when it has one (measured: the
+    SQLAlchemy checkout with its pre-ping cost about a tenth of the throughput), else from the
+    engine's pool."""
+    if pool is not None:
+        async with pool.acquire() as pooled:
+            yield pooled
+        return
+    async with engine.connect() as sa_conn:
+        driver = (await sa_conn.get_raw_connection()).driver_connection
+        assert isinstance(driver, asyncpg.Connection), "the PostgreSQL driver must be asyncpg"
+        yield driver
 
 
 def _columns(events: Sequence[Event], now: datetime) -> list[list[Any]]:

@@ -29,6 +29,9 @@ class GatewaySettings(RuntimeSettings):
     autonomous_agent: bool = Field(
         default=True, description="Accept builds (false: 503 autonomous_agent_off)."
     )
+    write_pool_size: int = Field(
+        default=20, description="PostgreSQL connections for creating builds (asyncpg pool)."
+    )
     max_body_bytes: int = Field(default=64 * 1024, description="Larger request bodies get 413.")
     tier_max_concurrent_builds: dict[str, int] = Field(
         default={"bootstrapper": 2, "founder": 5, "pro": 10},

@@ -111,6 +111,7 @@ async def start_gateway(
                 c.stop()
             await asyncio.gather(*tasks, return_exceptions=True)
             await gw.feed.close()
+            await gw.relay.close()
             await redis.flushdb()
             await redis.aclose()
             await engine.dispose()
