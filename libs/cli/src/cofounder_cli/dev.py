@@ -19,7 +19,6 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated, Any, Final
@@ -27,13 +26,13 @@ from typing import Annotated, Any, Final
 import httpx
 import typer
 
+from cofounder_cli.progress import follow
 from cofounder_db.migrate import upgrade
 
 __all__ = ["dev"]
 
 SERVICES: Final = ("gateway", "context-assembler", "agent-runner")
 ADMIN_TOKEN: Final = "dev-admin-token"  # noqa: S105 - the gateway's development default
-_END: Final = {"build.completed", "build.failed"}
 
 
 def _free_port() -> int:
@@ -132,60 +131,6 @@ def _model(stack: Stack) -> dict[str, str]:
     return {"ANTHROPIC_BASE_URL": f"http://127.0.0.1:{port}"}
 
 
-class Progress:
-    """Prints a build's events as one line each."""
-
-    def __init__(self) -> None:
-        self.started = time.monotonic()
-        self.tokens_in = 0
-        self.tokens_out = 0
-
-    def line(self, text: str) -> None:
-        typer.echo(f"{time.monotonic() - self.started:6.1f}s  {text}")
-
-    def show(self, kind: str, data: dict[str, Any]) -> None:
-        match kind:
-            case "build.status_changed":
-                self.line(f"status: {data['status']}")
-            case "tool.called":
-                self.line(f"  -> {data['name']}: {data['input_preview'][:90]}")
-            case "tool.completed":
-                mark = "error" if data["is_error"] else "ok"
-                took = f"{data['duration_ms']} ms"
-                self.line(f"  <- {data['name']} {mark} ({took}): {data['output_preview'][:70]}")
-            case "agent.iteration_completed":
-                self.tokens_in += data.get("input_tokens", 0)
-                self.tokens_out += data.get("output_tokens", 0)
-                self.line(
-                    f"iteration {data['iteration']}: {data['tool_calls']} tool calls so far, "
-                    f"tokens {self.tokens_in:,} in / {self.tokens_out:,} out"
-                )
-            case "agent.sleeping":
-                self.line(f"asleep: the daily budget is spent until {data['resets_at']}")
-            case "agent.resumed":
-                self.line(f"resumed ({data.get('reason')})")
-            case "snapshot.completed":
-                self.line(f"snapshot v{data['version']}: {data['files']} files")
-            case "build.completed":
-                self.line(f"completed: version {data['build_version']}: {data['summary']}")
-            case "build.failed":
-                self.line(f"failed: {data['reason']}")
-
-
-def _events(client: httpx.Client, build_id: str) -> Iterator[tuple[str, dict[str, Any]]]:
-    with client.stream("GET", f"/v1/builds/{build_id}/events", timeout=None) as response:
-        response.raise_for_status()
-        kind, data = "", ""
-        for line in response.iter_lines():
-            if line.startswith("event: "):
-                kind = line[7:]
-            elif line.startswith("data: "):
-                data = line[6:]
-            elif not line and kind:
-                yield kind, json.loads(data)
-                kind, data = "", ""
-
-
 def _run_build(base_url: str) -> tuple[bool, str]:
     admin = httpx.Client(base_url=base_url, headers={"Authorization": f"Bearer {ADMIN_TOKEN}"})
     with admin:
@@ -199,13 +144,7 @@ def _run_build(base_url: str) -> tuple[bool, str]:
         created.raise_for_status()
         build_id = created.json()["id"]
         typer.echo(f"build {build_id} queued; following its events (Ctrl-C stops everything)")
-        progress = Progress()
-        final: dict[str, Any] = {}
-        for kind, data in _events(client, build_id):
-            progress.show(kind, data)
-            if kind in _END:
-                final = {"kind": kind, **data}
-                break
+        final = follow(client, build_id)
     if final.get("kind") != "build.completed":
         return False, str(final.get("reason") or "the event stream ended without an outcome")
     preview = final.get("preview_url")

@@ -9,7 +9,7 @@ from importlib.metadata import entry_points
 
 import typer
 
-from cofounder_cli import db, dev, dlq, events, serve
+from cofounder_cli import builds, db, dev, dlq, events, serve
 
 app = typer.Typer(
     name="cofounder",
@@ -18,6 +18,7 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
 )
+app.add_typer(builds.app, name="builds")
 app.add_typer(db.app, name="db")
 app.add_typer(dlq.app, name="dlq")
 app.add_typer(events.app, name="events")

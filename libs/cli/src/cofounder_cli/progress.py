@@ -1,0 +1,90 @@
+"""Following a build's events (the gateway's SSE stream) as one human-readable line each."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable, Iterator
+from typing import Any, Final
+
+import httpx
+import typer
+
+__all__ = ["END_EVENTS", "Progress", "events", "follow"]
+
+#: The events after which a build's stream ends.
+END_EVENTS: Final = frozenset({"build.completed", "build.failed"})
+
+
+class Progress:
+    """Prints a build's events as one line each."""
+
+    def __init__(self) -> None:
+        self.started = time.monotonic()
+        self.tokens_in = 0
+        self.tokens_out = 0
+
+    def line(self, text: str) -> None:
+        typer.echo(f"{time.monotonic() - self.started:6.1f}s  {text}")
+
+    def show(self, kind: str, data: dict[str, Any]) -> None:
+        match kind:
+            case "build.status_changed":
+                self.line(f"status: {data['status']}")
+            case "tool.called":
+                self.line(f"  -> {data['name']}: {data['input_preview'][:90]}")
+            case "tool.completed":
+                mark = "error" if data["is_error"] else "ok"
+                took = f"{data['duration_ms']} ms"
+                self.line(f"  <- {data['name']} {mark} ({took}): {data['output_preview'][:70]}")
+            case "agent.iteration_completed":
+                self.tokens_in += data.get("input_tokens", 0)
+                self.tokens_out += data.get("output_tokens", 0)
+                self.line(
+                    f"iteration {data['iteration']}: {data['tool_calls']} tool calls so far, "
+                    f"tokens {self.tokens_in:,} in / {self.tokens_out:,} out"
+                )
+            case "agent.sleeping":
+                self.line(f"asleep: the daily budget is spent until {data['resets_at']}")
+            case "agent.resumed":
+                self.line(f"resumed ({data.get('reason')})")
+            case "snapshot.completed":
+                self.line(f"snapshot v{data['version']}: {data['files']} files")
+            case "build.completed":
+                self.line(f"completed: version {data['build_version']}: {data['summary']}")
+            case "build.failed":
+                self.line(f"failed: {data['reason']}")
+
+
+def events(client: httpx.Client, build_id: str) -> Iterator[tuple[str, dict[str, Any]]]:
+    with client.stream("GET", f"/v1/builds/{build_id}/events", timeout=None) as response:
+        if response.status_code >= 400:
+            response.read()  # the problem body, for the caller's error message
+            response.raise_for_status()
+        kind, data = "", ""
+        for line in response.iter_lines():
+            if line.startswith("event: "):
+                kind = line[7:]
+            elif line.startswith("data: "):
+                data = line[6:]
+            elif not line and kind:
+                yield kind, json.loads(data)
+                kind, data = "", ""
+
+
+def follow(
+    client: httpx.Client,
+    build_id: str,
+    *,
+    on_event: Callable[[str, dict[str, Any]], None] | None = None,
+) -> dict[str, Any]:
+    """Print (or hand to ``on_event``) each event until the build ends; return its end event
+    as ``{"kind": ..., **data}`` (empty when the stream closed without one, e.g. cancelled)."""
+    show = on_event or Progress().show
+    for kind, data in events(client, build_id):
+        show(kind, data)
+        if kind in END_EVENTS:
+            return {"kind": kind, **data}
+        if kind == "build.status_changed" and data.get("status") == "cancelled":
+            return {"kind": kind, **data}
+    return {}
