@@ -10,9 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from cofounder_agent_runner.sandbox.base import PROJECT_DIR, PathOutsideProject, confine
-from cofounder_agent_runner.sandbox.local import LocalSandbox, LocalSandboxes
 from cofounder_agent_runner.tools.dispatcher import OUTPUT_LIMIT, ToolDispatcher, truncate
+from cofounder_sandbox.base import PROJECT_DIR, PathOutsideProject, confine
+from cofounder_sandbox.local import LocalSandbox, LocalSandboxes
 
 ISOLATIONS = ["none", *(["bwrap"] if shutil.which("bwrap") else [])]
 

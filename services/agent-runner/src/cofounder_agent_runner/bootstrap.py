@@ -15,8 +15,6 @@ from cofounder_agent_runner.checkpoints import CheckpointStore
 from cofounder_agent_runner.handlers import on_cancel_requested, on_context_ready, on_wake
 from cofounder_agent_runner.loop import RunnerDeps
 from cofounder_agent_runner.model import ModelClient
-from cofounder_agent_runner.sandbox.base import Sandboxes
-from cofounder_agent_runner.sandbox.local import LocalSandboxes
 from cofounder_agent_runner.settings import RunnerSettings
 from cofounder_contracts.streams import AGENT_RUNNER, AGENT_WORK, BUDGET_SIGNALS, BUILD_CONTROL
 from cofounder_db.engine import create_engine
@@ -25,6 +23,8 @@ from cofounder_runtime.consumer import Consumer
 from cofounder_runtime.logs import configure_logging
 from cofounder_runtime.publisher import Publisher
 from cofounder_runtime.service import run_consumers, start_metrics_server
+from cofounder_sandbox.base import Sandboxes
+from cofounder_sandbox.local import LocalSandboxes
 
 __all__ = ["build_consumers", "build_deps", "main", "make_sandboxes", "model_client"]
 
@@ -57,7 +57,7 @@ def model_client(settings: RunnerSettings) -> ModelClient:
 
 def make_sandboxes(settings: RunnerSettings) -> Sandboxes:
     if settings.sandbox_kind == "e2b":
-        from cofounder_agent_runner.sandbox.e2b import E2BSandboxes
+        from cofounder_sandbox.e2b import E2BSandboxes
 
         assert settings.e2b_api_key is not None
         return E2BSandboxes(

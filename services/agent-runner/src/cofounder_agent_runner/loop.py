@@ -47,7 +47,6 @@ from cofounder_agent_runner.prompt import (
     system_blocks,
     system_prompt,
 )
-from cofounder_agent_runner.sandbox.base import Sandbox, Sandboxes, SandboxGone
 from cofounder_agent_runner.settings import RunnerSettings
 from cofounder_agent_runner.tools.definitions import TOOL_DEFINITIONS
 from cofounder_agent_runner.tools.dispatcher import ToolDispatcher, ToolOutcome
@@ -73,6 +72,7 @@ from cofounder_contracts import (
 )
 from cofounder_contracts.streams import stream_for
 from cofounder_runtime.publisher import Publisher
+from cofounder_sandbox.base import Sandbox, Sandboxes, SandboxGone
 
 __all__ = ["HandBack", "Outcome", "RunnerDeps", "drive"]
 

@@ -12,9 +12,9 @@ import json
 from collections.abc import Sequence
 from typing import Any, Final
 
-from cofounder_agent_runner.sandbox.base import PROJECT_DIR
 from cofounder_agent_runner.tools.definitions import TOOL_DEFINITIONS
 from cofounder_contracts import ContextReady
+from cofounder_sandbox.base import PROJECT_DIR
 
 __all__ = ["CACHED_TOOLS", "first_message", "request_messages", "system_blocks", "system_prompt"]
 

@@ -14,7 +14,6 @@ from sqlalchemy import insert
 
 from cofounder_agent_runner.bootstrap import build_deps
 from cofounder_agent_runner.loop import RunnerDeps
-from cofounder_agent_runner.sandbox.local import LocalSandboxes
 from cofounder_agent_runner.settings import RunnerSettings
 from cofounder_contracts import ALL_EVENTS, Codec, ContextReady, Event, QnA
 from cofounder_contracts.streams import (
@@ -25,6 +24,7 @@ from cofounder_contracts.streams import (
 )
 from cofounder_db.models import Project, User
 from cofounder_runtime.streamreply import read_entries
+from cofounder_sandbox.local import LocalSandboxes
 
 __all__ = ["Harness", "context_ready", "fast_settings", "read_build_events"]
 

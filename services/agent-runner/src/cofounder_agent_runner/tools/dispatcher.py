@@ -24,8 +24,8 @@ from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Final
 
-from cofounder_agent_runner.sandbox.base import PROJECT_DIR, Sandbox, Shell, confine
 from cofounder_agent_runner.tools.editor import ToolError, edit
+from cofounder_sandbox.base import PROJECT_DIR, Sandbox, Shell, confine
 
 __all__ = ["OUTPUT_LIMIT", "ToolDispatcher", "ToolOutcome", "truncate"]
 

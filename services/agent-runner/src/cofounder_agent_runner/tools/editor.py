@@ -12,8 +12,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any, Final
 
-from cofounder_agent_runner.sandbox.base import Sandbox, confine
 from cofounder_agent_runner.tools.definitions import EDITOR_MAX_CHARACTERS
+from cofounder_sandbox.base import Sandbox, confine
 
 __all__ = ["ToolError", "edit"]
 

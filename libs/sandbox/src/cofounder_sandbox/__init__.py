@@ -4,7 +4,7 @@ Both present the project at :data:`PROJECT_DIR` (``/home/user/project``, as in t
 so a transcript or a model's habits run unchanged on either.
 """
 
-from cofounder_agent_runner.sandbox.base import (
+from cofounder_sandbox.base import (
     PROJECT_DIR,
     CommandResult,
     PathOutsideProject,

@@ -38,9 +38,9 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Final, Literal
 
-from cofounder_agent_runner.sandbox.base import PROJECT_DIR, CommandResult, SandboxGone
-from cofounder_agent_runner.sandbox.shell import ProcessShell
 from cofounder_contracts.events import SandboxKind
+from cofounder_sandbox.base import PROJECT_DIR, CommandResult, SandboxGone
+from cofounder_sandbox.shell import ProcessShell
 
 __all__ = ["LocalSandbox", "LocalSandboxes"]
 

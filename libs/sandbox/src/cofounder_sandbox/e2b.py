@@ -22,8 +22,8 @@ from typing import Any, Final
 from e2b import AsyncSandbox, CommandExitException, NotFoundException, TimeoutException
 from e2b.sandbox.filesystem.filesystem import FileType
 
-from cofounder_agent_runner.sandbox.base import PROJECT_DIR, CommandResult, SandboxGone
 from cofounder_contracts.events import SandboxKind
+from cofounder_sandbox.base import PROJECT_DIR, CommandResult, SandboxGone
 
 __all__ = ["E2BSandbox", "E2BSandboxes"]
 

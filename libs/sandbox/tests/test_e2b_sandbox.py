@@ -19,8 +19,8 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from cofounder_agent_runner.sandbox.base import SandboxGone
-from cofounder_agent_runner.sandbox.e2b import E2BSandboxes
+from cofounder_sandbox.base import SandboxGone
+from cofounder_sandbox.e2b import E2BSandboxes
 
 FAKE_KEY = "e2b_" + "0" * 40
 

@@ -23,7 +23,7 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Final
 
-from cofounder_agent_runner.sandbox.base import CommandResult
+from cofounder_sandbox.base import CommandResult
 
 __all__ = ["ProcessShell", "descendants"]
 
