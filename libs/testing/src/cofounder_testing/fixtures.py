@@ -24,7 +24,7 @@ from redis.asyncio import Redis
 
 from cofounder_runtime.connections import connect_redis
 from cofounder_testing.databases import empty_database
-from cofounder_testing.servers import ServerUnavailable, postgres_server, redis_server
+from cofounder_testing.servers import ServerUnavailable, postgres_server, redis_server, s3_server
 from cofounder_testing.waiting import eventually
 
 __all__ = ["Names", "Workers", "eventually"]
@@ -49,6 +49,19 @@ def redis_url() -> Iterator[str]:
 def database_url() -> Iterator[str]:
     """A real PostgreSQL server's URL (``postgresql://``)."""
     yield from _server(postgres_server)
+
+
+@pytest.fixture(scope="session")
+def s3_endpoint_url() -> Iterator[str]:
+    """An S3 server's URL (moto's, over HTTP), with test credentials in the environment."""
+    for key, value in (
+        ("AWS_ACCESS_KEY_ID", "testing"),
+        ("AWS_SECRET_ACCESS_KEY", "testing"),
+        ("AWS_DEFAULT_REGION", "us-east-1"),
+    ):
+        os.environ.setdefault(key, value)
+    with s3_server() as url:
+        yield url
 
 
 @pytest.fixture(scope="session")

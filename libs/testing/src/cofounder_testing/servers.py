@@ -21,6 +21,7 @@ import os
 import shutil
 import socket
 import subprocess
+import sys
 import tempfile
 import time
 from collections.abc import Callable, Iterator
@@ -235,3 +236,26 @@ def postgres_server() -> Iterator[str]:
         "no PostgreSQL: DATABASE_URL is unset, nothing answers on 127.0.0.1:5432, no initdb was "
         "found and no Docker engine answers. Install Debian's postgresql or set DATABASE_URL."
     )
+
+
+@contextlib.contextmanager
+def s3_server() -> Iterator[str]:
+    """moto's S3 server over HTTP on a free port (``S3_ENDPOINT_URL`` wins when set): a real
+    S3 protocol peer for the tests, never an in-process mock."""
+    configured = os.environ.get("S3_ENDPOINT_URL")
+    if configured:
+        yield configured
+        return
+    port = free_port()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        _wait_for(lambda: _reachable(url, port), "moto's S3 server")
+        yield url
+    finally:
+        proc.terminate()
+        proc.wait(timeout=15)

@@ -1,0 +1,152 @@
+"""Taking, restoring and pruning snapshots."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Awaitable, Callable, Iterable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import TypeVar
+
+import structlog
+
+from cofounder_sandbox.base import PROJECT_DIR, Sandbox
+from cofounder_snapshots.collect import Collected, FileEntry
+from cofounder_snapshots.manifest import FileMeta, Manifest
+from cofounder_snapshots.store import SnapshotStore
+
+__all__ = ["SnapshotResult", "prune", "restore", "take_snapshot"]
+
+_log = structlog.get_logger("cofounder.snapshots")
+T = TypeVar("T")
+
+
+@dataclass(frozen=True, slots=True)
+class SnapshotResult:
+    version: int
+    files: int
+    bytes_uploaded: int
+    blobs_uploaded: int
+    duration_ms: int
+    too_large: dict[str, int]
+    reused: bool = False  # the request had been answered before (a redelivery)
+
+
+async def _bounded(items: Iterable[T], work: Callable[[T], Awaitable[None]], limit: int) -> None:
+    gate = asyncio.Semaphore(limit)
+
+    async def one(item: T) -> None:
+        async with gate:
+            await work(item)
+
+    async with asyncio.TaskGroup() as group:
+        for item in items:
+            group.create_task(one(item))
+
+
+async def take_snapshot(
+    store: SnapshotStore,
+    collected: Collected,
+    *,
+    project_id: str,
+    build_id: str,
+    request_id: str | None = None,
+    concurrency: int = 16,
+) -> SnapshotResult:
+    """Store ``collected`` as the build's next version: blobs the project's index lacks, then
+    the index, then the manifest (last: a failure before it leaves no visible version)."""
+    started = time.perf_counter()
+    versions = await store.versions(project_id, build_id)
+    if request_id is not None and versions:
+        latest = await store.get_manifest(project_id, build_id, versions[-1])
+        if latest.request_id == request_id:
+            return SnapshotResult(
+                latest.version, len(latest.files), 0, 0, 0, dict(latest.too_large), reused=True
+            )
+    known = await store.read_index(project_id)
+    missing: dict[str, FileEntry] = {}
+    for entry in collected.files:
+        if entry.sha256 not in known:
+            missing.setdefault(entry.sha256, entry)
+
+    async def upload(entry: FileEntry) -> None:
+        await store.put_blob(project_id, entry.sha256, await entry.read())
+
+    await _bounded(missing.values(), upload, concurrency)
+    await store.write_index(project_id, known | missing.keys())
+    version = (versions[-1] if versions else 0) + 1
+    manifest = Manifest(
+        project_id=project_id,
+        build_id=build_id,
+        version=version,
+        created_at=datetime.now(UTC),
+        request_id=request_id,
+        files={f.path: FileMeta(f.sha256, f.size, f.mode) for f in collected.files},
+        too_large=dict(collected.too_large),
+    )
+    await store.put_manifest(manifest)
+    return SnapshotResult(
+        version=version,
+        files=len(collected.files),
+        bytes_uploaded=sum(e.size for e in missing.values()),
+        blobs_uploaded=len(missing),
+        duration_ms=int((time.perf_counter() - started) * 1000),
+        too_large=dict(collected.too_large),
+    )
+
+
+async def restore(
+    store: SnapshotStore,
+    sandbox: Sandbox,
+    *,
+    project_id: str,
+    build_id: str,
+    version: int | None = None,
+    concurrency: int = 16,
+) -> Manifest | None:
+    """Write a version (default: the latest) of the build's files into ``sandbox``; None when
+    the build has no snapshot."""
+    if version is None:
+        versions = await store.versions(project_id, build_id)
+        if not versions:
+            return None
+        version = versions[-1]
+    manifest = await store.get_manifest(project_id, build_id, version)
+
+    async def put(item: tuple[str, FileMeta]) -> None:
+        path, meta = item
+        await sandbox.write_file(
+            f"{PROJECT_DIR}/{path}", await store.get_blob(project_id, meta.sha256)
+        )
+
+    await _bounded(manifest.files.items(), put, concurrency)
+    executable = [p for p, m in manifest.files.items() if m.mode & 0o111]
+    if executable:
+        quoted = " ".join("'" + p.replace("'", "'\\''") + "'" for p in executable)
+        await sandbox.run(f"chmod +x {quoted}", timeout=60)  # the shell starts in the project
+    _log.info("snapshot restored", build_id=build_id, version=version, files=len(manifest.files))
+    return manifest
+
+
+async def prune(
+    store: SnapshotStore, *, project_id: str, build_id: str, keep: int
+) -> tuple[int, int]:
+    """Keep the build's last ``keep`` versions; delete blobs no manifest of the project uses.
+    Returns (manifests deleted, blobs deleted)."""
+    versions = await store.versions(project_id, build_id)
+    old = versions[:-keep] if keep > 0 else versions
+    for version in old:
+        await store.delete_manifest(project_id, build_id, version)
+    referenced: set[str] = set()
+    for build in await store.builds(project_id):
+        for version in await store.versions(project_id, build):
+            manifest = await store.get_manifest(project_id, build, version)
+            referenced.update(m.sha256 for m in manifest.files.values())
+    stored = await store.list_blobs(project_id)
+    unused = stored - referenced
+    if unused:
+        # The index first: a snapshot running now must not count on a blob about to go.
+        await store.write_index(project_id, referenced & stored)
+        await store.delete_blobs(project_id, unused)
+    return len(old), len(unused)

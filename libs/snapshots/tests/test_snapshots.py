@@ -1,0 +1,204 @@
+"""Snapshots against moto's S3 server over HTTP (and the local folder store): what is uploaded,
+what is left out, restores byte for byte, retention, and an unreachable S3."""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import aioboto3
+import pytest
+
+from cofounder_sandbox.local import LocalSandbox, LocalSandboxes
+from cofounder_snapshots.collect import collect_folder, collect_sandbox
+from cofounder_snapshots.ignore import IgnoreRules
+from cofounder_snapshots.store import LocalStore, S3Store, SnapshotStore, StoreError
+from cofounder_snapshots.sync import prune, restore, take_snapshot
+
+PROJECT = "0195a0e2-0000-7000-8000-00000000a001"
+
+
+def test_ignore_rules() -> None:
+    rules = IgnoreRules()
+    assert rules.ignored("node_modules", is_dir=True)
+    assert rules.ignored("web/node_modules", is_dir=True)
+    assert rules.ignored(".env")
+    assert rules.ignored("config/.env.production")
+    assert rules.ignored("keys/server.pem")
+    assert not rules.ignored("src/app.py")
+    assert not rules.ignored("build.py")  # "build/" matches folders only
+    more = rules.with_file("# comment\n*.log\n/data/\ndocs/private/*.md\n!.env\n")
+    assert more.ignored("server.log")
+    assert more.ignored("data", is_dir=True)
+    assert not more.ignored("src/data", is_dir=True)  # anchored at the root
+    assert more.ignored("docs/private/notes.md")
+    assert more.ignored(".env")  # negation is not supported: secrets stay out
+
+
+@pytest.fixture
+async def s3(s3_endpoint_url: str) -> AsyncIterator[S3Store]:
+    bucket = f"snapshots-{uuid.uuid4().hex[:12]}"
+    async with aioboto3.Session().client("s3", endpoint_url=s3_endpoint_url) as client:
+        await client.create_bucket(Bucket=bucket)
+    async with S3Store(bucket, prefix="test", endpoint_url=s3_endpoint_url) as store:
+        yield store
+
+
+def _tree(root: Path, files: dict[str, bytes]) -> None:
+    for rel, data in files.items():
+        path = root / rel
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(data)
+
+
+def _files(root: Path) -> dict[str, bytes]:
+    return {
+        p.relative_to(root).as_posix(): p.read_bytes()
+        for p in sorted(root.rglob("*"))
+        if p.is_file()
+    }
+
+
+async def _sync_twice(store: SnapshotStore, tmp_path: Path) -> None:
+    root = tmp_path / "project"
+    source = {f"src/module_{i}.py": f"print({i})\n".encode() * (i + 1) for i in range(20)}
+    source["README.md"] = b"# Plantr\n"
+    source["bin/run.sh"] = b"#!/bin/sh\necho run\n"
+    _tree(root, source)
+    (root / "bin/run.sh").chmod(0o755)
+    _tree(
+        root,
+        {
+            "node_modules/left/index.js": b"x",
+            ".env": b"SECRET=1",
+            ".git/HEAD": b"ref",
+            "big.bin": b"0" * 5000,
+        },
+    )
+    build = str(uuid.uuid4())
+
+    first = await take_snapshot(
+        store, await collect_folder(root, max_file_bytes=4096), project_id=PROJECT, build_id=build
+    )
+    assert first.version == 1
+    assert first.files == 22
+    assert first.blobs_uploaded == 22
+    assert first.bytes_uploaded == sum(len(v) for v in source.values())
+    assert first.too_large == {"big.bin": 5000}  # reported, not silently dropped
+
+    # Three files change, one is deleted, one is added with the bytes of another (deduplicated).
+    _tree(
+        root,
+        {
+            "src/module_0.py": b"changed 0\n",
+            "src/module_1.py": b"changed 1\n",
+            "README.md": b"# Plantr v2\n",
+        },
+    )
+    (root / "src/module_19.py").unlink()
+    _tree(root, {"src/copy.py": source["src/module_5.py"]})
+    second = await take_snapshot(
+        store, await collect_folder(root, max_file_bytes=4096), project_id=PROJECT, build_id=build
+    )
+    assert second.version == 2
+    assert second.blobs_uploaded == 3
+    assert second.files == 22
+    assert await store.versions(PROJECT, build) == [1, 2]
+
+    # Restore into a new, empty sandbox: the tree byte for byte (what was left out stays out).
+    sandboxes = LocalSandboxes(tmp_path / "sandboxes", isolation="none")
+    fresh = await sandboxes.create(build_id=build, metadata={})
+    manifest = await restore(store, fresh, project_id=PROJECT, build_id=build)
+    assert manifest is not None
+    assert manifest.version == 2
+    expected = {
+        k: v
+        for k, v in _files(root).items()
+        if not k.startswith(("node_modules", ".git")) and k not in (".env", "big.bin")
+    }
+    assert _files(fresh.workspace) == expected
+    assert (fresh.workspace / "bin/run.sh").stat().st_mode & 0o111
+    old = await sandboxes.create(build_id=build, metadata={})
+    await restore(store, old, project_id=PROJECT, build_id=build, version=1)
+    assert (old.workspace / "src/module_19.py").exists()
+    assert _files(old.workspace)["README.md"] == b"# Plantr\n"
+
+    # Retention: keep the last version; blobs only version 1 used are collected.
+    deleted_manifests, deleted_blobs = await prune(
+        store, project_id=PROJECT, build_id=build, keep=1
+    )
+    assert (deleted_manifests, deleted_blobs) == (1, 4)  # 3 changed + 1 deleted file's old bytes
+    assert await store.versions(PROJECT, build) == [2]
+    again = await sandboxes.create(build_id=build, metadata={})
+    await restore(store, again, project_id=PROJECT, build_id=build)
+    assert _files(again.workspace) == expected
+
+
+@pytest.mark.integration
+async def test_s3_snapshots_upload_only_what_changed_and_restore_exactly(
+    s3: S3Store, tmp_path: Path
+) -> None:
+    await _sync_twice(s3, tmp_path)
+
+
+async def test_the_folder_store_behaves_the_same(tmp_path: Path) -> None:
+    await _sync_twice(LocalStore(tmp_path / "store"), tmp_path)
+
+
+@pytest.mark.integration
+async def test_a_redelivered_request_reuses_its_version(s3: S3Store, tmp_path: Path) -> None:
+    root = tmp_path / "p"
+    _tree(root, {"a.txt": b"a"})
+    build = str(uuid.uuid4())
+    collected = await collect_folder(root)
+    first = await take_snapshot(
+        s3, collected, project_id=PROJECT, build_id=build, request_id="req-1"
+    )
+    again = await take_snapshot(
+        s3, collected, project_id=PROJECT, build_id=build, request_id="req-1"
+    )
+    assert (again.version, again.reused, again.blobs_uploaded) == (first.version, True, 0)
+    assert await s3.versions(PROJECT, build) == [1]
+
+
+@pytest.mark.integration
+async def test_an_unreachable_s3_fails_without_a_partial_version(
+    tmp_path: Path, s3: S3Store
+) -> None:
+    root = tmp_path / "p"
+    _tree(root, {"a.txt": b"a", "b.txt": b"b"})
+    collected = await collect_folder(root)
+    build = str(uuid.uuid4())
+    os.environ.setdefault("AWS_ACCESS_KEY_ID", "testing")
+    async with S3Store(
+        "nowhere", endpoint_url="http://127.0.0.1:1", attempts=2, connect_timeout_s=0.2
+    ) as dead:
+        with pytest.raises(StoreError, match="nowhere"):
+            await take_snapshot(dead, collected, project_id=PROJECT, build_id=build)
+    # A store that fails half-way (blobs written, the manifest refused) lists no version.
+    original = s3.put_manifest
+
+    async def refuse(*_: object) -> None:
+        raise StoreError("the manifest write failed")
+
+    s3.put_manifest = refuse  # type: ignore[method-assign, assignment]
+    try:
+        with pytest.raises(StoreError):
+            await take_snapshot(s3, collected, project_id=PROJECT, build_id=build)
+    finally:
+        s3.put_manifest = original  # type: ignore[method-assign]
+    assert await s3.versions(PROJECT, build) == []
+
+
+async def test_collect_reads_a_local_sandbox_and_honours_snapshotignore(tmp_path: Path) -> None:
+    sandboxes = LocalSandboxes(tmp_path / "sandboxes", isolation="none")
+    box: LocalSandbox = await sandboxes.create(build_id=str(uuid.uuid4()), metadata={})
+    _tree(
+        box.workspace,
+        {"app.py": b"x", "server.log": b"log", ".snapshotignore": b"*.log\n", "dist/app.js": b"y"},
+    )
+    collected = await collect_sandbox(box)
+    assert sorted(f.path for f in collected.files) == [".snapshotignore", "app.py"]
+    assert collected.ignored == 2
