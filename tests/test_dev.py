@@ -43,6 +43,7 @@ def test_dev_once_builds_the_demo_app_with_nothing_configured(tmp_path: Path) ->
     assert found, output
     assert "status: running" in output
     assert "completed: version 1" in output
+    assert re.search(r"snapshot v\d+: \d+ files", output), output
     # All it made is under the working directory's .cofounder/dev; nothing is left running.
     assert (tmp_path / ".cofounder" / "dev" / "cofounder.db").exists()
     assert list((tmp_path / ".cofounder" / "dev" / "sandboxes").glob("*/project/app.py"))
@@ -53,7 +54,9 @@ def test_dev_once_builds_the_demo_app_with_nothing_configured(tmp_path: Path) ->
         "agent-runner",
         "redis",
         "scripted-model",
+        "snapshot",
     }
+    assert list((tmp_path / ".cofounder" / "dev" / "snapshots").rglob("*.json"))
     with (
         pytest.raises(ConnectionRefusedError),
         socket.create_connection(("127.0.0.1", int(found.group(2))), 2),

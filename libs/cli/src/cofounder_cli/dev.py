@@ -5,6 +5,7 @@ With nothing configured it starts what the services need (a local ``redis-server
 when ``ANTHROPIC_API_KEY`` is unset, local sandboxes unless ``E2B_API_KEY`` is set), runs every
 built service as a child process (logs in ``<workdir>/logs/``), seeds a demo founder through the
 gateway's admin API, starts a build and prints its events as they happen until the preview URL.
+Snapshots go to a folder (``<workdir>/snapshots``) unless ``PROJECT_SNAPSHOT_BUCKET`` is set.
 Ctrl-C stops everything; ``--once`` stops after the build and exits 0, or 1 with the reason.
 """
 
@@ -31,7 +32,7 @@ from cofounder_db.migrate import upgrade
 
 __all__ = ["dev"]
 
-SERVICES: Final = ("gateway", "context-assembler", "agent-runner")
+SERVICES: Final = ("gateway", "context-assembler", "agent-runner", "snapshot")
 ADMIN_TOKEN: Final = "dev-admin-token"  # noqa: S105 - the gateway's development default
 
 
@@ -119,6 +120,13 @@ def _redis(stack: Stack) -> str:
     return f"redis://127.0.0.1:{port}/0"
 
 
+def _snapshots(stack: Stack) -> dict[str, str]:
+    """A folder store under the work directory, unless a bucket is configured."""
+    if os.environ.get("PROJECT_SNAPSHOT_BUCKET"):
+        return {}
+    return {"SNAPSHOT_LOCAL_DIR": str(stack.workdir / "snapshots")}
+
+
 def _model(stack: Stack) -> dict[str, str]:
     if os.environ.get("ANTHROPIC_API_KEY"):
         return {}
@@ -186,6 +194,7 @@ def dev(
             "PORT": str(gateway_port),
             "ENVIRONMENT": os.environ.get("ENVIRONMENT", "development"),
             "LOG_JSON": "false",
+            **_snapshots(stack),
             **_model(stack),
         }
         for service in SERVICES:

@@ -58,9 +58,15 @@ def _version_of(key: str) -> int | None:
 
 
 class SnapshotStore(Protocol):
-    """What snapshots, restores and retention need from a store."""
+    """What snapshots, restores and retention need from a store (used inside ``async with``)."""
 
     description: str
+
+    async def __aenter__(self) -> Self: ...
+
+    async def __aexit__(
+        self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None: ...
 
     async def read_index(self, project_id: str) -> set[str]: ...
 
@@ -98,7 +104,9 @@ class LocalStore:
     async def __aenter__(self) -> Self:
         return self
 
-    async def __aexit__(self, *exc: object) -> None:
+    async def __aexit__(
+        self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
         return None
 
     def _path(self, key: str) -> Path:

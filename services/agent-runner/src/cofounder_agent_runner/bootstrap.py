@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import functools
 import sys
@@ -25,6 +26,8 @@ from cofounder_runtime.publisher import Publisher
 from cofounder_runtime.service import run_consumers, start_metrics_server
 from cofounder_sandbox.base import Sandboxes
 from cofounder_sandbox.local import LocalSandboxes
+from cofounder_snapshots.config import store_from
+from cofounder_snapshots.store import SnapshotStore
 
 __all__ = ["build_consumers", "build_deps", "main", "make_sandboxes", "model_client"]
 
@@ -68,7 +71,18 @@ def make_sandboxes(settings: RunnerSettings) -> Sandboxes:
     return LocalSandboxes(settings.sandbox_root, isolation=settings.sandbox_isolation)
 
 
-def build_deps(settings: RunnerSettings, redis: Redis) -> RunnerDeps:
+def snapshot_store(settings: RunnerSettings) -> SnapshotStore | None:
+    return store_from(
+        bucket=settings.project_snapshot_bucket,
+        prefix=settings.snapshot_prefix,
+        endpoint_url=settings.s3_endpoint_url,
+        local_dir=settings.snapshot_local_dir,
+    )
+
+
+def build_deps(
+    settings: RunnerSettings, redis: Redis, snapshots: SnapshotStore | None = None
+) -> RunnerDeps:
     engine = create_engine(settings.database_url, pre_ping=False)
     return RunnerDeps(
         settings=settings,
@@ -79,6 +93,7 @@ def build_deps(settings: RunnerSettings, redis: Redis) -> RunnerDeps:
         sandboxes=make_sandboxes(settings),
         model=model_client(settings),
         runner_name=settings.consumer_name,
+        snapshots=snapshots,
     )
 
 
@@ -123,7 +138,14 @@ async def main() -> None:
     if settings.metrics_port is not None:
         start_metrics_server(settings.metrics_port)
     redis = connect_redis(settings.redis_url)
-    deps = build_deps(settings, redis)
+    snapshots = snapshot_store(settings)
+    async with contextlib.AsyncExitStack() as stack:
+        if snapshots is not None:
+            await stack.enter_async_context(snapshots)
+        await _run(settings, redis, build_deps(settings, redis, snapshots))
+
+
+async def _run(settings: RunnerSettings, redis: Redis, deps: RunnerDeps) -> None:
     consumers = build_consumers(settings, deps)
 
     async def watch_stop() -> None:

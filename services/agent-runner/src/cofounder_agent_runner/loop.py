@@ -73,6 +73,8 @@ from cofounder_contracts import (
 from cofounder_contracts.streams import stream_for
 from cofounder_runtime.publisher import Publisher
 from cofounder_sandbox.base import Sandbox, Sandboxes, SandboxGone
+from cofounder_snapshots.store import SnapshotStore, StoreError
+from cofounder_snapshots.sync import restore
 
 __all__ = ["HandBack", "Outcome", "RunnerDeps", "drive"]
 
@@ -106,6 +108,8 @@ class RunnerDeps:
     sandboxes: Sandboxes
     model: ModelClient
     runner_name: str
+    #: Where snapshots are (entered by the caller); a replacement sandbox gets the latest.
+    snapshots: SnapshotStore | None = None
     stopping: asyncio.Event = field(default_factory=asyncio.Event)
     clock: Callable[[], datetime] = field(default=lambda: datetime.now(UTC))
 
@@ -498,6 +502,19 @@ async def _open_sandbox(deps: RunnerDeps, state: RunState, log: Any) -> tuple[Sa
         build_id=state.context.build_id,
         metadata={"build_id": state.context.build_id, "project_id": state.context.project_id},
     )
+    if state.sandbox_id and deps.snapshots is not None:
+        context = state.context
+        try:
+            manifest = await restore(
+                deps.snapshots, sandbox, project_id=context.project_id, build_id=context.build_id
+            )
+        except (StoreError, OSError) as exc:
+            log.warning("could not restore the latest snapshot", error=str(exc))
+        else:
+            if manifest is None:
+                log.warning("no snapshot to restore into the new sandbox")
+            else:
+                log.info("restored the latest snapshot", version=manifest.version)
     return sandbox, True
 
 
@@ -591,7 +608,7 @@ async def drive(
                 )
             elif reason != "cancel":
                 if new_sandbox:
-                    log.warning("resuming in a new sandbox: files not in a snapshot are lost")
+                    log.warning("resuming in a new sandbox (from the latest snapshot, if any)")
                 await run.emit(
                     AgentResumed(
                         **_envelope(state.context, f"resumed:{lease.generation}"),

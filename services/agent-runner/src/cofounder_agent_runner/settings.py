@@ -93,6 +93,12 @@ class RunnerSettings(RuntimeSettings):
     sandbox_isolation: Literal["auto", "bwrap", "none"] = Field(
         default="auto", description="Local sandbox isolation (bubblewrap when installed)."
     )
+    project_snapshot_bucket: str | None = Field(
+        default=None, description="Snapshots' S3 bucket: a replacement sandbox gets the latest."
+    )
+    snapshot_prefix: str = Field(default="", description="Key prefix inside the bucket.")
+    s3_endpoint_url: str | None = Field(default=None, description="S3 API endpoint.")
+    snapshot_local_dir: str | None = Field(default=None, description="A folder store instead.")
     e2b_api_key: SecretStr | None = Field(default=None, description="E2B API key.")
     e2b_template: str = Field(default="base", description="E2B sandbox template.")
     e2b_timeout_s: int = Field(default=3600, description="E2B sandbox timeout.")

@@ -1,9 +1,10 @@
 """How the ``cofounder`` CLI finds this service (entry point group ``cofounder.services``)."""
 
 from cofounder_runtime.service import ServiceSpec
+from cofounder_snapshot.bootstrap import main
 
 SPEC = ServiceSpec(
     name="snapshot",
-    summary="content-addressed S3 snapshots of the sandbox's project files",
-    status="not built yet (issue #6)",
+    summary="snapshot.requested -> content-addressed snapshots of project files (S3 or folder)",
+    main=main,
 )

@@ -1,0 +1,105 @@
+"""``snapshot.requested`` → a stored version (``snapshot.completed``) or ``snapshot.failed``.
+
+Every request is answered: skipped when snapshots are off, failed (with the reason) when the
+sandbox is gone or the store keeps failing. The build goes on either way. Event ids derive from
+the request's, and the manifest records the request, so a redelivery re-answers the same version
+instead of storing another.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import structlog
+
+from cofounder_contracts import (
+    SnapshotCompleted,
+    SnapshotFailed,
+    SnapshotRequested,
+    derived_event_id,
+    follow_up,
+)
+from cofounder_runtime.publisher import Publisher
+from cofounder_sandbox.base import Sandboxes, SandboxGone
+from cofounder_snapshots.collect import collect_sandbox
+from cofounder_snapshots.config import OFF_REASON
+from cofounder_snapshots.store import SnapshotStore, StoreError
+from cofounder_snapshots.sync import prune, take_snapshot
+
+__all__ = ["PRODUCER", "SnapshotDeps", "on_snapshot_requested"]
+
+PRODUCER = "snapshot"
+_log = structlog.get_logger("cofounder.snapshot")
+
+
+@dataclass(frozen=True, slots=True)
+class SnapshotDeps:
+    store: SnapshotStore | None
+    sandboxes: dict[str, Sandboxes]  # by SandboxKind value
+    events: Publisher
+    keep_versions: int = 10
+    max_file_bytes: int = 50 * 1024 * 1024
+    concurrency: int = 16
+
+
+async def on_snapshot_requested(event: SnapshotRequested, deps: SnapshotDeps) -> None:
+    envelope = follow_up(event, producer=PRODUCER)
+    if deps.store is None:
+        await deps.events.emit(
+            SnapshotCompleted(
+                **envelope,
+                event_id=derived_event_id(event.event_id, "snapshot.skipped"),
+                version=0,
+                files=0,
+                bytes_uploaded=0,
+                blobs_uploaded=0,
+                duration_ms=0,
+                skipped=True,
+                skipped_reason=OFF_REASON,
+            )
+        )
+        return
+    try:
+        sandboxes = deps.sandboxes.get(str(event.sandbox_kind))
+        if sandboxes is None or not event.sandbox_id:
+            raise SandboxGone(f"no {event.sandbox_kind} sandbox to read")
+        sandbox = await sandboxes.connect(event.sandbox_id)
+        collected = await collect_sandbox(sandbox, max_file_bytes=deps.max_file_bytes)
+        result = await take_snapshot(
+            deps.store,
+            collected,
+            project_id=event.project_id,
+            build_id=event.build_id,
+            request_id=event.event_id,
+            concurrency=deps.concurrency,
+        )
+        if not result.reused:
+            await prune(
+                deps.store,
+                project_id=event.project_id,
+                build_id=event.build_id,
+                keep=deps.keep_versions,
+            )
+    except (SandboxGone, StoreError, OSError, RuntimeError) as exc:
+        _log.warning("snapshot failed", error=str(exc), build_id=event.build_id)
+        await deps.events.emit(
+            SnapshotFailed(
+                **envelope,
+                event_id=derived_event_id(event.event_id, "snapshot.failed"),
+                reason=str(exc)[:1000] or type(exc).__name__,
+            )
+        )
+        return
+    if result.too_large:
+        _log.warning("files left out of the snapshot: too large", files=result.too_large)
+    await deps.events.emit(
+        SnapshotCompleted(
+            **envelope,
+            event_id=derived_event_id(event.event_id, "snapshot.completed"),
+            version=result.version,
+            files=result.files,
+            bytes_uploaded=result.bytes_uploaded,
+            blobs_uploaded=result.blobs_uploaded,
+            duration_ms=result.duration_ms,
+        )
+    )
