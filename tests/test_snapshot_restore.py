@@ -1,22 +1,24 @@
-"""The runner and the snapshot service together (in-process consumers on real Redis and
-PostgreSQL, the scripted model, local sandboxes, a folder store): the build's sandbox is lost
-while the build sleeps; the woken build restores the latest snapshot into a new sandbox and
-completes."""
+"""The agent runner and the snapshot service as real processes on real Redis and PostgreSQL, the
+scripted model, local sandboxes and a folder store: the build's sandbox is lost while the build
+sleeps; the woken build restores the latest snapshot into a new sandbox and completes."""
 
 from __future__ import annotations
 
-import asyncio
 import json
+import os
 import shutil
+import signal
+import subprocess
+import sys
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
 import redis as sync_redis
+from redis.exceptions import ResponseError
 
-from cofounder_agent_runner.bootstrap import build_consumers
-from cofounder_agent_runner.testing import Harness, context_ready, fast_settings
+from cofounder_agent_runner.testing import context_ready, read_build_events
 from cofounder_contracts import (
     AgentIterationCompleted,
     AgentSleeping,
@@ -27,89 +29,114 @@ from cofounder_contracts import (
     WakeReason,
 )
 from cofounder_contracts.keys import budget_gate_key
+from cofounder_contracts.streams import AGENT_RUNNER, AGENT_WORK, SNAPSHOT, SNAPSHOT_REQUESTS
 from cofounder_runtime.connections import connect_redis
 from cofounder_runtime.publisher import Publisher
+from cofounder_sandbox.local import LocalSandboxes
 from cofounder_scripted_model.process import ScriptedModel, start
-from cofounder_snapshot.bootstrap import build_consumer, deps_from
-from cofounder_snapshot.settings import SnapshotSettings
-from cofounder_snapshots.store import LocalStore
 from cofounder_testing.waiting import eventually
 
-pytestmark = pytest.mark.integration
+pytestmark = pytest.mark.e2e
 
-#: A Redis logical database of its own (the consumers read the real stream names).
+#: A Redis logical database of its own (the services read the real stream names).
 DB = 7
 
 
 @pytest.fixture
 def model() -> Iterator[ScriptedModel]:
-    with start("demo-webapp", latency_ms=150) as server:
+    with start("demo-webapp", latency_ms=200) as server:
         yield server
 
 
-async def test_a_lost_sandbox_is_replaced_from_the_latest_snapshot(
+@pytest.fixture
+def services(
     redis_url: str, migrated_database_url: str, model: ScriptedModel, tmp_path: Path
-) -> None:
+) -> Iterator[str]:
     url = redis_url.rsplit("/", 1)[0] + f"/{DB}"
     client = sync_redis.Redis.from_url(url)
     client.flushdb()
     client.close()
-    redis = connect_redis(url)
-    root = tmp_path / "sandboxes"
-    store = LocalStore(tmp_path / "snapshots")
-    runner_settings = fast_settings(
-        redis_url=url,
-        database_url=migrated_database_url,
-        model_url=model.url,
-        sandbox_root=root,
-        snapshot_every=1,
-        sandbox_isolation="none",
-    )
-    harness = Harness(settings=runner_settings, redis=redis)
-    harness.deps.snapshots = store
-    snapshot_settings = SnapshotSettings(
-        redis_url=url,
-        sandbox_root=str(root),
-        consumer_block_ms=100,
-        consumer_retry_max_ms=500,
-        consumer_min_idle_ms=3000,
-    )
-    consumers = [
-        *build_consumers(runner_settings, harness.deps),
-        build_consumer(snapshot_settings, redis, deps_from(snapshot_settings, redis, store)),
-    ]
-    tasks = [asyncio.create_task(c.run()) for c in consumers]
+    env = {
+        **os.environ,
+        "REDIS_URL": url,
+        "DATABASE_URL": migrated_database_url,
+        "ANTHROPIC_BASE_URL": model.url,
+        "SANDBOX": "local",
+        "SANDBOX_ROOT": str(tmp_path / "sandboxes"),
+        "SNAPSHOT_LOCAL_DIR": str(tmp_path / "snapshots"),
+        "SNAPSHOT_EVERY": "1",
+        "CONSUMER_BLOCK_MS": "100",
+        "CONSUMER_MIN_IDLE_MS": "3000",
+        "CONSUMER_RETRY_MAX_MS": "500",
+        "LEASE_TTL_MS": "2000",
+        "LOG_JSON": "false",
+    }
+    env.pop("ANTHROPIC_API_KEY", None)
+    env.pop("PROJECT_SNAPSHOT_BUCKET", None)
+    procs = []
+    for service in ("agent-runner", "snapshot"):
+        with (tmp_path / f"{service}.log").open("wb") as log:
+            procs.append(
+                subprocess.Popen(
+                    [sys.executable, "-m", "cofounder_cli", "serve", service],
+                    env=env,
+                    stdout=log,
+                    stderr=subprocess.STDOUT,
+                )
+            )
+    yield url
+    for proc in procs:
+        proc.send_signal(signal.SIGTERM)
+    for proc in procs:
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+async def test_a_lost_sandbox_is_replaced_from_the_latest_snapshot(
+    services: str, tmp_path: Path
+) -> None:
+    redis = connect_redis(services)
     context = context_ready()
     try:
+
+        async def ready() -> bool:
+            try:
+                snap = await redis.xinfo_consumers(SNAPSHOT_REQUESTS.name, SNAPSHOT)
+                runner = await redis.xinfo_consumers(AGENT_WORK.name, AGENT_RUNNER)
+            except ResponseError:
+                return False  # a group does not exist yet
+            return bool(snap) and bool(runner)
+
+        await eventually(ready, what="the services to join their groups", timeout=60)
         await Publisher(redis).emit(context)
 
-        async def snapshotted_three_files() -> bool:
-            events = await harness.events(context.build_id)
-            done = [e for e in events if isinstance(e, SnapshotCompleted) and e.files >= 3]
-            return bool(done)
+        async def events() -> list[object]:
+            return list(await read_build_events(redis, context.build_id))
+
+        async def snapshot_of_three_files() -> bool:
+            return any(isinstance(e, SnapshotCompleted) and e.files >= 3 for e in await events())
 
         await eventually(
-            snapshotted_three_files, what="a snapshot holding the first files", timeout=60
+            snapshot_of_three_files, what="a snapshot holding the first files", timeout=60
         )
-        closes = datetime.now(UTC) + timedelta(hours=1)
+        resets = datetime.now(UTC) + timedelta(hours=1)
         await redis.set(
-            budget_gate_key(context.user_id), json.dumps({"resets_at": closes.isoformat()})
+            budget_gate_key(context.user_id), json.dumps({"resets_at": resets.isoformat()})
         )
 
         async def asleep() -> bool:
-            return any(isinstance(e, AgentSleeping) for e in await harness.events(context.build_id))
+            return any(isinstance(e, AgentSleeping) for e in await events())
 
         await eventually(asleep, what="the build to sleep", timeout=60)
-        first_sandbox = next(
-            e.sandbox_id
-            for e in await harness.events(context.build_id)
-            if isinstance(e, SnapshotRequested)
-        )
-        assert first_sandbox is not None
+        first = next(e.sandbox_id for e in await events() if isinstance(e, SnapshotRequested))
+        assert first is not None
         # The sandbox is lost while the build sleeps (an E2B sandbox past its timeout).
-        sandbox = await harness.sandboxes.connect(first_sandbox)
-        await sandbox.kill()
-        shutil.rmtree(sandbox.workspace)
+        lost = await LocalSandboxes(tmp_path / "sandboxes").connect(first)
+        await lost.kill()
+        shutil.rmtree(lost.workspace)
 
         await redis.delete(budget_gate_key(context.user_id))
         await Publisher(redis).emit(
@@ -123,22 +150,17 @@ async def test_a_lost_sandbox_is_replaced_from_the_latest_snapshot(
         )
 
         async def completed() -> bool:
-            return any(
-                isinstance(e, BuildCompleted) for e in await harness.events(context.build_id)
-            )
+            return any(isinstance(e, BuildCompleted) for e in await events())
 
         await eventually(completed, what="the build to complete", timeout=90)
+        seen = await read_build_events(redis, context.build_id)
     finally:
-        for consumer in consumers:
-            consumer.stop()
-        await asyncio.gather(*tasks)
-        await harness.close()
         await redis.aclose()
-    events = await harness.events(context.build_id)
-    sandboxes = {e.sandbox_id for e in events if isinstance(e, SnapshotRequested)}
+    sandboxes = {e.sandbox_id for e in seen if isinstance(e, SnapshotRequested)}
     assert len(sandboxes) == 2  # the lost one and its replacement
-    replacement = root / next(s for s in sandboxes if s != first_sandbox) / "project"
-    # The files written before the loss came back from the snapshot; the rest were written after.
+    replacement = tmp_path / "sandboxes" / next(s for s in sandboxes if s != first) / "project"
+    # Written before the loss, so back only through the snapshot:
     for name in ("app.py", "public/index.html", "test_app.py"):
         assert (replacement / name).is_file(), name
-    assert [e.iteration for e in events if isinstance(e, AgentIterationCompleted)][-1] >= 8
+    assert "restored the latest snapshot" in (tmp_path / "agent-runner.log").read_text()
+    assert [e.iteration for e in seen if isinstance(e, AgentIterationCompleted)][-1] >= 8

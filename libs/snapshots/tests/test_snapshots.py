@@ -3,6 +3,9 @@ what is left out, restores byte for byte, retention, and an unreachable S3."""
 
 from __future__ import annotations
 
+import asyncio
+import hashlib
+import json
 import os
 import uuid
 from collections.abc import AsyncIterator
@@ -10,11 +13,13 @@ from pathlib import Path
 
 import aioboto3
 import pytest
+from typer.testing import CliRunner
 
+from cofounder_cli.main import app
 from cofounder_sandbox.local import LocalSandbox, LocalSandboxes
 from cofounder_snapshots.collect import collect_folder, collect_sandbox
 from cofounder_snapshots.ignore import IgnoreRules
-from cofounder_snapshots.store import LocalStore, S3Store, SnapshotStore, StoreError
+from cofounder_snapshots.store import LocalStore, S3Store, SnapshotStore, StoreError, blob_key
 from cofounder_snapshots.sync import prune, restore, take_snapshot
 
 PROJECT = "0195a0e2-0000-7000-8000-00000000a001"
@@ -202,3 +207,49 @@ async def test_collect_reads_a_local_sandbox_and_honours_snapshotignore(tmp_path
     collected = await collect_sandbox(box)
     assert sorted(f.path for f in collected.files) == [".snapshotignore", "app.py"]
     assert collected.ignored == 2
+
+
+@pytest.mark.integration
+async def test_large_files_go_multipart_and_the_cli_restores_into_a_folder(
+    s3: S3Store, s3_endpoint_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    root = tmp_path / "p"
+    big = os.urandom(6 * 1024 * 1024 + 17)
+    _tree(root, {"assets/video.bin": big, "tool.sh": b"#!/bin/sh\n"})
+    (root / "tool.sh").chmod(0o755)
+    build = str(uuid.uuid4())
+    async with S3Store(
+        s3.bucket, prefix="test", endpoint_url=s3_endpoint_url, multipart_threshold=5 * 1024 * 1024
+    ) as store:
+        await take_snapshot(store, await collect_folder(root), project_id=PROJECT, build_id=build)
+        stored = await store.client.head_object(
+            Bucket=s3.bucket, Key="test/" + blob_key(PROJECT, hashlib.sha256(big).hexdigest())
+        )
+    assert "-" in stored["ETag"]  # a multipart upload's ETag: "<md5 of parts>-<parts>"
+
+    monkeypatch.setenv("PROJECT_SNAPSHOT_BUCKET", s3.bucket)
+    monkeypatch.setenv("SNAPSHOT_PREFIX", "test")
+    monkeypatch.setenv("S3_ENDPOINT_URL", s3_endpoint_url)
+    listed = await asyncio.to_thread(
+        CliRunner().invoke,
+        app,
+        ["snapshots", "list", "--project", PROJECT, "--build", build, "--json"],
+    )
+    assert listed.exit_code == 0, listed.output
+    assert [(r["version"], r["files"]) for r in json.loads(listed.stdout)] == [(1, 2)]
+    target = tmp_path / "restored"
+    restored = await asyncio.to_thread(
+        CliRunner().invoke,
+        app,
+        ["snapshots", "restore", "--project", PROJECT, "--build", build, "--to", str(target)],
+    )
+    assert restored.exit_code == 0, restored.output
+    assert _files(target) == _files(root)
+    assert (target / "tool.sh").stat().st_mode & 0o111
+    missing = await asyncio.to_thread(
+        CliRunner().invoke,
+        app,
+        ["snapshots", "restore", "--project", PROJECT, "--build", "nope", "--to", str(target)],
+    )
+    assert missing.exit_code == 1
+    assert "has no snapshot" in missing.stderr

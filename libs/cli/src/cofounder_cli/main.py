@@ -9,7 +9,7 @@ from importlib.metadata import entry_points
 
 import typer
 
-from cofounder_cli import builds, db, dev, dlq, events, serve
+from cofounder_cli import builds, db, dev, dlq, events, serve, snapshots
 
 app = typer.Typer(
     name="cofounder",
@@ -22,6 +22,7 @@ app.add_typer(builds.app, name="builds")
 app.add_typer(db.app, name="db")
 app.add_typer(dlq.app, name="dlq")
 app.add_typer(events.app, name="events")
+app.add_typer(snapshots.app, name="snapshots")
 app.command("serve")(serve.serve)
 app.command("dev")(dev.dev)
 

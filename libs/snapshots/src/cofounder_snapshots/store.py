@@ -8,7 +8,9 @@ caller's semaphore, and sends blobs above ``multipart_threshold`` as multipart u
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import io
+import uuid
 from collections.abc import Iterable
 from pathlib import Path
 from types import TracebackType
@@ -16,7 +18,6 @@ from typing import Any, Final, Protocol, Self
 
 import aioboto3
 import msgspec
-from boto3.s3.transfer import TransferConfig
 from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError
 
@@ -117,7 +118,7 @@ class LocalStore:
 
         def write() -> None:
             path.parent.mkdir(parents=True, exist_ok=True)
-            tmp = path.with_name(path.name + ".tmp")
+            tmp = path.with_name(f"{path.name}.{uuid.uuid4().hex}.tmp")  # writers never collide
             tmp.write_bytes(data)
             tmp.replace(path)
 
@@ -197,7 +198,9 @@ class S3Store:
             read_timeout=read_timeout_s,
             max_pool_connections=32,
         )
-        self._transfer = TransferConfig(multipart_threshold=multipart_threshold)
+        self.multipart_threshold = multipart_threshold
+        #: Parts of at least 5 MiB (S3's minimum for all but the last part).
+        self.multipart_chunk = max(5 * 1024 * 1024, multipart_threshold)
         self._session = aioboto3.Session()
         self._context: Any = None
         self._client: Any = None
@@ -229,16 +232,48 @@ class S3Store:
         self, key: str, data: bytes, content_type: str = "application/octet-stream"
     ) -> None:
         try:
-            if len(data) > self._transfer.multipart_threshold:
-                await self.client.upload_fileobj(
-                    io.BytesIO(data), self.bucket, self._key(key), Config=self._transfer
-                )
+            if len(data) > self.multipart_threshold:
+                await self._put_multipart(key, data)
             else:
+                # A stream, not raw bytes: aiohttp would otherwise hold the loop on large bodies.
                 await self.client.put_object(
-                    Bucket=self.bucket, Key=self._key(key), Body=data, ContentType=content_type
+                    Bucket=self.bucket,
+                    Key=self._key(key),
+                    Body=io.BytesIO(data),
+                    ContentLength=len(data),
+                    ContentType=content_type,
                 )
         except _FAILURES as exc:
             raise StoreError(f"could not write {key} to {self.description}: {exc}") from exc
+
+    async def _put_multipart(self, key: str, data: bytes) -> None:
+        """A multipart upload in ``multipart_chunk``-sized parts (aborted if a part fails, so no
+        partial object and no orphaned parts are left)."""
+        full = self._key(key)
+        upload = await self.client.create_multipart_upload(Bucket=self.bucket, Key=full)
+        upload_id = upload["UploadId"]
+        try:
+            parts = []
+            for number, start in enumerate(range(0, len(data), self.multipart_chunk), 1):
+                chunk = data[start : start + self.multipart_chunk]
+                part = await self.client.upload_part(
+                    Bucket=self.bucket,
+                    Key=full,
+                    UploadId=upload_id,
+                    PartNumber=number,
+                    Body=io.BytesIO(chunk),
+                    ContentLength=len(chunk),
+                )
+                parts.append({"PartNumber": number, "ETag": part["ETag"]})
+            await self.client.complete_multipart_upload(
+                Bucket=self.bucket, Key=full, UploadId=upload_id, MultipartUpload={"Parts": parts}
+            )
+        except BaseException:
+            with contextlib.suppress(*_FAILURES):
+                await self.client.abort_multipart_upload(
+                    Bucket=self.bucket, Key=full, UploadId=upload_id
+                )
+            raise
 
     async def _get(self, key: str) -> bytes | None:
         try:

@@ -7,6 +7,7 @@ import time
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import TypeVar
 
 import structlog
@@ -16,7 +17,14 @@ from cofounder_snapshots.collect import Collected, FileEntry
 from cofounder_snapshots.manifest import FileMeta, Manifest
 from cofounder_snapshots.store import SnapshotStore
 
-__all__ = ["SnapshotResult", "prune", "restore", "take_snapshot"]
+__all__ = [
+    "SnapshotResult",
+    "latest_version",
+    "prune",
+    "restore",
+    "restore_to_folder",
+    "take_snapshot",
+]
 
 _log = structlog.get_logger("cofounder.snapshots")
 T = TypeVar("T")
@@ -40,9 +48,12 @@ async def _bounded(items: Iterable[T], work: Callable[[T], Awaitable[None]], lim
         async with gate:
             await work(item)
 
-    async with asyncio.TaskGroup() as group:
-        for item in items:
-            group.create_task(one(item))
+    try:
+        async with asyncio.TaskGroup() as group:
+            for item in items:
+                group.create_task(one(item))
+    except ExceptionGroup as group_error:
+        raise group_error.exceptions[0] from group_error  # callers handle the first failure
 
 
 async def take_snapshot(
@@ -126,6 +137,45 @@ async def restore(
         quoted = " ".join("'" + p.replace("'", "'\\''") + "'" for p in executable)
         await sandbox.run(f"chmod +x {quoted}", timeout=60)  # the shell starts in the project
     _log.info("snapshot restored", build_id=build_id, version=version, files=len(manifest.files))
+    return manifest
+
+
+async def latest_version(store: SnapshotStore, project_id: str, build_id: str) -> int | None:
+    versions = await store.versions(project_id, build_id)
+    return versions[-1] if versions else None
+
+
+async def restore_to_folder(
+    store: SnapshotStore,
+    folder: Path,
+    *,
+    project_id: str,
+    build_id: str,
+    version: int | None = None,
+    concurrency: int = 16,
+) -> Manifest | None:
+    """Write a version (default: the latest) into a local folder, modes included."""
+    version = version if version is not None else await latest_version(store, project_id, build_id)
+    if version is None:
+        return None
+    manifest = await store.get_manifest(project_id, build_id, version)
+    root = await asyncio.to_thread(folder.resolve)
+
+    async def put(item: tuple[str, FileMeta]) -> None:
+        path, meta = item
+        target = (root / path).resolve()
+        if root not in target.parents:
+            raise ValueError(f"{path} would be written outside {root}")
+        data = await store.get_blob(project_id, meta.sha256)
+
+        def write() -> None:
+            target.parent.mkdir(parents=True, exist_ok=True)
+            target.write_bytes(data)
+            target.chmod(meta.mode & 0o777 or 0o644)
+
+        await asyncio.to_thread(write)
+
+    await _bounded(manifest.files.items(), put, concurrency)
     return manifest
 
 

@@ -8,7 +8,8 @@ instead of storing another.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import asyncio
+from dataclasses import dataclass, field
 
 import structlog
 
@@ -40,9 +41,22 @@ class SnapshotDeps:
     keep_versions: int = 10
     max_file_bytes: int = 50 * 1024 * 1024
     concurrency: int = 16
+    locks: dict[str, asyncio.Lock] = field(default_factory=dict)
 
 
 async def on_snapshot_requested(event: SnapshotRequested, deps: SnapshotDeps) -> None:
+    """Snapshots of one build are taken one at a time in a process (their version numbers come
+    from the versions stored so far)."""
+    lock = deps.locks.setdefault(event.build_id, asyncio.Lock())
+    try:
+        async with lock:
+            await _snapshot(event, deps)
+    finally:
+        if not lock.locked() and deps.locks.get(event.build_id) is lock:
+            del deps.locks[event.build_id]
+
+
+async def _snapshot(event: SnapshotRequested, deps: SnapshotDeps) -> None:
     envelope = follow_up(event, producer=PRODUCER)
     if deps.store is None:
         await deps.events.emit(
@@ -80,7 +94,7 @@ async def on_snapshot_requested(event: SnapshotRequested, deps: SnapshotDeps) ->
                 build_id=event.build_id,
                 keep=deps.keep_versions,
             )
-    except (SandboxGone, StoreError, OSError, RuntimeError) as exc:
+    except (SandboxGone, StoreError, OSError, RuntimeError, ValueError) as exc:
         _log.warning("snapshot failed", error=str(exc), build_id=event.build_id)
         await deps.events.emit(
             SnapshotFailed(

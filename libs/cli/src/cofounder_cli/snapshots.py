@@ -1,0 +1,109 @@
+"""``cofounder snapshots list|restore``: the snapshots of a project's builds, for SREs.
+
+The store comes from the same settings as the services: ``PROJECT_SNAPSHOT_BUCKET`` (with
+``SNAPSHOT_PREFIX`` and ``S3_ENDPOINT_URL``) or ``SNAPSHOT_LOCAL_DIR``. ``restore`` writes a
+version into a folder (to inspect it, or to seed a sandbox by hand); the agent runner restores
+into replacement sandboxes by itself.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from cofounder_snapshots.config import OFF_REASON, store_from
+from cofounder_snapshots.store import SnapshotStore, StoreError
+from cofounder_snapshots.sync import restore_to_folder
+
+app = typer.Typer(help="List and restore project snapshots.", no_args_is_help=True)
+
+ProjectOpt = Annotated[str, typer.Option("--project", help="The project id.")]
+JsonOpt = Annotated[bool, typer.Option("--json", help="Machine-readable output.")]
+
+
+def _store() -> SnapshotStore:
+    store = store_from(
+        bucket=os.environ.get("PROJECT_SNAPSHOT_BUCKET"),
+        prefix=os.environ.get("SNAPSHOT_PREFIX", ""),
+        endpoint_url=os.environ.get("S3_ENDPOINT_URL"),
+        local_dir=os.environ.get("SNAPSHOT_LOCAL_DIR"),
+    )
+    if store is None:
+        typer.echo(f"error: {OFF_REASON}", err=True)
+        raise typer.Exit(2)
+    return store
+
+
+async def _list(project: str, build: str | None) -> list[dict[str, Any]]:
+    async with _store() as store:
+        builds = [build] if build else await store.builds(project)
+        out = []
+        for each in builds:
+            for version in await store.versions(project, each):
+                manifest = await store.get_manifest(project, each, version)
+                out.append(
+                    {
+                        "build_id": each,
+                        "version": version,
+                        "created_at": manifest.created_at.isoformat(),
+                        "files": len(manifest.files),
+                        "bytes": manifest.total_bytes,
+                        "too_large": manifest.too_large,
+                    }
+                )
+        return out
+
+
+@app.command("list")
+def list_(
+    project: ProjectOpt,
+    build: Annotated[str | None, typer.Option("--build", help="Only this build.")] = None,
+    json_: JsonOpt = False,
+) -> None:
+    """Every stored version of the project's builds (or one build's)."""
+    try:
+        rows = asyncio.run(_list(project, build))
+    except StoreError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(1) from None
+    if json_:
+        typer.echo(json.dumps(rows))
+        return
+    for r in rows:
+        size = f"{r['files']} files, {r['bytes']:,} bytes"
+        typer.echo(f"{r['build_id']}  v{r['version']:<4} {r['created_at']}  {size}")
+    if not rows:
+        typer.echo("no snapshots")
+
+
+@app.command()
+def restore(
+    project: ProjectOpt,
+    build: Annotated[str, typer.Option("--build", help="The build whose snapshot to restore.")],
+    to: Annotated[Path, typer.Option("--to", help="The folder to write the files into.")],
+    version: Annotated[int | None, typer.Option(help="Default: the latest.")] = None,
+) -> None:
+    """Write a snapshot version of BUILD into a folder, byte for byte (modes included)."""
+
+    async def go() -> Any:
+        async with _store() as store:
+            return await restore_to_folder(
+                store, to, project_id=project, build_id=build, version=version
+            )
+
+    try:
+        manifest = asyncio.run(go())
+    except (StoreError, ValueError) as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(1) from None
+    if manifest is None:
+        typer.echo(f"error: build {build} has no snapshot", err=True)
+        raise typer.Exit(1)
+    typer.echo(
+        f"restored version {manifest.version} of {build}: {len(manifest.files)} files into {to}"
+    )
