@@ -137,3 +137,21 @@ async def test_events_export_writes_the_catalog(tmp_path: Path) -> None:
     assert "schemas/build.requested.json" in written
     doc = json.loads((tmp_path / "asyncapi.json").read_text())
     assert doc["asyncapi"] == "3.0.0"
+
+
+def test_the_committed_configuration_reference_is_current() -> None:
+    from cofounder_cli.config import render
+
+    committed = (Path(__file__).parents[3] / "docs" / "configuration.md").read_text()
+    assert committed == render(), (
+        "regenerate it: cofounder config reference --out docs/configuration.md"
+    )
+    for variable in (
+        "REDIS_URL",
+        "ANTHROPIC_API_KEY",
+        "PROJECT_SNAPSHOT_BUCKET",
+        "JWT_SECRET",
+        "LEASE_TTL_MS",
+    ):
+        assert f"`{variable}`" in committed
+    assert "(secret: never logged)" in committed

@@ -9,7 +9,7 @@ from importlib.metadata import entry_points
 
 import typer
 
-from cofounder_cli import builds, db, dev, dlq, events, serve, snapshots
+from cofounder_cli import builds, config, db, dev, dlq, events, serve, snapshots
 
 app = typer.Typer(
     name="cofounder",
@@ -19,6 +19,7 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 app.add_typer(builds.app, name="builds")
+app.add_typer(config.app, name="config")
 app.add_typer(db.app, name="db")
 app.add_typer(dlq.app, name="dlq")
 app.add_typer(events.app, name="events")

@@ -15,6 +15,7 @@ from typing import Final
 
 import structlog
 from prometheus_client import start_http_server
+from pydantic_settings import BaseSettings
 
 from cofounder_runtime.consumer import Consumer
 
@@ -44,6 +45,8 @@ class ServiceSpec:
     summary: str
     main: Callable[[], Awaitable[None]] | None = None
     status: str = "ready"
+    #: The service's settings class (environment variables), for the configuration reference.
+    settings: type[BaseSettings] | None = None
 
 
 def discover_services() -> dict[str, ServiceSpec]:
