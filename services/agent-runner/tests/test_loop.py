@@ -10,6 +10,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
+from prometheus_client import REGISTRY
 from sqlalchemy import select
 
 from cofounder_agent_runner.bootstrap import build_consumers
@@ -356,3 +357,52 @@ async def test_an_error_event_mid_stream_is_metered_and_retried(
     assert usage[0].input_tokens > 0
     assert usage[1].outcome == "ok"
     assert [t for t, _, _ in _turns(scripted.log(), context.build_id)][:2] == [0, 0]
+
+
+async def test_a_build_is_counted_in_the_runner_metrics(
+    harness: Harness, scripted: ScriptedModel
+) -> None:
+    def value(name: str, **labels: str) -> float:
+        return REGISTRY.get_sample_value(name, labels) or 0.0
+
+    before = {
+        "completed": value("cofounder_runner_drives_total", outcome="completed"),
+        "iterations": value("cofounder_runner_iterations_total"),
+        "bash_ok": value("cofounder_runner_tool_calls_total", tool="bash", outcome="ok"),
+        "shots": value("cofounder_runner_tool_calls_total", tool="screenshot", outcome="error")
+        + value("cofounder_runner_tool_calls_total", tool="screenshot", outcome="ok"),
+        "read": value(
+            "cofounder_runner_model_tokens_total", model="claude-sonnet-5-5", kind="cache_read"
+        ),
+        "calls": value("cofounder_runner_model_call_seconds_count", model="claude-sonnet-5-5"),
+        "limited": value("cofounder_runner_model_retries_total", reason="rate_limited"),
+    }
+    scripted.faults({"status": 429, "retry_after": 0.05})
+    context = context_ready()
+    assert (
+        await drive(harness.deps, build_id=context.build_id, context=context, reason="start")
+        is Outcome.COMPLETED
+    )
+    assert value("cofounder_runner_drives_total", outcome="completed") == before["completed"] + 1
+    assert value("cofounder_runner_iterations_total") == before["iterations"] + 8
+    assert (
+        value("cofounder_runner_tool_calls_total", tool="bash", outcome="ok")
+        == before["bash_ok"] + 2
+    )
+    assert (
+        value("cofounder_runner_tool_calls_total", tool="screenshot", outcome="error")
+        == before["shots"] + 1
+    )
+    assert (
+        value("cofounder_runner_model_tokens_total", model="claude-sonnet-5-5", kind="cache_read")
+        > before["read"]
+    )
+    assert (
+        value("cofounder_runner_model_call_seconds_count", model="claude-sonnet-5-5")
+        == before["calls"] + 8
+    )
+    assert (
+        value("cofounder_runner_model_retries_total", reason="rate_limited")
+        == before["limited"] + 1
+    )
+    assert value("cofounder_runner_builds_active") == 0

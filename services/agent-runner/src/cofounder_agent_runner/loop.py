@@ -38,6 +38,13 @@ from cofounder_agent_runner.compaction import compact
 from cofounder_agent_runner.control import Control, parse_control, queue_control, read_control
 from cofounder_agent_runner.finish import assign_build_version, mark_mvp_built
 from cofounder_agent_runner.lease import Lease, LeaseBusy
+from cofounder_agent_runner.metrics import (
+    BUILDS_ACTIVE,
+    BUILDS_ENDED,
+    ITERATIONS,
+    MODEL_TOKENS,
+    TOOL_CALLS,
+)
 from cofounder_agent_runner.model import ModelClient, ModelRejected, TokenUsage
 from cofounder_agent_runner.plans import BuildBlocked, UnknownTier, resolve_model
 from cofounder_agent_runner.prompt import (
@@ -214,6 +221,13 @@ class _Run:
             return
         self.state.input_tokens += usage.prompt_tokens
         self.state.output_tokens += usage.output_tokens
+        for kind, count in (
+            ("input", usage.input_tokens),
+            ("output", usage.output_tokens),
+            ("cache_write", usage.cache_creation_input_tokens),
+            ("cache_read", usage.cache_read_input_tokens),
+        ):
+            MODEL_TOKENS.labels(model, kind).inc(count)
         # Sent with the iteration's events, after its checkpoint: one round trip fewer. A crash
         # before then loses this meter reading, and the repeated call is metered instead.
         self.pending_usage = event
@@ -288,6 +302,7 @@ class _Run:
             result: ToolOutcome = await self.dispatcher.run(use["name"], use.get("input"))
             duration_ms = int((time.perf_counter() - started) * 1000)
             state.tool_calls += 1
+            TOOL_CALLS.labels(use["name"], "error" if result.is_error else "ok").inc()
             results.append(result.result_block(use["id"]))
             self.emit_soon(
                 ToolCompleted(
@@ -316,6 +331,7 @@ class _Run:
             finished = " ".join(t for t in texts if t).strip() or "The agent ended its work."
         state.messages.extend(new)
         state.iteration = iteration
+        ITERATIONS.inc()
         state.prompt_tokens = usage.prompt_tokens + usage.output_tokens
         seq = await self.checkpoint(
             "turn",
@@ -518,7 +534,7 @@ async def _open_sandbox(deps: RunnerDeps, state: RunState, log: Any) -> tuple[Sa
     return sandbox, True
 
 
-async def drive(
+async def _drive(
     deps: RunnerDeps, *, build_id: str, context: ContextReady | None, reason: str
 ) -> Outcome:
     """Drive ``build_id`` until it ends, sleeps or is handed back (see the module docstring).
@@ -623,3 +639,20 @@ async def drive(
                 with contextlib.suppress(Exception):
                     await run.sender  # progress events of an unfinished turn: best effort
             await dispatcher.close()
+
+
+async def drive(
+    deps: RunnerDeps, *, build_id: str, context: ContextReady | None, reason: str
+) -> Outcome:
+    """Drive ``build_id`` until it ends, sleeps or is handed back (see the module docstring).
+
+    ``context`` is the ``context.ready`` event for a start; None for a wake, which resumes from
+    the checkpoints alone.
+    """
+    BUILDS_ACTIVE.inc()
+    try:
+        outcome = await _drive(deps, build_id=build_id, context=context, reason=reason)
+    finally:
+        BUILDS_ACTIVE.dec()
+    BUILDS_ENDED.labels(str(outcome)).inc()
+    return outcome

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import random
+import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -26,6 +27,7 @@ import anthropic
 import httpx2
 import structlog
 
+from cofounder_agent_runner.metrics import MODEL_CALL_SECONDS, MODEL_RETRIES
 from cofounder_contracts.events import UsageOutcome
 
 __all__ = ["ModelClient", "ModelRejected", "ModelReply", "ModelUnavailable", "TokenUsage"]
@@ -138,9 +140,11 @@ class ModelClient:
     ) -> ModelReply:
         overloaded = 0
         current = model
+        began = time.perf_counter()
         last_error = "no attempt made"
         for attempt in range(1, self.attempts + 1):
             if overloaded >= self.overloaded_before_fallback and current != self.fallback_model:
+                MODEL_RETRIES.labels("fallback").inc()
                 _log.warning(
                     "model overloaded; using the fallback",
                     model=current,
@@ -160,6 +164,7 @@ class ModelClient:
                     final = await stream.get_final_message()
                 usage = TokenUsage.of(final.usage)
                 request_id = stream.request_id
+                MODEL_CALL_SECONDS.labels(current).observe(time.perf_counter() - began)
                 await on_usage(current, usage, request_id, UsageOutcome.OK)
                 return ModelReply(
                     message={
@@ -183,16 +188,19 @@ class ModelClient:
                         UsageOutcome.ERROR,
                     )
                 if status == 429:
+                    MODEL_RETRIES.labels("rate_limited").inc()
                     wait = _retry_after(exc)
                     delay = wait if wait is not None else self._backoff(attempt)
                     _log.warning("rate limited; waiting", seconds=delay, model=current)
                     await asyncio.sleep(delay)
                     continue
                 if status == 529 or isinstance(exc, anthropic.OverloadedError):
+                    MODEL_RETRIES.labels("overloaded").inc()
                     overloaded += 1
                     await asyncio.sleep(_retry_after(exc) or self._backoff(attempt))
                     continue
                 if status >= 500 or status in (408, 409):
+                    MODEL_RETRIES.labels("server_error").inc()
                     await asyncio.sleep(_retry_after(exc) or self._backoff(attempt))
                     continue
                 raise ModelRejected(
@@ -209,6 +217,7 @@ class ModelClient:
                         _request_id(stream),
                         UsageOutcome.CUT_SHORT,
                     )
+                MODEL_RETRIES.labels("broken_stream").inc()
                 _log.warning("model call broke off; retrying", error=last_error, attempt=attempt)
                 await asyncio.sleep(self._backoff(attempt))
         raise ModelUnavailable(
