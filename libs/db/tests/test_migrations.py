@@ -29,6 +29,7 @@ TABLES = {
     "processed_events",
     "agent_checkpoints",
     "build_versions",
+    "budget_ledger",
     "alembic_version",
 }
 

@@ -5,7 +5,8 @@
 - ``builds``: the gateway (creation, and the status projection of build events);
 - ``outbox``: the gateway (same transaction as the build row; its relay marks rows sent);
 - ``processed_events``: every consumer, for its own ``scope`` (``record_once``);
-- ``agent_checkpoints``, ``build_versions``: the agent runner.
+- ``agent_checkpoints``, ``build_versions``: the agent runner;
+- ``budget_ledger``: the budget service.
 
 One exception, kept from the monolith's behaviour: when a build completes, the agent runner moves
 ``projects.stage`` to ``mvp_built`` (the founder-facing product's "MVP built" transition). It is a
@@ -42,6 +43,7 @@ __all__ = [
     "AgentCheckpoint",
     "Artifact",
     "Base",
+    "BudgetLedgerRow",
     "Build",
     "BuildVersion",
     "OutboxRow",
@@ -214,6 +216,26 @@ class BuildVersion(Base):
     project_id: Mapped[str] = mapped_column(String(36), primary_key=True)
     version: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
     build_id: Mapped[str] = mapped_column(String(36), unique=True)
+    created_at: Mapped[datetime] = mapped_column(default=_now)
+
+
+class BudgetLedgerRow(Base):
+    """One metered model call: its tokens and what they cost, the durable side of the budget's
+    Redis counters (which are rebuilt from these rows when Redis loses them)."""
+
+    __tablename__ = "budget_ledger"
+    __table_args__ = (Index("ix_budget_ledger_user_day", "user_id", "day"),)
+
+    event_id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    user_id: Mapped[str] = mapped_column(String(36))
+    build_id: Mapped[str] = mapped_column(String(36), index=True)
+    day: Mapped[str] = mapped_column(String(10))  # YYYY-MM-DD, UTC
+    model: Mapped[str] = mapped_column(String(100))
+    input_tokens: Mapped[int] = mapped_column(BigInteger)
+    output_tokens: Mapped[int] = mapped_column(BigInteger)
+    cache_creation_input_tokens: Mapped[int] = mapped_column(BigInteger)
+    cache_read_input_tokens: Mapped[int] = mapped_column(BigInteger)
+    cost_micros: Mapped[int] = mapped_column(BigInteger)
     created_at: Mapped[datetime] = mapped_column(default=_now)
 
 

@@ -47,12 +47,20 @@ from cofounder_runtime.options import ConsumerOptions
 from cofounder_runtime.ownership import Ownership
 from cofounder_runtime.streamreply import read_entries
 
-__all__ = ["Consumer", "Handler"]
+__all__ = ["Consumer", "Handler", "Poison"]
 
 #: A handler gets the decoded event; dependencies are bound beforehand (``functools.partial``).
 Handler = Callable[[Any], Awaitable[None]]
 
 _log = structlog.get_logger("cofounder.consumer")
+
+
+class Poison(Exception):
+    """Raised by a handler for an event that can never succeed (valid JSON, invalid meaning):
+    the entry goes to the dead-letter stream at once, with this message as its error, rather
+    than being retried ``max_deliveries`` times."""
+
+
 _UNKNOWN: Final = b"unknown"
 _REDIS_RETRY_S: Final = 1.0
 _SHUTDOWN_ACK_ATTEMPTS: Final = 5
@@ -379,7 +387,7 @@ class Consumer:
                 except Exception as exc:  # noqa: BLE001 - any handler failure is retried
                     metrics.failed += 1
                     error = f"{type(exc).__name__}: {exc}"
-                    if flight.deliveries >= self.options.max_deliveries:
+                    if isinstance(exc, Poison) or flight.deliveries >= self.options.max_deliveries:
                         self._log.error(
                             "handler failed; dead-lettering",
                             error=error,

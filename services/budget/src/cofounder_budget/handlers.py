@@ -1,0 +1,183 @@
+"""``budget.usage`` → the ledger, the day's counters, and the 80% / 100% signals.
+
+One usage event, one step, in this order:
+
+1. insert the ledger row in an open transaction (a conflict means it was counted before: done);
+2. the Redis script counts the cost once (keyed by ``event_id``) against the day's budget and
+   closes the gate at 100%; when the day's counter is missing (Redis lost it) it is rebuilt from
+   the ledger first;
+3. commit; then ``budget.warning`` / ``budget.exhausted`` when the script says they are due.
+
+A crash after 2 and before 3 leaves no ledger row; the redelivery inserts it and the script
+skips the count it already made. Numbers no model call can report are dead-lettered with the
+reason (``Poison``), not retried.
+"""
+
+from __future__ import annotations
+
+import functools
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime
+from typing import Final
+
+import structlog
+from redis.asyncio import Redis
+from sqlalchemy import func, select
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+
+from cofounder_budget.meter import Meter, day_keys
+from cofounder_budget.plans import DEFAULT_PLANS, Plan, cycle_start, daily_budget, next_reset
+from cofounder_budget.pricing import Pricing
+from cofounder_contracts import (
+    BudgetExhausted,
+    BudgetUsage,
+    BudgetWarning,
+    derived_event_id,
+    follow_up,
+)
+from cofounder_db.models import BudgetLedgerRow, User
+from cofounder_runtime.consumer import Poison
+from cofounder_runtime.publisher import Publisher
+
+__all__ = ["BudgetDeps", "on_usage"]
+
+PRODUCER: Final = "budget"
+#: More tokens than any model call reports (context windows are ~1M): a bug upstream, not usage.
+MAX_TOKENS_PER_CALL: Final = 5_000_000
+_log = structlog.get_logger("cofounder.budget")
+_LEDGER = BudgetLedgerRow.__table__
+
+
+@dataclass
+class BudgetDeps:
+    engine: AsyncEngine
+    redis: Redis
+    events: Publisher
+    pricing: Pricing = field(default_factory=Pricing)
+    plans: dict[str, Plan] = field(default_factory=lambda: dict(DEFAULT_PLANS))
+    default_tier: str = "bootstrapper"
+    meter: Meter = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.meter = Meter(self.redis)
+
+
+def _check(event: BudgetUsage) -> None:
+    counts = {
+        "input_tokens": event.input_tokens,
+        "output_tokens": event.output_tokens,
+        "cache_creation_input_tokens": event.cache_creation_input_tokens,
+        "cache_read_input_tokens": event.cache_read_input_tokens,
+    }
+    absurd = {k: v for k, v in counts.items() if v > MAX_TOKENS_PER_CALL}
+    if absurd:
+        raise Poison(f"usage beyond any model call ({absurd}; limit {MAX_TOKENS_PER_CALL:,})")
+
+
+async def _insert_once(conn: AsyncConnection, event: BudgetUsage, day: str, cost: int) -> bool:
+    dialect = postgresql if conn.dialect.name == "postgresql" else sqlite
+    statement = (
+        dialect.insert(_LEDGER)
+        .values(
+            event_id=event.event_id,
+            user_id=event.user_id,
+            build_id=event.build_id,
+            day=day,
+            model=event.model,
+            input_tokens=event.input_tokens,
+            output_tokens=event.output_tokens,
+            cache_creation_input_tokens=event.cache_creation_input_tokens,
+            cache_read_input_tokens=event.cache_read_input_tokens,
+            cost_micros=cost,
+            created_at=datetime.now(UTC),
+        )
+        .on_conflict_do_nothing(index_elements=["event_id"])
+    )
+    return bool((await conn.execute(statement)).rowcount)
+
+
+async def _budget(conn: AsyncConnection, deps: BudgetDeps, user_id: str, day: date) -> int:
+    """The user's budget for ``day``, cached in Redis for the day."""
+    key = day_keys(user_id, day.isoformat())["daily"]
+    cached = await deps.redis.get(key)
+    if cached is not None:
+        return int(cached)
+    tier = (await conn.execute(select(User.tier).where(User.id == user_id))).scalar()
+    plan = deps.plans.get(tier or deps.default_tier) or deps.plans[deps.default_tier]
+    before = (
+        await conn.execute(
+            select(func.coalesce(func.sum(_LEDGER.c.cost_micros), 0)).where(
+                _LEDGER.c.user_id == user_id,
+                _LEDGER.c.day >= cycle_start(day).isoformat(),
+                _LEDGER.c.day < day.isoformat(),
+            )
+        )
+    ).scalar()
+    budget = daily_budget(plan, day=day, spent_before_today=int(before or 0))
+    await deps.redis.set(key, budget, ex=26 * 3600)
+    return budget
+
+
+async def on_usage(event: BudgetUsage, deps: BudgetDeps) -> None:
+    _check(event)
+    when = event.occurred_at.astimezone(UTC)
+    day = when.date()
+    cost = deps.pricing.cost_micros(event)
+    resets_at = next_reset(when)
+    async with deps.engine.begin() as conn:
+        if not await _insert_once(conn, event, day.isoformat(), cost):
+            return  # counted before (its ledger row is committed)
+        budget = await _budget(conn, deps, event.user_id, day)
+        add = functools.partial(
+            deps.meter.add,
+            user_id=event.user_id,
+            build_id=event.build_id,
+            day=day.isoformat(),
+            event_id=event.event_id,
+            cost=cost,
+            budget=budget,
+            resets_at=resets_at,
+        )
+        metered = await add()
+        if metered is None:
+            # Redis lost the day's counter: rebuild it from the ledger (without this event).
+            total = (
+                await conn.execute(
+                    select(func.coalesce(func.sum(_LEDGER.c.cost_micros), 0)).where(
+                        _LEDGER.c.user_id == event.user_id, _LEDGER.c.day == day.isoformat()
+                    )
+                )
+            ).scalar()
+            await deps.meter.restore_day(
+                user_id=event.user_id, day=day.isoformat(), spent=int(total or 0) - cost
+            )
+            _log.warning("day counter rebuilt from the ledger", user_id=event.user_id, day=str(day))
+            metered = await add()
+            if metered is None:
+                raise RuntimeError("the day counter vanished again while being rebuilt")
+    signals: list[BudgetWarning | BudgetExhausted] = []
+    base = follow_up(event, producer=PRODUCER)
+    if metered.warn:
+        signals.append(
+            BudgetWarning(
+                **base,
+                event_id=derived_event_id(event.event_id, "budget.warning"),
+                day=day,
+                spent_micros=metered.spent,
+                budget_micros=budget,
+            )
+        )
+    if metered.exhausted:
+        signals.append(
+            BudgetExhausted(
+                **base,
+                event_id=derived_event_id(event.event_id, "budget.exhausted"),
+                day=day,
+                spent_micros=metered.spent,
+                budget_micros=budget,
+                resets_at=resets_at,
+            )
+        )
+    for signal in signals:
+        await deps.events.emit(signal)

@@ -1,0 +1,118 @@
+"""The budget's counters in Redis: one atomic script per usage event.
+
+Keys of one user share the ``{user}`` hash tag (one slot on Redis Cluster), the gate key
+included (``cofounder_contracts.keys.budget_gate_key``), so the script touches them together:
+
+- ``seen``: this event was counted (idempotency; expires with the day);
+- ``spent``: the user's spend for the day (micros); missing means the counters were lost and
+  must be rebuilt from the ledger first (the script then answers ``-1`` and changes nothing);
+- ``build``: the build's total;
+- ``warned`` / ``exhausted``: the day's 80% and 100% events went out (once a day each);
+- the gate: written when the spend reaches the budget, expiring at the reset.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Final
+
+import msgspec
+from redis.asyncio import Redis
+
+from cofounder_contracts.keys import budget_gate_key
+
+__all__ = ["Meter", "Metered", "day_keys"]
+
+_DAY_TTL_S: Final = 3 * 24 * 3600
+
+_METER: Final = """
+if redis.call('EXISTS', KEYS[2]) == 0 then return {-1, 0, 0, 0} end
+if not redis.call('SET', KEYS[1], '1', 'NX', 'EX', ARGV[3]) then
+  return {0, tonumber(redis.call('GET', KEYS[2])), 0, 0}
+end
+local spent = redis.call('INCRBY', KEYS[2], ARGV[1])
+redis.call('INCRBY', KEYS[3], ARGV[1])
+redis.call('EXPIRE', KEYS[3], ARGV[3])
+local budget = tonumber(ARGV[2])
+local warn, exhausted = 0, 0
+if spent * 10 >= budget * 8 and redis.call('SET', KEYS[5], '1', 'NX', 'EX', ARGV[3]) then
+  warn = 1
+end
+if spent >= budget then
+  redis.call('SET', KEYS[4], ARGV[4], 'PXAT', ARGV[5])
+  if redis.call('SET', KEYS[6], '1', 'NX', 'EX', ARGV[3]) then exhausted = 1 end
+end
+return {1, spent, warn, exhausted}
+"""
+
+
+def day_keys(user_id: str, day: str) -> dict[str, str]:
+    tag = f"{{{user_id}}}"
+    return {
+        "spent": f"cofounder.budget.spent:{tag}:{day}",
+        "warned": f"cofounder.budget.warned:{tag}:{day}",
+        "exhausted": f"cofounder.budget.exhausted:{tag}:{day}",
+        "daily": f"cofounder.budget.daily:{tag}:{day}",
+    }
+
+
+@dataclass(frozen=True, slots=True)
+class Metered:
+    counted: bool  # False: a duplicate
+    spent: int
+    warn: bool
+    exhausted: bool
+
+
+class _Gate(msgspec.Struct):
+    resets_at: datetime
+
+
+class Meter:
+    def __init__(self, redis: Redis) -> None:
+        self._redis = redis
+        self._script = redis.register_script(_METER)
+
+    async def add(
+        self,
+        *,
+        user_id: str,
+        build_id: str,
+        day: str,
+        event_id: str,
+        cost: int,
+        budget: int,
+        resets_at: datetime,
+    ) -> Metered | None:
+        """Count ``cost`` once; None when the day's counter is missing (rebuild, then retry)."""
+        keys = day_keys(user_id, day)
+        tag = f"{{{user_id}}}"
+        counted, spent, warn, exhausted = await self._script(
+            keys=[
+                f"cofounder.budget.seen:{tag}:{event_id}",
+                keys["spent"],
+                f"cofounder.budget.build:{tag}:{build_id}",
+                budget_gate_key(user_id),
+                keys["warned"],
+                keys["exhausted"],
+            ],
+            args=[
+                cost,
+                budget,
+                _DAY_TTL_S,
+                msgspec.json.encode(_Gate(resets_at=resets_at)),
+                int(resets_at.timestamp() * 1000),
+            ],
+        )
+        if int(counted) == -1:
+            return None
+        return Metered(bool(int(counted)), int(spent), bool(int(warn)), bool(int(exhausted)))
+
+    async def restore_day(self, *, user_id: str, day: str, spent: int) -> None:
+        """Put back a lost day counter (from the ledger); a concurrent restore wins the same."""
+        await self._redis.set(day_keys(user_id, day)["spent"], spent, nx=True, ex=_DAY_TTL_S)
+
+    async def spent(self, *, user_id: str, day: str) -> int | None:
+        raw = await self._redis.get(day_keys(user_id, day)["spent"])
+        return None if raw is None else int(raw)

@@ -1,0 +1,191 @@
+"""Metering on real Redis and PostgreSQL: once per event, ledger = counter, the gate and the
+signals at 80% and 100%, counters rebuilt after Redis loses them, bad input dead-lettered."""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import uuid
+from collections.abc import AsyncIterator
+from datetime import UTC, date, datetime
+
+import pytest
+from redis.asyncio import Redis
+from sqlalchemy import func, select
+
+from cofounder_budget.handlers import BudgetDeps, on_usage
+from cofounder_budget.meter import day_keys
+from cofounder_budget.plans import Plan, daily_budget, next_reset
+from cofounder_budget.pricing import Price, Pricing
+from cofounder_contracts import (
+    ALL_EVENTS,
+    BudgetExhausted,
+    BudgetUsage,
+    Codec,
+    Event,
+    encode_fields,
+)
+from cofounder_contracts.keys import budget_gate_key
+from cofounder_contracts.streams import BUDGET_SIGNALS
+from cofounder_db.engine import create_engine
+from cofounder_db.models import BudgetLedgerRow
+from cofounder_runtime.consumer import Consumer, Poison
+from cofounder_runtime.publisher import Publisher
+from cofounder_runtime.streamreply import read_entries
+from cofounder_testing.fixtures import Names
+from cofounder_testing.inprocess import FAST
+from cofounder_testing.waiting import eventually
+
+CODEC = Codec(ALL_EVENTS)
+MODEL = "claude-sonnet-5-5"
+#: $1 per million input tokens: 1,000 input tokens cost 1,000 micros.
+PRICING = Pricing({MODEL: Price(input=1000, output=1000, cache_write=1250, cache_read=100)})
+
+
+def test_prices_plans_and_the_daily_budget() -> None:
+    usage = BudgetUsage(
+        build_id="b", project_id="p", user_id="u", producer="t", model=MODEL, input_tokens=1000,
+        output_tokens=10, cache_creation_input_tokens=100, cache_read_input_tokens=1000,
+    )  # fmt: skip
+    assert PRICING.cost_micros(usage) == 1000 + 10 + 125 + 100
+    assert Pricing().cost_micros(usage) > 0
+    dearest = Pricing({"a": Price(1, 1, 1, 1), "b": Price(9, 9, 9, 9)})
+    assert dearest.price("unknown-model") == Price(9, 9, 9, 9)  # never undercount
+    plan = Plan(monthly_allowance_micros=30_000_000)
+    assert daily_budget(plan, day=date(2026, 11, 1), spent_before_today=0) == 1_000_000
+    assert daily_budget(plan, day=date(2026, 11, 30), spent_before_today=29_000_000) == 1_000_000
+    assert daily_budget(plan, day=date(2026, 11, 16), spent_before_today=45_000_000) == 0
+    assert next_reset(datetime(2026, 11, 25, 23, 59, tzinfo=UTC)) == datetime(
+        2026, 11, 26, tzinfo=UTC
+    )
+
+
+@pytest.fixture
+async def deps(redis: Redis, migrated_database_url: str) -> AsyncIterator[BudgetDeps]:
+    engine = create_engine(migrated_database_url)
+    plan = Plan(monthly_allowance_micros=10_000_000 * 31)  # 10,000,000 micros a day at most
+    yield BudgetDeps(
+        engine=engine,
+        redis=redis,
+        events=Publisher(redis),
+        pricing=PRICING,
+        plans={"bootstrapper": plan},
+    )
+    await engine.dispose()
+
+
+def _usage(user: str, build: str, tokens: int) -> BudgetUsage:
+    return BudgetUsage(
+        build_id=build, project_id="p", user_id=user, producer="agent-runner", model=MODEL,
+        input_tokens=tokens, output_tokens=0,
+    )  # fmt: skip
+
+
+async def _ledger(deps: BudgetDeps, user: str) -> int:
+    async with deps.engine.connect() as conn:
+        total = await conn.execute(
+            select(func.coalesce(func.sum(BudgetLedgerRow.cost_micros), 0)).where(
+                BudgetLedgerRow.user_id == user
+            )
+        )
+        return int(total.scalar() or 0)
+
+
+async def _signals(redis: Redis, user: str) -> list[Event]:
+    entries = read_entries(
+        [[BUDGET_SIGNALS.name.encode(), await redis.xrange(BUDGET_SIGNALS.name)]]
+    )
+    return [e for e in (CODEC.decode(f) for _, f in entries if f) if e.user_id == user]
+
+
+@pytest.mark.integration
+async def test_concurrent_usage_is_counted_once_and_closes_the_gate(
+    deps: BudgetDeps, redis: Redis
+) -> None:
+    user = str(uuid.uuid4())
+    today = datetime.now(UTC).date()
+    budget = daily_budget(deps.plans["bootstrapper"], day=today, spent_before_today=0)
+    per_call = budget // 50 + 1
+    builds = [str(uuid.uuid4()) for _ in range(20)]
+    events = [_usage(user, builds[i % 20], per_call) for i in range(60)]  # 60 calls: over budget
+    await asyncio.gather(*(on_usage(e, deps) for e in events))
+    await asyncio.gather(*(on_usage(e, deps) for e in events[:20]))  # redelivered: counted once
+    spent = int(await redis.get(day_keys(user, today.isoformat())["spent"]) or 0)
+    assert spent == 60 * per_call
+    assert await _ledger(deps, user) == spent  # ledger sum = counter
+    gate = await redis.get(budget_gate_key(user))
+    assert gate is not None
+    assert next_reset(datetime.now(UTC)).isoformat()[:19] in gate.decode()
+    signals = await _signals(redis, user)
+    assert sorted(type(s).__name__ for s in signals) == [
+        "BudgetExhausted",
+        "BudgetWarning",
+    ]  # once a day
+    exhausted = next(s for s in signals if isinstance(s, BudgetExhausted))
+    assert isinstance(exhausted, BudgetExhausted)
+    assert exhausted.budget_micros == budget
+    assert exhausted.spent_micros >= budget
+
+
+@pytest.mark.integration
+async def test_counters_lost_by_redis_are_rebuilt_from_the_ledger(
+    deps: BudgetDeps, redis: Redis
+) -> None:
+    user = str(uuid.uuid4())
+    today = datetime.now(UTC).date().isoformat()
+    first = [_usage(user, "b1", 1000) for _ in range(5)]
+    for event in first:
+        await on_usage(event, deps)
+    # Redis loses the user's keys (a flush, a failover without persistence).
+    keys = [k async for k in redis.scan_iter(match=f"cofounder.budget.*{{{user}}}*")]
+    assert keys
+    await redis.delete(*keys)
+    await on_usage(_usage(user, "b1", 1000), deps)
+    await on_usage(first[0], deps)  # an old event redelivered after the loss: still counted once
+    assert (
+        int(await redis.get(day_keys(user, today)["spent"]) or 0)
+        == 6 * 1000
+        == await _ledger(deps, user)
+    )
+
+
+@pytest.mark.integration
+async def test_absurd_usage_is_dead_lettered_at_once_and_the_service_goes_on(
+    deps: BudgetDeps, redis: Redis, names: Names
+) -> None:
+    user = str(uuid.uuid4())
+    with pytest.raises(Poison, match="beyond any model call"):
+        await on_usage(_usage(user, "b", 50_000_000), deps)
+    consumer = Consumer(
+        redis,
+        stream=names.stream,
+        group=names.group,
+        consumer="budget-1",
+        handlers={BudgetUsage: functools.partial(on_usage, deps=deps)},
+        options=FAST,
+    )
+    await consumer.ensure_group()
+    task = asyncio.create_task(consumer.run())
+    try:
+        await redis.xadd(names.stream, encode_fields(_usage(user, "b", 50_000_000)))
+        negative = encode_fields(_usage(user, "b", 1))
+        negative[b"data"] = negative[b"data"].replace(b'"input_tokens":1', b'"input_tokens":-5')
+        await redis.xadd(names.stream, negative)
+        await redis.xadd(names.stream, encode_fields(_usage(user, "b", 1000)))
+
+        async def handled() -> bool:
+            return (
+                await _ledger(deps, user) == 1000 and await redis.xlen(names.stream + ".dlq") == 2
+            )
+
+        await eventually(
+            handled, what="the good event metered and the bad ones dead-lettered", timeout=20
+        )
+    finally:
+        consumer.stop()
+        await task
+    dead = read_entries([[b"dlq", await redis.xrange(names.stream + ".dlq")]])
+    by_error = {f[b"dlq.error"].decode(): f for _, f in dead if f}
+    absurd = next(f for e, f in by_error.items() if "beyond any model call" in e)
+    assert absurd[b"dlq.deliveries"] == b"1"  # at once, not after retries
+    assert any("undecodable" in e for e in by_error)
