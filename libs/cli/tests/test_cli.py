@@ -50,9 +50,22 @@ async def test_serving_an_unknown_or_unbuilt_service_says_why() -> None:
     unknown = await cofounder("serve", "nope")
     assert unknown.returncode == 2
     assert "no service named 'nope'" in unknown.stderr
-    unbuilt = await cofounder("serve", "budget")
-    assert unbuilt.returncode == 2
-    assert "not built yet (issue #5)" in unbuilt.stderr
+
+
+def test_serving_a_declared_but_unbuilt_service_says_where_it_is_tracked(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from typer.testing import CliRunner
+
+    from cofounder_cli import serve
+    from cofounder_cli.main import app
+    from cofounder_runtime.service import ServiceSpec
+
+    spec = ServiceSpec(name="later", summary="s", status="not built yet (issue #99)")
+    monkeypatch.setattr(serve, "discover_services", lambda: {"later": spec})
+    result = CliRunner().invoke(app, ["serve", "later"])
+    assert result.exit_code == 2
+    assert "not built yet (issue #99)" in result.stderr
 
 
 @pytest.mark.integration

@@ -189,3 +189,46 @@ async def test_absurd_usage_is_dead_lettered_at_once_and_the_service_goes_on(
     absurd = next(f for e, f in by_error.items() if "beyond any model call" in e)
     assert absurd[b"dlq.deliveries"] == b"1"  # at once, not after retries
     assert any("undecodable" in e for e in by_error)
+
+
+@pytest.mark.integration
+async def test_two_wake_daemons_wake_each_sleeping_build_exactly_once(redis: Redis) -> None:
+    from cofounder_budget.wake import SLEEPING_KEY, WakeDaemon, remember_sleeping
+    from cofounder_contracts import AgentSleeping, BudgetWake
+
+    now = [1_000.0]
+    sleeping = [
+        AgentSleeping(
+            build_id=str(uuid.uuid4()),
+            project_id="p",
+            user_id=str(uuid.uuid4()),
+            producer="agent-runner",
+            resets_at=datetime.fromtimestamp(1_500, UTC),
+            checkpoint_seq=3,
+        )
+        for _ in range(30)
+    ]
+    for event in sleeping:
+        await remember_sleeping(redis, event)
+        await remember_sleeping(redis, event)  # redelivered: still one sleeper
+    first, second = (WakeDaemon(redis, clock=lambda: now[0], batch=7) for _ in range(2))
+    assert await first.wake_due() == 0  # before the reset: nobody wakes
+    now[0] = 2_000.0  # the injected clock passes the rollover
+    await asyncio.gather(*(d.wake_due() for d in (first, second, first, second, first, second)))
+    while await first.wake_due() or await second.wake_due():
+        pass
+    assert first.woken + second.woken == 30
+    assert first.woken > 0
+    assert second.woken > 0  # both took part, neither woke a build twice
+    left = b"".join(await redis.zrange(SLEEPING_KEY, 0, -1))
+    assert not any(e.build_id.encode() in left for e in sleeping)
+    builds = {e.build_id for e in sleeping}
+    entries = read_entries(
+        [[BUDGET_SIGNALS.name.encode(), await redis.xrange(BUDGET_SIGNALS.name)]]
+    )
+    wakes = [
+        e
+        for e in (CODEC.decode(f) for _, f in entries if f)
+        if isinstance(e, BudgetWake) and e.build_id in builds
+    ]
+    assert sorted(w.build_id for w in wakes) == sorted(builds)  # each exactly once

@@ -113,8 +113,9 @@ BUILD_EVENTS: Final = Stream(
         BuildCompleted,
         BuildFailed,
     ),
-    groups=(GATEWAY,),
-    description="Everything a build does that its owner may see; the gateway projects status.",
+    groups=(GATEWAY, BUDGET),
+    description="Everything a build does that its owner may see; the gateway projects status, "
+    "the budget service keeps the sleeping builds.",
 )
 BUILD_CONTROL: Final = Stream(
     name="cofounder.builds.control",

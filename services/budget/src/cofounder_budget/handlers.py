@@ -45,7 +45,7 @@ __all__ = ["BudgetDeps", "on_usage"]
 PRODUCER: Final = "budget"
 #: More tokens than any model call reports (context windows are ~1M): a bug upstream, not usage.
 MAX_TOKENS_PER_CALL: Final = 5_000_000
-_log = structlog.get_logger("cofounder.budget")
+_log = structlog.get_logger("cofounder.budgets")
 _LEDGER = BudgetLedgerRow.__table__
 
 

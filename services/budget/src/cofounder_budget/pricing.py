@@ -18,7 +18,7 @@ from cofounder_contracts import BudgetUsage
 
 __all__ = ["DEFAULT_PRICES", "Price", "Pricing"]
 
-_log = structlog.get_logger("cofounder.budget.pricing")
+_log = structlog.get_logger("cofounder.budgets.pricing")
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,9 +1,12 @@
 """How the ``cofounder`` CLI finds this service (entry point group ``cofounder.services``)."""
 
+from cofounder_budget.bootstrap import main
+from cofounder_budget.settings import BudgetSettings
 from cofounder_runtime.service import ServiceSpec
 
 SPEC = ServiceSpec(
     name="budget",
-    summary="token metering, daily budgets, the gate and the wake daemon",
-    status="not built yet (issue #5)",
+    summary="budget.usage -> daily budgets, the gate, warnings; the wake daemon (in progress: #5)",
+    main=main,
+    settings=BudgetSettings,
 )

@@ -1,0 +1,79 @@
+"""The composition root: the metering consumer, the sleeping-builds consumer and the wake
+daemon. Nothing connects at import."""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+
+from redis.asyncio import Redis
+
+from cofounder_budget.handlers import BudgetDeps, on_usage
+from cofounder_budget.plans import Plan
+from cofounder_budget.settings import BudgetSettings
+from cofounder_budget.wake import WakeDaemon, remember_sleeping
+from cofounder_contracts import AgentSleeping, BudgetUsage
+from cofounder_contracts.streams import BUDGET, BUDGET_USAGE, BUILD_EVENTS
+from cofounder_db.engine import create_engine
+from cofounder_runtime.connections import connect_redis
+from cofounder_runtime.consumer import Consumer
+from cofounder_runtime.logs import configure_logging
+from cofounder_runtime.publisher import Publisher
+from cofounder_runtime.service import run_consumers, start_metrics_server
+
+__all__ = ["build_consumers", "main"]
+
+
+async def _on_sleeping(event: AgentSleeping, redis: Redis) -> None:
+    await remember_sleeping(redis, event)
+
+
+def build_consumers(settings: BudgetSettings, deps: BudgetDeps) -> list[Consumer]:
+    options = settings.consumer_options()
+    return [
+        Consumer.for_stream(
+            deps.redis,
+            BUDGET_USAGE,
+            group=BUDGET,
+            consumer=settings.consumer_name,
+            handlers={BudgetUsage: functools.partial(on_usage, deps=deps)},
+            options=options,
+        ),
+        Consumer.for_stream(
+            deps.redis,
+            BUILD_EVENTS,
+            group=BUDGET,
+            consumer=settings.consumer_name,
+            handlers={AgentSleeping: functools.partial(_on_sleeping, redis=deps.redis)},
+            options=options,
+        ),
+    ]
+
+
+async def main() -> None:
+    """Run the budget service until SIGTERM."""
+    settings = BudgetSettings()
+    configure_logging(level=settings.log_level, json=settings.log_json)
+    if settings.metrics_port is not None:
+        start_metrics_server(settings.metrics_port)
+    redis = connect_redis(settings.redis_url)
+    engine = create_engine(settings.database_url)
+    deps = BudgetDeps(
+        engine=engine,
+        redis=redis,
+        events=Publisher(redis),
+        plans={t: Plan(a) for t, a in settings.plans_monthly_allowance_micros.items()},
+        default_tier=settings.default_tier,
+    )
+    consumers = build_consumers(settings, deps)
+    stop = asyncio.Event()
+    daemon = asyncio.create_task(
+        WakeDaemon(redis, interval_s=settings.wake_interval_s).run(stop), name="wake-daemon"
+    )
+    try:
+        await run_consumers(consumers)
+    finally:
+        stop.set()
+        await daemon
+        await engine.dispose()
+        await redis.aclose()

@@ -1,0 +1,117 @@
+"""The wake daemon: sleeping builds wait in a sorted set scored by when they may run again (the
+budget's reset); a loop wakes those whose time has come.
+
+Claiming a wake and publishing it are one script (``ZREM`` then ``XADD``), so with several budget
+replicas each sleeping build is woken exactly once, and a crash cannot separate the claim from
+the signal. (On Redis Cluster the set and the signals stream must share a slot; give both keys
+the same hash tag there.) The clock is injectable for tests.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import Callable
+from datetime import datetime
+from typing import Final
+
+import msgspec
+import structlog
+from redis.asyncio import Redis
+
+from cofounder_contracts import AgentSleeping, BudgetWake, WakeReason, derived_event_id
+from cofounder_contracts.codec import encode_fields
+from cofounder_contracts.streams import BUDGET_SIGNALS
+
+__all__ = ["SLEEPING_KEY", "WakeDaemon", "remember_sleeping"]
+
+SLEEPING_KEY: Final = "cofounder.budget.sleeping:builds"
+_log = structlog.get_logger("cofounder.budgets.wake")
+
+_CLAIM_AND_WAKE: Final = """
+if redis.call('ZREM', KEYS[1], ARGV[1]) == 1 then
+  redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[5], '*',
+             'type', ARGV[2], 'event_id', ARGV[3], 'data', ARGV[4])
+  return 1
+end
+return 0
+"""
+
+
+class _Sleeper(msgspec.Struct, array_like=True):
+    build_id: str
+    project_id: str
+    user_id: str
+    sleeping_event: str
+    resets_at: datetime
+
+
+async def remember_sleeping(redis: Redis, event: AgentSleeping) -> None:
+    """Keep a sleeping build until its reset (idempotent: the member is the same each time)."""
+    member = msgspec.json.encode(
+        _Sleeper(event.build_id, event.project_id, event.user_id, event.event_id, event.resets_at)
+    )
+    await redis.zadd(SLEEPING_KEY, {member: event.resets_at.timestamp()})
+
+
+class WakeDaemon:
+    def __init__(
+        self,
+        redis: Redis,
+        *,
+        clock: Callable[[], float] = time.time,
+        interval_s: float = 1.0,
+        batch: int = 100,
+    ) -> None:
+        self._redis = redis
+        self._clock = clock
+        self._interval_s = interval_s
+        self._batch = batch
+        self._script = redis.register_script(_CLAIM_AND_WAKE)
+        self.woken = 0
+
+    async def wake_due(self) -> int:
+        """Wake every build whose time has come; return how many this daemon woke."""
+        raw = await self._redis.zrangebyscore(
+            SLEEPING_KEY, "-inf", self._clock(), start=0, num=self._batch
+        )
+        due = [m for m in raw if isinstance(m, bytes)]
+        woken = 0
+        for member in due:
+            sleeper = msgspec.json.decode(member, type=_Sleeper)
+            wake = BudgetWake(
+                build_id=sleeper.build_id,
+                project_id=sleeper.project_id,
+                user_id=sleeper.user_id,
+                producer="budget",
+                causation_id=sleeper.sleeping_event,
+                event_id=derived_event_id(sleeper.sleeping_event, "budget.wake"),
+                reason=WakeReason.ROLLOVER,
+            )
+            fields = encode_fields(wake)
+            claimed = await self._script(
+                keys=[SLEEPING_KEY, BUDGET_SIGNALS.name],
+                args=[
+                    member,
+                    fields[b"type"],
+                    fields[b"event_id"],
+                    fields[b"data"],
+                    BUDGET_SIGNALS.max_len,
+                ],
+            )
+            if claimed:
+                woken += 1
+                _log.info("woke a sleeping build", build_id=sleeper.build_id)
+        self.woken += woken
+        return woken
+
+    async def run(self, stop: asyncio.Event) -> None:
+        while not stop.is_set():
+            try:
+                while await self.wake_due() == self._batch:
+                    pass
+            except Exception as exc:  # noqa: BLE001 - logged and retried next round
+                _log.warning("wake round failed", error=repr(exc))
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), self._interval_s)
