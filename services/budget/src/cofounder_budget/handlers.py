@@ -27,6 +27,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from cofounder_budget.meter import Meter, day_keys
+from cofounder_budget.metrics import EXHAUSTED, SPEND
 from cofounder_budget.plans import DEFAULT_PLANS, Plan, cycle_start, daily_budget, next_reset
 from cofounder_budget.pricing import Pricing
 from cofounder_contracts import (
@@ -97,14 +98,19 @@ async def _insert_once(conn: AsyncConnection, event: BudgetUsage, day: str, cost
     return bool((await conn.execute(statement)).rowcount)
 
 
-async def _budget(conn: AsyncConnection, deps: BudgetDeps, user_id: str, day: date) -> int:
-    """The user's budget for ``day``, cached in Redis for the day."""
+async def _budget(
+    conn: AsyncConnection, deps: BudgetDeps, user_id: str, day: date
+) -> tuple[int, str]:
+    """The user's budget for ``day`` and their tier, cached in Redis for the day."""
     key = day_keys(user_id, day.isoformat())["daily"]
     cached = await deps.redis.get(key)
     if cached is not None:
-        return int(cached)
+        text = cached.decode() if isinstance(cached, bytes) else str(cached)
+        amount, _, cached_tier = text.partition(" ")
+        return int(amount), cached_tier or deps.default_tier
     tier = (await conn.execute(select(User.tier).where(User.id == user_id))).scalar()
-    plan = deps.plans.get(tier or deps.default_tier) or deps.plans[deps.default_tier]
+    tier = tier if tier in deps.plans else deps.default_tier
+    plan = deps.plans[tier]
     before = (
         await conn.execute(
             select(func.coalesce(func.sum(_LEDGER.c.cost_micros), 0)).where(
@@ -115,8 +121,8 @@ async def _budget(conn: AsyncConnection, deps: BudgetDeps, user_id: str, day: da
         )
     ).scalar()
     budget = daily_budget(plan, day=day, spent_before_today=int(before or 0))
-    await deps.redis.set(key, budget, ex=26 * 3600)
-    return budget
+    await deps.redis.set(key, f"{budget} {tier}", ex=26 * 3600)
+    return budget, tier
 
 
 async def on_usage(event: BudgetUsage, deps: BudgetDeps) -> None:
@@ -128,7 +134,7 @@ async def on_usage(event: BudgetUsage, deps: BudgetDeps) -> None:
     async with deps.engine.begin() as conn:
         if not await _insert_once(conn, event, day.isoformat(), cost):
             return  # counted before (its ledger row is committed)
-        budget = await _budget(conn, deps, event.user_id, day)
+        budget, tier = await _budget(conn, deps, event.user_id, day)
         add = functools.partial(
             deps.meter.add,
             user_id=event.user_id,
@@ -156,6 +162,10 @@ async def on_usage(event: BudgetUsage, deps: BudgetDeps) -> None:
             metered = await add()
             if metered is None:
                 raise RuntimeError("the day counter vanished again while being rebuilt")
+    if metered.counted:
+        SPEND.labels(tier).inc(cost)
+    if metered.exhausted:
+        EXHAUSTED.inc()
     signals: list[BudgetWarning | BudgetExhausted] = []
     base = follow_up(event, producer=PRODUCER)
     if metered.warn:

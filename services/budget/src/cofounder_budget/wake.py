@@ -20,6 +20,7 @@ import msgspec
 import structlog
 from redis.asyncio import Redis
 
+from cofounder_budget.metrics import SLEEPING, WAKES
 from cofounder_contracts import AgentSleeping, BudgetWake, WakeReason, derived_event_id
 from cofounder_contracts.codec import encode_fields
 from cofounder_contracts.streams import BUDGET_SIGNALS
@@ -47,12 +48,12 @@ class _Sleeper(msgspec.Struct, array_like=True):
     resets_at: datetime
 
 
-async def remember_sleeping(redis: Redis, event: AgentSleeping) -> None:
+async def remember_sleeping(redis: Redis, event: AgentSleeping, *, key: str = SLEEPING_KEY) -> None:
     """Keep a sleeping build until its reset (idempotent: the member is the same each time)."""
     member = msgspec.json.encode(
         _Sleeper(event.build_id, event.project_id, event.user_id, event.event_id, event.resets_at)
     )
-    await redis.zadd(SLEEPING_KEY, {member: event.resets_at.timestamp()})
+    await redis.zadd(key, {member: event.resets_at.timestamp()})
 
 
 class WakeDaemon:
@@ -63,8 +64,10 @@ class WakeDaemon:
         clock: Callable[[], float] = time.time,
         interval_s: float = 1.0,
         batch: int = 100,
+        key: str = SLEEPING_KEY,
     ) -> None:
         self._redis = redis
+        self._key = key
         self._clock = clock
         self._interval_s = interval_s
         self._batch = batch
@@ -74,7 +77,7 @@ class WakeDaemon:
     async def wake_due(self) -> int:
         """Wake every build whose time has come; return how many this daemon woke."""
         raw = await self._redis.zrangebyscore(
-            SLEEPING_KEY, "-inf", self._clock(), start=0, num=self._batch
+            self._key, "-inf", self._clock(), start=0, num=self._batch
         )
         due = [m for m in raw if isinstance(m, bytes)]
         woken = 0
@@ -91,7 +94,7 @@ class WakeDaemon:
             )
             fields = encode_fields(wake)
             claimed = await self._script(
-                keys=[SLEEPING_KEY, BUDGET_SIGNALS.name],
+                keys=[self._key, BUDGET_SIGNALS.name],
                 args=[
                     member,
                     fields[b"type"],
@@ -104,6 +107,8 @@ class WakeDaemon:
                 woken += 1
                 _log.info("woke a sleeping build", build_id=sleeper.build_id)
         self.woken += woken
+        WAKES.inc(woken)
+        SLEEPING.set(await self._redis.zcard(self._key))
         return woken
 
     async def run(self, stop: asyncio.Event) -> None:
