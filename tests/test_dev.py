@@ -8,6 +8,7 @@ import os
 import re
 import shutil
 import socket
+import sqlite3
 import subprocess
 import sys
 from pathlib import Path
@@ -55,8 +56,16 @@ def test_dev_once_builds_the_demo_app_with_nothing_configured(tmp_path: Path) ->
         "redis",
         "scripted-model",
         "snapshot",
+        "budget",
     }
     assert list((tmp_path / ".cofounder" / "dev" / "snapshots").rglob("*.json"))
+    ledger = sqlite3.connect(tmp_path / ".cofounder" / "dev" / "cofounder.db")
+    try:
+        metered = ledger.execute("select count(*), sum(cost_micros) from budget_ledger").fetchone()
+    finally:
+        ledger.close()
+    assert metered[0] >= 8  # every model call of the demo build was metered
+    assert metered[1] > 0
     with (
         pytest.raises(ConnectionRefusedError),
         socket.create_connection(("127.0.0.1", int(found.group(2))), 2),

@@ -25,14 +25,16 @@ from pathlib import Path
 from typing import Annotated, Any, Final
 
 import httpx
+import redis
 import typer
 
 from cofounder_cli.progress import follow
+from cofounder_contracts.streams import ALL_STREAMS
 from cofounder_db.migrate import upgrade
 
 __all__ = ["dev"]
 
-SERVICES: Final = ("gateway", "context-assembler", "agent-runner", "snapshot")
+SERVICES: Final = ("gateway", "context-assembler", "agent-runner", "snapshot", "budget")
 ADMIN_TOKEN: Final = "dev-admin-token"  # noqa: S105 - the gateway's development default
 
 
@@ -165,6 +167,28 @@ def _run_build(base_url: str) -> tuple[bool, str]:
     return status == 200, f"{preview} (HTTP {status})"
 
 
+def _drain(redis_url: str, timeout_s: float = 20.0) -> None:
+    """Wait until every consumer group has read and acked everything (the last usage metered,
+    the last snapshot stored), so ``--once`` stops a pipeline at rest."""
+    client = redis.Redis.from_url(redis_url)
+    deadline = time.monotonic() + timeout_s
+    try:
+        while time.monotonic() < deadline:
+            busy = False
+            for stream in ALL_STREAMS:
+                if not stream.groups or not client.exists(stream.name):
+                    continue
+                for group in client.xinfo_groups(stream.name):
+                    if group.get("pending") or group.get("lag"):
+                        busy = True
+            if not busy:
+                return
+            time.sleep(0.2)
+        typer.echo("note: some events were still being handled when the pipeline stopped")
+    finally:
+        client.close()
+
+
 def dev(
     once: Annotated[
         bool, typer.Option("--once", help="Run the demo build, then stop and exit.")
@@ -210,6 +234,8 @@ def dev(
         )
         ok, message = _run_build(base_url)
         typer.echo(("preview: " if ok else "build failed: ") + message)
+        if once:
+            _drain(redis_url)
         if not once and ok:
             typer.echo("running; Ctrl-C stops everything")
             while True:
