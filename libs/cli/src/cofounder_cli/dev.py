@@ -11,8 +11,8 @@ Ctrl-C stops everything; ``--once`` stops after the build and exits 0, or 1 with
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
-import json
 import os
 import shutil
 import signal
@@ -31,6 +31,7 @@ import typer
 from cofounder_cli.progress import follow
 from cofounder_contracts.streams import ALL_STREAMS
 from cofounder_db.migrate import upgrade
+from cofounder_sandbox.local import LocalSandboxes
 
 __all__ = ["dev"]
 
@@ -77,11 +78,9 @@ class Stack:
                 proc.kill()
                 proc.wait()
         # Dev servers the builds started live on in their sandboxes: end them too.
-        for state in (self.workdir / "sandboxes").glob("*/sandbox.json"):
-            with contextlib.suppress(OSError, ValueError):
-                for group in json.loads(state.read_text()).get("pgids", []):
-                    with contextlib.suppress(OSError):
-                        os.killpg(group, signal.SIGKILL)
+        sandboxes = self.workdir / "sandboxes"
+        if sandboxes.is_dir():
+            asyncio.run(LocalSandboxes(sandboxes).kill_all())
 
 
 def _wait(what: str, check: Any, stack: Stack, timeout: float = 60) -> None:

@@ -118,11 +118,9 @@ async def restore(
 ) -> Manifest | None:
     """Write a version (default: the latest) of the build's files into ``sandbox``; None when
     the build has no snapshot."""
+    version = version if version is not None else await latest_version(store, project_id, build_id)
     if version is None:
-        versions = await store.versions(project_id, build_id)
-        if not versions:
-            return None
-        version = versions[-1]
+        return None
     manifest = await store.get_manifest(project_id, build_id, version)
 
     async def put(item: tuple[str, FileMeta]) -> None:

@@ -17,11 +17,19 @@ from cofounder_agent_runner.handlers import on_cancel_requested, on_context_read
 from cofounder_agent_runner.loop import RunnerDeps
 from cofounder_agent_runner.model import ModelClient
 from cofounder_agent_runner.settings import RunnerSettings
-from cofounder_contracts.streams import AGENT_RUNNER, AGENT_WORK, BUDGET_SIGNALS, BUILD_CONTROL
+from cofounder_contracts import BudgetWake, BuildCancelRequested, ContextReady, Event
+from cofounder_contracts.streams import (
+    AGENT_RUNNER,
+    AGENT_WORK,
+    BUDGET_SIGNALS,
+    BUILD_CONTROL,
+    Stream,
+)
 from cofounder_db.engine import create_engine
 from cofounder_runtime.connections import connect_redis
-from cofounder_runtime.consumer import Consumer
+from cofounder_runtime.consumer import Consumer, Handler
 from cofounder_runtime.logs import configure_logging
+from cofounder_runtime.options import ConsumerOptions
 from cofounder_runtime.publisher import Publisher
 from cofounder_runtime.service import run_consumers, start_metrics_server
 from cofounder_sandbox.base import Sandboxes
@@ -102,32 +110,26 @@ def build_consumers(settings: RunnerSettings, deps: RunnerDeps) -> list[Consumer
     work_options = dataclasses.replace(
         settings.consumer_options(), max_deliveries=settings.work_max_deliveries
     )
-    redis = deps.redis
+    wiring: list[tuple[Stream, type[Event], Handler, ConsumerOptions]] = [
+        (AGENT_WORK, ContextReady, functools.partial(on_context_ready, deps=deps), work_options),
+        (BUDGET_SIGNALS, BudgetWake, functools.partial(on_wake, deps=deps), work_options),
+        (
+            BUILD_CONTROL,
+            BuildCancelRequested,
+            functools.partial(on_cancel_requested, deps=deps),
+            settings.consumer_options(),
+        ),
+    ]
     return [
         Consumer.for_stream(
-            redis,
-            AGENT_WORK,
+            deps.redis,
+            stream,
             group=AGENT_RUNNER,
             consumer=settings.consumer_name,
-            handlers={AGENT_WORK.events[0]: functools.partial(on_context_ready, deps=deps)},
-            options=work_options,
-        ),
-        Consumer.for_stream(
-            redis,
-            BUDGET_SIGNALS,
-            group=AGENT_RUNNER,
-            consumer=settings.consumer_name,
-            handlers={BUDGET_SIGNALS.events[2]: functools.partial(on_wake, deps=deps)},
-            options=work_options,
-        ),
-        Consumer.for_stream(
-            redis,
-            BUILD_CONTROL,
-            group=AGENT_RUNNER,
-            consumer=settings.consumer_name,
-            handlers={BUILD_CONTROL.events[0]: functools.partial(on_cancel_requested, deps=deps)},
-            options=settings.consumer_options(),
-        ),
+            handlers={event_type: handler},
+            options=options,
+        )
+        for stream, event_type, handler, options in wiring
     ]
 
 

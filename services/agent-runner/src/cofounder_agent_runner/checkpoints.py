@@ -21,6 +21,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from cofounder_agent_runner.lease import LeaseLost
 from cofounder_contracts import ContextReady
+from cofounder_db.engine import driver_dsn
 from cofounder_db.models import AgentCheckpoint
 
 __all__ = ["CheckpointStore", "RunState"]
@@ -88,9 +89,8 @@ class CheckpointStore:
         """A small asyncpg pool of its own for appends, made on first use."""
         async with self._pool_lock:
             if self._pool is None:
-                url = self.engine.url.set(drivername="postgresql")
                 self._pool = await asyncpg.create_pool(
-                    url.render_as_string(hide_password=False),
+                    driver_dsn(self.engine),
                     min_size=1,
                     max_size=self.engine.pool.size(),  # type: ignore[attr-defined]
                 )

@@ -537,11 +537,7 @@ async def _open_sandbox(deps: RunnerDeps, state: RunState, log: Any) -> tuple[Sa
 async def _drive(
     deps: RunnerDeps, *, build_id: str, context: ContextReady | None, reason: str
 ) -> Outcome:
-    """Drive ``build_id`` until it ends, sleeps or is handed back (see the module docstring).
-
-    ``context`` is the ``context.ready`` event for a start; None for a wake, which resumes from
-    the checkpoints alone.
-    """
+    """The body of :func:`drive`."""
     log = _log.bind(build_id=build_id, runner=deps.runner_name)
     lease = Lease(
         deps.redis,

@@ -14,7 +14,7 @@ import uvicorn
 
 from cofounder_contracts import Event
 from cofounder_contracts.streams import BUDGET_USAGE, BUILD_EVENTS, GATEWAY
-from cofounder_db.engine import create_engine
+from cofounder_db.engine import create_engine, driver_dsn
 from cofounder_gateway.app import Gateway, create_app
 from cofounder_gateway.feed import Feed
 from cofounder_gateway.outbox import Relay
@@ -58,8 +58,9 @@ async def main() -> None:
     engine = create_engine(settings.database_url)
     pg_pool = None
     if engine.dialect.name == "postgresql":
-        dsn = engine.url.set(drivername="postgresql").render_as_string(hide_password=False)
-        pg_pool = await asyncpg.create_pool(dsn, min_size=2, max_size=settings.write_pool_size)
+        pg_pool = await asyncpg.create_pool(
+            driver_dsn(engine), min_size=2, max_size=settings.write_pool_size
+        )
     gw = Gateway(
         settings=settings,
         engine=engine,

@@ -24,6 +24,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession
 from cofounder_contracts import Event, encode
 from cofounder_contracts.codec import DATA, EVENT_ID, TYPE
 from cofounder_contracts.streams import stream_for
+from cofounder_db.engine import driver_dsn
 from cofounder_db.models import OutboxRow
 
 __all__ = ["Relay", "enqueue"]
@@ -76,8 +77,7 @@ class Relay:
 
     async def _connection(self) -> asyncpg.Connection:
         if self._conn is None or self._conn.is_closed():
-            url = self._engine.url.set(drivername="postgresql")
-            self._conn = await asyncpg.connect(url.render_as_string(hide_password=False))
+            self._conn = await asyncpg.connect(driver_dsn(self._engine))
         return self._conn
 
     async def _publish_pending_pg(self) -> int:

@@ -41,19 +41,24 @@ class SnapshotDeps:
     keep_versions: int = 10
     max_file_bytes: int = 50 * 1024 * 1024
     concurrency: int = 16
-    locks: dict[str, asyncio.Lock] = field(default_factory=dict)
+    #: Per build: its lock and how many handlers hold or wait for it.
+    locks: dict[str, tuple[asyncio.Lock, int]] = field(default_factory=dict)
 
 
 async def on_snapshot_requested(event: SnapshotRequested, deps: SnapshotDeps) -> None:
     """Snapshots of one build are taken one at a time in a process (their version numbers come
     from the versions stored so far)."""
-    lock = deps.locks.setdefault(event.build_id, asyncio.Lock())
+    lock, users = deps.locks.get(event.build_id, (asyncio.Lock(), 0))
+    deps.locks[event.build_id] = (lock, users + 1)
     try:
         async with lock:
             await _snapshot(event, deps)
     finally:
-        if not lock.locked() and deps.locks.get(event.build_id) is lock:
-            del deps.locks[event.build_id]
+        lock, users = deps.locks[event.build_id]
+        if users == 1:
+            del deps.locks[event.build_id]  # nobody else waits on it
+        else:
+            deps.locks[event.build_id] = (lock, users - 1)
 
 
 async def _snapshot(event: SnapshotRequested, deps: SnapshotDeps) -> None:
