@@ -30,6 +30,7 @@ TABLES = {
     "agent_checkpoints",
     "build_versions",
     "budget_ledger",
+    "budget_topups",
     "alembic_version",
 }
 

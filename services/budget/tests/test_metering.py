@@ -12,24 +12,30 @@ from datetime import UTC, date, datetime
 import pytest
 from prometheus_client import REGISTRY
 from redis.asyncio import Redis
-from sqlalchemy import func, select
+from sqlalchemy import func, insert, select, update
 
-from cofounder_budget.handlers import BudgetDeps, on_usage
+from cofounder_budget.handlers import BudgetDeps, on_tier_changed, on_top_up, on_usage
 from cofounder_budget.meter import day_keys
-from cofounder_budget.plans import Plan, daily_budget, next_reset
 from cofounder_budget.pricing import Price, Pricing
+from cofounder_budget.wake import remember_sleeping
+from cofounder_budgeting import Plan, daily_budget, day_account, next_reset
 from cofounder_contracts import (
     ALL_EVENTS,
+    AgentSleeping,
     BudgetExhausted,
+    BudgetToppedUp,
     BudgetUsage,
+    BudgetWake,
     Codec,
     Event,
+    TierChanged,
+    WakeReason,
     encode_fields,
 )
 from cofounder_contracts.keys import budget_gate_key
 from cofounder_contracts.streams import BUDGET_SIGNALS
 from cofounder_db.engine import create_engine
-from cofounder_db.models import BudgetLedgerRow
+from cofounder_db.models import BudgetLedgerRow, BudgetTopUpRow, User
 from cofounder_runtime.consumer import Consumer, Poison
 from cofounder_runtime.publisher import Publisher
 from cofounder_runtime.streamreply import read_entries
@@ -56,6 +62,15 @@ def test_prices_plans_and_the_daily_budget() -> None:
     assert daily_budget(plan, day=date(2026, 11, 1), spent_before_today=0) == 1_000_000
     assert daily_budget(plan, day=date(2026, 11, 30), spent_before_today=29_000_000) == 1_000_000
     assert daily_budget(plan, day=date(2026, 11, 16), spent_before_today=45_000_000) == 0
+    # Top-ups: usable in full the day they are granted; what is left joins the cycle's pool.
+    day = date(2026, 11, 21)  # 10 days left
+    assert daily_budget(plan, day=day, spent_before_today=20_000_000, topups_today=5_000_000) == (
+        1_000_000 + 5_000_000
+    )
+    assert (
+        daily_budget(plan, day=day, spent_before_today=20_000_000, topups_before_today=10_000_000)
+        == (30_000_000 + 10_000_000 - 20_000_000) // 10
+    )
     assert next_reset(datetime(2026, 11, 25, 23, 59, tzinfo=UTC)) == datetime(
         2026, 11, 26, tzinfo=UTC
     )
@@ -70,7 +85,8 @@ async def deps(redis: Redis, migrated_database_url: str) -> AsyncIterator[Budget
         redis=redis,
         events=Publisher(redis),
         pricing=PRICING,
-        plans={"bootstrapper": plan},
+        plans={"bootstrapper": plan, "pro": Plan(monthly_allowance_micros=10 * 31 * 10_000_000)},
+        sleeping_key=f"test.sleeping:{uuid.uuid4()}",
     )
     await engine.dispose()
 
@@ -229,7 +245,9 @@ async def test_two_wake_daemons_wake_each_sleeping_build_exactly_once(
     while await first.wake_due() or await second.wake_due():
         pass
     assert first.woken + second.woken == 30
-    assert (REGISTRY.get_sample_value("cofounder_budget_wakes_total") or 0) >= 30
+    assert (
+        REGISTRY.get_sample_value("cofounder_budget_wakes_total", {"reason": "rollover"}) or 0
+    ) >= 30
     # Both daemons raced over the same due builds; the claims decided who woke which, once.
     assert await redis.zcard(key) == 0
     builds = {e.build_id for e in sleeping}
@@ -242,3 +260,125 @@ async def test_two_wake_daemons_wake_each_sleeping_build_exactly_once(
         if isinstance(e, BudgetWake) and e.build_id in builds
     ]
     assert sorted(w.build_id for w in wakes) == sorted(builds)  # each exactly once
+
+
+async def _user(deps: BudgetDeps, tier: str = "bootstrapper") -> str:
+    user = str(uuid.uuid4())
+    async with deps.engine.begin() as conn:
+        await conn.execute(insert(User).values(id=user, email=f"{user}@x.io", tier=tier))
+    return user
+
+
+async def _exhaust(deps: BudgetDeps, redis: Redis, user: str) -> int:
+    """Spend the user's day and return the day's budget."""
+    today = datetime.now(UTC).date()
+    async with deps.engine.connect() as conn:
+        account = await day_account(
+            conn, user, today, plans=deps.plans, default_tier=deps.default_tier
+        )
+    await _spend(deps, user, account.budget_micros + 1)
+    assert await redis.exists(budget_gate_key(user))
+    return account.budget_micros
+
+
+async def _spend(deps: BudgetDeps, user: str, micros: int) -> None:
+    """Usage costing ``micros`` (1 micro per input token), in calls no bigger than a real one."""
+    while micros > 0:
+        call = min(micros, 4_000_000)
+        await on_usage(_usage(user, "b0", call), deps)
+        micros -= call
+
+
+def _asleep(user: str, resets_at: datetime) -> AgentSleeping:
+    return AgentSleeping(
+        build_id=str(uuid.uuid4()),
+        project_id="p",
+        user_id=user,
+        producer="agent-runner",
+        resets_at=resets_at,
+        checkpoint_seq=1,
+    )
+
+
+async def _wakes(redis: Redis, builds: set[str]) -> list[BudgetWake]:
+    entries = read_entries(
+        [[BUDGET_SIGNALS.name.encode(), await redis.xrange(BUDGET_SIGNALS.name)]]
+    )
+    return [
+        e
+        for e in (CODEC.decode(f) for _, f in entries if f)
+        if isinstance(e, BudgetWake) and e.build_id in builds
+    ]
+
+
+@pytest.mark.integration
+async def test_a_top_up_reopens_the_gate_and_wakes_the_users_sleeping_builds_at_once(
+    deps: BudgetDeps, redis: Redis
+) -> None:
+    user, other = await _user(deps), await _user(deps)
+    budget = await _exhaust(deps, redis, user)
+    await _exhaust(deps, redis, other)
+    resets_at = next_reset(datetime.now(UTC))
+    mine = [_asleep(user, resets_at) for _ in range(3)]
+    theirs = _asleep(other, resets_at)
+    for event in [*mine, theirs]:
+        await remember_sleeping(redis, event, key=deps.sleeping_key)
+    top_up = BudgetToppedUp(
+        build_id="", project_id="", user_id=user, producer="gateway", amount_micros=5_000_000
+    )
+    await on_top_up(top_up, deps)
+    await on_top_up(top_up, deps)  # redelivered: recorded once, nobody woken twice
+    async with deps.engine.connect() as conn:
+        rows = (
+            await conn.execute(select(BudgetTopUpRow).where(BudgetTopUpRow.user_id == user))
+        ).all()
+    assert [r.amount_micros for r in rows] == [5_000_000]
+    assert not await redis.exists(budget_gate_key(user))  # open again
+    assert await redis.exists(budget_gate_key(other))  # not theirs
+    wakes = await _wakes(redis, {e.build_id for e in [*mine, theirs]})
+    assert sorted(w.build_id for w in wakes) == sorted(e.build_id for e in mine)
+    assert {w.reason for w in wakes} == {WakeReason.TOP_UP}
+    assert await redis.zcard(deps.sleeping_key) == 1  # only theirs still sleeps
+    # The new budget is the old one plus the top-up; spending it closes the gate again.
+    today = datetime.now(UTC).date().isoformat()
+    spent = int(await redis.get(day_keys(user, today)["spent"]) or 0)
+    await _spend(deps, user, budget + 5_000_000 - spent + 1)
+    assert await redis.exists(budget_gate_key(user))
+    # A build that goes to sleep while its gate is open (a top-up raced it) is due at once.
+    await on_top_up(
+        BudgetToppedUp(
+            build_id="", project_id="", user_id=user, producer="gateway", amount_micros=9_000_000
+        ),
+        deps,
+    )
+    late = _asleep(user, resets_at)
+    await remember_sleeping(redis, late, key=deps.sleeping_key)
+    [(member, score)] = await redis.zrange(deps.sleeping_key, 0, 0, withscores=True)
+    assert b'"' + late.build_id.encode() + b'"' in member
+    assert score <= datetime.now(UTC).timestamp() + 1
+
+
+@pytest.mark.integration
+async def test_a_plan_upgrade_wakes_sleeping_builds_and_a_downgrade_closes_the_gate(
+    deps: BudgetDeps, redis: Redis
+) -> None:
+    user = await _user(deps)
+    await _exhaust(deps, redis, user)
+    asleep = _asleep(user, next_reset(datetime.now(UTC)))
+    await remember_sleeping(redis, asleep, key=deps.sleeping_key)
+    change = TierChanged(
+        build_id="", project_id="", user_id=user, producer="gateway", tier="pro",
+        previous_tier="bootstrapper",
+    )  # fmt: skip
+    await on_tier_changed(change, deps)  # the row still says bootstrapper: nothing changes
+    assert await redis.exists(budget_gate_key(user))
+    async with deps.engine.begin() as conn:
+        await conn.execute(update(User).where(User.id == user).values(tier="pro"))
+    await on_tier_changed(change, deps)
+    assert not await redis.exists(budget_gate_key(user))
+    [wake] = await _wakes(redis, {asleep.build_id})
+    assert wake.reason == WakeReason.TIER_CHANGE
+    async with deps.engine.begin() as conn:
+        await conn.execute(update(User).where(User.id == user).values(tier="bootstrapper"))
+    await on_tier_changed(change, deps)  # back down: the day's spend is over the budget again
+    assert await redis.exists(budget_gate_key(user))

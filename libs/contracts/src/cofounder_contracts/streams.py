@@ -18,6 +18,7 @@ from cofounder_contracts.events import (
     AgentSleeping,
     ArtifactGenerated,
     BudgetExhausted,
+    BudgetToppedUp,
     BudgetUsage,
     BudgetWake,
     BudgetWarning,
@@ -30,6 +31,7 @@ from cofounder_contracts.events import (
     SnapshotCompleted,
     SnapshotFailed,
     SnapshotRequested,
+    TierChanged,
     ToolCalled,
     ToolCompleted,
 )
@@ -39,6 +41,7 @@ __all__ = [
     "AGENT_WORK",
     "ALL_STREAMS",
     "BUDGET",
+    "BUDGET_CHANGES",
     "BUDGET_SIGNALS",
     "BUDGET_USAGE",
     "BUILD_CONTROL",
@@ -135,6 +138,13 @@ BUDGET_SIGNALS: Final = Stream(
     groups=(AGENT_RUNNER, GATEWAY),
     description="Budget thresholds crossed, and wake-ups for sleeping builds.",
 )
+BUDGET_CHANGES: Final = Stream(
+    name="cofounder.budget.changes",
+    events=(BudgetToppedUp, TierChanged),
+    groups=(BUDGET,),
+    description="Changes to what a user may spend (top-ups, plan changes), relayed from the "
+    "gateway's outbox; the budget service reopens gates and wakes sleeping builds.",
+)
 SNAPSHOT_REQUESTS: Final = Stream(
     name="cofounder.snapshots.requested",
     events=(SnapshotRequested,),
@@ -157,6 +167,7 @@ ALL_STREAMS: Final[tuple[Stream, ...]] = (
     BUILD_CONTROL,
     BUDGET_USAGE,
     BUDGET_SIGNALS,
+    BUDGET_CHANGES,
     SNAPSHOT_REQUESTS,
     BUSINESS_EVENTS,
 )

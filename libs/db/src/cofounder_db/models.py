@@ -6,7 +6,7 @@
 - ``outbox``: the gateway (same transaction as the build row; its relay marks rows sent);
 - ``processed_events``: every consumer, for its own ``scope`` (``record_once``);
 - ``agent_checkpoints``, ``build_versions``: the agent runner;
-- ``budget_ledger``: the budget service.
+- ``budget_ledger``, ``budget_topups``: the budget service (the gateway reads them for usage).
 
 One exception, kept from the monolith's behaviour: when a build completes, the agent runner moves
 ``projects.stage`` to ``mvp_built`` (the founder-facing product's "MVP built" transition). It is a
@@ -236,6 +236,20 @@ class BudgetLedgerRow(Base):
     cache_creation_input_tokens: Mapped[int] = mapped_column(BigInteger)
     cache_read_input_tokens: Mapped[int] = mapped_column(BigInteger)
     cost_micros: Mapped[int] = mapped_column(BigInteger)
+    created_at: Mapped[datetime] = mapped_column(default=_now)
+
+
+class BudgetTopUpRow(Base):
+    """Extra budget granted to a user (from ``budget.topped_up``), counted in its billing cycle."""
+
+    __tablename__ = "budget_topups"
+    __table_args__ = (Index("ix_budget_topups_user_day", "user_id", "day"),)
+
+    event_id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    user_id: Mapped[str] = mapped_column(String(36))
+    day: Mapped[str] = mapped_column(String(10))  # YYYY-MM-DD, UTC, when granted
+    amount_micros: Mapped[int] = mapped_column(BigInteger)
+    note: Mapped[str] = mapped_column(Text, default="")
     created_at: Mapped[datetime] = mapped_column(default=_now)
 
 

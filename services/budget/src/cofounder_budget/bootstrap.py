@@ -1,19 +1,17 @@
-"""The composition root: the metering consumer, the sleeping-builds consumer and the wake
-daemon. Nothing connects at import."""
+"""The composition root: the metering consumer, the sleeping-builds consumer, the top-ups and
+plan changes consumer, and the wake daemon. Nothing connects at import."""
 
 from __future__ import annotations
 
 import asyncio
 import functools
 
-from redis.asyncio import Redis
-
-from cofounder_budget.handlers import BudgetDeps, on_usage
-from cofounder_budget.plans import Plan
+from cofounder_budget.handlers import BudgetDeps, on_tier_changed, on_top_up, on_usage
 from cofounder_budget.settings import BudgetSettings
 from cofounder_budget.wake import WakeDaemon, remember_sleeping
-from cofounder_contracts import AgentSleeping, BudgetUsage
-from cofounder_contracts.streams import BUDGET, BUDGET_USAGE, BUILD_EVENTS
+from cofounder_budgeting import Plan
+from cofounder_contracts import AgentSleeping, BudgetToppedUp, BudgetUsage, TierChanged
+from cofounder_contracts.streams import BUDGET, BUDGET_CHANGES, BUDGET_USAGE, BUILD_EVENTS
 from cofounder_db.engine import create_engine
 from cofounder_runtime.connections import connect_redis
 from cofounder_runtime.consumer import Consumer
@@ -24,8 +22,8 @@ from cofounder_runtime.service import run_consumers, start_metrics_server
 __all__ = ["build_consumers", "main"]
 
 
-async def _on_sleeping(event: AgentSleeping, redis: Redis) -> None:
-    await remember_sleeping(redis, event)
+async def _on_sleeping(event: AgentSleeping, deps: BudgetDeps) -> None:
+    await remember_sleeping(deps.redis, event, key=deps.sleeping_key)
 
 
 def build_consumers(settings: BudgetSettings, deps: BudgetDeps) -> list[Consumer]:
@@ -44,7 +42,18 @@ def build_consumers(settings: BudgetSettings, deps: BudgetDeps) -> list[Consumer
             BUILD_EVENTS,
             group=BUDGET,
             consumer=settings.consumer_name,
-            handlers={AgentSleeping: functools.partial(_on_sleeping, redis=deps.redis)},
+            handlers={AgentSleeping: functools.partial(_on_sleeping, deps=deps)},
+            options=options,
+        ),
+        Consumer.for_stream(
+            deps.redis,
+            BUDGET_CHANGES,
+            group=BUDGET,
+            consumer=settings.consumer_name,
+            handlers={
+                BudgetToppedUp: functools.partial(on_top_up, deps=deps),
+                TierChanged: functools.partial(on_tier_changed, deps=deps),
+            },
             options=options,
         ),
     ]

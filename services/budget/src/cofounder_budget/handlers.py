@@ -1,4 +1,5 @@
-"""``budget.usage`` → the ledger, the day's counters, and the 80% / 100% signals.
+"""``budget.usage`` → the ledger, the day's counters, and the 80% / 100% signals; a top-up or a
+plan change → the day's budget recomputed, the gate reopened, the user's sleeping builds woken.
 
 One usage event, one step, in this order:
 
@@ -11,11 +12,17 @@ One usage event, one step, in this order:
 A crash after 2 and before 3 leaves no ledger row; the redelivery inserts it and the script
 skips the count it already made. Numbers no model call can report are dead-lettered with the
 reason (``Poison``), not retried.
+
+A top-up is recorded (``budget_topups``, once per event), then the day's budget is recomputed
+from the tables and set with the gate in one script (:meth:`Meter.rebudget`); when the gate is
+open the user's sleeping builds are woken. Every step after the insert is idempotent, so a
+redelivery after a crash finishes the job.
 """
 
 from __future__ import annotations
 
 import functools
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
 from typing import Final
@@ -26,28 +33,37 @@ from sqlalchemy import func, select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from cofounder_budget.meter import Meter, day_keys
-from cofounder_budget.metrics import EXHAUSTED, SPEND
-from cofounder_budget.plans import DEFAULT_PLANS, Plan, cycle_start, daily_budget, next_reset
+from cofounder_budget.meter import DAY_TTL_S, Meter, day_keys
+from cofounder_budget.metrics import EXHAUSTED, SPEND, TOPUPS
 from cofounder_budget.pricing import Pricing
+from cofounder_budget.wake import SLEEPING_KEY, Waker
+from cofounder_budgeting import DEFAULT_PLANS, Plan, day_account, next_reset
 from cofounder_contracts import (
     BudgetExhausted,
+    BudgetToppedUp,
     BudgetUsage,
     BudgetWarning,
+    TierChanged,
+    WakeReason,
     derived_event_id,
     follow_up,
 )
-from cofounder_db.models import BudgetLedgerRow, User
+from cofounder_db.models import BudgetLedgerRow, BudgetTopUpRow
 from cofounder_runtime.consumer import Poison
 from cofounder_runtime.publisher import Publisher
 
-__all__ = ["BudgetDeps", "on_usage"]
+__all__ = ["BudgetDeps", "on_tier_changed", "on_top_up", "on_usage"]
 
 PRODUCER: Final = "budget"
 #: More tokens than any model call reports (context windows are ~1M): a bug upstream, not usage.
 MAX_TOKENS_PER_CALL: Final = 5_000_000
 _log = structlog.get_logger("cofounder.budgets")
 _LEDGER = BudgetLedgerRow.__table__
+_TOPUPS = BudgetTopUpRow.__table__
+
+
+def _utcnow() -> datetime:
+    return datetime.now(UTC)
 
 
 @dataclass
@@ -58,10 +74,14 @@ class BudgetDeps:
     pricing: Pricing = field(default_factory=Pricing)
     plans: dict[str, Plan] = field(default_factory=lambda: dict(DEFAULT_PLANS))
     default_tier: str = "bootstrapper"
+    sleeping_key: str = SLEEPING_KEY
+    clock: Callable[[], datetime] = _utcnow
     meter: Meter = field(init=False)
+    waker: Waker = field(init=False)
 
     def __post_init__(self) -> None:
         self.meter = Meter(self.redis)
+        self.waker = Waker(self.redis, key=self.sleeping_key)
 
 
 def _check(event: BudgetUsage) -> None:
@@ -108,21 +128,11 @@ async def _budget(
         text = cached.decode() if isinstance(cached, bytes) else str(cached)
         amount, _, cached_tier = text.partition(" ")
         return int(amount), cached_tier or deps.default_tier
-    tier = (await conn.execute(select(User.tier).where(User.id == user_id))).scalar()
-    tier = tier if tier in deps.plans else deps.default_tier
-    plan = deps.plans[tier]
-    before = (
-        await conn.execute(
-            select(func.coalesce(func.sum(_LEDGER.c.cost_micros), 0)).where(
-                _LEDGER.c.user_id == user_id,
-                _LEDGER.c.day >= cycle_start(day).isoformat(),
-                _LEDGER.c.day < day.isoformat(),
-            )
-        )
-    ).scalar()
-    budget = daily_budget(plan, day=day, spent_before_today=int(before or 0))
-    await deps.redis.set(key, f"{budget} {tier}", ex=26 * 3600)
-    return budget, tier
+    account = await day_account(
+        conn, user_id, day, plans=deps.plans, default_tier=deps.default_tier
+    )
+    await deps.redis.set(key, f"{account.budget_micros} {account.tier}", ex=DAY_TTL_S)
+    return account.budget_micros, account.tier
 
 
 async def on_usage(event: BudgetUsage, deps: BudgetDeps) -> None:
@@ -162,6 +172,7 @@ async def on_usage(event: BudgetUsage, deps: BudgetDeps) -> None:
             metered = await add()
             if metered is None:
                 raise RuntimeError("the day counter vanished again while being rebuilt")
+    budget = metered.budget  # what the script compared against (a top-up may have raised it)
     if metered.counted:
         SPEND.labels(tier).inc(cost)
     if metered.exhausted:
@@ -191,3 +202,58 @@ async def on_usage(event: BudgetUsage, deps: BudgetDeps) -> None:
         )
     for signal in signals:
         await deps.events.emit(signal)
+
+
+async def _rebudget_and_wake(deps: BudgetDeps, user_id: str, reason: WakeReason) -> None:
+    now = deps.clock()
+    day = now.date()
+    async with deps.engine.connect() as conn:
+        account = await day_account(
+            conn, user_id, day, plans=deps.plans, default_tier=deps.default_tier
+        )
+    state = await deps.meter.rebudget(
+        user_id=user_id,
+        day=day.isoformat(),
+        budget=account.budget_micros,
+        tier=account.tier,
+        resets_at=next_reset(now),
+    )
+    woken = 0
+    if state is not False:  # open (or counters lost: open until the next usage says otherwise)
+        woken = await deps.waker.wake_user(user_id, reason)
+    _log.info(
+        "budget recomputed",
+        user_id=user_id,
+        reason=reason.value,
+        budget_micros=account.budget_micros,
+        gate="closed" if state is False else "open",
+        woken=woken,
+    )
+
+
+async def on_top_up(event: BudgetToppedUp, deps: BudgetDeps) -> None:
+    dialect = postgresql if deps.engine.dialect.name == "postgresql" else sqlite
+    async with deps.engine.begin() as conn:
+        inserted = (
+            await conn.execute(
+                dialect.insert(_TOPUPS)
+                .values(
+                    event_id=event.event_id,
+                    user_id=event.user_id,
+                    day=event.occurred_at.astimezone(UTC).date().isoformat(),
+                    amount_micros=event.amount_micros,
+                    note=event.note,
+                    created_at=event.occurred_at,
+                )
+                .on_conflict_do_nothing(index_elements=["event_id"])
+            )
+        ).rowcount
+    if inserted:
+        TOPUPS.inc(event.amount_micros)
+    await _rebudget_and_wake(deps, event.user_id, WakeReason.TOP_UP)
+
+
+async def on_tier_changed(event: TierChanged, deps: BudgetDeps) -> None:
+    """The ``users`` row holds the new tier (committed with the event), so it is read there:
+    of two quick changes the later one wins even when their events arrive out of order."""
+    await _rebudget_and_wake(deps, event.user_id, WakeReason.TIER_CHANGE)

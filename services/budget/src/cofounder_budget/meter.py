@@ -8,6 +8,9 @@ included (``cofounder_contracts.keys.budget_gate_key``), so the script touches t
   must be rebuilt from the ledger first (the script then answers ``-1`` and changes nothing);
 - ``build``: the build's total;
 - ``warned`` / ``exhausted``: the day's 80% and 100% events went out (once a day each);
+- ``daily``: the day's budget and the user's tier (``"<micros> <tier>"``), computed from the
+  ledger at the day's first usage and again on a top-up or a plan change. The script reads the
+  budget from it, so a top-up's new budget and a usage event never race;
 - the gate: written when the spend reaches the budget, expiring at the reset.
 """
 
@@ -22,19 +25,20 @@ from redis.asyncio import Redis
 
 from cofounder_contracts.keys import budget_gate_key
 
-__all__ = ["Meter", "Metered", "day_keys"]
+__all__ = ["DAY_TTL_S", "Meter", "Metered", "day_keys"]
 
-_DAY_TTL_S: Final = 3 * 24 * 3600
+DAY_TTL_S: Final = 3 * 24 * 3600
 
 _METER: Final = """
-if redis.call('EXISTS', KEYS[2]) == 0 then return {-1, 0, 0, 0} end
+if redis.call('EXISTS', KEYS[2]) == 0 then return {-1, 0, 0, 0, 0} end
+local daily = redis.call('GET', KEYS[7])
+local budget = tonumber(daily and string.match(daily, '^%d+') or ARGV[2])
 if not redis.call('SET', KEYS[1], '1', 'NX', 'EX', ARGV[3]) then
-  return {0, tonumber(redis.call('GET', KEYS[2])), 0, 0}
+  return {0, tonumber(redis.call('GET', KEYS[2])), 0, 0, budget}
 end
 local spent = redis.call('INCRBY', KEYS[2], ARGV[1])
 redis.call('INCRBY', KEYS[3], ARGV[1])
 redis.call('EXPIRE', KEYS[3], ARGV[3])
-local budget = tonumber(ARGV[2])
 local warn, exhausted = 0, 0
 if spent * 10 >= budget * 8 and redis.call('SET', KEYS[5], '1', 'NX', 'EX', ARGV[3]) then
   warn = 1
@@ -43,7 +47,26 @@ if spent >= budget then
   redis.call('SET', KEYS[4], ARGV[4], 'PXAT', ARGV[5])
   if redis.call('SET', KEYS[6], '1', 'NX', 'EX', ARGV[3]) then exhausted = 1 end
 end
-return {1, spent, warn, exhausted}
+return {1, spent, warn, exhausted, budget}
+"""
+
+# Set the day's budget and open or close the gate to match it, in one step:
+# {1 open | 0 closed | -1 counter missing, spent}.
+_REBUDGET: Final = """
+redis.call('SET', KEYS[1], ARGV[1], 'EX', ARGV[2])
+local budget = tonumber(string.match(ARGV[1], '^%d+'))
+local spent = redis.call('GET', KEYS[2])
+if not spent then
+  redis.call('DEL', KEYS[3])
+  return {-1, 0}
+end
+spent = tonumber(spent)
+if spent < budget then
+  redis.call('DEL', KEYS[3], KEYS[4])
+  return {1, spent}
+end
+redis.call('SET', KEYS[3], ARGV[3], 'PXAT', ARGV[4])
+return {0, spent}
 """
 
 
@@ -63,6 +86,7 @@ class Metered:
     spent: int
     warn: bool
     exhausted: bool
+    budget: int  # the day's budget the script compared against
 
 
 class _Gate(msgspec.Struct):
@@ -73,6 +97,7 @@ class Meter:
     def __init__(self, redis: Redis) -> None:
         self._redis = redis
         self._script = redis.register_script(_METER)
+        self._rebudget = redis.register_script(_REBUDGET)
 
     async def add(
         self,
@@ -88,7 +113,7 @@ class Meter:
         """Count ``cost`` once; None when the day's counter is missing (rebuild, then retry)."""
         keys = day_keys(user_id, day)
         tag = f"{{{user_id}}}"
-        counted, spent, warn, exhausted = await self._script(
+        counted, spent, warn, exhausted, used_budget = await self._script(
             keys=[
                 f"cofounder.budget.seen:{tag}:{event_id}",
                 keys["spent"],
@@ -96,22 +121,46 @@ class Meter:
                 budget_gate_key(user_id),
                 keys["warned"],
                 keys["exhausted"],
+                keys["daily"],
             ],
             args=[
                 cost,
                 budget,
-                _DAY_TTL_S,
+                DAY_TTL_S,
                 msgspec.json.encode(_Gate(resets_at=resets_at)),
                 int(resets_at.timestamp() * 1000),
             ],
         )
         if int(counted) == -1:
             return None
-        return Metered(bool(int(counted)), int(spent), bool(int(warn)), bool(int(exhausted)))
+        return Metered(
+            bool(int(counted)),
+            int(spent),
+            bool(int(warn)),
+            bool(int(exhausted)),
+            int(used_budget),
+        )
+
+    async def rebudget(
+        self, *, user_id: str, day: str, budget: int, tier: str, resets_at: datetime
+    ) -> bool | None:
+        """Set the day's budget and the gate to match: True open, False closed, None when the
+        day's counter is missing (the gate is then left open: the next usage rebuilds it)."""
+        keys = day_keys(user_id, day)
+        state, _spent = await self._rebudget(
+            keys=[keys["daily"], keys["spent"], budget_gate_key(user_id), keys["exhausted"]],
+            args=[
+                f"{budget} {tier}",
+                DAY_TTL_S,
+                msgspec.json.encode(_Gate(resets_at=resets_at)),
+                int(resets_at.timestamp() * 1000),
+            ],
+        )
+        return None if int(state) == -1 else bool(int(state))
 
     async def restore_day(self, *, user_id: str, day: str, spent: int) -> None:
         """Put back a lost day counter (from the ledger); a concurrent restore wins the same."""
-        await self._redis.set(day_keys(user_id, day)["spent"], spent, nx=True, ex=_DAY_TTL_S)
+        await self._redis.set(day_keys(user_id, day)["spent"], spent, nx=True, ex=DAY_TTL_S)
 
     async def spent(self, *, user_id: str, day: str) -> int | None:
         raw = await self._redis.get(day_keys(user_id, day)["spent"])

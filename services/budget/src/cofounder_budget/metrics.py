@@ -6,7 +6,7 @@ from typing import Final
 
 from prometheus_client import Counter, Gauge
 
-__all__ = ["EXHAUSTED", "SLEEPING", "SPEND", "WAKES"]
+__all__ = ["EXHAUSTED", "SLEEPING", "SPEND", "TOPUPS", "WAKES"]
 
 SPEND: Final = Counter(
     "cofounder_budget_spend_micros_total",
@@ -19,4 +19,9 @@ EXHAUSTED: Final = Counter(
 SLEEPING: Final = Gauge(
     "cofounder_budget_sleeping_builds", "Builds asleep until their budget resets (last look)."
 )
-WAKES: Final = Counter("cofounder_budget_wakes_total", "Sleeping builds woken, by this process.")
+WAKES: Final = Counter(
+    "cofounder_budget_wakes_total",
+    "Sleeping builds woken by this process, by reason (rollover, top_up, tier_change).",
+    ["reason"],
+)
+TOPUPS: Final = Counter("cofounder_budget_topups_micros_total", "Top-ups recorded, in micros.")

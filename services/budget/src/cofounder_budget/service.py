@@ -6,7 +6,7 @@ from cofounder_runtime.service import ServiceSpec
 
 SPEC = ServiceSpec(
     name="budget",
-    summary="budget.usage -> daily budgets, the gate, warnings; the wake daemon (in progress: #5)",
+    summary="budget.usage -> daily budgets, the gate, warnings; top-ups, plan changes; wakes",
     main=main,
     settings=BudgetSettings,
 )

@@ -1,5 +1,6 @@
 """The wake daemon: sleeping builds wait in a sorted set scored by when they may run again (the
-budget's reset); a loop wakes those whose time has come.
+budget's reset); a loop wakes those whose time has come, and a top-up or a plan change wakes the
+user's builds at once (:meth:`Waker.wake_user`).
 
 Claiming a wake and publishing it are one script (``ZREM`` then ``XADD``), so with several budget
 replicas each sleeping build is woken exactly once, and a crash cannot separate the claim from
@@ -23,9 +24,10 @@ from redis.asyncio import Redis
 from cofounder_budget.metrics import SLEEPING, WAKES
 from cofounder_contracts import AgentSleeping, BudgetWake, WakeReason, derived_event_id
 from cofounder_contracts.codec import encode_fields
+from cofounder_contracts.keys import budget_gate_key
 from cofounder_contracts.streams import BUDGET_SIGNALS
 
-__all__ = ["SLEEPING_KEY", "WakeDaemon", "remember_sleeping"]
+__all__ = ["SLEEPING_KEY", "WakeDaemon", "Waker", "remember_sleeping"]
 
 SLEEPING_KEY: Final = "cofounder.budget.sleeping:builds"
 _log = structlog.get_logger("cofounder.budgets.wake")
@@ -48,40 +50,35 @@ class _Sleeper(msgspec.Struct, array_like=True):
     resets_at: datetime
 
 
-async def remember_sleeping(redis: Redis, event: AgentSleeping, *, key: str = SLEEPING_KEY) -> None:
-    """Keep a sleeping build until its reset (idempotent: the member is the same each time)."""
+async def remember_sleeping(
+    redis: Redis, event: AgentSleeping, *, key: str = SLEEPING_KEY, now: float | None = None
+) -> None:
+    """Keep a sleeping build until its reset (idempotent: the member is the same each time).
+
+    When the user's gate is already open again (a top-up or a plan change landed while the
+    build was going to sleep), the build is due at once instead of at the reset.
+    """
     member = msgspec.json.encode(
         _Sleeper(event.build_id, event.project_id, event.user_id, event.event_id, event.resets_at)
     )
-    await redis.zadd(key, {member: event.resets_at.timestamp()})
+    score = event.resets_at.timestamp()
+    if not await redis.exists(budget_gate_key(event.user_id)):
+        score = min(score, time.time() if now is None else now)
+    await redis.zadd(key, {member: score})
 
 
-class WakeDaemon:
-    def __init__(
-        self,
-        redis: Redis,
-        *,
-        clock: Callable[[], float] = time.time,
-        interval_s: float = 1.0,
-        batch: int = 100,
-        key: str = SLEEPING_KEY,
-    ) -> None:
+class Waker:
+    """Claims sleeping builds and signals ``budget.wake`` for them, one script per build."""
+
+    def __init__(self, redis: Redis, *, key: str = SLEEPING_KEY) -> None:
         self._redis = redis
-        self._key = key
-        self._clock = clock
-        self._interval_s = interval_s
-        self._batch = batch
+        self.key = key
         self._script = redis.register_script(_CLAIM_AND_WAKE)
-        self.woken = 0
 
-    async def wake_due(self) -> int:
-        """Wake every build whose time has come; return how many this daemon woke."""
-        raw = await self._redis.zrangebyscore(
-            self._key, "-inf", self._clock(), start=0, num=self._batch
-        )
-        due = [m for m in raw if isinstance(m, bytes)]
+    async def wake(self, members: list[bytes], reason: WakeReason) -> int:
+        """Wake the builds of ``members`` that no one woke before; return how many."""
         woken = 0
-        for member in due:
+        for member in members:
             sleeper = msgspec.json.decode(member, type=_Sleeper)
             wake = BudgetWake(
                 build_id=sleeper.build_id,
@@ -90,11 +87,11 @@ class WakeDaemon:
                 producer="budget",
                 causation_id=sleeper.sleeping_event,
                 event_id=derived_event_id(sleeper.sleeping_event, "budget.wake"),
-                reason=WakeReason.ROLLOVER,
+                reason=reason,
             )
             fields = encode_fields(wake)
             claimed = await self._script(
-                keys=[self._key, BUDGET_SIGNALS.name],
+                keys=[self.key, BUDGET_SIGNALS.name],
                 args=[
                     member,
                     fields[b"type"],
@@ -105,10 +102,49 @@ class WakeDaemon:
             )
             if claimed:
                 woken += 1
-                _log.info("woke a sleeping build", build_id=sleeper.build_id)
+                _log.info("woke a sleeping build", build_id=sleeper.build_id, reason=reason.value)
+        WAKES.labels(reason.value).inc(woken)
+        return woken
+
+    async def wake_user(self, user_id: str, reason: WakeReason) -> int:
+        """Wake every sleeping build of ``user_id`` now (a top-up, a plan change)."""
+        needle = f'"{user_id}"'.encode()
+        members = [
+            m
+            async for m in self._redis.zscan_iter(self.key, match=f"*{needle.decode()}*")
+            if isinstance(m, tuple) and isinstance(m[0], bytes) and needle in m[0]
+        ]
+        return await self.wake([m[0] for m in members], reason)
+
+
+class WakeDaemon:
+    """Wakes the builds whose reset has come, every ``interval_s``."""
+
+    def __init__(
+        self,
+        redis: Redis,
+        *,
+        clock: Callable[[], float] = time.time,
+        interval_s: float = 1.0,
+        batch: int = 100,
+        key: str = SLEEPING_KEY,
+    ) -> None:
+        self._redis = redis
+        self._waker = Waker(redis, key=key)
+        self._clock = clock
+        self._interval_s = interval_s
+        self._batch = batch
+        self.woken = 0
+
+    async def wake_due(self) -> int:
+        """Wake every build whose time has come; return how many this daemon woke."""
+        raw = await self._redis.zrangebyscore(
+            self._waker.key, "-inf", self._clock(), start=0, num=self._batch
+        )
+        due = [m for m in raw if isinstance(m, bytes)]
+        woken = await self._waker.wake(due, WakeReason.ROLLOVER)
         self.woken += woken
-        WAKES.inc(woken)
-        SLEEPING.set(await self._redis.zcard(self._key))
+        SLEEPING.set(await self._redis.zcard(self._waker.key))
         return woken
 
     async def run(self, stop: asyncio.Event) -> None:

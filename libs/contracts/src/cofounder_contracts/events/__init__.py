@@ -14,9 +14,11 @@ from cofounder_contracts.events.agent import (
 )
 from cofounder_contracts.events.budget import (
     BudgetExhausted,
+    BudgetToppedUp,
     BudgetUsage,
     BudgetWake,
     BudgetWarning,
+    TierChanged,
     UsageOutcome,
     WakeReason,
 )
@@ -46,6 +48,7 @@ __all__ = [
     "AgentSleeping",
     "ArtifactGenerated",
     "BudgetExhausted",
+    "BudgetToppedUp",
     "BudgetUsage",
     "BudgetWake",
     "BudgetWarning",
@@ -62,6 +65,7 @@ __all__ = [
     "SnapshotFailed",
     "SnapshotReason",
     "SnapshotRequested",
+    "TierChanged",
     "ToolCalled",
     "ToolCompleted",
     "UsageOutcome",
@@ -88,4 +92,6 @@ ALL_EVENTS: Final[tuple[type[Event], ...]] = (
     BuildFailed,
     BuildCancelRequested,
     ArtifactGenerated,
+    BudgetToppedUp,
+    TierChanged,
 )

@@ -4,15 +4,20 @@ from __future__ import annotations
 
 import enum
 from datetime import date, datetime
+from typing import Annotated
+
+import msgspec
 
 from cofounder_contracts.envelope import Event
 from cofounder_contracts.units import Count, Micros, NonEmpty
 
 __all__ = [
     "BudgetExhausted",
+    "BudgetToppedUp",
     "BudgetUsage",
     "BudgetWake",
     "BudgetWarning",
+    "TierChanged",
     "UsageOutcome",
     "WakeReason",
 ]
@@ -73,3 +78,25 @@ class BudgetWake(Event, frozen=True, kw_only=True, tag="budget.wake"):
     """A sleeping build may resume. Emitted by the budget service's wake daemon."""
 
     reason: WakeReason
+
+
+class BudgetToppedUp(Event, frozen=True, kw_only=True, tag="budget.topped_up"):
+    """An admin granted the user extra budget, usable at once (see the budget service's formula).
+
+    Emitted by the gateway (through its outbox); consumed by the budget service, which records
+    it, reopens a closed gate when the new budget allows and wakes the user's sleeping builds.
+    A user-level event: ``build_id`` and ``project_id`` are empty.
+    """
+
+    amount_micros: Annotated[int, msgspec.Meta(gt=0)]
+    note: str = ""
+
+
+class TierChanged(Event, frozen=True, kw_only=True, tag="user.tier_changed"):
+    """The user's plan changed. Emitted by the gateway with the ``users`` row update (outbox);
+    the budget service recomputes today's budget and, when it now allows, wakes the user's
+    sleeping builds. A user-level event: ``build_id`` and ``project_id`` are empty.
+    """
+
+    tier: NonEmpty
+    previous_tier: str

@@ -4,11 +4,14 @@ A plan gives a monthly allowance (micros). The billing cycle is the calendar mon
 user's day rolls over at 00:00 UTC (one rule for everyone: the reset time is the same wherever
 the founder is, and every replica computes it alike).
 
-    daily budget = (allowance - spent in the cycle before today) / days left in the cycle,
-                   today included   (never below zero)
+    daily budget = (allowance + top-ups before today - spent before today) / days left
+                   + top-ups granted today                     (all within the cycle; never < 0)
 
-so an unused day's budget carries forward to the rest of the month, and overspending one day
-(by at most the calls in flight) is paid back by the following days.
+where "days left" counts today. So an unused day's budget carries forward to the rest of the
+month; overspending one day (by at most the calls in flight) is paid back by the following days;
+a top-up is usable in full the day it is granted (it wakes sleeping builds at once), and what of
+it is left at the end of that day joins the pool spread over the rest of the cycle. Top-ups end
+with their cycle.
 """
 
 from __future__ import annotations
@@ -19,7 +22,7 @@ from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
 from typing import Final
 
-__all__ = ["DEFAULT_PLANS", "Plan", "cycle_start", "daily_budget", "next_reset"]
+__all__ = ["DEFAULT_PLANS", "Plan", "cycle_start", "daily_budget", "days_left", "next_reset"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -43,9 +46,16 @@ def days_left(day: date) -> int:
     return calendar.monthrange(day.year, day.month)[1] - day.day + 1
 
 
-def daily_budget(plan: Plan, *, day: date, spent_before_today: int) -> int:
-    remaining = max(0, plan.monthly_allowance_micros - spent_before_today)
-    return remaining // days_left(day)
+def daily_budget(
+    plan: Plan,
+    *,
+    day: date,
+    spent_before_today: int,
+    topups_before_today: int = 0,
+    topups_today: int = 0,
+) -> int:
+    pool = max(0, plan.monthly_allowance_micros + topups_before_today - spent_before_today)
+    return pool // days_left(day) + topups_today
 
 
 def next_reset(now: datetime) -> datetime:
