@@ -9,11 +9,13 @@ from cofounder_budgeting.plans import (
     days_left,
     next_reset,
 )
+from cofounder_budgeting.settings import PlanSettings
 
 __all__ = [
     "DEFAULT_PLANS",
     "DayAccount",
     "Plan",
+    "PlanSettings",
     "cycle_start",
     "daily_budget",
     "day_account",

@@ -55,7 +55,8 @@ def _check(response: httpx.Response) -> Any:
     return response.json()
 
 
-def _call(gateway_url: str, token: str, method: str, path: str, **kwargs: Any) -> Any:
+def call(gateway_url: str, token: str, method: str, path: str, **kwargs: Any) -> Any:
+    """One REST call; an API error or an unreachable gateway prints why and exits 1."""
     try:
         with _client(gateway_url, token) as client:
             return _check(client.request(method, path, **kwargs))
@@ -82,7 +83,7 @@ def _show(build: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def _emit(value: Any, as_json: bool, human: str) -> None:
+def emit(value: Any, as_json: bool, human: str) -> None:
     typer.echo(json.dumps(value) if as_json else human)
 
 
@@ -99,10 +100,10 @@ def create(
     """Start a build of PROJECT (202: queued)."""
     headers = {"Idempotency-Key": idempotency_key} if idempotency_key else {}
     body = {"goal": goal} if goal else {}
-    build = _call(
+    build = call(
         gateway_url, token, "POST", f"/v1/projects/{project}/builds", json=body, headers=headers
     )
-    _emit(build, json_, f"build {build['id']} {build['status']}")
+    emit(build, json_, f"build {build['id']} {build['status']}")
     if follow:
         _follow(gateway_url, token, build["id"], json_)
 
@@ -115,8 +116,8 @@ def get(
     json_: JsonOpt = False,
 ) -> None:
     """One build: status, progress, version, preview URL, error."""
-    build = _call(gateway_url, token, "GET", f"/v1/builds/{build_id}")
-    _emit(build, json_, _show(build))
+    build = call(gateway_url, token, "GET", f"/v1/builds/{build_id}")
+    emit(build, json_, _show(build))
 
 
 @app.command("list")
@@ -134,14 +135,14 @@ def list_(
         params["status"] = status
     if cursor:
         params["cursor"] = cursor
-    page = _call(gateway_url, token, "GET", "/v1/builds", params=params)
+    page = call(gateway_url, token, "GET", "/v1/builds", params=params)
     rows = [
         f"{b['id']}  {b['status']:<10} v{b['build_version'] or '-':<3} {b['preview_url'] or ''}"
         for b in page["items"]
     ]
     if page.get("next_cursor"):
         rows.append(f"(more: --cursor {page['next_cursor']})")
-    _emit(page, json_, "\n".join(rows) or "no builds")
+    emit(page, json_, "\n".join(rows) or "no builds")
 
 
 def _follow(gateway_url: str, token: str, build_id: str, as_json: bool) -> None:
@@ -182,5 +183,5 @@ def cancel(
     json_: JsonOpt = False,
 ) -> None:
     """Cancel the build (the agent stops before its next step)."""
-    build = _call(gateway_url, token, "POST", f"/v1/builds/{build_id}/cancel")
-    _emit(build, json_, f"build {build['id']} {build['status']}")
+    build = call(gateway_url, token, "POST", f"/v1/builds/{build_id}/cancel")
+    emit(build, json_, f"build {build['id']} {build['status']}")

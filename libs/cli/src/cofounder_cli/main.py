@@ -9,7 +9,7 @@ from importlib.metadata import entry_points
 
 import typer
 
-from cofounder_cli import builds, config, db, dev, dlq, events, serve, snapshots
+from cofounder_cli import budget, builds, config, db, dev, dlq, events, serve, snapshots
 
 app = typer.Typer(
     name="cofounder",
@@ -18,6 +18,7 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
 )
+app.add_typer(budget.app, name="budget")
 app.add_typer(builds.app, name="builds")
 app.add_typer(config.app, name="config")
 app.add_typer(db.app, name="db")

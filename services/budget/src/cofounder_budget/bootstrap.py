@@ -9,7 +9,6 @@ import functools
 from cofounder_budget.handlers import BudgetDeps, on_tier_changed, on_top_up, on_usage
 from cofounder_budget.settings import BudgetSettings
 from cofounder_budget.wake import WakeDaemon, remember_sleeping
-from cofounder_budgeting import Plan
 from cofounder_contracts import AgentSleeping, BudgetToppedUp, BudgetUsage, TierChanged
 from cofounder_contracts.streams import BUDGET, BUDGET_CHANGES, BUDGET_USAGE, BUILD_EVENTS
 from cofounder_db.engine import create_engine
@@ -71,7 +70,7 @@ async def main() -> None:
         engine=engine,
         redis=redis,
         events=Publisher(redis),
-        plans={t: Plan(a) for t, a in settings.plans_monthly_allowance_micros.items()},
+        plans=settings.plans(),
         default_tier=settings.default_tier,
     )
     consumers = build_consumers(settings, deps)

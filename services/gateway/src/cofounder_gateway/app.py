@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from typing import Annotated
 
 import asyncpg
-from fastapi import APIRouter, Depends, FastAPI, Header, Query, Request, Response
+from fastapi import APIRouter, FastAPI, Header, Query, Request, Response
 from fastapi.responses import StreamingResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from redis.asyncio import Redis
@@ -18,13 +18,14 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from cofounder_contracts import BuildStatus
 from cofounder_gateway import builds
 from cofounder_gateway.admin import admin_router
-from cofounder_gateway.auth import user_from_header
+from cofounder_gateway.auth import User
 from cofounder_gateway.feed import Feed, ends_build
 from cofounder_gateway.limits import BodyLimit
 from cofounder_gateway.outbox import Relay
 from cofounder_gateway.problems import ApiError, install
 from cofounder_gateway.schemas import BuildList, BuildOut, StartBuild, build_out
 from cofounder_gateway.settings import GatewaySettings
+from cofounder_gateway.usage import usage_routers
 
 __all__ = ["Gateway", "create_app"]
 
@@ -40,17 +41,6 @@ class Gateway:
     relay: Relay
     #: PostgreSQL only: a driver pool for the build-creating write (see ``builds_pg.py``).
     pg_pool: asyncpg.Pool | None = None
-
-
-async def current_user(
-    request: Request, authorization: Annotated[str | None, Header()] = None
-) -> str:
-    """The authenticated user's id (401 otherwise)."""
-    gw: Gateway = request.app.state.gw
-    return user_from_header(authorization, gw.settings.jwt_secret)
-
-
-User = Annotated[str, Depends(current_user)]
 
 
 def create_app(gw: Gateway) -> FastAPI:
@@ -173,6 +163,9 @@ def create_app(gw: Gateway) -> FastAPI:
         return {"status": "ready"}
 
     v1.include_router(admin_router(gw.engine, gw.settings))
+    users_usage, admin_usage = usage_routers(gw.engine, gw.redis, gw.settings, gw.relay.poke)
+    v1.include_router(users_usage)
+    v1.include_router(admin_usage)
     app.include_router(v1)
 
     @app.get("/metrics", include_in_schema=False)

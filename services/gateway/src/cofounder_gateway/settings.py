@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pydantic import Field, model_validator
 
+from cofounder_budgeting import PlanSettings
 from cofounder_runtime.settings import RuntimeSettings
 
 __all__ = ["DEV_SECRET", "GatewaySettings"]
@@ -12,7 +13,7 @@ __all__ = ["DEV_SECRET", "GatewaySettings"]
 DEV_SECRET = "dev-only-secret-change-me-0123456789abcdef"  # noqa: S105 - a documented placeholder
 
 
-class GatewaySettings(RuntimeSettings):
+class GatewaySettings(RuntimeSettings, PlanSettings):
     """HTTP, auth, limits and the database, on top of the shared runtime settings."""
 
     environment: str = Field(default="development", description="development or production.")

@@ -1,0 +1,135 @@
+"""``cofounder budget show|top-up|tier``: daily budgets and usage, on the gateway's REST API.
+
+``show`` reads your own usage with your token (``$COFOUNDER_TOKEN``), or any user's with
+``--user`` and the admin token (``$ADMIN_TOKEN``); ``--build`` shows one build's usage by model.
+``top-up`` and ``tier`` are admin commands. Amounts are in units of the plan's currency
+(``5`` or ``2.50``); the API counts micros.
+"""
+
+from __future__ import annotations
+
+from decimal import Decimal, InvalidOperation
+from typing import Annotated, Any
+
+import typer
+
+from cofounder_cli.builds import DEFAULT_GATEWAY, GatewayOpt, JsonOpt, call, emit
+
+app = typer.Typer(help="Daily budgets, usage, top-ups and plans.", no_args_is_help=True)
+
+AdminOpt = Annotated[
+    str,
+    typer.Option("--admin-token", envvar="ADMIN_TOKEN", help="The admin API token."),
+]
+UserTokenOpt = Annotated[
+    str | None,
+    typer.Option("--token", envvar="COFOUNDER_TOKEN", help="Your bearer token."),
+]
+DEFAULT_ADMIN = "dev-admin-token"
+_MICROS = Decimal(1_000_000)
+
+
+def money(micros: int) -> str:
+    """Micros as currency units, to the cent below a hundred and whole above."""
+    units = Decimal(micros) / _MICROS
+    return f"{units:,.4f}" if units < 1 else f"{units:,.2f}"
+
+
+def _micros(amount: str) -> int:
+    try:
+        value = Decimal(amount)
+    except InvalidOperation:
+        raise typer.BadParameter(f"not an amount: {amount!r} (say 5 or 2.50)") from None
+    if value <= 0:
+        raise typer.BadParameter("the amount must be more than zero")
+    return int(value * _MICROS)
+
+
+def _usage_text(usage: dict[str, Any]) -> str:
+    today = usage["today"]
+    lines = [
+        f"user      {usage['user_id']} ({today['tier']})",
+        f"today     {today['day']}: spent {money(today['spent_micros'])} of "
+        f"{money(today['budget_micros'])} ({money(today['remaining_micros'])} left)",
+        f"gate      {today['gate']}"
+        + (f" until {today['resets_at']}" if today["gate"] == "closed" else ""),
+    ]
+    if today["top_ups_micros"]:
+        lines.append(f"top-ups   {money(today['top_ups_micros'])} today")
+    if usage["days"]:
+        lines.append("")
+        lines.append(f"{'day':<12}{'spent':>12}{'calls':>8}{'tokens in':>14}{'tokens out':>12}")
+        lines.extend(
+            f"{d['day']:<12}{money(d['cost_micros']):>12}{d['calls']:>8}"
+            f"{d['input_tokens']:>14,}{d['output_tokens']:>12,}"
+            for d in usage["days"]
+        )
+    return "\n".join(lines)
+
+
+def _build_text(usage: dict[str, Any]) -> str:
+    lines = [
+        f"build     {usage['build_id']}",
+        f"spent     {money(usage['cost_micros'])} in {usage['calls']} model calls",
+    ]
+    lines.extend(
+        f"  {m['model']:<24}{money(m['cost_micros']):>12}{m['calls']:>6} calls"
+        for m in usage["by_model"]
+    )
+    return "\n".join(lines)
+
+
+@app.command()
+def show(
+    token: UserTokenOpt = None,
+    user: Annotated[str | None, typer.Option("--user", help="Any user (admin).")] = None,
+    build: Annotated[str | None, typer.Option("--build", help="One build's usage.")] = None,
+    days: Annotated[int, typer.Option(min=1, max=92, help="Days back, today included.")] = 7,
+    admin_token: AdminOpt = DEFAULT_ADMIN,
+    gateway_url: GatewayOpt = DEFAULT_GATEWAY,
+    json_: JsonOpt = False,
+) -> None:
+    """Today's budget and spend, the last days' usage (or one build's, by model)."""
+    if user is None and token is None:
+        raise typer.BadParameter("give --token (your usage) or --user (admin)")
+    if user is not None:
+        bearer = admin_token
+        base = f"/v1/admin/users/{user}"
+        path = f"{base}/builds/{build}/usage" if build else f"{base}/usage"
+    else:
+        assert token is not None
+        bearer = token
+        path = f"/v1/builds/{build}/usage" if build else "/v1/usage"
+    params = {} if build else {"days": days}
+    usage = call(gateway_url, bearer, "GET", path, params=params)
+    emit(usage, json_, _build_text(usage) if build else _usage_text(usage))
+
+
+@app.command("top-up")
+def top_up(
+    user: Annotated[str, typer.Argument(help="The user id.")],
+    amount: Annotated[str, typer.Argument(help="In units of the currency, e.g. 5 or 2.50.")],
+    note: Annotated[str, typer.Option(help="Why (kept with the top-up).")] = "",
+    admin_token: AdminOpt = DEFAULT_ADMIN,
+    gateway_url: GatewayOpt = DEFAULT_GATEWAY,
+    json_: JsonOpt = False,
+) -> None:
+    """Grant USER extra budget, usable at once; their sleeping builds wake."""
+    body = {"amount_micros": _micros(amount), "note": note}
+    done = call(gateway_url, admin_token, "POST", f"/v1/admin/users/{user}/top-ups", json=body)
+    emit(done, json_, f"topped up {user} by {money(done['amount_micros'])} (top-up {done['id']})")
+
+
+@app.command()
+def tier(
+    user: Annotated[str, typer.Argument(help="The user id.")],
+    new_tier: Annotated[str, typer.Argument(metavar="TIER", help="One of the configured plans.")],
+    admin_token: AdminOpt = DEFAULT_ADMIN,
+    gateway_url: GatewayOpt = DEFAULT_GATEWAY,
+    json_: JsonOpt = False,
+) -> None:
+    """Move USER to another plan (an upgrade wakes their sleeping builds)."""
+    done = call(
+        gateway_url, admin_token, "PUT", f"/v1/admin/users/{user}/tier", json={"tier": new_tier}
+    )
+    emit(done, json_, f"{user}: {done['previous_tier']} -> {done['tier']}")

@@ -1,0 +1,281 @@
+"""Budgets through the gateway: a user's usage and today's budget, a build's usage; admins top
+users up and change their plan.
+
+Reads come from the budget service's durable tables (``budget_ledger``, ``budget_topups``, read
+only here) and the gate key, with the same formula the budget service enforces
+(``cofounder_budgeting``). Writes are events: a top-up is a ``budget.topped_up`` in the outbox; a
+plan change updates ``users.tier`` and enqueues ``user.tier_changed`` in one transaction. The
+budget service reacts to both (recomputes the day, reopens the gate, wakes sleeping builds), so
+the response is 202 for a top-up: accepted, applied within moments.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import UTC, date, datetime, timedelta
+from typing import Annotated, Literal
+
+from fastapi import APIRouter, Depends, Header, Query
+from pydantic import BaseModel, ConfigDict, Field
+from redis.asyncio import Redis
+from sqlalchemy import func, select, update
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+
+from cofounder_budgeting import day_account, next_reset
+from cofounder_contracts import BudgetToppedUp, TierChanged
+from cofounder_contracts.keys import budget_gate_key
+from cofounder_db.models import BudgetLedgerRow, Build
+from cofounder_db.models import User as UserRow
+from cofounder_gateway.auth import User, require_admin
+from cofounder_gateway.outbox import enqueue
+from cofounder_gateway.problems import ApiError
+from cofounder_gateway.settings import GatewaySettings
+
+__all__ = ["usage_routers"]
+
+PRODUCER = "gateway"
+_Days = Annotated[int, Query(ge=1, le=92, description="How many days back, today included.")]
+#: The largest single top-up (1,000,000 units of the currency): beyond it, a typo.
+MAX_TOP_UP_MICROS = 1_000_000 * 1_000_000
+_LEDGER = BudgetLedgerRow.__table__
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class Tokens(BaseModel):
+    calls: int
+    input_tokens: int
+    output_tokens: int
+    cache_creation_input_tokens: int
+    cache_read_input_tokens: int
+    cost_micros: int
+
+
+class DayUsage(Tokens):
+    day: date
+
+
+class ModelUsage(Tokens):
+    model: str
+
+
+class Today(BaseModel):
+    """Today's budget (UTC day) as the budget service computes it."""
+
+    day: date
+    tier: str
+    budget_micros: int
+    spent_micros: int = Field(description="Metered so far today (the ledger; a moment behind).")
+    remaining_micros: int
+    top_ups_micros: int = Field(description="Granted today (usable in full today).")
+    gate: Literal["open", "closed"] = Field(description="closed: model calls wait for resets_at.")
+    resets_at: datetime
+
+
+class UserUsage(BaseModel):
+    user_id: str
+    today: Today
+    days: list[DayUsage] = Field(description="Newest first; days without usage are left out.")
+
+
+class BuildUsage(Tokens):
+    build_id: str
+    by_model: list[ModelUsage]
+
+
+class TopUp(_Strict):
+    amount_micros: int = Field(gt=0, le=MAX_TOP_UP_MICROS, description="Micros of the currency.")
+    note: str = Field(default="", max_length=500, description="Why (kept with the top-up).")
+
+
+class TopUpAccepted(BaseModel):
+    id: str = Field(description="The top-up's event id.")
+    user_id: str
+    amount_micros: int
+
+
+class TierChange(_Strict):
+    tier: str = Field(min_length=1, max_length=40)
+
+
+class TierOut(BaseModel):
+    user_id: str
+    tier: str
+    previous_tier: str
+
+
+def _sums() -> list[object]:
+    return [
+        func.count().label("calls"),
+        func.coalesce(func.sum(_LEDGER.c.input_tokens), 0).label("input_tokens"),
+        func.coalesce(func.sum(_LEDGER.c.output_tokens), 0).label("output_tokens"),
+        func.coalesce(func.sum(_LEDGER.c.cache_creation_input_tokens), 0).label(
+            "cache_creation_input_tokens"
+        ),
+        func.coalesce(func.sum(_LEDGER.c.cache_read_input_tokens), 0).label(
+            "cache_read_input_tokens"
+        ),
+        func.coalesce(func.sum(_LEDGER.c.cost_micros), 0).label("cost_micros"),
+    ]
+
+
+def _tokens(row: object) -> dict[str, int]:
+    return {name: int(getattr(row, name)) for name in Tokens.model_fields}
+
+
+async def _user_tier(conn: AsyncConnection, user_id: str) -> str:
+    tier: str | None = (
+        await conn.execute(select(UserRow.tier).where(UserRow.id == user_id))
+    ).scalar()
+    if tier is None:
+        raise ApiError(404, "user_not_found", f"no user {user_id}")
+    return tier
+
+
+async def user_usage(
+    engine: AsyncEngine,
+    redis: Redis,
+    settings: GatewaySettings,
+    user_id: str,
+    *,
+    days: int,
+    now: datetime | None = None,
+) -> UserUsage:
+    now = now or datetime.now(UTC)
+    today = now.date()
+    async with engine.connect() as conn:
+        await _user_tier(conn, user_id)
+        account = await day_account(
+            conn, user_id, today, plans=settings.plans(), default_tier=settings.default_tier
+        )
+        rows = (
+            await conn.execute(
+                select(_LEDGER.c.day, *_sums())
+                .where(
+                    _LEDGER.c.user_id == user_id,
+                    _LEDGER.c.day > (today - timedelta(days=days)).isoformat(),
+                )
+                .group_by(_LEDGER.c.day)
+                .order_by(_LEDGER.c.day.desc())
+            )
+        ).all()
+    closed = await redis.get(budget_gate_key(user_id)) is not None
+    return UserUsage(
+        user_id=user_id,
+        today=Today(
+            day=today,
+            tier=account.tier,
+            budget_micros=account.budget_micros,
+            spent_micros=account.spent_micros,
+            remaining_micros=max(0, account.budget_micros - account.spent_micros),
+            top_ups_micros=account.topups_today_micros,
+            gate="closed" if closed else "open",
+            resets_at=next_reset(now),
+        ),
+        days=[DayUsage(day=date.fromisoformat(r.day), **_tokens(r)) for r in rows],
+    )
+
+
+async def build_usage(engine: AsyncEngine, user_id: str, build_id: str) -> BuildUsage:
+    async with engine.connect() as conn:
+        owner = (await conn.execute(select(Build.user_id).where(Build.id == build_id))).scalar()
+        if owner != user_id:
+            raise ApiError(404, "build_not_found", f"no build {build_id}")
+        rows = (
+            await conn.execute(
+                select(_LEDGER.c.model, *_sums())
+                .where(_LEDGER.c.build_id == build_id)
+                .group_by(_LEDGER.c.model)
+                .order_by(_LEDGER.c.model)
+            )
+        ).all()
+    by_model = [ModelUsage(model=r.model, **_tokens(r)) for r in rows]
+    total = {name: sum(getattr(m, name) for m in by_model) for name in Tokens.model_fields}
+    return BuildUsage(build_id=build_id, by_model=by_model, **total)
+
+
+def usage_routers(
+    engine: AsyncEngine,
+    redis: Redis,
+    settings: GatewaySettings,
+    poke_relay: Callable[[], None],
+) -> tuple[APIRouter, APIRouter]:
+    """The user's routes (``/usage``, ``/builds/{id}/usage``) and the admin's."""
+    user_router = APIRouter(tags=["usage"])
+
+    @user_router.get("/usage", response_model=UserUsage)
+    async def my_usage(user: User, days: _Days = 7) -> UserUsage:
+        """Your spend per day and today's budget."""
+        return await user_usage(engine, redis, settings, user, days=days)
+
+    @user_router.get("/builds/{build_id}/usage", response_model=BuildUsage)
+    async def my_build_usage(build_id: str, user: User) -> BuildUsage:
+        """What one of your builds spent, by model."""
+        return await build_usage(engine, user, build_id)
+
+    async def admin(authorization: Annotated[str | None, Header()] = None) -> None:
+        require_admin(authorization, settings.admin_token)
+
+    admin_router = APIRouter(prefix="/admin", dependencies=[Depends(admin)], tags=["admin"])
+
+    @admin_router.get("/users/{user_id}/usage", response_model=UserUsage)
+    async def usage_of(user_id: str, days: _Days = 7) -> UserUsage:
+        """A user's spend per day and today's budget."""
+        return await user_usage(engine, redis, settings, user_id, days=days)
+
+    @admin_router.get("/users/{user_id}/builds/{build_id}/usage", response_model=BuildUsage)
+    async def build_usage_of(user_id: str, build_id: str) -> BuildUsage:
+        """What a user's build spent, by model."""
+        return await build_usage(engine, user_id, build_id)
+
+    @admin_router.post("/users/{user_id}/top-ups", status_code=202, response_model=TopUpAccepted)
+    async def top_up(user_id: str, body: TopUp) -> TopUpAccepted:
+        """Grant extra budget, usable at once; the user's sleeping builds wake."""
+        event = BudgetToppedUp(
+            build_id="",
+            project_id="",
+            user_id=user_id,
+            producer=PRODUCER,
+            amount_micros=body.amount_micros,
+            note=body.note,
+        )
+        async with engine.begin() as conn:
+            await _user_tier(conn, user_id)
+            await enqueue(conn, [event])
+        poke_relay()
+        return TopUpAccepted(id=event.event_id, user_id=user_id, amount_micros=body.amount_micros)
+
+    @admin_router.put("/users/{user_id}/tier", response_model=TierOut)
+    async def change_tier(user_id: str, body: TierChange) -> TierOut:
+        """Move a user to another plan; an upgrade wakes their sleeping builds."""
+        known = sorted(settings.plans_monthly_allowance_micros)
+        if body.tier not in known:
+            raise ApiError(
+                422,
+                "unknown_tier",
+                f"tier must be one of {', '.join(known)}",
+                field="tier",
+                tiers=known,
+            )
+        async with engine.begin() as conn:
+            previous = await _user_tier(conn, user_id)
+            if previous != body.tier:
+                await conn.execute(
+                    update(UserRow).where(UserRow.id == user_id).values(tier=body.tier)
+                )
+                event = TierChanged(
+                    build_id="",
+                    project_id="",
+                    user_id=user_id,
+                    producer=PRODUCER,
+                    tier=body.tier,
+                    previous_tier=previous,
+                )
+                await enqueue(conn, [event])
+        if previous != body.tier:
+            poke_relay()
+        return TierOut(user_id=user_id, tier=body.tier, previous_tier=previous)
+
+    return user_router, admin_router
