@@ -4,6 +4,7 @@ local sandboxes.
 
 - A small daily budget puts a build to sleep (status ``sleeping``, sandbox paused); an admin
   top-up through the gateway wakes it at once; it resumes from its checkpoint and completes.
+- Two budget replicas run throughout; the woken build is woken once.
 - 20 builds of one user at once: the spend never passes the daily budget by more than one call
   in flight per build; every usage event counted once (redelivered duplicates too); the ledger
   sum equals the Redis counter.
@@ -117,8 +118,11 @@ def pipeline(
     for key in ("ANTHROPIC_API_KEY", "E2B_API_KEY", "PROJECT_SNAPSHOT_BUCKET"):
         env.pop(key, None)
     procs = []
-    for service in ("gateway", "context-assembler", "agent-runner", "budget"):
-        with (root / f"{service}.log").open("wb") as log:
+    # Two budget replicas: metering, top-ups and wakes shared between them.
+    for n, service in enumerate(
+        ("gateway", "context-assembler", "agent-runner", "budget", "budget")
+    ):
+        with (root / f"{service}-{n}.log").open("wb") as log:
             procs.append(
                 subprocess.Popen(
                     [sys.executable, "-m", "cofounder_cli", "serve", service],

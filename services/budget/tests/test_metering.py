@@ -35,7 +35,7 @@ from cofounder_contracts import (
 from cofounder_contracts.keys import budget_gate_key
 from cofounder_contracts.streams import BUDGET_SIGNALS
 from cofounder_db.engine import create_engine
-from cofounder_db.models import BudgetLedgerRow, BudgetTopUpRow, User
+from cofounder_db.models import BudgetLedgerRow, BudgetTopUpRow, Build, Project, User
 from cofounder_runtime.consumer import Consumer, Poison
 from cofounder_runtime.publisher import Publisher
 from cofounder_runtime.streamreply import read_entries
@@ -382,3 +382,60 @@ async def test_a_plan_upgrade_wakes_sleeping_builds_and_a_downgrade_closes_the_g
         await conn.execute(update(User).where(User.id == user).values(tier="bootstrapper"))
     await on_tier_changed(change, deps)  # back down: the day's spend is over the budget again
     assert await redis.exists(budget_gate_key(user))
+
+
+@pytest.mark.integration
+async def test_after_a_flush_the_counters_gates_and_sleeping_builds_come_back_from_postgres(
+    redis_url: str, migrated_database_url: str
+) -> None:
+    from cofounder_budget.recovery import ensure_counters
+    from cofounder_runtime.connections import connect_redis
+
+    url = redis_url.rsplit("/", 1)[0] + "/5"  # a database of its own: this test flushes it
+    flushed = connect_redis(url)
+    engine = create_engine(migrated_database_url)
+    deps = BudgetDeps(
+        engine=engine,
+        redis=flushed,
+        events=Publisher(flushed),
+        pricing=PRICING,
+        plans={"bootstrapper": Plan(monthly_allowance_micros=10_000_000 * 31)},
+        sleeping_key=f"test.sleeping:{uuid.uuid4()}",
+    )
+    try:
+        await flushed.flushdb()
+        assert await ensure_counters(deps)  # an empty Redis: nothing to rebuild but the sentinel
+        assert not await ensure_counters(deps)
+        spender, saver = await _user(deps), await _user(deps)
+        await _exhaust(deps, flushed, spender)
+        await _spend(deps, saver, 1_000)
+        async with engine.begin() as conn:
+            project = str(uuid.uuid4())
+            await conn.execute(insert(Project).values(id=project, owner_id=spender, name="p"))
+            asleep = str(uuid.uuid4())
+            await conn.execute(
+                insert(Build).values(
+                    id=asleep, project_id=project, user_id=spender, status="sleeping", goal="g",
+                    tier="bootstrapper",
+                )
+            )  # fmt: skip
+        today = datetime.now(UTC).date().isoformat()
+        before = {u: await flushed.get(day_keys(u, today)["spent"]) for u in (spender, saver)}
+
+        await flushed.flushdb()  # Redis loses everything mid-day
+        assert not await flushed.exists(budget_gate_key(spender))
+        assert await ensure_counters(deps)
+        after = {u: await flushed.get(day_keys(u, today)["spent"]) for u in (spender, saver)}
+        assert after == before
+        assert await flushed.exists(budget_gate_key(spender))  # still spent: still closed
+        assert not await flushed.exists(budget_gate_key(saver))
+        members = await flushed.zrange(deps.sleeping_key, 0, -1)
+        assert [m for m in members if asleep.encode() in m]
+        # The rebuilt state meters on as before: one more call, counted once.
+        await _spend(deps, saver, 500)
+        spent = int(await flushed.get(day_keys(saver, today)["spent"]) or 0)
+        assert spent == int(before[saver] or 0) + 500 == await _ledger(deps, saver)
+    finally:
+        await flushed.flushdb()
+        await flushed.aclose()
+        await engine.dispose()

@@ -1,5 +1,5 @@
 """The composition root: the metering consumer, the sleeping-builds consumer, the top-ups and
-plan changes consumer, and the wake daemon. Nothing connects at import."""
+plan changes consumer, the wake daemon and the counters watch. Nothing connects at import."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ import asyncio
 import functools
 
 from cofounder_budget.handlers import BudgetDeps, on_tier_changed, on_top_up, on_usage
+from cofounder_budget.recovery import watch_counters
 from cofounder_budget.settings import BudgetSettings
 from cofounder_budget.wake import WakeDaemon, remember_sleeping
 from cofounder_contracts import AgentSleeping, BudgetToppedUp, BudgetUsage, TierChanged
@@ -75,13 +76,19 @@ async def main() -> None:
     )
     consumers = build_consumers(settings, deps)
     stop = asyncio.Event()
-    daemon = asyncio.create_task(
-        WakeDaemon(redis, interval_s=settings.wake_interval_s).run(stop), name="wake-daemon"
-    )
+    background = [
+        asyncio.create_task(
+            WakeDaemon(redis, interval_s=settings.wake_interval_s).run(stop), name="wake-daemon"
+        ),
+        asyncio.create_task(
+            watch_counters(deps, stop, interval_s=settings.counters_check_interval_s),
+            name="counters-watch",
+        ),
+    ]
     try:
         await run_consumers(consumers)
     finally:
         stop.set()
-        await daemon
+        await asyncio.gather(*background)
         await engine.dispose()
         await redis.aclose()

@@ -16,3 +16,8 @@ class BudgetSettings(RuntimeSettings, PlanSettings):
         description="PostgreSQL or SQLite URL (the ledger; users' tiers).",
     )
     wake_interval_s: float = Field(default=1.0, description="How often the wake daemon looks.")
+    counters_check_interval_s: float = Field(
+        default=5.0,
+        description="How often the service checks that Redis still holds its counters "
+        "(rebuilt from the ledger when not).",
+    )
