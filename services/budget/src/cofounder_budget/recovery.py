@@ -32,7 +32,7 @@ from cofounder_db.models import BudgetLedgerRow, Build
 __all__ = ["SENTINEL_KEY", "ensure_counters", "watch_counters"]
 
 #: Present while Redis holds the budget's counters (no expiry).
-SENTINEL_KEY: Final = "cofounder.budget.counters"
+SENTINEL_KEY: Final = "cofounder.budget.sentinel:counters"
 _log = structlog.get_logger("cofounder.budgets.recovery")
 
 

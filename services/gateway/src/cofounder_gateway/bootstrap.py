@@ -23,6 +23,7 @@ from cofounder_gateway.settings import GatewaySettings
 from cofounder_runtime.connections import connect_redis
 from cofounder_runtime.consumer import Consumer, Handler
 from cofounder_runtime.logs import configure_logging
+from cofounder_runtime.service import start_metrics_server
 
 __all__ = ["consumers", "main"]
 
@@ -85,6 +86,8 @@ async def main() -> None:
     )
     stop = asyncio.Event()
     workers = consumers(settings, gw) if settings.run_projection else []
+    if settings.metrics_port is not None:  # the API serves /metrics too; a projection-only pod
+        start_metrics_server(settings.metrics_port)  # has no HTTP API to serve it from
 
     def on_signal() -> None:
         stop.set()
