@@ -43,6 +43,10 @@ def test_dev_once_builds_the_demo_app_with_nothing_configured(tmp_path: Path) ->
     found = re.search(r"preview: (http://127\.0\.0\.1:(\d+)) \(HTTP 200\)", output)
     assert found, output
     assert "status: running" in output
+    # Live progress: tokens and the day's budget on every iteration.
+    assert re.search(
+        r"iteration \d+: .*tokens [\d,]+ in / [\d,]+ out; budget [\d.,]+ of [\d.,]+ today", output
+    ), output
     assert "completed: version 1" in output
     assert re.search(r"snapshot v\d+: \d+ files", output), output
     # All it made is under the working directory's .cofounder/dev; nothing is left running.

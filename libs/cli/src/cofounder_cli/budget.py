@@ -14,6 +14,7 @@ from typing import Annotated, Any
 import typer
 
 from cofounder_cli.builds import DEFAULT_GATEWAY, GatewayOpt, JsonOpt, call, emit
+from cofounder_cli.money import MICROS, money
 
 app = typer.Typer(help="Daily budgets, usage, top-ups and plans.", no_args_is_help=True)
 
@@ -26,13 +27,6 @@ UserTokenOpt = Annotated[
     typer.Option("--token", envvar="COFOUNDER_TOKEN", help="Your bearer token."),
 ]
 DEFAULT_ADMIN = "dev-admin-token"
-_MICROS = Decimal(1_000_000)
-
-
-def money(micros: int) -> str:
-    """Micros as currency units, to the cent below a hundred and whole above."""
-    units = Decimal(micros) / _MICROS
-    return f"{units:,.4f}" if units < 1 else f"{units:,.2f}"
 
 
 def _micros(amount: str) -> int:
@@ -42,7 +36,7 @@ def _micros(amount: str) -> int:
         raise typer.BadParameter(f"not an amount: {amount!r} (say 5 or 2.50)") from None
     if value <= 0:
         raise typer.BadParameter("the amount must be more than zero")
-    return int(value * _MICROS)
+    return int(value * MICROS)
 
 
 def _usage_text(usage: dict[str, Any]) -> str:

@@ -10,6 +10,8 @@ from typing import Any, Final
 import httpx
 import typer
 
+from cofounder_cli.money import money
+
 __all__ = ["END_EVENTS", "Progress", "events", "follow"]
 
 #: The events after which a build's stream ends.
@@ -19,10 +21,20 @@ END_EVENTS: Final = frozenset({"build.completed", "build.failed"})
 class Progress:
     """Prints a build's events as one line each."""
 
-    def __init__(self) -> None:
+    def __init__(self, usage: Callable[[], dict[str, Any] | None] | None = None) -> None:
+        """``usage`` returns the founder's ``GET /v1/usage`` (None when unavailable): each
+        iteration's line then shows the day's spend against the budget."""
         self.started = time.monotonic()
         self.tokens_in = 0
         self.tokens_out = 0
+        self._usage = usage
+
+    def _budget(self) -> str:
+        today = self._usage() if self._usage else None
+        if not today:
+            return ""
+        day = today["today"]
+        return f"; budget {money(day['spent_micros'])} of {money(day['budget_micros'])} today"
 
     def line(self, text: str) -> None:
         typer.echo(f"{time.monotonic() - self.started:6.1f}s  {text}")
@@ -42,7 +54,7 @@ class Progress:
                 self.tokens_out += data.get("output_tokens", 0)
                 self.line(
                     f"iteration {data['iteration']}: {data['tool_calls']} tool calls so far, "
-                    f"tokens {self.tokens_in:,} in / {self.tokens_out:,} out"
+                    f"tokens {self.tokens_in:,} in / {self.tokens_out:,} out{self._budget()}"
                 )
             case "agent.sleeping":
                 self.line(f"asleep: the daily budget is spent until {data['resets_at']}")
@@ -72,6 +84,14 @@ def events(client: httpx.Client, build_id: str) -> Iterator[tuple[str, dict[str,
                 kind, data = "", ""
 
 
+def _usage(client: httpx.Client) -> dict[str, Any] | None:
+    try:
+        response = client.get("/v1/usage", params={"days": 1}, timeout=5)
+    except httpx.HTTPError:
+        return None
+    return dict(response.json()) if response.status_code == 200 else None
+
+
 def follow(
     client: httpx.Client,
     build_id: str,
@@ -80,7 +100,7 @@ def follow(
 ) -> dict[str, Any]:
     """Print (or hand to ``on_event``) each event until the build ends; return its end event
     as ``{"kind": ..., **data}`` (empty when the stream closed without one, e.g. cancelled)."""
-    show = on_event or Progress().show
+    show = on_event or Progress(usage=lambda: _usage(client)).show
     for kind, data in events(client, build_id):
         show(kind, data)
         if kind in END_EVENTS:

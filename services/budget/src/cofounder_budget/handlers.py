@@ -168,7 +168,10 @@ async def on_usage(event: BudgetUsage, deps: BudgetDeps) -> None:
             await deps.meter.restore_day(
                 user_id=event.user_id, day=day.isoformat(), spent=int(total or 0) - cost
             )
-            _log.warning("day counter rebuilt from the ledger", user_id=event.user_id, day=str(day))
+            if int(total or 0) - cost:  # usage before this event that Redis no longer had
+                _log.warning(
+                    "day counter rebuilt from the ledger", user_id=event.user_id, day=str(day)
+                )
             metered = await add()
             if metered is None:
                 raise RuntimeError("the day counter vanished again while being rebuilt")

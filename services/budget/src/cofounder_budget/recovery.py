@@ -88,10 +88,9 @@ async def ensure_counters(deps: BudgetDeps, *, sentinel: str = SENTINEL_KEY) -> 
             key=deps.sleeping_key,
         )
     await deps.redis.set(sentinel, now.isoformat())
-    _log.warning(
-        "budget counters rebuilt from the database",
-        users=len(spent),
-        sleeping_builds=len(sleeping),
+    log = _log.warning if spent or sleeping else _log.info  # an empty Redis at first start
+    log(
+        "budget counters rebuilt from the database", users=len(spent), sleeping_builds=len(sleeping)
     )
     return True
 
