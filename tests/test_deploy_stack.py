@@ -55,8 +55,8 @@ def _wait(check: Callable[[], object], what: str, timeout: float) -> None:
         try:
             if check():
                 return
-        except (httpx.TransportError, OSError):
-            pass
+        except (httpx.TransportError, OSError, sync_redis.ConnectionError):
+            pass  # not up yet
         time.sleep(0.2)
     raise AssertionError(f"timed out waiting for {what}")
 
@@ -86,8 +86,14 @@ def stack(migrated_database_url: str, tmp_path_factory: pytest.TempPathFactory) 
         stderr=subprocess.STDOUT,
     )  # fmt: skip
     ops = sync_redis.Redis(port=redis_port, username="ops", password=passwords["ops"])
-    _wait(ops.ping, "the ACL-protected redis-server", 20)
-    ops.close()
+    try:
+        _wait(ops.ping, "the ACL-protected redis-server", 20)
+    except AssertionError:
+        redis_proc.kill()
+        redis_proc.wait()
+        raise
+    finally:
+        ops.close()
     model_cm = start("demo-webapp")
     model: ScriptedModel = model_cm.__enter__()
     port = free_port()
