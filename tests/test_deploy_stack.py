@@ -14,7 +14,6 @@ import asyncio
 import json
 import os
 import re
-import shutil
 import signal
 import subprocess
 import sys
@@ -29,6 +28,7 @@ import redis as sync_redis
 from prometheus_client.parser import text_string_to_metric_families
 from redis.exceptions import NoPermissionError, ResponseError
 
+from cofounder_runtime.localredis import redis_server_binary
 from cofounder_runtime.service import discover_services
 from cofounder_sandbox.local import LocalSandboxes
 from cofounder_scripted_model.process import ScriptedModel, start
@@ -63,9 +63,14 @@ def _wait(check: Callable[[], object], what: str, timeout: float) -> None:
 
 @pytest.fixture(scope="module")
 def stack(migrated_database_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
-    binary = shutil.which("redis-server")
+    binary = redis_server_binary()
     if binary is None:
         pytest.skip("redis-server is not installed: the ACL file needs a server of its own")
+    version = subprocess.run(
+        [binary, "--version"], capture_output=True, text=True, check=True
+    ).stdout
+    if not re.search(r"v=([7-9]|\d\d)\.", version):
+        pytest.skip(f"deploy's ACL selectors need Redis 7 or later; found {version.strip()}")
     root = tmp_path_factory.mktemp("stack")
     services = sorted(discover_services())
     passwords = {s: f"pw-{s}-{os.getpid()}" for s in [*services, "ops"]}

