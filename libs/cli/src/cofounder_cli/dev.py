@@ -27,7 +27,7 @@ import httpx
 import redis
 import typer
 
-from cofounder_cli.progress import follow
+from cofounder_cli.progress import after_end, follow
 from cofounder_contracts.streams import ALL_STREAMS
 from cofounder_db.migrate import upgrade
 from cofounder_runtime.localredis import redis_server_binary
@@ -141,7 +141,7 @@ def _model(stack: Stack) -> dict[str, str]:
     return {"ANTHROPIC_BASE_URL": f"http://127.0.0.1:{port}"}
 
 
-def _run_build(base_url: str) -> tuple[bool, str]:
+def _run_build(base_url: str, redis_url: str) -> tuple[bool, str]:
     admin = httpx.Client(base_url=base_url, headers={"Authorization": f"Bearer {ADMIN_TOKEN}"})
     with admin:
         demo = admin.post("/v1/admin/demo", timeout=30)
@@ -155,6 +155,9 @@ def _run_build(base_url: str) -> tuple[bool, str]:
         build_id = created.json()["id"]
         typer.echo(f"build {build_id} queued; following its events (Ctrl-C stops everything)")
         final = follow(client, build_id)
+        if final.get("_sse_id"):
+            _drain(redis_url)  # the final snapshot and the last usage, handled
+            after_end(client, build_id, final["_sse_id"])
     if final.get("kind") != "build.completed":
         return False, str(final.get("reason") or "the event stream ended without an outcome")
     preview = final.get("preview_url")
@@ -232,7 +235,7 @@ def dev(
         typer.echo(
             f"pipeline up: gateway {base_url}, redis {redis_url}, logs in {stack.workdir / 'logs'}"
         )
-        ok, message = _run_build(base_url)
+        ok, message = _run_build(base_url, redis_url)
         typer.echo(("preview: " if ok else "build failed: ") + message)
         if once:
             _drain(redis_url)

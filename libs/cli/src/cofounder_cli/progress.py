@@ -12,7 +12,7 @@ import typer
 
 from cofounder_cli.money import money
 
-__all__ = ["END_EVENTS", "Progress", "events", "follow"]
+__all__ = ["END_EVENTS", "Progress", "after_end", "events", "follow"]
 
 #: The events after which a build's stream ends.
 END_EVENTS: Final = frozenset({"build.completed", "build.failed"})
@@ -60,27 +60,39 @@ class Progress:
                 self.line(f"asleep: the daily budget is spent until {data['resets_at']}")
             case "agent.resumed":
                 self.line(f"resumed ({data.get('reason')})")
+            case "snapshot.completed" if data.get("skipped"):
+                self.line(f"snapshot skipped: {data.get('skipped_reason')}")
             case "snapshot.completed":
                 self.line(f"snapshot v{data['version']}: {data['files']} files")
+            case "snapshot.failed":
+                self.line(f"snapshot failed (the build goes on): {data['reason']}")
             case "build.completed":
                 self.line(f"completed: version {data['build_version']}: {data['summary']}")
             case "build.failed":
                 self.line(f"failed: {data['reason']}")
 
 
-def events(client: httpx.Client, build_id: str) -> Iterator[tuple[str, dict[str, Any]]]:
-    with client.stream("GET", f"/v1/builds/{build_id}/events", timeout=None) as response:
+def events(
+    client: httpx.Client, build_id: str, *, after: str | None = None
+) -> Iterator[tuple[str, dict[str, Any]]]:
+    """The build's events from the start (or after the SSE id ``after``); each event's data
+    carries its SSE id as ``_sse_id``."""
+    headers = {"Last-Event-ID": after} if after else {}
+    url = f"/v1/builds/{build_id}/events"
+    with client.stream("GET", url, headers=headers, timeout=None) as response:
         if response.status_code >= 400:
             response.read()  # the problem body, for the caller's error message
             response.raise_for_status()
-        kind, data = "", ""
+        kind, data, sse_id = "", "", ""
         for line in response.iter_lines():
-            if line.startswith("event: "):
+            if line.startswith("id: "):
+                sse_id = line[4:]
+            elif line.startswith("event: "):
                 kind = line[7:]
             elif line.startswith("data: "):
                 data = line[6:]
             elif not line and kind:
-                yield kind, json.loads(data)
+                yield kind, {**json.loads(data), "_sse_id": sse_id}
                 kind, data = "", ""
 
 
@@ -108,3 +120,14 @@ def follow(
         if kind == "build.status_changed" and data.get("status") == "cancelled":
             return {"kind": kind, **data}
     return {}
+
+
+def after_end(client: httpx.Client, build_id: str, after: str) -> list[tuple[str, dict[str, Any]]]:
+    """Print and return the build's events after its end (SSE id ``after``): what the pipeline
+    still did for it, such as storing the final snapshot, which the runner does not wait for.
+    Call it once the pipeline is at rest (the build is over, so the stream does not block)."""
+    progress = Progress()
+    later = list(events(client, build_id, after=after))
+    for kind, data in later:
+        progress.show(kind, data)
+    return later
