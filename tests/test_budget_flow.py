@@ -241,6 +241,14 @@ async def test_a_small_budget_sleeps_the_build_and_a_top_up_wakes_it_to_completi
     ]
     signals = await read_build_events(redis, build, streams=(BUDGET_SIGNALS.name,))
     assert [w.reason for w in signals if isinstance(w, BudgetWake)] == [WakeReason.TOP_UP]
+    # The build's live feed (SSE) told its owner why it slept and why it woke.
+    kinds = []
+    async with http.stream("GET", f"/v1/builds/{build}/events", headers=auth) as sse:
+        async for line in sse.aiter_lines():
+            if line.startswith("event: "):
+                kinds.append(line[7:])
+    assert {"budget.exhausted", "budget.wake"} <= set(kinds)  # two streams: no order between
+    assert kinds.index("agent.sleeping") < kinds.index("agent.resumed")
     after = (await http.get("/v1/usage", headers=auth)).json()["today"]
     assert after["gate"] == "open"
     assert after["top_ups_micros"] == 10_000_000

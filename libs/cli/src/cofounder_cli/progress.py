@@ -40,36 +40,47 @@ class Progress:
         typer.echo(f"{time.monotonic() - self.started:6.1f}s  {text}")
 
     def show(self, kind: str, data: dict[str, Any]) -> None:
-        match kind:
-            case "build.status_changed":
-                self.line(f"status: {data['status']}")
-            case "tool.called":
-                self.line(f"  -> {data['name']}: {data['input_preview'][:90]}")
-            case "tool.completed":
-                mark = "error" if data["is_error"] else "ok"
-                took = f"{data['duration_ms']} ms"
-                self.line(f"  <- {data['name']} {mark} ({took}): {data['output_preview'][:70]}")
-            case "agent.iteration_completed":
-                self.tokens_in += data.get("input_tokens", 0)
-                self.tokens_out += data.get("output_tokens", 0)
-                self.line(
-                    f"iteration {data['iteration']}: {data['tool_calls']} tool calls so far, "
-                    f"tokens {self.tokens_in:,} in / {self.tokens_out:,} out{self._budget()}"
-                )
-            case "agent.sleeping":
-                self.line(f"asleep: the daily budget is spent until {data['resets_at']}")
-            case "agent.resumed":
-                self.line(f"resumed ({data.get('reason')})")
-            case "snapshot.completed" if data.get("skipped"):
-                self.line(f"snapshot skipped: {data.get('skipped_reason')}")
-            case "snapshot.completed":
-                self.line(f"snapshot v{data['version']}: {data['files']} files")
-            case "snapshot.failed":
-                self.line(f"snapshot failed (the build goes on): {data['reason']}")
-            case "build.completed":
-                self.line(f"completed: version {data['build_version']}: {data['summary']}")
-            case "build.failed":
-                self.line(f"failed: {data['reason']}")
+        if kind == "agent.iteration_completed":
+            self.tokens_in += data.get("input_tokens", 0)
+            self.tokens_out += data.get("output_tokens", 0)
+            self.line(
+                f"iteration {data['iteration']}: {data['tool_calls']} tool calls so far, "
+                f"tokens {self.tokens_in:,} in / {self.tokens_out:,} out{self._budget()}"
+            )
+            return
+        describe = _LINES.get(kind)
+        if describe is not None:
+            self.line(describe(data))
+
+
+def _tool_completed(data: dict[str, Any]) -> str:
+    mark = "error" if data["is_error"] else "ok"
+    return f"  <- {data['name']} {mark} ({data['duration_ms']} ms): {data['output_preview'][:70]}"
+
+
+def _snapshot(data: dict[str, Any]) -> str:
+    if data.get("skipped"):
+        return f"snapshot skipped: {data.get('skipped_reason')}"
+    return f"snapshot v{data['version']}: {data['files']} files"
+
+
+#: One line per event type a founder cares about (the rest are not shown).
+_LINES: Final[dict[str, Callable[[dict[str, Any]], str]]] = {
+    "build.status_changed": lambda d: f"status: {d['status']}",
+    "tool.called": lambda d: f"  -> {d['name']}: {d['input_preview'][:90]}",
+    "tool.completed": _tool_completed,
+    "budget.warning": lambda d: (
+        f"budget: {money(d['spent_micros'])} of today's {money(d['budget_micros'])} spent (80%)"
+    ),
+    "budget.exhausted": lambda d: f"budget: today's budget is spent; it resets at {d['resets_at']}",
+    "budget.wake": lambda d: f"budget: woken ({d['reason']})",
+    "agent.sleeping": lambda d: f"asleep: the daily budget is spent until {d['resets_at']}",
+    "agent.resumed": lambda d: f"resumed ({d.get('reason')})",
+    "snapshot.completed": _snapshot,
+    "snapshot.failed": lambda d: f"snapshot failed (the build goes on): {d['reason']}",
+    "build.completed": lambda d: f"completed: version {d['build_version']}: {d['summary']}",
+    "build.failed": lambda d: f"failed: {d['reason']}",
+}
 
 
 def events(

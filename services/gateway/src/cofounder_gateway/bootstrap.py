@@ -13,12 +13,17 @@ import structlog
 import uvicorn
 
 from cofounder_contracts import Event
-from cofounder_contracts.streams import BUDGET_USAGE, BUILD_EVENTS, GATEWAY
+from cofounder_contracts.streams import BUDGET_SIGNALS, BUDGET_USAGE, BUILD_EVENTS, GATEWAY
 from cofounder_db.engine import create_engine, driver_dsn
 from cofounder_gateway.app import Gateway, create_app
 from cofounder_gateway.feed import Feed
 from cofounder_gateway.outbox import Relay
-from cofounder_gateway.projection import BUILD_EVENT_HANDLERS, USAGE_HANDLERS, ProjectionDeps
+from cofounder_gateway.projection import (
+    BUILD_EVENT_HANDLERS,
+    SIGNAL_HANDLERS,
+    USAGE_HANDLERS,
+    ProjectionDeps,
+)
 from cofounder_gateway.settings import GatewaySettings
 from cofounder_runtime.connections import connect_redis
 from cofounder_runtime.consumer import Consumer, Handler
@@ -31,10 +36,16 @@ _log = structlog.get_logger("cofounder.gateway")
 
 
 def consumers(settings: GatewaySettings, gw: Gateway) -> list[Consumer]:
-    """The projection consumers (build events, usage) bound to the gateway's dependencies."""
+    """The projection consumers (build events, usage, budget signals) bound to the gateway's
+    dependencies."""
     deps = ProjectionDeps(engine=gw.engine, feed=gw.feed)
     out = []
-    for stream, table in ((BUILD_EVENTS, BUILD_EVENT_HANDLERS), (BUDGET_USAGE, USAGE_HANDLERS)):
+    tables = (
+        (BUILD_EVENTS, BUILD_EVENT_HANDLERS),
+        (BUDGET_USAGE, USAGE_HANDLERS),
+        (BUDGET_SIGNALS, SIGNAL_HANDLERS),
+    )
+    for stream, table in tables:
         handlers: dict[type[Event], Handler] = {
             t: functools.partial(h, deps=deps) for t, h in table.items()
         }

@@ -19,7 +19,10 @@ from cofounder_contracts import (
     AgentIterationCompleted,
     AgentResumed,
     AgentSleeping,
+    BudgetExhausted,
     BudgetUsage,
+    BudgetWake,
+    BudgetWarning,
     BuildCompleted,
     BuildFailed,
     BuildStatus,
@@ -35,7 +38,15 @@ from cofounder_gateway.feed import Feed
 from cofounder_gateway.statemachine import TERMINAL, next_status
 from cofounder_runtime.idempotency_sql import record_once
 
-__all__ = ["BUILD_EVENT_HANDLERS", "USAGE_HANDLERS", "ProjectionDeps", "on_build_event", "on_usage"]
+__all__ = [
+    "BUILD_EVENT_HANDLERS",
+    "SIGNAL_HANDLERS",
+    "USAGE_HANDLERS",
+    "ProjectionDeps",
+    "on_budget_signal",
+    "on_build_event",
+    "on_usage",
+]
 
 SCOPE = "gateway.projection"
 
@@ -134,6 +145,13 @@ async def on_usage(event: BudgetUsage, deps: ProjectionDeps) -> None:
         )
 
 
+async def on_budget_signal(event: Event, deps: ProjectionDeps) -> None:
+    """Budget warnings and exhaustion (on the build whose call crossed the line) and wakes are
+    visible on the build's feed; they change no row."""
+    if event.build_id:
+        await deps.feed.append(event)
+
+
 BUILD_EVENT_HANDLERS: dict[type[Event], ProjectionHandler] = dict.fromkeys(
     (
         BuildStatusChanged,
@@ -150,3 +168,6 @@ BUILD_EVENT_HANDLERS: dict[type[Event], ProjectionHandler] = dict.fromkeys(
     on_build_event,
 )
 USAGE_HANDLERS: dict[type[Event], ProjectionHandler] = {BudgetUsage: on_usage}
+SIGNAL_HANDLERS: dict[type[Event], ProjectionHandler] = dict.fromkeys(
+    (BudgetWarning, BudgetExhausted, BudgetWake), on_budget_signal
+)
