@@ -143,6 +143,7 @@ def test_events_are_frozen_and_keyword_only() -> None:
 def test_event_ids_are_uuid7_and_sort_by_time() -> None:
     ids = [new_event_id() for _ in range(50)]
     assert all(uuid.UUID(i).version == 7 for i in ids)
+    assert all(str(uuid.UUID(i)) == i for i in ids)  # canonical form, lower case
     assert len(set(ids)) == 50
     # Milliseconds lead the id, so ids from different milliseconds sort in creation order.
     assert [i[:13] for i in ids] == sorted(i[:13] for i in ids)

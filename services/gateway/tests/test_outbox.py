@@ -9,9 +9,10 @@ import subprocess
 import sys
 from collections.abc import AsyncIterator
 
+import asyncpg
 import httpx
 import pytest
-from sqlalchemy import update
+from sqlalchemy import select
 
 from cofounder_contracts import (
     ALL_EVENTS,
@@ -68,28 +69,32 @@ async def test_outbox_rows_committed_before_a_relay_crash_are_published_once_on_
     assert len(await requests_for(gw, build_id)) == 1
 
 
-async def test_a_crash_between_publish_and_mark_republishes_the_same_event_id(
-    no_relay: Running,
+async def test_a_crash_between_publish_and_delete_republishes_the_same_event_id(
+    no_relay: Running, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """The other crash window: published, but the mark never committed. The row goes out
-    again with the same event id, which consumers absorb as a duplicate."""
+    """The other crash window: published, but the delete of the sent rows never committed. The
+    rows go out again with the same event ids, which consumers absorb as duplicates."""
+    from cofounder_gateway import outbox
+
     gw = no_relay
     user, project = await gw.seed_user()
     started = await gw.client.post(f"/v1/projects/{project}/builds", json={}, headers=gw.auth(user))
     build_id = started.json()["id"]
-    while await gw.gw.relay.publish_pending():
-        pass
-    async with gw.gw.engine.begin() as conn:  # as if the mark had not committed
-        await conn.execute(
-            update(OutboxRow)
-            .where(OutboxRow.event_type == "build.requested")
-            .where(OutboxRow.event_id.in_([i.decode() for i in await requests_for(gw, build_id)]))
-            .values(published_at=None)
-        )
+    if gw.gw.engine.dialect.name == "postgresql":
+        monkeypatch.setattr(outbox, "_MARK_PG", "select 1 / 0 where $1::bigint[] is not null")
+    else:
+        pytest.skip("the PostgreSQL relay path")
+    with pytest.raises(asyncpg.PostgresError):
+        await gw.gw.relay.publish_pending()  # published, then the "crash"
+    assert len(await requests_for(gw, build_id)) == 1
+    monkeypatch.undo()
     while await gw.gw.relay.publish_pending():
         pass
     first, second = await requests_for(gw, build_id)
     assert first == second
+    async with gw.gw.engine.connect() as conn:  # sent, and gone from the outbox
+        left = await conn.execute(select(OutboxRow.id).where(OutboxRow.event_id == first.decode()))
+        assert left.all() == []
 
 
 async def test_the_gateway_process_killed_after_commit_publishes_once_after_restart(
@@ -166,3 +171,27 @@ async def test_the_gateway_process_killed_after_commit_publishes_once_after_rest
 
 
 KILL_REDIS_DB = 9
+
+
+async def test_the_write_pool_rolls_back_what_a_cancelled_request_left_open(
+    migrated_database_url: str,
+) -> None:
+    """The write pool skips asyncpg's per-release reset; a transaction left open is still ended
+    before the connection serves another request."""
+    from cofounder_gateway.builds_pg import create_write_pool
+
+    pool = await create_write_pool(migrated_database_url, size=1)
+    try:
+        async with pool.acquire() as conn:
+            await conn.execute("begin; select pg_advisory_xact_lock(42)")
+            assert conn.is_in_transaction()
+        async with pool.acquire() as again:  # the same (only) connection
+            assert not again.is_in_transaction()
+            # The transaction-scoped lock went with the rollback: another session can take it.
+            other = await asyncpg.connect(migrated_database_url)
+            try:
+                assert await other.fetchval("select pg_try_advisory_lock(42)")
+            finally:
+                await other.close()
+    finally:
+        await pool.close()

@@ -24,7 +24,14 @@ def new_event_id() -> str:
     value |= ((rand >> 62) & 0xFFF) << 64  # rand_a: 12 bits
     value |= 0b10 << 62  # RFC 9562 variant
     value |= rand & 0x3FFF_FFFF_FFFF_FFFF  # rand_b: 62 bits
-    return str(uuid.UUID(int=value))
+    return _canonical(value)
+
+
+def _canonical(value: int) -> str:
+    """The 8-4-4-4-12 form of a 128-bit value (what ``str(uuid.UUID(int=value))`` gives, at a
+    third of its cost: ids are made several times per request)."""
+    h = f"{value:032x}"
+    return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
 
 
 def derived_event_id(cause_id: str, kind: str) -> str:

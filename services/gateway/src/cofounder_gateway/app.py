@@ -23,7 +23,7 @@ from cofounder_gateway.feed import Feed, ends_build
 from cofounder_gateway.limits import BodyLimit
 from cofounder_gateway.outbox import Relay
 from cofounder_gateway.problems import ApiError, install
-from cofounder_gateway.schemas import BuildList, BuildOut, StartBuild, build_out
+from cofounder_gateway.schemas import BuildList, BuildOut, StartBuild, build_json, build_out
 from cofounder_gateway.settings import GatewaySettings
 from cofounder_gateway.usage import usage_routers
 
@@ -46,6 +46,9 @@ class Gateway:
 def create_app(gw: Gateway) -> FastAPI:
     """The application for ``gw`` (no I/O here: connections are the caller's)."""
     app = FastAPI(
+        # Metrics are Prometheus (/metrics); FastAPI's OpenTelemetry hooks would cost a provider
+        # lookup per request for nothing.
+        telemetry={"tracing": False, "metrics": False, "logs": False},
         title="Cofounder build pipeline",
         version="1.0.0",
         description="Start builds, follow them live, cancel them.",
@@ -68,9 +71,8 @@ def create_app(gw: Gateway) -> FastAPI:
         project_id: str,
         body: StartBuild,
         user: User,
-        response: Response,
         idempotency_key: Annotated[str | None, Header(max_length=200)] = None,
-    ) -> BuildOut:
+    ) -> Response:
         """Queue a build of the project; 202 with its id and links."""
         if not gw.settings.autonomous_agent:
             raise ApiError(
@@ -87,8 +89,13 @@ def create_app(gw: Gateway) -> FastAPI:
         )
         if created:
             gw.relay.poke()
-        response.headers["Location"] = f"/v1/builds/{build.id}"
-        return build_out(build)
+        # The BuildOut body, serialised directly (response_model above documents it).
+        return Response(
+            build_json(build),
+            status_code=202,
+            media_type="application/json",
+            headers={"Location": f"/v1/builds/{build.id}"},
+        )
 
     @v1.get("/builds/{build_id}", response_model=BuildOut)
     async def get_build(build_id: str, user: User) -> BuildOut:

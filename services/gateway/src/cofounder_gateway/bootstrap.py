@@ -8,7 +8,6 @@ import asyncio
 import functools
 import signal
 
-import asyncpg
 import structlog
 import uvicorn
 
@@ -16,6 +15,7 @@ from cofounder_contracts import Event
 from cofounder_contracts.streams import BUDGET_SIGNALS, BUDGET_USAGE, BUILD_EVENTS, GATEWAY
 from cofounder_db.engine import create_engine, driver_dsn
 from cofounder_gateway.app import Gateway, create_app
+from cofounder_gateway.builds_pg import create_write_pool
 from cofounder_gateway.feed import Feed
 from cofounder_gateway.outbox import Relay
 from cofounder_gateway.projection import (
@@ -70,9 +70,7 @@ async def main() -> None:
     engine = create_engine(settings.database_url)
     pg_pool = None
     if engine.dialect.name == "postgresql":
-        pg_pool = await asyncpg.create_pool(
-            driver_dsn(engine), min_size=2, max_size=settings.write_pool_size
-        )
+        pg_pool = await create_write_pool(driver_dsn(engine), size=settings.write_pool_size)
     gw = Gateway(
         settings=settings,
         engine=engine,

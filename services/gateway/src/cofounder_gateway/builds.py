@@ -26,6 +26,7 @@ from cofounder_db.models import Build, Project, User
 from cofounder_gateway.builds_pg import Conflict, create_build_pg
 from cofounder_gateway.outbox import enqueue
 from cofounder_gateway.problems import ApiError
+from cofounder_gateway.schemas import BuildView, NewBuild
 from cofounder_gateway.statemachine import TERMINAL
 
 __all__ = ["cancel_build", "create_build", "get_build", "list_builds"]
@@ -69,7 +70,7 @@ async def create_build(
     idempotency_key: str | None,
     limits: Mapping[str, int],
     pg_pool: asyncpg.Pool | None = None,
-) -> tuple[Build, bool]:
+) -> tuple[BuildView, bool]:
     """Create a queued build and its ``build.requested`` in one transaction (the outbox).
 
     Returns the build and whether it is new: a repeated ``Idempotency-Key`` returns the build it
@@ -78,26 +79,13 @@ async def create_build(
     so concurrent requests of one user count one after the other).
     """
     now = _now()
-    build = Build(
+    build = NewBuild(
         id=str(uuid.uuid4()),
         project_id=project_id,
         user_id=user_id,
-        status=BuildStatus.QUEUED.value,
         goal=goal,
-        tier="",
-        build_version=None,
-        preview_url=None,
-        sandbox_id=None,
-        error=None,
-        iterations=0,
-        tool_calls=0,
-        input_tokens=0,
-        output_tokens=0,
         idempotency_key=idempotency_key,
-        status_changed_at=now,
         created_at=now,
-        updated_at=now,
-        finished_at=None,
     )
     envelope = _Envelope(
         build_id=build.id, project_id=project_id, user_id=user_id, producer=PRODUCER
@@ -109,14 +97,20 @@ async def create_build(
     decide = functools.partial(_decide, project_id=project_id, goal=goal, limits=limits)
     try:
         if engine.dialect.name == "postgresql":
-            answer = await create_build_pg(
+            checked = await create_build_pg(
                 engine,
                 pool=pg_pool,
                 build=build,
                 active_statuses=_ACTIVE,
+                limits=limits,
+                default_limit=_default_limit(limits),
                 events=[queued, requested],
-                on_checked=decide,
             )
+            if checked.inserted:
+                return build, True
+            answer = decide(checked.tier, checked.active, checked.existing)
+            if answer is None:
+                raise RuntimeError("the build was neither inserted nor refused")  # unreachable
         else:
             answer = await _create_portable(engine, build, [queued, requested], decide)
     except (Conflict, IntegrityError):
@@ -129,6 +123,11 @@ async def create_build(
             raise
         return _same_request(existing, project_id, goal), False
     return (answer, False) if answer is not None else (build, True)
+
+
+def _default_limit(limits: Mapping[str, int]) -> int:
+    """The limit of a tier the settings do not name: the smallest configured."""
+    return min(limits.values(), default=1)
 
 
 def _decide(
@@ -145,7 +144,7 @@ def _decide(
         raise ApiError(404, "project_not_found", f"no project {project_id}")
     if existing is not None:
         return _same_request(existing, project_id, goal)
-    limit = limits.get(tier, min(limits.values(), default=1))
+    limit = limits.get(tier, _default_limit(limits))
     if active >= limit:
         raise ApiError(
             429,
@@ -178,7 +177,7 @@ def _same_request(existing: Build, project_id: str, goal: str) -> Build:
 
 async def _create_portable(
     engine: AsyncEngine,
-    build: Build,
+    build: NewBuild,
     events: list[Event],
     decide: Callable[[str | None, int, Build | None], Build | None],
 ) -> Build | None:
@@ -205,7 +204,7 @@ async def _create_portable(
         if answer is not None:
             return answer
         build.tier = row.tier if row is not None else build.tier
-        conn.add(build)
+        conn.add(build.row())
         await conn.flush()
         await enqueue(conn, events)
     return None

@@ -12,10 +12,11 @@ from typing import Any
 import httpx
 import uvicorn
 
-from cofounder_db.engine import create_engine
+from cofounder_db.engine import create_engine, driver_dsn
 from cofounder_gateway.app import Gateway, create_app
 from cofounder_gateway.auth import mint_token
 from cofounder_gateway.bootstrap import consumers
+from cofounder_gateway.builds_pg import create_write_pool
 from cofounder_gateway.feed import Feed
 from cofounder_gateway.outbox import Relay
 from cofounder_gateway.settings import GatewaySettings
@@ -73,6 +74,12 @@ async def start_gateway(
     )
     redis = connect_redis(url)
     engine = create_engine(database_url)
+    # The build-creating fast path on PostgreSQL, as the service runs it (SQLite: the portable one).
+    pg_pool = (
+        await create_write_pool(driver_dsn(engine), size=settings.write_pool_size)
+        if engine.dialect.name == "postgresql"
+        else None
+    )
     gw = Gateway(
         settings=settings,
         engine=engine,
@@ -83,6 +90,7 @@ async def start_gateway(
             reader=connect_redis(settings.redis_url, max_connections=settings.sse_max_connections),
         ),
         relay=Relay(engine, redis, idle_s=0.05),
+        pg_pool=pg_pool,
     )
     server = uvicorn.Server(
         uvicorn.Config(
@@ -112,6 +120,8 @@ async def start_gateway(
             await asyncio.gather(*tasks, return_exceptions=True)
             await gw.feed.close()
             await gw.relay.close()
+            if pg_pool is not None:
+                await pg_pool.close()
             await redis.flushdb()
             await redis.aclose()
             await engine.dispose()
