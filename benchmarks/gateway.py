@@ -9,7 +9,8 @@
 (c) ours: ``POST /v1/projects/{id}/builds`` of the real gateway process (JWT auth, validation,
     ownership and tier-limit checks, the ORM, the outbox; its relay publishes in the background).
 
-Each runs as its own single uvicorn process on PostgreSQL (a fresh database, migrated) and Redis.
+Each runs as its own single uvicorn process on PostgreSQL (a fresh database each, migrated and
+seeded with the same founders) and Redis.
 Throughput: wrk, one thread, 64 connections, requests spread over 200 users with a project each;
 the run fails on any non-2xx answer. Latency: an open-loop paced client at half of (c)'s maximum
 rate, timing each request from its scheduled send. The last line printed is one JSON object.
@@ -51,10 +52,28 @@ TARGET_VS_LEAN = 0.70
 TARGET_P99_MS = 50.0
 
 
-async def seed(url: str) -> list[dict[str, str]]:
+def people() -> list[dict[str, str]]:
+    """The benchmark's founders: a user, a project and a token each."""
+    out = [{"user": str(uuid.uuid4()), "project": str(uuid.uuid4())} for _ in range(USERS)]
+    for p in out:
+        p["token"] = mint_token(DEV_SECRET, p["user"], ttl_s=3600)
+    return out
+
+
+@contextmanager
+def fresh_database(founders: list[dict[str, str]]) -> Iterator[str]:
+    """An empty, migrated database holding ``founders``: every route starts from the same
+    state (our route counts the user's active builds, so rows another route left would be work
+    that only ours does)."""
+    with empty_database(SERVER_URL) as url:
+        upgrade(url)
+        asyncio.run(seed(url, founders))
+        yield url
+
+
+async def seed(url: str, people: list[dict[str, str]]) -> None:
     conn = await asyncpg.connect(url)
     now = datetime.now(UTC)
-    people = [{"user": str(uuid.uuid4()), "project": str(uuid.uuid4())} for _ in range(USERS)]
     await conn.executemany(
         "insert into users (id, email, tier, suspended, created_at) values ($1, $2, 'bench',"
         " false, $3)",
@@ -66,9 +85,6 @@ async def seed(url: str) -> list[dict[str, str]]:
         [(p["project"], p["user"], now) for p in people],
     )
     await conn.close()
-    for p in people:
-        p["token"] = mint_token(DEV_SECRET, p["user"], ttl_s=3600)
-    return people
 
 
 @contextmanager
@@ -217,47 +233,49 @@ def main() -> None:
     if shutil.which("wrk") is None:
         sys.exit("wrk is not installed (Debian: apt-get install wrk)")
     seconds = 5 if args.quick else 15
-    with empty_database(SERVER_URL) as url:
-        upgrade(url)
-        people = asyncio.run(seed(url))
-        env = {
-            "DATABASE_URL": url,
-            "REDIS_URL": REDIS_URL,
-            "LOG_LEVEL": "WARNING",
-            "TIER_MAX_CONCURRENT_BUILDS": json.dumps({"bench": 10**9}),
-        }
-        uvicorn = [
-            sys.executable,
-            "-m",
-            "uvicorn",
-            "benchmarks.gateway_reference:app",
-            "--workers",
-            "1",
-            "--log-level",
-            "warning",
-            "--no-access-log",
-        ]
-        results: dict[str, Any] = {}
-        for name, path in (("bare", "/bare/{project}"), ("lean", "/lean/{project}")):
-            port = free_port()
-            with server([*uvicorn, "--port", str(port)], env, port) as base:
-                results[name] = run_wrk(base, wrk_script(people, path), seconds)
-            print(f"# {name:<5} {results[name]:>9,.0f} requests/s", flush=True)
+    founders = people()
+    env = {
+        "REDIS_URL": REDIS_URL,
+        "LOG_LEVEL": "WARNING",
+        "TIER_MAX_CONCURRENT_BUILDS": json.dumps({"bench": 10**9}),
+    }
+    uvicorn = [
+        sys.executable,
+        "-m",
+        "uvicorn",
+        "benchmarks.gateway_reference:app",
+        "--workers",
+        "1",
+        "--log-level",
+        "warning",
+        "--no-access-log",
+    ]
+    results: dict[str, Any] = {}
+    for name, path in (("bare", "/bare/{project}"), ("lean", "/lean/{project}")):
         port = free_port()
-        ours_path = "/v1/projects/{project}/builds"
-        cofounder = [sys.executable, "-m", "cofounder_cli", "serve", "gateway"]
+        with (
+            fresh_database(founders) as url,
+            server([*uvicorn, "--port", str(port)], {**env, "DATABASE_URL": url}, port) as base,
+        ):
+            results[name] = run_wrk(base, wrk_script(founders, path), seconds)
+        print(f"# {name:<5} {results[name]:>9,.0f} requests/s", flush=True)
+    port = free_port()
+    ours_path = "/v1/projects/{project}/builds"
+    cofounder = [sys.executable, "-m", "cofounder_cli", "serve", "gateway"]
+    with fresh_database(founders) as url:
         # The API process as deployed when scaled: the projection consumers run elsewhere
         # (RUN_PROJECTION=false); the outbox relay stays, as it is part of the write path.
         api_env = {
             **env,
+            "DATABASE_URL": url,
             "PORT": str(port),
             "RUN_PROJECTION": "false",
             **json.loads(os.environ.get("BENCH_EXTRA_ENV", "{}")),
         }
         with server(cofounder, api_env, port) as base:
-            results["ours"] = run_wrk(base, wrk_script(people, ours_path), seconds)
+            results["ours"] = run_wrk(base, wrk_script(founders, ours_path), seconds)
             print(f"# ours  {results['ours']:>9,.0f} requests/s", flush=True)
-            latency = asyncio.run(paced(base, people, ours_path, results["ours"] / 2, seconds))
+            latency = asyncio.run(paced(base, founders, ours_path, results["ours"] / 2, seconds))
     ratio = results["ours"] / results["lean"]
     print()
     print("| route (one uvicorn worker) | requests/s | vs lean |")

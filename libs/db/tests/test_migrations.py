@@ -31,6 +31,7 @@ TABLES = {
     "build_versions",
     "budget_ledger",
     "budget_topups",
+    "user_active_builds",
     "alembic_version",
 }
 

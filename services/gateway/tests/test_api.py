@@ -245,3 +245,38 @@ async def test_concurrent_requests_of_one_user_respect_the_limit_exactly(
     )
     codes = sorted(a.status_code for a in answers)
     assert codes == [202, 202] + [429] * 10
+
+
+async def test_a_build_that_ends_gives_its_slot_back_once(gateway: Running) -> None:
+    """The projection returns a build's slot when the build ends, once, however many end events
+    arrive (a completion, its status change, a redelivery)."""
+    from cofounder_contracts import BuildCompleted, BuildStatus, BuildStatusChanged
+    from cofounder_runtime.publisher import Publisher
+
+    user, project = await gateway.seed_user(tier="bootstrapper")  # 2 active builds
+    auth = gateway.auth(user)
+    url = f"/v1/projects/{project}/builds"
+    ids = [(await gateway.client.post(url, json={}, headers=auth)).json()["id"] for _ in range(2)]
+    assert (await gateway.client.post(url, json={}, headers=auth)).status_code == 429
+    envelope = {"build_id": ids[0], "project_id": project, "user_id": user, "producer": "test"}
+    completed = BuildCompleted(
+        **envelope, build_version=1, preview_url="http://x", summary="done", iterations=1,
+        tool_calls=1,
+    )  # fmt: skip
+    publisher = Publisher(gateway.gw.redis)
+    for event in (
+        completed,
+        completed,  # redelivered
+        BuildStatusChanged(**envelope, status=BuildStatus.READY),
+        BuildStatusChanged(**envelope, status=BuildStatus.FAILED),  # after the end: ignored
+    ):
+        await publisher.emit(event)
+
+    async def ready() -> bool:
+        got = await gateway.client.get(f"/v1/builds/{ids[0]}", headers=auth)
+        return bool(got.json()["status"] == "ready")
+
+    await eventually(ready, what="the build projected ready")
+    await asyncio.sleep(0.3)  # the later end events handled too
+    assert (await gateway.client.post(url, json={}, headers=auth)).status_code == 202
+    assert (await gateway.client.post(url, json={}, headers=auth)).status_code == 429

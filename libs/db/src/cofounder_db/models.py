@@ -2,7 +2,8 @@
 
 - ``users``, ``projects``, ``artifacts``, ``understanding_sessions``: the founder-facing
   product (here: the gateway's admin and seed API); read by the context assembler and gateway;
-- ``builds``: the gateway (creation, and the status projection of build events);
+- ``builds``, ``user_active_builds``: the gateway (creation, and the status projection of build
+  events; the second counts each user's builds that have not ended, for the plan's limit);
 - ``outbox``: the gateway (same transaction as the build row; its relay marks rows sent);
 - ``processed_events``: every consumer, for its own ``scope`` (``record_once``);
 - ``agent_checkpoints``, ``build_versions``: the agent runner;
@@ -160,6 +161,17 @@ class Build(Base):
     created_at: Mapped[datetime] = mapped_column(default=_now)
     updated_at: Mapped[datetime] = mapped_column(default=_now, onupdate=_now)
     finished_at: Mapped[datetime | None] = mapped_column()
+
+
+class UserActiveBuilds(Base):
+    """How many of a user's builds have not ended: taken (``+1``, only below the plan's limit, in
+    the statement that inserts the build) and given back when the build ends (the projection, or
+    a cancel), so the limit is checked in O(1) without locking or counting ``builds``."""
+
+    __tablename__ = "user_active_builds"
+
+    user_id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    active: Mapped[int] = mapped_column(Integer, default=0)
 
 
 class OutboxRow(Base):

@@ -23,6 +23,7 @@ from cofounder_contracts import (
     Event,
 )
 from cofounder_db.models import Build, Project, User
+from cofounder_gateway import slots
 from cofounder_gateway.builds_pg import Conflict, create_build_pg
 from cofounder_gateway.outbox import enqueue
 from cofounder_gateway.problems import ApiError
@@ -101,14 +102,13 @@ async def create_build(
                 engine,
                 pool=pg_pool,
                 build=build,
-                active_statuses=_ACTIVE,
                 limits=limits,
                 default_limit=_default_limit(limits),
                 events=[queued, requested],
             )
             if checked.inserted:
                 return build, True
-            answer = decide(checked.tier, checked.active, checked.existing)
+            answer = decide(checked.tier, checked.max_active, checked.existing)
             if answer is None:
                 raise RuntimeError("the build was neither inserted nor refused")  # unreachable
         else:
@@ -205,6 +205,7 @@ async def _create_portable(
             return answer
         build.tier = row.tier if row is not None else build.tier
         conn.add(build.row())
+        await slots.take(conn, build.user_id)
         await conn.flush()
         await enqueue(conn, events)
     return None
@@ -260,6 +261,7 @@ async def cancel_build(engine: AsyncEngine, *, user_id: str, build_id: str) -> B
                 build_status=build.status,
             )
         now = _now()
+        await slots.give_back(conn, user_id)
         await conn.execute(
             update(Build)
             .where(Build.id == build_id)

@@ -34,6 +34,7 @@ from cofounder_contracts import (
     ToolCompleted,
 )
 from cofounder_db.models import Build
+from cofounder_gateway import slots
 from cofounder_gateway.feed import Feed
 from cofounder_gateway.statemachine import TERMINAL, next_status
 from cofounder_runtime.idempotency_sql import record_once
@@ -43,12 +44,18 @@ __all__ = [
     "SIGNAL_HANDLERS",
     "USAGE_HANDLERS",
     "ProjectionDeps",
+    "StatusRace",
     "on_budget_signal",
     "on_build_event",
     "on_usage",
 ]
 
 SCOPE = "gateway.projection"
+
+
+class StatusRace(Exception):
+    """Two events of one build were applied at once; the loser is retried (nothing written)."""
+
 
 #: A projection handler: ``handler(event, deps=deps)``.
 ProjectionHandler = Callable[..., Awaitable[None]]
@@ -103,7 +110,9 @@ async def on_build_event(event: Event, deps: ProjectionDeps) -> None:
             return
         build = (
             await conn.execute(
-                select(Build.status, Build.status_changed_at).where(Build.id == event.build_id)
+                select(Build.status, Build.status_changed_at, Build.user_id).where(
+                    Build.id == event.build_id
+                )
             )
         ).first()
         if build is None:
@@ -126,7 +135,16 @@ async def on_build_event(event: Event, deps: ProjectionDeps) -> None:
                 values = {}  # a stale or duplicate end: keep what the first end recorded
         if values:
             values["updated_at"] = datetime.now(UTC)
-            await conn.execute(update(Build).where(Build.id == event.build_id).values(**values))
+            query = update(Build).where(Build.id == event.build_id)
+            if "status" in values:  # compare-and-set: the status this decision was made from
+                query = query.where(Build.status == build.status)
+            changed = (await conn.execute(query.values(**values))).rowcount
+            if "status" in values and changed != 1:
+                # Another event of this build moved it meanwhile (handlers run concurrently):
+                # retry from the new status (the redelivery decides again; nothing was written).
+                raise StatusRace(f"build {event.build_id} left {build.status} meanwhile")
+            if values.get("status") in TERMINAL:
+                await slots.give_back(conn, build.user_id)  # once: the status moved only here
 
 
 async def on_usage(event: BudgetUsage, deps: ProjectionDeps) -> None:
