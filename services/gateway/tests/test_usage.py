@@ -170,6 +170,10 @@ async def test_a_plan_change_updates_the_user_and_emits_one_event(gateway: Runni
     assert unknown.status_code == 422
     assert unknown.json()["type"].endswith("unknown_tier")
     assert "pro" in unknown.json()["tiers"]
+    new_user = await gw.client.post(
+        "/v1/admin/users", headers=ADMIN, json={"email": "x@y.io", "tier": "platinum"}
+    )
+    assert (new_user.status_code, new_user.json()["type"]) == (422, "unknown_tier")
     url = f"/v1/admin/users/{user}/tier"
     changed = await gw.client.put(url, headers=ADMIN, json={"tier": "pro"})
     assert changed.status_code == 200, changed.text

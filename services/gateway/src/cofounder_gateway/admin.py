@@ -104,6 +104,15 @@ def admin_router(engine: AsyncEngine, settings: GatewaySettings) -> APIRouter:
 
     @router.post("/users", status_code=201, response_model=Created)
     async def create_user(body: NewUser) -> Created:
+        known = sorted(settings.plans_monthly_allowance_micros)
+        if body.tier not in known:
+            raise ApiError(
+                422,
+                "unknown_tier",
+                f"tier must be one of {', '.join(known)}",
+                field="tier",
+                tiers=known,
+            )
         user_id = str(uuid.uuid4())
         try:
             async with engine.begin() as conn:
