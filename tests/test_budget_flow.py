@@ -13,10 +13,6 @@ local sandboxes.
 from __future__ import annotations
 
 import json
-import os
-import signal
-import subprocess
-import sys
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -56,6 +52,7 @@ from cofounder_runtime.connections import connect_redis
 from cofounder_sandbox.local import LocalSandboxes
 from cofounder_scripted_model.process import ScriptedModel, start
 from cofounder_testing.servers import free_port
+from cofounder_testing.services import offline_env, service_processes
 from cofounder_testing.waiting import eventually
 
 pytestmark = pytest.mark.e2e
@@ -96,54 +93,29 @@ def pipeline(
     client.close()
     port = free_port()
     left = days_left(datetime.now(UTC).date())
-    env = {
-        **os.environ,
-        "REDIS_URL": url,
-        "DATABASE_URL": migrated_database_url,
-        "PORT": str(port),
-        "ANTHROPIC_BASE_URL": model.url,
-        "SANDBOX": "local",
-        "SANDBOX_ROOT": str(root / "sandboxes"),
-        "PLANS_MONTHLY_ALLOWANCE_MICROS": json.dumps(
+    env = offline_env(
+        REDIS_URL=url,
+        DATABASE_URL=migrated_database_url,
+        PORT=str(port),
+        ANTHROPIC_BASE_URL=model.url,
+        SANDBOX="local",
+        SANDBOX_ROOT=str(root / "sandboxes"),
+        PLANS_MONTHLY_ALLOWANCE_MICROS=json.dumps(
             {"bootstrapper": left, "founder": FOUNDER_DAILY_MICROS * left, "pro": 10**9}
         ),
-        "TIER_MAX_CONCURRENT_BUILDS": json.dumps({"bootstrapper": 2, "founder": 20, "pro": 20}),
-        "CONSUMER_BLOCK_MS": "100",
-        "CONSUMER_MIN_IDLE_MS": "5000",
-        "CONSUMER_RETRY_MAX_MS": "500",
-        "LEASE_TTL_MS": "3000",
-        "WAKE_INTERVAL_S": "0.2",
-        "LOG_JSON": "false",
-    }
-    for key in ("ANTHROPIC_API_KEY", "E2B_API_KEY", "PROJECT_SNAPSHOT_BUCKET"):
-        env.pop(key, None)
-    procs = []
+        TIER_MAX_CONCURRENT_BUILDS=json.dumps({"bootstrapper": 2, "founder": 20, "pro": 20}),
+        CONSUMER_BLOCK_MS="100",
+        CONSUMER_MIN_IDLE_MS="5000",
+        CONSUMER_RETRY_MAX_MS="500",
+        LEASE_TTL_MS="3000",
+        WAKE_INTERVAL_S="0.2",
+        LOG_JSON="false",
+    )
     # Two budget replicas: metering, top-ups and wakes shared between them.
-    for n, service in enumerate(
-        ("gateway", "context-assembler", "agent-runner", "budget", "budget")
-    ):
-        with (root / f"{service}-{n}.log").open("wb") as log:
-            procs.append(
-                subprocess.Popen(
-                    [sys.executable, "-m", "cofounder_cli", "serve", service],
-                    env=env,
-                    stdout=log,
-                    stderr=subprocess.STDOUT,
-                )
-            )
-    try:
-        yield Pipeline(
-            url, f"http://127.0.0.1:{port}", migrated_database_url, root / "sandboxes", root
-        )
-    finally:
-        for proc in procs:
-            proc.send_signal(signal.SIGTERM)
-        for proc in procs:
-            try:
-                proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+    names = ("gateway", "context-assembler", "agent-runner", "budget", "budget")
+    with service_processes([(name, env) for name in names], root):
+        gateway = f"http://127.0.0.1:{port}"
+        yield Pipeline(url, gateway, migrated_database_url, root / "sandboxes", root)
 
 
 @pytest.fixture

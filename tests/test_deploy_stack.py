@@ -14,9 +14,7 @@ import asyncio
 import json
 import os
 import re
-import signal
 import subprocess
-import sys
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -31,8 +29,9 @@ from redis.exceptions import NoPermissionError, ResponseError
 from cofounder_runtime.localredis import redis_server_binary
 from cofounder_runtime.service import discover_services
 from cofounder_sandbox.local import LocalSandboxes
-from cofounder_scripted_model.process import ScriptedModel, start
+from cofounder_scripted_model.process import start
 from cofounder_testing.servers import free_port
+from cofounder_testing.services import offline_env, service_processes
 
 pytestmark = pytest.mark.e2e
 
@@ -99,54 +98,38 @@ def stack(migrated_database_url: str, tmp_path_factory: pytest.TempPathFactory) 
         raise
     finally:
         ops.close()
-    model_cm = start("demo-webapp")
-    model: ScriptedModel = model_cm.__enter__()
     port = free_port()
     metrics = {s: free_port() for s in services}
-    procs = []
-    for service in services:
-        env = {
-            **os.environ,
-            "REDIS_URL": f"redis://{service}:{passwords[service]}@127.0.0.1:{redis_port}/0",
-            "DATABASE_URL": migrated_database_url,
-            "PORT": str(port),
-            "METRICS_PORT": str(metrics[service]),
-            "ANTHROPIC_BASE_URL": model.url,
-            "SANDBOX": "local",
-            "SANDBOX_ROOT": str(root / "sandboxes"),
-            "CONSUMER_BLOCK_MS": "100",
-            "LOG_JSON": "false",
-        }
-        for key in ("ANTHROPIC_API_KEY", "E2B_API_KEY", "PROJECT_SNAPSHOT_BUCKET"):
-            env.pop(key, None)
-        with (root / f"{service}.log").open("wb") as log:
-            procs.append(
-                subprocess.Popen(
-                    [sys.executable, "-m", "cofounder_cli", "serve", service],
-                    env=env,
-                    stdout=log,
-                    stderr=subprocess.STDOUT,
-                )
-            )
     try:
-        yield Stack(
-            gateway=f"http://127.0.0.1:{port}",
-            metrics={s: f"http://127.0.0.1:{p}/metrics" for s, p in metrics.items()},
-            redis_port=redis_port,
-            passwords=passwords,
-            root=root,
-        )
+        with start("demo-webapp") as model:
+            env = offline_env(
+                DATABASE_URL=migrated_database_url,
+                PORT=str(port),
+                ANTHROPIC_BASE_URL=model.url,
+                SANDBOX="local",
+                SANDBOX_ROOT=str(root / "sandboxes"),
+                CONSUMER_BLOCK_MS="100",
+                LOG_JSON="false",
+            )
+            own_user = {  # each service on its own ACL user
+                s: f"redis://{s}:{passwords[s]}@127.0.0.1:{redis_port}/0" for s in services
+            }
+            each = [
+                (s, {**env, "REDIS_URL": own_user[s], "METRICS_PORT": str(metrics[s])})
+                for s in services
+            ]
+            with service_processes(each, root):
+                try:
+                    yield Stack(
+                        gateway=f"http://127.0.0.1:{port}",
+                        metrics={s: f"http://127.0.0.1:{p}/metrics" for s, p in metrics.items()},
+                        redis_port=redis_port,
+                        passwords=passwords,
+                        root=root,
+                    )
+                finally:
+                    asyncio.run(LocalSandboxes(root / "sandboxes").kill_all())
     finally:
-        for proc in procs:
-            proc.send_signal(signal.SIGTERM)
-        for proc in procs:
-            try:
-                proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
-        asyncio.run(LocalSandboxes(root / "sandboxes").kill_all())
-        model_cm.__exit__(None, None, None)
         redis_proc.terminate()
         redis_proc.wait(timeout=10)
 

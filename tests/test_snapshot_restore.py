@@ -5,11 +5,7 @@ sleeps; the woken build restores the latest snapshot into a new sandbox and comp
 from __future__ import annotations
 
 import json
-import os
 import shutil
-import signal
-import subprocess
-import sys
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -34,6 +30,7 @@ from cofounder_runtime.connections import connect_redis
 from cofounder_runtime.publisher import Publisher
 from cofounder_sandbox.local import LocalSandboxes
 from cofounder_scripted_model.process import ScriptedModel, start
+from cofounder_testing.services import offline_env, service_processes
 from cofounder_testing.waiting import eventually
 
 pytestmark = pytest.mark.e2e
@@ -56,43 +53,22 @@ def services(
     client = sync_redis.Redis.from_url(url)
     client.flushdb()
     client.close()
-    env = {
-        **os.environ,
-        "REDIS_URL": url,
-        "DATABASE_URL": migrated_database_url,
-        "ANTHROPIC_BASE_URL": model.url,
-        "SANDBOX": "local",
-        "SANDBOX_ROOT": str(tmp_path / "sandboxes"),
-        "SNAPSHOT_LOCAL_DIR": str(tmp_path / "snapshots"),
-        "SNAPSHOT_EVERY": "1",
-        "CONSUMER_BLOCK_MS": "100",
-        "CONSUMER_MIN_IDLE_MS": "3000",
-        "CONSUMER_RETRY_MAX_MS": "500",
-        "LEASE_TTL_MS": "2000",
-        "LOG_JSON": "false",
-    }
-    env.pop("ANTHROPIC_API_KEY", None)
-    env.pop("PROJECT_SNAPSHOT_BUCKET", None)
-    procs = []
-    for service in ("agent-runner", "snapshot"):
-        with (tmp_path / f"{service}.log").open("wb") as log:
-            procs.append(
-                subprocess.Popen(
-                    [sys.executable, "-m", "cofounder_cli", "serve", service],
-                    env=env,
-                    stdout=log,
-                    stderr=subprocess.STDOUT,
-                )
-            )
-    yield url
-    for proc in procs:
-        proc.send_signal(signal.SIGTERM)
-    for proc in procs:
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+    env = offline_env(
+        REDIS_URL=url,
+        DATABASE_URL=migrated_database_url,
+        ANTHROPIC_BASE_URL=model.url,
+        SANDBOX="local",
+        SANDBOX_ROOT=str(tmp_path / "sandboxes"),
+        SNAPSHOT_LOCAL_DIR=str(tmp_path / "snapshots"),
+        SNAPSHOT_EVERY="1",
+        CONSUMER_BLOCK_MS="100",
+        CONSUMER_MIN_IDLE_MS="3000",
+        CONSUMER_RETRY_MAX_MS="500",
+        LEASE_TTL_MS="2000",
+        LOG_JSON="false",
+    )
+    with service_processes([("agent-runner", env), ("snapshot", env)], tmp_path):
+        yield url
 
 
 async def test_a_lost_sandbox_is_replaced_from_the_latest_snapshot(

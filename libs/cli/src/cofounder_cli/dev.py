@@ -155,8 +155,8 @@ def _run_build(base_url: str, redis_url: str) -> tuple[bool, str]:
         build_id = created.json()["id"]
         typer.echo(f"build {build_id} queued; following its events (Ctrl-C stops everything)")
         final = follow(client, build_id)
+        _drain(redis_url)  # at rest: the final snapshot stored, the last usage metered
         if final.get("_sse_id"):
-            _drain(redis_url)  # the final snapshot and the last usage, handled
             after_end(client, build_id, final["_sse_id"])
     if final.get("kind") != "build.completed":
         return False, str(final.get("reason") or "the event stream ended without an outcome")
@@ -237,8 +237,6 @@ def dev(
         )
         ok, message = _run_build(base_url, redis_url)
         typer.echo(("preview: " if ok else "build failed: ") + message)
-        if once:
-            _drain(redis_url)
         if not once and ok:
             typer.echo("running; Ctrl-C stops everything")
             while True:

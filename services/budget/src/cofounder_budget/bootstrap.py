@@ -5,13 +5,20 @@ from __future__ import annotations
 
 import asyncio
 import functools
+from collections.abc import Awaitable, Callable
 
 from cofounder_budget.handlers import BudgetDeps, on_tier_changed, on_top_up, on_usage
 from cofounder_budget.recovery import watch_counters
 from cofounder_budget.settings import BudgetSettings
 from cofounder_budget.wake import WakeDaemon, remember_sleeping
-from cofounder_contracts import AgentSleeping, BudgetToppedUp, BudgetUsage, TierChanged
-from cofounder_contracts.streams import BUDGET, BUDGET_CHANGES, BUDGET_USAGE, BUILD_EVENTS
+from cofounder_contracts import AgentSleeping, BudgetToppedUp, BudgetUsage, Event, TierChanged
+from cofounder_contracts.streams import (
+    BUDGET,
+    BUDGET_CHANGES,
+    BUDGET_USAGE,
+    BUILD_EVENTS,
+    Stream,
+)
 from cofounder_db.engine import create_engine
 from cofounder_runtime.connections import connect_redis
 from cofounder_runtime.consumer import Consumer
@@ -27,35 +34,22 @@ async def _on_sleeping(event: AgentSleeping, deps: BudgetDeps) -> None:
 
 
 def build_consumers(settings: BudgetSettings, deps: BudgetDeps) -> list[Consumer]:
-    options = settings.consumer_options()
+    """One consumer per stream the budget group reads, each with its events' handlers."""
+    routes: list[tuple[Stream, dict[type[Event], Callable[..., Awaitable[None]]]]] = [
+        (BUDGET_USAGE, {BudgetUsage: on_usage}),
+        (BUILD_EVENTS, {AgentSleeping: _on_sleeping}),
+        (BUDGET_CHANGES, {BudgetToppedUp: on_top_up, TierChanged: on_tier_changed}),
+    ]
     return [
         Consumer.for_stream(
             deps.redis,
-            BUDGET_USAGE,
+            stream,
             group=BUDGET,
             consumer=settings.consumer_name,
-            handlers={BudgetUsage: functools.partial(on_usage, deps=deps)},
-            options=options,
-        ),
-        Consumer.for_stream(
-            deps.redis,
-            BUILD_EVENTS,
-            group=BUDGET,
-            consumer=settings.consumer_name,
-            handlers={AgentSleeping: functools.partial(_on_sleeping, deps=deps)},
-            options=options,
-        ),
-        Consumer.for_stream(
-            deps.redis,
-            BUDGET_CHANGES,
-            group=BUDGET,
-            consumer=settings.consumer_name,
-            handlers={
-                BudgetToppedUp: functools.partial(on_top_up, deps=deps),
-                TierChanged: functools.partial(on_tier_changed, deps=deps),
-            },
-            options=options,
-        ),
+            handlers={t: functools.partial(h, deps=deps) for t, h in handlers.items()},
+            options=settings.consumer_options(),
+        )
+        for stream, handlers in routes
     ]
 
 

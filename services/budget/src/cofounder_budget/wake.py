@@ -108,13 +108,10 @@ class Waker:
 
     async def wake_user(self, user_id: str, reason: WakeReason) -> int:
         """Wake every sleeping build of ``user_id`` now (a top-up, a plan change)."""
-        needle = f'"{user_id}"'.encode()
-        members = [
-            m
-            async for m in self._redis.zscan_iter(self.key, match=f"*{needle.decode()}*")
-            if isinstance(m, tuple) and isinstance(m[0], bytes) and needle in m[0]
-        ]
-        return await self.wake([m[0] for m in members], reason)
+        # Members are JSON arrays holding the user id as a quoted string (ids are UUIDs).
+        pattern = f'*"{user_id}"*'
+        members = [m async for m, _ in self._redis.zscan_iter(self.key, match=pattern)]
+        return await self.wake(members, reason)
 
 
 class WakeDaemon:

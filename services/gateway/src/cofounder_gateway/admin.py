@@ -7,7 +7,7 @@ import uuid
 from datetime import UTC, datetime
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Header
+from fastapi import APIRouter, Depends, Header, Request
 from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy import insert, select, update
 from sqlalchemy.exc import IntegrityError
@@ -18,7 +18,7 @@ from cofounder_gateway.auth import mint_token, require_admin
 from cofounder_gateway.problems import ApiError
 from cofounder_gateway.settings import GatewaySettings
 
-__all__ = ["DEMO", "admin_router"]
+__all__ = ["DEMO", "admin_router", "admin_routes", "require_known_tier"]
 
 
 class _Strict(BaseModel):
@@ -94,25 +94,39 @@ def _now() -> datetime:
     return datetime.now(UTC)
 
 
+async def _admin_only(
+    request: Request, authorization: Annotated[str | None, Header()] = None
+) -> None:
+    token: str = request.app.state.gw.settings.admin_token
+    require_admin(authorization, token)
+
+
+def admin_routes() -> APIRouter:
+    """A router under ``/admin`` whose every route needs the admin token."""
+    return APIRouter(prefix="/admin", dependencies=[Depends(_admin_only)], tags=["admin"])
+
+
+def require_known_tier(settings: GatewaySettings, tier: str) -> None:
+    """422 ``unknown_tier`` (naming the configured plans) unless ``tier`` is one of them."""
+    known = sorted(settings.plans_monthly_allowance_micros)
+    if tier not in known:
+        raise ApiError(
+            422,
+            "unknown_tier",
+            f"tier must be one of {', '.join(known)}",
+            field="tier",
+            tiers=known,
+        )
+
+
 def admin_router(engine: AsyncEngine, settings: GatewaySettings) -> APIRouter:
     """Routes under ``/v1/admin``, all behind the admin token."""
 
-    async def admin(authorization: Annotated[str | None, Header()] = None) -> None:
-        require_admin(authorization, settings.admin_token)
-
-    router = APIRouter(prefix="/admin", dependencies=[Depends(admin)], tags=["admin"])
+    router = admin_routes()
 
     @router.post("/users", status_code=201, response_model=Created)
     async def create_user(body: NewUser) -> Created:
-        known = sorted(settings.plans_monthly_allowance_micros)
-        if body.tier not in known:
-            raise ApiError(
-                422,
-                "unknown_tier",
-                f"tier must be one of {', '.join(known)}",
-                field="tier",
-                tiers=known,
-            )
+        require_known_tier(settings, body.tier)
         user_id = str(uuid.uuid4())
         try:
             async with engine.begin() as conn:

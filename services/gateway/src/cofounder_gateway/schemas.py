@@ -158,26 +158,7 @@ def build_json(build: BuildView) -> bytes:
 def build_out(build: BuildView) -> BuildOut:
     """The API view of a build row."""
     base = f"/v1/builds/{build.id}"
-    fields: dict[str, Any] = {
-        c: getattr(build, c)
-        for c in (
-            "id",
-            "project_id",
-            "status",
-            "goal",
-            "tier",
-            "build_version",
-            "preview_url",
-            "error",
-            "iterations",
-            "tool_calls",
-            "input_tokens",
-            "output_tokens",
-            "created_at",
-            "updated_at",
-            "finished_at",
-        )
-    }
+    fields: dict[str, Any] = {f: getattr(build, f) for f in _VIEW_FIELDS}
     return BuildOut(
         **fields, links=Links(self=base, events=f"{base}/events", cancel=f"{base}/cancel")
     )

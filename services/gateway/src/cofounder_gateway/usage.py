@@ -15,7 +15,7 @@ from collections.abc import Callable
 from datetime import UTC, date, datetime, timedelta
 from typing import Annotated, Literal
 
-from fastapi import APIRouter, Depends, Header, Query
+from fastapi import APIRouter, Query
 from pydantic import BaseModel, ConfigDict, Field
 from redis.asyncio import Redis
 from sqlalchemy import func, select, update
@@ -26,7 +26,8 @@ from cofounder_contracts import BudgetToppedUp, TierChanged
 from cofounder_contracts.keys import budget_gate_key
 from cofounder_db.models import BudgetLedgerRow, Build
 from cofounder_db.models import User as UserRow
-from cofounder_gateway.auth import User, require_admin
+from cofounder_gateway.admin import admin_routes, require_known_tier
+from cofounder_gateway.auth import User
 from cofounder_gateway.outbox import enqueue
 from cofounder_gateway.problems import ApiError
 from cofounder_gateway.settings import GatewaySettings
@@ -215,10 +216,7 @@ def usage_routers(
         """What one of your builds spent, by model."""
         return await build_usage(engine, user, build_id)
 
-    async def admin(authorization: Annotated[str | None, Header()] = None) -> None:
-        require_admin(authorization, settings.admin_token)
-
-    admin_router = APIRouter(prefix="/admin", dependencies=[Depends(admin)], tags=["admin"])
+    admin_router = admin_routes()
 
     @admin_router.get("/users/{user_id}/usage", response_model=UserUsage)
     async def usage_of(user_id: str, days: _Days = 7) -> UserUsage:
@@ -250,15 +248,7 @@ def usage_routers(
     @admin_router.put("/users/{user_id}/tier", response_model=TierOut)
     async def change_tier(user_id: str, body: TierChange) -> TierOut:
         """Move a user to another plan; an upgrade wakes their sleeping builds."""
-        known = sorted(settings.plans_monthly_allowance_micros)
-        if body.tier not in known:
-            raise ApiError(
-                422,
-                "unknown_tier",
-                f"tier must be one of {', '.join(known)}",
-                field="tier",
-                tiers=known,
-            )
+        require_known_tier(settings, body.tier)
         async with engine.begin() as conn:
             previous = await _user_tier(conn, user_id)
             if previous != body.tier:

@@ -1,0 +1,59 @@
+"""Running the pipeline's services as real processes (``cofounder serve <service>``) for
+end-to-end tests: each with its environment and a log file, stopped with SIGTERM (killed after
+30 s) when the block ends."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import subprocess
+import sys
+from collections.abc import Iterator, Mapping, Sequence
+from pathlib import Path
+
+__all__ = ["offline_env", "service_processes"]
+
+#: Variables that would send a test to real accounts and buckets.
+_REAL_ACCOUNTS = ("ANTHROPIC_API_KEY", "E2B_API_KEY", "PROJECT_SNAPSHOT_BUCKET")
+
+
+def offline_env(**settings: str) -> dict[str, str]:
+    """This process's environment with ``settings`` on top and no real-account variables."""
+    env = {**os.environ, **settings}
+    for key in _REAL_ACCOUNTS:
+        env.pop(key, None)
+    return env
+
+
+@contextlib.contextmanager
+def service_processes(
+    services: Sequence[tuple[str, Mapping[str, str]]], logs: Path
+) -> Iterator[list[subprocess.Popen[bytes]]]:
+    """Start each ``(service, env)``; output goes to ``logs/<service>.log`` (a second process of
+    the same service: ``<service>-2.log``)."""
+    procs: list[subprocess.Popen[bytes]] = []
+    seen: dict[str, int] = {}
+    try:
+        for service, env in services:
+            seen[service] = seen.get(service, 0) + 1
+            name = service if seen[service] == 1 else f"{service}-{seen[service]}"
+            with (logs / f"{name}.log").open("wb") as log:
+                procs.append(
+                    subprocess.Popen(
+                        [sys.executable, "-m", "cofounder_cli", "serve", service],
+                        env=dict(env),
+                        stdout=log,
+                        stderr=subprocess.STDOUT,
+                    )
+                )
+        yield procs
+    finally:
+        for proc in procs:
+            proc.send_signal(signal.SIGTERM)
+        for proc in procs:
+            try:
+                proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
