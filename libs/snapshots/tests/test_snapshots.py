@@ -113,7 +113,7 @@ async def _sync_twice(store: SnapshotStore, tmp_path: Path) -> None:
     assert await store.versions(PROJECT, build) == [1, 2]
 
     # Restore into a new, empty sandbox: the tree byte for byte (what was left out stays out).
-    sandboxes = LocalSandboxes(tmp_path / "sandboxes", isolation="none")
+    sandboxes = LocalSandboxes(tmp_path / "sandboxes", isolation="unsafe-none")
     fresh = await sandboxes.create(build_id=build, metadata={})
     manifest = await restore(store, fresh, project_id=PROJECT, build_id=build)
     assert manifest is not None
@@ -198,7 +198,7 @@ async def test_an_unreachable_s3_fails_without_a_partial_version(
 
 
 async def test_collect_reads_a_local_sandbox_and_honours_snapshotignore(tmp_path: Path) -> None:
-    sandboxes = LocalSandboxes(tmp_path / "sandboxes", isolation="none")
+    sandboxes = LocalSandboxes(tmp_path / "sandboxes", isolation="unsafe-none")
     box: LocalSandbox = await sandboxes.create(build_id=str(uuid.uuid4()), metadata={})
     _tree(
         box.workspace,
@@ -253,3 +253,28 @@ async def test_large_files_go_multipart_and_the_cli_restores_into_a_folder(
     )
     assert missing.exit_code == 1
     assert "has no snapshot" in missing.stderr
+
+
+async def test_collect_never_reads_through_a_symlink_the_sandbox_planted(tmp_path: Path) -> None:
+    host = tmp_path / "host"
+    host.mkdir()
+    (host / "secret.txt").write_text("host secret")
+    project = tmp_path / "project"
+    (project / "src").mkdir(parents=True)
+    (project / "src" / "app.py").write_text("print('hi')\n")
+    (project / "p").symlink_to(host / "secret.txt")
+    (project / "everything").symlink_to("/")
+    (project / "up").symlink_to(host)
+    (project / ".snapshotignore").symlink_to(host / "secret.txt")
+    os.mkfifo(project / "fifo")  # a reader that followed it would block
+
+    collected = await collect_folder(project)
+
+    assert [f.path for f in collected.files] == ["src/app.py"]
+    for entry in collected.files:
+        assert b"host secret" not in await entry.read()
+    # The file swapped for a symlink after collection is refused when its bytes are read.
+    (project / "src" / "app.py").unlink()
+    (project / "src" / "app.py").symlink_to(host / "secret.txt")
+    with pytest.raises(FileNotFoundError):
+        await collected.files[0].read()

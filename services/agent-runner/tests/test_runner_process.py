@@ -107,16 +107,14 @@ def runners(
     pool = Runners(env, tmp_path)
     yield pool
     pool.stop()
-    # Dev servers the builds started outlive the runners, as in a real sandbox: end them.
-    for state in (tmp_path / "sandboxes").glob("*/sandbox.json"):
-        subprocess.run([sys.executable, "-c", _KILL, str(state)], check=False)
+    # Sandboxes (and the dev servers in them) outlive the runners, as E2B's do: end them.
+    subprocess.run([sys.executable, "-c", _KILL, str(tmp_path / "sandboxes")], check=False)
 
 
 _KILL = """
-import json, os, signal, sys
-for g in json.load(open(sys.argv[1])).get("pgids", []):
-    try: os.killpg(g, signal.SIGKILL)
-    except OSError: pass
+import asyncio, sys
+from cofounder_sandbox.local import LocalSandboxes
+asyncio.run(LocalSandboxes(sys.argv[1]).kill_all())
 """
 
 

@@ -14,7 +14,7 @@ from cofounder_agent_runner.tools.dispatcher import OUTPUT_LIMIT, ToolDispatcher
 from cofounder_sandbox.base import PROJECT_DIR, PathOutsideProject, confine
 from cofounder_sandbox.local import LocalSandbox, LocalSandboxes
 
-ISOLATIONS = ["none", *(["bwrap"] if shutil.which("bwrap") else [])]
+ISOLATIONS = ["namespaces", "unsafe-none"]
 
 
 @pytest.fixture(params=ISOLATIONS)

@@ -43,7 +43,7 @@ async def bucket(s3_endpoint_url: str) -> str:
 
 @pytest.fixture
 async def sandbox(tmp_path: Path) -> AsyncIterator[tuple[LocalSandboxes, LocalSandbox]]:
-    sandboxes = LocalSandboxes(tmp_path / "sandboxes", isolation="none")
+    sandboxes = LocalSandboxes(tmp_path / "sandboxes", isolation="unsafe-none")
     box = await sandboxes.create(build_id=str(uuid.uuid4()), metadata={})
     (box.workspace / "app.py").write_text("print('hi')\n")
     (box.workspace / ".env").write_text("SECRET=1\n")

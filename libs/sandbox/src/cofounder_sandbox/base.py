@@ -13,6 +13,7 @@ __all__ = [
     "PROJECT_DIR",
     "CommandResult",
     "PathOutsideProject",
+    "PortNotForwarded",
     "Sandbox",
     "SandboxGone",
     "Sandboxes",
@@ -30,6 +31,10 @@ class SandboxGone(Exception):
 
 class PathOutsideProject(ValueError):
     """A path that leaves the project folder; tools refuse it."""
+
+
+class PortNotForwarded(ValueError):
+    """A preview of a port the sandbox does not expose; tools refuse it."""
 
 
 @dataclass(frozen=True, slots=True)

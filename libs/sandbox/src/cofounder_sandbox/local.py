@@ -1,50 +1,48 @@
-"""The local sandbox: one folder per sandbox, commands as child processes.
+"""The local sandbox: one folder per sandbox, its processes held in namespaces of their own.
 
-Layout under the sandboxes root: ``<id>/project`` (the project, seen as ``/home/user/project``)
-and ``<id>/sandbox.json`` (its host port, its process groups, running / paused / killed).
+Layout under the sandboxes root: ``<id>/project`` (the project, ``/home/user/project`` inside),
+``<id>/user`` (``/home/user``), ``<id>/tmp``, ``<id>/etc`` (its resolver settings) and
+``<id>/sandbox.json`` (its preview port, its uid, where its namespaces are, running / paused /
+killed). How the processes are held is in :mod:`cofounder_sandbox.jail`; how the file tools stay
+inside the project in :mod:`cofounder_sandbox.beneath`; how ``bash`` runs in
+:mod:`cofounder_sandbox.shell`. The threat model is docs/sandbox-threat-model.md.
 
-Isolation, when ``bwrap`` (bubblewrap) is installed: the host is mounted read-only, the project
-read-write at ``/home/user/project``, ``/home``, ``/root``, ``/tmp`` and the sandboxes root are
-empty tmpfs (no other build's files, no credentials), the network is shared (a preview must be
-reachable). Without it, the shell runs in the project folder with the same scrubbed environment
-and limits; file tools still map ``/home/user/project`` to the folder, but a bash command that
-names that absolute path will not find it (the demo transcript uses relative paths in bash).
+Isolation is not optional: without bubblewrap, pasta, nsenter, setpriv and ip the local sandbox
+refuses to start and says what to install. ``isolation="unsafe-none"`` is the development-only
+way round it: commands run as the runner's user on the host's network with only a private mount
+namespace (so ``/home/user/project`` exists), and every sandbox made says so in the log.
 
-Always: a scrubbed environment (no variable of the runner leaks in, so no secret does), resource
-limits (no core files, file size, open files), every file-tool path confined to the project.
-
-Preview: each sandbox gets a free host port as ``$PORT``; asking for a preview of port 3000 (the
-E2B template's convention) or of ``$PORT`` gives ``http://127.0.0.1:$PORT``.
-
-Pause sends SIGSTOP to the sandbox's process groups and connect sends SIGCONT, so a paused build's
-dev server really stops. Processes outlive the runner (a crashed runner's successor reconnects
-and finds the dev server still running), as an E2B sandbox outlives its client.
+Preview: each sandbox gets a free host port as ``$PORT``; a preview of that port, or of 3000 (the
+E2B template's convention, mapped to it), is ``http://127.0.0.1:$PORT``; any other port is
+refused. Pause sends SIGSTOP to every process of the sandbox, connect SIGCONT. Processes outlive
+the runner (a crashed runner's successor reconnects and finds the dev server still running), as
+an E2B sandbox outlives its client.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import fnmatch
 import json
 import os
 import re
-import resource
 import secrets
-import shutil
-import signal
 import socket
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Final, Literal
+from typing import Any, Final
+
+import structlog
 
 from cofounder_contracts.events import SandboxKind
-from cofounder_sandbox.base import PROJECT_DIR, CommandResult, SandboxGone
-from cofounder_sandbox.shell import ProcessShell
+from cofounder_sandbox.base import PROJECT_DIR, CommandResult, PortNotForwarded, SandboxGone
+from cofounder_sandbox.beneath import ProjectFiles, glob_regex
+from cofounder_sandbox.jail import Jail, JailState, Limits, Mode, Tools, find_tools
+from cofounder_sandbox.shell import SandboxShell
 
 __all__ = ["LocalSandbox", "LocalSandboxes"]
 
-Isolation = Literal["auto", "bwrap", "none"]
+_log = structlog.get_logger("cofounder.sandbox")
 
 _SKIP_DIRS: Final = frozenset({"node_modules", ".git", "__pycache__", ".venv", "dist", "build"})
 _MAX_LIST: Final = 1_000
@@ -52,6 +50,10 @@ _MAX_GREP: Final = 500
 _GREP_MAX_FILE: Final = 2 * 1024 * 1024
 _PREVIEW_WAIT_S: Final = 10.0
 _TEMPLATE_PORT: Final = 3000
+#: Host uids handed to sandboxes when the runner is root: one each, so the process limit and
+#: file ownership are per sandbox. Far above any system or login uid.
+_UID_BASE: Final = 3_000_000
+_UID_SPAN: Final = 1_000_000
 
 
 def _free_port() -> int:
@@ -61,11 +63,14 @@ def _free_port() -> int:
         return port
 
 
-def _limits() -> None:
-    """Runs in the child before exec: resource limits of every sandbox process."""
-    resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
-    resource.setrlimit(resource.RLIMIT_FSIZE, (2 << 30, 2 << 30))
-    resource.setrlimit(resource.RLIMIT_NOFILE, (4096, 4096))
+def _descend(rel: str) -> bool:
+    name = rel.rpartition("/")[2]
+    return name not in _SKIP_DIRS and not name.startswith(".")
+
+
+def _relative(path: str) -> str:
+    """A confined sandbox path relative to the project folder ("" for the folder itself)."""
+    return "" if path == PROJECT_DIR else os.path.relpath(path, PROJECT_DIR)
 
 
 class LocalSandbox:
@@ -77,6 +82,20 @@ class LocalSandbox:
         self._state = state
         self.home = owner.root / sandbox_id
         self.workspace = self.home / "project"
+        tier = str(state.get("metadata", {}).get("tier", ""))
+        self.jail = Jail(
+            home=self.home,
+            state=JailState.from_json(state.get("jail", {})),
+            mode=owner.isolation,
+            egress=owner.egress,
+            limits=owner.limits_for(tier),
+            tools=owner.tools,
+            on_change=self._save,
+        )
+        chown = owner.isolation == "namespaces" and os.geteuid() == 0
+        self.files = ProjectFiles(
+            self.workspace, owner=(self.jail.state.uid, self.jail.state.gid) if chown else None
+        )
 
     @property
     def id(self) -> str:
@@ -88,229 +107,188 @@ class LocalSandbox:
 
     @property
     def port(self) -> int:
-        return int(self._state["port"])
-
-    def host_path(self, path: str) -> Path:
-        """The host path of a confined sandbox path; symlinks leading out are refused."""
-        relative = os.path.relpath(path, PROJECT_DIR)
-        host = (self.workspace / relative).resolve()
-        workspace = self.workspace.resolve()
-        if host != workspace and workspace not in host.parents:
-            raise PermissionError(f"{path} resolves outside the project folder")
-        return host
+        return self.jail.state.port
 
     def _save(self) -> None:
+        self._state["jail"] = self.jail.state.to_json()
         tmp = self.home / "sandbox.json.tmp"
         tmp.write_text(json.dumps(self._state))
         tmp.replace(self.home / "sandbox.json")
 
-    def _record_group(self, pgid: int) -> None:
-        groups = [g for g in self._state.get("pgids", []) if _alive(g)]
-        groups.append(pgid)
-        self._state["pgids"] = groups
-        self._save()
-
     def _env(self) -> dict[str, str]:
-        home = "/home/user" if self._owner.bwrap else str(self.home)
         return {
             "PATH": "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
-            "HOME": home,
+            "HOME": "/home/user",
+            "USER": "user",
             "LANG": "C.UTF-8",
             "TERM": "dumb",
             "PORT": str(self.port),
-            "PROJECT_DIR": PROJECT_DIR if self._owner.bwrap else str(self.workspace),
+            "PROJECT_DIR": PROJECT_DIR,
             "PYTHONUNBUFFERED": "1",
             "CI": "true",
         }
 
-    def _argv(self) -> list[str]:
-        shell = ["bash", "--noprofile", "--norc"]
-        if not self._owner.bwrap:
-            return shell
-        root = str(self._owner.root.resolve())
-        return [
-            self._owner.bwrap,
-            "--ro-bind", "/", "/",
-            "--dev", "/dev",
-            "--proc", "/proc",
-            "--tmpfs", "/tmp",  # noqa: S108 - a private, empty /tmp inside the sandbox
-            "--tmpfs", "/root",
-            "--tmpfs", "/home",
-            "--tmpfs", root,
-            "--bind", str(self.workspace.resolve()), PROJECT_DIR,
-            "--chdir", PROJECT_DIR,
-            *shell,
-        ]  # fmt: skip
+    async def open_shell(self) -> SandboxShell:
+        return SandboxShell(self.jail, env=self._env(), ready=self._ready)
 
-    async def open_shell(self) -> ProcessShell:
-        shell = ProcessShell(
-            self._argv(),
-            cwd=str(self.workspace),
-            env=self._env(),
-            on_start=self._record_group,
-            preexec=_limits,
-            wrapped=self._owner.bwrap is not None,
-        )
-        await shell.start()
-        return shell
+    async def _ready(self) -> None:
+        """Before each command: a killed sandbox stays dead (even for a runner that still holds
+        it); a live one whose namespaces died with the machine gets new ones, same folders."""
+        try:
+            status = json.loads((self.home / "sandbox.json").read_text()).get("status")
+        except (OSError, ValueError):
+            status = "killed"
+        if status == "killed":
+            raise SandboxGone(f"local sandbox {self._id} was killed")
+        await self.jail.start()
 
     async def run(self, command: str, *, timeout: float) -> CommandResult:
-        """A one-off command in a fresh shell (in a subshell: ``exit`` ends only the command)."""
+        """A one-off command in a fresh session (state does not carry over)."""
         shell = await self.open_shell()
         try:
-            return await shell.run(f"(\n{command}\n)", timeout=timeout)
+            return await shell.run(command, timeout=timeout)
         finally:
             await shell.close()
 
     async def read_file(self, path: str) -> bytes:
-        return await asyncio.to_thread(self.host_path(path).read_bytes)
+        return await asyncio.to_thread(self.files.read_bytes, _relative(path))
 
     async def write_file(self, path: str, data: bytes) -> None:
-        host = self.host_path(path)
-
-        def write() -> None:
-            host.parent.mkdir(parents=True, exist_ok=True)
-            host.write_bytes(data)
-
-        await asyncio.to_thread(write)
+        await asyncio.to_thread(self.files.write_bytes, _relative(path), data)
 
     async def is_dir(self, path: str) -> bool:
-        return self.host_path(path).is_dir()
+        info = await asyncio.to_thread(self.files.stat, _relative(path))
+        return info is not None and (info.st_mode & 0o170000) == 0o040000
 
     async def exists(self, path: str) -> bool:
-        return self.host_path(path).exists()
+        return await asyncio.to_thread(self.files.stat, _relative(path)) is not None
 
     async def list_dir(self, path: str, *, depth: int) -> list[str]:
-        base = self.host_path(path)
+        base = _relative(path)
 
         def walk() -> list[str]:
             out: list[str] = []
-            for current, dirs, files in os.walk(base):
-                level = len(Path(current).relative_to(base).parts)
-                dirs[:] = sorted(d for d in dirs if not d.startswith(".") and d not in _SKIP_DIRS)
-                rel = Path(current).relative_to(base)
-                if level >= depth:
-                    dirs[:] = []
-                out.extend(f"{path.rstrip('/')}/{rel / d}/".replace("/./", "/") for d in dirs)
-                out.extend(
-                    f"{path.rstrip('/')}/{rel / f}".replace("/./", "/")
-                    for f in sorted(files)
-                    if not f.startswith(".")
-                )
-                if len(out) > _MAX_LIST:
+            for rel, is_dir in self.files.walk(base, descend=_descend):
+                inner = rel[len(base) :].lstrip("/") if base else rel
+                parts = inner.split("/")
+                if len(parts) > depth or any(p.startswith(".") for p in parts):
+                    continue
+                if any(p in _SKIP_DIRS for p in parts[:-1]):
+                    continue
+                out.append(f"{path.rstrip('/')}/{inner}" + ("/" if is_dir else ""))
+                if len(out) >= _MAX_LIST:
                     break
-            return sorted(out)[:_MAX_LIST]
+            return sorted(out)
 
         return await asyncio.to_thread(walk)
 
     async def glob(self, pattern: str, root: str) -> list[str]:
-        base = self.host_path(root)
+        base = _relative(root)
+        regex = glob_regex(pattern)
 
         def find() -> list[str]:
             out: list[str] = []
-            for match in base.glob(pattern):
-                rel = match.relative_to(base)
-                if any(p in _SKIP_DIRS for p in rel.parts):
+            for rel, is_dir in self.files.walk(base, descend=_descend):
+                inner = rel[len(base) :].lstrip("/") if base else rel
+                if any(p in _SKIP_DIRS for p in inner.split("/")[:-1]):
                     continue
-                out.append(f"{root.rstrip('/')}/{rel}" + ("/" if match.is_dir() else ""))
-                if len(out) >= _MAX_LIST:
-                    break
+                if regex.match(inner):
+                    out.append(f"{root.rstrip('/')}/{inner}" + ("/" if is_dir else ""))
+                    if len(out) >= _MAX_LIST:
+                        break
             return sorted(out)
 
         return await asyncio.to_thread(find)
 
     async def grep(self, pattern: str, root: str, include: str | None) -> list[str]:
         regex = re.compile(pattern)
-        base = self.host_path(root)
+        base = _relative(root)
+        include_regex = glob_regex(include) if include else None
 
         def search() -> list[str]:
+            info = self.files.stat(base)
+            if info is None:
+                raise FileNotFoundError(f"{root} does not exist")
+            if (info.st_mode & 0o170000) == 0o040000:
+                files = [rel for rel, is_dir in self.files.walk(base, descend=_descend)
+                         if not is_dir and not any(p in _SKIP_DIRS or p.startswith(".")
+                                                   for p in rel.split("/")[:-1])]  # fmt: skip
+            else:
+                files = [base]
             out: list[str] = []
-            files = [base] if base.is_file() else []
-            if not files:
-                for current, dirs, names in os.walk(base):
-                    dirs[:] = sorted(
-                        d for d in dirs if d not in _SKIP_DIRS and not d.startswith(".")
-                    )
-                    files.extend(Path(current) / n for n in sorted(names))
-            for file in files:
-                if include and not fnmatch.fnmatch(file.name, include):
+            for rel in files:
+                name = rel.rpartition("/")[2]
+                if include_regex and not include_regex.match(name):
                     continue
-                try:
-                    if file.stat().st_size > _GREP_MAX_FILE:
-                        continue
-                    text = file.read_bytes()
-                except OSError:
+                text = self.files.read_regular(rel, limit=_GREP_MAX_FILE)
+                if text is None or b"\0" in text[:8192]:
                     continue
-                if b"\0" in text[:8192]:
-                    continue
-                shown = f"{PROJECT_DIR}/{file.relative_to(self.workspace)}"
                 for n, line in enumerate(text.decode(errors="replace").splitlines(), 1):
                     if regex.search(line):
-                        out.append(f"{shown}:{n}:{line[:300]}")
+                        out.append(f"{PROJECT_DIR}/{rel}:{n}:{line[:300]}")
                         if len(out) >= _MAX_GREP:
                             return out
             return out
 
         return await asyncio.to_thread(search)
 
+    def _forwarded(self, port: int) -> int:
+        if port not in (_TEMPLATE_PORT, self.port):
+            raise PortNotForwarded(
+                f"port {port} is not this sandbox's preview port: start the server on $PORT "
+                f"({self.port}) or 3000, which maps to it; no other port is reachable"
+            )
+        return self.port
+
     def internal_url(self, port: int) -> str:
-        target = self.port if port in (_TEMPLATE_PORT, self.port) else port
-        return f"http://127.0.0.1:{target}"
+        return f"http://127.0.0.1:{self._forwarded(port)}"
 
     async def preview_url(self, port: int) -> str:
-        target = self.port if port in (_TEMPLATE_PORT, self.port) else port
-        deadline = asyncio.get_running_loop().time() + self._owner.preview_wait_s
-        while True:
-            try:
-                _, writer = await asyncio.open_connection("127.0.0.1", target)
-            except OSError:
-                if asyncio.get_running_loop().time() > deadline:
-                    raise ConnectionError(
-                        f"nothing is listening on port {port} in the sandbox (the local sandbox "
-                        f"maps it to {target}; start the server with $PORT)"
-                    ) from None
-                await asyncio.sleep(0.2)
-                continue
-            writer.close()
-            with contextlib.suppress(OSError):
-                await writer.wait_closed()
-            return f"http://127.0.0.1:{target}"
+        target = self._forwarded(port)
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self._owner.preview_wait_s
+        while not await self._listening(target):
+            if loop.time() > deadline:
+                raise ConnectionError(
+                    f"nothing is listening on port {port} in the sandbox (the local sandbox "
+                    f"maps it to {target}; start the server with $PORT)"
+                )
+            await asyncio.sleep(0.2)
+        return f"http://127.0.0.1:{target}"
 
-    def _signal(self, sig: signal.Signals) -> None:
-        for pgid in self._state.get("pgids", []):
-            with contextlib.suppress(ProcessLookupError, PermissionError):
-                os.killpg(pgid, sig)
+    async def _listening(self, port: int) -> bool:
+        if self.jail.mode == "namespaces":
+            return self.jail.listening(port)
+        try:
+            _, writer = await asyncio.open_connection("127.0.0.1", port)
+        except OSError:
+            return False
+        writer.close()
+        with contextlib.suppress(OSError):
+            await writer.wait_closed()
+        return True
 
     async def pause(self) -> None:
-        self._signal(signal.SIGSTOP)
+        self.jail.freeze(stop=True)
         self._state["status"] = "paused"
         self._save()
 
     async def resume(self) -> None:
-        self._signal(signal.SIGCONT)
+        self.jail.freeze(stop=False)
         self._state["status"] = "running"
         self._save()
 
     async def kill(self) -> None:
-        self._signal(signal.SIGCONT)
-        self._signal(signal.SIGKILL)
+        await self.jail.stop()
         self._state["status"] = "killed"
-        self._state["pgids"] = []
         self._save()
 
 
-def _alive(pgid: int) -> bool:
-    try:
-        os.killpg(pgid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
 class LocalSandboxes:
-    """Makes and finds local sandboxes under ``root``."""
+    """Makes and finds local sandboxes under ``root``.
+
+    ``limits``: per tier (``metadata["tier"]`` of a new sandbox), with ``"default"`` for the rest.
+    """
 
     kind = SandboxKind.LOCAL
 
@@ -318,35 +296,71 @@ class LocalSandboxes:
         self,
         root: str | Path,
         *,
-        isolation: Isolation = "auto",
+        isolation: Mode = "namespaces",
+        egress: bool = True,
+        limits: Mapping[str, Limits] | None = None,
         preview_wait_s: float = _PREVIEW_WAIT_S,
     ) -> None:
         self.preview_wait_s = preview_wait_s
         self.root = Path(root)
         self.root.mkdir(parents=True, exist_ok=True)
-        found = shutil.which("bwrap")
-        if isolation == "bwrap" and not found:
-            raise RuntimeError("isolation 'bwrap' asked for, but bubblewrap is not installed")
-        self.bwrap: str | None = found if isolation != "none" else None
+        self.isolation: Mode = isolation
+        self.egress = egress
+        self.limits = dict(limits or {})
+        self._tools: Tools | None = None
+        self._warned = False
+
+    @property
+    def tools(self) -> Tools | None:
+        if self.isolation == "unsafe-none":
+            return None
+        if self._tools is None:
+            self._tools = find_tools()
+        return self._tools
+
+    def check(self) -> None:
+        """Refuse to go on without the isolation tools (raises
+        :class:`~cofounder_sandbox.jail.IsolationUnavailable` saying what to install)."""
+        if self.isolation == "unsafe-none":
+            self._warn()
+        else:
+            assert self.tools is not None
+
+    def _warn(self) -> None:
+        if not self._warned:
+            self._warned = True
+            _log.warning(
+                "sandbox_isolation_off",
+                detail="SANDBOX_ISOLATION=unsafe-none: builds run as this user on this host's "
+                "network and can read and change anything it can; for development only",
+            )
+
+    def limits_for(self, tier: str) -> Limits:
+        return self.limits.get(tier) or self.limits.get("default") or Limits()
 
     async def create(self, *, build_id: str, metadata: Mapping[str, str]) -> LocalSandbox:
+        self.check()
         sandbox_id = f"local-{build_id[:8]}-{secrets.token_hex(4)}"
         home = self.root / sandbox_id
         (home / "project").mkdir(parents=True)
+        os.chmod(home, 0o700)  # bubblewrap mounts its folders: nobody else needs to reach them
+        rootless = os.geteuid() != 0 or self.isolation == "unsafe-none"
+        uid = os.getuid() if rootless else _UID_BASE + secrets.randbelow(_UID_SPAN)
+        gid = os.getgid() if rootless else uid
         state: dict[str, Any] = {
             "build_id": build_id,
             "metadata": dict(metadata),
-            "port": _free_port(),
-            "pgids": [],
             "status": "running",
+            "jail": JailState(uid=uid, gid=gid, port=_free_port()).to_json(),
         }
         sandbox = LocalSandbox(self, sandbox_id, state)
         sandbox._save()
+        await sandbox.jail.start()
         return sandbox
 
     async def connect(self, sandbox_id: str) -> LocalSandbox:
-        if "/" in sandbox_id or sandbox_id.startswith("."):
-            raise SandboxGone(f"not a local sandbox id: {sandbox_id}")
+        if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_-]{0,99}", sandbox_id):
+            raise SandboxGone(f"not a local sandbox id: {sandbox_id!r}")
         path = self.root / sandbox_id / "sandbox.json"
         try:
             state = json.loads(path.read_text())

@@ -1,15 +1,20 @@
-"""A persistent bash session on a child process: what the ``bash`` tool drives in the local sandbox.
+"""The ``bash`` tool's session in a local sandbox: one process per command, state carried over.
 
-Each command is handed to ``eval`` through a quoted here-document, so it can be any bash (syntax
-errors included) without breaking the protocol, and state (``cd``, variables, functions) carries
-over. A unique marker line with the exit status ends each command's output. Its stdin is
-``/dev/null``, so a command that reads stdin cannot swallow the next one.
+A persistent shell that frames results in its own output can be lied to: the command runs in
+that shell, so it can read the end-of-command marker (``declare -f``) and print it, or leave a
+background job that writes into the next command's output. Here nothing the sandbox writes
+decides where a result ends:
 
-Timeouts: SIGINT goes to the shell and every process below it, as Ctrl-C would. The command runs
-in a shell function and the shell's INT trap returns from it, so the rest of the command is
-skipped and the shell lives on. Background jobs of a non-interactive shell ignore SIGINT (POSIX),
-so a dev server started with ``&`` survives. If nothing answers within a few seconds, the session
-is restarted and the caller is told.
+- each command is a fresh ``bash`` entered into the sandbox, with its own output pipe; the
+  command is over when that process exits, and its exit status comes from the kernel;
+- the session's state (working directory, variables, functions, aliases) is saved by the
+  command's shell when it exits and loaded by the next one, from a file inside the sandbox
+  (the sandbox may edit it; it is its own state);
+- what a background job prints after its command ended is read and dropped, never shown as part
+  of another command's result;
+- a timeout interrupts (SIGINT), then kills (SIGKILL) every process that appeared in the sandbox
+  while the command ran, including ones that called ``setsid``, forked twice or ignore SIGINT.
+  Processes started by earlier commands (a dev server) are left alone.
 """
 
 from __future__ import annotations
@@ -19,33 +24,45 @@ import contextlib
 import os
 import secrets
 import signal
-from collections.abc import Callable, Mapping, Sequence
-from pathlib import Path
-from typing import Final
+from collections.abc import Awaitable, Callable, Mapping
+from typing import Final, cast
 
 from cofounder_sandbox.base import CommandResult
+from cofounder_sandbox.jail import Jail, Proc
 
-__all__ = ["ProcessShell", "descendants"]
+__all__ = ["SandboxShell"]
 
 _CHUNK: Final = 65_536
 _KEEP: Final = 512 * 1024  # bytes of head and of tail kept of a command's output
 _INTERRUPT_GRACE_S: Final = 3.0
+_SETTLE_S: Final = 0.05  # how long output is still gathered after the command's process exits
 
-
-def descendants(pid: int) -> list[int]:
-    """Every process below ``pid`` (Linux ``/proc``), children first."""
-    out: list[int] = []
-    frontier = [pid]
-    while frontier:
-        parent = frontier.pop()
-        try:
-            text = Path(f"/proc/{parent}/task/{parent}/children").read_text()
-        except OSError:
-            continue
-        kids = [int(p) for p in text.split()]
-        out.extend(kids)
-        frontier.extend(kids)
-    return out
+#: Loads the session, reads the command from stdin (stdin is then /dev/null), runs it, and saves
+#: the session when the shell exits (``exit`` in the command included).
+_PRELUDE: Final = r"""
+__cofounder_state=$1
+__cofounder_cmd=$(cat; printf x)
+__cofounder_cmd=${__cofounder_cmd%x}
+exec </dev/null
+if [ -r "$__cofounder_state" ]; then . "$__cofounder_state" >/dev/null 2>&1; fi
+__cofounder_skip='^declare -[a-zA-Z]*r|^declare -[-a-zA-Z]* (BASH|BASHOPTS|BASHPID|BASH_[A-Z_]+'
+__cofounder_skip+='|COLUMNS|COMP_[A-Z]+|DIRSTACK|EPOCHREALTIME|EPOCHSECONDS|EUID|FUNCNAME|GROUPS'
+__cofounder_skip+='|HISTCMD|HOSTNAME|HOSTTYPE|IFS|LINENO|LINES|MACHTYPE|OLDPWD|OPTERR|OPTIND|OSTYPE'
+__cofounder_skip+='|PIPESTATUS|PPID|PS4|PWD|RANDOM|SECONDS|SHELLOPTS|SHLVL|SRANDOM|UID|_'
+__cofounder_skip+='|__cofounder_[a-z]+)='
+__cofounder_save() {
+  {
+    declare -p 2>/dev/null | grep -Ev "$__cofounder_skip"
+    for __cofounder_f in $(compgen -A function); do
+      [ "$__cofounder_f" = __cofounder_save ] || declare -f "$__cofounder_f"
+    done
+    alias -p
+    printf 'cd -- %q\n' "$PWD"
+  } > "$__cofounder_state.tmp" 2>/dev/null && mv -f "$__cofounder_state.tmp" "$__cofounder_state"
+}
+trap '__cofounder_s=$?; __cofounder_save; exit $__cofounder_s' EXIT
+eval "$__cofounder_cmd"
+"""
 
 
 class _Output:
@@ -55,8 +72,11 @@ class _Output:
         self.head = bytearray()
         self.tail = bytearray()
         self.dropped = 0
+        self.closed = False  # after the command's result is taken: later output is dropped
 
     def add(self, data: bytes) -> None:
+        if self.closed:
+            return
         room = _KEEP - len(self.head)
         if room > 0:
             self.head += data[:room]
@@ -73,155 +93,142 @@ class _Output:
         return self.head.decode(errors="replace") + middle + self.tail.decode(errors="replace")
 
 
-class ProcessShell:
-    """``bash`` on a child process (optionally inside a wrapper such as bubblewrap)."""
+class SandboxShell:
+    """A ``bash`` session in a :class:`~cofounder_sandbox.jail.Jail` (see the module docstring)."""
 
     def __init__(
         self,
-        argv: Sequence[str],
+        jail: Jail,
         *,
-        cwd: str,
         env: Mapping[str, str],
-        on_start: Callable[[int], None] | None = None,
-        preexec: Callable[[], None] | None = None,
-        wrapped: bool = False,
+        ready: Callable[[], Awaitable[None]],
+        session: str | None = None,
     ) -> None:
-        self._argv = list(argv)
-        self._cwd = cwd
+        self._jail = jail
+        self._ready = ready  # the namespaces running (made again if they died), or SandboxGone
         self._env = dict(env)
-        self._on_start = on_start
-        self._preexec = preexec
-        self._wrapped = wrapped  # argv[0] is a wrapper (bubblewrap) whose child is the shell
-        self._proc: asyncio.subprocess.Process | None = None
-        self._pending = b""
+        self._state = f"/tmp/.cofounder-shell-{session or secrets.token_hex(8)}"  # noqa: S108
         self._lock = asyncio.Lock()
-
-    async def start(self) -> None:
-        self._proc = await asyncio.create_subprocess_exec(
-            *self._argv,
-            stdin=asyncio.subprocess.PIPE,
-            stdout=asyncio.subprocess.PIPE,
-            stderr=asyncio.subprocess.STDOUT,
-            cwd=self._cwd,
-            env=self._env,
-            start_new_session=True,  # its own process group: pause and kill reach every child
-            preexec_fn=self._preexec,
-        )
-        self._pending = b""
-        # An interrupt (see _interrupt) ends the running command, not the shell: the command runs
-        # in a function, and the trap returns from it.
-        assert self._proc.stdin is not None
-        self._proc.stdin.write(b"trap 'return 130 2>/dev/null' INT\n")
-        if self._on_start is not None:
-            self._on_start(self._proc.pid)
-
-    @property
-    def pid(self) -> int | None:
-        return self._proc.pid if self._proc else None
+        self._open: set[asyncio.SubprocessTransport] = set()  # pipes background jobs hold
 
     async def run(self, command: str, *, timeout: float) -> CommandResult:
         async with self._lock:
-            if self._proc is None or self._proc.returncode is not None:
-                await self.start()
-            proc = self._proc
-            assert proc is not None
-            assert proc.stdin is not None
-            assert proc.stdout is not None
-            tag = secrets.token_hex(8)
-            done = f"__COFOUNDER_DONE_{tag}__:".encode()
-            script = (
-                "__cofounder_command() {\n"
-                f"eval \"$(cat <<'__COFOUNDER_CMD_{tag}__'\n{command}\n__COFOUNDER_CMD_{tag}__\n)\""
-                " </dev/null\n}\n"
-                f"__cofounder_command; printf '\\n{done.decode()}%s\\n' \"$?\"\n"
+            await self._ready()
+            before = self._jail.members()
+            argv, fds = self._jail.command(
+                ["/bin/bash", "--noprofile", "--norc", "-c", _PRELUDE, "bash", self._state],
+                self._env,
             )
             output = _Output()
+            loop = asyncio.get_running_loop()
             try:
-                proc.stdin.write(script.encode())
-                await proc.stdin.drain()
-            except (BrokenPipeError, ConnectionResetError):
-                await self._restart()
-                return CommandResult(
-                    "the shell had exited; it was restarted, run the command again", 1
+                transport, protocol = await loop.subprocess_exec(
+                    lambda: _Command(output, loop),
+                    *argv,
+                    stdin=asyncio.subprocess.PIPE,
+                    stdout=asyncio.subprocess.PIPE,
+                    stderr=asyncio.subprocess.STDOUT,
+                    cwd=str(self._jail.home / "project"),
+                    env={"PATH": "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"},
+                    start_new_session=True,
+                    preexec_fn=self._jail.preexec(),
+                    pass_fds=fds,
                 )
+            finally:
+                for fd in fds:
+                    os.close(fd)
+            self._jail.track(transport.get_pid())
+            # A WriteTransport, though uvloop's class does not say so.
+            stdin = cast(asyncio.WriteTransport, transport.get_pipe_transport(0))
+            stdin.write(command.encode())
+            stdin.close()
             try:
-                code = await asyncio.wait_for(self._read_until(proc, done, output), timeout)
+                await asyncio.wait_for(asyncio.shield(protocol.exited), timeout)
             except TimeoutError:
-                return await self._interrupt(proc, done, output, timeout)
-            if code is None:
-                await self._restart()
-                return CommandResult(
-                    output.text() + "\n(the shell exited; a new session was started)", 1
-                )
-            return CommandResult(output.text(), code)
+                note = await self._time_out(transport, protocol, before, timeout)
+                await self._settle(transport, protocol)
+                return CommandResult(output.text() + note, None, timed_out=True)
+            await self._settle(transport, protocol)
+            return CommandResult(output.text(), transport.get_returncode())
 
-    async def _read_until(
-        self, proc: asyncio.subprocess.Process, done: bytes, output: _Output
-    ) -> int | None:
-        """Read up to the marker. The unread rest stays in ``self._pending`` even when this is
-        cancelled by a timeout, so nothing printed before the timeout is lost."""
-        assert proc.stdout is not None
-        while True:
-            buffer = self._pending
-            at = buffer.find(done)
-            if at >= 0:
-                end = buffer.find(b"\n", at)
-                if end >= 0:
-                    body = buffer[:at]
-                    if body.endswith(b"\n"):
-                        body = body[:-1]
-                    output.add(body)
-                    self._pending = buffer[end + 1 :]
-                    try:
-                        return int(buffer[at + len(done) : end] or b"1")
-                    except ValueError:
-                        return 1
-            else:
-                # Keep enough of the end to find a marker split across reads.
-                keep = len(done) + 32
-                if len(buffer) > keep:
-                    output.add(buffer[:-keep])
-                    self._pending = buffer[-keep:]
-            chunk = await proc.stdout.read(_CHUNK)
-            if not chunk:
-                output.add(self._pending)
-                self._pending = b""
-                return None
-            self._pending += chunk
-
-    async def _interrupt(
-        self, proc: asyncio.subprocess.Process, done: bytes, output: _Output, timeout: float
-    ) -> CommandResult:
-        shell = [] if self._wrapped else [proc.pid]
-        for pid in [*shell, *descendants(proc.pid)]:
-            with contextlib.suppress(ProcessLookupError, PermissionError):
-                os.kill(pid, signal.SIGINT)
+    async def _time_out(
+        self,
+        transport: asyncio.SubprocessTransport,
+        protocol: _Command,
+        before: set[Proc],
+        timeout: float,
+    ) -> str:
+        """Ctrl-C for what the command started; then SIGKILL for whatever is left of it."""
+        self._signal_started(before, transport, signal.SIGINT)
         note = f"\n(the command timed out after {timeout:g} s and was interrupted)"
         try:
-            await asyncio.wait_for(self._read_until(proc, done, output), _INTERRUPT_GRACE_S)
+            await asyncio.wait_for(asyncio.shield(protocol.exited), _INTERRUPT_GRACE_S)
         except TimeoutError:
-            await self._restart()
             note = (
-                f"\n(the command timed out after {timeout:g} s and did not stop when interrupted; "
-                "the shell was restarted: working directory and variables are reset)"
+                f"\n(the command timed out after {timeout:g} s and did not stop when "
+                "interrupted; it was killed)"
             )
-        return CommandResult(output.text() + note, None, timed_out=True)
+        # Whatever it started and left behind goes too, asked to stop or not.
+        for _ in range(3):
+            if not self._signal_started(before, transport, signal.SIGKILL):
+                break
+            await asyncio.sleep(0.05)
+        with contextlib.suppress(ProcessLookupError):
+            transport.kill()
+        await protocol.exited
+        return note
 
-    async def _restart(self) -> None:
-        await self.close()
-        await self.start()
+    def _signal_started(
+        self, before: set[Proc], transport: asyncio.SubprocessTransport, sig: signal.Signals
+    ) -> bool:
+        """Signal what the command started; whether anything was left to signal."""
+        if self._jail.mode == "unsafe-none":
+            # No pid namespace to look in: the command's process group is the best there is.
+            try:
+                os.killpg(transport.get_pid(), sig)
+            except (ProcessLookupError, PermissionError):
+                return False
+            return True
+        started = self._jail.members() - before
+        self._jail.send(started, sig)
+        return bool(started)
+
+    async def _settle(self, transport: asyncio.SubprocessTransport, protocol: _Command) -> None:
+        """Gather what is already written, then drop the rest: a background job of the command
+        may hold the pipe open (and write to it) for as long as it lives. Its pipe stays open
+        (drained) so the job does not die of a broken pipe."""
+        try:
+            await asyncio.wait_for(asyncio.shield(protocol.closed), _SETTLE_S)
+        except TimeoutError:
+            protocol.output.closed = True
+            self._open.add(transport)
+            protocol.closed.add_done_callback(lambda _: self._open.discard(transport))
+        else:
+            transport.close()
 
     async def close(self) -> None:
-        proc = self._proc
-        self._proc = None
-        if proc is None or proc.returncode is not None:
-            return
-        if proc.stdin is not None:
-            proc.stdin.close()
-        # The shell only: background jobs it started (a dev server) keep running in the sandbox.
-        try:
-            await asyncio.wait_for(proc.wait(), 2)
-        except TimeoutError:
-            with contextlib.suppress(ProcessLookupError):
-                proc.kill()
-            await proc.wait()
+        for transport in list(self._open):
+            transport.close()
+        self._open.clear()
+
+
+class _Command(asyncio.SubprocessProtocol):
+    """One command's process: its output, its exit, and the end of its pipes (which come later
+    when a background job holds them). ``asyncio.subprocess.Process.wait`` waits for the pipes
+    too, so it cannot tell when the command itself is over."""
+
+    def __init__(self, output: _Output, loop: asyncio.AbstractEventLoop) -> None:
+        self.output = output
+        self.exited: asyncio.Future[None] = loop.create_future()
+        self.closed: asyncio.Future[None] = loop.create_future()
+
+    def pipe_data_received(self, fd: int, data: bytes) -> None:
+        self.output.add(data)
+
+    def process_exited(self) -> None:
+        if not self.exited.done():
+            self.exited.set_result(None)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if not self.closed.done():
+            self.closed.set_result(None)

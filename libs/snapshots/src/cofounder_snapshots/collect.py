@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Final
 
 from cofounder_sandbox.base import PROJECT_DIR, Sandbox
+from cofounder_sandbox.beneath import ProjectFiles
 from cofounder_sandbox.local import LocalSandbox
 from cofounder_snapshots.ignore import IGNORE_FILE, IgnoreRules
 
@@ -52,50 +53,61 @@ class Collected:
         return sum(f.size for f in self.files)
 
 
-def _rules(root: Path) -> IgnoreRules:
+def _rules(files: ProjectFiles) -> IgnoreRules:
     rules = IgnoreRules()
-    extra = root / IGNORE_FILE
-    if extra.is_file():
-        rules = rules.with_file(extra.read_text(errors="replace"))
+    extra = files.read_regular(IGNORE_FILE, limit=1 << 20)
+    if extra is not None:
+        rules = rules.with_file(extra.decode(errors="replace"))
     return rules
 
 
-def _reader(path: Path) -> Callable[[], Awaitable[bytes]]:
+def _reader(files: ProjectFiles, rel: str, limit: int) -> Callable[[], Awaitable[bytes]]:
     async def read() -> bytes:
-        return await asyncio.to_thread(path.read_bytes)
+        data = await asyncio.to_thread(files.read_regular, rel, limit=limit)
+        if data is None:
+            raise FileNotFoundError(f"{rel} is no longer a regular file of the project")
+        return data
 
     return read
 
 
 def _walk(root: Path, max_file_bytes: int) -> Collected:
-    rules = _rules(root)
+    """The project folder is written by the sandbox (hostile): every name is opened beneath it
+    without following symlinks (:mod:`cofounder_sandbox.beneath`), so a symlink planted or
+    swapped in cannot make a snapshot of a host file."""
+    files = ProjectFiles(root)
+    rules = _rules(files)
     out = Collected(files=[], too_large=[])
-    for current, dirs, names in os.walk(root):
-        base = Path(current)
-        rel_base = base.relative_to(root).as_posix()
-        prefix = "" if rel_base == "." else rel_base + "/"
-        kept = []
-        for d in sorted(dirs):
-            if (base / d).is_symlink() or rules.ignored(prefix + d, is_dir=True):
-                out.ignored += 1
-            else:
-                kept.append(d)
-        dirs[:] = kept
-        for name in sorted(names):
-            rel = prefix + name
-            full = base / name
-            info = full.lstat()
-            if not stat.S_ISREG(info.st_mode) or rules.ignored(rel) or name == _ARCHIVE:
+
+    def descend(rel: str) -> bool:
+        return not rules.ignored(rel, is_dir=True)
+
+    for rel, is_dir in files.walk("", descend=descend):
+        if is_dir:
+            out.ignored += 0 if descend(rel) else 1
+            continue
+        if rules.ignored(rel) or rel == _ARCHIVE:
+            out.ignored += 1
+            continue
+        with files.open_regular(rel) as fd:
+            if fd is None:  # a symlink, a FIFO, a device: not part of a snapshot
                 out.ignored += 1
                 continue
+            info = os.fstat(fd)
             if info.st_size > max_file_bytes:
                 out.too_large.append((rel, info.st_size))
                 continue
-            with full.open("rb") as f:
+            with os.fdopen(os.dup(fd), "rb") as f:
                 digest = hashlib.file_digest(f, "sha256").hexdigest()
-            out.files.append(
-                FileEntry(rel, info.st_size, stat.S_IMODE(info.st_mode), digest, _reader(full))
+        out.files.append(
+            FileEntry(
+                rel,
+                info.st_size,
+                stat.S_IMODE(info.st_mode),
+                digest,
+                _reader(files, rel, max_file_bytes),
             )
+        )
     return out
 
 

@@ -57,3 +57,16 @@ def service_processes(
             except subprocess.TimeoutExpired:
                 proc.kill()
                 proc.wait()
+        # Local sandboxes outlive their runners (as E2B's do): end the ones these runners made,
+        # now that no runner is left to make another. In a process of its own, so this works
+        # from inside a running event loop too.
+        for root in sorted({env["SANDBOX_ROOT"] for _, env in services if "SANDBOX_ROOT" in env}):
+            subprocess.run([sys.executable, "-c", _KILL_SANDBOXES, root], check=False)
+
+
+_KILL_SANDBOXES = """
+import asyncio, pathlib, sys
+from cofounder_sandbox.local import LocalSandboxes
+if pathlib.Path(sys.argv[1]).is_dir():
+    asyncio.run(LocalSandboxes(sys.argv[1]).kill_all())
+"""

@@ -33,6 +33,7 @@ from cofounder_runtime.options import ConsumerOptions
 from cofounder_runtime.publisher import Publisher
 from cofounder_runtime.service import run_consumers, start_metrics_server
 from cofounder_sandbox.base import Sandboxes
+from cofounder_sandbox.jail import Limits
 from cofounder_sandbox.local import LocalSandboxes
 from cofounder_snapshots.config import store_from
 from cofounder_snapshots.store import SnapshotStore
@@ -76,7 +77,14 @@ def make_sandboxes(settings: RunnerSettings) -> Sandboxes:
             template=settings.e2b_template,
             timeout_s=settings.e2b_timeout_s,
         )
-    return LocalSandboxes(settings.sandbox_root, isolation=settings.sandbox_isolation)
+    sandboxes = LocalSandboxes(
+        settings.sandbox_root,
+        isolation=settings.sandbox_isolation,
+        egress=settings.sandbox_egress,
+        limits={tier: Limits(**values) for tier, values in settings.sandbox_limits.items()},
+    )
+    sandboxes.check()  # no isolation tools: refuse to start, saying what to install
+    return sandboxes
 
 
 def snapshot_store(settings: RunnerSettings) -> SnapshotStore | None:

@@ -516,7 +516,11 @@ async def _open_sandbox(deps: RunnerDeps, state: RunState, log: Any) -> tuple[Sa
             log.warning("the sandbox is gone; starting a new one", reason=str(exc))
     sandbox = await deps.sandboxes.create(
         build_id=state.context.build_id,
-        metadata={"build_id": state.context.build_id, "project_id": state.context.project_id},
+        metadata={
+            "build_id": state.context.build_id,
+            "project_id": state.context.project_id,
+            "tier": state.context.tier,  # the local sandbox's limits are per tier
+        },
     )
     if state.sandbox_id and deps.snapshots is not None:
         context = state.context

@@ -90,9 +90,26 @@ class RunnerSettings(RuntimeSettings):
     sandbox_root: str = Field(
         default=".cofounder/sandboxes", description="Folder of local sandboxes."
     )
-    sandbox_isolation: Literal["auto", "bwrap", "none"] = Field(
-        default="auto", description="Local sandbox isolation (bubblewrap when installed)."
+    sandbox_isolation: Literal["namespaces", "unsafe-none"] = Field(
+        default="namespaces",
+        description="Local sandboxes: namespaces (bubblewrap, pasta; refuses to start without "
+        "them) or unsafe-none (development only: no isolation, loudly logged).",
     )
+    sandbox_egress: bool = Field(
+        default=True,
+        description="Local sandboxes reach the internet (package installs); never the host's "
+        "loopback or private addresses.",
+    )
+    sandbox_limits: dict[str, dict[str, int]] = Field(
+        default={},
+        description="Local sandbox limits per tier (JSON; 'default' for the rest): memory_bytes "
+        "(per process), processes, cpu_seconds (per process), file_bytes, open_files.",
+    )
+    sandbox_local_in_production: bool = Field(
+        default=False,
+        description="Allow local sandboxes outside ENVIRONMENT=development (E2B is production's).",
+    )
+    environment: str = Field(default="development", description="development or production.")
     project_snapshot_bucket: str | None = Field(
         default=None, description="Snapshots' S3 bucket: a replacement sandbox gets the latest."
     )
@@ -109,6 +126,19 @@ class RunnerSettings(RuntimeSettings):
             raise ValueError(
                 "LEASE_TTL_MS must be below CONSUMER_MIN_IDLE_MS: a crashed runner's lease must "
                 "expire before another runner claims its build"
+            )
+        return self
+
+    @model_validator(mode="after")
+    def _local_sandbox_allowed(self) -> RunnerSettings:
+        if self.environment == "development" or self.sandbox_kind == "e2b":
+            return self
+        if self.sandbox_isolation == "unsafe-none":
+            raise ValueError("SANDBOX_ISOLATION=unsafe-none is for ENVIRONMENT=development only")
+        if not self.sandbox_local_in_production:
+            raise ValueError(
+                "local sandboxes outside development need SANDBOX_LOCAL_IN_PRODUCTION=true "
+                "(E2B, with E2B_API_KEY, is the production sandbox)"
             )
         return self
 

@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from typing import Any, Final
 
 from cofounder_agent_runner.tools.editor import ToolError, edit
-from cofounder_sandbox.base import PROJECT_DIR, Sandbox, Shell, confine
+from cofounder_sandbox.base import PROJECT_DIR, PortNotForwarded, Sandbox, Shell, confine
 
 __all__ = ["OUTPUT_LIMIT", "ToolDispatcher", "ToolOutcome", "truncate"]
 
@@ -171,6 +171,8 @@ class ToolDispatcher:
             raise ToolError("`port` must be an integer between 1 and 65535")
         try:
             url = await self.sandbox.preview_url(port)
+        except PortNotForwarded as exc:
+            raise ToolError(str(exc)) from None
         except ConnectionError as exc:
             raise ToolError(f"{exc}. Start the server in the background first.") from None
         self.preview_url = url

@@ -1,0 +1,605 @@
+"""The namespaces that hold a local sandbox's processes, and how a command enters them.
+
+A sandbox is one long-lived process tree made by bubblewrap: its own pid, mount, network, ipc and
+uts namespaces (and a user namespace when the runner is not root), whose pid 1 only waits. Every
+command then enters those namespaces (``nsenter``), drops to the sandbox's uid with no
+capabilities, an empty bounding set and ``no_new_privs`` (``setpriv``), under resource limits,
+and runs there. So:
+
+- the file system is the host's system folders read-only (``/usr``, ``/etc`` and the ``/bin``,
+  ``/lib`` links), a private ``/tmp``, and ``/home/user`` with the project at
+  ``/home/user/project``: no other build's files, no runner code, no credentials;
+- nothing of the runner is visible (``/proc`` shows the sandbox's own processes only);
+- the network is a namespace of its own. ``pasta`` (Debian's ``passt``) gives it egress through
+  the host's network stack with host loopback unmapped (``--no-map-gw``, ``-T none -U none``),
+  and the routes inside send the private and link-local ranges (cluster services, the cloud
+  metadata address, the gateway itself) into a blackhole; DNS goes through pasta's forwarder.
+  Egress can be switched off (no route at all). The only way in is the sandbox's one preview
+  port, which pasta forwards from the host's ``127.0.0.1`` to the namespace's loopback;
+- killing pid 1 of the namespace makes the kernel kill every process in it, including ones that
+  called ``setsid`` or ignore signals.
+
+The development-only mode without bubblewrap (``unsafe-none``) gives none of this except the
+project's path: each command gets a private mount namespace with the project at
+``/home/user/project`` (``unshare``), and runs as the runner's user.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import fcntl
+import json
+import os
+import resource
+import shutil
+import signal
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Final, Literal
+
+from cofounder_sandbox.base import PROJECT_DIR
+
+__all__ = [
+    "BLACKHOLED",
+    "DNS_FORWARD",
+    "IsolationUnavailable",
+    "Jail",
+    "Limits",
+    "Mode",
+    "Proc",
+    "find_tools",
+]
+
+Mode = Literal["namespaces", "unsafe-none"]
+
+#: The address the sandbox's resolver is pointed at; pasta forwards it to the host's resolver.
+DNS_FORWARD: Final = "169.254.53.53"
+#: Destinations a sandbox never reaches: private, shared, link-local (the cloud metadata address),
+#: benchmarking and multicast ranges, where a cluster's services and the node live.
+BLACKHOLED: Final = (
+    "0.0.0.0/8",
+    "10.0.0.0/8",
+    "100.64.0.0/10",
+    "169.254.0.0/16",
+    "172.16.0.0/12",
+    "192.168.0.0/16",
+    "198.18.0.0/15",
+    "224.0.0.0/4",
+    "240.0.0.0/4",
+)
+_INSTALL: Final = (
+    "install them with: apt-get install bubblewrap passt util-linux iproute2 "
+    "(or run bin/cofounder, which installs them where it can)"
+)
+_SYSTEM_DIRS: Final = ("/usr", "/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32", "/etc")
+_START_TIMEOUT_S: Final = 10.0
+_NS_GET_USERNS: Final = 0xB701  # linux/nsfs.h: _IO(0xb7, 0x1)
+
+
+class IsolationUnavailable(RuntimeError):
+    """The tools or kernel features the local sandbox's isolation needs are missing."""
+
+
+@dataclass(frozen=True, slots=True)
+class Limits:
+    """Resource limits of every process of a sandbox (rlimits: the floor every host enforces).
+
+    ``memory_bytes`` bounds each process's address space, ``processes`` the sandbox uid's
+    processes (each sandbox has a uid of its own when the runner is root), ``cpu_seconds`` each
+    process's CPU time, ``file_bytes`` the size of any file written.
+    """
+
+    memory_bytes: int = 4 << 30
+    processes: int = 512
+    cpu_seconds: int = 4 * 3600
+    file_bytes: int = 2 << 30
+    open_files: int = 4096
+
+    def apply(self, *, processes: bool = True) -> None:
+        """Set them on the calling process (run in a child before ``exec``)."""
+        resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
+        resource.setrlimit(resource.RLIMIT_AS, (self.memory_bytes, self.memory_bytes))
+        resource.setrlimit(resource.RLIMIT_CPU, (self.cpu_seconds, self.cpu_seconds))
+        resource.setrlimit(resource.RLIMIT_FSIZE, (self.file_bytes, self.file_bytes))
+        resource.setrlimit(resource.RLIMIT_NOFILE, (self.open_files, self.open_files))
+        if processes:
+            resource.setrlimit(resource.RLIMIT_NPROC, (self.processes, self.processes))
+
+
+@dataclass(frozen=True, slots=True)
+class Tools:
+    bwrap: str
+    pasta: str
+    nsenter: str
+    setpriv: str
+    ip: str
+    setsid: str
+
+
+def find_tools() -> Tools:
+    """The isolation tools on PATH; :class:`IsolationUnavailable` naming what is missing."""
+    found = {
+        name: shutil.which(name)
+        for name in ("bwrap", "pasta", "nsenter", "setpriv", "ip", "setsid")
+    }
+    missing = [name for name, path in found.items() if path is None]
+    if missing:
+        raise IsolationUnavailable(
+            f"the local sandbox cannot isolate builds: {', '.join(missing)} not found; "
+            f"{_INSTALL}. For development only, SANDBOX_ISOLATION=unsafe-none runs builds "
+            "without isolation."
+        )
+    return Tools(**{k: v for k, v in found.items() if v is not None})
+
+
+@dataclass(frozen=True, slots=True, order=True)
+class Proc:
+    """A process, told apart from a later one with the same pid by its start time."""
+
+    pid: int
+    started: int
+
+
+def _started(pid: int) -> int | None:
+    try:
+        text = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    return int(text.rpartition(")")[2].split()[19])
+
+
+def _alive(proc: Proc) -> bool:
+    return _started(proc.pid) == proc.started
+
+
+def _pasta_from(pidfile: Path) -> Proc | None:
+    """The pasta a half-made start left running (its pid file written, its state not yet)."""
+    try:
+        pid = int(pidfile.read_text().strip())
+        if b"pasta" not in Path(f"/proc/{pid}/cmdline").read_bytes():
+            return None
+    except (OSError, ValueError):
+        return None
+    started = _started(pid)
+    return Proc(pid, started) if started is not None else None
+
+
+def _owner(ns_fd: int) -> int:
+    """A descriptor of the user namespace that owns the namespace ``ns_fd`` (NS_GET_USERNS)."""
+    return fcntl.ioctl(ns_fd, _NS_GET_USERNS)
+
+
+def _pids() -> list[int]:
+    with os.scandir("/proc") as entries:
+        return [int(e.name) for e in entries if e.name.isdigit()]
+
+
+def _child_of(parent: int) -> Proc | None:
+    for pid in _pids():
+        try:
+            fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+        except OSError:
+            continue
+        if int(fields[1]) == parent:
+            return Proc(pid, int(fields[19]))
+    return None
+
+
+def _group_alive(pgid: int) -> bool:
+    try:
+        os.killpg(pgid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _ns(pid: int, kind: str) -> str | None:
+    try:
+        return os.readlink(f"/proc/{pid}/ns/{kind}")
+    except OSError:
+        return None
+
+
+@dataclass(slots=True)
+class JailState:
+    """What is kept in ``sandbox.json`` about the namespaces, so another runner can enter them."""
+
+    init: Proc | None = None
+    pidns: str | None = None
+    pasta: Proc | None = None
+    uid: int = 0
+    gid: int = 0
+    port: int = 0
+    pgids: list[int] = field(default_factory=list)  # unsafe-none only: the commands' groups
+
+    def to_json(self) -> dict[str, object]:
+        return asdict(self)
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, object]) -> JailState:
+        def proc(value: object) -> Proc | None:
+            return Proc(**value) if isinstance(value, dict) else None
+
+        return cls(
+            init=proc(data.get("init")),
+            pidns=str(data["pidns"]) if data.get("pidns") else None,
+            pasta=proc(data.get("pasta")),
+            uid=int(str(data.get("uid", 0))),
+            gid=int(str(data.get("gid", 0))),
+            port=int(str(data.get("port", 0))),
+            pgids=[int(g) for g in data.get("pgids", []) or []],  # type: ignore[attr-defined]
+        )
+
+
+@dataclass
+class Jail:
+    """One sandbox's namespaces (``mode="namespaces"``) or the unsafe stand-in.
+
+    ``home`` is the sandbox's host folder: ``project/`` (the project), ``user/`` (its home),
+    ``tmp/``, ``etc/`` (its resolver settings).
+    """
+
+    home: Path
+    state: JailState
+    mode: Mode = "namespaces"
+    egress: bool = True
+    limits: Limits = field(default_factory=Limits)
+    tools: Tools | None = None
+    on_change: Callable[[], None] | None = None  # persists ``state``
+
+    @property
+    def rootless(self) -> bool:
+        return os.geteuid() != 0
+
+    # -- the namespaces -------------------------------------------------------------------------
+
+    def running(self) -> bool:
+        init = self.state.init
+        return init is not None and _alive(init) and _ns(init.pid, "pid") == self.state.pidns
+
+    async def start(self) -> None:
+        """Make the namespaces (again, if a previous set died with the machine) and the network."""
+        if self.mode == "unsafe-none" or self.running():
+            return
+        assert self.tools is not None
+        await self.stop()
+        for sub in ("user", "tmp", "etc"):
+            (self.home / sub).mkdir(exist_ok=True)
+        os.chmod(self.home / "tmp", 0o1777)  # noqa: S103 - the sandbox's /tmp, as any /tmp
+        (self.home / "etc" / "resolv.conf").write_text(f"nameserver {DNS_FORWARD}\n")
+        (self.home / "etc" / "hosts").write_text("127.0.0.1 localhost sandbox\n::1 localhost\n")
+        if not self.rootless:
+            for sub in ("user", "project"):
+                _chown_tree(self.home / sub, self.state.uid, self.state.gid)
+        try:
+            init = await self._start_init()
+            self.state.init = init
+            self.state.pidns = _ns(init.pid, "pid")
+            self._changed()
+            self.state.pasta = await self._start_network(init.pid)
+            self._changed()
+        except BaseException:
+            await self.stop()  # nothing half-made is left running
+            raise
+
+    def _changed(self) -> None:
+        if self.on_change is not None:
+            self.on_change()
+
+    def track(self, pgid: int) -> None:
+        """unsafe-none: remember a command's process group (there is no namespace to look in)."""
+        if self.mode == "unsafe-none":
+            self.state.pgids = [g for g in self.state.pgids if _group_alive(g)] + [pgid]
+            self._changed()
+
+    async def _start_init(self) -> Proc:
+        assert self.tools is not None
+        read, write = os.pipe()
+        argv = [
+            self.tools.bwrap,
+            # Unprivileged: its own user namespace, and none nested below it (kernel surface).
+            *(["--unshare-user", "--disable-userns"] if self.rootless else []),
+            "--unshare-pid", "--unshare-net", "--unshare-ipc", "--unshare-uts",
+            "--unshare-cgroup-try",
+            *_system_mounts(),
+            "--ro-bind", str(self.home / "etc" / "resolv.conf"), "/etc/resolv.conf",
+            "--ro-bind", str(self.home / "etc" / "hosts"), "/etc/hosts",
+            "--proc", "/proc", "--dev", "/dev",
+            "--bind", str(self.home / "tmp"), "/tmp",  # noqa: S108 - the sandbox's own /tmp
+            "--perms", "0755", "--dir", "/home",
+            "--bind", str(self.home / "user"), "/home/user",
+            "--bind", str(self.home / "project"), PROJECT_DIR,
+            "--chdir", PROJECT_DIR,
+            "--hostname", "sandbox",
+            "--cap-drop", "ALL",
+            "--new-session",
+            "--info-fd", str(write),
+            "--", "sleep", "infinity",
+        ]  # fmt: skip
+        # setsid --fork: bubblewrap is not the runner's child, so it outlives the runner (as an
+        # E2B sandbox outlives its client) and no process object of ours waits for it.
+        with open(self.home / "init.log", "ab") as log_file:  # noqa: ASYNC230 - a local file
+            spawner = await asyncio.create_subprocess_exec(
+                self.tools.setsid, "--fork", *argv,
+                stdin=asyncio.subprocess.DEVNULL,
+                stdout=asyncio.subprocess.DEVNULL,
+                stderr=log_file,
+                pass_fds=(write,),
+                preexec_fn=lambda: self.limits.apply(processes=False),
+            )  # fmt: skip
+        os.close(write)
+        await spawner.wait()
+        try:
+            info = await asyncio.wait_for(_read_info(read), _START_TIMEOUT_S)
+        except (TimeoutError, ValueError) as exc:
+            log = (self.home / "init.log").read_text(errors="replace")[-2000:]
+            raise IsolationUnavailable(
+                f"bubblewrap could not make the sandbox's namespaces: {log.strip() or exc}"
+            ) from None
+        finally:
+            os.close(read)
+        # bubblewrap's pid 1 is not dumpable, so an unprivileged runner (and pasta, which drops
+        # its capabilities) cannot open its namespaces; its child, ``sleep``, was started inside
+        # them and can be entered. It stands for the sandbox: when it ends, pid 1 ends, and the
+        # kernel ends everything else in the namespace.
+        reaper = int(str(info["child-pid"]))
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + _START_TIMEOUT_S
+        while (child := _child_of(reaper)) is None:
+            if loop.time() > deadline or _started(reaper) is None:
+                raise IsolationUnavailable("the sandbox's first process ended at once")
+            await asyncio.sleep(0.005)
+        return child
+
+    async def _start_network(self, init: int) -> Proc:
+        assert self.tools is not None
+        pidfile = self.home / "pasta.pid"
+        pidfile.unlink(missing_ok=True)
+        # The namespaces are opened here and handed over as descriptors: pasta drops its
+        # capabilities before it opens them, so as root it could not open them itself.
+        fds = {"net": os.open(f"/proc/{init}/ns/net", os.O_RDONLY | os.O_CLOEXEC)}
+        if self.rootless:
+            fds["user"] = _owner(fds["net"])
+        target = (
+            ["--userns", f"/proc/self/fd/{fds['user']}", "--netns", f"/proc/self/fd/{fds['net']}"]
+            if self.rootless
+            else ["--runas", "0", "--netns", f"/proc/self/fd/{fds['net']}", "--netns-only"]
+        )
+        argv = [
+            self.tools.pasta, "--config-net", "--ipv4-only", "--quiet",
+            "--no-map-gw",            # the gateway is not the host's loopback
+            "-T", "none", "-U", "none",  # nothing inside reaches the host's loopback ports
+            "-u", "none",
+            "-t", f"127.0.0.1/{self.state.port}",  # the one way in: the preview port
+            "--dns-forward", DNS_FORWARD,
+            "--pid", str(pidfile),
+            *target,
+        ]  # fmt: skip
+        log = self.home / "pasta.log"
+        try:
+            # pasta forks into the background once the namespace's network is set up; its
+            # first process exits then (a pipe here would stay open in the daemon: a file).
+            with open(log, "wb") as log_file:  # noqa: ASYNC230 - a local file
+                done = await asyncio.create_subprocess_exec(
+                    *argv,
+                    stdin=asyncio.subprocess.DEVNULL,
+                    stdout=asyncio.subprocess.DEVNULL,
+                    stderr=log_file,
+                    pass_fds=tuple(fds.values()),
+                    start_new_session=True,
+                )
+            code = await asyncio.wait_for(done.wait(), _START_TIMEOUT_S)
+        finally:
+            for fd in fds.values():
+                os.close(fd)
+        if code != 0 or not pidfile.exists():
+            text = "\n".join(line for line in log.read_text(errors="replace").splitlines()
+                             if "syslog" not in line)  # fmt: skip
+            if "tun" in text:
+                text += " (pasta needs /dev/net/tun readable and writable by this user)"
+            raise IsolationUnavailable(f"pasta could not give the sandbox a network: {text}")
+        pid = int(pidfile.read_text().strip())
+        started = _started(pid)
+        if started is None:
+            raise IsolationUnavailable("pasta ended right after it started")
+        await self._route(init)
+        return Proc(pid, started)
+
+    async def _route(self, init: int) -> None:
+        """Routes inside: egress to public addresses only, or none at all."""
+        assert self.tools is not None
+
+        async def ip(*args: str) -> str:
+            enter, fds = self._enter(init, ("net",))
+            try:
+                proc = await asyncio.create_subprocess_exec(
+                    *enter, self.tools.ip, *args,  # type: ignore[union-attr]
+                    stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+                    pass_fds=fds,
+                )  # fmt: skip
+            finally:
+                for fd in fds:
+                    os.close(fd)
+            out, err = await proc.communicate()
+            if proc.returncode != 0:
+                raise IsolationUnavailable(f"ip {' '.join(args)}: {err.decode().strip()}")
+            return out.decode()
+
+        routes = json.loads(await ip("-json", "-4", "route", "show", "table", "main"))
+        gateway = next((r.get("gateway") for r in routes if r.get("dst") == "default"), None)
+        device = next((r.get("dev") for r in routes if r.get("dst") == "default"), None)
+        for route in routes:
+            await ip("-4", "route", "del", route["dst"], *(["dev", route["dev"]]
+                     if route.get("dev") else []))  # fmt: skip
+        if not self.egress or not gateway or not device:
+            return
+        await ip("route", "add", "default", "via", gateway, "dev", device, "onlink")
+        for blocked in (*BLACKHOLED, f"{gateway}/32"):
+            await ip("route", "add", "blackhole", blocked)
+        await ip("route", "add", f"{DNS_FORWARD}/32", "via", gateway, "dev", device, "onlink")
+
+    # -- entering -------------------------------------------------------------------------------
+
+    def _enter(self, target: int, kinds: Sequence[str]) -> tuple[list[str], tuple[int, ...]]:
+        """``nsenter`` into ``kinds`` of ``target``'s namespaces, and the descriptors it needs.
+
+        Unprivileged, bubblewrap puts its child in a nested user namespace that owns nothing;
+        the runner joins the one that owns the namespaces (found with ``NS_GET_USERNS``).
+        """
+        assert self.tools is not None
+        argv = [self.tools.nsenter, "--target", str(target),
+                *(f"--{kind}" for kind in kinds)]  # fmt: skip
+        if not self.rootless:
+            return argv, ()
+        with open(f"/proc/{target}/ns/net", "rb", buffering=0) as net:
+            owner = _owner(net.fileno())
+        return [*argv, f"--user=/proc/self/fd/{owner}", "--preserve-credentials"], (owner,)
+
+    def command(
+        self, argv: Sequence[str], env: Mapping[str, str]
+    ) -> tuple[list[str], tuple[int, ...]]:
+        """``argv`` run inside the sandbox as its user, with ``env`` as its whole environment;
+        and the descriptors to hand to the process (the caller closes them once it started)."""
+        clean = ["/usr/bin/env", "-i", *(f"{k}={v}" for k, v in env.items()), *argv]
+        if self.mode == "unsafe-none":
+            return _unsafe_argv(self.home / "project", clean, rootless=self.rootless), ()
+        assert self.tools is not None
+        assert self.state.init is not None
+        enter, fds = self._enter(self.state.init.pid, ("mount", "pid", "net", "ipc", "uts"))
+        # Unprivileged, the runner's uid is root in the owning user namespace: step into the
+        # nested one bubblewrap made for its child (pid 2 inside), where it is itself again.
+        nested = ([self.tools.nsenter, "--user=/proc/2/ns/user", "--preserve-credentials", "--"]
+                  if self.rootless else [])  # fmt: skip
+        return [
+            *enter, "--root", "--wd",  # pid 1's: the project
+            "--", *nested, self.tools.setpriv,
+            f"--reuid={self.state.uid}", f"--regid={self.state.gid}",
+            # A user namespace made unprivileged forbids setgroups; its groups are unmapped.
+            "--keep-groups" if self.rootless else "--clear-groups",
+            "--inh-caps=-all", "--bounding-set=-all", "--no-new-privs",
+            "--", *clean,
+        ], fds  # fmt: skip
+
+    def preexec(self) -> Callable[[], None]:
+        processes = not self.rootless and self.mode == "namespaces"
+        limits = self.limits
+        return lambda: limits.apply(processes=processes)
+
+    # -- its processes --------------------------------------------------------------------------
+
+    def members(self) -> set[Proc]:
+        """Every process in the sandbox's pid namespace but its pid 1."""
+        if self.mode == "unsafe-none" or self.state.pidns is None:
+            return set()
+        init = self.state.init.pid if self.state.init else -1
+        out: set[Proc] = set()
+        for pid in _pids():
+            if pid != init and _ns(pid, "pid") == self.state.pidns:
+                started = _started(pid)
+                if started is not None:
+                    out.add(Proc(pid, started))
+        return out
+
+    def send(self, procs: set[Proc], sig: signal.Signals) -> None:
+        for proc in sorted(procs):
+            if _alive(proc):
+                with contextlib.suppress(ProcessLookupError, PermissionError):
+                    os.kill(proc.pid, sig)
+
+    def freeze(self, stop: bool) -> None:
+        """SIGSTOP (or SIGCONT) every process, twice over to catch what forked meanwhile."""
+        sig = signal.SIGSTOP if stop else signal.SIGCONT
+        if self.mode == "unsafe-none":
+            self._signal_groups(sig)
+            return
+        for _ in range(2):
+            self.send(self.members(), sig)
+
+    def _signal_groups(self, sig: signal.Signals) -> None:
+        for pgid in self.state.pgids:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(pgid, sig)
+
+    async def stop(self) -> None:
+        """End every process of the sandbox and its network helper."""
+        if self.mode == "unsafe-none":
+            self._signal_groups(signal.SIGCONT)
+            self._signal_groups(signal.SIGKILL)
+            self.state.pgids = []
+            self._changed()
+            return
+        if self.state.init is not None and _alive(self.state.init):
+            self.send(self.members(), signal.SIGKILL)
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.kill(self.state.init.pid, signal.SIGKILL)
+        pasta = self.state.pasta or _pasta_from(self.home / "pasta.pid")
+        if pasta is not None and _alive(pasta):
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.kill(pasta.pid, signal.SIGKILL)
+        self.state.init = None
+        self.state.pasta = None
+        self.state.pidns = None
+        self._changed()
+
+    def listening(self, port: int) -> bool:
+        """Whether something in the sandbox listens on TCP ``port`` (read from its netns)."""
+        if self.mode == "unsafe-none" or self.state.init is None:
+            return False
+        try:
+            table = Path(f"/proc/{self.state.init.pid}/net/tcp").read_text().splitlines()[1:]
+        except OSError:
+            return False
+        for line in table:
+            cols = line.split()
+            if cols[3] == "0A" and int(cols[1].rsplit(":", 1)[1], 16) == port:
+                return True
+        return False
+
+
+async def _read_info(fd: int) -> dict[str, object]:
+    loop = asyncio.get_running_loop()
+    data = b""
+    while True:
+        chunk = await loop.run_in_executor(None, os.read, fd, 4096)
+        if not chunk:
+            raise ValueError("bubblewrap exited before reporting its namespaces")
+        data += chunk
+        with contextlib.suppress(ValueError):
+            info = json.loads(data)
+            if isinstance(info, dict) and "child-pid" in info:
+                return info
+
+
+def _system_mounts() -> list[str]:
+    out: list[str] = []
+    for path in _SYSTEM_DIRS:
+        if os.path.islink(path):
+            out += ["--symlink", os.readlink(path), path]
+        elif os.path.isdir(path):
+            out += ["--ro-bind", path, path]
+    return out
+
+
+def _chown_tree(root: Path, uid: int, gid: int) -> None:
+    os.chown(root, uid, gid, follow_symlinks=False)
+    for current, dirs, files in os.walk(root):
+        for name in (*dirs, *files):
+            with contextlib.suppress(OSError):
+                os.chown(os.path.join(current, name), uid, gid, follow_symlinks=False)
+
+
+def _unsafe_argv(project: Path, argv: list[str], *, rootless: bool) -> list[str]:
+    """A private mount namespace with the project at its usual path; nothing else is isolated."""
+    setup = (
+        'mount -t tmpfs cofounder-home /home && mkdir -p "$2" && mount --bind "$1" "$2" '
+        '&& cd "$2" && shift 2 && exec "$@"'
+    )
+    return [
+        "unshare", "--mount", "--propagation", "private",
+        *(["--user", "--map-root-user"] if rootless else []),
+        "--", "/bin/sh", "-c", setup, "cofounder-sandbox", str(project), PROJECT_DIR, *argv,
+    ]  # fmt: skip
