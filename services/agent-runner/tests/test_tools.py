@@ -141,6 +141,37 @@ async def test_paths_outside_the_project_are_refused(
         confine("/home/user/project/../../../etc")
 
 
+async def test_no_editor_command_goes_through_a_symlink_bash_planted(
+    tools: ToolDispatcher, tmp_path: Path
+) -> None:
+    host = tmp_path / "host"
+    host.mkdir()
+    (host / "secret.txt").write_text("host secret\n")
+    planted = await tools.run(
+        "bash", {"command": f"ln -s {host} out && ln -s {host}/secret.txt s && ln -s / root"}
+    )
+    assert not planted.is_error, planted.content
+    for path in ("out/secret.txt", "s", "root/etc/passwd"):
+        full = f"{PROJECT_DIR}/{path}"
+        attempts: list[dict[str, object]] = [
+            {"command": "view", "path": full},
+            {"command": "str_replace", "path": full, "old_str": "host", "new_str": "mine"},
+            {"command": "insert", "path": full, "insert_line": 0, "insert_text": "mine\n"},
+            {"command": "create", "path": full, "file_text": "mine\n"},
+            {"command": "create", "path": f"{PROJECT_DIR}/out/new.txt", "file_text": "mine\n"},
+        ]
+        for attempt in attempts:
+            text, is_error = await edit(tools, **attempt)
+            assert is_error, (attempt, text)
+            assert "host secret" not in text
+    assert sorted(p.name for p in host.iterdir()) == ["secret.txt"]
+    assert (host / "secret.txt").read_text() == "host secret\n"
+    for tool, args in (("grep", {"pattern": "secret|root:"}), ("glob", {"pattern": "**/*.txt"})):
+        outcome = await tools.run(tool, args)
+        assert "host secret" not in str(outcome.content)
+        assert "secret.txt" not in str(outcome.content)
+
+
 async def test_bash_keeps_its_session_times_out_and_stays_usable(tools: ToolDispatcher) -> None:
     outcome = await tools.run(
         "bash", {"command": "mkdir -p sub && cd sub && export GREETING=hi && pwd"}
