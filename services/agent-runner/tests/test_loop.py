@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import json
 import urllib.request
+import uuid
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -85,6 +86,13 @@ async def test_the_demo_build_runs_to_completion(harness: Harness, scripted: Scr
     snapshots = [e for e in events if isinstance(e, SnapshotRequested)]
     assert snapshots[-1].reason is SnapshotReason.FINAL
     assert any(isinstance(e, ArtifactGenerated) for e in events)
+    # Every id is a UUIDv7 carrying a real time: no earlier than the context that started the
+    # build (derived ids take that event's time, never a build id's, which may be a v4).
+    started_ms = uuid.UUID(context.event_id).int >> 80
+    for event in events:
+        parsed = uuid.UUID(event.event_id)
+        assert parsed.version == 7, event
+        assert parsed.int >> 80 >= started_ms, event
 
     sandbox = await harness.sandboxes.connect(snapshots[-1].sandbox_id or "")
     assert (sandbox.workspace / "app.py").exists()

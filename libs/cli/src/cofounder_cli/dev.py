@@ -133,11 +133,10 @@ def _model(stack: Stack) -> dict[str, str]:
     if os.environ.get("ANTHROPIC_API_KEY"):
         return {}
     port = _free_port()
-    stack.start(
-        "scripted-model",
-        [sys.executable, "-m", "cofounder_scripted_model", "--port", str(port)],
-        dict(os.environ),
-    )
+    # SCRIPTED_TRANSCRIPT: another transcript for the scripted model (a file or a built-in name).
+    transcript = os.environ.get("SCRIPTED_TRANSCRIPT", "demo-webapp")
+    argv = [sys.executable, "-m", "cofounder_scripted_model", "--port", str(port)]
+    stack.start("scripted-model", [*argv, "--transcript", transcript], dict(os.environ))
     return {"ANTHROPIC_BASE_URL": f"http://127.0.0.1:{port}"}
 
 

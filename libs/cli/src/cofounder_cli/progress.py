@@ -115,22 +115,61 @@ def _usage(client: httpx.Client) -> dict[str, Any] | None:
     return dict(response.json()) if response.status_code == 200 else None
 
 
+#: Waits between reconnects to a build's event stream; the last repeats.
+_BACKOFF_S: Final = (0.5, 1.0, 2.0, 4.0, 8.0)
+_TERMINAL: Final = frozenset({"ready", "failed", "cancelled"})
+
+
+def _over(client: httpx.Client, build_id: str) -> bool:
+    """Whether the build has ended (so its stream, once drained, has nothing more to say)."""
+    try:
+        response = client.get(f"/v1/builds/{build_id}", timeout=10)
+    except httpx.HTTPError:
+        return False
+    return response.status_code == 200 and response.json().get("status") in _TERMINAL
+
+
 def follow(
     client: httpx.Client,
     build_id: str,
     *,
     on_event: Callable[[str, dict[str, Any]], None] | None = None,
+    give_up_after_s: float = 300.0,
+    sleep: Callable[[float], None] = time.sleep,
+    clock: Callable[[], float] = time.monotonic,
 ) -> dict[str, Any]:
     """Print (or hand to ``on_event``) each event until the build ends; return its end event
-    as ``{"kind": ..., **data}`` (empty when the stream closed without one, e.g. cancelled)."""
+    as ``{"kind": ..., **data}`` (empty when the stream closed without one, e.g. cancelled).
+
+    A stream that is cut (a proxy, a gateway restart, a Redis hiccup) is reopened after the
+    last event seen (``Last-Event-ID``), with backoff and a "reconnecting" line on stderr, so
+    nothing is missed or shown twice; it gives up after ``give_up_after_s`` without an event.
+    """
     show = on_event or Progress(usage=lambda: _usage(client)).show
-    for kind, data in events(client, build_id):
-        show(kind, data)
-        if kind in END_EVENTS:
-            return {"kind": kind, **data}
-        if kind == "build.status_changed" and data.get("status") == "cancelled":
-            return {"kind": kind, **data}
-    return {}
+    after: str | None = None
+    attempt = 0
+    quiet_since = clock()
+    while True:
+        try:
+            for kind, data in events(client, build_id, after=after):
+                attempt, quiet_since = 0, clock()
+                after = data.get("_sse_id") or after
+                show(kind, data)
+                if kind in END_EVENTS:
+                    return {"kind": kind, **data}
+                if kind == "build.status_changed" and data.get("status") == "cancelled":
+                    return {"kind": kind, **data}
+            why = "the stream closed before the build ended"
+        except httpx.TransportError as exc:
+            why = str(exc) or type(exc).__name__
+        if _over(client, build_id):
+            return {}
+        if clock() - quiet_since > give_up_after_s:
+            raise httpx.ReadError(f"no event for {give_up_after_s:g} s ({why})")
+        wait = _BACKOFF_S[min(attempt, len(_BACKOFF_S) - 1)]
+        attempt += 1
+        typer.echo(f"reconnecting to the build's events in {wait:g} s ({why})", err=True)
+        sleep(wait)
 
 
 def after_end(client: httpx.Client, build_id: str, after: str) -> list[tuple[str, dict[str, Any]]]:

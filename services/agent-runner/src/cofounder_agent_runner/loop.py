@@ -129,7 +129,10 @@ def _envelope(context: ContextReady, kind: str) -> dict[str, Any]:
         "producer": PRODUCER,
         "causation_id": context.event_id,
         "trace": context.trace,
-        "event_id": derived_event_id(context.build_id, kind),
+        # Derived from the build's context.ready (a UUIDv7): the same id when a resumed run
+        # emits the event again, and the time of that event in its first 48 bits, so ids sort
+        # by time (a build id may be a v4, which has no time to give).
+        "event_id": derived_event_id(context.event_id, kind),
     }
 
 
@@ -495,7 +498,7 @@ async def post_build(deps: RunnerDeps, done: BuildCompleted) -> None:
                 producer=PRODUCER,
                 causation_id=done.event_id,
                 trace=done.trace,
-                event_id=derived_event_id(done.build_id, "artifact_generated"),
+                event_id=derived_event_id(done.event_id, "artifact_generated"),
                 build_version=done.build_version,
                 preview_url=done.preview_url,
             )

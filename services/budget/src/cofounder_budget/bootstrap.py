@@ -59,7 +59,7 @@ async def main() -> None:
     configure_logging(level=settings.log_level, json=settings.log_json)
     if settings.metrics_port is not None:
         start_metrics_server(settings.metrics_port)
-    redis = connect_redis(settings.redis_url)
+    redis = connect_redis(settings.redis_url, longest_block_ms=settings.consumer_block_ms)
     engine = create_engine(settings.database_url)
     deps = BudgetDeps(
         engine=engine,

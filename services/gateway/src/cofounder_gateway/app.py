@@ -3,15 +3,18 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+import weakref
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from typing import Annotated
 
 import asyncpg
+import structlog
 from fastapi import APIRouter, FastAPI, Header, Query, Request, Response
 from fastapi.responses import StreamingResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from redis.asyncio import Redis
+from redis.exceptions import RedisError
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
@@ -19,7 +22,7 @@ from cofounder_contracts import BuildStatus
 from cofounder_gateway import builds
 from cofounder_gateway.admin import admin_router
 from cofounder_gateway.auth import User
-from cofounder_gateway.feed import Feed, ends_build
+from cofounder_gateway.feed import SSE_BLOCK_MS, Feed, TooManyStreams, ends_build
 from cofounder_gateway.limits import BodyLimit
 from cofounder_gateway.outbox import Relay
 from cofounder_gateway.problems import ApiError, install
@@ -28,6 +31,8 @@ from cofounder_gateway.settings import GatewaySettings
 from cofounder_gateway.usage import usage_routers
 
 __all__ = ["Gateway", "create_app"]
+
+_log = structlog.get_logger("cofounder.gateway")
 
 
 @dataclass(frozen=True, slots=True)
@@ -144,11 +149,7 @@ def create_app(gw: Gateway) -> FastAPI:
             BuildStatus.FAILED,
             BuildStatus.CANCELLED,
         }
-        return StreamingResponse(
-            _sse(gw.feed, build_id, after, request, finished),
-            media_type="text/event-stream",
-            headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
-        )
+        return _event_stream(gw.feed, user, build_id, after, request, finished)
 
     @v1.get("/healthz")
     async def health() -> dict[str, str]:
@@ -183,27 +184,60 @@ def create_app(gw: Gateway) -> FastAPI:
     return app
 
 
+def _event_stream(
+    feed: Feed, user: str, build_id: str, after: str, request: Request, finished: bool
+) -> StreamingResponse:
+    """The SSE response, holding one of the founder's stream slots while it lasts."""
+    try:
+        release = feed.claim_stream(user)
+    except TooManyStreams as exc:
+        raise ApiError(429, "too_many_streams", str(exc), headers={"Retry-After": "5"}) from None
+    body = _sse(feed, build_id, after, request, finished, release)
+    weakref.finalize(body, release)  # a stream whose body never started gives its room back
+    return StreamingResponse(
+        body,
+        media_type="text/event-stream",
+        headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
+    )
+
+
 def _is_stream_id(value: str) -> bool:
     ms, _, seq = value.partition("-")
     return ms.isdigit() and seq.isdigit()
 
 
 async def _sse(
-    feed: Feed, build_id: str, after: str, request: Request, finished: bool
+    feed: Feed,
+    build_id: str,
+    after: str,
+    request: Request,
+    finished: bool,
+    release: Callable[[], None],
 ) -> AsyncIterator[bytes]:
-    """Feed entries as SSE; a comment every 15 s keeps proxies from closing the stream."""
-    while True:
-        got = False
-        block = None if finished else 15_000
-        async for entry_id, fields in feed.read(build_id, after=after, block_ms=block):
-            got = True
-            after = entry_id
-            data = fields.get(b"data", b"{}").decode()
-            kind = fields.get(b"type", b"message").decode()
-            yield f"id: {entry_id}\nevent: {kind}\ndata: {data}\n\n".encode()
-            if ends_build(fields):
+    """Feed entries as SSE; a comment every 15 s keeps proxies from closing the stream.
+
+    When Redis fails under a read, the stream ends with a ``retry:`` hint instead of a
+    traceback: the client reconnects with ``Last-Event-ID`` and misses nothing."""
+    try:
+        while True:
+            got = False
+            block = None if finished else SSE_BLOCK_MS
+            try:
+                async for entry_id, fields in feed.read(build_id, after=after, block_ms=block):
+                    got = True
+                    after = entry_id
+                    data = fields.get(b"data", b"{}").decode()
+                    kind = fields.get(b"type", b"message").decode()
+                    yield f"id: {entry_id}\nevent: {kind}\ndata: {data}\n\n".encode()
+                    if ends_build(fields):
+                        return
+            except RedisError as exc:
+                _log.warning("sse_read_failed", build_id=build_id, error=type(exc).__name__)
+                yield b"retry: 2000\n: the event store did not answer; reconnect\n\n"
                 return
-        if not got:
-            if finished or await request.is_disconnected():
-                return
-            yield b": keep-alive\n\n"
+            if not got:
+                if finished or await request.is_disconnected():
+                    return
+                yield b": keep-alive\n\n"
+    finally:
+        release()

@@ -16,7 +16,7 @@ from cofounder_contracts.streams import BUDGET_SIGNALS, BUDGET_USAGE, BUILD_EVEN
 from cofounder_db.engine import create_engine, driver_dsn
 from cofounder_gateway.app import Gateway, create_app
 from cofounder_gateway.builds_pg import create_write_pool
-from cofounder_gateway.feed import Feed
+from cofounder_gateway.feed import SSE_BLOCK_MS, Feed
 from cofounder_gateway.outbox import Relay
 from cofounder_gateway.projection import (
     BUILD_EVENT_HANDLERS,
@@ -66,7 +66,7 @@ async def main() -> None:
     """Run the gateway until SIGTERM."""
     settings = GatewaySettings()
     configure_logging(level=settings.log_level, json=settings.log_json)
-    redis = connect_redis(settings.redis_url)
+    redis = connect_redis(settings.redis_url, longest_block_ms=settings.consumer_block_ms)
     engine = create_engine(settings.database_url)
     pg_pool = None
     if engine.dialect.name == "postgresql":
@@ -78,7 +78,13 @@ async def main() -> None:
         feed=Feed(
             redis,
             max_len=settings.build_feed_max_len,
-            reader=connect_redis(settings.redis_url, max_connections=settings.sse_max_connections),
+            reader=connect_redis(
+                settings.redis_url,
+                max_connections=settings.sse_max_connections,
+                longest_block_ms=SSE_BLOCK_MS,
+            ),
+            max_streams=settings.sse_max_connections,
+            max_streams_per_user=settings.sse_max_streams_per_user,
         ),
         relay=Relay(engine, redis, idle_s=settings.outbox_poll_ms / 1000),
         pg_pool=pg_pool,

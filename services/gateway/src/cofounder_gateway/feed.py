@@ -7,7 +7,7 @@ exactly after the last event it saw.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from typing import Any, Final
 
 from redis.asyncio import Redis
@@ -16,7 +16,10 @@ from cofounder_contracts import Event, build_feed_key, encode
 from cofounder_contracts.codec import DATA, TYPE
 from cofounder_runtime.idempotency import RedisOnce
 
-__all__ = ["ENDING_TYPES", "Feed"]
+__all__ = ["ENDING_TYPES", "SSE_BLOCK_MS", "Feed", "TooManyStreams"]
+
+#: How long one SSE read waits for an entry before a keep-alive comment goes out.
+SSE_BLOCK_MS: Final = 15_000
 
 #: Event types after which a build's feed gets nothing more.
 ENDING_TYPES: Final = frozenset({b"build.completed", b"build.failed"})
@@ -33,14 +36,32 @@ def ends_build(fields: dict[bytes, bytes]) -> bool:
     )
 
 
+class TooManyStreams(Exception):
+    """No room for another live stream: the founder's own cap, or this process's."""
+
+
 class Feed:
     """Append to and read from build feeds."""
 
-    def __init__(self, redis: Redis, *, max_len: int, reader: Redis | None = None) -> None:
+    def __init__(
+        self,
+        redis: Redis,
+        *,
+        max_len: int,
+        reader: Redis | None = None,
+        max_streams: int = 1_000,
+        max_streams_per_user: int = 10,
+    ) -> None:
         """``reader`` serves the blocking reads of SSE clients. Give it a pool of its own: each
-        open stream holds a connection while it waits, and must not starve the writes."""
+        open stream holds a connection while it waits, and must not starve the writes; size it
+        ``max_streams`` (the streams this process serves at once), so a stream always has a
+        connection. ``max_streams_per_user`` keeps one founder's streams from taking them all."""
         self._redis = reader or redis
         self._owns_reader = reader is not None
+        self._max_streams = max_streams
+        self._max_per_user = max_streams_per_user
+        self._open: dict[str, int] = {}
+        self._total = 0
         self._append = RedisOnce(
             redis,
             scope="gateway.feed",
@@ -48,6 +69,33 @@ class Feed:
             "'type', ARGV[1], 'event_id', ARGV[2], 'data', ARGV[3])",
         )
         self._max_len = max_len
+
+    def claim_stream(self, user_id: str) -> Callable[[], None]:
+        """Room for one live stream of ``user_id``, or :class:`TooManyStreams`; the returned
+        function gives it back (once, however often it is called)."""
+        if self._open.get(user_id, 0) >= self._max_per_user:
+            raise TooManyStreams(
+                f"you have {self._max_per_user} live event streams open; close one first"
+            )
+        if self._total >= self._max_streams:
+            raise TooManyStreams("this server has no room for another live event stream")
+        self._open[user_id] = self._open.get(user_id, 0) + 1
+        self._total += 1
+        released = False
+
+        def release() -> None:
+            nonlocal released
+            if released:
+                return
+            released = True
+            self._total -= 1
+            left = self._open[user_id] - 1
+            if left:
+                self._open[user_id] = left
+            else:
+                del self._open[user_id]
+
+        return release
 
     async def close(self) -> None:
         """Close the reader's pool, if it has one of its own."""

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import select, update
+from sqlalchemy import case, select, update
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from cofounder_contracts import (
@@ -102,6 +102,20 @@ def _changes(event: Event) -> dict[str, Any]:
     return {}
 
 
+#: Counters that only grow: events of one build are handled concurrently and may arrive late
+#: (iteration 7's event after iteration 8's), so a later write never lowers them.
+_COUNTERS = ("iterations", "tool_calls")
+
+
+def _grow_only(values: dict[str, Any]) -> dict[str, Any]:
+    out = dict(values)
+    for name in _COUNTERS:
+        if name in out:
+            column = getattr(Build, name)
+            out[name] = case((column < out[name], out[name]), else_=column)
+    return out
+
+
 async def on_build_event(event: Event, deps: ProjectionDeps) -> None:
     """Feed first (idempotent), then the row (idempotent, in one transaction)."""
     await deps.feed.append(event)
@@ -134,6 +148,7 @@ async def on_build_event(event: Event, deps: ProjectionDeps) -> None:
             elif "error" in values or "preview_url" in values:
                 values = {}  # a stale or duplicate end: keep what the first end recorded
         if values:
+            values = _grow_only(values)
             values["updated_at"] = datetime.now(UTC)
             query = update(Build).where(Build.id == event.build_id)
             if "status" in values:  # compare-and-set: the status this decision was made from

@@ -40,7 +40,12 @@ class GatewaySettings(RuntimeSettings, PlanSettings):
     )
     build_feed_max_len: int = Field(default=2_000, description="Entries kept per build feed.")
     sse_max_connections: int = Field(
-        default=1_000, description="Redis connections for live event streams (one per client)."
+        default=1_000,
+        description="Live event streams one process serves at once (one Redis connection each); "
+        "beyond it, 429 too_many_streams.",
+    )
+    sse_max_streams_per_user: int = Field(
+        default=10, description="Live event streams one founder may hold open at once (429)."
     )
     outbox_poll_ms: int = Field(default=100, description="Relay poll period when idle.")
     serve_api: bool = Field(default=True, description="Serve the REST API in this process.")

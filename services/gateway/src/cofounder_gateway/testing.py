@@ -17,7 +17,7 @@ from cofounder_gateway.app import Gateway, create_app
 from cofounder_gateway.auth import mint_token
 from cofounder_gateway.bootstrap import consumers
 from cofounder_gateway.builds_pg import create_write_pool
-from cofounder_gateway.feed import Feed
+from cofounder_gateway.feed import SSE_BLOCK_MS, Feed
 from cofounder_gateway.outbox import Relay
 from cofounder_gateway.settings import GatewaySettings
 from cofounder_runtime.connections import connect_redis
@@ -87,7 +87,13 @@ async def start_gateway(
         feed=Feed(
             redis,
             max_len=settings.build_feed_max_len,
-            reader=connect_redis(settings.redis_url, max_connections=settings.sse_max_connections),
+            reader=connect_redis(
+                settings.redis_url,
+                max_connections=settings.sse_max_connections,
+                longest_block_ms=SSE_BLOCK_MS,
+            ),
+            max_streams=settings.sse_max_connections,
+            max_streams_per_user=settings.sse_max_streams_per_user,
         ),
         relay=Relay(engine, redis, idle_s=0.05),
         pg_pool=pg_pool,

@@ -1,0 +1,101 @@
+"""Following a build reconnects when its stream is cut: after the last event seen
+(``Last-Event-ID``), with a "reconnecting" line, nothing missed and nothing shown twice.
+The gateway side (a real stream cut by a dead Redis) is in tests/test_live_feed.py."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from typing import Any
+
+import httpx
+import pytest
+
+from cofounder_cli.progress import follow
+
+BUILD = "0195a0e2-aaaa-7000-8000-0000000000f0"
+
+
+def _event(sse_id: str, kind: str, **data: Any) -> bytes:
+    return f"id: {sse_id}\nevent: {kind}\ndata: {json.dumps(data)}\n\n".encode()
+
+
+class _Cut(httpx.SyncByteStream):
+    """A body that sends ``chunks`` and then breaks, as a proxy or a dying gateway would."""
+
+    def __init__(self, chunks: list[bytes], *, cut: bool) -> None:
+        self.chunks = chunks
+        self.cut = cut
+
+    def __iter__(self) -> Iterator[bytes]:
+        yield from self.chunks
+        if self.cut:
+            raise httpx.RemoteProtocolError("peer closed connection without sending complete body")
+
+
+def test_a_cut_stream_is_resumed_after_the_last_event(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    asked: list[str | None] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        if not request.url.path.endswith("/events"):
+            return httpx.Response(200, json={"id": BUILD, "status": "running"})
+        after = request.headers.get("last-event-id")
+        asked.append(after)
+        if after is None:
+            body = _event("1-0", "build.status_changed", status="running")
+            body += _event("2-0", "agent.iteration_completed", iteration=1, tool_calls=1)
+            return httpx.Response(200, stream=_Cut([body], cut=True))
+        if len(asked) == 2:  # the gateway answers the reconnect, then closes (a retry hint)
+            return httpx.Response(200, stream=_Cut([b"retry: 2000\n\n"], cut=False))
+        body = _event("3-0", "agent.iteration_completed", iteration=2, tool_calls=2)
+        body += _event("4-0", "build.completed", build_version=1, summary="ok", preview_url="u")
+        return httpx.Response(200, stream=_Cut([body], cut=False))
+
+    seen: list[tuple[str, str]] = []
+    with httpx.Client(base_url="http://gw", transport=httpx.MockTransport(handler)) as client:
+        end = follow(
+            client,
+            BUILD,
+            on_event=lambda kind, data: seen.append((kind, data["_sse_id"])),
+            sleep=lambda _: None,
+        )
+
+    assert end["kind"] == "build.completed"
+    assert [sse_id for _, sse_id in seen] == ["1-0", "2-0", "3-0", "4-0"]
+    assert asked == [None, "2-0", "2-0"]
+    err = capsys.readouterr().err
+    assert err.count("reconnecting to the build's events") == 2
+    assert "peer closed connection" in err
+
+
+def test_a_stream_of_a_finished_build_is_not_reopened_forever() -> None:
+    calls = {"events": 0}
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        if request.url.path.endswith("/events"):
+            calls["events"] += 1
+            return httpx.Response(200, stream=_Cut([], cut=False))
+        return httpx.Response(200, json={"id": BUILD, "status": "cancelled"})
+
+    with httpx.Client(base_url="http://gw", transport=httpx.MockTransport(handler)) as client:
+        assert follow(client, BUILD, on_event=lambda *_: None, sleep=lambda _: None) == {}
+    assert calls["events"] == 1
+
+
+def test_it_gives_up_when_nothing_comes_for_too_long() -> None:
+    clock = iter(float(n) for n in range(0, 10_000, 100))
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        if request.url.path.endswith("/events"):
+            raise httpx.ConnectError("connection refused")
+        raise httpx.ConnectError("connection refused")
+
+    with (
+        httpx.Client(base_url="http://gw", transport=httpx.MockTransport(handler)) as client,
+        pytest.raises(httpx.ReadError, match="no event for 300 s"),
+    ):
+        follow(
+            client, BUILD, on_event=lambda *_: None, sleep=lambda _: None, clock=lambda: next(clock)
+        )
