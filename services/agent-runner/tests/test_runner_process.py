@@ -20,11 +20,14 @@ from cofounder_agent_runner.testing import context_ready, read_build_events
 from cofounder_contracts import (
     AgentIterationCompleted,
     AgentResumed,
+    BudgetWake,
     BuildCompleted,
     BuildStatusChanged,
     ToolCalled,
     ToolCompleted,
+    WakeReason,
 )
+from cofounder_contracts.streams import AGENT_RUNNER, AGENT_WORK
 from cofounder_db.engine import create_engine
 from cofounder_db.models import AgentCheckpoint
 from cofounder_runtime.connections import connect_redis
@@ -55,11 +58,11 @@ class Runners:
         self.logdir = logdir
         self.procs: list[subprocess.Popen[bytes]] = []
 
-    def start(self, name: str) -> subprocess.Popen[bytes]:
+    def start(self, name: str, **env: str) -> subprocess.Popen[bytes]:
         with (self.logdir / f"{name}.log").open("ab") as log:
             proc = subprocess.Popen(
                 [sys.executable, "-m", "cofounder_cli", "serve", "agent-runner"],
-                env={**self.env, "CONSUMER_NAME": name},
+                env={**self.env, **env, "CONSUMER_NAME": name},
                 stdout=log,
                 stderr=subprocess.STDOUT,
             )
@@ -183,13 +186,31 @@ async def test_a_runner_process_builds_the_demo_app(
     assert await _checkpoints(migrated_database_url, context.build_id) == len(iterations) + 2
 
 
-async def test_a_killed_runner_s_build_is_finished_by_another(
-    runners: Runners, scripted: ScriptedModel, e2e_redis_url: str, migrated_database_url: str
+@pytest.mark.parametrize(
+    "successor",
+    [
+        pytest.param("runner-b", id="a-new-name"),
+        # What Kubernetes does when a container restarts in its pod (CONSUMER_NAME is the pod's
+        # name): the successor re-reads its own pending entry at once, while the dead one's
+        # lease still lives. It must wait the lease out, not ack the entry as a duplicate.
+        pytest.param("runner-a", id="the-same-name"),
+    ],
+)
+async def test_a_killed_runner_s_build_is_finished_by_its_successor(
+    runners: Runners,
+    scripted: ScriptedModel,
+    e2e_redis_url: str,
+    migrated_database_url: str,
+    successor: str,
 ) -> None:
     scripted.latency(400)
+    # A lease that outlives the restart (as the default 20 s does): the successor finds it held.
+    env = (
+        {"LEASE_TTL_MS": "8000", "CONSUMER_MIN_IDLE_MS": "9000"} if successor == "runner-a" else {}
+    )
     redis = connect_redis(e2e_redis_url)
     try:
-        first = runners.start("runner-a")
+        first = runners.start("runner-a", **env)
         context = context_ready()
         await Publisher(redis).emit(context)
 
@@ -206,7 +227,7 @@ async def test_a_killed_runner_s_build_is_finished_by_another(
             for e in await read_build_events(redis, context.build_id)
             if isinstance(e, AgentIterationCompleted)
         )
-        second = runners.start("runner-b")
+        second = runners.start(successor, **env)
 
         async def completed() -> bool:
             runners.assert_alive(second)
@@ -222,7 +243,6 @@ async def test_a_killed_runner_s_build_is_finished_by_another(
     resumed = [e for e in events if isinstance(e, AgentResumed)]
     assert len(resumed) == 1
     assert resumed[0].reason == "recovered"
-    assert "runner-b" in runners.logs()
     # The scripted server's log: no completed iteration was asked for again. Only the turn in
     # flight when the runner died may appear twice.
     served = [
@@ -237,3 +257,51 @@ async def test_a_killed_runner_s_build_is_finished_by_another(
     assert len(completed_events) == 1
     with urllib.request.urlopen(completed_events[0].preview_url or "", timeout=5) as page:  # noqa: ASYNC210
         assert page.status == 200
+
+
+async def test_a_second_live_runner_waits_for_the_build_instead_of_dropping_or_stealing_it(
+    runners: Runners, scripted: ScriptedModel, e2e_redis_url: str
+) -> None:
+    scripted.latency(300)
+    redis = connect_redis(e2e_redis_url)
+    try:
+        pair = [runners.start("runner-a"), runners.start("runner-b")]
+        context = context_ready()
+        publisher = Publisher(redis)
+        await publisher.emit(context)
+
+        async def iterations(n: int) -> bool:
+            for proc in pair:
+                runners.assert_alive(proc)
+            events = await read_build_events(redis, context.build_id)
+            return any(isinstance(e, AgentIterationCompleted) and e.iteration >= n for e in events)
+
+        await eventually(lambda: iterations(2), what="two iterations", timeout=60)
+        # A second entry for the running build (a late wake): whichever runner gets it waits
+        # for the lease while the build runs, then finds it ended.
+        await publisher.emit(
+            BudgetWake(
+                build_id=context.build_id,
+                project_id=context.project_id,
+                user_id=context.user_id,
+                producer="budget",
+                reason=WakeReason.TOP_UP,
+            )
+        )
+
+        async def settled() -> bool:
+            done = any(
+                isinstance(e, BuildCompleted)
+                for e in await read_build_events(redis, context.build_id)
+            )
+            pending = await redis.xpending(AGENT_WORK.name, AGENT_RUNNER)
+            return done and pending["pending"] == 0
+
+        await eventually(settled, what="the build done and both entries acked", timeout=120)
+        events = await read_build_events(redis, context.build_id)
+    finally:
+        await redis.aclose()
+    assert len([e for e in events if isinstance(e, BuildCompleted)]) == 1
+    assert not [e for e in events if isinstance(e, AgentResumed)]  # never driven twice
+    counted = [e.iteration for e in events if isinstance(e, AgentIterationCompleted)]
+    assert counted == list(range(1, len(counted) + 1))

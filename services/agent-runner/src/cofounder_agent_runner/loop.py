@@ -541,6 +541,35 @@ async def _open_sandbox(deps: RunnerDeps, state: RunState, log: Any) -> tuple[Sa
     return sandbox, True
 
 
+async def _wait_for_lease(deps: RunnerDeps, lease: Lease, log: Any) -> None:
+    """Take the build's lease, waiting while another holds it; never give the entry up.
+
+    The entry that brought us here is only acked when this drive returns, so giving up on a
+    busy lease would lose the work if the holder is dead: a runner restarted under its own
+    consumer name re-reads its pending entries at once, while the lease of its previous
+    incarnation still has up to ``LEASE_TTL_MS`` to live. A dead holder's lease expires within
+    the TTL (nobody renews it); a live holder ends, sleeps or hands the build back, and this
+    drive then finds the build in that state (ended: nothing to do). Meanwhile the consumer
+    keeps the entry pending and heart-beaten, as for any running handler. See ADR 0005.
+    """
+    period = max(deps.settings.lease_ttl_ms / 4000, 0.05)
+    waited = False
+    while True:
+        try:
+            await lease.acquire()
+        except LeaseBusy as exc:
+            if deps.stopping.is_set():
+                raise HandBack("the runner is shutting down") from None
+            if not waited:
+                log.info("the build's lease is held; waiting for it", holder=str(exc))
+                waited = True
+            await asyncio.sleep(period)
+            continue
+        if waited:
+            log.info("took the build's lease after waiting")
+        return
+
+
 async def _drive(
     deps: RunnerDeps, *, build_id: str, context: ContextReady | None, reason: str
 ) -> Outcome:
@@ -552,11 +581,7 @@ async def _drive(
         owner=f"{deps.runner_name}:{time.monotonic_ns()}",
         ttl_ms=deps.settings.lease_ttl_ms,
     )
-    try:
-        await lease.acquire()
-    except LeaseBusy as exc:
-        log.info("not driving this build: it is driven elsewhere", holder=str(exc))
-        return Outcome.DUPLICATE
+    await _wait_for_lease(deps, lease, log)
     async with lease.kept_alive():
         state = await deps.checkpoints.load(build_id)
         if state is not None and state.ended is not None:
