@@ -79,6 +79,26 @@ async def test_always_failing_entry_is_dead_lettered_and_later_entries_keep_flow
     assert raw[0][1][DeadLetterField.DELIVERIES] == str(FAST.max_deliveries).encode()
 
 
+async def test_give_up_runs_before_the_dead_letter_and_keeps_the_entry_pending_when_it_fails(
+    redis: Redis, names: Names
+) -> None:
+    bad = probe(0, fail_until=-1)
+    await Publisher(redis).publish(names.stream, bad)
+    calls: list[tuple[str, int]] = []
+
+    async def give_up(event: Probe, error: str, deliveries: int) -> None:
+        calls.append((event.event_id, deliveries))
+        if len(calls) == 1:  # the first time, settling fails: nothing may be lost
+            raise RuntimeError("the build could not be failed yet")
+        assert await redis.xlen(dlq_key(names.stream)) == 0  # before, not after
+
+    async with running(redis, names, on_give_up=give_up):
+        await eventually(lambda: _dlq_len(redis, names, 1), what="dead-lettered once settled")
+        await eventually(lambda: _no_pending(redis, names), what="the entry acked")
+    assert [c[0] for c in calls] == [bad.event_id, bad.event_id]
+    assert calls[1][1] > calls[0][1]  # the second decision came with a later delivery
+
+
 async def _dlq_len(redis: Redis, names: Names, n: int) -> bool:
     return int(await redis.xlen(dlq_key(names.stream))) == n
 

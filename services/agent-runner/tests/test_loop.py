@@ -8,6 +8,7 @@ import json
 import urllib.request
 import uuid
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -16,7 +17,7 @@ from sqlalchemy import select
 
 from cofounder_agent_runner.bootstrap import build_consumers
 from cofounder_agent_runner.loop import Outcome, drive
-from cofounder_agent_runner.testing import Harness, context_ready
+from cofounder_agent_runner.testing import Harness, context_ready, fast_settings
 from cofounder_contracts import (
     AgentIterationCompleted,
     AgentResumed,
@@ -38,6 +39,8 @@ from cofounder_contracts import (
 from cofounder_contracts.keys import budget_gate_key, lease_key
 from cofounder_contracts.streams import AGENT_RUNNER, AGENT_WORK
 from cofounder_db.models import AgentCheckpoint, Project
+from cofounder_runtime.connections import connect_redis
+from cofounder_runtime.keys import dlq_key
 from cofounder_runtime.publisher import Publisher
 from cofounder_scripted_model.process import ScriptedModel
 from cofounder_testing.waiting import eventually
@@ -414,3 +417,53 @@ async def test_a_build_is_counted_in_the_runner_metrics(
         == before["limited"] + 1
     )
     assert value("cofounder_runner_builds_active") == 0
+
+
+async def test_a_build_given_up_on_fails_with_its_reason_instead_of_staying_running(
+    runner_redis_url: str, migrated_database_url: str, scripted: ScriptedModel, tmp_path: Path
+) -> None:
+    # The model keeps failing: each delivery of the work entry makes one attempt and raises;
+    # after the last delivery the entry is dead-lettered, and the build must end with it.
+    scripted.faults(*[{"status": 500}] * 10)
+    redis = connect_redis(runner_redis_url)
+    harness = Harness(
+        settings=fast_settings(
+            redis_url=runner_redis_url,
+            database_url=migrated_database_url,
+            model_url=scripted.url,
+            sandbox_root=tmp_path / "sandboxes",
+            work_max_deliveries=2,
+            model_attempts=1,
+            consumer_retry_max_ms=50,
+        ),
+        redis=redis,
+    )
+    context = context_ready()
+    tasks, consumers = await _consume(harness)
+    try:
+        await Publisher(redis).emit(context)
+
+        async def failed() -> list[BuildFailed]:
+            events = await harness.events(context.build_id)
+            return [e for e in events if isinstance(e, BuildFailed)]
+
+        async def ended() -> bool:
+            return bool(await failed())
+
+        await eventually(ended, what="build.failed", timeout=30)
+        [end] = await failed()
+        assert "given up after 2 attempts" in end.reason
+        dead: Any = await redis.xrange(dlq_key(AGENT_WORK.name))
+        assert any(f.get(b"event_id") == context.event_id.encode() for _, f in dead)
+        state = await harness.deps.checkpoints.load(context.build_id)
+        assert state is not None
+        assert state.ended is not None
+        assert state.ended["outcome"] == "failed"
+        sandbox = json.loads(
+            (harness.sandboxes.root / (state.sandbox_id or "") / "sandbox.json").read_text()
+        )
+        assert sandbox["status"] == "killed"
+    finally:
+        await _stop(tasks, consumers)
+        await harness.close()
+        await redis.aclose()

@@ -47,10 +47,13 @@ from cofounder_runtime.options import ConsumerOptions
 from cofounder_runtime.ownership import Ownership
 from cofounder_runtime.streamreply import read_entries
 
-__all__ = ["Consumer", "Handler", "Poison"]
+__all__ = ["Consumer", "GiveUp", "Handler", "Poison"]
 
 #: A handler gets the decoded event; dependencies are bound beforehand (``functools.partial``).
 Handler = Callable[[Any], Awaitable[None]]
+#: Called with (event, error, deliveries) when an entry is about to be dead-lettered; see
+#: :class:`Consumer`.
+GiveUp = Callable[[Any, str, int], Awaitable[None]]
 
 _log = structlog.get_logger("cofounder.consumer")
 
@@ -102,8 +105,15 @@ class Consumer:
         consumer: str,
         handlers: Mapping[type[Event], Handler],
         options: ConsumerOptions | None = None,
+        on_give_up: GiveUp | None = None,
     ) -> None:
+        """``on_give_up`` runs before a decoded entry is dead-lettered (its handler raised
+        ``Poison`` or ran out of deliveries): the place to settle what the event was about, such
+        as failing the build a work entry drives. The entry goes to the dead letters only once
+        it returns; when it raises, the entry stays pending and the decision is made again at
+        its next delivery."""
         self.redis = redis
+        self._on_give_up = on_give_up
         self.stream = stream
         self.group = group
         self.name = consumer
@@ -136,6 +146,7 @@ class Consumer:
         consumer: str,
         handlers: Mapping[type[Event], Handler],
         options: ConsumerOptions | None = None,
+        on_give_up: GiveUp | None = None,
     ) -> Consumer:
         """A consumer of a contract stream: checks the wiring and takes the stream's retention.
 
@@ -157,6 +168,7 @@ class Consumer:
             consumer=consumer,
             handlers=handlers,
             options=options,
+            on_give_up=on_give_up,
         )
 
     # -- lifecycle -------------------------------------------------------------------------
@@ -342,6 +354,13 @@ class Consumer:
                     "malformed entry: needs 'type', 'event_id' and 'data' fields",
                 )
             return
+        try:
+            event = route.decoder.decode(fields.get(b"data", b""))
+        except msgspec.DecodeError as exc:
+            self._spawn_dead_letter(
+                entry_id, fields, deliveries, f"undecodable: {exc}", route.metrics
+            )
+            return
         if deliveries > self.options.max_deliveries:
             self._spawn_dead_letter(
                 entry_id,
@@ -350,13 +369,7 @@ class Consumer:
                 f"delivered {deliveries} times without an ack "
                 "(its consumers crashed or were killed while handling it)",
                 route.metrics,
-            )
-            return
-        try:
-            event = route.decoder.decode(fields.get(b"data", b""))
-        except msgspec.DecodeError as exc:
-            self._spawn_dead_letter(
-                entry_id, fields, deliveries, f"undecodable: {exc}", route.metrics
+                event=event,
             )
             return
         state = self._state
@@ -394,6 +407,8 @@ class Consumer:
                             deliveries=flight.deliveries,
                             exc_info=exc,
                         )
+                        if not await self._give_up(event, error, flight.deliveries):
+                            return  # left pending: decided again at its next delivery
                         await self._dead_letter(entry_id, fields, flight.deliveries, error, metrics)
                         return
                     self._log.warning(
@@ -413,6 +428,19 @@ class Consumer:
         finally:
             state.inflight.pop(entry_id, None)
             self._slot_freed.set()
+
+    async def _give_up(self, event: Event, error: str, deliveries: int) -> bool:
+        """Run ``on_give_up``; whether the entry may go to the dead letters now."""
+        if self._on_give_up is None:
+            return True
+        try:
+            await self._on_give_up(event, error, deliveries)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - kept pending, tried again
+            self._log.error("giving up on the entry failed; it stays pending", error=repr(exc))
+            return False
+        return True
 
     async def _back_off(self, entry_id: bytes, flight: _InFlight) -> bool:
         """Sleep the backoff, then count a redelivery. False when the entry is no longer ours."""
@@ -454,6 +482,8 @@ class Consumer:
         deliveries: int,
         error: str,
         metrics: TypeMetrics | None = None,
+        *,
+        event: Event | None = None,
     ) -> None:
         self._log.error(
             "dead-lettering entry",
@@ -462,12 +492,31 @@ class Consumer:
             event_id=fields.get(EVENT_ID, b"").decode(errors="replace"),
         )
         task = asyncio.create_task(
-            self._dead_letter(
-                entry_id, fields, deliveries, error, metrics or self.metrics.for_type(_UNKNOWN)
+            self._settle_and_dead_letter(
+                entry_id,
+                fields,
+                deliveries,
+                error,
+                metrics or self.metrics.for_type(_UNKNOWN),
+                event,
             )
         )
         self._state.tasks.add(task)
         task.add_done_callback(self._handler_done)
+
+    async def _settle_and_dead_letter(
+        self,
+        entry_id: bytes,
+        fields: dict[bytes, bytes],
+        deliveries: int,
+        error: str,
+        metrics: TypeMetrics,
+        event: Event | None,
+    ) -> None:
+        """A decoded event is settled first (``on_give_up``); left pending if that fails."""
+        if event is not None and not await self._give_up(event, error, deliveries):
+            return
+        await self._dead_letter(entry_id, fields, deliveries, error, metrics)
 
     async def _dead_letter(
         self,

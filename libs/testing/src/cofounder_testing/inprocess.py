@@ -9,7 +9,7 @@ from typing import Any
 
 from redis.asyncio import Redis
 
-from cofounder_runtime.consumer import Consumer, Handler
+from cofounder_runtime.consumer import Consumer, GiveUp, Handler
 from cofounder_runtime.options import ConsumerOptions
 from cofounder_testing.fixtures import Names
 from cofounder_testing.probe import Probe, ProbeHandler
@@ -34,6 +34,7 @@ async def running(
     name: str = "c1",
     options: ConsumerOptions = FAST,
     handler: Handler | None = None,
+    on_give_up: GiveUp | None = None,
 ) -> AsyncIterator[Consumer]:
     """A consumer running as a task for the duration of the block; stopped gracefully after."""
     consumer = Consumer(
@@ -43,6 +44,7 @@ async def running(
         consumer=name,
         handlers={Probe: handler or ProbeHandler(redis, names.prefix)},
         options=options,
+        on_give_up=on_give_up,
     )
     await consumer.ensure_group()
     task = asyncio.create_task(consumer.run())

@@ -14,7 +14,7 @@ from redis.asyncio import Redis
 
 from cofounder_agent_runner.checkpoints import CheckpointStore
 from cofounder_agent_runner.handlers import on_cancel_requested, on_context_ready, on_wake
-from cofounder_agent_runner.loop import RunnerDeps
+from cofounder_agent_runner.loop import RunnerDeps, give_up
 from cofounder_agent_runner.model import ModelClient
 from cofounder_agent_runner.settings import RunnerSettings
 from cofounder_contracts import BudgetWake, BuildCancelRequested, ContextReady, Event
@@ -136,6 +136,9 @@ def build_consumers(settings: RunnerSettings, deps: RunnerDeps) -> list[Consumer
             consumer=settings.consumer_name,
             handlers={event_type: handler},
             options=options,
+            # A work entry given up on fails its build (never left running); a cancel request
+            # given up on is only a record: the build goes on.
+            on_give_up=functools.partial(give_up, deps) if stream is not BUILD_CONTROL else None,
         )
         for stream, event_type, handler, options in wiring
     ]

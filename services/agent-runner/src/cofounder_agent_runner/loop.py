@@ -83,7 +83,7 @@ from cofounder_sandbox.base import Sandbox, Sandboxes, SandboxGone
 from cofounder_snapshots.store import SnapshotStore, StoreError
 from cofounder_snapshots.sync import restore
 
-__all__ = ["HandBack", "Outcome", "RunnerDeps", "drive"]
+__all__ = ["HandBack", "Outcome", "RunnerDeps", "drive", "give_up"]
 
 PRODUCER: Final = "agent-runner"
 _log = structlog.get_logger("cofounder.runner.loop")
@@ -667,6 +667,58 @@ async def _drive(
                 with contextlib.suppress(Exception):
                     await run.sender  # progress events of an unfinished turn: best effort
             await dispatcher.close()
+
+
+async def give_up(deps: RunnerDeps, event: Event, error: str, deliveries: int) -> None:
+    """The build's work entry is about to be dead-lettered (handed back or failing too often):
+    end the build as failed, unless it has ended, so that it never stays ``running`` holding
+    its plan slot. Its end is checkpointed (a late redelivery re-emits it), ``build.failed``
+    says why, and its sandbox is killed. Raises to keep the entry pending (tried again)."""
+    build_id = event.build_id
+    log = _log.bind(build_id=build_id, runner=deps.runner_name)
+    lease = Lease(
+        deps.redis,
+        build_id=build_id,
+        owner=f"{deps.runner_name}:{time.monotonic_ns()}",
+        ttl_ms=deps.settings.lease_ttl_ms,
+    )
+    await _wait_for_lease(deps, lease, log)
+    async with lease.kept_alive():
+        state = await deps.checkpoints.load(build_id)
+        if state is not None and state.ended is not None:
+            return  # it ended meanwhile: the dead letter is only a record
+        reason = (
+            f"the build was given up after {deliveries} attempts to drive it; last error: {error}"
+        )[:2000]
+        context = state.context if state is not None else event
+        failed = BuildFailed(
+            build_id=build_id,
+            project_id=context.project_id,
+            user_id=context.user_id,
+            producer=PRODUCER,
+            causation_id=event.event_id,
+            trace=context.trace,
+            event_id=derived_event_id(
+                context.event_id if isinstance(context, ContextReady) else event.event_id, "failed"
+            ),
+            reason=reason,
+        )
+        if state is not None:
+            await deps.checkpoints.append(
+                state,
+                generation=lease.generation,
+                kind="end",
+                parts={"outcome": "failed", "event": msgspec.to_builtins(failed)},
+            )
+        await deps.publisher.emit(failed)
+        log.error("build given up", reason=reason)
+        BUILDS_ENDED.labels("given_up").inc()
+        if state is not None and state.sandbox_id and state.sandbox_kind == deps.sandboxes.kind:
+            try:
+                sandbox = await deps.sandboxes.connect(state.sandbox_id)
+            except SandboxGone:
+                return
+            await _quietly(sandbox.kill(), "killing the sandbox", log)
 
 
 async def drive(
