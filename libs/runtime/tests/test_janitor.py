@@ -9,7 +9,7 @@ from dataclasses import replace
 import pytest
 from redis.asyncio import Redis
 
-from cofounder_runtime.consumer import Consumer
+from cofounder_runtime.consumer import Consumer, Handler
 from cofounder_runtime.janitor import Janitor, trim_by_age
 from cofounder_runtime.metrics import GROUP_LAG, GROUP_PENDING
 from cofounder_runtime.publisher import Publisher
@@ -126,3 +126,50 @@ async def test_over_delivered_entries_are_dead_lettered_without_running(
     assert len(dead) == 1
     assert b"without an ack" in dead[0][1][b"dlq.error"]
     assert not await redis.hexists(names.key("starts"), event.event_id)
+
+
+async def test_a_dead_consumer_s_long_running_entries_are_shared_out(
+    redis: Redis, names: Names
+) -> None:
+    # 20 entries taken by a consumer that then died (pending, never acked).
+    await Publisher(redis).publish_many((names.stream, probe(i)) for i in range(20))
+    await redis.xgroup_create(names.stream, names.group, id="0", mkstream=True)
+    await redis.xreadgroup(names.group, "dead", {names.stream: ">"}, count=20)
+    await asyncio.sleep(FAST.min_idle_ms / 1000)
+    release = asyncio.Event()
+    held: dict[str, set[str]] = {"a": set(), "b": set()}
+
+    def holder(name: str) -> Handler:
+        async def handle(event: Probe) -> None:  # a build: runs until the test lets it end
+            held[name].add(event.event_id)
+            await release.wait()
+
+        return handle
+
+    # Free slots for all 20 in each: without a share, the first pass would take them all.
+    options = replace(FAST, claim_per_pass=4, concurrency=100)
+    pair = [
+        Consumer(
+            redis,
+            stream=names.stream,
+            group=names.group,
+            consumer=name,
+            handlers={Probe: holder(name)},
+            options=options,
+        )
+        for name in ("a", "b")
+    ]
+    tasks = [asyncio.create_task(c.run()) for c in pair]
+    try:
+        deadline = time.monotonic() + 20
+        while len(held["a"] | held["b"]) < 20:
+            assert time.monotonic() < deadline, held
+            await asyncio.sleep(0.05)
+    finally:
+        release.set()
+        for c in pair:
+            c.stop()
+        await asyncio.gather(*tasks)
+    assert not held["a"] & held["b"]  # each build taken once
+    assert len(held["a"]) >= 4
+    assert len(held["b"]) >= 4  # the second consumer got a share, not nothing

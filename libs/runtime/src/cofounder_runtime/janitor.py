@@ -102,13 +102,17 @@ class Janitor:
             self._log.warning("janitor pass failed", error=repr(exc))
 
     async def claim_orphans(self) -> int:
-        """Claim entries idle past ``min_idle`` from any consumer; return how many."""
+        """Claim entries idle past ``min_idle`` from any consumer, up to the free slots and
+        ``claim_per_pass``; return how many."""
         c = self._consumer
         claimed_total = 0
         cursor: bytes | str = "0-0"
+        share = c.options.claim_per_pass
         while not c.stopping:
             free = c.free_slots()
-            if not free:
+            if share is not None:
+                free = min(free, share - claimed_total)
+            if free <= 0:
                 break
             reply = await c.redis.xautoclaim(
                 c.stream,

@@ -34,6 +34,10 @@ class ConsumerOptions:
     - ``max_age_ms``: when set, the janitor trims the stream by age (``XTRIM MINID ~``), never past
       an entry that a group still has pending or has not yet read.
     - ``shutdown_grace_s``: on stop, how long in-flight handlers may take to finish and be acked.
+    - ``claim_per_pass``: at most this many orphans claimed per janitor pass (default: as many
+      as there are free slots). Set it where handlers run long (a build runs for minutes): the
+      janitors of several consumers then share a dead one's entries instead of the first one
+      taking them all.
     """
 
     concurrency: int = 256
@@ -48,9 +52,12 @@ class ConsumerOptions:
     departed_after_ms: int = 3_600_000
     max_age_ms: int | None = None
     shutdown_grace_s: float = 30.0
+    claim_per_pass: int | None = None
 
     def __post_init__(self) -> None:
         problems = []
+        if self.claim_per_pass is not None and self.claim_per_pass < 1:
+            problems.append("claim_per_pass must be at least 1")
         if self.concurrency < 1:
             problems.append("concurrency must be at least 1")
         if self.batch_size < 1:

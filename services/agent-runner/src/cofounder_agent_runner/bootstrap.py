@@ -115,8 +115,12 @@ def build_deps(
 
 def build_consumers(settings: RunnerSettings, deps: RunnerDeps) -> list[Consumer]:
     """Builds to start, builds to wake (both long-running, pending while driven), cancels."""
+    # Builds run for minutes: a dead runner's builds are shared out among the live runners'
+    # janitors a few per pass, not all taken by the first one to look.
     work_options = dataclasses.replace(
-        settings.consumer_options(), max_deliveries=settings.work_max_deliveries
+        settings.consumer_options(),
+        max_deliveries=settings.work_max_deliveries,
+        claim_per_pass=settings.work_claim_per_pass,
     )
     wiring: list[tuple[Stream, type[Event], Handler, ConsumerOptions]] = [
         (AGENT_WORK, ContextReady, functools.partial(on_context_ready, deps=deps), work_options),

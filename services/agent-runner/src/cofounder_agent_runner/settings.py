@@ -34,6 +34,11 @@ class RunnerSettings(RuntimeSettings):
         description="Deliveries of a build's work entry before it is dead-lettered "
         "(each crash, hand-back or retry counts one).",
     )
+    work_claim_per_pass: int = Field(
+        default=4,
+        description="Builds of a dead runner one runner takes over per janitor pass (the rest "
+        "are left to the other runners' next passes).",
+    )
     anthropic_api_key: SecretStr | None = Field(
         default=None, description="Anthropic API key (the scripted server accepts any)."
     )
