@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 from dataclasses import replace
 
+import msgspec
 import pytest
 from redis.asyncio import Redis
 
@@ -97,6 +98,24 @@ async def test_give_up_runs_before_the_dead_letter_and_keeps_the_entry_pending_w
         await eventually(lambda: _no_pending(redis, names), what="the entry acked")
     assert [c[0] for c in calls] == [bad.event_id, bad.event_id]
     assert calls[1][1] > calls[0][1]  # the second decision came with a later delivery
+
+
+async def test_a_second_payload_under_a_handled_event_id_goes_to_the_dead_letters(
+    redis: Redis, names: Names
+) -> None:
+    first = probe(1)
+    forged = msgspec.structs.replace(first, n=2)  # the same id, another payload
+    async with running(redis, names):
+        await Publisher(redis).publish(names.stream, first)
+        await eventually(lambda: _effects(redis, names, 1), what="the first applied")
+        await Publisher(redis).publish(names.stream, forged)
+        await eventually(lambda: _dlq_len(redis, names, 1), what="the second dead-lettered")
+        await eventually(lambda: _no_pending(redis, names), what="both acked")
+    [dead] = await deadletter.list_dead(redis, names.stream)
+    assert dead.event_id == first.event_id
+    assert "seen before with another payload" in dead.error
+    assert dead.deliveries == 1  # at once, not after the retries
+    assert await hash_ints(redis, names.key("effects")) == {first.event_id: 1}
 
 
 async def _dlq_len(redis: Redis, names: Names, n: int) -> bool:

@@ -15,6 +15,8 @@ from sqlalchemy import Column, Integer, MetaData, String, Table, func, select
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
 from cofounder_contracts.ids import new_event_id
+from cofounder_runtime.conflict import PayloadConflict
+from cofounder_runtime.consumer import Poison
 from cofounder_runtime.idempotency import RedisOnce
 from cofounder_runtime.idempotency_sql import metadata, processed_events, record_once
 from cofounder_testing.fixtures import Names
@@ -64,11 +66,10 @@ async def test_a_failing_effect_leaves_no_marker_so_the_retry_applies_it(
 
 
 @pytest.fixture
-async def engine(database_url: str) -> AsyncIterator[AsyncEngine]:
-    url = database_url.replace("postgresql://", "postgresql+asyncpg://", 1)
+async def engine(migrated_database_url: str) -> AsyncIterator[AsyncEngine]:
+    """A database of this test's own, migrated (``processed_events`` as the services have it)."""
+    url = migrated_database_url.replace("postgresql://", "postgresql+asyncpg://", 1)
     eng = create_async_engine(url)
-    async with eng.begin() as conn:
-        await conn.run_sync(metadata.create_all)
     yield eng
     await eng.dispose()
 
@@ -110,6 +111,30 @@ async def test_record_once_in_the_handler_transaction(engine: AsyncEngine) -> No
         await conn.run_sync(ledger.drop)
         await conn.commit()
     assert (rows, marks) == (1, 1)
+
+
+async def test_an_event_id_with_another_payload_is_refused_with_both_digests(
+    engine: AsyncEngine, redis: Redis, names: Names
+) -> None:
+    scope = f"test-{uuid.uuid4().hex[:8]}"
+    eid = new_event_id()
+    async with engine.begin() as conn:
+        assert await record_once(conn, scope=scope, event_id=eid, digest="a" * 32)
+    async with engine.begin() as conn:  # the same payload again: a plain redelivery
+        assert not await record_once(conn, scope=scope, event_id=eid, digest="a" * 32)
+    with pytest.raises(PayloadConflict) as refused:
+        async with engine.begin() as conn:
+            await record_once(conn, scope=scope, event_id=eid, digest="b" * 32)
+    assert "a" * 32 in str(refused.value)
+    assert "b" * 32 in str(refused.value)
+    assert isinstance(refused.value, Poison)  # dead-lettered at once by the consumer
+
+    add = RedisOnce(redis, scope=names.prefix, body="return redis.call('INCRBY', KEYS[1], ARGV[1])")
+    assert (await add.apply(eid, keys=[names.key("n")], args=[1], digest="a" * 32)).applied
+    assert not (await add.apply(eid, keys=[names.key("n")], args=[1], digest="a" * 32)).applied
+    with pytest.raises(PayloadConflict, match="b" * 32):
+        await add.apply(eid, keys=[names.key("n")], args=[5], digest="b" * 32)
+    assert int(await redis.get(names.key("n")) or 0) == 1  # the second payload changed nothing
 
 
 async def test_record_once_on_sqlite(tmp_path: Path) -> None:

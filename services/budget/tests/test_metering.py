@@ -9,6 +9,7 @@ import uuid
 from collections.abc import AsyncIterator
 from datetime import UTC, date, datetime
 
+import msgspec
 import pytest
 from prometheus_client import REGISTRY
 from redis.asyncio import Redis
@@ -36,6 +37,7 @@ from cofounder_contracts.keys import budget_gate_key
 from cofounder_contracts.streams import BUDGET_SIGNALS
 from cofounder_db.engine import create_engine
 from cofounder_db.models import BudgetLedgerRow, BudgetTopUpRow, Build, Project, User
+from cofounder_runtime.conflict import PayloadConflict
 from cofounder_runtime.consumer import Consumer, Poison
 from cofounder_runtime.publisher import Publisher
 from cofounder_runtime.streamreply import read_entries
@@ -172,6 +174,20 @@ async def test_counters_lost_by_redis_are_rebuilt_from_the_ledger(
 
 
 @pytest.mark.integration
+async def test_a_usage_event_id_reused_with_other_tokens_is_refused_not_raced(
+    deps: BudgetDeps,
+) -> None:
+    user = str(uuid.uuid4())
+    first = _usage(user, "b", 1000)
+    await on_usage(first, deps)
+    spent = await _ledger(deps, user)
+    await on_usage(msgspec.structs.replace(first, occurred_at=first.occurred_at), deps)  # again
+    forged = msgspec.structs.replace(first, input_tokens=900_000)
+    with pytest.raises(PayloadConflict, match="seen before with another payload"):
+        await on_usage(forged, deps)
+    assert await _ledger(deps, user) == spent  # counted once, the first usage
+
+
 async def test_absurd_usage_is_dead_lettered_at_once_and_the_service_goes_on(
     deps: BudgetDeps, redis: Redis, names: Names
 ) -> None:

@@ -9,7 +9,9 @@ One ``msgspec.json.Encoder`` is shared; a :class:`Codec` keeps one typed decoder
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Iterable, Mapping
+from datetime import UTC, datetime
 from typing import Final
 
 import msgspec
@@ -25,6 +27,7 @@ __all__ = [
     "UnknownEventType",
     "encode",
     "encode_fields",
+    "payload_digest",
 ]
 
 TYPE: Final = b"type"
@@ -88,3 +91,18 @@ class Codec:
             return decoder.decode(data)
         except msgspec.DecodeError as exc:
             raise DecodeError(f"{type_.decode(errors='replace')}: {exc}") from None
+
+
+_DIGEST_ENCODER: Final = msgspec.json.Encoder()
+_NO_TIME: Final = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+def payload_digest(event: Event) -> str:
+    """A digest of what ``event`` says, to tell a redelivery from another event reusing its id.
+
+    ``occurred_at`` is left out: an event made again (a handler re-deriving it on a redelivery,
+    with the same deterministic id) has a new one and is still the same event. 32 hex digits
+    (128 bits of SHA-256).
+    """
+    plain = msgspec.structs.replace(event, occurred_at=_NO_TIME)
+    return hashlib.sha256(_DIGEST_ENCODER.encode(plain)).hexdigest()[:32]

@@ -19,6 +19,7 @@ from typing import Any
 from redis.asyncio import Redis
 from redis.commands.core import AsyncScript
 
+from cofounder_runtime.conflict import PayloadConflict
 from cofounder_runtime.keys import once_key
 
 __all__ = ["Applied", "RedisOnce"]
@@ -26,10 +27,17 @@ __all__ = ["Applied", "RedisOnce"]
 # The marker is set after the effect: a script that raises midway is not rolled back by Redis,
 # and a marker set first would make the retry skip an effect that never completed. Scripts run
 # without interleaving, so check-then-set is still atomic against other clients.
+# The marker holds the payload's digest ('1' when the caller gave none): a second payload under
+# the same id is answered {2, digest seen} and nothing is applied.
 _PREAMBLE = """
 local marker = KEYS[#KEYS]
 local ttl_ms = ARGV[#ARGV]
-if redis.call('EXISTS', marker) == 1 then
+local digest = ARGV[#ARGV - 1]
+local seen = redis.call('GET', marker)
+if seen then
+  if digest ~= '' and seen ~= '1' and seen ~= digest then
+    return {2, seen}
+  end
   return {0, false}
 end
 local function apply()
@@ -37,7 +45,7 @@ local function apply()
 _POSTAMBLE = """
 end
 local result = apply()
-redis.call('SET', marker, '1', 'PX', ttl_ms)
+redis.call('SET', marker, digest ~= '' and digest or '1', 'PX', ttl_ms)
 return {1, result}
 """
 
@@ -86,9 +94,15 @@ class RedisOnce:
         *,
         keys: Sequence[str] = (),
         args: Sequence[str | bytes | int | float] = (),
+        digest: str | None = None,
     ) -> Applied:
-        """Run the effect unless ``event_id`` was applied before."""
+        """Run the effect unless ``event_id`` was applied before. With the payload's
+        ``digest`` (:func:`~cofounder_contracts.codec.payload_digest`), an id applied before
+        with another payload raises :class:`~cofounder_runtime.conflict.PayloadConflict`."""
         applied, result = await self._script(
-            keys=[*keys, self.marker(event_id)], args=[*args, self._ttl_ms]
+            keys=[*keys, self.marker(event_id)], args=[*args, digest or "", self._ttl_ms]
         )
+        if applied == 2:
+            seen = result.decode() if isinstance(result, bytes) else str(result)
+            raise PayloadConflict(event_id, seen=seen, now=digest or "")
         return Applied(applied=bool(applied), result=result)

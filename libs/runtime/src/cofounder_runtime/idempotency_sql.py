@@ -12,9 +12,11 @@ Both succeed or neither does, so a crash between them cannot count an event with
 
 from __future__ import annotations
 
-from sqlalchemy import Column, DateTime, MetaData, String, Table, func
+from sqlalchemy import Column, DateTime, MetaData, String, Table, func, select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection
+
+from cofounder_runtime.conflict import PayloadConflict
 
 __all__ = ["metadata", "processed_events", "record_once"]
 
@@ -26,12 +28,18 @@ processed_events = Table(
     Column("scope", String(100), primary_key=True, comment="consumer group or handler name"),
     Column("event_id", String(36), primary_key=True),
     Column("processed_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+    Column("digest", String(64), nullable=True, comment="payload_digest of the event applied"),
 )
 
 
-async def record_once(conn: AsyncConnection, *, scope: str, event_id: str) -> bool:
-    """Record ``event_id`` for ``scope`` in the current transaction; False if already there."""
-    values = {"scope": scope, "event_id": event_id}
+async def record_once(
+    conn: AsyncConnection, *, scope: str, event_id: str, digest: str | None = None
+) -> bool:
+    """Record ``event_id`` for ``scope`` in the current transaction; False if already there.
+
+    With the payload's ``digest``, an id recorded before with another payload raises
+    :class:`~cofounder_runtime.conflict.PayloadConflict` (the transaction writes nothing)."""
+    values = {"scope": scope, "event_id": event_id, "digest": digest}
     dialect = conn.dialect.name
     stmt: postgresql.Insert | sqlite.Insert
     if dialect == "postgresql":
@@ -41,4 +49,16 @@ async def record_once(conn: AsyncConnection, *, scope: str, event_id: str) -> bo
     else:  # pragma: no cover - only PostgreSQL and SQLite are supported
         raise NotImplementedError(f"record_once does not support {dialect}")
     result = await conn.execute(stmt.returning(processed_events.c.event_id))
-    return result.first() is not None
+    if result.first() is not None:
+        return True
+    if digest is not None:
+        seen = (
+            await conn.execute(
+                select(processed_events.c.digest).where(
+                    processed_events.c.scope == scope, processed_events.c.event_id == event_id
+                )
+            )
+        ).scalar()
+        if seen is not None and seen != digest:
+            raise PayloadConflict(event_id, seen=seen, now=digest)
+    return False

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 
 from redis.asyncio import Redis
 
+from cofounder_contracts.codec import payload_digest
 from cofounder_contracts.envelope import Event
 from cofounder_runtime.idempotency import RedisOnce
 
@@ -64,5 +65,8 @@ class ProbeHandler:
         if event.gate is not None and not await self.redis.exists(event.gate):
             raise RuntimeError(f"probe {event.n}: gate {event.gate} is closed")
         await self._effect.apply(
-            event.event_id, keys=[f"{self.prefix}:effects"], args=[event.event_id]
+            event.event_id,
+            keys=[f"{self.prefix}:effects"],
+            args=[event.event_id],
+            digest=payload_digest(event),
         )

@@ -22,7 +22,8 @@ redelivery after a crash finishes the job.
 from __future__ import annotations
 
 import functools
-from collections.abc import Callable
+import hashlib
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
 from typing import Final
@@ -49,6 +50,7 @@ from cofounder_contracts import (
     follow_up,
 )
 from cofounder_db.models import BudgetLedgerRow, BudgetTopUpRow
+from cofounder_runtime.conflict import PayloadConflict
 from cofounder_runtime.consumer import Poison
 from cofounder_runtime.publisher import Publisher
 
@@ -118,6 +120,39 @@ async def _insert_once(conn: AsyncConnection, event: BudgetUsage, day: str, cost
     return bool((await conn.execute(statement)).rowcount)
 
 
+_USAGE_FIELDS = (
+    "user_id",
+    "build_id",
+    "model",
+    "input_tokens",
+    "output_tokens",
+    "cache_creation_input_tokens",
+    "cache_read_input_tokens",
+)
+
+
+def _usage_digest(values: Sequence[object]) -> str:
+    return hashlib.sha256(repr(tuple(values)).encode()).hexdigest()[:32]
+
+
+async def _same_as_counted(conn: AsyncConnection, event: BudgetUsage) -> None:
+    """A usage event id counted before must carry the same usage, or neither is trusted: the
+    ledger keeps the first, and the second goes to the dead letters with both digests."""
+    row = (
+        await conn.execute(
+            select(*(_LEDGER.c[name] for name in _USAGE_FIELDS)).where(
+                _LEDGER.c.event_id == event.event_id
+            )
+        )
+    ).first()
+    if row is None:
+        return
+    seen = _usage_digest(tuple(row))
+    now = _usage_digest(tuple(getattr(event, name) for name in _USAGE_FIELDS))
+    if seen != now:
+        raise PayloadConflict(event.event_id, seen=seen, now=now)
+
+
 async def _budget(
     conn: AsyncConnection, deps: BudgetDeps, user_id: str, day: date
 ) -> tuple[int, str]:
@@ -143,6 +178,7 @@ async def on_usage(event: BudgetUsage, deps: BudgetDeps) -> None:
     resets_at = next_reset(when)
     async with deps.engine.begin() as conn:
         if not await _insert_once(conn, event, day.isoformat(), cost):
+            await _same_as_counted(conn, event)
             return  # counted before (its ledger row is committed)
         budget, tier = await _budget(conn, deps, event.user_id, day)
         add = functools.partial(

@@ -13,7 +13,7 @@ from typing import Any, Final
 from redis.asyncio import Redis
 
 from cofounder_contracts import Event, build_feed_key, encode
-from cofounder_contracts.codec import DATA, TYPE
+from cofounder_contracts.codec import DATA, TYPE, payload_digest
 from cofounder_runtime.idempotency import RedisOnce
 
 __all__ = ["ENDING_TYPES", "SSE_BLOCK_MS", "Feed", "TooManyStreams"]
@@ -108,6 +108,7 @@ class Feed:
             event.event_id,
             keys=[build_feed_key(event.build_id)],
             args=[event.type, event.event_id, encode(event), self._max_len],
+            digest=payload_digest(event),
         )
 
     async def read(

@@ -33,6 +33,7 @@ from cofounder_contracts import (
     ToolCalled,
     ToolCompleted,
 )
+from cofounder_contracts.codec import payload_digest
 from cofounder_db.models import Build
 from cofounder_gateway import slots
 from cofounder_gateway.feed import Feed
@@ -120,7 +121,9 @@ async def on_build_event(event: Event, deps: ProjectionDeps) -> None:
     """Feed first (idempotent), then the row (idempotent, in one transaction)."""
     await deps.feed.append(event)
     async with deps.engine.begin() as conn:
-        if not await record_once(conn, scope=SCOPE, event_id=event.event_id):
+        if not await record_once(
+            conn, scope=SCOPE, event_id=event.event_id, digest=payload_digest(event)
+        ):
             return
         build = (
             await conn.execute(
@@ -166,7 +169,9 @@ async def on_usage(event: BudgetUsage, deps: ProjectionDeps) -> None:
     """Usage is visible on the feed, and added to the build's token counters once."""
     await deps.feed.append(event)
     async with deps.engine.begin() as conn:
-        if not await record_once(conn, scope=SCOPE, event_id=event.event_id):
+        if not await record_once(
+            conn, scope=SCOPE, event_id=event.event_id, digest=payload_digest(event)
+        ):
             return
         await conn.execute(
             update(Build)
