@@ -4,6 +4,7 @@ not store a second version."""
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -26,7 +27,7 @@ from cofounder_runtime.publisher import Publisher
 from cofounder_runtime.streamreply import read_entries
 from cofounder_sandbox.local import LocalSandbox, LocalSandboxes
 from cofounder_snapshot.handlers import SnapshotDeps, on_snapshot_requested
-from cofounder_snapshots.store import S3Store
+from cofounder_snapshots.store import LocalStore, S3Store
 
 pytestmark = pytest.mark.integration
 
@@ -120,3 +121,70 @@ async def test_an_unreachable_s3_is_answered_as_failed_and_lists_no_version(
     assert len(answers) == 1
     assert isinstance(answers[0], SnapshotFailed)
     assert "nowhere" in answers[0].reason
+
+
+class _PausingStore(LocalStore):
+    """A folder store that holds one snapshot still right after it read the project's index
+    (the moment a prune of a sibling build could take a blob that snapshot counts on)."""
+
+    def __init__(self, root: Path) -> None:
+        super().__init__(root)
+        self.paused = asyncio.Event()
+        self.go_on = asyncio.Event()
+        self.pause_next = False
+
+    async def read_index(self, project_id: str) -> set[str]:
+        known = await super().read_index(project_id)
+        if self.pause_next:
+            self.pause_next = False
+            self.paused.set()
+            await self.go_on.wait()
+        return known
+
+
+async def test_a_prune_never_deletes_a_blob_a_sibling_build_s_new_manifest_uses(
+    redis: Redis, tmp_path: Path
+) -> None:
+    sandboxes = LocalSandboxes(tmp_path / "sandboxes", isolation="unsafe-none")
+    project = str(uuid.uuid4())
+    older = await sandboxes.create(build_id=str(uuid.uuid4()), metadata={})
+    newer = await sandboxes.create(build_id=str(uuid.uuid4()), metadata={})
+    (older.workspace / "shared.py").write_text("shared = 1\n")
+    (newer.workspace / "shared.py").write_text("shared = 1\n")  # the same blob
+    store = _PausingStore(tmp_path / "store")
+    deps = SnapshotDeps(
+        store=store,
+        sandboxes={"local": sandboxes},
+        events=Publisher(redis),
+        keep_versions=1,
+        redis=redis,
+    )
+
+    def request(box: LocalSandbox, build: str) -> SnapshotRequested:
+        return SnapshotRequested(
+            build_id=build, project_id=project, user_id="u", producer="agent-runner",
+            sandbox_kind=SandboxKind.LOCAL, sandbox_id=box.id,
+        )  # fmt: skip
+
+    build_a, build_b = str(uuid.uuid4()), str(uuid.uuid4())
+    await on_snapshot_requested(request(older, build_a), deps)  # a v1 uses the shared blob
+    (older.workspace / "shared.py").unlink()
+    (older.workspace / "other.py").write_text("other = 2\n")
+    # b's snapshot reads the index (the shared blob is known: it will not upload it) and stops;
+    # a's next snapshot, with keep=1, prunes a's v1, the shared blob's only user so far.
+    store.pause_next = True
+    b_task = asyncio.create_task(on_snapshot_requested(request(newer, build_b), deps))
+    await asyncio.wait_for(store.paused.wait(), 10)
+    a_task = asyncio.create_task(on_snapshot_requested(request(older, build_a), deps))
+    await asyncio.sleep(0.5)  # a's prune has had every chance to run
+    store.go_on.set()
+    await asyncio.wait_for(asyncio.gather(a_task, b_task), 30)
+
+    blobs = await store.list_blobs(project)
+    for build in (build_a, build_b):
+        for version in await store.versions(project, build):
+            manifest = await store.get_manifest(project, build, version)
+            missing = {m.sha256 for m in manifest.files.values()} - blobs
+            assert not missing, f"{build} v{version} references deleted blobs {missing}"
+    assert await store.versions(project, build_a) == [2]
+    assert await store.versions(project, build_b) == [1]

@@ -14,7 +14,13 @@ Redis Cluster a script touching one build's (or one user's) keys stays in one sl
 
 from __future__ import annotations
 
-__all__ = ["budget_gate_key", "cancel_key", "lease_generation_key", "lease_key"]
+__all__ = [
+    "budget_gate_key",
+    "cancel_key",
+    "lease_generation_key",
+    "lease_key",
+    "snapshot_project_lock_key",
+]
 
 
 def budget_gate_key(user_id: str) -> str:
@@ -35,3 +41,8 @@ def lease_key(build_id: str) -> str:
 def lease_generation_key(build_id: str) -> str:
     """The build lease's fencing counter (incremented on every acquisition)."""
     return f"cofounder.agent.lease-gen:{{{build_id}}}"
+
+
+def snapshot_project_lock_key(project_id: str) -> str:
+    """Held (by the snapshot service) while a snapshot or a prune of the project's blobs runs."""
+    return f"cofounder.snapshots.lock:{project_id}"

@@ -58,6 +58,7 @@ def deps_from(
         keep_versions=settings.snapshot_keep_versions,
         max_file_bytes=settings.snapshot_max_file_bytes,
         concurrency=settings.snapshot_concurrency,
+        redis=redis,
     )
 
 

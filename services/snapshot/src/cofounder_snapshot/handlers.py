@@ -9,9 +9,12 @@ instead of storing another.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
 
 import structlog
+from redis.asyncio import Redis
 
 from cofounder_contracts import (
     SnapshotCompleted,
@@ -20,6 +23,8 @@ from cofounder_contracts import (
     derived_event_id,
     follow_up,
 )
+from cofounder_contracts.keys import snapshot_project_lock_key
+from cofounder_runtime.mutex import MutexTimeout, held
 from cofounder_runtime.publisher import Publisher
 from cofounder_sandbox.base import Sandboxes, SandboxGone
 from cofounder_snapshots.collect import collect_sandbox
@@ -43,6 +48,9 @@ class SnapshotDeps:
     concurrency: int = 16
     #: Per build: its lock and how many handlers hold or wait for it.
     locks: dict[str, tuple[asyncio.Lock, int]] = field(default_factory=dict)
+    #: Holds the project's mutex across replicas while a snapshot and its prune run (None: this
+    #: process's per-build lock only, for tests that run one handler at a time).
+    redis: Redis | None = None
 
 
 async def on_snapshot_requested(event: SnapshotRequested, deps: SnapshotDeps) -> None:
@@ -59,6 +67,12 @@ async def on_snapshot_requested(event: SnapshotRequested, deps: SnapshotDeps) ->
             del deps.locks[event.build_id]  # nobody else waits on it
         else:
             deps.locks[event.build_id] = (lock, users - 1)
+
+
+def _project_mutex(deps: SnapshotDeps, project_id: str) -> AbstractAsyncContextManager[None]:
+    if deps.redis is None:
+        return contextlib.nullcontext()
+    return held(deps.redis, snapshot_project_lock_key(project_id), ttl_ms=30_000, wait_s=600)
 
 
 async def _snapshot(event: SnapshotRequested, deps: SnapshotDeps) -> None:
@@ -84,22 +98,27 @@ async def _snapshot(event: SnapshotRequested, deps: SnapshotDeps) -> None:
             raise SandboxGone(f"no {event.sandbox_kind} sandbox to read")
         sandbox = await sandboxes.connect(event.sandbox_id)
         collected = await collect_sandbox(sandbox, max_file_bytes=deps.max_file_bytes)
-        result = await take_snapshot(
-            deps.store,
-            collected,
-            project_id=event.project_id,
-            build_id=event.build_id,
-            request_id=event.event_id,
-            concurrency=deps.concurrency,
-        )
-        if not result.reused:
-            await prune(
+        # One snapshot or prune of a project at a time, across replicas: a prune decides which
+        # blobs no manifest uses, and a snapshot of a sibling build may be about to write a
+        # manifest that uses one it found in the index (it does not upload it again). Also
+        # keeps two replicas from numbering one build's versions alike.
+        async with _project_mutex(deps, event.project_id):
+            result = await take_snapshot(
                 deps.store,
+                collected,
                 project_id=event.project_id,
                 build_id=event.build_id,
-                keep=deps.keep_versions,
+                request_id=event.event_id,
+                concurrency=deps.concurrency,
             )
-    except (SandboxGone, StoreError, OSError, RuntimeError, ValueError) as exc:
+            if not result.reused:
+                await prune(
+                    deps.store,
+                    project_id=event.project_id,
+                    build_id=event.build_id,
+                    keep=deps.keep_versions,
+                )
+    except (SandboxGone, StoreError, OSError, RuntimeError, ValueError, MutexTimeout) as exc:
         _log.warning("snapshot failed", error=str(exc), build_id=event.build_id)
         await deps.events.emit(
             SnapshotFailed(
