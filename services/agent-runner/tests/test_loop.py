@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import urllib.error
 import urllib.request
 import uuid
 from datetime import UTC, datetime, timedelta
@@ -62,6 +63,8 @@ def _turns(log: list[dict[str, Any]], build_id: str) -> list[tuple[int, int, str
 
 
 async def test_the_demo_build_runs_to_completion(harness: Harness, scripted: ScriptedModel) -> None:
+    # Its preview is fetched below: the sandbox stays up after the build (not the default).
+    harness.deps.settings = harness.settings.model_copy(update={"sandbox_after_build": "keep"})
     context = context_ready()
     await harness.seed_project(context)
     outcome = await drive(harness.deps, build_id=context.build_id, context=context, reason="start")
@@ -467,3 +470,22 @@ async def test_a_build_given_up_on_fails_with_its_reason_instead_of_staying_runn
         await _stop(tasks, consumers)
         await harness.close()
         await redis.aclose()
+
+
+async def test_a_completed_build_s_sandbox_and_preview_are_ended_by_default(
+    harness: Harness, scripted: ScriptedModel
+) -> None:
+    context = context_ready()
+    await harness.seed_project(context)
+    outcome = await drive(harness.deps, build_id=context.build_id, context=context, reason="start")
+    assert outcome is Outcome.COMPLETED
+    events = await harness.events(context.build_id)
+    completed = next(e for e in events if isinstance(e, BuildCompleted))
+    assert completed.preview_url is not None
+    with pytest.raises(urllib.error.URLError, match="refused"):  # nothing serves any more
+        await asyncio.to_thread(_fetch, completed.preview_url)
+    sandbox_id = next(e for e in events if isinstance(e, SnapshotRequested)).sandbox_id
+    state = json.loads((harness.sandboxes.root / (sandbox_id or "") / "sandbox.json").read_text())
+    assert state["status"] == "killed"
+    # Its files are still there for the final snapshot.
+    assert (harness.sandboxes.root / (sandbox_id or "") / "project" / "app.py").exists()

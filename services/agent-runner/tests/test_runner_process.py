@@ -105,6 +105,7 @@ def runners(
         "LEASE_TTL_MS": "2000",
         "MODEL_BACKOFF_S": "0.05",
         "LOG_JSON": "false",
+        "SANDBOX_AFTER_BUILD": "keep",  # the tests fetch the previews of completed builds
     }
     env.pop("ANTHROPIC_API_KEY", None)
     pool = Runners(env, tmp_path)

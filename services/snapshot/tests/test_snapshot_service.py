@@ -5,6 +5,7 @@ not store a second version."""
 from __future__ import annotations
 
 import asyncio
+import shutil
 import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -89,12 +90,18 @@ async def test_requests_are_stored_once_skipped_when_off_and_failed_with_a_reaso
         manifest = await store.get_manifest(request.project_id, request.build_id, 1)
         assert list(manifest.files) == ["app.py"]  # the .env never leaves the sandbox
 
-        gone = _request(box)
+        # A killed local sandbox's files are still read (a build's end may kill it before its
+        # final snapshot); one whose folder is gone is answered as failed.
+        after_kill = _request(box)
         await box.kill()
+        await on_snapshot_requested(after_kill, deps)
+        assert isinstance((await _answers(redis, after_kill))[0], SnapshotCompleted)
+        gone = _request(box)
+        shutil.rmtree(box.home)
         await on_snapshot_requested(gone, deps)
         failed = await _answers(redis, gone)
         assert isinstance(failed[0], SnapshotFailed)
-        assert "was killed" in failed[0].reason
+        assert "does not exist" in failed[0].reason
 
     off = _request(box)
     await on_snapshot_requested(

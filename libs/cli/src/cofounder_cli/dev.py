@@ -220,6 +220,8 @@ def dev(
             "PORT": str(gateway_port),
             "ENVIRONMENT": os.environ.get("ENVIRONMENT", "development"),
             "LOG_JSON": "false",
+            # The preview is shown (and checked) after the build; dev ends everything at exit.
+            "SANDBOX_AFTER_BUILD": os.environ.get("SANDBOX_AFTER_BUILD", "keep"),
             **_snapshots(stack),
             **_model(stack),
         }

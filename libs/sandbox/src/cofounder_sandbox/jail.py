@@ -151,7 +151,21 @@ def _started(pid: int) -> int | None:
 
 
 def _alive(proc: Proc) -> bool:
-    return _started(proc.pid) == proc.started
+    """Running (a zombie has closed its files and sockets: it counts as gone)."""
+    try:
+        text = Path(f"/proc/{proc.pid}/stat").read_text()
+    except OSError:
+        return False
+    fields = text.rpartition(")")[2].split()
+    return fields[0] != "Z" and int(fields[19]) == proc.started
+
+
+async def _gone(procs: list[Proc], timeout: float = 5.0) -> None:
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    # Polling /proc: nothing signals the end of a process that is not our child.
+    while any(_alive(p) for p in procs) and loop.time() < deadline:  # noqa: ASYNC110
+        await asyncio.sleep(0.01)
 
 
 def _pasta_from(pidfile: Path) -> Proc | None:
@@ -288,7 +302,8 @@ class Jail:
 
     def _changed(self) -> None:
         if self.on_change is not None:
-            self.on_change()
+            with contextlib.suppress(FileNotFoundError):  # the sandbox's folder was removed
+                self.on_change()
 
     def track(self, pgid: int) -> None:
         """unsafe-none: remember a command's process group (there is no namespace to look in)."""
@@ -540,6 +555,9 @@ class Jail:
         if pasta is not None and _alive(pasta):
             with contextlib.suppress(ProcessLookupError, PermissionError):
                 os.kill(pasta.pid, signal.SIGKILL)
+        # SIGKILL is delivered, not done: wait until they are gone, so that the preview port
+        # refuses and the namespace is empty when this returns.
+        await _gone([p for p in (self.state.init, pasta) if p is not None])
         self.state.init = None
         self.state.pasta = None
         self.state.pidns = None

@@ -281,7 +281,8 @@ class LocalSandbox:
     async def kill(self) -> None:
         await self.jail.stop()
         self._state["status"] = "killed"
-        self._save()
+        with contextlib.suppress(FileNotFoundError):  # its folder removed already: nothing to mark
+            self._save()
 
 
 class LocalSandboxes:
@@ -358,14 +359,24 @@ class LocalSandboxes:
         await sandbox.jail.start()
         return sandbox
 
-    async def connect(self, sandbox_id: str) -> LocalSandbox:
+    def _state(self, sandbox_id: str) -> dict[str, Any]:
         if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_-]{0,99}", sandbox_id):
             raise SandboxGone(f"not a local sandbox id: {sandbox_id!r}")
         path = self.root / sandbox_id / "sandbox.json"
         try:
-            state = json.loads(path.read_text())
+            state: dict[str, Any] = json.loads(path.read_text())
         except (OSError, ValueError):
             raise SandboxGone(f"local sandbox {sandbox_id} does not exist") from None
+        return state
+
+    async def files_of(self, sandbox_id: str) -> LocalSandbox:
+        """A sandbox's files, even once it was killed (its folder stays until it is removed):
+        what a final snapshot reads when the build's end already killed the sandbox. Running a
+        command in it raises :class:`SandboxGone`."""
+        return LocalSandbox(self, sandbox_id, self._state(sandbox_id))
+
+    async def connect(self, sandbox_id: str) -> LocalSandbox:
+        state = self._state(sandbox_id)
         if state.get("status") == "killed":
             raise SandboxGone(f"local sandbox {sandbox_id} was killed")
         sandbox = LocalSandbox(self, sandbox_id, state)

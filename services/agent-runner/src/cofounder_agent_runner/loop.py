@@ -437,7 +437,19 @@ class _Run:
         await self.emit(done)
         self.log.info("build completed", version=version, preview_url=state.preview_url)
         await post_build(self.deps, done)
+        await self.after_build()
         return Outcome.COMPLETED
+
+    async def after_build(self) -> None:
+        """The completed build's sandbox, and the preview in it: kept, paused or killed
+        (``SANDBOX_AFTER_BUILD``). The final snapshot was asked for before the end event; the
+        snapshot service reads a local sandbox's folder, which a kill leaves in place."""
+        policy = self.deps.settings.after_build
+        await self.dispatcher.close()
+        if policy == "kill":
+            await _quietly(self.sandbox.kill(), "killing the sandbox", self.log)
+        elif policy == "pause":
+            await _quietly(self.sandbox.pause(), "pausing the sandbox", self.log)
 
     async def fail(self, reason: str) -> Outcome:
         failed = BuildFailed(**_envelope(self.context, "failed"), reason=reason[:2000])

@@ -110,6 +110,13 @@ class RunnerSettings(RuntimeSettings):
         description="Local sandbox limits per tier (JSON; 'default' for the rest): memory_bytes "
         "(per process), processes, cpu_seconds (per process), file_bytes, open_files.",
     )
+    sandbox_after_build: Literal["auto", "keep", "pause", "kill"] = Field(
+        default="auto",
+        description="What a completed build's sandbox becomes: keep (its preview stays up until "
+        "the sandbox's own timeout), pause or kill; auto: kill a local sandbox (it has no "
+        "timeout), keep an E2B one (E2B_TIMEOUT_S ends it). Failed and cancelled builds' "
+        "sandboxes are always killed.",
+    )
     sandbox_local_in_production: bool = Field(
         default=False,
         description="Allow local sandboxes outside ENVIRONMENT=development (E2B is production's).",
@@ -146,6 +153,13 @@ class RunnerSettings(RuntimeSettings):
                 "(E2B, with E2B_API_KEY, is the production sandbox)"
             )
         return self
+
+    @property
+    def after_build(self) -> Literal["keep", "pause", "kill"]:
+        """The completed build's sandbox policy, ``auto`` resolved by the sandbox kind."""
+        if self.sandbox_after_build == "auto":
+            return "keep" if self.sandbox_kind == "e2b" else "kill"
+        return self.sandbox_after_build
 
     def max_tool_calls_for(self, tier: str) -> int:
         return self.max_tool_calls.get(tier, 150)

@@ -27,6 +27,7 @@ from cofounder_contracts.keys import snapshot_project_lock_key
 from cofounder_runtime.mutex import MutexTimeout, held
 from cofounder_runtime.publisher import Publisher
 from cofounder_sandbox.base import Sandboxes, SandboxGone
+from cofounder_sandbox.local import LocalSandboxes
 from cofounder_snapshots.collect import collect_sandbox
 from cofounder_snapshots.config import OFF_REASON
 from cofounder_snapshots.store import SnapshotStore, StoreError
@@ -96,7 +97,13 @@ async def _snapshot(event: SnapshotRequested, deps: SnapshotDeps) -> None:
         sandboxes = deps.sandboxes.get(str(event.sandbox_kind))
         if sandboxes is None or not event.sandbox_id:
             raise SandboxGone(f"no {event.sandbox_kind} sandbox to read")
-        sandbox = await sandboxes.connect(event.sandbox_id)
+        sandbox = (
+            # A local sandbox's files outlive it: the end of a build may kill it (the runner's
+            # SANDBOX_AFTER_BUILD) before its final snapshot is taken.
+            await sandboxes.files_of(event.sandbox_id)
+            if isinstance(sandboxes, LocalSandboxes)
+            else await sandboxes.connect(event.sandbox_id)
+        )
         collected = await collect_sandbox(sandbox, max_file_bytes=deps.max_file_bytes)
         # One snapshot or prune of a project at a time, across replicas: a prune decides which
         # blobs no manifest uses, and a snapshot of a sibling build may be about to write a
