@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 from prometheus_client import REGISTRY
-from sqlalchemy import select
+from sqlalchemy import func, select
 
 from cofounder_agent_runner.bootstrap import build_consumers
 from cofounder_agent_runner.loop import Outcome, drive
@@ -489,3 +489,54 @@ async def test_a_completed_build_s_sandbox_and_preview_are_ended_by_default(
     assert state["status"] == "killed"
     # Its files are still there for the final snapshot.
     assert (harness.sandboxes.root / (sandbox_id or "") / "project" / "app.py").exists()
+
+
+async def test_a_turn_s_events_survive_a_crash_between_its_checkpoint_and_its_publish(
+    harness: Harness, scripted: ScriptedModel, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from cofounder_agent_runner import loop
+
+    crashed: list[int] = []
+    emit = loop._Run.emit
+
+    async def dying_emit(self: Any, *events: Any, read_control: bool = False) -> Any:
+        done = [e for e in events if isinstance(e, AgentIterationCompleted)]
+        if done and done[0].iteration == 2 and not crashed:
+            crashed.append(2)  # the process dies right after the turn's checkpoint committed
+            raise RuntimeError("killed between the checkpoint and the publish")
+        return await emit(self, *events, read_control=read_control)
+
+    monkeypatch.setattr(loop._Run, "emit", dying_emit)
+    harness.deps.settings = harness.settings.model_copy(update={"sandbox_after_build": "keep"})
+    context = context_ready()
+    await harness.seed_project(context)
+    repeated = REGISTRY.get_sample_value("cofounder_runner_model_calls_repeated_total") or 0
+    with pytest.raises(RuntimeError, match="killed between"):
+        await drive(harness.deps, build_id=context.build_id, context=context, reason="start")
+    assert crashed == [2]
+    # Nothing of turn 2 went out; its checkpoint holds it.
+    assert 2 not in [
+        e.iteration
+        for e in await harness.events(context.build_id)
+        if isinstance(e, AgentIterationCompleted)
+    ]
+    outcome = await drive(harness.deps, build_id=context.build_id, context=context, reason="start")
+    assert outcome is Outcome.COMPLETED
+
+    events = await harness.events(context.build_id)
+    iterations = [e.iteration for e in events if isinstance(e, AgentIterationCompleted)]
+    assert iterations == list(range(1, len(iterations) + 1))  # no gap, none twice
+    usage = [e for e in events if isinstance(e, BudgetUsage)]
+    assert len(usage) == len(iterations) == len({u.event_id for u in usage})
+    async with harness.deps.engine.connect() as conn:
+        turns = (
+            await conn.execute(
+                select(func.count())
+                .select_from(AgentCheckpoint)
+                .where(AgentCheckpoint.build_id == context.build_id, AgentCheckpoint.kind == "turn")
+            )
+        ).scalar_one()
+    assert turns == len(iterations)  # one usage event per checkpointed model call
+    # A resume mid-run is counted: a call in flight when a runner dies is made again.
+    now = REGISTRY.get_sample_value("cofounder_runner_model_calls_repeated_total") or 0
+    assert now == repeated + 1

@@ -61,6 +61,11 @@ class RunState:
     stuck: dict[str, Any] = field(default_factory=dict)
     started_at: datetime = field(default_factory=lambda: datetime.now(UTC))
     ended: dict[str, Any] | None = None  # the ``end`` part, once the build has ended
+    #: The kind of the last part, and the events of the last part when it is a turn: written in
+    #: the same row as the turn, published after it; a resume publishes them again (their ids
+    #: are deterministic, so downstream absorbs a repeat), since a crash in between lost them.
+    last_kind: str = ""
+    outbox: list[dict[str, Any]] = field(default_factory=list)
 
     def counters(self) -> dict[str, int]:
         return {
@@ -198,6 +203,8 @@ class CheckpointStore:
                     state.prompt_tokens = 0
                 case "end":
                     state.ended = parts
+            state.last_kind = row.kind
+            state.outbox = list(parts.get("events", [])) if row.kind == "turn" else []
             state.seq = row.seq
             state.iteration = row.iteration
             state.tool_calls = row.tool_calls

@@ -42,6 +42,7 @@ from cofounder_agent_runner.metrics import (
     BUILDS_ACTIVE,
     BUILDS_ENDED,
     ITERATIONS,
+    MODEL_CALLS_REPEATED,
     MODEL_TOKENS,
     TOOL_CALLS,
 )
@@ -58,6 +59,7 @@ from cofounder_agent_runner.settings import RunnerSettings
 from cofounder_agent_runner.tools.definitions import TOOL_DEFINITIONS
 from cofounder_agent_runner.tools.dispatcher import ToolDispatcher, ToolOutcome
 from cofounder_contracts import (
+    ALL_EVENTS,
     AgentIterationCompleted,
     AgentResumed,
     AgentSleeping,
@@ -134,6 +136,15 @@ def _envelope(context: ContextReady, kind: str) -> dict[str, Any]:
         # by time (a build id may be a v4, which has no time to give).
         "event_id": derived_event_id(context.event_id, kind),
     }
+
+
+_EVENT_TYPES: Final = {t.event_type(): t for t in ALL_EVENTS}
+
+
+def _revive(data: dict[str, Any]) -> Event:
+    """An event written into a checkpoint (``msgspec.to_builtins``, its ``type`` tag included)."""
+    event: Event = msgspec.convert(data, type=_EVENT_TYPES[data["type"]])
+    return event
 
 
 def _preview(value: Any) -> str:
@@ -222,6 +233,12 @@ class _Run:
         if outcome is not UsageOutcome.OK:
             await self.deps.publisher.emit(event)  # a call that broke off: metered at once
             return
+        # The call that makes the next turn: its usage goes out through that turn's checkpoint,
+        # under an id the turn determines (a resume that publishes it again is absorbed).
+        event = msgspec.structs.replace(
+            event,
+            event_id=derived_event_id(self.context.event_id, f"usage:{self.state.iteration + 1}"),
+        )
         self.state.input_tokens += usage.prompt_tokens
         self.state.output_tokens += usage.output_tokens
         for kind, count in (
@@ -231,8 +248,7 @@ class _Run:
             ("cache_read", usage.cache_read_input_tokens),
         ):
             MODEL_TOKENS.labels(model, kind).inc(count)
-        # Sent with the iteration's events, after its checkpoint: one round trip fewer. A crash
-        # before then loses this meter reading, and the repeated call is metered instead.
+        # Written with the turn's checkpoint and sent with the iteration's events after it.
         self.pending_usage = event
 
     # -- the loop --------------------------------------------------------------------------
@@ -336,15 +352,8 @@ class _Run:
         state.iteration = iteration
         ITERATIONS.inc()
         state.prompt_tokens = usage.prompt_tokens + usage.output_tokens
-        seq = await self.checkpoint(
-            "turn",
-            {
-                "messages": new,
-                "preview_url": state.preview_url,
-                "stuck": state.stuck,
-                "prompt_tokens": state.prompt_tokens,
-            },
-        )
+        # The turn's events are written in its checkpoint row (one transaction: the outbox) and
+        # published after it; a runner that dies in between publishes them on resume.
         events: list[Event] = [
             *([self.pending_usage] if self.pending_usage is not None else []),
             AgentIterationCompleted(
@@ -353,7 +362,7 @@ class _Run:
                 tool_calls=state.tool_calls,
                 input_tokens=usage.prompt_tokens,
                 output_tokens=usage.output_tokens,
-                checkpoint_seq=seq,
+                checkpoint_seq=state.seq + 1,  # the row written just below
             ),
         ]
         every = self.deps.settings.snapshot_every
@@ -362,6 +371,16 @@ class _Run:
             events.append(
                 self.snapshot_request(SnapshotReason.PERIODIC, f"snapshot:{state.tool_calls}")
             )
+        await self.checkpoint(
+            "turn",
+            {
+                "messages": new,
+                "preview_url": state.preview_url,
+                "stuck": state.stuck,
+                "prompt_tokens": state.prompt_tokens,
+                "events": [msgspec.to_builtins(e) for e in events],
+            },
+        )
         control = await self.emit(*events, read_control=finished is None and stuck_reason is None)
         self.pending_usage = None
         if finished is not None:
@@ -665,13 +684,7 @@ async def _drive(
             elif reason != "cancel":
                 if new_sandbox:
                     log.warning("resuming in a new sandbox (from the latest snapshot, if any)")
-                await run.emit(
-                    AgentResumed(
-                        **_envelope(state.context, f"resumed:{lease.generation}"),
-                        checkpoint_seq=state.seq,
-                        reason="recovered" if reason == "start" else reason,
-                    )
-                )
+                await _resume(run, reason)
             log.info("driving build", reason=reason, iteration=state.iteration, model=state.model)
             return await run.loop()
         finally:
@@ -679,6 +692,25 @@ async def _drive(
                 with contextlib.suppress(Exception):
                     await run.sender  # progress events of an unfinished turn: best effort
             await dispatcher.close()
+
+
+async def _resume(run: _Run, reason: str) -> None:
+    """Pick a run up where its checkpoints end: publish what its last turn wrote (its runner
+    may have died before the events went out), count the model call made again, say so."""
+    state = run.state
+    if state.outbox:
+        await run.emit(*(_revive(e) for e in state.outbox))
+    if state.last_kind in ("start", "turn", "compaction"):
+        # It was mid-run: the model call in flight when its runner died is made again. That
+        # call's usage was never published: the founder is charged for the repeat only.
+        MODEL_CALLS_REPEATED.inc()
+    await run.emit(
+        AgentResumed(
+            **_envelope(state.context, f"resumed:{run.lease.generation}"),
+            checkpoint_seq=state.seq,
+            reason="recovered" if reason == "start" else reason,
+        )
+    )
 
 
 async def give_up(deps: RunnerDeps, event: Event, error: str, deliveries: int) -> None:

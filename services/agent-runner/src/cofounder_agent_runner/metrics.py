@@ -12,6 +12,7 @@ __all__ = [
     "BUILDS_ACTIVE",
     "BUILDS_ENDED",
     "ITERATIONS",
+    "MODEL_CALLS_REPEATED",
     "MODEL_CALL_SECONDS",
     "MODEL_RETRIES",
     "MODEL_TOKENS",
@@ -48,4 +49,10 @@ MODEL_RETRIES: Final = Counter(
     "Model attempts that were retried, by reason (rate_limited, overloaded, server_error, "
     "broken_stream), and switches to the fallback model (fallback).",
     ["reason"],
+)
+MODEL_CALLS_REPEATED: Final = Counter(
+    "cofounder_runner_model_calls_repeated_total",
+    "Builds resumed mid-run after their runner died: the model call in flight then, if there "
+    "was one, is made again (its usage was never published: the founder is charged for the "
+    "repeat only).",
 )
