@@ -196,3 +196,28 @@ def test_derived_event_ids_are_deterministic_uuid7_with_the_cause_time() -> None
     assert first != derived_event_id(new_event_id(), "context.ready")
     assert uuid.UUID(first).version == 7
     assert first[:13] == cause[:13]  # the same millisecond timestamp
+
+
+def test_payload_digest_tells_another_payload_from_the_same_event_made_again() -> None:
+    from datetime import timedelta
+
+    import msgspec
+
+    from cofounder_contracts import SnapshotCompleted
+    from cofounder_contracts.codec import payload_digest
+
+    first = SnapshotCompleted(
+        build_id="b", project_id="p", user_id="u", producer="snapshot",
+        version=3, files=10, bytes_uploaded=500, blobs_uploaded=2, duration_ms=40,
+    )  # fmt: skip
+    # Made again for a redelivered request: another time, nothing uploaded, another duration.
+    again = msgspec.structs.replace(
+        first,
+        occurred_at=first.occurred_at + timedelta(seconds=5),
+        bytes_uploaded=0,
+        blobs_uploaded=0,
+        duration_ms=3,
+    )
+    assert payload_digest(again) == payload_digest(first)
+    assert payload_digest(msgspec.structs.replace(first, version=4)) != payload_digest(first)
+    assert payload_digest(msgspec.structs.replace(first, files=11)) != payload_digest(first)

@@ -100,9 +100,15 @@ _NO_TIME: Final = datetime(1970, 1, 1, tzinfo=UTC)
 def payload_digest(event: Event) -> str:
     """A digest of what ``event`` says, to tell a redelivery from another event reusing its id.
 
-    ``occurred_at`` is left out: an event made again (a handler re-deriving it on a redelivery,
-    with the same deterministic id) has a new one and is still the same event. 32 hex digits
-    (128 bits of SHA-256).
+    ``occurred_at`` and the event's ``MEASURED`` fields are left out: an event made again (a
+    handler re-deriving it on a redelivery, with the same deterministic id) has a new time and
+    may have measured differently, and is still the same event. 32 hex digits (128 bits of
+    SHA-256).
     """
     plain = msgspec.structs.replace(event, occurred_at=_NO_TIME)
+    if event.MEASURED:
+        fields = msgspec.to_builtins(plain)
+        for name in event.MEASURED:
+            fields.pop(name, None)
+        return hashlib.sha256(_DIGEST_ENCODER.encode(fields)).hexdigest()[:32]
     return hashlib.sha256(_DIGEST_ENCODER.encode(plain)).hexdigest()[:32]

@@ -35,6 +35,9 @@ class Event(msgspec.Struct, frozen=True, kw_only=True, tag_field="type"):
 
     #: Bumped when a struct gains fields whose absence older readers must know about.
     SCHEMA_VERSION: ClassVar[int] = 1
+    #: Fields that measure how the event was made rather than say what happened (a duration):
+    #: the same event made again under its id may differ there (``payload_digest`` skips them).
+    MEASURED: ClassVar[frozenset[str]] = frozenset()
 
     build_id: str
     project_id: str

@@ -308,9 +308,12 @@ class _Run:
         nudge: str | None = None
         stuck_reason: str | None = None
         for use in uses:
+            # The lease generation is in the tool events' ids: a turn run again after a crash
+            # runs its tools again (another occurrence, maybe another output), under the same
+            # tool_use ids when the model repeats itself.
             self.emit_soon(
                 ToolCalled(
-                    **_envelope(self.context, f"tool:{use['id']}:called"),
+                    **_envelope(self.context, f"tool:{use['id']}:called:{self.lease.generation}"),
                     iteration=iteration,
                     tool_use_id=use["id"],
                     name=use["name"],
@@ -325,7 +328,9 @@ class _Run:
             results.append(result.result_block(use["id"]))
             self.emit_soon(
                 ToolCompleted(
-                    **_envelope(self.context, f"tool:{use['id']}:completed"),
+                    **_envelope(
+                        self.context, f"tool:{use['id']}:completed:{self.lease.generation}"
+                    ),
                     iteration=iteration,
                     tool_use_id=use["id"],
                     name=use["name"],

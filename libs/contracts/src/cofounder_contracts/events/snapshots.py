@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import enum
+from typing import ClassVar
 
 from cofounder_contracts.envelope import Event
 from cofounder_contracts.units import Count, NonEmpty
@@ -41,6 +42,11 @@ class SnapshotRequested(Event, frozen=True, kw_only=True, tag="snapshot.requeste
 
 class SnapshotCompleted(Event, frozen=True, kw_only=True, tag="snapshot.completed"):
     """A snapshot version is stored (its manifest written last), or was skipped (snapshots off)."""
+
+    #: A redelivered request is answered with the version it stored, uploading nothing again.
+    MEASURED: ClassVar[frozenset[str]] = frozenset(
+        {"bytes_uploaded", "blobs_uploaded", "duration_ms"}
+    )
 
     version: Count
     files: Count
