@@ -99,14 +99,14 @@ class Stack:
         proc.send_signal(signal.SIGKILL)
         proc.wait(timeout=30)
 
-    def crash(self, slot: str, rng: random.Random) -> str:
+    def crash(self, slot: str, *, same_name: bool) -> str:
         """SIGKILL a service (or Redis) and start it again: same consumer name or a new one."""
         self.kill(slot)
         self.restarts += 1
         if slot == "redis":
             self.start_redis()
             return "redis restarted on its AOF"
-        same = rng.random() < 0.5
+        same = same_name
         name = self.names[slot] if same else f"{slot}-{self.restarts}"
         self.start(slot, name)
         return f"{slot} restarted as {'the same' if same else 'a new'} consumer {name}"
@@ -231,13 +231,15 @@ def _run(
         return {b: http.get(f"/v1/builds/{b}", headers=v["auth"]).json()["status"]
                 for b, v in builds.items()}  # fmt: skip
 
-    # Crashes while the builds run: each service (and Redis) at least once, in a seeded order.
-    victims = [*SLOTS, "redis", "agent-runner1", "agent-runner2"]
+    # Crashes while the builds run, in a seeded order: each service twice, restarted once under
+    # its own consumer name (a container restarting in its pod) and once under a new one (a
+    # new pod), and Redis once.
+    victims = [(slot, same) for slot in SLOTS for same in (True, False)] + [("redis", False)]
     rng.shuffle(victims)
     log: list[str] = []
-    for victim in victims:
-        time.sleep(rng.uniform(1.0, 3.0))
-        log.append(stack.crash(victim, rng))
+    for victim, same in victims:
+        time.sleep(rng.uniform(0.5, 2.0))
+        log.append(stack.crash(victim, same_name=same))
         if stack.procs["gateway"].poll() is None:
             _wait("the gateway", lambda: http.get("/v1/readyz").status_code == 200, stack, 90)
 

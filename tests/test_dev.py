@@ -7,6 +7,7 @@ from __future__ import annotations
 import os
 import re
 import shutil
+import signal
 import socket
 import sqlite3
 import subprocess
@@ -75,3 +76,65 @@ def test_dev_once_builds_the_demo_app_with_nothing_configured(tmp_path: Path) ->
         socket.create_connection(("127.0.0.1", int(found.group(2))), 2),
     ):
         pass  # the demo app's server was stopped with the rest
+    assert _leftovers(tmp_path / ".cofounder" / "dev") == []  # no service, sandbox or pasta
+
+
+def _leftovers(workdir: Path) -> list[str]:
+    """Processes that still belong to a ``cofounder dev`` run: its services (their environment
+    names its folder), its sandboxes' bubblewrap and pasta (their command lines do)."""
+    mark = str(workdir).encode()
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit() or int(entry.name) == os.getpid():
+            continue
+        try:
+            cmdline = (entry / "cmdline").read_bytes()
+            environ = (entry / "environ").read_bytes()
+            state = (entry / "stat").read_text().rpartition(")")[2].split()[0]
+        except OSError:
+            continue
+        if state != "Z" and (mark in cmdline or mark in environ):
+            found.append(cmdline.replace(b"\0", b" ").decode(errors="replace")[:200])
+    return found
+
+
+@pytest.mark.skipif(shutil.which("redis-server") is None, reason="redis-server is not installed")
+def test_ctrl_c_stops_everything_dev_started(tmp_path: Path) -> None:
+    env = {k: v for k, v in os.environ.items() if k not in CONFIGURATION}
+    dev = subprocess.Popen(
+        [sys.executable, "-m", "cofounder_cli", "dev"],
+        cwd=tmp_path,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    lines: list[str] = []
+    try:
+        assert dev.stdout is not None
+        for line in dev.stdout:
+            lines.append(line)
+            if "Ctrl-C stops everything" in line and line.startswith("running"):
+                break
+        else:
+            raise AssertionError("".join(lines))
+        redis = re.search(r"redis redis://127\.0\.0\.1:(\d+)/", "".join(lines))
+        preview = re.search(r"preview: http://127\.0\.0\.1:(\d+)", "".join(lines))
+        assert redis, "".join(lines)
+        assert preview, "".join(lines)
+        dev.send_signal(signal.SIGINT)  # Ctrl-C
+        rest, _ = dev.communicate(timeout=120)
+        lines.append(rest)
+    finally:
+        if dev.poll() is None:
+            dev.kill()
+            dev.wait()
+    assert dev.returncode == 0, "".join(lines)
+    assert "stopping" in "".join(lines)
+    assert _leftovers(tmp_path / ".cofounder" / "dev") == []
+    for port in (int(redis.group(1)), int(preview.group(1))):
+        with (
+            pytest.raises(ConnectionRefusedError),
+            socket.create_connection(("127.0.0.1", port), 2),
+        ):
+            pass

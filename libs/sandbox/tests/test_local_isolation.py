@@ -520,3 +520,23 @@ async def _until(check: object, timeout: float = 10) -> None:
     while not check():
         assert loop.time() < deadline, "timed out waiting"
         await asyncio.sleep(0.05)
+
+
+async def test_the_sandbox_s_processes_share_one_memory_limit(tmp_path: Path) -> None:
+    boxes = LocalSandboxes(
+        tmp_path / "cgroup", limits={"default": Limits(total_memory_bytes=256 << 20)}
+    )
+    box = await boxes.create(build_id=BUILD, metadata={})
+    group = box.jail.cgroup
+    try:
+        if group is None:
+            pytest.skip("this host lets the runner make no cgroup: the rlimits are the floor")
+        hold = 'python3 -c \'import time; b = b"x" * (150 << 20); time.sleep(2); print("held")\''
+        out = await sh(box, f"for i in 1 2 3; do {hold} & done; wait; echo done", timeout=60)
+        # Each process is well under its own limit (4 GiB); together they do not fit.
+        assert out.splitlines().count("held") < 3, out
+        assert "Killed" in out  # by the kernel's OOM killer, inside the sandbox's group
+        assert "done" in out
+    finally:
+        await box.kill()
+    assert not any(folder.exists() for folder in group.folders)  # removed with the sandbox

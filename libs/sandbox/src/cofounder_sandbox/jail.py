@@ -29,6 +29,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import fcntl
+import functools
 import json
 import os
 import resource
@@ -40,6 +41,7 @@ from pathlib import Path
 from typing import Final, Literal
 
 from cofounder_sandbox.base import PROJECT_DIR
+from cofounder_sandbox.cgroups import SandboxCgroup
 
 __all__ = [
     "BLACKHOLED",
@@ -84,14 +86,16 @@ class IsolationUnavailable(RuntimeError):
 
 @dataclass(frozen=True, slots=True)
 class Limits:
-    """Resource limits of every process of a sandbox (rlimits: the floor every host enforces).
-
-    ``memory_bytes`` bounds each process's address space, ``processes`` the sandbox uid's
-    processes (each sandbox has a uid of its own when the runner is root), ``cpu_seconds`` each
-    process's CPU time, ``file_bytes`` the size of any file written.
+    """Resource limits of a sandbox. rlimits, the floor every host enforces: ``memory_bytes``
+    bounds each process's address space, ``processes`` the sandbox uid's processes (each sandbox
+    has a uid of its own when the runner is root), ``cpu_seconds`` each process's CPU time,
+    ``file_bytes`` the size of any file written. Where the host lets the runner make cgroups
+    (:mod:`cofounder_sandbox.cgroups`), ``total_memory_bytes`` and ``processes`` also bound all
+    of the sandbox's processes together.
     """
 
     memory_bytes: int = 4 << 30
+    total_memory_bytes: int = 8 << 30
     processes: int = 512
     cpu_seconds: int = 4 * 3600
     file_bytes: int = 2 << 30
@@ -269,6 +273,17 @@ class Jail:
     def rootless(self) -> bool:
         return os.geteuid() != 0
 
+    @functools.cached_property
+    def cgroup(self) -> SandboxCgroup | None:
+        """The sandbox's cgroup, where the host allows one (made on first use)."""
+        if self.mode == "unsafe-none":
+            return None
+        return SandboxCgroup.make(
+            f"cofounder-{self.home.name}",
+            memory_bytes=self.limits.total_memory_bytes,
+            processes=self.limits.processes,
+        )
+
     # -- the namespaces -------------------------------------------------------------------------
 
     def running(self) -> bool:
@@ -344,7 +359,7 @@ class Jail:
                 stdout=asyncio.subprocess.DEVNULL,
                 stderr=log_file,
                 pass_fds=(write,),
-                preexec_fn=lambda: self.limits.apply(processes=False),
+                preexec_fn=self._preexec(processes=False),
             )  # fmt: skip
         os.close(write)
         await spawner.wait()
@@ -500,9 +515,20 @@ class Jail:
         ], fds  # fmt: skip
 
     def preexec(self) -> Callable[[], None]:
-        processes = not self.rootless and self.mode == "namespaces"
-        limits = self.limits
-        return lambda: limits.apply(processes=processes)
+        """What a command's process does before it runs: limits, and the cgroup."""
+        return self._preexec(processes=not self.rootless and self.mode == "namespaces")
+
+    def _preexec(self, *, processes: bool) -> Callable[[], None]:
+        limits, cgroup = self.limits, self.cgroup
+
+        def prepare() -> None:
+            # The cgroup first: once the address-space limit is set, this (large) process may
+            # not allocate anything more before it execs.
+            if cgroup is not None:
+                cgroup.enter()
+            limits.apply(processes=processes)
+
+        return prepare
 
     # -- its processes --------------------------------------------------------------------------
 
@@ -558,6 +584,13 @@ class Jail:
         # SIGKILL is delivered, not done: wait until they are gone, so that the preview port
         # refuses and the namespace is empty when this returns.
         await _gone([p for p in (self.state.init, pasta) if p is not None])
+        if self.cgroup is not None:
+            loop = asyncio.get_running_loop()
+            deadline = loop.time() + 5
+            # Its last processes may still be being reaped: the group goes once they are.
+            while not self.cgroup.remove() and loop.time() < deadline:  # noqa: ASYNC110
+                await asyncio.sleep(0.02)
+            del self.cgroup  # made again (with its limits) if the sandbox starts again
         self.state.init = None
         self.state.pasta = None
         self.state.pidns = None

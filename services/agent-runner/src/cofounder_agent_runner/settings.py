@@ -108,7 +108,8 @@ class RunnerSettings(RuntimeSettings):
     sandbox_limits: dict[str, dict[str, int]] = Field(
         default={},
         description="Local sandbox limits per tier (JSON; 'default' for the rest): memory_bytes "
-        "(per process), processes, cpu_seconds (per process), file_bytes, open_files.",
+        "(per process), total_memory_bytes (all processes, where cgroups can be made), "
+        "processes, cpu_seconds (per process), file_bytes, open_files.",
     )
     sandbox_after_build: Literal["auto", "keep", "pause", "kill"] = Field(
         default="auto",
