@@ -170,6 +170,10 @@ def stack(migrated_database_url: str, model: ScriptedModel, tmp_path: Path) -> I
         CONSUMER_RETRY_MAX_MS="500",
         LEASE_TTL_MS="3000",
         COUNTERS_CHECK_INTERVAL_S="1",
+        # Seven processes (and their restarts) on one PostgreSQL shared with the rest of the
+        # suite: small pools keep them within its max_connections.
+        DATABASE_POOL_SIZE="4",
+        WRITE_POOL_SIZE="2",
         LOG_JSON="false",
     )  # fmt: skip
     stack = Stack(root=tmp_path, env=env, redis_port=port)

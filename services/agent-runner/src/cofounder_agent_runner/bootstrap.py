@@ -99,7 +99,9 @@ def snapshot_store(settings: RunnerSettings) -> SnapshotStore | None:
 def build_deps(
     settings: RunnerSettings, redis: Redis, snapshots: SnapshotStore | None = None
 ) -> RunnerDeps:
-    engine = create_engine(settings.database_url, pre_ping=False)
+    engine = create_engine(
+        settings.database_url, pool_size=settings.database_pool_size, pre_ping=False
+    )
     return RunnerDeps(
         settings=settings,
         redis=redis,

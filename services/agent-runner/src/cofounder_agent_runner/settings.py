@@ -29,6 +29,11 @@ class RunnerSettings(RuntimeSettings):
         default="sqlite+aiosqlite:///.cofounder/cofounder.db",
         description="PostgreSQL or SQLite URL (checkpoints, build versions).",
     )
+    database_pool_size: int = Field(
+        default=20,
+        description="PostgreSQL connections this process keeps at most (per pool): with every "
+        "replica of every service, within the server's max_connections.",
+    )
     work_max_deliveries: int = Field(
         default=20,
         description="Deliveries of a build's work entry before it is dead-lettered "

@@ -15,6 +15,11 @@ class BudgetSettings(RuntimeSettings, PlanSettings):
         default="sqlite+aiosqlite:///.cofounder/cofounder.db",
         description="PostgreSQL or SQLite URL (the ledger; users' tiers).",
     )
+    database_pool_size: int = Field(
+        default=20,
+        description="PostgreSQL connections this process keeps at most (per pool): with every "
+        "replica of every service, within the server's max_connections.",
+    )
     wake_interval_s: float = Field(default=1.0, description="How often the wake daemon looks.")
     counters_check_interval_s: float = Field(
         default=5.0,

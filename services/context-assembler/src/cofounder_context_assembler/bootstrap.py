@@ -43,7 +43,7 @@ async def main() -> None:
     if settings.metrics_port is not None:
         start_metrics_server(settings.metrics_port)
     redis = connect_redis(settings.redis_url, longest_block_ms=settings.consumer_block_ms)
-    engine = create_engine(settings.database_url)
+    engine = create_engine(settings.database_url, pool_size=settings.database_pool_size)
     deps = Deps(engine=engine, events=Publisher(redis))
     try:
         await run_consumers([build_consumer(settings, redis, deps)])

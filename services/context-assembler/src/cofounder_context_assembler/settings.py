@@ -16,3 +16,8 @@ class AssemblerSettings(RuntimeSettings):
         default="sqlite+aiosqlite:///.cofounder/cofounder.db",
         description="PostgreSQL (postgresql://…) or SQLite URL of the system of record.",
     )
+    database_pool_size: int = Field(
+        default=20,
+        description="PostgreSQL connections this process keeps at most (per pool): with every "
+        "replica of every service, within the server's max_connections.",
+    )

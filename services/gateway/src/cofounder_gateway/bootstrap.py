@@ -67,7 +67,7 @@ async def main() -> None:
     settings = GatewaySettings()
     configure_logging(level=settings.log_level, json=settings.log_json)
     redis = connect_redis(settings.redis_url, longest_block_ms=settings.consumer_block_ms)
-    engine = create_engine(settings.database_url)
+    engine = create_engine(settings.database_url, pool_size=settings.database_pool_size)
     pg_pool = None
     if engine.dialect.name == "postgresql":
         pg_pool = await create_write_pool(driver_dsn(engine), size=settings.write_pool_size)

@@ -21,6 +21,11 @@ class GatewaySettings(RuntimeSettings, PlanSettings):
         default="sqlite+aiosqlite:///.cofounder/cofounder.db",
         description="PostgreSQL or SQLite URL of the system of record.",
     )
+    database_pool_size: int = Field(
+        default=20,
+        description="PostgreSQL connections this process keeps at most (per pool): with every "
+        "replica of every service, within the server's max_connections.",
+    )
     host: str = Field(default="127.0.0.1", description="HTTP bind address.")
     port: int = Field(default=8000, description="HTTP port.")
     jwt_secret: str = Field(default=DEV_SECRET, description="HS256 secret of bearer tokens.")
