@@ -40,7 +40,6 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-import redis as sync_redis
 import yaml
 from sqlalchemy import text
 
@@ -56,8 +55,10 @@ from cofounder_runtime.connections import connect_redis
 from cofounder_runtime.publisher import Publisher
 from cofounder_scripted_model.process import start
 from cofounder_testing.databases import empty_database
+from cofounder_testing.servers import redis_server
 
-REDIS_BASE = os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0").rsplit("/", 1)[0]
+#: The benchmark's own Redis (started in main: it is never a developer's or a stack's server).
+_REDIS: dict[str, str] = {}
 DATABASE_URL = os.environ.get("DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/test")
 BENCH_DB = 8
 MODEL_CALL_MS = 200.0
@@ -172,10 +173,10 @@ async def loop_overhead(database_url: str, turns: int, workdir: Path) -> dict[st
     timings = Timings()
     timings.install()
     with transcript_file(turns) as path, start(path) as model:
-        redis = connect_redis(f"{REDIS_BASE}/{BENCH_DB}")
+        redis = connect_redis(_bench_redis())
         harness = Harness(
             settings=fast_settings(
-                redis_url=f"{REDIS_BASE}/{BENCH_DB}",
+                redis_url=_bench_redis(),
                 database_url=database_url,
                 model_url=model.url,
                 sandbox_root=workdir / "overhead",
@@ -223,10 +224,10 @@ async def caching(database_url: str, turns: int, workdir: Path) -> dict[str, Any
     raw: dict[str, dict[str, int]] = {}
     with transcript_file(turns) as path, start(path) as model:
         for cached in (True, False):
-            redis = connect_redis(f"{REDIS_BASE}/{BENCH_DB}")
+            redis = connect_redis(_bench_redis())
             harness = Harness(
                 settings=fast_settings(
-                    redis_url=f"{REDIS_BASE}/{BENCH_DB}",
+                    redis_url=_bench_redis(),
                     database_url=database_url,
                     model_url=model.url,
                     sandbox_root=workdir / f"cache-{cached}",
@@ -284,10 +285,7 @@ def proc_stats(pid: int) -> tuple[float, int]:
 async def concurrency(
     database_url: str, builds: int, turns: int, latency_ms: float, workdir: Path
 ) -> dict[str, Any]:
-    url = f"{REDIS_BASE}/{BENCH_DB}"
-    client = sync_redis.Redis.from_url(url)
-    client.flushdb()
-    client.close()
+    url = f"{_REDIS['base']}/{BENCH_DB + 1}"  # empty: the earlier phases used BENCH_DB
     with transcript_file(turns) as path, start(path, latency_ms=latency_ms) as model:
         env = {
             **os.environ,
@@ -339,13 +337,22 @@ async def concurrency(
     }
 
 
+def _bench_redis() -> str:
+    return f"{_REDIS['base']}/{BENCH_DB}"
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--quick", action="store_true")
     args = parser.parse_args()
-    with empty_database(DATABASE_URL) as database_url, tempfile.TemporaryDirectory() as tmp:
+    with (
+        redis_server() as redis_url,
+        empty_database(DATABASE_URL) as database_url,
+        tempfile.TemporaryDirectory() as tmp,
+    ):
+        _REDIS["base"] = redis_url.rsplit("/", 1)[0]
         upgrade(database_url)
         asyncio.run(measure(database_url, Path(tmp), quick=args.quick))
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import shutil
 
 import asyncpg
@@ -15,9 +16,8 @@ from cofounder_testing import servers
 @pytest.fixture
 def nothing_running(monkeypatch: pytest.MonkeyPatch) -> None:
     """No variables set, and the local defaults pointed at a port where nothing listens."""
-    monkeypatch.delenv("REDIS_URL", raising=False)
+    monkeypatch.delenv("TEST_REDIS_URL", raising=False)
     monkeypatch.delenv("DATABASE_URL", raising=False)
-    monkeypatch.setattr(servers, "DEFAULT_REDIS_URL", "redis://127.0.0.1:1/0")
     monkeypatch.setattr(servers, "DEFAULT_DATABASE_URL", "postgresql://postgres@127.0.0.1:1/test")
 
 
@@ -25,7 +25,6 @@ def nothing_running(monkeypatch: pytest.MonkeyPatch) -> None:
 @pytest.mark.skipif(shutil.which("redis-server") is None, reason="redis-server not installed")
 def test_a_throwaway_redis_is_started_and_stopped() -> None:
     with servers.redis_server() as url:
-        assert not url.startswith("redis://127.0.0.1:1/")
         client = redis_sync.Redis.from_url(url)
         assert client.ping()
         client.close()
@@ -49,9 +48,22 @@ def test_a_throwaway_postgres_is_started_and_stopped() -> None:
         asyncio.run(select_one(url))
 
 
-def test_a_configured_server_that_does_not_answer_is_an_error(
+@pytest.mark.skipif(shutil.which("redis-server") is None, reason="redis-server not installed")
+def test_the_tests_never_use_a_redis_they_did_not_start(
+    monkeypatch: pytest.MonkeyPatch, redis_url: str
+) -> None:
+    # Not a running stack's REDIS_URL, not the developer's Redis on 6379: the tests flush whole
+    # databases, so they only ever get a server started for them.
+    monkeypatch.delenv("TEST_REDIS_URL", raising=False)
+    monkeypatch.setenv("REDIS_URL", "redis://127.0.0.1:6379/0")
+    with servers.redis_server() as url:
+        assert ":6379/" not in url
+    assert ":6379/" not in redis_url or os.environ.get("TEST_REDIS_URL")
+
+
+def test_a_declared_server_that_does_not_answer_is_an_error(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    monkeypatch.setenv("REDIS_URL", "redis://127.0.0.1:1/0")
+    monkeypatch.setenv("TEST_REDIS_URL", "redis://127.0.0.1:1/0")
     with pytest.raises(servers.ServerUnavailable, match="does not answer"), servers.redis_server():
         pass

