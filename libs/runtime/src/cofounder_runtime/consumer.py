@@ -407,9 +407,9 @@ class Consumer:
                             deliveries=flight.deliveries,
                             exc_info=exc,
                         )
-                        if not await self._give_up(event, error, flight.deliveries):
-                            return  # left pending: decided again at its next delivery
-                        await self._dead_letter(entry_id, fields, flight.deliveries, error, metrics)
+                        await self._dead_letter(
+                            entry_id, fields, flight.deliveries, error, metrics, event=event
+                        )
                         return
                     self._log.warning(
                         "handler failed; will retry",
@@ -492,31 +492,17 @@ class Consumer:
             event_id=fields.get(EVENT_ID, b"").decode(errors="replace"),
         )
         task = asyncio.create_task(
-            self._settle_and_dead_letter(
+            self._dead_letter(
                 entry_id,
                 fields,
                 deliveries,
                 error,
                 metrics or self.metrics.for_type(_UNKNOWN),
-                event,
+                event=event,
             )
         )
         self._state.tasks.add(task)
         task.add_done_callback(self._handler_done)
-
-    async def _settle_and_dead_letter(
-        self,
-        entry_id: bytes,
-        fields: dict[bytes, bytes],
-        deliveries: int,
-        error: str,
-        metrics: TypeMetrics,
-        event: Event | None,
-    ) -> None:
-        """A decoded event is settled first (``on_give_up``); left pending if that fails."""
-        if event is not None and not await self._give_up(event, error, deliveries):
-            return
-        await self._dead_letter(entry_id, fields, deliveries, error, metrics)
 
     async def _dead_letter(
         self,
@@ -525,7 +511,14 @@ class Consumer:
         deliveries: int,
         error: str,
         metrics: TypeMetrics,
+        *,
+        event: Event | None = None,
     ) -> None:
+        """Move the entry to the dead letters; a decoded ``event`` is settled first
+        (``on_give_up``), and the entry left pending (decided again at its next delivery) when
+        that fails."""
+        if event is not None and not await self._give_up(event, error, deliveries):
+            return
         while True:
             try:
                 await dead_letter(

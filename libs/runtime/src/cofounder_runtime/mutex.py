@@ -21,17 +21,19 @@ import structlog
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
-__all__ = ["MutexTimeout", "held"]
+__all__ = ["RELEASE_IF_MINE", "RENEW_IF_MINE", "MutexTimeout", "held"]
 
 _log = structlog.get_logger("cofounder.mutex")
 
-_RENEW: Final = """
+#: ``KEYS[1]`` renewed for ``ARGV[2]`` ms if it still holds ``ARGV[1]`` (1), else 0.
+RENEW_IF_MINE: Final = """
 if redis.call('GET', KEYS[1]) == ARGV[1] then
   return redis.call('PEXPIRE', KEYS[1], ARGV[2])
 end
 return 0
 """
-_RELEASE: Final = """
+#: ``KEYS[1]`` deleted if it still holds ``ARGV[1]`` (1), else 0: never someone else's.
+RELEASE_IF_MINE: Final = """
 if redis.call('GET', KEYS[1]) == ARGV[1] then
   return redis.call('DEL', KEYS[1])
 end
@@ -69,7 +71,7 @@ async def held(
             if stop.is_set():
                 return
             try:
-                if not await redis.eval(_RENEW, 1, key, token, ttl_ms):
+                if not await redis.eval(RENEW_IF_MINE, 1, key, token, ttl_ms):
                     _log.warning("mutex lost (expired while held)", key=key)
                     return
             except RedisError as exc:
@@ -82,4 +84,4 @@ async def held(
         stop.set()
         await task
         with contextlib.suppress(RedisError):
-            await redis.eval(_RELEASE, 1, key, token)
+            await redis.eval(RELEASE_IF_MINE, 1, key, token)

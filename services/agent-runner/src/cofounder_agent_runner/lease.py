@@ -21,6 +21,7 @@ from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
 from cofounder_contracts.keys import lease_generation_key, lease_key
+from cofounder_runtime.mutex import RELEASE_IF_MINE, RENEW_IF_MINE
 
 __all__ = ["Lease", "LeaseBusy", "LeaseLost"]
 
@@ -34,18 +35,6 @@ end
 local generation = redis.call('INCR', KEYS[2])
 redis.call('SET', KEYS[1], ARGV[1] .. '|' .. generation, 'PX', ARGV[2])
 return {generation, ''}
-"""
-_RENEW: Final = """
-if redis.call('GET', KEYS[1]) == ARGV[1] then
-  return redis.call('PEXPIRE', KEYS[1], ARGV[2])
-end
-return 0
-"""
-_RELEASE: Final = """
-if redis.call('GET', KEYS[1]) == ARGV[1] then
-  return redis.call('DEL', KEYS[1])
-end
-return 0
 """
 
 
@@ -85,14 +74,14 @@ class Lease:
         return self.generation
 
     async def renew(self) -> bool:
-        renewed = await self._redis.eval(_RENEW, 1, self._keys[0], self._value, self.ttl_ms)
+        renewed = await self._redis.eval(RENEW_IF_MINE, 1, self._keys[0], self._value, self.ttl_ms)
         if not renewed:
             self.lost = True
         return bool(renewed)
 
     async def release(self) -> None:
         with contextlib.suppress(RedisError):
-            await self._redis.eval(_RELEASE, 1, self._keys[0], self._value)
+            await self._redis.eval(RELEASE_IF_MINE, 1, self._keys[0], self._value)
 
     def check(self) -> None:
         if self.lost:

@@ -577,6 +577,16 @@ async def _open_sandbox(deps: RunnerDeps, state: RunState, log: Any) -> tuple[Sa
     return sandbox, True
 
 
+def _lease(deps: RunnerDeps, build_id: str) -> Lease:
+    """A lease of the build for one drive of this runner (its owner names both)."""
+    return Lease(
+        deps.redis,
+        build_id=build_id,
+        owner=f"{deps.runner_name}:{time.monotonic_ns()}",
+        ttl_ms=deps.settings.lease_ttl_ms,
+    )
+
+
 async def _wait_for_lease(deps: RunnerDeps, lease: Lease, log: Any) -> None:
     """Take the build's lease, waiting while another holds it; never give the entry up.
 
@@ -611,12 +621,7 @@ async def _drive(
 ) -> Outcome:
     """The body of :func:`drive`."""
     log = _log.bind(build_id=build_id, runner=deps.runner_name)
-    lease = Lease(
-        deps.redis,
-        build_id=build_id,
-        owner=f"{deps.runner_name}:{time.monotonic_ns()}",
-        ttl_ms=deps.settings.lease_ttl_ms,
-    )
+    lease = _lease(deps, build_id)
     await _wait_for_lease(deps, lease, log)
     async with lease.kept_alive():
         state = await deps.checkpoints.load(build_id)
@@ -725,12 +730,7 @@ async def give_up(deps: RunnerDeps, event: Event, error: str, deliveries: int) -
     says why, and its sandbox is killed. Raises to keep the entry pending (tried again)."""
     build_id = event.build_id
     log = _log.bind(build_id=build_id, runner=deps.runner_name)
-    lease = Lease(
-        deps.redis,
-        build_id=build_id,
-        owner=f"{deps.runner_name}:{time.monotonic_ns()}",
-        ttl_ms=deps.settings.lease_ttl_ms,
-    )
+    lease = _lease(deps, build_id)
     await _wait_for_lease(deps, lease, log)
     async with lease.kept_alive():
         state = await deps.checkpoints.load(build_id)

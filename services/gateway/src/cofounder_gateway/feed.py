@@ -102,13 +102,14 @@ class Feed:
         if self._owns_reader:
             await self._redis.aclose()
 
-    async def append(self, event: Event) -> None:
-        """Add ``event`` to its build's feed unless it is there already."""
+    async def append(self, event: Event, *, digest: str | None = None) -> None:
+        """Add ``event`` to its build's feed unless it is there already (``digest``: its
+        ``payload_digest``, when the caller has it)."""
         await self._append.apply(
             event.event_id,
             keys=[build_feed_key(event.build_id)],
             args=[event.type, event.event_id, encode(event), self._max_len],
-            digest=payload_digest(event),
+            digest=digest or payload_digest(event),
         )
 
     async def read(

@@ -119,11 +119,10 @@ def _grow_only(values: dict[str, Any]) -> dict[str, Any]:
 
 async def on_build_event(event: Event, deps: ProjectionDeps) -> None:
     """Feed first (idempotent), then the row (idempotent, in one transaction)."""
-    await deps.feed.append(event)
+    digest = payload_digest(event)  # once, for the feed's marker and the projection's row
+    await deps.feed.append(event, digest=digest)
     async with deps.engine.begin() as conn:
-        if not await record_once(
-            conn, scope=SCOPE, event_id=event.event_id, digest=payload_digest(event)
-        ):
+        if not await record_once(conn, scope=SCOPE, event_id=event.event_id, digest=digest):
             return
         build = (
             await conn.execute(
@@ -167,11 +166,10 @@ async def on_build_event(event: Event, deps: ProjectionDeps) -> None:
 
 async def on_usage(event: BudgetUsage, deps: ProjectionDeps) -> None:
     """Usage is visible on the feed, and added to the build's token counters once."""
-    await deps.feed.append(event)
+    digest = payload_digest(event)  # once, for the feed's marker and the projection's row
+    await deps.feed.append(event, digest=digest)
     async with deps.engine.begin() as conn:
-        if not await record_once(
-            conn, scope=SCOPE, event_id=event.event_id, digest=payload_digest(event)
-        ):
+        if not await record_once(conn, scope=SCOPE, event_id=event.event_id, digest=digest):
             return
         await conn.execute(
             update(Build)
