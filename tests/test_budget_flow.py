@@ -53,7 +53,7 @@ from cofounder_sandbox.local import LocalSandboxes
 from cofounder_scripted_model.process import ScriptedModel, start
 from cofounder_testing.servers import free_port
 from cofounder_testing.services import offline_env, service_processes
-from cofounder_testing.waiting import eventually
+from cofounder_testing.waiting import Watched, eventually, until_started
 
 pytestmark = pytest.mark.e2e
 
@@ -71,6 +71,7 @@ class Pipeline:
     database_url: str
     sandboxes: Path
     logs: Path
+    services: list[Watched]
 
 
 @pytest.fixture(scope="module")
@@ -113,9 +114,9 @@ def pipeline(
     )
     # Two budget replicas: metering, top-ups and wakes shared between them.
     names = ("gateway", "context-assembler", "agent-runner", "budget", "budget")
-    with service_processes([(name, env) for name in names], root):
+    with service_processes([(name, env) for name in names], root) as services:
         gateway = f"http://127.0.0.1:{port}"
-        yield Pipeline(url, gateway, migrated_database_url, root / "sandboxes", root)
+        yield Pipeline(url, gateway, migrated_database_url, root / "sandboxes", root, services)
 
 
 @pytest.fixture
@@ -138,7 +139,9 @@ async def running(pipeline: Pipeline) -> AsyncIterator[tuple[Pipeline, Redis, ht
                 return False
             return True
 
-        await eventually(ready, what="every service up and in its group", timeout=90)
+        await until_started(
+            ready, what="every service up and in its group", watch=pipeline.services
+        )
         try:
             yield pipeline, redis, http
         finally:

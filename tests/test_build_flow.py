@@ -110,6 +110,7 @@ async def gateway(redis_url: str, migrated_database_url: str) -> AsyncIterator[R
 @pytest.fixture
 async def with_assembler(gateway: Running, migrated_database_url: str) -> AsyncIterator[Running]:
     settings = AssemblerSettings(
+        environment="development",
         redis_url=gateway.gw.settings.redis_url,
         database_url=migrated_database_url,
         consumer_block_ms=100,

@@ -23,7 +23,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -37,7 +37,8 @@ from cofounder_contracts.streams import ALL_STREAMS, build_feed_key
 from cofounder_runtime.localredis import redis_server_binary
 from cofounder_scripted_model.process import ScriptedModel, start
 from cofounder_testing.servers import free_port
-from cofounder_testing.services import offline_env
+from cofounder_testing.services import offline_env, start_service
+from cofounder_testing.waiting import Watched, http_ok, wait_started
 
 pytestmark = pytest.mark.e2e
 
@@ -72,27 +73,24 @@ class Stack:
                 stdout=log, stderr=subprocess.STDOUT,
             )  # fmt: skip
         client = sync_redis.Redis(port=self.redis_port)
-        deadline = time.monotonic() + 30
-        while True:
+
+        def pings() -> bool:
             try:
-                if client.ping():
-                    break
+                return bool(client.ping())
             except sync_redis.ConnectionError:
-                pass
-            assert time.monotonic() < deadline, "redis-server did not come up"
-            time.sleep(0.05)
-        client.close()
+                return False  # not up yet (or still loading its AOF)
+
+        try:
+            wait_started(pings, what="redis-server", watch=self.watched(["redis"]))
+        finally:
+            client.close()
 
     def start(self, slot: str, name: str) -> None:
         service = slot.rstrip("0123456789")
         self.names[slot] = name
-        with (self.root / f"{slot}.log").open("ab") as log:
-            self.procs[slot] = subprocess.Popen(
-                [sys.executable, "-m", "cofounder_cli", "serve", service],
-                env={**self.env, "CONSUMER_NAME": name},
-                stdout=log,
-                stderr=subprocess.STDOUT,
-            )
+        env = {**self.env, "CONSUMER_NAME": name}
+        started = start_service(service, env, self.root / f"{slot}.log", name=slot)
+        self.procs[slot] = started.process
 
     def kill(self, slot: str) -> None:
         proc = self.procs[slot]
@@ -110,6 +108,13 @@ class Stack:
         name = self.names[slot] if same else f"{slot}-{self.restarts}"
         self.start(slot, name)
         return f"{slot} restarted as {'the same' if same else 'a new'} consumer {name}"
+
+    def watched(self, slots: Iterable[str] | None = None) -> list[Watched]:
+        """The processes of ``slots`` (default: all), for start-up waits."""
+        return [
+            Watched(slot, self.procs[slot], self.root / f"{slot}.log")
+            for slot in (self.procs if slots is None else slots)
+        ]
 
     def alive(self) -> None:
         for slot, proc in self.procs.items():
@@ -221,7 +226,8 @@ def _run(
     client: sync_redis.Redis,
     migrated_database_url: str,
 ) -> None:
-    _wait("the gateway", lambda: http.get("/v1/readyz").status_code == 200, stack, 90)
+    ready = f"{_gateway(stack)}/v1/readyz"
+    wait_started(lambda: http_ok(ready), what="the gateway", watch=stack.watched())
     founders = [http.post("/v1/admin/demo", headers=ADMIN).json() for _ in range(FOUNDERS)]
     builds: dict[str, dict[str, Any]] = {}
     for n in range(BUILDS):
@@ -245,7 +251,7 @@ def _run(
         time.sleep(rng.uniform(0.5, 2.0))
         log.append(stack.crash(victim, same_name=same))
         if stack.procs["gateway"].poll() is None:
-            _wait("the gateway", lambda: http.get("/v1/readyz").status_code == 200, stack, 90)
+            wait_started(lambda: http_ok(ready), what="the gateway", watch=stack.watched())
 
     def all_ended() -> bool:
         return set(statuses().values()) <= TERMINAL

@@ -32,6 +32,7 @@ from cofounder_sandbox.local import LocalSandboxes
 from cofounder_scripted_model.process import start
 from cofounder_testing.servers import free_port
 from cofounder_testing.services import offline_env, service_processes
+from cofounder_testing.waiting import Watched, http_ok, wait_started
 
 pytestmark = pytest.mark.e2e
 
@@ -46,6 +47,7 @@ class Stack:
     redis_port: int
     passwords: dict[str, str]
     root: Path
+    services: list[Watched]
 
 
 def _wait(check: Callable[[], object], what: str, timeout: float) -> None:
@@ -58,6 +60,13 @@ def _wait(check: Callable[[], object], what: str, timeout: float) -> None:
             pass  # not up yet
         time.sleep(0.2)
     raise AssertionError(f"timed out waiting for {what}")
+
+
+def _pings(client: sync_redis.Redis) -> bool:
+    try:
+        return bool(client.ping())
+    except sync_redis.ConnectionError:
+        return False  # not up yet
 
 
 @pytest.fixture(scope="module")
@@ -83,15 +92,20 @@ def stack(migrated_database_url: str, tmp_path_factory: pytest.TempPathFactory) 
     ).stdout
     (root / "users.acl").write_text(acl)
     redis_port = free_port()
-    redis_proc = subprocess.Popen(
-        [binary, "--port", str(redis_port), "--bind", "127.0.0.1", "--save", "", "--appendonly",
-         "no", "--aclfile", str(root / "users.acl"), "--dir", str(root)],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.STDOUT,
-    )  # fmt: skip
+    with (root / "redis.log").open("ab") as log:
+        redis_proc = subprocess.Popen(
+            [binary, "--port", str(redis_port), "--bind", "127.0.0.1", "--save", "",
+             "--appendonly", "no", "--aclfile", str(root / "users.acl"), "--dir", str(root)],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )  # fmt: skip
     ops = sync_redis.Redis(port=redis_port, username="ops", password=passwords["ops"])
     try:
-        _wait(ops.ping, "the ACL-protected redis-server", 20)
+        wait_started(
+            lambda: _pings(ops),
+            what="the ACL-protected redis-server",
+            watch=[Watched("redis-server", redis_proc, root / "redis.log")],
+        )
     except AssertionError:
         redis_proc.kill()
         redis_proc.wait()
@@ -118,7 +132,7 @@ def stack(migrated_database_url: str, tmp_path_factory: pytest.TempPathFactory) 
                 (s, {**env, "REDIS_URL": own_user[s], "METRICS_PORT": str(metrics[s])})
                 for s in services
             ]
-            with service_processes(each, root):
+            with service_processes(each, root) as started:
                 try:
                     yield Stack(
                         gateway=f"http://127.0.0.1:{port}",
@@ -126,6 +140,7 @@ def stack(migrated_database_url: str, tmp_path_factory: pytest.TempPathFactory) 
                         redis_port=redis_port,
                         passwords=passwords,
                         root=root,
+                        services=started,
                     )
                 finally:
                     asyncio.run(LocalSandboxes(root / "sandboxes").kill_all())
@@ -144,7 +159,8 @@ def test_a_demo_build_completes_with_a_least_privilege_redis_user_per_service(
     stack: Stack,
 ) -> None:
     with httpx.Client(base_url=stack.gateway, timeout=30) as http:
-        _wait(lambda: http.get("/v1/readyz").status_code == 200, "the gateway", 60)
+        ready = f"{stack.gateway}/v1/readyz"
+        wait_started(lambda: http_ok(ready), what="the gateway", watch=stack.services)
         demo = http.post("/v1/admin/demo", headers=ADMIN).json()
         auth = {"Authorization": f"Bearer {demo['token']}"}
         build = http.post(f"/v1/projects/{demo['project_id']}/builds", json={}, headers=auth)
@@ -199,7 +215,8 @@ def _referenced_metrics() -> set[str]:
 def test_dashboards_and_alerts_use_only_metric_names_the_services_export(stack: Stack) -> None:
     exported: set[str] = set()
     for service, url in stack.metrics.items():
-        _wait(lambda u=url: httpx.get(u, timeout=5).status_code == 200, f"{service} metrics", 60)
+        watch = [w for w in stack.services if w.name == service]
+        wait_started(lambda u=url: http_ok(u), what=f"{service}'s metrics", watch=watch)
         for family in text_string_to_metric_families(httpx.get(url, timeout=5).text):
             suffixes = {
                 "counter": ["_total"],

@@ -16,6 +16,8 @@ from pathlib import Path
 
 import pytest
 
+from cofounder_testing.waiting import startup_deadline_s
+
 pytestmark = pytest.mark.e2e
 
 CONFIGURATION = (
@@ -27,16 +29,21 @@ CONFIGURATION = (
 )
 
 
+def startup() -> list[str]:
+    """``cofounder dev`` waits for Redis and the gateway as long as the harness would."""
+    return ["--startup-timeout", str(startup_deadline_s())]
+
+
 @pytest.mark.skipif(shutil.which("redis-server") is None, reason="redis-server is not installed")
 def test_dev_once_builds_the_demo_app_with_nothing_configured(tmp_path: Path) -> None:
     env = {k: v for k, v in os.environ.items() if k not in CONFIGURATION}
     result = subprocess.run(
-        [sys.executable, "-m", "cofounder_cli", "dev", "--once"],
+        [sys.executable, "-m", "cofounder_cli", "dev", "--once", *startup()],
         cwd=tmp_path,
         env=env,
         capture_output=True,
         text=True,
-        timeout=240,
+        timeout=startup_deadline_s() + 120,  # start-up, then the demo build (about a minute)
         check=False,
     )
     output = result.stdout + result.stderr
@@ -102,7 +109,7 @@ def _leftovers(workdir: Path) -> list[str]:
 def test_ctrl_c_stops_everything_dev_started(tmp_path: Path) -> None:
     env = {k: v for k, v in os.environ.items() if k not in CONFIGURATION}
     dev = subprocess.Popen(
-        [sys.executable, "-m", "cofounder_cli", "dev"],
+        [sys.executable, "-m", "cofounder_cli", "dev", *startup()],
         cwd=tmp_path,
         env=env,
         stdout=subprocess.PIPE,

@@ -11,9 +11,12 @@ import shutil
 import subprocess
 import sys
 import threading
+import time
 from pathlib import Path
 
 import pytest
+
+from cofounder_testing.waiting import startup_deadline_s
 
 pytestmark = pytest.mark.e2e
 
@@ -38,8 +41,17 @@ def test_a_tool_call_longer_than_a_minute_keeps_both_followers(tmp_path: Path) -
     (tmp_path / "long.yaml").write_text(TRANSCRIPT)
     env = {k: v for k, v in os.environ.items() if k not in CONFIGURATION}
     env["SCRIPTED_TRANSCRIPT"] = str(tmp_path / "long.yaml")
+    deadline = startup_deadline_s()
     dev = subprocess.Popen(
-        [sys.executable, "-m", "cofounder_cli", "dev", "--once"],
+        [
+            sys.executable,
+            "-m",
+            "cofounder_cli",
+            "dev",
+            "--once",
+            "--startup-timeout",
+            str(deadline),
+        ],
         cwd=tmp_path,
         env=env,
         stdout=subprocess.PIPE,
@@ -65,10 +77,21 @@ def test_a_tool_call_longer_than_a_minute_keeps_both_followers(tmp_path: Path) -
     reader = threading.Thread(target=read, daemon=True)
     reader.start()
     try:
-        assert started.wait(120), "".join(lines)
+        # Start-up: every service up (dev's own wait, the same deadline), the demo founder
+        # seeded, the build queued. Over at once when dev exits; its output says why.
+        until = time.monotonic() + deadline + 30
+        while not started.wait(0.2):
+            if dev.poll() is not None or time.monotonic() > until:
+                if dev.poll() is not None:
+                    reader.join(timeout=10)  # its last lines
+                raise AssertionError(
+                    f"cofounder dev queued no build (exit code {dev.poll()}; "
+                    f"TEST_STARTUP_DEADLINE_S={deadline:g}); its output ends:\n"
+                    + "".join(lines)[-3000:]
+                )
         token = subprocess.run(
             [sys.executable, "-m", "cofounder_cli", "token", "mint", "--user", found["user"]],
-            env=env, capture_output=True, text=True, check=True, timeout=60,
+            env=env, capture_output=True, text=True, check=True, timeout=deadline,
         ).stdout.strip().split()[-1]  # fmt: skip
         follow = subprocess.run(
             [sys.executable, "-m", "cofounder_cli", "builds", "follow", found["build"],

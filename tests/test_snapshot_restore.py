@@ -31,7 +31,7 @@ from cofounder_runtime.publisher import Publisher
 from cofounder_sandbox.local import LocalSandboxes
 from cofounder_scripted_model.process import ScriptedModel, start
 from cofounder_testing.services import offline_env, service_processes
-from cofounder_testing.waiting import eventually
+from cofounder_testing.waiting import Watched, eventually, until_started
 
 pytestmark = pytest.mark.e2e
 
@@ -48,7 +48,8 @@ def model() -> Iterator[ScriptedModel]:
 @pytest.fixture
 def services(
     redis_url: str, migrated_database_url: str, model: ScriptedModel, tmp_path: Path
-) -> Iterator[str]:
+) -> Iterator[tuple[str, list[Watched]]]:
+    """The runner and the snapshot service as processes: their Redis URL, and them."""
     url = redis_url.rsplit("/", 1)[0] + f"/{DB}"
     client = sync_redis.Redis.from_url(url)
     client.flushdb()
@@ -67,14 +68,15 @@ def services(
         LEASE_TTL_MS="2000",
         LOG_JSON="false",
     )
-    with service_processes([("agent-runner", env), ("snapshot", env)], tmp_path):
-        yield url
+    with service_processes([("agent-runner", env), ("snapshot", env)], tmp_path) as started:
+        yield url, started
 
 
 async def test_a_lost_sandbox_is_replaced_from_the_latest_snapshot(
-    services: str, tmp_path: Path
+    services: tuple[str, list[Watched]], tmp_path: Path
 ) -> None:
-    redis = connect_redis(services)
+    url, started = services
+    redis = connect_redis(url)
     context = context_ready()
     try:
 
@@ -86,7 +88,7 @@ async def test_a_lost_sandbox_is_replaced_from_the_latest_snapshot(
                 return False  # a group does not exist yet
             return bool(snap) and bool(runner)
 
-        await eventually(ready, what="the services to join their groups", timeout=60)
+        await until_started(ready, what="the services to join their groups", watch=started)
         await Publisher(redis).emit(context)
 
         async def events() -> list[object]:

@@ -16,7 +16,7 @@ from cofounder_runtime.publisher import Publisher
 from cofounder_testing.fixtures import Names
 from cofounder_testing.inprocess import hash_ints, running
 from cofounder_testing.probe import probe
-from cofounder_testing.waiting import eventually
+from cofounder_testing.waiting import eventually, startup_deadline_s
 
 SERVICES = {"gateway", "context-assembler", "agent-runner", "budget", "snapshot"}
 
@@ -29,7 +29,7 @@ async def cofounder(*args: str, redis_url: str | None = None) -> subprocess.Comp
         [sys.executable, "-m", "cofounder_cli", *env_args],
         capture_output=True,
         text=True,
-        timeout=60,
+        timeout=startup_deadline_s(),  # a cold start on a loaded machine
         check=False,
     )
 

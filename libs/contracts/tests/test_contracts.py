@@ -32,7 +32,12 @@ from cofounder_contracts import (
 PAYLOADS = Path(__file__).parent / "payloads"
 DOCS = Path(__file__).resolve().parents[3] / "docs" / "events"
 CODEC = Codec(ALL_EVENTS)
-ENVELOPE = {"build_id": "b1", "project_id": "p1", "user_id": "u1", "producer": "test"}
+ENVELOPE = {
+    "build_id": "0195a0e2-6c1e-7c4a-9a51-3f1d2b7e8a10",
+    "project_id": "0195a0e2-0000-7000-8000-00000000a001",
+    "user_id": "0195a0e2-0000-7000-8000-0000000000b1",
+    "producer": "test",
+}
 
 
 def _entry(data: bytes) -> dict[bytes, bytes]:
@@ -100,12 +105,9 @@ def test_type_field_and_payload_tag_must_agree() -> None:
 
 
 def test_missing_fields_are_named() -> None:
-    data = (
-        b'{"type": "build.requested", "build_id": "b", "project_id": "p", "user_id": "u",'
-        b' "producer": "x", "event_id": "e"}'
-    )
+    data = json.dumps({"type": "build.requested", **ENVELOPE, "event_id": new_event_id()})
     with pytest.raises(DecodeError, match="goal"):
-        CODEC.decode({b"type": b"build.requested", b"event_id": b"e", b"data": data})
+        CODEC.decode({b"type": b"build.requested", b"event_id": b"e", b"data": data.encode()})
     with pytest.raises(DecodeError, match="'data'"):
         CODEC.decode({b"type": b"build.requested"})
 
@@ -115,6 +117,65 @@ def test_constraints_are_enforced_on_decode() -> None:
     usage["input_tokens"] = -5
     with pytest.raises(DecodeError, match="input_tokens"):
         CODEC.decode(_entry(json.dumps(usage).encode()))
+
+
+def _stored_fields(event_type: str) -> dict[str, object]:
+    decoded: dict[str, object] = json.loads((PAYLOADS / "v1" / f"{event_type}.json").read_bytes())
+    return decoded
+
+
+@pytest.mark.parametrize(
+    ("event_type", "field", "value"),
+    [
+        ("snapshot.requested", "project_id", "../../escape"),
+        ("snapshot.requested", "build_id", "b1"),
+        ("build.requested", "user_id", "0195A0E2-0000-7000-8000-0000000000B1"),  # not canonical
+        ("build.requested", "project_id", ""),  # empty only on user-level events
+        ("build.requested", "event_id", "e"),
+        ("build.status_changed", "causation_id", "../x"),
+        ("budget.topped_up", "user_id", ""),
+        ("budget.topped_up", "build_id", "not-a-build"),
+        ("snapshot.requested", "sandbox_id", "../../sandboxes/other"),
+        ("snapshot.requested", "sandbox_id", "x" * 101),
+        ("tool.called", "tool_use_id", "toolu 01"),
+        ("tool.called", "tool_use_id", "t" * 201),
+    ],
+)
+def test_ids_are_held_to_their_form_on_decode(event_type: str, field: str, value: str) -> None:
+    """Ids end up in keys and paths: one that is not of its form never reaches a handler."""
+    stored = _stored_fields(event_type)
+    assert stored[field] != value
+    with pytest.raises(DecodeError, match=rf"\$\.{field}"):
+        CODEC.decode(_entry(json.dumps(stored | {field: value}).encode()))
+
+
+def test_user_level_events_carry_no_build_and_every_uuid_form_is_accepted() -> None:
+    topped_up = CODEC.decode(_entry(json.dumps(_stored_fields("budget.topped_up")).encode()))
+    assert (topped_up.build_id, topped_up.project_id) == ("", "")
+    for made in (str(uuid.uuid4()), new_event_id(), derived_event_id(new_event_id(), "k")):
+        stored = _stored_fields("build.requested") | {"build_id": made, "causation_id": made}
+        assert CODEC.decode(_entry(json.dumps(stored).encode())).build_id == made
+
+
+@pytest.mark.parametrize(
+    ("event_type", "field", "value"),
+    [
+        ("budget.usage", "input_tokens", 10**12),
+        ("budget.usage", "cache_read_input_tokens", 5_000_001),
+        ("agent.iteration_completed", "output_tokens", 10**12),
+        ("agent.iteration_completed", "tool_calls", 2**31),
+        ("build.completed", "iterations", 10**9),
+        ("tool.completed", "duration_ms", 10**13),
+        ("snapshot.completed", "bytes_uploaded", 2**53),
+        ("budget.warning", "spent_micros", 2**63),
+        ("budget.topped_up", "amount_micros", 2**53),
+    ],
+)
+def test_every_count_has_an_upper_bound(event_type: str, field: str, value: int) -> None:
+    """The bound is the contract's, so every consumer refuses the same entry at decode."""
+    stored = _stored_fields(event_type)
+    with pytest.raises(DecodeError, match=rf"\$\.{field}"):
+        CODEC.decode(_entry(json.dumps(stored | {field: value}).encode()))
 
 
 def test_unknown_type() -> None:
@@ -207,7 +268,7 @@ def test_payload_digest_tells_another_payload_from_the_same_event_made_again() -
     from cofounder_contracts.codec import payload_digest
 
     first = SnapshotCompleted(
-        build_id="b", project_id="p", user_id="u", producer="snapshot",
+        **ENVELOPE | {"producer": "snapshot"},
         version=3, files=10, bytes_uploaded=500, blobs_uploaded=2, duration_ms=40,
     )  # fmt: skip
     # Made again for a redelivered request: another time, nothing uploaded, another duration.

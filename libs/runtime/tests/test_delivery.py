@@ -286,7 +286,11 @@ async def test_publisher_caps_stream_length_approximately(redis: Redis, names: N
 
 async def test_emit_routes_each_event_to_its_contract_stream(redis: Redis) -> None:
     event = BuildRequested(
-        build_id=f"b-{new_event_id()}", project_id="p", user_id="u", producer="test", goal="an app"
+        build_id=new_event_id(),
+        project_id=new_event_id(),
+        user_id=new_event_id(),
+        producer="test",
+        goal="an app",
     )
     entry_id = await Publisher(redis).emit(event)
     try:

@@ -70,6 +70,6 @@ async def test_a_consumer_process_exports_handled_failed_retried_dead_lettered_a
     retries = [line for line in lines if line["event"] == "handler failed; will retry"]
     assert retries
     assert {(r["event_id"], r["build_id"], r["event_type"]) for r in retries} == {
-        (failing.event_id, "b9", "test.probe")
+        (failing.event_id, failing.build_id, "test.probe")
     }
     assert all(r["stream"] == names.stream and r["level"] == "warning" for r in retries)

@@ -43,6 +43,7 @@ async def test_consumer_killed_mid_handler_loses_nothing(
     # let the rescuer's copy be quick: the effect is what counts, and it must appear once.
     await redis.hset(names.key("fast"), "x", "1")
     workers.start("rescuer", min_idle_ms=1_000)
+    await workers.started(redis, "rescuer")
     await eventually(lambda: _applied(redis, names, 1), what="the event applied", timeout=20)
     await eventually(lambda: _none_pending(redis, names), what="the entry acked")
     assert await hash_ints(redis, names.key("starts")) == {event.event_id: 2}
@@ -93,6 +94,7 @@ async def test_restarted_process_handles_its_own_pending_entries_first(
     # Restart under the same name: min_idle is a minute, so only its own drain can pick it up.
     await redis.delete(names.key("log"))
     workers.start("stable-name", min_idle_ms=60_000, concurrency=1)
+    await workers.started(redis, "stable-name")
     await eventually(
         lambda: _started_twice(redis, names, first.event_id),
         what="the pending entry re-read",

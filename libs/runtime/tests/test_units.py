@@ -40,8 +40,8 @@ def test_backoff_doubles_and_is_capped() -> None:
 def test_settings_map_to_consumer_options(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("CONSUMER_MAX_DELIVERIES", "9")
     monkeypatch.setenv("REDIS_URL", "redis://example:6380/2")
-    settings = RuntimeSettings()
-    assert settings.redis_url == "redis://example:6380/2"
+    settings = RuntimeSettings(environment="development")
+    assert settings.redis_url.get_secret_value() == "redis://example:6380/2"
     assert settings.consumer_options(max_age_ms=5).max_deliveries == 9
     assert settings.consumer_options(max_age_ms=5).max_age_ms == 5
 

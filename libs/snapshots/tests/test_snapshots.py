@@ -153,6 +153,25 @@ async def test_the_folder_store_behaves_the_same(tmp_path: Path) -> None:
 
 
 @pytest.mark.integration
+async def test_the_folder_store_refuses_keys_outside_its_folder(tmp_path: Path) -> None:
+    """Defence in depth: a project or build id that would climb out of the folder writes
+    nothing (the events' ids are validated too, see the snapshot service's tests)."""
+    store = LocalStore(tmp_path / "store")
+    sha = hashlib.sha256(b"x").hexdigest()
+    for project in ("../../escape", "a/../../../escape"):
+        with pytest.raises(StoreError, match="outside the store's folder"):
+            await store.put_blob(project, sha, b"x")
+        with pytest.raises(StoreError, match="outside the store's folder"):
+            await store.write_index(project, [sha])
+    with pytest.raises(StoreError, match="outside the store's folder"):
+        await store.versions("p", "../../../../elsewhere")
+    with pytest.raises(StoreError, match="outside the store's folder"):
+        await store.get_blob("p", "../../../../../etc/passwd")
+    assert await asyncio.to_thread(os.listdir, tmp_path) == []  # nothing made, not the folder
+    await store.put_blob("0195a0e2-0000-7000-8000-00000000a001", sha, b"x")  # an id: fine
+    assert await store.list_blobs("0195a0e2-0000-7000-8000-00000000a001") == {sha}
+
+
 async def test_a_redelivered_request_reuses_its_version(s3: S3Store, tmp_path: Path) -> None:
     root = tmp_path / "p"
     _tree(root, {"a.txt": b"a"})

@@ -28,18 +28,41 @@ def test_the_tier_picks_the_model_for_the_role() -> None:
         resolve_model(MODELS, tier="pro", suspended=True)
 
 
+def test_a_key_never_goes_to_the_scripted_model_by_default(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """compose sets SCRIPTED_MODEL_URL for keyless runs; a key must then go to Anthropic (or to
+    the server ANTHROPIC_BASE_URL names), never to the scripted model."""
+    monkeypatch.delenv("ANTHROPIC_BASE_URL", raising=False)
+    monkeypatch.setenv("SCRIPTED_MODEL_URL", "http://scripted:8100")
+    monkeypatch.setenv("ANTHROPIC_API_KEY", "")  # compose's ${ANTHROPIC_API_KEY:-}
+    assert RunnerSettings(environment="development").model_base_url == "http://scripted:8100"
+    monkeypatch.setenv("ANTHROPIC_API_KEY", "sk-ant-real")
+    assert RunnerSettings(environment="development").model_base_url is None  # Anthropic's
+    monkeypatch.setenv("ANTHROPIC_BASE_URL", "https://proxy.example")
+    assert RunnerSettings(environment="development").model_base_url == "https://proxy.example"
+    monkeypatch.delenv("ANTHROPIC_API_KEY")
+    monkeypatch.delenv("ANTHROPIC_BASE_URL")
+    monkeypatch.delenv("SCRIPTED_MODEL_URL")
+    with pytest.raises(ValidationError, match="ANTHROPIC_API_KEY is not set"):
+        RunnerSettings(environment="development")
+
+
 def test_settings_defaults_and_the_lease_rule(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("MODEL_MAP", '{"bootstrapper": {"coder": "m-env"}}')
-    settings = RunnerSettings()
+    monkeypatch.setenv("SCRIPTED_MODEL_URL", "http://scripted:8100")
+    monkeypatch.delenv("ANTHROPIC_API_KEY", raising=False)
+    monkeypatch.delenv("ANTHROPIC_BASE_URL", raising=False)
+    settings = RunnerSettings(environment="development")
     assert settings.model_map == {"bootstrapper": {"coder": "m-env"}}
     assert settings.max_tool_calls_for("bootstrapper") == 150
     assert settings.max_tool_calls_for("unheard-of") == 150
     assert set(DEFAULT_MODELS) == {"bootstrapper", "founder", "pro"}
     assert settings.sandbox_kind == "local"
     monkeypatch.setenv("E2B_API_KEY", "e2b_x")
-    assert RunnerSettings().sandbox_kind == "e2b"
+    assert RunnerSettings(environment="development").sandbox_kind == "e2b"
     with pytest.raises(ValidationError, match="LEASE_TTL_MS must be below"):
-        RunnerSettings(lease_ttl_ms=30_000, consumer_min_idle_ms=30_000)
+        RunnerSettings(environment="development", lease_ttl_ms=30_000, consumer_min_idle_ms=30_000)
 
 
 def _conversation(turns: int) -> list[dict[str, Any]]:

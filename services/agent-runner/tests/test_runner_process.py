@@ -33,7 +33,8 @@ from cofounder_db.models import AgentCheckpoint
 from cofounder_runtime.connections import connect_redis
 from cofounder_runtime.publisher import Publisher
 from cofounder_scripted_model.process import ScriptedModel
-from cofounder_testing.waiting import eventually
+from cofounder_testing.services import start_service
+from cofounder_testing.waiting import Watched, eventually, log_says, until_started
 
 pytestmark = pytest.mark.e2e
 
@@ -57,17 +58,28 @@ class Runners:
         self.env = env
         self.logdir = logdir
         self.procs: list[subprocess.Popen[bytes]] = []
+        self.watched: dict[int, Watched] = {}  # by pid
 
     def start(self, name: str, **env: str) -> subprocess.Popen[bytes]:
-        with (self.logdir / f"{name}.log").open("ab") as log:
-            proc = subprocess.Popen(
-                [sys.executable, "-m", "cofounder_cli", "serve", "agent-runner"],
-                env={**self.env, **env, "CONSUMER_NAME": name},
-                stdout=log,
-                stderr=subprocess.STDOUT,
-            )
-        self.procs.append(proc)
-        return proc
+        """Start a runner called ``name``; each life logs to a file of its own."""
+        life = len(self.procs) + 1
+        log = self.logdir / f"{name}-{life}.log"
+        runner = start_service(
+            "agent-runner", {**self.env, **env, "CONSUMER_NAME": name}, log, name=name
+        )
+        self.procs.append(runner.process)
+        self.watched[runner.process.pid] = runner
+        return runner.process
+
+    async def started(self, *procs: subprocess.Popen[bytes]) -> None:
+        """Wait until the runners' consumers have started (each life's own log says so)."""
+        watch = [self.watched[p.pid] for p in procs]
+        checks = [log_says(w.log, "consumer started") for w in watch if w.log is not None]
+        await until_started(
+            lambda: all(check() for check in checks),
+            what=" and ".join(f"runner {w.name}" for w in watch),
+            watch=watch,
+        )
 
     def assert_alive(self, proc: subprocess.Popen[bytes]) -> None:
         if proc.poll() is not None:
@@ -142,6 +154,7 @@ async def test_a_runner_process_builds_the_demo_app(
     redis = connect_redis(e2e_redis_url)
     try:
         runner = runners.start(f"runner-{uuid.uuid4().hex[:6]}")
+        await runners.started(runner)
         context = context_ready()
         await Publisher(redis).emit(context)
 
@@ -212,6 +225,7 @@ async def test_a_killed_runner_s_build_is_finished_by_its_successor(
     redis = connect_redis(e2e_redis_url)
     try:
         first = runners.start("runner-a", **env)
+        await runners.started(first)
         context = context_ready()
         await Publisher(redis).emit(context)
 
@@ -229,6 +243,7 @@ async def test_a_killed_runner_s_build_is_finished_by_its_successor(
             if isinstance(e, AgentIterationCompleted)
         )
         second = runners.start(successor, **env)
+        await runners.started(second)
 
         async def completed() -> bool:
             runners.assert_alive(second)
@@ -267,6 +282,7 @@ async def test_a_second_live_runner_waits_for_the_build_instead_of_dropping_or_s
     redis = connect_redis(e2e_redis_url)
     try:
         pair = [runners.start("runner-a"), runners.start("runner-b")]
+        await runners.started(*pair)
         context = context_ready()
         publisher = Publisher(redis)
         await publisher.emit(context)

@@ -38,7 +38,7 @@ from cofounder_contracts.streams import BUDGET_SIGNALS
 from cofounder_db.engine import create_engine
 from cofounder_db.models import BudgetLedgerRow, BudgetTopUpRow, Build, Project, User
 from cofounder_runtime.conflict import PayloadConflict
-from cofounder_runtime.consumer import Consumer, Poison
+from cofounder_runtime.consumer import Consumer
 from cofounder_runtime.publisher import Publisher
 from cofounder_runtime.streamreply import read_entries
 from cofounder_testing.fixtures import Names
@@ -49,11 +49,14 @@ CODEC = Codec(ALL_EVENTS)
 MODEL = "claude-sonnet-5-5"
 #: $1 per million input tokens: 1,000 input tokens cost 1,000 micros.
 PRICING = Pricing({MODEL: Price(input=1000, output=1000, cache_write=1250, cache_read=100)})
+#: Ids of events whose build, project or user does not matter to the test (ids are UUIDs).
+BUILD, PROJECT, USER = (str(uuid.uuid4()) for _ in range(3))
 
 
 def test_prices_plans_and_the_daily_budget() -> None:
     usage = BudgetUsage(
-        build_id="b", project_id="p", user_id="u", producer="t", model=MODEL, input_tokens=1000,
+        build_id=BUILD, project_id=PROJECT, user_id=USER, producer="t", model=MODEL,
+        input_tokens=1000,
         output_tokens=10, cache_creation_input_tokens=100, cache_read_input_tokens=1000,
     )  # fmt: skip
     assert PRICING.cost_micros(usage) == 1000 + 10 + 125 + 100
@@ -95,7 +98,7 @@ async def deps(redis: Redis, migrated_database_url: str) -> AsyncIterator[Budget
 
 def _usage(user: str, build: str, tokens: int) -> BudgetUsage:
     return BudgetUsage(
-        build_id=build, project_id="p", user_id=user, producer="agent-runner", model=MODEL,
+        build_id=build, project_id=PROJECT, user_id=user, producer="agent-runner", model=MODEL,
         input_tokens=tokens, output_tokens=0,
     )  # fmt: skip
 
@@ -157,14 +160,14 @@ async def test_counters_lost_by_redis_are_rebuilt_from_the_ledger(
 ) -> None:
     user = str(uuid.uuid4())
     today = datetime.now(UTC).date().isoformat()
-    first = [_usage(user, "b1", 1000) for _ in range(5)]
+    first = [_usage(user, BUILD, 1000) for _ in range(5)]
     for event in first:
         await on_usage(event, deps)
     # Redis loses the user's keys (a flush, a failover without persistence).
     keys = [k async for k in redis.scan_iter(match=f"cofounder.budget.*{{{user}}}*")]
     assert keys
     await redis.delete(*keys)
-    await on_usage(_usage(user, "b1", 1000), deps)
+    await on_usage(_usage(user, BUILD, 1000), deps)
     await on_usage(first[0], deps)  # an old event redelivered after the loss: still counted once
     assert (
         int(await redis.get(day_keys(user, today)["spent"]) or 0)
@@ -178,7 +181,7 @@ async def test_a_usage_event_id_reused_with_other_tokens_is_refused_not_raced(
     deps: BudgetDeps,
 ) -> None:
     user = str(uuid.uuid4())
-    first = _usage(user, "b", 1000)
+    first = _usage(user, BUILD, 1000)
     await on_usage(first, deps)
     spent = await _ledger(deps, user)
     await on_usage(msgspec.structs.replace(first, occurred_at=first.occurred_at), deps)  # again
@@ -191,9 +194,10 @@ async def test_a_usage_event_id_reused_with_other_tokens_is_refused_not_raced(
 async def test_absurd_usage_is_dead_lettered_at_once_and_the_service_goes_on(
     deps: BudgetDeps, redis: Redis, names: Names
 ) -> None:
+    """Tokens beyond any model call (10^12) or below zero: the contract refuses them at decode
+    (the gateway's projection refuses the same entry), so they are dead-lettered at once, with
+    the reason, and never counted."""
     user = str(uuid.uuid4())
-    with pytest.raises(Poison, match="beyond any model call"):
-        await on_usage(_usage(user, "b", 50_000_000), deps)
     consumer = Consumer(
         redis,
         stream=names.stream,
@@ -204,12 +208,13 @@ async def test_absurd_usage_is_dead_lettered_at_once_and_the_service_goes_on(
     )
     await consumer.ensure_group()
     task = asyncio.create_task(consumer.run())
+    absurd_usage = _usage(user, BUILD, 10**12)
     try:
-        await redis.xadd(names.stream, encode_fields(_usage(user, "b", 50_000_000)))
-        negative = encode_fields(_usage(user, "b", 1))
+        await redis.xadd(names.stream, encode_fields(absurd_usage))
+        negative = encode_fields(_usage(user, BUILD, 1))
         negative[b"data"] = negative[b"data"].replace(b'"input_tokens":1', b'"input_tokens":-5')
         await redis.xadd(names.stream, negative)
-        await redis.xadd(names.stream, encode_fields(_usage(user, "b", 1000)))
+        await redis.xadd(names.stream, encode_fields(_usage(user, BUILD, 1000)))
 
         async def handled() -> bool:
             return (
@@ -223,10 +228,16 @@ async def test_absurd_usage_is_dead_lettered_at_once_and_the_service_goes_on(
         consumer.stop()
         await task
     dead = read_entries([[b"dlq", await redis.xrange(names.stream + ".dlq")]])
-    by_error = {f[b"dlq.error"].decode(): f for _, f in dead if f}
-    absurd = next(f for e, f in by_error.items() if "beyond any model call" in e)
+    by_id = {f[b"event_id"]: f for _, f in dead if f}
+    absurd = by_id[absurd_usage.event_id.encode()]
+    assert b"<= 5000000 - at `$.input_tokens`" in absurd[b"dlq.error"], absurd[b"dlq.error"]
     assert absurd[b"dlq.deliveries"] == b"1"  # at once, not after retries
-    assert any("undecodable" in e for e in by_error)
+    assert all(f[b"dlq.error"].startswith(b"undecodable") for f in by_id.values())
+    async with deps.engine.connect() as conn:
+        rows = await conn.execute(
+            select(BudgetLedgerRow.input_tokens).where(BudgetLedgerRow.user_id == user)
+        )
+        assert rows.scalars().all() == [1000]
 
 
 @pytest.mark.integration
@@ -242,7 +253,7 @@ async def test_two_wake_daemons_wake_each_sleeping_build_exactly_once(
     sleeping = [
         AgentSleeping(
             build_id=str(uuid.uuid4()),
-            project_id="p",
+            project_id=PROJECT,
             user_id=str(uuid.uuid4()),
             producer="agent-runner",
             resets_at=datetime.fromtimestamp(1_500, UTC),
@@ -301,14 +312,14 @@ async def _spend(deps: BudgetDeps, user: str, micros: int) -> None:
     """Usage costing ``micros`` (1 micro per input token), in calls no bigger than a real one."""
     while micros > 0:
         call = min(micros, 4_000_000)
-        await on_usage(_usage(user, "b0", call), deps)
+        await on_usage(_usage(user, BUILD, call), deps)
         micros -= call
 
 
 def _asleep(user: str, resets_at: datetime) -> AgentSleeping:
     return AgentSleeping(
         build_id=str(uuid.uuid4()),
-        project_id="p",
+        project_id=PROJECT,
         user_id=user,
         producer="agent-runner",
         resets_at=resets_at,
@@ -446,7 +457,15 @@ async def test_after_a_flush_the_counters_gates_and_sleeping_builds_come_back_fr
         assert await flushed.exists(budget_gate_key(spender))  # still spent: still closed
         assert not await flushed.exists(budget_gate_key(saver))
         members = await flushed.zrange(deps.sleeping_key, 0, -1)
-        assert [m for m in members if asleep.encode() in m]
+        recovered = [m for m in members if asleep.encode() in m]
+        assert recovered
+        # Its wake is a valid event (its cause, the recovered sleep, has an id of an event).
+        assert await deps.waker.wake(recovered, WakeReason.ROLLOVER) == 1
+        signals = read_entries(
+            [[BUDGET_SIGNALS.name.encode(), await flushed.xrange(BUDGET_SIGNALS.name)]]
+        )
+        [wake] = [e for e in (CODEC.decode(f) for _, f in signals if f) if e.build_id == asleep]
+        assert isinstance(wake, BudgetWake)
         # The rebuilt state meters on as before: one more call, counted once.
         await _spend(deps, saver, 500)
         spent = int(await flushed.get(day_keys(saver, today)["spent"]) or 0)

@@ -5,10 +5,9 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
-import subprocess
-import sys
 import uuid
 from datetime import UTC, datetime
+from pathlib import Path
 
 import pytest
 from sqlalchemy import insert
@@ -20,7 +19,8 @@ from cofounder_db.models import Project, User
 from cofounder_runtime.connections import connect_redis
 from cofounder_runtime.publisher import Publisher
 from cofounder_testing.inprocess import entries
-from cofounder_testing.waiting import eventually
+from cofounder_testing.services import start_service
+from cofounder_testing.waiting import eventually, log_says, until_started
 
 pytestmark = pytest.mark.e2e
 
@@ -29,7 +29,7 @@ E2E_DB = 13
 
 
 async def test_the_service_turns_a_request_into_context_and_stops_cleanly(
-    redis_url: str, migrated_database_url: str
+    redis_url: str, migrated_database_url: str, tmp_path: Path
 ) -> None:
     url = redis_url.rsplit("/", 1)[0] + f"/{E2E_DB}"
     redis = connect_redis(url)
@@ -60,13 +60,12 @@ async def test_the_service_turns_a_request_into_context_and_stops_cleanly(
         "CONSUMER_NAME": f"e2e-{uuid.uuid4().hex[:6]}",
         "CONSUMER_BLOCK_MS": "200",
     }
-    proc = subprocess.Popen(  # noqa: ASYNC220 - returns at once; waits run in a thread
-        [sys.executable, "-m", "cofounder_cli", "serve", "context-assembler"],
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-    )
+    log = tmp_path / "context-assembler.log"
+    service = start_service("context-assembler", env, log)
+    proc = service.process
     try:
+        ready_ = log_says(log, '"consumer started"')
+        await until_started(ready_, what="the context assembler", watch=[service])
         request = BuildRequested(
             build_id=str(uuid.uuid4()),
             project_id=project_id,
@@ -91,7 +90,7 @@ async def test_the_service_turns_a_request_into_context_and_stops_cleanly(
         assert (context.tier, context.qna, context.idea_brief) == ("pro", [], {})
         proc.send_signal(signal.SIGTERM)
         code = await asyncio.to_thread(proc.wait, 30)
-        output = proc.stdout.read().decode() if proc.stdout else ""
+        output = log.read_text(errors="replace")
         assert code == 0, output
         assert '"consumer stopped"' in output
         pending = await redis.xpending(BUILD_REQUESTS.name, "context-assembler")
@@ -100,7 +99,5 @@ async def test_the_service_turns_a_request_into_context_and_stops_cleanly(
         if proc.poll() is None:
             proc.kill()
             proc.wait()
-        if proc.stdout:
-            proc.stdout.close()
         await redis.flushdb()
         await redis.aclose()

@@ -4,15 +4,14 @@ from __future__ import annotations
 
 import os
 import subprocess
-import sys
-import time
 from collections.abc import AsyncIterator, Iterator
 
-import httpx
 import pytest
 
 from cofounder_gateway.testing import Running, start_gateway
 from cofounder_testing.servers import free_port
+from cofounder_testing.services import start_service
+from cofounder_testing.waiting import http_ok, wait_started
 
 
 @pytest.fixture
@@ -26,7 +25,9 @@ PROCESS_REDIS_DB = 12
 
 
 @pytest.fixture(scope="module")
-def gateway_process(redis_url: str, migrated_database_url: str) -> Iterator[str]:
+def gateway_process(
+    redis_url: str, migrated_database_url: str, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[str]:
     port = free_port()
     env = {
         **os.environ,
@@ -35,26 +36,16 @@ def gateway_process(redis_url: str, migrated_database_url: str) -> Iterator[str]
         "PORT": str(port),
         "LOG_LEVEL": "WARNING",
     }
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "cofounder_cli", "serve", "gateway"],
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
+    log = tmp_path_factory.mktemp("gateway-process") / "gateway.log"
+    gateway = start_service("gateway", env, log)
     base = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 30
-    while True:
-        try:
-            if httpx.get(f"{base}/v1/healthz", timeout=1).status_code == 200:
-                break
-        except httpx.TransportError:
-            pass
-        if time.monotonic() > deadline or proc.poll() is not None:
-            proc.kill()
-            pytest.fail("the gateway process did not start")
-        time.sleep(0.1)
     try:
+        wait_started(lambda: http_ok(f"{base}/v1/healthz"), what="the gateway", watch=[gateway])
         yield base
     finally:
-        proc.terminate()
-        proc.wait(timeout=30)
+        gateway.process.terminate()
+        try:
+            gateway.process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            gateway.process.kill()
+            gateway.process.wait()

@@ -9,6 +9,8 @@ import sys
 import httpx
 import pytest
 
+from cofounder_testing.waiting import startup_deadline_s
+
 pytestmark = pytest.mark.e2e
 
 
@@ -17,7 +19,7 @@ def cofounder(*args: str) -> str:
         [sys.executable, "-m", "cofounder_cli", *args],
         capture_output=True,
         text=True,
-        timeout=60,
+        timeout=startup_deadline_s(),  # a cold start on a loaded machine
         check=False,
     )
     assert done.returncode == 0, done.stderr
@@ -69,7 +71,7 @@ def test_seed_reports_a_clear_error_when_the_gateway_is_down() -> None:
         ],
         capture_output=True,
         text=True,
-        timeout=60,
+        timeout=startup_deadline_s(),  # a cold start on a loaded machine
         check=False,
     )
     assert done.returncode == 1

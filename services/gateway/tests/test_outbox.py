@@ -6,8 +6,8 @@ import asyncio
 import os
 import signal
 import subprocess
-import sys
 from collections.abc import AsyncIterator
+from pathlib import Path
 
 import asyncpg
 import httpx
@@ -24,7 +24,8 @@ from cofounder_gateway.testing import Running, start_gateway
 from cofounder_runtime.connections import connect_redis
 from cofounder_testing.inprocess import entries
 from cofounder_testing.servers import free_port
-from cofounder_testing.waiting import eventually
+from cofounder_testing.services import start_service
+from cofounder_testing.waiting import eventually, until_started
 
 pytestmark = pytest.mark.integration
 CODEC = Codec(ALL_EVENTS)
@@ -98,7 +99,7 @@ async def test_a_crash_between_publish_and_delete_republishes_the_same_event_id(
 
 
 async def test_the_gateway_process_killed_after_commit_publishes_once_after_restart(
-    redis_url: str, migrated_database_url: str
+    redis_url: str, migrated_database_url: str, tmp_path: Path
 ) -> None:
     """Literally: a gateway process whose relay never ran (it is SIGKILLed right after the
     commit), then a fresh gateway process: exactly one build.requested."""
@@ -114,14 +115,10 @@ async def test_the_gateway_process_killed_after_commit_publishes_once_after_rest
         "RUN_PROJECTION": "false",
     }
 
-    async def start(**extra: str) -> tuple[subprocess.Popen[bytes], str]:
+    async def start(name: str, **extra: str) -> tuple[subprocess.Popen[bytes], str]:
         port = free_port()
-        proc = subprocess.Popen(  # noqa: ASYNC220 - returns at once
-            [sys.executable, "-m", "cofounder_cli", "serve", "gateway"],
-            env={**env, "PORT": str(port), **extra},
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
+        env_ = {**env, "PORT": str(port), **extra}
+        gateway = start_service("gateway", env_, tmp_path / f"{name}.log", name=name)
         base = f"http://127.0.0.1:{port}"
 
         async def up() -> bool:
@@ -131,10 +128,14 @@ async def test_the_gateway_process_killed_after_commit_publishes_once_after_rest
             except httpx.TransportError:
                 return False
 
-        await eventually(up, what="the gateway process", timeout=30)
-        return proc, base
+        try:
+            await until_started(up, what=f"the {name} gateway", watch=[gateway])
+        except AssertionError:
+            gateway.process.kill()
+            raise
+        return gateway.process, base
 
-    first, base = await start(RUN_RELAY="false")
+    first, base = await start("first", RUN_RELAY="false")
     try:
         async with httpx.AsyncClient(base_url=base, timeout=10) as client:
             demo = (
@@ -149,7 +150,7 @@ async def test_the_gateway_process_killed_after_commit_publishes_once_after_rest
         first.send_signal(signal.SIGKILL)
         await asyncio.to_thread(first.wait, 10)
         assert await redis.xlen(BUILD_REQUESTS.name) == 0
-        second, _ = await start()
+        second, _ = await start("second")
         try:
 
             async def published() -> bool:

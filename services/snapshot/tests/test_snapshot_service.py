@@ -5,12 +5,14 @@ not store a second version."""
 from __future__ import annotations
 
 import asyncio
+import functools
 import shutil
 import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
 
 import aioboto3
+import msgspec
 import pytest
 from redis.asyncio import Redis
 
@@ -22,13 +24,18 @@ from cofounder_contracts import (
     SnapshotCompleted,
     SnapshotFailed,
     SnapshotRequested,
+    encode_fields,
 )
 from cofounder_contracts.streams import BUILD_EVENTS
+from cofounder_runtime.consumer import Consumer
 from cofounder_runtime.publisher import Publisher
 from cofounder_runtime.streamreply import read_entries
 from cofounder_sandbox.local import LocalSandbox, LocalSandboxes
 from cofounder_snapshot.handlers import SnapshotDeps, on_snapshot_requested
 from cofounder_snapshots.store import LocalStore, S3Store
+from cofounder_testing.fixtures import Names
+from cofounder_testing.inprocess import FAST
+from cofounder_testing.waiting import eventually
 
 pytestmark = pytest.mark.integration
 
@@ -153,7 +160,7 @@ async def test_a_prune_never_deletes_a_blob_a_sibling_build_s_new_manifest_uses(
     redis: Redis, tmp_path: Path
 ) -> None:
     sandboxes = LocalSandboxes(tmp_path / "sandboxes", isolation="unsafe-none")
-    project = str(uuid.uuid4())
+    project, user = str(uuid.uuid4()), str(uuid.uuid4())
     older = await sandboxes.create(build_id=str(uuid.uuid4()), metadata={})
     newer = await sandboxes.create(build_id=str(uuid.uuid4()), metadata={})
     (older.workspace / "shared.py").write_text("shared = 1\n")
@@ -169,7 +176,7 @@ async def test_a_prune_never_deletes_a_blob_a_sibling_build_s_new_manifest_uses(
 
     def request(box: LocalSandbox, build: str) -> SnapshotRequested:
         return SnapshotRequested(
-            build_id=build, project_id=project, user_id="u", producer="agent-runner",
+            build_id=build, project_id=project, user_id=user, producer="agent-runner",
             sandbox_kind=SandboxKind.LOCAL, sandbox_id=box.id,
         )  # fmt: skip
 
@@ -195,3 +202,49 @@ async def test_a_prune_never_deletes_a_blob_a_sibling_build_s_new_manifest_uses(
             assert not missing, f"{build} v{version} references deleted blobs {missing}"
     assert await store.versions(project, build_a) == [2]
     assert await store.versions(project, build_b) == [1]
+
+
+async def test_a_request_whose_project_id_is_a_path_is_dead_lettered_and_writes_nothing(
+    redis: Redis, names: Names, tmp_path: Path, sandbox: tuple[LocalSandboxes, LocalSandbox]
+) -> None:
+    """``project_id`` becomes a path of the store: one that is not an id never reaches the
+    handler (it would write outside the store's folder); the consumer dead-letters it with the
+    reason and goes on."""
+    sandboxes, box = sandbox
+    root = tmp_path / "snapshots"
+    deps = SnapshotDeps(
+        store=LocalStore(root / "store"), sandboxes={"local": sandboxes}, events=Publisher(redis)
+    )
+    consumer = Consumer(
+        redis,
+        stream=names.stream,
+        group=names.group,
+        consumer="snapshot-1",
+        handlers={SnapshotRequested: functools.partial(on_snapshot_requested, deps=deps)},
+        options=FAST,
+    )
+    await consumer.ensure_group()
+    task = asyncio.create_task(consumer.run())
+    escape = msgspec.structs.replace(_request(box), project_id="../../escape")
+    good = _request(box)
+    try:
+        await redis.xadd(names.stream, encode_fields(escape))
+        await redis.xadd(names.stream, encode_fields(good))
+
+        async def settled() -> bool:
+            return await redis.xlen(names.stream + ".dlq") == 1 and bool(
+                await _answers(redis, good)
+            )
+
+        await eventually(settled, what="the escape dead-lettered and the good request stored")
+    finally:
+        consumer.stop()
+        await task
+    dead = read_entries([[b"dlq", await redis.xrange(names.stream + ".dlq")]])
+    [(_, fields)] = dead
+    assert fields is not None
+    assert fields[b"event_id"] == escape.event_id.encode()
+    assert b"$.project_id" in fields[b"dlq.error"], fields[b"dlq.error"]
+    assert sorted(p.name for p in root.iterdir()) == ["store"]  # nothing beside the store
+    assert await _answers(redis, escape) == []
+    assert isinstance((await _answers(redis, good))[0], SnapshotCompleted)

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
+from pydantic import SecretStr
 from pydantic_settings import BaseSettings
 
 from cofounder_runtime.service import discover_services
@@ -27,9 +28,15 @@ each service's own follow. Maps and lists are JSON.
 def _default(field: Any) -> str:
     if field.default_factory is not None:
         return "(per process)"
+    if field.is_required():
+        return "**required**"
     value = field.default
     if value is None:
         return "unset"
+    if isinstance(value, SecretStr):
+        shown = value.get_secret_value()
+        # A URL default holds no password; any other secret's default is development's own.
+        return f"`{shown}`" if "://" in shown else "development's (refused elsewhere)"
     if isinstance(value, dict | list | bool):
         return f"`{json.dumps(value)}`"
     return f"`{value}`"

@@ -61,11 +61,16 @@ class Stack:
         self.procs[name] = proc
         return proc
 
+    def tail(self, name: str) -> str:
+        """The end of a process's log."""
+        return (self.workdir / "logs" / f"{name}.log").read_text(errors="replace")[-2000:]
+
     def check(self) -> None:
         for name, proc in self.procs.items():
             if proc.poll() is not None:
-                tail = (self.workdir / "logs" / f"{name}.log").read_text(errors="replace")[-2000:]
-                raise RuntimeError(f"{name} exited ({proc.returncode}); its log ends:\n{tail}")
+                raise RuntimeError(
+                    f"{name} exited ({proc.returncode}); its log ends:\n{self.tail(name)}"
+                )
 
     def stop(self) -> None:
         for proc in reversed(self.procs.values()):
@@ -83,7 +88,9 @@ class Stack:
             asyncio.run(LocalSandboxes(sandboxes).kill_all())
 
 
-def _wait(what: str, check: Any, stack: Stack, timeout: float = 60) -> None:
+def _wait(what: str, check: Any, stack: Stack, *, timeout: float) -> None:
+    """Wait for ``what`` (the process of that name) to answer; fail at once, with its log, when
+    any process exits, and with its log when ``timeout`` passes."""
     deadline = time.monotonic() + timeout
     while True:
         stack.check()
@@ -91,11 +98,14 @@ def _wait(what: str, check: Any, stack: Stack, timeout: float = 60) -> None:
             if check():
                 return
         if time.monotonic() > deadline:
-            raise RuntimeError(f"timed out waiting for {what}")
+            raise RuntimeError(
+                f"{what} did not answer within {timeout:g} s (--startup-timeout); its log "
+                f"ends:\n{stack.tail(what)}"
+            )
         time.sleep(0.1)
 
 
-def _redis(stack: Stack) -> str:
+def _redis(stack: Stack, *, startup_timeout: float) -> str:
     url = os.environ.get("REDIS_URL")
     if url:
         return url
@@ -118,7 +128,7 @@ def _redis(stack: Stack) -> str:
             s.sendall(b"PING\r\n")
             return s.recv(16).startswith(b"+PONG")
 
-    _wait("redis-server", answers, stack, timeout=15)
+    _wait("redis", answers, stack, timeout=startup_timeout)
     return f"redis://127.0.0.1:{port}/0"
 
 
@@ -199,13 +209,17 @@ def dev(
         Path, typer.Option(help="Where the database, logs and sandboxes go.")
     ] = Path(".cofounder/dev"),
     port: Annotated[int, typer.Option(help="The gateway's port (0: a free one).")] = 0,
+    startup_timeout: Annotated[
+        float,
+        typer.Option(help="Seconds Redis and the gateway may take to answer (a slow machine)."),
+    ] = 120.0,
 ) -> None:
     """The whole pipeline on this machine: every service, a demo build, its progress live."""
     workdir.mkdir(parents=True, exist_ok=True)
     stack = Stack(workdir.resolve())
     ok, message = False, "interrupted"
     try:
-        redis_url = _redis(stack)
+        redis_url = _redis(stack, startup_timeout=startup_timeout)
         database_url = (
             os.environ.get("DATABASE_URL")
             or f"sqlite+aiosqlite:///{stack.workdir / 'cofounder.db'}"
@@ -229,9 +243,10 @@ def dev(
             stack.start(service, [sys.executable, "-m", "cofounder_cli", "serve", service], env)
         base_url = f"http://127.0.0.1:{gateway_port}"
         _wait(
-            "the gateway",
+            "gateway",
             lambda: httpx.get(f"{base_url}/v1/readyz", timeout=2).status_code == 200,
             stack,
+            timeout=startup_timeout,
         )
         typer.echo(
             f"pipeline up: gateway {base_url}, redis {redis_url}, logs in {stack.workdir / 'logs'}"

@@ -5,9 +5,11 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 from typing import Annotated
 
+import structlog
 import typer
 import uvloop
 
+from cofounder_runtime.logs import configure_logging
 from cofounder_runtime.service import discover_services
 
 
@@ -30,7 +32,15 @@ def serve(
         typer.echo(f"error: the {spec.name} service is not built yet ({spec.status})", err=True)
         raise typer.Exit(2)
     main = spec.main
-    uvloop.run(_call(main))
+    # Until the service configures logging with its secrets: no locals in any traceback (the
+    # default structlog would print rich tracebacks with every frame's variables).
+    configure_logging()
+    try:
+        uvloop.run(_call(main))
+    except Exception:  # noqa: BLE001 - logged and turned into the exit status
+        # Through the service's logging (its scrubber), never Python's bare traceback print.
+        structlog.get_logger("cofounder.serve").exception("service failed", service=spec.name)
+        raise typer.Exit(1) from None
 
 
 async def _call(main: Callable[[], Awaitable[None]]) -> None:

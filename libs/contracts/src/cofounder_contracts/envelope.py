@@ -6,6 +6,10 @@ rather than digging in a headers dict.
 
 Evolution rules (checked by the compatibility tests): a new field gets a default; no field is
 renamed or retyped; unknown fields are ignored on decode (msgspec's default for structs).
+
+Every id is typed (:mod:`cofounder_contracts.ids`): ``build_id`` and ``project_id`` are UUIDs on
+every event but the user-level ones, which redeclare them as :data:`~cofounder_contracts.ids.
+UuidOrEmpty` (a field redeclared by a subclass keeps its place).
 """
 
 from __future__ import annotations
@@ -15,7 +19,7 @@ from typing import ClassVar, TypedDict
 
 import msgspec
 
-from cofounder_contracts.ids import new_event_id
+from cofounder_contracts.ids import Uuid, new_event_id
 
 __all__ = ["Event", "FollowUp", "follow_up", "utcnow"]
 
@@ -39,14 +43,14 @@ class Event(msgspec.Struct, frozen=True, kw_only=True, tag_field="type"):
     #: the same event made again under its id may differ there (``payload_digest`` skips them).
     MEASURED: ClassVar[frozenset[str]] = frozenset()
 
-    build_id: str
-    project_id: str
-    user_id: str
+    build_id: Uuid
+    project_id: Uuid
+    user_id: Uuid
     producer: str
-    event_id: str = msgspec.field(default_factory=new_event_id)
+    event_id: Uuid = msgspec.field(default_factory=new_event_id)
     schema_version: int = 1
     occurred_at: datetime = msgspec.field(default_factory=utcnow)
-    causation_id: str | None = None
+    causation_id: Uuid | None = None
     trace: str | None = None
 
     @property

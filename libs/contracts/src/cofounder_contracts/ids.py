@@ -1,8 +1,14 @@
-"""Time-ordered event ids (UUIDv7, RFC 9562).
+"""Ids: time-ordered event ids (UUIDv7, RFC 9562), and the id field types events declare.
 
 Python 3.11's ``uuid`` module has no ``uuid7``; this is the whole algorithm: a 48-bit Unix
 millisecond timestamp, the version and variant bits, and 74 random bits. Ids sort by creation time,
 which keeps idempotency indexes and ledgers append-friendly.
+
+Ids end up in Redis keys, object-store keys and file paths (``projects/<project_id>/...``), so
+every id field of an event is typed: decoding refuses an entry whose id is not of its form (a
+``project_id`` of ``../../escape``), and the consumer dead-letters it with the reason. The types
+stay ``str`` at runtime, so producers and handlers are unchanged; like every constraint, they are
+checked when an event is decoded, not when a producer constructs one.
 """
 
 from __future__ import annotations
@@ -11,8 +17,58 @@ import hashlib
 import os
 import time
 import uuid
+from typing import Annotated, Final
 
-__all__ = ["derived_event_id", "new_event_id"]
+import msgspec
+
+__all__ = [
+    "UUID_PATTERN",
+    "ProviderId",
+    "SandboxId",
+    "Uuid",
+    "UuidOrEmpty",
+    "derived_event_id",
+    "new_event_id",
+]
+
+#: A UUID in its canonical form: lower-case hex, 8-4-4-4-12 (what ``str(uuid.UUID(...))``, the
+#: gateway's ``uuid4`` rows and :func:`new_event_id` write). Any version: rows are UUIDv4, events
+#: UUIDv7.
+_UUID: Final = "[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}"
+UUID_PATTERN: Final = f"^{_UUID}$"
+
+#: The id of a user, project, build or event.
+Uuid = Annotated[str, msgspec.Meta(pattern=UUID_PATTERN, description="A canonical UUID.")]
+#: A :data:`Uuid`, or empty where an event is not about one: ``build_id`` and ``project_id`` of
+#: the user-level events (a top-up, a plan change).
+UuidOrEmpty = Annotated[
+    str,
+    msgspec.Meta(
+        pattern=f"^(?:{_UUID})?$",
+        description="A canonical UUID, or empty when the event is not about one.",
+    ),
+]
+#: A sandbox's id as its provider gave it (E2B's, or ``local-<build>-<hex>``): not a UUID, but
+#: it names a folder of the local provider and a column of 100 characters, so it is held to the
+#: local provider's own rule (``LocalSandboxes`` refuses any other id too).
+SandboxId = Annotated[
+    str,
+    msgspec.Meta(
+        pattern="^[A-Za-z0-9][A-Za-z0-9_-]{0,99}$",
+        description="A sandbox provider's id: letters, digits, '_' and '-', 100 at most.",
+    ),
+]
+#: An id another system made (a model API's ``toolu_...`` or ``req_...``): shown and logged,
+#: never a key or a path here, so only its size and a printable-ASCII alphabet are held.
+ProviderId = Annotated[
+    str,
+    msgspec.Meta(
+        min_length=1,
+        max_length=200,
+        pattern="^[!-~]+$",
+        description="An id of another system: printable ASCII without spaces, 200 at most.",
+    ),
+]
 
 
 def new_event_id() -> str:

@@ -8,11 +8,13 @@ Include :data:`processed_events` in a service's metadata (and its migrations). I
         await conn.execute(...)  # the handler's writes, same transaction
 
 Both succeed or neither does, so a crash between them cannot count an event without its effect.
+Rows older than the retention are deleted by :mod:`cofounder_runtime.retention` (indexed by
+``processed_at`` for it).
 """
 
 from __future__ import annotations
 
-from sqlalchemy import Column, DateTime, MetaData, String, Table, func, select
+from sqlalchemy import Column, DateTime, Index, MetaData, String, Table, func, select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection
 
@@ -29,6 +31,8 @@ processed_events = Table(
     Column("event_id", String(36), primary_key=True),
     Column("processed_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
     Column("digest", String(64), nullable=True, comment="payload_digest of the event applied"),
+    # The retention's range scan: without it every pruning batch reads the whole table.
+    Index("ix_processed_events_processed_at", "processed_at"),
 )
 
 

@@ -26,6 +26,7 @@ __all__ = [
     "GROUP_PENDING",
     "HANDLER_BUCKETS",
     "OWNERSHIP_LOST",
+    "PROCESSED_EVENTS_PRUNED",
     "StreamMetrics",
     "TypeMetrics",
 ]
@@ -57,6 +58,10 @@ OWNERSHIP_LOST = Counter(
     "cofounder_entries_lost_total",
     "In-flight entries claimed away by another consumer (this one stalled past min_idle).",
     ("stream", "group"),
+)
+PROCESSED_EVENTS_PRUNED = Counter(
+    "cofounder_processed_events_pruned_total",
+    "Rows of processed_events deleted for being older than the retention.",
 )
 GROUP_PENDING = Gauge(
     "cofounder_group_pending",

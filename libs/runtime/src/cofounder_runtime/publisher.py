@@ -54,7 +54,11 @@ class Publisher:
     def add(self, pipe: Pipeline, stream: str, event: Event) -> None:
         """Queue one ``XADD`` on ``pipe`` (the caller's pipeline, which may carry other commands
         in the same round trip)."""
-        fields: dict[Any, Any] = encode_fields(event)
+        self.add_fields(pipe, stream, encode_fields(event))
+
+    def add_fields(self, pipe: Pipeline, stream: str, fields: dict[Any, Any]) -> None:
+        """Queue one ``XADD`` of entry ``fields`` already encoded (``type``, ``event_id``,
+        ``data``: the outbox relay's rows), capped like every other publish."""
         pipe.xadd(stream, fields, maxlen=self._cap(stream), approximate=True)
 
     async def publish_many(self, items: Iterable[tuple[str, Event]]) -> list[bytes]:
@@ -64,7 +68,6 @@ class Publisher:
         """
         async with self._redis.pipeline(transaction=False) as pipe:
             for stream, event in items:
-                fields: dict[Any, Any] = encode_fields(event)
-                pipe.xadd(stream, fields, maxlen=self._cap(stream), approximate=True)
+                self.add(pipe, stream, event)
             ids = await pipe.execute()
         return [as_bytes(i) for i in ids]

@@ -1,20 +1,44 @@
 """Settings every service shares, read from the environment when (and only when) constructed.
 
 Each service subclasses :class:`RuntimeSettings` with its own fields; its composition root builds
-one instance and passes it down. Nothing here reads the environment at import time.
+one instance with :func:`load_settings` and passes it down. Nothing here reads the environment at
+import time.
+
+Settings fail closed: ``ENVIRONMENT`` has no default (development is a choice, not what an unset
+variable means), secrets are :class:`~pydantic.SecretStr` and are checked for strength outside
+development (:mod:`cofounder_runtime.secrets`), and a process whose settings do not validate
+exits with status 2 and one line per problem, never a traceback.
 """
 
 from __future__ import annotations
 
 import os
 import socket
+import sys
+from typing import Literal, NoReturn, TypeVar
 
-from pydantic import Field
+from pydantic import Field, SecretStr, ValidationError
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from cofounder_runtime.options import ConsumerOptions
 
-__all__ = ["RuntimeSettings", "default_consumer_name"]
+__all__ = [
+    "DEFAULT_REDIS_URL",
+    "Environment",
+    "RuntimeSettings",
+    "default_consumer_name",
+    "exit_on_invalid",
+    "load_settings",
+]
+
+_S = TypeVar("_S", bound=BaseSettings)
+
+#: ``REDIS_URL`` when unset: the local server's database 0.
+DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
+
+#: Where a process runs. Anything but development holds production's rules (real secrets, no
+#: unisolated sandboxes).
+Environment = Literal["development", "staging", "production"]
 
 
 def default_consumer_name() -> str:
@@ -31,7 +55,14 @@ class RuntimeSettings(BaseSettings):
 
     model_config = SettingsConfigDict(extra="ignore", frozen=True)
 
-    redis_url: str = Field(default="redis://127.0.0.1:6379/0", description="Redis (or Valkey) URL.")
+    environment: Environment = Field(
+        description="development, staging or production; required (no default). Outside "
+        "development secrets must be strong and set, and unsafe development switches are refused.",
+    )
+    redis_url: SecretStr = Field(
+        default=SecretStr(DEFAULT_REDIS_URL),
+        description="Redis (or Valkey) URL (secret: it may hold a password).",
+    )
     consumer_name: str = Field(
         default_factory=default_consumer_name,
         description="This process's name in its consumer groups.",
@@ -56,6 +87,11 @@ class RuntimeSettings(BaseSettings):
         default=None, description="Serve Prometheus /metrics on this port."
     )
 
+    @property
+    def development(self) -> bool:
+        """Whether this process runs with development's relaxed rules."""
+        return self.environment == "development"
+
     def consumer_options(self, *, max_age_ms: int | None = None) -> ConsumerOptions:
         """The consumer options these settings describe."""
         return ConsumerOptions(
@@ -69,3 +105,33 @@ class RuntimeSettings(BaseSettings):
             shutdown_grace_s=self.consumer_shutdown_grace_s,
             max_age_ms=max_age_ms,
         )
+
+
+def load_settings(cls: type[_S], *, service: str) -> _S:
+    """``cls()`` from the environment; on invalid settings, one line per problem on stderr and
+    exit status 2 (see :func:`exit_on_invalid`)."""
+    try:
+        return cls()
+    except ValidationError as error:
+        exit_on_invalid(error, service=service)
+
+
+def exit_on_invalid(error: ValidationError, *, service: str) -> NoReturn:
+    """Print ``error: <service>: <VARIABLE>: <problem>`` per problem and exit with status 2.
+
+    The offending values are never printed: a mistyped secret is still a secret.
+    """
+    for problem in error.errors(include_input=False, include_url=False):
+        variable = "_".join(str(part) for part in problem["loc"]).upper()
+        message = str(problem["msg"]).removeprefix("Value error, ")
+        if problem["type"] == "missing":
+            message = "is not set" + _MISSING_HINTS.get(variable, "")
+        where = f"{variable}: " if variable and not message.startswith(variable) else ""
+        print(f"error: {service}: {where}{message}", file=sys.stderr)
+    raise SystemExit(2)
+
+
+_MISSING_HINTS = {
+    "ENVIRONMENT": " (development for a local run, production with real secrets; there is no "
+    "default)",
+}

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import io
+import os
 import uuid
 from collections.abc import Iterable
 from pathlib import Path
@@ -101,6 +102,7 @@ class LocalStore:
     def __init__(self, root: str | Path) -> None:
         self.root = Path(root)
         self.description = f"folder {self.root}"
+        self._normal_root = Path(os.path.normpath(self.root.absolute()))
 
     async def __aenter__(self) -> Self:
         return self
@@ -111,7 +113,14 @@ class LocalStore:
         return None
 
     def _path(self, key: str) -> Path:
-        return self.root / key
+        """The file of ``key``; refused when it resolves outside the folder (a key is built from
+        ids: the events' are validated, and this holds even if one is not)."""
+        # Lexically (``..`` and absolute keys), not through symlinks: ids cannot make links, and
+        # an operator may link a part of the folder to another disk.
+        path = Path(os.path.normpath(self._normal_root / key))
+        if self._normal_root not in path.parents:
+            raise StoreError(f"refused: {key!r} resolves outside the store's folder {self.root}")
+        return path
 
     async def _write(self, key: str, data: bytes) -> None:
         path = self._path(key)

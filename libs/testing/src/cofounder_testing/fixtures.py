@@ -25,7 +25,7 @@ from redis.asyncio import Redis
 from cofounder_runtime.connections import connect_redis
 from cofounder_testing.databases import empty_database
 from cofounder_testing.servers import ServerUnavailable, postgres_server, redis_server, s3_server
-from cofounder_testing.waiting import eventually
+from cofounder_testing.waiting import Watched, eventually, until_started
 
 __all__ = ["Names", "Workers", "eventually"]
 
@@ -152,6 +152,12 @@ class Workers:
         previous = self.procs.get(name)
         if previous is not None and previous.poll() is None:
             raise RuntimeError(f"worker {name!r} is still running")
+        # A restart under the same name: :meth:`started` waits for this life to join.
+        client = redis_sync.Redis.from_url(self.redis_url)
+        try:
+            client.srem(self.names.key("ready"), name)
+        finally:
+            client.close()
         with (self.logdir / f"{name}.log").open("ab") as log:
             proc = subprocess.Popen(
                 argv,
@@ -168,13 +174,15 @@ class Workers:
         return (self.logdir / f"{name}.log").read_text(errors="replace")
 
     async def started(self, redis: Redis, *names: str) -> None:
-        """Wait until the named workers have joined their group."""
+        """Wait until the named workers (their latest lives) have joined their group; fail at
+        once, with their logs, when one exits first."""
 
         async def joined() -> bool:
             members = await redis.smembers(self.names.key("ready"))
             return {n.encode() for n in names} <= members
 
-        await eventually(joined, what=f"workers {names} to start", timeout=30)
+        watch = [Watched(f"worker {n}", self.procs[n], self.logdir / f"{n}.log") for n in names]
+        await until_started(joined, what=f"workers {', '.join(names)}", watch=watch)
 
     def signal(self, name: str, sig: signal.Signals) -> None:
         """Send ``sig`` to the named worker."""

@@ -14,7 +14,9 @@ Setting ``<prefix>:fast`` makes later attempts skip ``sleep_s`` (a rescued event
 from __future__ import annotations
 
 import asyncio
+import uuid
 from dataclasses import dataclass
+from typing import Final
 
 from redis.asyncio import Redis
 
@@ -22,7 +24,11 @@ from cofounder_contracts.codec import payload_digest
 from cofounder_contracts.envelope import Event
 from cofounder_runtime.idempotency import RedisOnce
 
-__all__ = ["Probe", "ProbeHandler", "probe"]
+__all__ = ["PROBE_PROJECT_ID", "PROBE_USER_ID", "Probe", "ProbeHandler", "probe", "probe_build_id"]
+
+#: The project and the user of every probe (the contracts take UUIDs only).
+PROBE_PROJECT_ID: Final = "00000000-0000-0000-0000-0000000000a1"
+PROBE_USER_ID: Final = "00000000-0000-0000-0000-0000000000b1"
 
 
 class Probe(Event, frozen=True, kw_only=True, tag="test.probe"):
@@ -34,9 +40,21 @@ class Probe(Event, frozen=True, kw_only=True, tag="test.probe"):
     gate: str | None = None  # when set, fail while this Redis key is absent
 
 
+def probe_build_id(n: int) -> str:
+    """Probe ``n``'s build id: deterministic, and ``n`` reads at its end (``...-000000000009``)."""
+    return str(uuid.UUID(int=n))
+
+
 def probe(n: int, **fields: object) -> Probe:
     """A probe event with test envelope values."""
-    return Probe(build_id=f"b{n}", project_id="p", user_id="u", producer="test", n=n, **fields)  # type: ignore[arg-type]
+    return Probe(
+        build_id=probe_build_id(n),
+        project_id=PROBE_PROJECT_ID,
+        user_id=PROBE_USER_ID,
+        producer="test",
+        n=n,
+        **fields,  # type: ignore[arg-type]
+    )
 
 
 @dataclass

@@ -12,6 +12,9 @@ PostgreSQL: ``DATABASE_URL`` when set, else the local default
 PostgreSQL refuses to run as root), else a container. Tests create databases of their own there
 (``cofounder_testing.databases.empty_database``) and drop them after.
 
+Servers started here get ``TEST_STARTUP_DEADLINE_S`` to answer (``cofounder_testing.waiting``);
+their output goes to a log file whose end is in the error when they do not.
+
 When none works, :class:`ServerUnavailable` says what was tried and how to fix it.
 """
 
@@ -19,19 +22,20 @@ from __future__ import annotations
 
 import contextlib
 import glob
+import math
 import os
 import shutil
 import socket
 import subprocess
 import sys
 import tempfile
-import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Final
 from urllib.parse import urlsplit
 
 from cofounder_runtime.localredis import redis_server_binary
+from cofounder_testing.waiting import NotStarted, Watched, startup_deadline_s, wait_started
 
 __all__ = ["ServerUnavailable", "free_port", "postgres_server", "redis_server"]
 
@@ -60,13 +64,11 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def _wait_for(check: Callable[[], bool], what: str, timeout: float = 20.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if check():
-            return
-        time.sleep(0.1)
-    raise ServerUnavailable(f"{what} did not come up within {timeout:.0f}s")
+def _wait_for(check: Callable[[], bool], what: str, watched: Watched) -> None:
+    try:
+        wait_started(check, what=what, watch=[watched])
+    except NotStarted as exc:
+        raise ServerUnavailable(str(exc)) from None
 
 
 def _docker_answers() -> bool:
@@ -92,15 +94,21 @@ def redis_server() -> Iterator[str]:
     if binary:
         port = free_port()
         with tempfile.TemporaryDirectory(prefix="cofounder-redis-") as workdir:
-            proc = subprocess.Popen(
-                [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "",
-                 "--appendonly", "no", "--dir", workdir],
-                stdout=subprocess.DEVNULL,
-                stderr=subprocess.DEVNULL,
-            )  # fmt: skip
+            log = Path(workdir) / "redis.log"
+            with log.open("wb") as out:
+                proc = subprocess.Popen(
+                    [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "",
+                     "--appendonly", "no", "--dir", workdir],
+                    stdout=out,
+                    stderr=subprocess.STDOUT,
+                )  # fmt: skip
             url = f"redis://127.0.0.1:{port}/0"
             try:
-                _wait_for(lambda: _reachable(url, port), "redis-server")
+                _wait_for(
+                    lambda: _reachable(url, port),
+                    "redis-server",
+                    Watched("redis-server", proc, log),
+                )
                 yield url
             finally:
                 proc.terminate()
@@ -160,6 +168,8 @@ def _throwaway_postgres(bindir: Path) -> Iterator[str]:
                 "-D",
                 str(data),
                 "-w",
+                "-t",
+                str(math.ceil(startup_deadline_s())),
                 "-l",
                 str(workdir / "log"),
                 "-o",
@@ -186,9 +196,12 @@ def _throwaway_postgres(bindir: Path) -> Iterator[str]:
         )
         yield f"postgresql://postgres@127.0.0.1:{port}/test"
     except subprocess.CalledProcessError as exc:
+        log = workdir / "log"
+        tail = log.read_text(errors="replace")[-3000:] if log.exists() else "(no log)"
         raise ServerUnavailable(
-            f"could not start a throwaway PostgreSQL: {exc.cmd[len(prefix)]} said "
-            f"{exc.stderr.decode(errors='replace').strip()}"
+            f"could not start a throwaway PostgreSQL: {exc.cmd[len(prefix)]} exited with code "
+            f"{exc.returncode} and said {exc.stderr.decode(errors='replace').strip()}; the end "
+            f"of its log {log}:\n{tail}"
         ) from exc
     finally:
         subprocess.run(
@@ -237,15 +250,18 @@ def s3_server() -> Iterator[str]:
         yield configured
         return
     port = free_port()
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    url = f"http://127.0.0.1:{port}"
-    try:
-        _wait_for(lambda: _reachable(url, port), "moto's S3 server")
-        yield url
-    finally:
-        proc.terminate()
-        proc.wait(timeout=15)
+    with tempfile.TemporaryDirectory(prefix="cofounder-moto-") as workdir:
+        log = Path(workdir) / "moto.log"
+        with log.open("wb") as out:
+            proc = subprocess.Popen(
+                [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
+                stdout=out,
+                stderr=subprocess.STDOUT,
+            )
+        url = f"http://127.0.0.1:{port}"
+        try:
+            _wait_for(lambda: _reachable(url, port), "moto's S3 server", Watched("moto", proc, log))
+            yield url
+        finally:
+            proc.terminate()
+            proc.wait(timeout=15)

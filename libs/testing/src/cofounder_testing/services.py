@@ -12,7 +12,9 @@ import sys
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 
-__all__ = ["offline_env", "service_processes"]
+from cofounder_testing.waiting import Watched
+
+__all__ = ["offline_env", "service_processes", "start_service"]
 
 #: Variables that would send a test to real accounts and buckets.
 _REAL_ACCOUNTS = ("ANTHROPIC_API_KEY", "E2B_API_KEY", "PROJECT_SNAPSHOT_BUCKET")
@@ -26,29 +28,39 @@ def offline_env(**settings: str) -> dict[str, str]:
     return env
 
 
+def start_service(
+    service: str, env: Mapping[str, str], log: Path, *, name: str | None = None
+) -> Watched:
+    """Start ``cofounder serve <service>`` with exactly ``env``; its output is appended to
+    ``log``. The caller stops it, and waits for it with ``until_started`` or ``wait_started``
+    (:mod:`cofounder_testing.waiting`)."""
+    with log.open("ab") as out:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "cofounder_cli", "serve", service],
+            env=dict(env),
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
+    return Watched(name or service, proc, log)
+
+
 @contextlib.contextmanager
 def service_processes(
     services: Sequence[tuple[str, Mapping[str, str]]], logs: Path
-) -> Iterator[list[subprocess.Popen[bytes]]]:
+) -> Iterator[list[Watched]]:
     """Start each ``(service, env)``; output goes to ``logs/<service>.log`` (a second process of
-    the same service: ``<service>-2.log``)."""
-    procs: list[subprocess.Popen[bytes]] = []
+    the same service: ``<service>-2.log``). Yields them for start-up waits
+    (:func:`~cofounder_testing.waiting.until_started`)."""
+    started: list[Watched] = []
     seen: dict[str, int] = {}
     try:
         for service, env in services:
             seen[service] = seen.get(service, 0) + 1
             name = service if seen[service] == 1 else f"{service}-{seen[service]}"
-            with (logs / f"{name}.log").open("wb") as log:
-                procs.append(
-                    subprocess.Popen(
-                        [sys.executable, "-m", "cofounder_cli", "serve", service],
-                        env=dict(env),
-                        stdout=log,
-                        stderr=subprocess.STDOUT,
-                    )
-                )
-        yield procs
+            started.append(start_service(service, env, logs / f"{name}.log", name=name))
+        yield started
     finally:
+        procs = [w.process for w in started]
         for proc in procs:
             proc.send_signal(signal.SIGTERM)
         for proc in procs:

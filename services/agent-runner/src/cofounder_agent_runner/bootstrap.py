@@ -31,7 +31,9 @@ from cofounder_runtime.consumer import Consumer, Handler
 from cofounder_runtime.logs import configure_logging
 from cofounder_runtime.options import ConsumerOptions
 from cofounder_runtime.publisher import Publisher
+from cofounder_runtime.secrets import secret_values
 from cofounder_runtime.service import run_consumers, start_metrics_server
+from cofounder_runtime.settings import load_settings
 from cofounder_sandbox.base import Sandboxes
 from cofounder_sandbox.jail import Limits
 from cofounder_sandbox.local import LocalSandboxes
@@ -46,14 +48,9 @@ _log = structlog.get_logger("cofounder.runner")
 def model_client(settings: RunnerSettings) -> ModelClient:
     """The SDK client (its own retries off: ours meter every attempt) and our retry policy."""
     key = settings.anthropic_api_key.get_secret_value() if settings.anthropic_api_key else None
-    if key is None and settings.anthropic_base_url is None:
-        raise SystemExit(
-            "agent-runner: ANTHROPIC_API_KEY is not set. Set it, or set ANTHROPIC_BASE_URL to a "
-            "compatible server (`cofounder dev` starts the scripted one)."
-        )
     client = anthropic.AsyncAnthropic(
         api_key=key or "scripted-model-needs-no-key",
-        base_url=settings.anthropic_base_url,
+        base_url=settings.model_base_url,
         max_retries=0,
         timeout=settings.model_timeout_s,
     )
@@ -100,7 +97,9 @@ def build_deps(
     settings: RunnerSettings, redis: Redis, snapshots: SnapshotStore | None = None
 ) -> RunnerDeps:
     engine = create_engine(
-        settings.database_url, pool_size=settings.database_pool_size, pre_ping=False
+        settings.database_url.get_secret_value(),
+        pool_size=settings.database_pool_size,
+        pre_ping=False,
     )
     return RunnerDeps(
         settings=settings,
@@ -152,11 +151,15 @@ def build_consumers(settings: RunnerSettings, deps: RunnerDeps) -> list[Consumer
 
 async def main() -> None:
     """Run the agent runner until SIGTERM."""
-    settings = RunnerSettings()
-    configure_logging(level=settings.log_level, json=settings.log_json)
+    settings = load_settings(RunnerSettings, service="agent-runner")
+    configure_logging(
+        level=settings.log_level, json=settings.log_json, secrets=secret_values(settings)
+    )
     if settings.metrics_port is not None:
         start_metrics_server(settings.metrics_port)
-    redis = connect_redis(settings.redis_url, longest_block_ms=settings.consumer_block_ms)
+    redis = connect_redis(
+        settings.redis_url.get_secret_value(), longest_block_ms=settings.consumer_block_ms
+    )
     snapshots = snapshot_store(settings)
     async with contextlib.AsyncExitStack() as stack:
         if snapshots is not None:
@@ -175,7 +178,7 @@ async def _run(settings: RunnerSettings, redis: Redis, deps: RunnerDeps) -> None
     _log.info(
         "agent runner starting",
         sandbox=settings.sandbox_kind,
-        model_base_url=settings.anthropic_base_url or "https://api.anthropic.com",
+        model_base_url=settings.model_base_url or "https://api.anthropic.com",
         python=sys.version.split()[0],
     )
     try:

@@ -25,8 +25,8 @@ class RunnerSettings(RuntimeSettings):
     """
 
     consumer_concurrency: int = Field(default=100, description="Builds driven at once per process.")
-    database_url: str = Field(
-        default="sqlite+aiosqlite:///.cofounder/cofounder.db",
+    database_url: SecretStr = Field(
+        default=SecretStr("sqlite+aiosqlite:///.cofounder/cofounder.db"),
         description="PostgreSQL or SQLite URL (checkpoints, build versions).",
     )
     database_pool_size: int = Field(
@@ -45,10 +45,17 @@ class RunnerSettings(RuntimeSettings):
         "are left to the other runners' next passes).",
     )
     anthropic_api_key: SecretStr | None = Field(
-        default=None, description="Anthropic API key (the scripted server accepts any)."
+        default=None, description="Anthropic API key (empty: unset)."
     )
     anthropic_base_url: str | None = Field(
-        default=None, description="Messages API base URL (a compatible or the scripted server)."
+        default=None,
+        description="Messages API base URL (a compatible or the scripted server); unset: "
+        "Anthropic's with a key, SCRIPTED_MODEL_URL without one.",
+    )
+    scripted_model_url: str | None = Field(
+        default=None,
+        description="The scripted model's URL, used only while ANTHROPIC_API_KEY is unset (and "
+        "ANTHROPIC_BASE_URL too): a key is never sent to a server nobody asked for by name.",
     )
     model_map: dict[str, dict[str, str]] = Field(
         default=DEFAULT_MODELS, description="Tier -> role -> model (JSON)."
@@ -127,7 +134,6 @@ class RunnerSettings(RuntimeSettings):
         default=False,
         description="Allow local sandboxes outside ENVIRONMENT=development (E2B is production's).",
     )
-    environment: str = Field(default="development", description="development or production.")
     project_snapshot_bucket: str | None = Field(
         default=None, description="Snapshots' S3 bucket: a replacement sandbox gets the latest."
     )
@@ -137,6 +143,23 @@ class RunnerSettings(RuntimeSettings):
     e2b_api_key: SecretStr | None = Field(default=None, description="E2B API key.")
     e2b_template: str = Field(default="base", description="E2B sandbox template.")
     e2b_timeout_s: int = Field(default=3600, description="E2B sandbox timeout.")
+
+    @model_validator(mode="after")
+    def _a_model_to_call(self) -> RunnerSettings:
+        if not self.anthropic_api_key and self.model_base_url is None:
+            raise ValueError(
+                "ANTHROPIC_API_KEY is not set: set it, or ANTHROPIC_BASE_URL (or "
+                "SCRIPTED_MODEL_URL) to a compatible server (`cofounder dev` starts one)"
+            )
+        return self
+
+    @property
+    def model_base_url(self) -> str | None:
+        """Where model calls go: ``ANTHROPIC_BASE_URL``; else Anthropic's API (``None``) with a
+        key, the scripted model without one."""
+        if self.anthropic_base_url:
+            return self.anthropic_base_url
+        return None if self.anthropic_api_key else self.scripted_model_url
 
     @model_validator(mode="after")
     def _lease_below_min_idle(self) -> RunnerSettings:

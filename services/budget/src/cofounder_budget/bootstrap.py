@@ -24,7 +24,9 @@ from cofounder_runtime.connections import connect_redis
 from cofounder_runtime.consumer import Consumer
 from cofounder_runtime.logs import configure_logging
 from cofounder_runtime.publisher import Publisher
+from cofounder_runtime.secrets import secret_values
 from cofounder_runtime.service import run_consumers, start_metrics_server
+from cofounder_runtime.settings import load_settings
 
 __all__ = ["build_consumers", "main"]
 
@@ -55,12 +57,18 @@ def build_consumers(settings: BudgetSettings, deps: BudgetDeps) -> list[Consumer
 
 async def main() -> None:
     """Run the budget service until SIGTERM."""
-    settings = BudgetSettings()
-    configure_logging(level=settings.log_level, json=settings.log_json)
+    settings = load_settings(BudgetSettings, service="budget")
+    configure_logging(
+        level=settings.log_level, json=settings.log_json, secrets=secret_values(settings)
+    )
     if settings.metrics_port is not None:
         start_metrics_server(settings.metrics_port)
-    redis = connect_redis(settings.redis_url, longest_block_ms=settings.consumer_block_ms)
-    engine = create_engine(settings.database_url, pool_size=settings.database_pool_size)
+    redis = connect_redis(
+        settings.redis_url.get_secret_value(), longest_block_ms=settings.consumer_block_ms
+    )
+    engine = create_engine(
+        settings.database_url.get_secret_value(), pool_size=settings.database_pool_size
+    )
     deps = BudgetDeps(
         engine=engine,
         redis=redis,

@@ -10,8 +10,9 @@ One usage event, one step, in this order:
 3. commit; then ``budget.warning`` / ``budget.exhausted`` when the script says they are due.
 
 A crash after 2 and before 3 leaves no ledger row; the redelivery inserts it and the script
-skips the count it already made. Numbers no model call can report are dead-lettered with the
-reason (``Poison``), not retried.
+skips the count it already made. Numbers no model call can report never get here: the contract
+bounds them (``TokenCount``), so the consumer dead-letters such an event at decode, with the
+reason, as every other consumer of ``budget.usage`` does.
 
 A top-up is recorded (``budget_topups``, once per event), then the day's budget is recomputed
 from the tables and set with the gate in one script (:meth:`Meter.rebudget`); when the gate is
@@ -51,14 +52,11 @@ from cofounder_contracts import (
 )
 from cofounder_db.models import BudgetLedgerRow, BudgetTopUpRow
 from cofounder_runtime.conflict import PayloadConflict
-from cofounder_runtime.consumer import Poison
 from cofounder_runtime.publisher import Publisher
 
 __all__ = ["BudgetDeps", "on_tier_changed", "on_top_up", "on_usage"]
 
 PRODUCER: Final = "budget"
-#: More tokens than any model call reports (context windows are ~1M): a bug upstream, not usage.
-MAX_TOKENS_PER_CALL: Final = 5_000_000
 _log = structlog.get_logger("cofounder.budgets")
 _LEDGER = BudgetLedgerRow.__table__
 _TOPUPS = BudgetTopUpRow.__table__
@@ -84,18 +82,6 @@ class BudgetDeps:
     def __post_init__(self) -> None:
         self.meter = Meter(self.redis)
         self.waker = Waker(self.redis, key=self.sleeping_key)
-
-
-def _check(event: BudgetUsage) -> None:
-    counts = {
-        "input_tokens": event.input_tokens,
-        "output_tokens": event.output_tokens,
-        "cache_creation_input_tokens": event.cache_creation_input_tokens,
-        "cache_read_input_tokens": event.cache_read_input_tokens,
-    }
-    absurd = {k: v for k, v in counts.items() if v > MAX_TOKENS_PER_CALL}
-    if absurd:
-        raise Poison(f"usage beyond any model call ({absurd}; limit {MAX_TOKENS_PER_CALL:,})")
 
 
 async def _insert_once(conn: AsyncConnection, event: BudgetUsage, day: str, cost: int) -> bool:
@@ -171,7 +157,6 @@ async def _budget(
 
 
 async def on_usage(event: BudgetUsage, deps: BudgetDeps) -> None:
-    _check(event)
     when = event.occurred_at.astimezone(UTC)
     day = when.date()
     cost = deps.pricing.cost_micros(event)

@@ -26,7 +26,7 @@ from sqlalchemy import func, select
 from cofounder_budget.handlers import BudgetDeps
 from cofounder_budget.wake import remember_sleeping
 from cofounder_budgeting import day_account, next_reset
-from cofounder_contracts import AgentSleeping
+from cofounder_contracts import AgentSleeping, derived_event_id
 from cofounder_db.models import BudgetLedgerRow, Build
 
 __all__ = ["SENTINEL_KEY", "ensure_counters", "watch_counters"]
@@ -81,7 +81,9 @@ async def ensure_counters(deps: BudgetDeps, *, sentinel: str = SENTINEL_KEY) -> 
                 project_id=project_id,
                 user_id=user_id,
                 producer="budget",
-                event_id=f"recovered-{build_id}",  # the original sleep's id is gone with Redis
+                # The original sleep's id is gone with Redis: one derived from the build and
+                # the reset (an id, as the wake's causation_id must be; the same on a rerun).
+                event_id=derived_event_id(build_id, f"budget.recovered_sleep:{resets_at}"),
                 resets_at=resets_at,
                 checkpoint_seq=0,
             ),

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from pydantic import Field
+from pydantic import Field, SecretStr
 
 from cofounder_budgeting import PlanSettings
 from cofounder_runtime.settings import RuntimeSettings
@@ -11,8 +11,8 @@ __all__ = ["BudgetSettings"]
 
 
 class BudgetSettings(RuntimeSettings, PlanSettings):
-    database_url: str = Field(
-        default="sqlite+aiosqlite:///.cofounder/cofounder.db",
+    database_url: SecretStr = Field(
+        default=SecretStr("sqlite+aiosqlite:///.cofounder/cofounder.db"),
         description="PostgreSQL or SQLite URL (the ledger; users' tiers).",
     )
     database_pool_size: int = Field(

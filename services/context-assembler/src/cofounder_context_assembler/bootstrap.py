@@ -15,7 +15,9 @@ from cofounder_runtime.connections import connect_redis
 from cofounder_runtime.consumer import Consumer, Handler
 from cofounder_runtime.logs import configure_logging
 from cofounder_runtime.publisher import Publisher
+from cofounder_runtime.secrets import secret_values
 from cofounder_runtime.service import run_consumers, start_metrics_server
+from cofounder_runtime.settings import load_settings
 
 __all__ = ["build_consumer", "main"]
 
@@ -38,12 +40,18 @@ def build_consumer(settings: AssemblerSettings, redis: Redis, deps: Deps) -> Con
 
 async def main() -> None:
     """Run the context assembler until SIGTERM."""
-    settings = AssemblerSettings()
-    configure_logging(level=settings.log_level, json=settings.log_json)
+    settings = load_settings(AssemblerSettings, service="context-assembler")
+    configure_logging(
+        level=settings.log_level, json=settings.log_json, secrets=secret_values(settings)
+    )
     if settings.metrics_port is not None:
         start_metrics_server(settings.metrics_port)
-    redis = connect_redis(settings.redis_url, longest_block_ms=settings.consumer_block_ms)
-    engine = create_engine(settings.database_url, pool_size=settings.database_pool_size)
+    redis = connect_redis(
+        settings.redis_url.get_secret_value(), longest_block_ms=settings.consumer_block_ms
+    )
+    engine = create_engine(
+        settings.database_url.get_secret_value(), pool_size=settings.database_pool_size
+    )
     deps = Deps(engine=engine, events=Publisher(redis))
     try:
         await run_consumers([build_consumer(settings, redis, deps)])

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from pydantic import Field
+from pydantic import Field, SecretStr
 
 from cofounder_runtime.settings import RuntimeSettings
 
@@ -12,8 +12,8 @@ __all__ = ["AssemblerSettings"]
 class AssemblerSettings(RuntimeSettings):
     """Redis and consumer settings, plus the database it reads."""
 
-    database_url: str = Field(
-        default="sqlite+aiosqlite:///.cofounder/cofounder.db",
+    database_url: SecretStr = Field(
+        default=SecretStr("sqlite+aiosqlite:///.cofounder/cofounder.db"),
         description="PostgreSQL (postgresql://…) or SQLite URL of the system of record.",
     )
     database_pool_size: int = Field(

@@ -8,14 +8,15 @@ from datetime import UTC, datetime
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Header, Request
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, StringConstraints
 from sqlalchemy import insert, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from cofounder_db.models import Artifact, Project, UnderstandingSession, User
 from cofounder_gateway.auth import mint_token, require_admin
-from cofounder_gateway.problems import ApiError
+from cofounder_gateway.inputs import NO_NUL, Email, JsonObject, ProjectId, Text, Uuid, storable
+from cofounder_gateway.problems import ApiError, problem_responses
 from cofounder_gateway.settings import GatewaySettings
 
 __all__ = ["DEMO", "admin_router", "admin_routes", "require_known_tier"]
@@ -25,32 +26,37 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
+# Lengths are the columns' (cofounder_db.models) or, for text and JSON columns, a sane bound.
 class NewUser(_Strict):
-    email: str = Field(min_length=3, max_length=320, pattern=r"^[^@\s]+@[^@\s]+$")
-    tier: str = Field(default="bootstrapper", max_length=40)
-    suspension_reason: str | None = Field(
-        default=None, max_length=2_000, description="Set to suspend the user."
-    )
+    email: Email
+    tier: Text = Field(default="bootstrapper", max_length=40)
+    # The length inside the type: on the optional field pydantic would word it as "items".
+    suspension_reason: (
+        Annotated[
+            str, StringConstraints(max_length=2_000, pattern=NO_NUL), BeforeValidator(storable)
+        ]
+        | None
+    ) = Field(default=None, description="Set to suspend the user.")
 
 
 class NewProject(_Strict):
-    owner_id: str = Field(max_length=36)
-    name: str = Field(min_length=1, max_length=200)
-    stage: str = Field(default="understanding", max_length=40)
+    owner_id: Uuid
+    name: Text = Field(min_length=1, max_length=200)
+    stage: Text = Field(default="understanding", max_length=40)
 
 
 class IdeaBrief(_Strict):
-    content: dict[str, Any]
+    content: JsonObject
 
 
 class Question(_Strict):
-    id: str = Field(min_length=1, max_length=100)
-    text: str = Field(min_length=1, max_length=2_000)
+    id: Text = Field(min_length=1, max_length=100)
+    text: Text = Field(min_length=1, max_length=2_000)
 
 
 class NewSession(_Strict):
     questions: list[Question] = Field(max_length=200)
-    answers: dict[str, str] = Field(default_factory=dict)
+    answers: dict[Text, Text] = Field(default_factory=dict, description="Answers by question id.")
 
 
 class Created(BaseModel):
@@ -97,13 +103,18 @@ def _now() -> datetime:
 async def _admin_only(
     request: Request, authorization: Annotated[str | None, Header()] = None
 ) -> None:
-    token: str = request.app.state.gw.settings.admin_token
+    token: str = request.app.state.gw.settings.admin_token.get_secret_value()
     require_admin(authorization, token)
 
 
 def admin_routes() -> APIRouter:
     """A router under ``/admin`` whose every route needs the admin token."""
-    return APIRouter(prefix="/admin", dependencies=[Depends(_admin_only)], tags=["admin"])
+    return APIRouter(
+        prefix="/admin",
+        dependencies=[Depends(_admin_only)],
+        tags=["admin"],
+        responses=problem_responses(401),
+    )
 
 
 def require_known_tier(settings: GatewaySettings, tier: str) -> None:
@@ -116,7 +127,18 @@ def require_known_tier(settings: GatewaySettings, tier: str) -> None:
             f"tier must be one of {', '.join(known)}",
             field="tier",
             tiers=known,
+            errors=[
+                {
+                    "field": "tier",
+                    "in": "body",
+                    "message": f"must be one of {', '.join(known)}",
+                    "kind": "unknown_tier",
+                }
+            ],
         )
+
+
+_NO_PROJECT = "No such project (project_not_found)"
 
 
 def admin_router(engine: AsyncEngine, settings: GatewaySettings) -> APIRouter:
@@ -124,7 +146,14 @@ def admin_router(engine: AsyncEngine, settings: GatewaySettings) -> APIRouter:
 
     router = admin_routes()
 
-    @router.post("/users", status_code=201, response_model=Created)
+    @router.post(
+        "/users",
+        status_code=201,
+        response_model=Created,
+        responses=problem_responses(
+            400, 409, 413, 422, s409="A user has this email (type: email_taken)"
+        ),
+    )
     async def create_user(body: NewUser) -> Created:
         require_known_tier(settings, body.tier)
         user_id = str(uuid.uuid4())
@@ -144,7 +173,12 @@ def admin_router(engine: AsyncEngine, settings: GatewaySettings) -> APIRouter:
             raise ApiError(409, "email_taken", f"a user with email {body.email} exists") from None
         return Created(id=user_id)
 
-    @router.post("/projects", status_code=201, response_model=Created)
+    @router.post(
+        "/projects",
+        status_code=201,
+        response_model=Created,
+        responses=problem_responses(400, 404, 413, 422, s404="No such user (user_not_found)"),
+    )
     async def create_project(body: NewProject) -> Created:
         project_id = str(uuid.uuid4())
         async with engine.begin() as conn:
@@ -171,8 +205,12 @@ def admin_router(engine: AsyncEngine, settings: GatewaySettings) -> APIRouter:
             ).first() is None:
                 raise ApiError(404, "project_not_found", f"no project {project_id}")
 
-    @router.put("/projects/{project_id}/idea-brief", response_model=Created)
-    async def put_idea_brief(project_id: str, body: IdeaBrief) -> Created:
+    @router.put(
+        "/projects/{project_id}/idea-brief",
+        response_model=Created,
+        responses=problem_responses(400, 404, 413, 422, s404=_NO_PROJECT),
+    )
+    async def put_idea_brief(project_id: ProjectId, body: IdeaBrief) -> Created:
         await _project_exists(project_id)
         async with engine.begin() as conn:
             found = (
@@ -208,9 +246,12 @@ def admin_router(engine: AsyncEngine, settings: GatewaySettings) -> APIRouter:
         return Created(id=artifact_id)
 
     @router.post(
-        "/projects/{project_id}/understanding-sessions", status_code=201, response_model=Created
+        "/projects/{project_id}/understanding-sessions",
+        status_code=201,
+        response_model=Created,
+        responses=problem_responses(400, 404, 413, 422, s404=_NO_PROJECT),
     )
-    async def create_session(project_id: str, body: NewSession) -> Created:
+    async def create_session(project_id: ProjectId, body: NewSession) -> Created:
         await _project_exists(project_id)
         session_id = str(uuid.uuid4())
         async with engine.begin() as conn:
@@ -240,7 +281,7 @@ def admin_router(engine: AsyncEngine, settings: GatewaySettings) -> APIRouter:
         return Seeded(
             user_id=user.id,
             project_id=project.id,
-            token=mint_token(settings.jwt_secret, user.id, ttl_s=24 * 3600),
+            token=mint_token(settings.jwt_secret.get_secret_value(), user.id, ttl_s=24 * 3600),
         )
 
     return router

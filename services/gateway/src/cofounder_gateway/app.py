@@ -10,7 +10,7 @@ from typing import Annotated
 
 import asyncpg
 import structlog
-from fastapi import APIRouter, FastAPI, Header, Query, Request, Response
+from fastapi import APIRouter, FastAPI, Query, Request, Response
 from fastapi.responses import StreamingResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from redis.asyncio import Redis
@@ -22,10 +22,19 @@ from cofounder_contracts import BuildStatus
 from cofounder_gateway import builds
 from cofounder_gateway.admin import admin_router
 from cofounder_gateway.auth import User
+from cofounder_gateway.docs import docs_router
 from cofounder_gateway.feed import SSE_BLOCK_MS, Feed, TooManyStreams, ends_build
+from cofounder_gateway.inputs import (
+    BuildId,
+    IdempotencyKey,
+    LastEventId,
+    PageCursor,
+    ProjectId,
+    is_stream_id,
+)
 from cofounder_gateway.limits import BodyLimit
 from cofounder_gateway.outbox import Relay
-from cofounder_gateway.problems import ApiError, install
+from cofounder_gateway.problems import ApiError, install, problem_responses
 from cofounder_gateway.schemas import BuildList, BuildOut, StartBuild, build_json, build_out
 from cofounder_gateway.settings import GatewaySettings
 from cofounder_gateway.usage import usage_routers
@@ -57,8 +66,12 @@ def create_app(gw: Gateway) -> FastAPI:
         title="Cofounder build pipeline",
         version="1.0.0",
         description="Start builds, follow them live, cancel them.",
+        # The documentation pages load their scripts from this server, not a CDN (docs.py).
+        docs_url=None,
+        redoc_url=None,
     )
     install(app)
+    app.include_router(docs_router(app))
     v1 = APIRouter(prefix="/v1")
 
     app.state.gw = gw
@@ -67,16 +80,26 @@ def create_app(gw: Gateway) -> FastAPI:
         "/projects/{project_id}/builds",
         status_code=202,
         response_model=BuildOut,
-        responses={
-            429: {"description": "Too many active builds for the plan"},
-            503: {"description": "Autonomous builds are switched off (type: autonomous_agent_off)"},
-        },
+        responses=problem_responses(
+            400,
+            401,
+            404,
+            409,
+            413,
+            422,
+            429,
+            503,
+            s404="No such project of yours (type: project_not_found)",
+            s409="The Idempotency-Key was used for another request (type: idempotency_key_reused)",
+            s429="Too many active builds for the plan (type: too_many_active_builds)",
+            s503="Autonomous builds are switched off (type: autonomous_agent_off)",
+        ),
     )
     async def start_build(
-        project_id: str,
+        project_id: ProjectId,
         body: StartBuild,
         user: User,
-        idempotency_key: Annotated[str | None, Header(max_length=200)] = None,
+        idempotency_key: IdempotencyKey = None,
     ) -> Response:
         """Queue a build of the project; 202 with its id and links."""
         if not gw.settings.autonomous_agent:
@@ -102,17 +125,25 @@ def create_app(gw: Gateway) -> FastAPI:
             headers={"Location": f"/v1/builds/{build.id}"},
         )
 
-    @v1.get("/builds/{build_id}", response_model=BuildOut)
-    async def get_build(build_id: str, user: User) -> BuildOut:
+    @v1.get(
+        "/builds/{build_id}", response_model=BuildOut, responses=problem_responses(401, 404, 422)
+    )
+    async def get_build(build_id: BuildId, user: User) -> BuildOut:
         """One of your builds."""
         return build_out(await builds.get_build(gw.engine, user_id=user, build_id=build_id))
 
-    @v1.get("/builds", response_model=BuildList)
+    @v1.get(
+        "/builds",
+        response_model=BuildList,
+        responses=problem_responses(
+            400, 401, 422, s400="Not a cursor this API returned (type: invalid_cursor)"
+        ),
+    )
     async def list_builds(
         user: User,
         status: BuildStatus | None = None,
         limit: Annotated[int, Query(ge=1, le=100)] = 20,
-        cursor: Annotated[str | None, Query(max_length=200)] = None,
+        cursor: PageCursor = None,
     ) -> BuildList:
         """Your builds, newest first."""
         items, next_cursor = await builds.list_builds(
@@ -120,8 +151,15 @@ def create_app(gw: Gateway) -> FastAPI:
         )
         return BuildList(items=[build_out(b) for b in items], next_cursor=next_cursor)
 
-    @v1.post("/builds/{build_id}/cancel", status_code=202, response_model=BuildOut)
-    async def cancel_build(build_id: str, user: User) -> BuildOut:
+    @v1.post(
+        "/builds/{build_id}/cancel",
+        status_code=202,
+        response_model=BuildOut,
+        responses=problem_responses(
+            401, 404, 409, 422, s409="The build has ended (type: build_finished)"
+        ),
+    )
+    async def cancel_build(build_id: BuildId, user: User) -> BuildOut:
         """Cancel a build; the agent stops between iterations."""
         build = await builds.cancel_build(gw.engine, user_id=user, build_id=build_id)
         gw.relay.poke()
@@ -130,20 +168,36 @@ def create_app(gw: Gateway) -> FastAPI:
     @v1.get(
         "/builds/{build_id}/events",
         response_class=StreamingResponse,
-        responses={200: {"content": {"text/event-stream": {}}}},
+        responses={
+            200: {"content": {"text/event-stream": {}}},
+            **problem_responses(
+                400,
+                401,
+                404,
+                422,
+                429,
+                s400="Last-Event-ID is not an event id (type: invalid_last_event_id)",
+                s429="Too many open streams (type: too_many_streams)",
+            ),
+        },
     )
     async def build_events(
-        build_id: str,
+        build_id: BuildId,
         user: User,
         request: Request,
-        last_event_id: Annotated[str | None, Header(max_length=40)] = None,
+        last_event_id: LastEventId = None,
     ) -> StreamingResponse:
         """The build's events as Server-Sent Events; resumes after ``Last-Event-ID``; ends
         with the build."""
-        build = await builds.get_build(gw.engine, user_id=user, build_id=build_id)
         after = last_event_id or "0"
-        if after != "0" and not _is_stream_id(after):
-            raise ApiError(400, "invalid_last_event_id", "Last-Event-ID is not an event id")
+        # Checked before the stream starts: an id Redis refuses would cut it after a 200.
+        if after != "0" and not is_stream_id(after):
+            raise ApiError(
+                400,
+                "invalid_last_event_id",
+                "Last-Event-ID is not an event id: send the id: of an event this stream sent",
+            )
+        build = await builds.get_build(gw.engine, user_id=user, build_id=build_id)
         finished = BuildStatus(build.status) in {
             BuildStatus.READY,
             BuildStatus.FAILED,
@@ -156,7 +210,9 @@ def create_app(gw: Gateway) -> FastAPI:
         """The process is up."""
         return {"status": "ok"}
 
-    @v1.get("/readyz", responses={503: {"description": "A dependency is unreachable"}})
+    @v1.get(
+        "/readyz", responses=problem_responses(503, s503="A dependency is unreachable (not_ready)")
+    )
     async def ready() -> dict[str, str]:
         """Redis and the database answer."""
         try:
@@ -199,11 +255,6 @@ def _event_stream(
         media_type="text/event-stream",
         headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
     )
-
-
-def _is_stream_id(value: str) -> bool:
-    ms, _, seq = value.partition("-")
-    return ms.isdigit() and seq.isdigit()
 
 
 async def _sse(

@@ -1,4 +1,8 @@
-"""Bearer tokens: HS256 JWTs whose ``sub`` is the user id; an admin token for the admin API."""
+"""Bearer tokens: HS256 JWTs whose ``sub`` is the user id; an admin token for the admin API.
+
+A token whose ``sub`` is not a user id the gateway could have minted (a UUID) is refused like a
+forged one (401 ``invalid_token``): every route then knows its user id is a UUID, and a subject
+such as ``fuzz-user`` or one holding a NUL never reaches a query."""
 
 from __future__ import annotations
 
@@ -12,6 +16,7 @@ from typing import Annotated
 import jwt
 from fastapi import Depends, Header, Request
 
+from cofounder_gateway.inputs import is_uuid
 from cofounder_gateway.problems import ApiError
 
 __all__ = [
@@ -90,7 +95,12 @@ class TokenVerifier:
             raise ApiError(
                 401, "invalid_token", "the token is not valid", headers=_CHALLENGE
             ) from None
-        user_id = str(claims["sub"])
+        subject = claims["sub"]
+        if not isinstance(subject, str) or not is_uuid(subject):
+            raise ApiError(
+                401, "invalid_token", "the token's subject is not a user id", headers=_CHALLENGE
+            )
+        user_id = subject.lower()
         self._verified[token] = (user_id, float(claims["exp"]))
         if len(self._verified) > self._remember:
             self._verified.popitem(last=False)
@@ -118,7 +128,7 @@ async def current_user(
     request: Request, authorization: Annotated[str | None, Header()] = None
 ) -> str:
     """The authenticated user's id (401 otherwise), checked with the app's ``gw.settings``."""
-    secret: str = request.app.state.gw.settings.jwt_secret
+    secret: str = request.app.state.gw.settings.jwt_secret.get_secret_value()
     return user_from_header(authorization, secret)
 
 

@@ -28,7 +28,9 @@ from cofounder_gateway.settings import GatewaySettings
 from cofounder_runtime.connections import connect_redis
 from cofounder_runtime.consumer import Consumer, Handler
 from cofounder_runtime.logs import configure_logging
+from cofounder_runtime.secrets import secret_values
 from cofounder_runtime.service import start_metrics_server
+from cofounder_runtime.settings import load_settings
 
 __all__ = ["consumers", "main"]
 
@@ -64,10 +66,16 @@ def consumers(settings: GatewaySettings, gw: Gateway) -> list[Consumer]:
 
 async def main() -> None:
     """Run the gateway until SIGTERM."""
-    settings = GatewaySettings()
-    configure_logging(level=settings.log_level, json=settings.log_json)
-    redis = connect_redis(settings.redis_url, longest_block_ms=settings.consumer_block_ms)
-    engine = create_engine(settings.database_url, pool_size=settings.database_pool_size)
+    settings = load_settings(GatewaySettings, service="gateway")
+    configure_logging(
+        level=settings.log_level, json=settings.log_json, secrets=secret_values(settings)
+    )
+    redis = connect_redis(
+        settings.redis_url.get_secret_value(), longest_block_ms=settings.consumer_block_ms
+    )
+    engine = create_engine(
+        settings.database_url.get_secret_value(), pool_size=settings.database_pool_size
+    )
     pg_pool = None
     if engine.dialect.name == "postgresql":
         pg_pool = await create_write_pool(driver_dsn(engine), size=settings.write_pool_size)
@@ -78,8 +86,10 @@ async def main() -> None:
         feed=Feed(
             redis,
             max_len=settings.build_feed_max_len,
+            ttl_after_end_s=settings.feed_ttl_after_end_s,
+            idle_ttl_s=settings.feed_idle_ttl_s,
             reader=connect_redis(
-                settings.redis_url,
+                settings.redis_url.get_secret_value(),
                 max_connections=settings.sse_max_connections,
                 longest_block_ms=SSE_BLOCK_MS,
             ),
@@ -116,6 +126,9 @@ async def main() -> None:
     tasks = [asyncio.create_task(c.run(), name=f"consumer:{c.stream}") for c in workers]
     if settings.run_relay:
         tasks.append(asyncio.create_task(gw.relay.run(stop), name="outbox-relay"))
+    if settings.run_projection:  # the projection writes processed_events: it prunes them too
+        pruner = settings.processed_events_pruner(engine)
+        tasks.append(asyncio.create_task(pruner.run(stop), name="processed-events-retention"))
     _log.info(
         "gateway started",
         api=settings.serve_api,

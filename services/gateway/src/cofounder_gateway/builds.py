@@ -25,6 +25,7 @@ from cofounder_contracts import (
 from cofounder_db.models import Build, Project, User
 from cofounder_gateway import slots
 from cofounder_gateway.builds_pg import Conflict, create_build_pg
+from cofounder_gateway.inputs import is_uuid
 from cofounder_gateway.outbox import enqueue
 from cofounder_gateway.problems import ApiError
 from cofounder_gateway.schemas import BuildView, NewBuild
@@ -223,11 +224,17 @@ def _cursor(build: Build) -> str:
 
 
 def _parse_cursor(cursor: str) -> tuple[datetime, str]:
+    """The position :func:`_cursor` wrote; 400 for anything else, before it reaches a query (a
+    build id that is no UUID, a time that leaves the datetime range in UTC). A time without a
+    zone is UTC: SQLite hands ``created_at`` back without one."""
     try:
         raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
         created, _, build_id = raw.partition("|")
-        return datetime.fromisoformat(created), build_id
-    except (ValueError, UnicodeDecodeError):
+        at = datetime.fromisoformat(created)
+        if not is_uuid(build_id):
+            raise ValueError(cursor)
+        return (at.replace(tzinfo=UTC) if at.tzinfo is None else at.astimezone(UTC)), build_id
+    except (ValueError, UnicodeDecodeError, OverflowError):
         raise ApiError(400, "invalid_cursor", "the cursor is not one this API returned") from None
 
 

@@ -1,7 +1,8 @@
 """The transactional outbox: events committed with the rows that caused them, then relayed.
 
 ``enqueue`` adds rows in the caller's transaction. The :class:`Relay` publishes the rows in id
-order (pipelined ``XADD``) and deletes them in the same transaction as their claim. A crash
+order (pipelined ``XADD``, length-capped like every publish: :class:`Publisher`) and deletes
+them in the same transaction as their claim, so the table holds only what is unsent. A crash
 between commit and publish leaves rows in the table, and the relay publishes them when it runs
 again; a crash between publish and delete publishes them twice, which consumers absorb by
 ``event_id``.
@@ -11,7 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 
 import asyncpg
 import structlog
@@ -26,6 +27,7 @@ from cofounder_contracts.codec import DATA, EVENT_ID, TYPE
 from cofounder_contracts.streams import stream_for
 from cofounder_db.engine import driver_dsn
 from cofounder_db.models import OutboxRow
+from cofounder_runtime.publisher import Publisher
 
 __all__ = ["Relay", "enqueue"]
 
@@ -69,13 +71,18 @@ class Relay:
         batch: int = 200,
         idle_s: float = 0.1,
         gather_s: float = 0.002,
+        max_len: Mapping[str, int] | None = None,
     ) -> None:
         """``gather_s``: after a poke, how long to let more commits join the batch. Under load a
         poke per request made batches of one or two rows, each costing a claim, a pipeline and
         a mark; a few milliseconds turn them into one batch (events reach Redis that much
-        later, responses are not delayed)."""
+        later, responses are not delayed).
+
+        ``max_len``: per-stream length caps overriding the contract streams' own, as
+        :class:`Publisher` takes them (it is what adds the rows)."""
         self._engine = engine
         self._redis = redis
+        self._publisher = Publisher(redis, max_len=max_len)
         self._batch = batch
         self._idle_s = idle_s
         self._gather_s = gather_s
@@ -107,7 +114,8 @@ class Relay:
                     return 0
                 async with self._redis.pipeline(transaction=False) as pipe:
                     for row in rows:
-                        pipe.xadd(
+                        self._publisher.add_fields(
+                            pipe,
                             row["stream"],
                             {
                                 TYPE: row["event_type"],
@@ -150,7 +158,8 @@ class Relay:
                 return 0
             async with self._redis.pipeline(transaction=False) as pipe:
                 for row in rows:
-                    pipe.xadd(
+                    self._publisher.add_fields(
+                        pipe,
                         row.stream,
                         {TYPE: row.event_type, EVENT_ID: row.event_id, DATA: row.payload},
                     )

@@ -12,9 +12,18 @@ import structlog
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from pydantic import BaseModel, ConfigDict, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-__all__ = ["ApiError", "install", "problem"]
+__all__ = [
+    "ApiError",
+    "FieldError",
+    "Problem",
+    "ValidationProblem",
+    "install",
+    "problem",
+    "problem_responses",
+]
 
 MEDIA_TYPE = "application/problem+json"
 _log = structlog.get_logger("cofounder.gateway")
@@ -43,7 +52,6 @@ class ApiError(Exception):
 _TITLES = {
     400: "Bad request",
     401: "Unauthorized",
-    403: "Forbidden",
     404: "Not found",
     405: "Method not allowed",
     409: "Conflict",
@@ -54,6 +62,60 @@ _TITLES = {
     500: "Internal error",
     503: "Unavailable",
 }
+
+
+class Problem(BaseModel):
+    """An error (RFC 9457). ``type`` is a stable code to branch on; some problems carry more
+    fields (e.g. ``limit`` and ``active`` with ``too_many_active_builds``)."""
+
+    model_config = ConfigDict(extra="allow")
+
+    type: str = Field(description="A stable, machine-readable code, e.g. build_not_found.")
+    title: str
+    status: int
+    detail: str = Field(description="What happened and what to do, for people.")
+
+
+class FieldError(BaseModel):
+    """One refused input."""
+
+    field: str = Field(description="Dotted path of the input, e.g. goal or answers.core.")
+    in_: str = Field(alias="in", description="body, path, query or header.")
+    message: str
+    kind: str = Field(description="A stable code of the rule broken, e.g. string_too_long.")
+
+
+class ValidationProblem(Problem):
+    """422: the request's inputs; each refused one is named in errors."""
+
+    errors: list[FieldError]
+
+
+#: What each error status means on this API (the OpenAPI descriptions).
+_MEANINGS = {
+    400: "Malformed request (a body that is not JSON text, a cursor or Last-Event-ID this API "
+    "did not issue)",
+    401: "No valid bearer token (or not the admin token)",
+    404: "Not found, or not yours",
+    409: "Conflicts with the current state",
+    413: "Request body too large",
+    422: "Invalid input: every refused field is named in errors",
+    429: "Too many: retry after Retry-After seconds",
+    503: "Unavailable",
+}
+
+
+def problem_responses(*statuses: int, **meanings: str) -> dict[int | str, dict[str, Any]]:
+    """The OpenAPI ``responses`` of these error statuses: a :class:`Problem` body
+    (:class:`ValidationProblem` for 422) as ``application/problem+json``. ``meanings`` replace
+    the generic descriptions, keyed ``s<status>`` (e.g. ``s503="Builds are switched off"``)."""
+    return {
+        status: {
+            "model": ValidationProblem if status == 422 else Problem,
+            "description": meanings.get(f"s{status}", _MEANINGS.get(status, _TITLES[status])),
+        }
+        for status in statuses
+    }
 
 
 def problem(
@@ -71,7 +133,8 @@ def problem(
 
 
 def install(app: FastAPI) -> None:
-    """Route every error the app can raise through :func:`problem`."""
+    """Route every error the app can raise through :func:`problem`, and document them so."""
+    _document_problems(app)
 
     @app.exception_handler(ApiError)
     async def _api(_: Request, exc: ApiError) -> JSONResponse:
@@ -105,3 +168,38 @@ def install(app: FastAPI) -> None:
     async def _crash(request: Request, exc: Exception) -> JSONResponse:
         _log.error("request failed", method=request.method, path=request.url.path, exc_info=exc)
         return problem(500, "internal_error", "the server failed; the error is logged")
+
+
+_REF = "#/components/schemas/{model}"
+
+
+def _document_problems(app: FastAPI) -> None:
+    """Make the OpenAPI document say what the server sends: every error response (4xx, 5xx) is
+    ``application/problem+json`` with a :class:`Problem` (422: :class:`ValidationProblem`).
+
+    FastAPI files a response model under the route's media type (``application/json``) and adds
+    its own 422 (``HTTPValidationError``, a body this API never sends) to every route with
+    inputs; both are rewritten here, once, when the document is first built."""
+    build = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is not None:
+            return app.openapi_schema
+        document = build()
+        schemas = document.setdefault("components", {}).setdefault("schemas", {})
+        validation = ValidationProblem.model_json_schema(ref_template=_REF)
+        schemas.update(validation.pop("$defs", {}))
+        schemas["ValidationProblem"] = validation
+        schemas["Problem"] = Problem.model_json_schema(ref_template=_REF)
+        for name in ("HTTPValidationError", "ValidationError"):
+            schemas.pop(name, None)
+        for operations in document.get("paths", {}).values():
+            for operation in operations.values():
+                for status, response in operation.get("responses", {}).items():
+                    if status[0] in "45":
+                        model = "ValidationProblem" if status == "422" else "Problem"
+                        ref = {"$ref": _REF.format(model=model)}
+                        response["content"] = {MEDIA_TYPE: {"schema": ref}}
+        return document
+
+    app.openapi = openapi  # type: ignore[method-assign]  # FastAPI's documented extension point

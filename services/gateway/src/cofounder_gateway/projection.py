@@ -3,15 +3,30 @@
 The gateway is the only writer of ``builds``. Each event is applied once (``record_once`` in the
 same transaction as the update) through the state machine; every build-visible event, usage
 included, is appended once to the build's feed for live streaming.
+
+The feed first, as before the row: an entry goes to the build's existing feed in one round trip,
+which keeps the feed in delivery order. A build's feed is made only once its row was read (one
+more read, on the build's first event or after its feed expired: see ``feed.py``), so a build the
+gateway has no row for never gets a feed key. Appends are idempotent (``RedisOnce``): a
+redelivery after a failed transaction appends nothing twice.
+
+An event for a build with no row is settled as handled (acked), with a log line and
+``cofounder_gateway_events_for_unknown_builds_total``, not dead-lettered: it cannot be early (the
+gateway commits a build's row with its first events in one outbox transaction, and every other
+event of a build follows from those), so it is another deployment's build on a shared Redis, a
+build deleted with its project, or a forged event, and no replay would make it land.
 """
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
+import structlog
+from prometheus_client import Counter
 from sqlalchemy import case, select, update
 from sqlalchemy.ext.asyncio import AsyncEngine
 
@@ -52,6 +67,14 @@ __all__ = [
 ]
 
 SCOPE = "gateway.projection"
+_log = structlog.get_logger("cofounder.gateway.projection")
+
+UNKNOWN_BUILDS = Counter(
+    "cofounder_gateway_events_for_unknown_builds_total",
+    "Build events settled without effect: the gateway has no row for their build (another "
+    "deployment's, a deleted project's, or a forged id). No feed key is made for them.",
+    ("type",),
+)
 
 
 class StatusRace(Exception):
@@ -117,10 +140,39 @@ def _grow_only(values: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
+def _unknown_build(event: Event) -> None:
+    UNKNOWN_BUILDS.labels(event.type).inc()
+    _log.warning(
+        "event for a build with no row: settled without effect",
+        build_id=event.build_id,
+        event_id=event.event_id,
+        event_type=event.type,
+    )
+
+
+async def _build_ended(engine: AsyncEngine, build_id: str) -> bool | None:
+    """Whether the build has ended, from its row; None when there is no such build."""
+    async with engine.connect() as conn:
+        status = (
+            await conn.execute(select(Build.status).where(Build.id == build_id))
+        ).scalar_one_or_none()
+    return None if status is None else BuildStatus(status) in TERMINAL
+
+
+async def _to_feed(event: Event, deps: ProjectionDeps, *, digest: str | None = None) -> bool:
+    """Append ``event`` to its build's feed; False (settled, counted) when there is no build."""
+    ended = functools.partial(_build_ended, deps.engine, event.build_id)
+    if await deps.feed.append(event, ended=ended, digest=digest):
+        return True
+    _unknown_build(event)
+    return False
+
+
 async def on_build_event(event: Event, deps: ProjectionDeps) -> None:
     """Feed first (idempotent), then the row (idempotent, in one transaction)."""
     digest = payload_digest(event)  # once, for the feed's marker and the projection's row
-    await deps.feed.append(event, digest=digest)
+    if not await _to_feed(event, deps, digest=digest):
+        return
     async with deps.engine.begin() as conn:
         if not await record_once(conn, scope=SCOPE, event_id=event.event_id, digest=digest):
             return
@@ -132,7 +184,8 @@ async def on_build_event(event: Event, deps: ProjectionDeps) -> None:
             )
         ).first()
         if build is None:
-            return  # not ours (another deployment's build): nothing to project
+            _unknown_build(event)  # deleted since its feed was made
+            return
         values = _changes(event)
         incoming = _status_of(event)
         occurred = event.occurred_at
@@ -167,7 +220,8 @@ async def on_build_event(event: Event, deps: ProjectionDeps) -> None:
 async def on_usage(event: BudgetUsage, deps: ProjectionDeps) -> None:
     """Usage is visible on the feed, and added to the build's token counters once."""
     digest = payload_digest(event)  # once, for the feed's marker and the projection's row
-    await deps.feed.append(event, digest=digest)
+    if not await _to_feed(event, deps, digest=digest):
+        return
     async with deps.engine.begin() as conn:
         if not await record_once(conn, scope=SCOPE, event_id=event.event_id, digest=digest):
             return
@@ -184,8 +238,7 @@ async def on_usage(event: BudgetUsage, deps: ProjectionDeps) -> None:
 async def on_budget_signal(event: Event, deps: ProjectionDeps) -> None:
     """Budget warnings and exhaustion (on the build whose call crossed the line) and wakes are
     visible on the build's feed; they change no row."""
-    if event.build_id:
-        await deps.feed.append(event)
+    await _to_feed(event, deps)
 
 
 BUILD_EVENT_HANDLERS: dict[type[Event], ProjectionHandler] = dict.fromkeys(

@@ -11,6 +11,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from cofounder_contracts import BuildStatus
 from cofounder_db.models import Build
+from cofounder_gateway.inputs import Text
 
 __all__ = [
     "BuildList",
@@ -28,7 +29,7 @@ class StartBuild(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    goal: str = Field(
+    goal: Text = Field(
         default="Build the MVP described in the idea brief",
         min_length=1,
         max_length=2_000,

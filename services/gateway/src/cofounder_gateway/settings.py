@@ -2,23 +2,26 @@
 
 from __future__ import annotations
 
-from pydantic import Field, model_validator
+from pydantic import Field, SecretStr, ValidationInfo, field_validator
 
 from cofounder_budgeting import PlanSettings
+from cofounder_runtime.retention import ProcessedEventsRetentionSettings
+from cofounder_runtime.secrets import require_strong
 from cofounder_runtime.settings import RuntimeSettings
 
-__all__ = ["DEV_SECRET", "GatewaySettings"]
+__all__ = ["DEV_ADMIN_TOKEN", "DEV_SECRET", "GatewaySettings"]
 
 #: The development signing secret. Refused unless ``ENVIRONMENT=development``.
 DEV_SECRET = "dev-only-secret-change-me-0123456789abcdef"  # noqa: S105 - a documented placeholder
+#: The development admin token. Refused unless ``ENVIRONMENT=development``.
+DEV_ADMIN_TOKEN = "dev-admin-token"  # noqa: S105 - a documented placeholder
 
 
-class GatewaySettings(RuntimeSettings, PlanSettings):
+class GatewaySettings(RuntimeSettings, PlanSettings, ProcessedEventsRetentionSettings):
     """HTTP, auth, limits and the database, on top of the shared runtime settings."""
 
-    environment: str = Field(default="development", description="development or production.")
-    database_url: str = Field(
-        default="sqlite+aiosqlite:///.cofounder/cofounder.db",
+    database_url: SecretStr = Field(
+        default=SecretStr("sqlite+aiosqlite:///.cofounder/cofounder.db"),
         description="PostgreSQL or SQLite URL of the system of record.",
     )
     database_pool_size: int = Field(
@@ -28,9 +31,15 @@ class GatewaySettings(RuntimeSettings, PlanSettings):
     )
     host: str = Field(default="127.0.0.1", description="HTTP bind address.")
     port: int = Field(default=8000, description="HTTP port.")
-    jwt_secret: str = Field(default=DEV_SECRET, description="HS256 secret of bearer tokens.")
-    admin_token: str = Field(
-        default="dev-admin-token", description="Bearer token of the admin API."
+    jwt_secret: SecretStr = Field(
+        default=SecretStr(DEV_SECRET),
+        description="HS256 secret of bearer tokens: outside development at least 32 random bytes "
+        "(`openssl rand -hex 32`).",
+    )
+    admin_token: SecretStr = Field(
+        default=SecretStr(DEV_ADMIN_TOKEN),
+        description="Bearer token of the admin API: outside development at least 24 random bytes "
+        "(`openssl rand -hex 24`).",
     )
     autonomous_agent: bool = Field(
         default=True, description="Accept builds (false: 503 autonomous_agent_off)."
@@ -44,6 +53,20 @@ class GatewaySettings(RuntimeSettings, PlanSettings):
         description="Builds a user of each tier may have queued or running at once.",
     )
     build_feed_max_len: int = Field(default=2_000, description="Entries kept per build feed.")
+    feed_ttl_after_end_s: int = Field(
+        default=86_400,
+        ge=1,
+        description="A build's feed is deleted this long after the build ended (completed, "
+        "failed or cancelled); the build's row keeps its outcome.",
+    )
+    feed_idle_ttl_s: int = Field(
+        default=7 * 86_400,
+        ge=1,
+        description="A build's feed with no new entry for this long is deleted, ended or not (a "
+        "build whose end never reached the gateway leaves nothing behind); each entry renews it. "
+        "Above FEED_TTL_AFTER_END_S, and well above a live build's longest silence (a sleeping "
+        "build wakes daily).",
+    )
     sse_max_connections: int = Field(
         default=1_000,
         description="Live event streams one process serves at once (one Redis connection each); "
@@ -61,10 +84,18 @@ class GatewaySettings(RuntimeSettings, PlanSettings):
         "the projection separately by turning one off in each deployment.",
     )
 
-    @model_validator(mode="after")
-    def _no_placeholder_secrets_in_production(self) -> GatewaySettings:
-        if self.environment != "development" and self.jwt_secret == DEV_SECRET:
-            raise ValueError("JWT_SECRET must be set outside development")
-        if self.environment != "development" and self.admin_token == "dev-admin-token":  # noqa: S105
-            raise ValueError("ADMIN_TOKEN must be set outside development")
-        return self
+    @field_validator("jwt_secret")
+    @classmethod
+    def _strong_jwt_secret(cls, value: SecretStr, info: ValidationInfo) -> SecretStr:
+        if info.data.get("environment", "development") != "development":
+            require_strong("JWT_SECRET", value.get_secret_value(), min_bytes=32, known=[DEV_SECRET])
+        return value
+
+    @field_validator("admin_token")
+    @classmethod
+    def _strong_admin_token(cls, value: SecretStr, info: ValidationInfo) -> SecretStr:
+        if info.data.get("environment", "development") != "development":
+            require_strong(
+                "ADMIN_TOKEN", value.get_secret_value(), min_bytes=24, known=[DEV_ADMIN_TOKEN]
+            )
+        return value

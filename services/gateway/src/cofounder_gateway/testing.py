@@ -11,6 +11,7 @@ from typing import Any
 
 import httpx
 import uvicorn
+from pydantic import SecretStr
 
 from cofounder_db.engine import create_engine, driver_dsn
 from cofounder_gateway.app import Gateway, create_app
@@ -41,7 +42,7 @@ class Running:
     relay_stop: asyncio.Event
 
     def auth(self, user_id: str, *, ttl_s: int = 600) -> dict[str, str]:
-        token = mint_token(self.gw.settings.jwt_secret, user_id, ttl_s=ttl_s)
+        token = mint_token(self.gw.settings.jwt_secret.get_secret_value(), user_id, ttl_s=ttl_s)
         return {"Authorization": f"Bearer {token}"}
 
     async def seed_user(self, tier: str = "bootstrapper") -> tuple[str, str]:
@@ -64,10 +65,11 @@ async def start_gateway(
     port = _free_port()
     url = redis_url.rsplit("/", 1)[0] + f"/{GATEWAY_REDIS_DB}"
     settings = GatewaySettings(
-        redis_url=url,
-        database_url=database_url,
+        environment="development",
+        redis_url=SecretStr(url),
+        database_url=SecretStr(database_url),
         port=port,
-        admin_token="test-admin",  # noqa: S106 - a test server's token
+        admin_token=SecretStr("test-admin"),
         consumer_block_ms=100,
         consumer_name="gw-test",
         **overrides,
@@ -87,8 +89,10 @@ async def start_gateway(
         feed=Feed(
             redis,
             max_len=settings.build_feed_max_len,
+            ttl_after_end_s=settings.feed_ttl_after_end_s,
+            idle_ttl_s=settings.feed_idle_ttl_s,
             reader=connect_redis(
-                settings.redis_url,
+                settings.redis_url.get_secret_value(),
                 max_connections=settings.sse_max_connections,
                 longest_block_ms=SSE_BLOCK_MS,
             ),

@@ -28,8 +28,9 @@ from cofounder_db.models import BudgetLedgerRow, Build
 from cofounder_db.models import User as UserRow
 from cofounder_gateway.admin import admin_routes, require_known_tier
 from cofounder_gateway.auth import User
+from cofounder_gateway.inputs import BuildId, Text, UserId
 from cofounder_gateway.outbox import enqueue
-from cofounder_gateway.problems import ApiError
+from cofounder_gateway.problems import ApiError, problem_responses
 from cofounder_gateway.settings import GatewaySettings
 
 __all__ = ["usage_routers"]
@@ -88,7 +89,7 @@ class BuildUsage(Tokens):
 
 class TopUp(_Strict):
     amount_micros: int = Field(gt=0, le=MAX_TOP_UP_MICROS, description="Micros of the currency.")
-    note: str = Field(default="", max_length=500, description="Why (kept with the top-up).")
+    note: Text = Field(default="", max_length=500, description="Why (kept with the top-up).")
 
 
 class TopUpAccepted(BaseModel):
@@ -98,7 +99,7 @@ class TopUpAccepted(BaseModel):
 
 
 class TierChange(_Strict):
-    tier: str = Field(min_length=1, max_length=40)
+    tier: Text = Field(min_length=1, max_length=40)
 
 
 class TierOut(BaseModel):
@@ -206,30 +207,49 @@ def usage_routers(
     """The user's routes (``/usage``, ``/builds/{id}/usage``) and the admin's."""
     user_router = APIRouter(tags=["usage"])
 
-    @user_router.get("/usage", response_model=UserUsage)
+    @user_router.get(
+        "/usage",
+        response_model=UserUsage,
+        responses=problem_responses(401, 404, 422, s404="The token's user does not exist"),
+    )
     async def my_usage(user: User, days: _Days = 7) -> UserUsage:
         """Your spend per day and today's budget."""
         return await user_usage(engine, redis, settings, user, days=days)
 
-    @user_router.get("/builds/{build_id}/usage", response_model=BuildUsage)
-    async def my_build_usage(build_id: str, user: User) -> BuildUsage:
+    @user_router.get(
+        "/builds/{build_id}/usage",
+        response_model=BuildUsage,
+        responses=problem_responses(401, 404, 422),
+    )
+    async def my_build_usage(build_id: BuildId, user: User) -> BuildUsage:
         """What one of your builds spent, by model."""
         return await build_usage(engine, user, build_id)
 
     admin_router = admin_routes()
 
-    @admin_router.get("/users/{user_id}/usage", response_model=UserUsage)
-    async def usage_of(user_id: str, days: _Days = 7) -> UserUsage:
+    @admin_router.get(
+        "/users/{user_id}/usage", response_model=UserUsage, responses=problem_responses(404, 422)
+    )
+    async def usage_of(user_id: UserId, days: _Days = 7) -> UserUsage:
         """A user's spend per day and today's budget."""
         return await user_usage(engine, redis, settings, user_id, days=days)
 
-    @admin_router.get("/users/{user_id}/builds/{build_id}/usage", response_model=BuildUsage)
-    async def build_usage_of(user_id: str, build_id: str) -> BuildUsage:
+    @admin_router.get(
+        "/users/{user_id}/builds/{build_id}/usage",
+        response_model=BuildUsage,
+        responses=problem_responses(404, 422),
+    )
+    async def build_usage_of(user_id: UserId, build_id: BuildId) -> BuildUsage:
         """What a user's build spent, by model."""
         return await build_usage(engine, user_id, build_id)
 
-    @admin_router.post("/users/{user_id}/top-ups", status_code=202, response_model=TopUpAccepted)
-    async def top_up(user_id: str, body: TopUp) -> TopUpAccepted:
+    @admin_router.post(
+        "/users/{user_id}/top-ups",
+        status_code=202,
+        response_model=TopUpAccepted,
+        responses=problem_responses(400, 404, 413, 422),
+    )
+    async def top_up(user_id: UserId, body: TopUp) -> TopUpAccepted:
         """Grant extra budget, usable at once; the user's sleeping builds wake."""
         event = BudgetToppedUp(
             build_id="",
@@ -245,8 +265,12 @@ def usage_routers(
         poke_relay()
         return TopUpAccepted(id=event.event_id, user_id=user_id, amount_micros=body.amount_micros)
 
-    @admin_router.put("/users/{user_id}/tier", response_model=TierOut)
-    async def change_tier(user_id: str, body: TierChange) -> TierOut:
+    @admin_router.put(
+        "/users/{user_id}/tier",
+        response_model=TierOut,
+        responses=problem_responses(400, 404, 413, 422),
+    )
+    async def change_tier(user_id: UserId, body: TierChange) -> TierOut:
         """Move a user to another plan; an upgrade wakes their sleeping builds."""
         require_known_tier(settings, body.tier)
         async with engine.begin() as conn:

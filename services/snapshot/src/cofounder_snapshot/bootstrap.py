@@ -13,7 +13,9 @@ from cofounder_runtime.connections import connect_redis
 from cofounder_runtime.consumer import Consumer
 from cofounder_runtime.logs import configure_logging
 from cofounder_runtime.publisher import Publisher
+from cofounder_runtime.secrets import secret_values
 from cofounder_runtime.service import run_consumers, start_metrics_server
+from cofounder_runtime.settings import load_settings
 from cofounder_sandbox.base import Sandboxes
 from cofounder_sandbox.local import LocalSandboxes
 from cofounder_snapshot.handlers import SnapshotDeps, on_snapshot_requested
@@ -64,11 +66,15 @@ def deps_from(
 
 async def main() -> None:
     """Run the snapshot service until SIGTERM."""
-    settings = SnapshotSettings()
-    configure_logging(level=settings.log_level, json=settings.log_json)
+    settings = load_settings(SnapshotSettings, service="snapshot")
+    configure_logging(
+        level=settings.log_level, json=settings.log_json, secrets=secret_values(settings)
+    )
     if settings.metrics_port is not None:
         start_metrics_server(settings.metrics_port)
-    redis = connect_redis(settings.redis_url, longest_block_ms=settings.consumer_block_ms)
+    redis = connect_redis(
+        settings.redis_url.get_secret_value(), longest_block_ms=settings.consumer_block_ms
+    )
     store = store_from(
         bucket=settings.project_snapshot_bucket,
         prefix=settings.snapshot_prefix,

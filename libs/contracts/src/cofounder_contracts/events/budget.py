@@ -9,7 +9,8 @@ from typing import Annotated
 import msgspec
 
 from cofounder_contracts.envelope import Event
-from cofounder_contracts.units import Count, Micros, NonEmpty
+from cofounder_contracts.ids import ProviderId, UuidOrEmpty
+from cofounder_contracts.units import MAX_SAFE_INT, Micros, NonEmpty, TokenCount
 
 __all__ = [
     "BudgetExhausted",
@@ -46,11 +47,11 @@ class BudgetUsage(Event, frozen=True, kw_only=True, tag="budget.usage"):
 
     model: NonEmpty
     role: str = "coder"
-    input_tokens: Count
-    output_tokens: Count
-    cache_creation_input_tokens: Count = 0
-    cache_read_input_tokens: Count = 0
-    request_id: str | None = None
+    input_tokens: TokenCount
+    output_tokens: TokenCount
+    cache_creation_input_tokens: TokenCount = 0
+    cache_read_input_tokens: TokenCount = 0
+    request_id: ProviderId | None = None
     outcome: UsageOutcome = UsageOutcome.OK
 
 
@@ -88,7 +89,9 @@ class BudgetToppedUp(Event, frozen=True, kw_only=True, tag="budget.topped_up"):
     A user-level event: ``build_id`` and ``project_id`` are empty.
     """
 
-    amount_micros: Annotated[int, msgspec.Meta(gt=0)]
+    build_id: UuidOrEmpty
+    project_id: UuidOrEmpty
+    amount_micros: Annotated[int, msgspec.Meta(gt=0, le=MAX_SAFE_INT)]
     note: str = ""
 
 
@@ -98,5 +101,7 @@ class TierChanged(Event, frozen=True, kw_only=True, tag="user.tier_changed"):
     sleeping builds. A user-level event: ``build_id`` and ``project_id`` are empty.
     """
 
+    build_id: UuidOrEmpty
+    project_id: UuidOrEmpty
     tier: NonEmpty
     previous_tier: str

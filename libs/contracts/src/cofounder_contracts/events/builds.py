@@ -8,7 +8,7 @@ from typing import Any
 import msgspec
 
 from cofounder_contracts.envelope import Event
-from cofounder_contracts.units import Count, NonEmpty
+from cofounder_contracts.units import NonEmpty, StepCount
 
 __all__ = [
     "BuildCancelRequested",
@@ -47,7 +47,7 @@ class BuildRequested(Event, frozen=True, kw_only=True, tag="build.requested"):
     context assembler."""
 
     goal: NonEmpty
-    build_version: Count = 1
+    build_version: StepCount = 1
 
 
 class ContextReady(Event, frozen=True, kw_only=True, tag="context.ready"):
@@ -64,7 +64,7 @@ class ContextReady(Event, frozen=True, kw_only=True, tag="context.ready"):
     tier: str
     suspended: bool = False
     suspension_reason: str | None = None
-    build_version: Count = 1
+    build_version: StepCount = 1
 
 
 class BuildStatusChanged(Event, frozen=True, kw_only=True, tag="build.status_changed"):
@@ -79,11 +79,11 @@ class BuildStatusChanged(Event, frozen=True, kw_only=True, tag="build.status_cha
 class BuildCompleted(Event, frozen=True, kw_only=True, tag="build.completed"):
     """The agent finished the app. Emitted by the agent runner; consumed by the gateway."""
 
-    build_version: Count
+    build_version: StepCount
     preview_url: str | None
     summary: NonEmpty
-    iterations: Count
-    tool_calls: Count
+    iterations: StepCount
+    tool_calls: StepCount
 
 
 class BuildFailed(Event, frozen=True, kw_only=True, tag="build.failed"):

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from cofounder_contracts.envelope import Event
-from cofounder_contracts.units import Count, NonEmpty
+from cofounder_contracts.units import NonEmpty, StepCount
 
 __all__ = ["ArtifactGenerated"]
 
@@ -13,5 +13,5 @@ class ArtifactGenerated(Event, frozen=True, kw_only=True, tag="artifact_generate
     Emitted by the agent runner after ``build.completed``; best effort (a failure is logged)."""
 
     artifact_type: NonEmpty = "mvp"
-    build_version: Count
+    build_version: StepCount
     preview_url: str | None = None

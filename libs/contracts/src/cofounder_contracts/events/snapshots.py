@@ -6,7 +6,8 @@ import enum
 from typing import ClassVar
 
 from cofounder_contracts.envelope import Event
-from cofounder_contracts.units import Count, NonEmpty
+from cofounder_contracts.ids import SandboxId
+from cofounder_contracts.units import Count, DurationMs, NonEmpty, StepCount
 
 __all__ = [
     "SandboxKind",
@@ -35,9 +36,9 @@ class SnapshotRequested(Event, frozen=True, kw_only=True, tag="snapshot.requeste
     """The runner asks for the project's files to be stored (every N tool calls and at the end)."""
 
     sandbox_kind: SandboxKind
-    sandbox_id: str | None
+    sandbox_id: SandboxId | None
     reason: SnapshotReason = SnapshotReason.PERIODIC
-    tool_calls: Count = 0
+    tool_calls: StepCount = 0
 
 
 class SnapshotCompleted(Event, frozen=True, kw_only=True, tag="snapshot.completed"):
@@ -48,11 +49,11 @@ class SnapshotCompleted(Event, frozen=True, kw_only=True, tag="snapshot.complete
         {"bytes_uploaded", "blobs_uploaded", "duration_ms"}
     )
 
-    version: Count
+    version: StepCount
     files: Count
     bytes_uploaded: Count
     blobs_uploaded: Count
-    duration_ms: Count
+    duration_ms: DurationMs
     skipped: bool = False
     skipped_reason: str | None = None
 

@@ -1,0 +1,167 @@
+"""Retention of ``processed_events``: old rows pruned in batches, recent ones kept, on schedule."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+from prometheus_client import REGISTRY
+from pydantic import ValidationError
+from sqlalchemy import func, select
+from sqlalchemy.exc import OperationalError
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from cofounder_db.engine import create_engine
+from cofounder_db.migrate import upgrade
+from cofounder_runtime.idempotency_sql import processed_events
+from cofounder_runtime.retention import (
+    ProcessedEventsPruner,
+    ProcessedEventsRetentionSettings,
+    Pruned,
+    prune_processed_events,
+)
+from cofounder_testing.waiting import eventually
+
+RETENTION = timedelta(days=14)
+
+
+@pytest.fixture(params=["postgresql", "sqlite"])
+def database(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """A migrated database: the session's PostgreSQL one, or a SQLite file of this test's own."""
+    if request.param == "postgresql":
+        return str(request.getfixturevalue("migrated_database_url"))
+    url = f"sqlite:///{tmp_path}/retention.db"
+    upgrade(url)
+    return url
+
+
+@pytest.fixture
+async def engine(database: str) -> AsyncIterator[AsyncEngine]:
+    eng = create_engine(database, pool_size=2)
+    yield eng
+    await eng.dispose()
+
+
+def _pruned_total() -> float:
+    return REGISTRY.get_sample_value("cofounder_processed_events_pruned_total") or 0.0
+
+
+@pytest.mark.integration
+async def test_ten_thousand_old_rows_are_pruned_in_batches_and_recent_ones_stay(
+    engine: AsyncEngine,
+) -> None:
+    scope = f"test-{uuid.uuid4().hex[:8]}"
+    now = datetime.now(UTC)
+    old = [
+        {
+            "scope": scope,
+            "event_id": str(uuid.uuid4()),
+            "processed_at": now - RETENTION - timedelta(days=1, seconds=i),
+        }
+        for i in range(10_000)
+    ]
+    # Recent enough to be redelivered still: one just inside the retention, the rest newer.
+    recent = [
+        {
+            "scope": scope,
+            "event_id": str(uuid.uuid4()),
+            "processed_at": now - RETENTION + timedelta(minutes=5 + i),
+        }
+        for i in range(100)
+    ]
+    async with engine.begin() as conn:
+        await conn.execute(processed_events.insert(), old + recent)
+    before = _pruned_total()
+
+    pruned = await prune_processed_events(engine, older_than=RETENTION, batch=1_000)
+
+    assert pruned.batches > 1, "one transaction per batch, not one for the whole backlog"
+    assert pruned.rows >= 10_000  # this test's rows, and any other old ones in a shared database
+    assert _pruned_total() - before == pruned.rows
+    async with engine.connect() as conn:
+        left = set(
+            (
+                await conn.execute(
+                    select(processed_events.c.event_id).where(processed_events.c.scope == scope)
+                )
+            ).scalars()
+        )
+    assert left == {r["event_id"] for r in recent}
+    # Nothing old is left: the next pass is one empty batch.
+    assert await prune_processed_events(engine, older_than=RETENTION, batch=1_000) == Pruned(
+        rows=0, batches=1
+    )
+
+
+@pytest.mark.integration
+async def test_a_pass_stops_between_batches_when_asked(engine: AsyncEngine) -> None:
+    scope = f"test-{uuid.uuid4().hex[:8]}"
+    old = datetime.now(UTC) - RETENTION - timedelta(days=1)
+    async with engine.begin() as conn:
+        await conn.execute(
+            processed_events.insert(),
+            [
+                {"scope": scope, "event_id": str(uuid.uuid4()), "processed_at": old}
+                for _ in range(30)
+            ],
+        )
+    stop = asyncio.Event()
+    stop.set()
+    assert await prune_processed_events(
+        engine, older_than=RETENTION, batch=10, stop=stop
+    ) == Pruned(rows=10, batches=1)
+    async with engine.connect() as conn:
+        count = select(func.count()).where(processed_events.c.scope == scope)
+        assert (await conn.execute(count)).scalar_one() == 20
+    await prune_processed_events(engine, older_than=RETENTION, batch=10)
+
+
+class _CountingPruner(ProcessedEventsPruner):
+    """The schedule with the database pass replaced: fails once, then counts."""
+
+    def __init__(self) -> None:
+        super().__init__(
+            create_engine("sqlite:///:memory:"), older_than=RETENTION, every_s=0.01, batch=10
+        )
+        self.passes = 0
+
+    async def prune_once(self, stop: asyncio.Event | None = None) -> Pruned:
+        self.passes += 1
+        if self.passes == 1:
+            raise OperationalError("delete", {}, Exception("database restarting"))
+        return Pruned(rows=0, batches=1)
+
+
+async def test_the_schedule_survives_a_failed_pass_and_ends_when_stopped() -> None:
+    pruner = _CountingPruner()
+    stop = asyncio.Event()
+    running = asyncio.create_task(pruner.run(stop))
+
+    async def passed_again() -> bool:
+        return pruner.passes >= 3
+
+    await eventually(passed_again, what="passes after a failed one")
+    stop.set()
+    await asyncio.wait_for(running, timeout=1)
+
+
+async def test_a_stop_during_the_wait_ends_the_schedule_at_once() -> None:
+    pruner = ProcessedEventsPruner(
+        create_engine("sqlite:///:memory:"), older_than=RETENTION, every_s=3_600, batch=10
+    )
+    stop = asyncio.Event()
+    running = asyncio.create_task(pruner.run(stop))
+    await asyncio.sleep(0)
+    stop.set()
+    await asyncio.wait_for(running, timeout=1)
+
+
+def test_a_retention_within_the_redelivery_window_is_refused() -> None:
+    with pytest.raises(ValidationError, match="must be more than 7 days"):
+        ProcessedEventsRetentionSettings(processed_events_retention_days=7)
+    settings = ProcessedEventsRetentionSettings()
+    assert timedelta(days=settings.processed_events_retention_days) > timedelta(days=7)
