@@ -30,7 +30,7 @@ from cofounder_contracts.streams import (
 from cofounder_db.migrate import upgrade
 from cofounder_scripted_model.process import ScriptedModel, start
 from cofounder_testing.databases import empty_database
-from cofounder_testing.servers import free_port
+from cofounder_testing.servers import free_port, redis_server
 from cofounder_testing.services import offline_env, service_processes
 from cofounder_testing.waiting import Watched, http_ok, wait_started
 
@@ -61,6 +61,14 @@ def model() -> Iterator[ScriptedModel]:
 
 
 @pytest.fixture
+def own_redis() -> Iterator[str]:
+    """A Redis of this test's own: the services consume the global streams from the start, and
+    the session's server holds what earlier tests left on them."""
+    with redis_server() as url:
+        yield url
+
+
+@pytest.fixture
 def own_database(database_url: str) -> Iterator[str]:
     """A migrated database of this test's own: the test takes it away mid-run."""
     with empty_database(database_url) as url:
@@ -69,8 +77,9 @@ def own_database(database_url: str) -> Iterator[str]:
 
 
 def test_no_secret_reaches_any_log(
-    redis_url: str, own_database: str, model: ScriptedModel, tmp_path: Path
+    own_redis: str, own_database: str, model: ScriptedModel, tmp_path: Path
 ) -> None:
+    redis_url = own_redis
     hexes = {name: secrets.token_hex(32) for name in ("jwt", "admin", "anthropic", "e2b", "aws")}
     pg_password = "pg-" + secrets.token_urlsafe(18)
     redis_password = "rd-" + secrets.token_urlsafe(18)

@@ -20,9 +20,16 @@ __all__ = ["offline_env", "service_processes", "start_service"]
 _REAL_ACCOUNTS = ("ANTHROPIC_API_KEY", "E2B_API_KEY", "PROJECT_SNAPSHOT_BUCKET")
 
 
+#: PostgreSQL connections each test process keeps at most: one server's max_connections (100 on
+#: a default install) is shared by every process of a test, by two test runs at once, and by
+#: whoever else uses that server. A test that needs more says so.
+_SMALL_POOLS = {"DATABASE_POOL_SIZE": "5", "WRITE_POOL_SIZE": "3"}
+
+
 def offline_env(**settings: str) -> dict[str, str]:
-    """This process's environment with ``settings`` on top and no real-account variables."""
-    env = {**os.environ, **settings}
+    """This process's environment with ``settings`` on top, small database pools unless
+    ``settings`` say otherwise, and no real-account variables."""
+    env = {**_SMALL_POOLS, **os.environ, **settings}
     for key in _REAL_ACCOUNTS:
         env.pop(key, None)
     return env

@@ -34,7 +34,7 @@ from cofounder_gateway.inputs import (
 )
 from cofounder_gateway.limits import BodyLimit
 from cofounder_gateway.outbox import Relay
-from cofounder_gateway.problems import ApiError, install, problem_responses
+from cofounder_gateway.problems import ApiError, CatchCrashes, install, problem_responses
 from cofounder_gateway.schemas import BuildList, BuildOut, StartBuild, build_json, build_out
 from cofounder_gateway.settings import GatewaySettings
 from cofounder_gateway.usage import usage_routers
@@ -237,6 +237,7 @@ def create_app(gw: Gateway) -> FastAPI:
         return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
 
     app.add_middleware(BodyLimit, max_bytes=gw.settings.max_body_bytes)
+    app.add_middleware(CatchCrashes)  # outermost of ours: catches what BodyLimit raises too
     return app
 
 

@@ -14,6 +14,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 __all__ = [
     "ApiError",
@@ -130,6 +131,41 @@ def problem(
         **extra,
     }
     return JSONResponse(body, status_code=status, media_type=MEDIA_TYPE, headers=headers)
+
+
+class CatchCrashes:
+    """ASGI middleware: an exception no handler took becomes the 500 problem, logged once.
+
+    Starlette's ``ServerErrorMiddleware`` answers such an exception and then re-raises it, so
+    uvicorn logs the traceback a second time and closes the kept-alive connection: a client's
+    next request on it is reset instead of answered. Caught here, below it, the connection
+    stays usable. An exception after the response started (a broken event stream) still goes
+    up: the server can only end that connection.
+    """
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = False
+
+        async def tracked(message: Message) -> None:
+            nonlocal started
+            if message["type"] == "http.response.start":
+                started = True
+            await send(message)
+
+        try:
+            await self.app(scope, receive, tracked)
+        except Exception as exc:
+            if started:
+                raise
+            _log.error("request failed", method=scope["method"], path=scope["path"], exc_info=exc)
+            response = problem(500, "internal_error", "the server failed; the error is logged")
+            await response(scope, receive, send)
 
 
 def install(app: FastAPI) -> None:

@@ -72,10 +72,12 @@ async def start_gateway(
         admin_token=SecretStr("test-admin"),
         consumer_block_ms=100,
         consumer_name="gw-test",
-        **overrides,
+        # Small pools: one PostgreSQL server's connections are shared by the whole test run
+        # (and by a second run at once).
+        **{"database_pool_size": 5, "write_pool_size": 3, **overrides},
     )
     redis = connect_redis(url)
-    engine = create_engine(database_url)
+    engine = create_engine(database_url, pool_size=settings.database_pool_size)
     # The build-creating fast path on PostgreSQL, as the service runs it (SQLite: the portable one).
     pg_pool = (
         await create_write_pool(driver_dsn(engine), size=settings.write_pool_size)
