@@ -51,6 +51,7 @@ from cofounder_db.models import AgentCheckpoint, BudgetLedgerRow
 from cofounder_runtime.connections import connect_redis
 from cofounder_sandbox.local import LocalSandboxes
 from cofounder_scripted_model.process import ScriptedModel, start
+from cofounder_testing.databases import migrated_database
 from cofounder_testing.servers import free_port
 from cofounder_testing.services import offline_env, service_processes
 from cofounder_testing.waiting import Watched, eventually, until_started
@@ -83,7 +84,18 @@ def model() -> Iterator[ScriptedModel]:
 @pytest.fixture(scope="module")
 def pipeline(
     redis_url: str,
-    migrated_database_url: str,
+    database_url: str,
+    model: ScriptedModel,
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[Pipeline]:
+    # A database of its own: the budget service wakes every sleeping build it finds there.
+    with migrated_database(database_url) as database:
+        yield from _pipeline(redis_url, database, model, tmp_path_factory)
+
+
+def _pipeline(
+    redis_url: str,
+    database: str,
     model: ScriptedModel,
     tmp_path_factory: pytest.TempPathFactory,
 ) -> Iterator[Pipeline]:
@@ -96,7 +108,7 @@ def pipeline(
     left = days_left(datetime.now(UTC).date())
     env = offline_env(
         REDIS_URL=url,
-        DATABASE_URL=migrated_database_url,
+        DATABASE_URL=database,
         PORT=str(port),
         ANTHROPIC_BASE_URL=model.url,
         SANDBOX="local",
@@ -116,7 +128,7 @@ def pipeline(
     names = ("gateway", "context-assembler", "agent-runner", "budget", "budget")
     with service_processes([(name, env) for name in names], root) as services:
         gateway = f"http://127.0.0.1:{port}"
-        yield Pipeline(url, gateway, migrated_database_url, root / "sandboxes", root, services)
+        yield Pipeline(url, gateway, database, root / "sandboxes", root, services)
 
 
 @pytest.fixture

@@ -156,13 +156,13 @@ def model() -> Iterator[ScriptedModel]:
 
 
 @pytest.fixture
-def stack(migrated_database_url: str, model: ScriptedModel, tmp_path: Path) -> Iterator[Stack]:
+def stack(own_database_url: str, model: ScriptedModel, tmp_path: Path) -> Iterator[Stack]:
     if redis_server_binary() is None:
         pytest.skip("no redis-server to run a Redis of the test's own")
     port = free_port()
     env = offline_env(
         REDIS_URL=f"redis://127.0.0.1:{port}/0",
-        DATABASE_URL=migrated_database_url,
+        DATABASE_URL=own_database_url,
         PORT=str(free_port()),
         ANTHROPIC_BASE_URL=model.url,
         SANDBOX="local",
@@ -209,14 +209,14 @@ def _wait(what: str, check: Any, stack: Stack, timeout: float) -> None:
 
 
 def test_every_build_completes_once_through_crashes_of_every_service_and_redis(
-    stack: Stack, migrated_database_url: str
+    stack: Stack, own_database_url: str
 ) -> None:
     rng = random.Random(SEED)
     with (
         httpx.Client(base_url=_gateway(stack), timeout=30) as http,
         contextlib.closing(sync_redis.Redis(port=stack.redis_port)) as client,
     ):
-        _run(stack, rng, http, client, migrated_database_url)
+        _run(stack, rng, http, client, own_database_url)
 
 
 def _run(
@@ -224,7 +224,7 @@ def _run(
     rng: random.Random,
     http: httpx.Client,
     client: sync_redis.Redis,
-    migrated_database_url: str,
+    own_database_url: str,
 ) -> None:
     ready = f"{_gateway(stack)}/v1/readyz"
     wait_started(lambda: http_ok(ready), what="the gateway", watch=stack.watched())
@@ -291,9 +291,7 @@ def _run(
 
     ids = list(builds)
     users = [f["user_id"] for f in founders]
-    turns, ledger, per_day, slots, outbox = asyncio.run(
-        _database(migrated_database_url, ids, users)
-    )
+    turns, ledger, per_day, slots, outbox = asyncio.run(_database(own_database_url, ids, users))
     assert ledger == turns  # one ledger row per checkpointed model call
     for user_id, day, total in per_day:
         counter = client.get(f"cofounder.budget.spent:{{{user_id}}}:{day}")

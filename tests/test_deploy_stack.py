@@ -30,6 +30,7 @@ from cofounder_runtime.localredis import redis_server_binary
 from cofounder_runtime.service import discover_services
 from cofounder_sandbox.local import LocalSandboxes
 from cofounder_scripted_model.process import start
+from cofounder_testing.databases import migrated_database
 from cofounder_testing.servers import free_port
 from cofounder_testing.services import offline_env, service_processes
 from cofounder_testing.waiting import Watched, http_ok, wait_started
@@ -70,7 +71,13 @@ def _pings(client: sync_redis.Redis) -> bool:
 
 
 @pytest.fixture(scope="module")
-def stack(migrated_database_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+def stack(database_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+    # A database of its own: the budget service wakes every sleeping build it finds there.
+    with migrated_database(database_url) as database:
+        yield from _stack(database, tmp_path_factory)
+
+
+def _stack(migrated_database_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     binary = redis_server_binary()
     if binary is None:
         pytest.skip("redis-server is not installed: the ACL file needs a server of its own")

@@ -27,9 +27,7 @@ from cofounder_contracts.streams import (
     BUILD_REQUESTS,
     SNAPSHOT_REQUESTS,
 )
-from cofounder_db.migrate import upgrade
 from cofounder_scripted_model.process import ScriptedModel, start
-from cofounder_testing.databases import empty_database
 from cofounder_testing.servers import free_port, redis_server
 from cofounder_testing.services import offline_env, service_processes
 from cofounder_testing.waiting import Watched, http_ok, wait_started
@@ -68,16 +66,8 @@ def own_redis() -> Iterator[str]:
         yield url
 
 
-@pytest.fixture
-def own_database(database_url: str) -> Iterator[str]:
-    """A migrated database of this test's own: the test takes it away mid-run."""
-    with empty_database(database_url) as url:
-        upgrade(url)
-        yield url
-
-
 def test_no_secret_reaches_any_log(
-    own_redis: str, own_database: str, model: ScriptedModel, tmp_path: Path
+    own_redis: str, own_database_url: str, model: ScriptedModel, tmp_path: Path
 ) -> None:
     redis_url = own_redis
     hexes = {name: secrets.token_hex(32) for name in ("jwt", "admin", "anthropic", "e2b", "aws")}
@@ -94,8 +84,8 @@ def test_no_secret_reaches_any_log(
         channels=["*"],
         commands=["+@all"],
     )
-    pg_user = urlsplit(own_database).username or "postgres"
-    database = _with_password(own_database, pg_user, pg_password)  # trust auth ignores it
+    pg_user = urlsplit(own_database_url).username or "postgres"
+    database = _with_password(own_database_url, pg_user, pg_password)  # trust auth ignores it
     port = free_port()
     env = offline_env(
         ENVIRONMENT="production",
@@ -159,7 +149,7 @@ def test_no_secret_reaches_any_log(
         for stream in POISONED.values():
             admin_client.xadd(stream, {"payload": b'{"type": "nonsense", "password": "x"}'})
         # ...and the database gone mid-run: requests and handlers fail with tracebacks.
-        _take_database_away(own_database)
+        _take_database_away(own_database_url)
         try:
             # A connection of its own: the first client's kept-alive one may be closed by now.
             with httpx.Client(base_url=gateway, timeout=30) as fresh:
@@ -171,7 +161,7 @@ def test_no_secret_reaches_any_log(
                 assert again.status_code >= 500
             _wait("an error logged by every service", lambda: _all_logged_errors(logs), procs)
         finally:
-            _give_database_back(own_database)
+            _give_database_back(own_database_url)
     admin_client.acl_deluser(redis_user)
     admin_client.close()
 

@@ -13,6 +13,8 @@ import asyncio
 import contextlib
 import json
 import os
+import re
+import secrets
 import shutil
 import socket
 import subprocess
@@ -445,8 +447,10 @@ _ROOTLESS = textwrap.dedent(
         await box.run(sys.argv[3] + "echo again", timeout=9)
         await box.kill()
         await asyncio.sleep(0.5)
+        # This run's sleeps only (another test run on the machine may have its own).
+        mark = sys.argv[4].encode()
         out["after_kill"] = [p for p in os.listdir("/proc") if p.isdigit() and int(p) != os.getpid()
-                             and b"sleep 100" in open(f"/proc/{p}/cmdline", "rb").read()]
+                             and mark in open(f"/proc/{p}/cmdline", "rb").read()]
         print(json.dumps(out))
     asyncio.run(main())
     """
@@ -481,9 +485,12 @@ def test_rootless_runner_holds_too(listeners: list[tuple[str, int]]) -> None:
             "mount": "mount -o remount,rw / 2>&1; echo x > /usr/x 2>&1; echo done",
             "path": "cd /home/user/project && ln -s /etc/passwd p && pwd",
         }
+        # The escapes' sleeps carry a mark of this test's own (`sleep 1001.<mark>`).
+        mark = f".{secrets.randbelow(10**6):06d}"
+        escapes = re.sub(r"sleep (100\d)", rf"sleep \g<1>{mark}", _ESCAPES)
         done = subprocess.run(
             ["setpriv", f"--reuid={nobody}", f"--regid={nobody}", "--clear-groups", python, "-c",
-             _ROOTLESS, str(work / "sandboxes"), json.dumps(commands), _ESCAPES],
+             _ROOTLESS, str(work / "sandboxes"), json.dumps(commands), escapes, mark],
             env=env, capture_output=True, text=True, timeout=120, check=False,
         )  # fmt: skip
         if "bubblewrap could not make" in done.stderr:

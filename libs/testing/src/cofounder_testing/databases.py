@@ -10,7 +10,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
 
-__all__ = ["empty_database"]
+__all__ = ["empty_database", "migrated_database"]
 
 
 async def _admin(url: str, statement: str) -> None:
@@ -32,3 +32,13 @@ def empty_database(server_url: str) -> Iterator[str]:
         yield url
     finally:
         asyncio.run(_admin(server_url, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+
+
+@contextlib.contextmanager
+def migrated_database(server_url: str) -> Iterator[str]:
+    """:func:`empty_database`, migrated to head: a system of record of the caller's own."""
+    from cofounder_db.migrate import upgrade
+
+    with empty_database(server_url) as url:
+        upgrade(url)
+        yield url

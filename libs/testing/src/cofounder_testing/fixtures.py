@@ -23,7 +23,7 @@ import redis as redis_sync
 from redis.asyncio import Redis
 
 from cofounder_runtime.connections import connect_redis
-from cofounder_testing.databases import empty_database
+from cofounder_testing.databases import migrated_database
 from cofounder_testing.servers import ServerUnavailable, postgres_server, redis_server, s3_server
 from cofounder_testing.waiting import Watched, eventually, until_started
 
@@ -66,11 +66,19 @@ def s3_endpoint_url() -> Iterator[str]:
 
 @pytest.fixture(scope="session")
 def migrated_database_url(database_url: str) -> Iterator[str]:
-    """A fresh PostgreSQL database, migrated to head once per session (tests use unique ids)."""
-    from cofounder_db.migrate import upgrade
+    """A fresh PostgreSQL database, migrated to head once per session (tests use unique ids).
 
-    with empty_database(database_url) as url:
-        upgrade(url)
+    Shared by the session's tests: a test whose services read *every* row of a kind (the budget
+    service rebuilding its counters wakes every sleeping build it finds) takes
+    :func:`own_database_url` instead, or it acts on other tests' builds."""
+    with migrated_database(database_url) as url:
+        yield url
+
+
+@pytest.fixture
+def own_database_url(database_url: str) -> Iterator[str]:
+    """A migrated PostgreSQL database of this test's own, dropped after it."""
+    with migrated_database(database_url) as url:
         yield url
 
 
