@@ -7,6 +7,7 @@ written and as JSON or ``repr`` would escape it."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import secrets
 import time
@@ -149,7 +150,7 @@ def test_no_secret_reaches_any_log(
         for stream in POISONED.values():
             admin_client.xadd(stream, {"payload": b'{"type": "nonsense", "password": "x"}'})
         # ...and the database gone mid-run: requests and handlers fail with tracebacks.
-        _take_database_away(own_database_url)
+        _allow_connections(own_database_url, allowed=False)
         try:
             # A connection of its own: the first client's kept-alive one may be closed by now.
             with httpx.Client(base_url=gateway, timeout=30) as fresh:
@@ -161,7 +162,7 @@ def test_no_secret_reaches_any_log(
                 assert again.status_code >= 500
             _wait("an error logged by every service", lambda: _all_logged_errors(logs), procs)
         finally:
-            _give_database_back(own_database_url)
+            _allow_connections(own_database_url, allowed=True)
     admin_client.acl_deluser(redis_user)
     admin_client.close()
 
@@ -196,33 +197,20 @@ def _admin_url(url: str) -> tuple[str, str]:
     return urlunsplit(parts._replace(path="/postgres", scheme="postgresql")), name
 
 
-def _take_database_away(url: str) -> None:
-    import asyncio
-
+def _allow_connections(url: str, *, allowed: bool) -> None:
+    """Open or close ``url``'s database to new connections, superusers included, and with it
+    closed end the ones it has."""
     server, name = _admin_url(url)
 
     async def run() -> None:
         conn = await asyncpg.connect(server)
         try:
-            await conn.execute(f'ALTER DATABASE "{name}" ALLOW_CONNECTIONS false')
-            await conn.execute(
-                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = $1", name
-            )
-        finally:
-            await conn.close()
-
-    asyncio.run(run())
-
-
-def _give_database_back(url: str) -> None:
-    import asyncio
-
-    server, name = _admin_url(url)
-
-    async def run() -> None:
-        conn = await asyncpg.connect(server)
-        try:
-            await conn.execute(f'ALTER DATABASE "{name}" ALLOW_CONNECTIONS true')
+            await conn.execute(f'ALTER DATABASE "{name}" ALLOW_CONNECTIONS {str(allowed).lower()}')
+            if not allowed:
+                await conn.execute(
+                    "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = $1",
+                    name,
+                )
         finally:
             await conn.close()
 

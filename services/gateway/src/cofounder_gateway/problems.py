@@ -169,7 +169,8 @@ class CatchCrashes:
 
 
 def install(app: FastAPI) -> None:
-    """Route every error the app can raise through :func:`problem`, and document them so."""
+    """Route every error the app can raise through :func:`problem`, and document them so.
+    Unhandled exceptions are :class:`CatchCrashes`'s: add it as the outermost middleware."""
     _document_problems(app)
 
     @app.exception_handler(ApiError)
@@ -199,11 +200,6 @@ def install(app: FastAPI) -> None:
             str(exc.detail),
             headers=dict(exc.headers) if exc.headers else None,
         )
-
-    @app.exception_handler(Exception)
-    async def _crash(request: Request, exc: Exception) -> JSONResponse:
-        _log.error("request failed", method=request.method, path=request.url.path, exc_info=exc)
-        return problem(500, "internal_error", "the server failed; the error is logged")
 
 
 _REF = "#/components/schemas/{model}"
