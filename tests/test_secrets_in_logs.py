@@ -146,7 +146,9 @@ def test_no_secret_reaches_any_log(
 
         _wait("the build to end", ended, procs)
 
-        # Errors in every service: a poison entry on each one's stream...
+        # Errors in every service (what each log held before, such as a start-up warning on
+        # Redis's durability, does not count): a poison entry on each one's stream...
+        marks = {s: (logs / f"{s}.log").stat().st_size for s in SERVICES}
         for stream in POISONED.values():
             admin_client.xadd(stream, {"payload": b'{"type": "nonsense", "password": "x"}'})
         # ...and the database gone mid-run: requests and handlers fail with tracebacks.
@@ -160,7 +162,11 @@ def test_no_secret_reaches_any_log(
                 project = founder["project_id"]
                 again = fresh.post(f"/v1/projects/{project}/builds", json={}, headers=auth)
                 assert again.status_code >= 500
-            _wait("an error logged by every service", lambda: _all_logged_errors(logs), procs)
+            _wait(
+                "an error logged by every service",
+                lambda: _all_logged_errors(logs, marks),
+                procs,
+            )
         finally:
             _allow_connections(own_database_url, allowed=True)
     admin_client.acl_deluser(redis_user)
@@ -180,12 +186,12 @@ def test_no_secret_reaches_any_log(
     assert all(f["exception"][0]["frames"] for f in failures)
 
 
-def _all_logged_errors(logs: Path) -> bool:
+def _all_logged_errors(logs: Path, since: dict[str, int]) -> bool:
+    """Whether every service logged an error or a warning after its log's size in ``since``."""
     for service in SERVICES:
-        path = logs / f"{service}.log"
-        if not path.exists():
-            return False
-        lines = path.read_text(errors="replace").splitlines()
+        with (logs / f"{service}.log").open("rb") as log:
+            log.seek(since[service])
+            lines = log.read().decode(errors="replace").splitlines()
         if not any('"level": "error"' in line or '"level": "warning"' in line for line in lines):
             return False
     return True

@@ -11,7 +11,7 @@ from typing import Any
 import httpx
 import pytest
 
-from cofounder_cli.progress import follow
+from cofounder_cli.progress import follow, succeeded
 
 BUILD = "0195a0e2-aaaa-7000-8000-0000000000f0"
 
@@ -99,3 +99,24 @@ def test_it_gives_up_when_nothing_comes_for_too_long() -> None:
         follow(
             client, BUILD, on_event=lambda *_: None, sleep=lambda _: None, clock=lambda: next(clock)
         )
+
+
+@pytest.mark.parametrize(("status", "ok"), [("ready", True), ("failed", False)])
+def test_a_finished_build_whose_events_are_gone_ends_with_its_summary(
+    capsys: pytest.CaptureFixture[str], status: str, ok: bool
+) -> None:
+    """The gateway answers such a build with one ``build.summary`` (its row) and closes."""
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        row = {"id": BUILD, "status": status, "error": None if ok else "stuck", "preview_url": None}
+        if not request.url.path.endswith("/events"):
+            return httpx.Response(200, json=row)
+        return httpx.Response(200, stream=_Cut([_event("0-1", "build.summary", **row)], cut=False))
+
+    with httpx.Client(base_url="http://gw", transport=httpx.MockTransport(handler)) as client:
+        end = follow(client, BUILD, sleep=lambda _: None)
+    assert end["kind"] == "build.summary"
+    assert succeeded(end) is ok
+    out = capsys.readouterr().out
+    assert f"finished: {status}" in out
+    assert "no longer kept" in out

@@ -134,3 +134,28 @@ async def test_three_processes_ten_thousand_events_random_kills(
     starts = await hash_ints(redis, names.key("starts"))
     assert set(starts) == set(effects)
     assert await redis.xlen(names.stream + ".dlq") == 0
+
+
+@pytest.mark.parametrize("loss", ["stream", "group"])
+async def test_a_consumer_goes_on_when_its_stream_or_group_vanished(
+    redis: Redis, names: Names, workers: Workers, loss: str
+) -> None:
+    """Redis forgot the stream (a flush) or the group: the running consumer recreates the group
+    and handles what is published next, without a restart."""
+    workers.start("survivor", janitor_ms=100)
+    await workers.started(redis, "survivor")
+    publisher = Publisher(redis)
+    await publisher.publish(names.stream, probe(1))
+    await eventually(lambda: _applied(redis, names, 1), what="the first event applied")
+    if loss == "stream":
+        await redis.delete(names.stream)
+    else:
+        await redis.xgroup_destroy(names.stream, names.group)
+    after = [probe(n) for n in (2, 3)]
+    await publisher.publish_many([(names.stream, e) for e in after])
+    await eventually(lambda: _applied(redis, names, 3), what="the events after the loss applied")
+    await eventually(lambda: _none_pending(redis, names), what="the entries acked")
+    effects = await hash_ints(redis, names.key("effects"))
+    assert all(effects[e.event_id] == 1 for e in after)
+    assert workers.procs["survivor"].poll() is None
+    assert "recreating it" in workers.logs("survivor")

@@ -1,5 +1,7 @@
 """The loop's guards on real Redis, PostgreSQL and the scripted model: stuck detection, context
-compaction, the lease's fencing of checkpoints, and cancelling a sleeping build."""
+compaction, the lease's fencing of checkpoints and its floor after Redis forgot its counter, the
+events the sleep and end checkpoints hold, and a sleeping build: cancelled, or delivered its
+``context.ready`` again."""
 
 from __future__ import annotations
 
@@ -10,8 +12,10 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import msgspec
 import pytest
 import yaml
+from sqlalchemy import select
 
 from cofounder_agent_runner.checkpoints import RunState
 from cofounder_agent_runner.handlers import on_cancel_requested
@@ -19,13 +23,21 @@ from cofounder_agent_runner.lease import Lease, LeaseBusy, LeaseLost
 from cofounder_agent_runner.loop import Outcome, drive
 from cofounder_agent_runner.testing import Harness, context_ready, fast_settings
 from cofounder_contracts import (
+    AgentResumed,
     AgentSleeping,
     BuildCancelRequested,
+    BuildCompleted,
     BuildFailed,
     BuildStatus,
     BuildStatusChanged,
+    ContextReady,
+    SnapshotReason,
+    SnapshotRequested,
+    ToolCalled,
+    derived_event_id,
 )
-from cofounder_contracts.keys import budget_gate_key
+from cofounder_contracts.keys import budget_gate_key, lease_generation_key, lease_key
+from cofounder_db.models import AgentCheckpoint
 from cofounder_runtime.connections import connect_redis
 from cofounder_scripted_model.process import ScriptedModel, start
 
@@ -202,3 +214,155 @@ async def test_cancelling_a_sleeping_build_ends_it_and_kills_its_sandbox(
     )
     assert sandbox["status"] == "killed"
     assert [e for e in scripted.log() if e.get("build") == context.build_id] == []  # no model call
+
+
+async def _put_to_sleep(harness: Harness, context: ContextReady) -> None:
+    """Drive a new build with its founder's budget spent: it sleeps before any model call. The
+    gate is open again afterwards (only a wake resumes the build)."""
+    resets_at = datetime.now(UTC) + timedelta(hours=1)
+    gate = budget_gate_key(context.user_id)
+    await harness.redis.set(gate, json.dumps({"resets_at": resets_at.isoformat()}))
+    try:
+        outcome = await drive(
+            harness.deps, build_id=context.build_id, context=context, reason="start"
+        )
+    finally:
+        await harness.redis.delete(gate)
+    assert outcome is Outcome.SLEEPING
+
+
+async def _parts(harness: Harness, build_id: str) -> list[tuple[str, int, dict[str, Any]]]:
+    """The build's checkpoint rows, in order: (kind, generation, parts)."""
+    async with harness.deps.engine.connect() as conn:
+        rows = (
+            await conn.execute(
+                select(AgentCheckpoint.kind, AgentCheckpoint.generation, AgentCheckpoint.parts)
+                .where(AgentCheckpoint.build_id == build_id)
+                .order_by(AgentCheckpoint.seq)
+            )
+        ).all()
+    return [(kind, generation, parts) for kind, generation, parts in rows]
+
+
+async def test_the_lease_generation_is_above_its_floor(harness: Harness) -> None:
+    build = context_ready().build_id
+    first = Lease(harness.redis, build_id=build, owner="runner-a", ttl_ms=2_000)
+    assert await first.acquire(floor=5) == 6  # the counter was gone: set above the floor
+    await first.release()
+    second = Lease(harness.redis, build_id=build, owner="runner-b", ttl_ms=2_000)
+    assert await second.acquire(floor=2) == 7  # a counter above the floor goes on from itself
+    assert int(await harness.redis.get(lease_generation_key(build)) or 0) == 7
+
+
+async def test_a_build_resumes_after_redis_forgot_its_lease_generation(
+    harness: Harness, scripted: ScriptedModel
+) -> None:
+    context = context_ready()
+    await harness.seed_project(context)
+    build = context.build_id
+    store = harness.deps.checkpoints
+    assert await store.latest_generation(build) == 0
+    # Earlier drives took the counter to 7: this one writes its parts under generation 8.
+    await harness.redis.set(lease_generation_key(build), 7)
+    await _put_to_sleep(harness, context)
+    assert await store.latest_generation(build) == 8
+    # Redis forgets the build's keys (a flush, a restart with no data, a failover).
+    await harness.redis.delete(lease_generation_key(build), lease_key(build))
+
+    outcome = await drive(harness.deps, build_id=build, context=None, reason="wake:rollover")
+    assert outcome is Outcome.COMPLETED
+    parts = await _parts(harness, build)
+    assert [(kind, generation) for kind, generation, _ in parts[:2]] == [("start", 8), ("sleep", 8)]
+    assert {generation for _, generation, _ in parts[2:]} == {9}
+    assert parts[-1][0] == "end"
+    assert await store.latest_generation(build) == 9
+    assert int(await harness.redis.get(lease_generation_key(build)) or 0) == 9
+    events = await harness.events(build)
+    resumed = [e for e in events if isinstance(e, AgentResumed)]
+    assert [e.event_id for e in resumed] == [derived_event_id(context.event_id, "resumed:9")]
+    called = [e for e in events if isinstance(e, ToolCalled)]
+    assert called
+    assert all(
+        e.event_id == derived_event_id(context.event_id, f"tool:{e.tool_use_id}:called:9")
+        for e in called
+    )
+
+
+async def test_the_sleep_and_end_checkpoints_hold_the_events_they_published(
+    harness: Harness, scripted: ScriptedModel
+) -> None:
+    context = context_ready()
+    await harness.seed_project(context)
+    build = context.build_id
+    await _put_to_sleep(harness, context)
+    kind, _, sleep = (await _parts(harness, build))[-1]
+    assert kind == "sleep"
+    published = [e for e in await harness.events(build) if isinstance(e, AgentSleeping)]
+    assert len(published) == 1
+    slept = msgspec.convert(sleep["event"], type=AgentSleeping)
+    assert slept == published[0]
+    assert slept.event_id == derived_event_id(context.event_id, f"sleeping:{slept.checkpoint_seq}")
+    assert slept.checkpoint_seq == len(await _parts(harness, build))  # its own row
+    assert sleep["resets_at"] == slept.resets_at.isoformat()
+
+    outcome = await drive(harness.deps, build_id=build, context=None, reason="wake:rollover")
+    assert outcome is Outcome.COMPLETED
+    kind, _, end = (await _parts(harness, build))[-1]
+    assert kind == "end"
+    events = await harness.events(build)
+    final = [
+        e for e in events if isinstance(e, SnapshotRequested) and e.reason is SnapshotReason.FINAL
+    ]
+    assert len(final) == 1
+    requested = msgspec.convert(end["snapshot"], type=SnapshotRequested)
+    assert requested == final[0]
+    assert requested.event_id == derived_event_id(context.event_id, "snapshot:final")
+    completed = [e for e in events if isinstance(e, BuildCompleted)]
+    assert msgspec.convert(end["event"], type=BuildCompleted) == completed[0]
+    # Every request is named beside its part, the reconciler's way to the latest one.
+    async with harness.deps.engine.connect() as conn:
+        rows = (
+            await conn.execute(
+                select(AgentCheckpoint.seq, AgentCheckpoint.snapshot_request_id).where(
+                    AgentCheckpoint.build_id == build,
+                    AgentCheckpoint.snapshot_request_id.is_not(None),
+                )
+            )
+        ).all()
+    named = {seq: str(request) for seq, request in rows}
+    requests = [e.event_id for e in events if isinstance(e, SnapshotRequested)]
+    assert sorted(named.values()) == sorted(requests)
+    assert named[max(named)] == requested.event_id
+
+
+async def test_a_context_ready_for_an_asleep_build_leaves_it_asleep(
+    harness: Harness, scripted: ScriptedModel
+) -> None:
+    context = context_ready()
+    await harness.seed_project(context)
+    build = context.build_id
+    store = harness.deps.checkpoints
+    await _put_to_sleep(harness, context)
+    rows = await store.count(build)
+    state = await store.load(build)
+    assert state is not None
+    sandbox = harness.sandboxes.root / (state.sandbox_id or "") / "sandbox.json"
+    assert json.loads(sandbox.read_text())["status"] == "paused"
+
+    # Its context.ready again (a stale duplicate, or a reconciler's after Redis lost data), with
+    # the budget open: the build stays asleep all the same.
+    again = await drive(harness.deps, build_id=build, context=context, reason="start")
+    assert again is Outcome.DUPLICATE
+    assert await store.count(build) == rows
+    events = await harness.events(build)
+    assert not any(isinstance(e, AgentResumed) for e in events)
+    # The sleep is said again under its id (a crash after its checkpoint may have lost it).
+    assert len({e.event_id for e in events if isinstance(e, AgentSleeping)}) == 1
+    assert json.loads(sandbox.read_text())["status"] == "paused"
+    assert [e for e in scripted.log() if e.get("build") == build] == []  # no model call
+
+    # A wake still resumes it.
+    outcome = await drive(harness.deps, build_id=build, context=None, reason="wake:rollover")
+    assert outcome is Outcome.COMPLETED
+    resumed = [e for e in await harness.events(build) if isinstance(e, AgentResumed)]
+    assert [e.reason for e in resumed] == ["wake:rollover"]

@@ -15,6 +15,7 @@ import httpx
 import typer
 
 from cofounder_cli.progress import follow as follow_events
+from cofounder_cli.progress import succeeded
 
 app = typer.Typer(
     help="Start, read, follow and cancel builds (the gateway's REST API).", no_args_is_help=True
@@ -158,7 +159,7 @@ def _follow(gateway_url: str, token: str, build_id: str, as_json: bool) -> None:
     except httpx.TransportError as exc:
         typer.echo(f"error: cannot reach the gateway at {gateway_url}: {exc}", err=True)
         raise typer.Exit(1) from None
-    if end.get("kind") != "build.completed":
+    if not succeeded(end):
         raise typer.Exit(1)
     if not as_json and end.get("preview_url"):
         typer.echo(f"preview: {end['preview_url']}")

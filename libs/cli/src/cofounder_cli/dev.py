@@ -27,7 +27,7 @@ import httpx
 import redis
 import typer
 
-from cofounder_cli.progress import after_end, follow
+from cofounder_cli.progress import after_end, follow, succeeded
 from cofounder_contracts.streams import ALL_STREAMS
 from cofounder_db.migrate import upgrade
 from cofounder_runtime.localredis import redis_server_binary
@@ -167,7 +167,7 @@ def _run_build(base_url: str, redis_url: str) -> tuple[bool, str]:
         _drain(redis_url)  # at rest: the final snapshot stored, the last usage metered
         if final.get("_sse_id"):
             after_end(client, build_id, final["_sse_id"])
-    if final.get("kind") != "build.completed":
+    if not succeeded(final):
         return False, str(final.get("reason") or "the event stream ended without an outcome")
     preview = final.get("preview_url")
     if not preview:

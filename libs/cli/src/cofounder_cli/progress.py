@@ -12,10 +12,10 @@ import typer
 
 from cofounder_cli.money import money
 
-__all__ = ["END_EVENTS", "Progress", "after_end", "events", "follow"]
+__all__ = ["END_EVENTS", "Progress", "after_end", "events", "follow", "succeeded"]
 
 #: The events after which a build's stream ends.
-END_EVENTS: Final = frozenset({"build.completed", "build.failed"})
+END_EVENTS: Final = frozenset({"build.completed", "build.failed", "build.summary"})
 
 
 class Progress:
@@ -80,7 +80,19 @@ _LINES: Final[dict[str, Callable[[dict[str, Any]], str]]] = {
     "snapshot.failed": lambda d: f"snapshot failed (the build goes on): {d['reason']}",
     "build.completed": lambda d: f"completed: version {d['build_version']}: {d['summary']}",
     "build.failed": lambda d: f"failed: {d['reason']}",
+    # A finished build whose feed is gone: the gateway sends its row instead of its events.
+    "build.summary": lambda d: (
+        f"finished: {d['status']}{': ' + d['error'] if d.get('error') else ''} "
+        "(its event history is no longer kept)"
+    ),
 }
+
+
+def succeeded(end: dict[str, Any]) -> bool:
+    """Whether the end :func:`follow` returned says the build completed: its
+    ``build.completed``, or the summary of a finished build whose events are gone."""
+    kind = end.get("kind")
+    return kind == "build.completed" or (kind == "build.summary" and end.get("status") == "ready")
 
 
 def events(

@@ -10,11 +10,18 @@ Redis Cluster a script touching one build's (or one user's) keys stays in one sl
   reads it between iterations (with the gate, in one round trip).
 - :func:`lease_key` / :func:`lease_generation_key`: the build lease and its fencing counter,
   the agent runner's own.
+- :data:`SLEEPING_BUILDS_KEY`: the budget service's sorted set of sleeping builds (scored by when
+  they may run again); the gateway's reconciler reads it to find sleeping builds Redis forgot.
 """
 
 from __future__ import annotations
 
+from typing import Final
+
+SLEEPING_BUILDS_KEY: Final = "cofounder.budget.sleeping:builds"
+
 __all__ = [
+    "SLEEPING_BUILDS_KEY",
     "budget_gate_key",
     "cancel_key",
     "lease_generation_key",

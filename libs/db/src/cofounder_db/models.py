@@ -35,6 +35,7 @@ from sqlalchemy import (
     String,
     Text,
     UniqueConstraint,
+    text,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
@@ -61,6 +62,10 @@ NAMING = {
     "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
     "pk": "pk_%(table_name)s",
 }
+
+
+#: The statuses of a build that has not ended, as SQL (the partial index's predicate).
+UNFINISHED_SQL = "status in ('queued', 'assembling', 'running', 'sleeping', 'finishing')"
 
 
 def _now() -> datetime:
@@ -139,6 +144,16 @@ class Build(Base):
     __table_args__ = (
         UniqueConstraint("user_id", "idempotency_key"),
         Index("ix_builds_user_status", "user_id", "status"),
+        # The reconciler's two reads: the builds that have not ended (a partial index stays the
+        # size of the work in progress, however many builds ever ran), and those that ended
+        # lately (their last snapshot request, a cancel the runner may not have had).
+        Index(
+            "ix_builds_unfinished",
+            "id",
+            postgresql_where=text(UNFINISHED_SQL),
+            sqlite_where=text(UNFINISHED_SQL),
+        ),
+        Index("ix_builds_finished_at", "finished_at"),
     )
 
     id: Mapped[str] = mapped_column(String(36), primary_key=True)
@@ -217,6 +232,9 @@ class AgentCheckpoint(Base):
     output_tokens: Mapped[int] = mapped_column(BigInteger, default=0)
     sandbox_kind: Mapped[str | None] = mapped_column(String(20))
     sandbox_id: Mapped[str | None] = mapped_column(String(100))
+    #: The ``snapshot.requested`` this part carries (a turn's periodic one, the end's final
+    #: one), so the reconciler finds a build's latest request without reading ``parts``.
+    snapshot_request_id: Mapped[str | None] = mapped_column(String(36))
     created_at: Mapped[datetime] = mapped_column(default=_now)
 
 

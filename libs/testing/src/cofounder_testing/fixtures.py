@@ -2,6 +2,7 @@
 
 - ``redis_url`` / ``database_url`` (session): a real server, found or started (``servers``);
   a test run fails with the reason when none can be had, rather than skipping silently.
+- ``own_redis_url`` / ``own_database_url``: a server (a database) of one test's own.
 - ``redis``: an async client per test. ``names``: unique stream, group and key names per test,
   whose keys are deleted afterwards. ``workers``: consumer processes the test can kill.
 """
@@ -80,6 +81,13 @@ def own_database_url(database_url: str) -> Iterator[str]:
     """A migrated PostgreSQL database of this test's own, dropped after it."""
     with migrated_database(database_url) as url:
         yield url
+
+
+@pytest.fixture
+def own_redis_url() -> Iterator[str]:
+    """A Redis server of this test's own, stopped after it: for a test whose code uses the
+    contract streams and keys (not the per-test ``names``), or that flushes or restarts Redis."""
+    yield from _server(redis_server)
 
 
 @pytest.fixture

@@ -28,6 +28,7 @@ from cofounder_contracts.streams import (
 from cofounder_db.engine import create_engine
 from cofounder_runtime.connections import connect_redis
 from cofounder_runtime.consumer import Consumer, Handler
+from cofounder_runtime.durability import check_durability
 from cofounder_runtime.logs import configure_logging
 from cofounder_runtime.options import ConsumerOptions
 from cofounder_runtime.publisher import Publisher
@@ -160,6 +161,7 @@ async def main() -> None:
     redis = connect_redis(
         settings.redis_url.get_secret_value(), longest_block_ms=settings.consumer_block_ms
     )
+    await check_durability(redis, service="agent-runner")
     snapshots = snapshot_store(settings)
     async with contextlib.AsyncExitStack() as stack:
         if snapshots is not None:

@@ -4,6 +4,13 @@ Each part holds only what is new (see :class:`cofounder_db.models.AgentCheckpoin
 costs the same at iteration 150 as at iteration 1; the conversation is rebuilt on resume by
 replaying the parts. An append is fenced by the lease generation (one statement: insert unless a
 newer generation has written) and by the primary key (a second writer of the same ``seq`` fails).
+The highest generation written is the floor of the next lease (see ``lease.py``): PostgreSQL
+remembers it when Redis forgets its counter.
+
+A part that ends a drive holds the events it published, so that they can be published again
+from PostgreSQL alone (a resume, a reconciler after Redis lost them): a ``turn`` its ``events``,
+a ``sleep`` its ``agent.sleeping`` (``event``), an ``end`` its end event (``event``) and, for a
+completed build, the final ``snapshot.requested`` (``snapshot``).
 """
 
 from __future__ import annotations
@@ -15,7 +22,7 @@ from typing import Any, Final, cast
 
 import asyncpg
 import msgspec
-from sqlalchemy import Table, and_, exists, insert, literal, select
+from sqlalchemy import Table, and_, exists, func, insert, literal, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
@@ -33,13 +40,24 @@ _JSON = msgspec.json.Encoder().encode
 # indexed, so the check costs the same at iteration 150 as at 1.
 _APPEND_PG: Final = """
 insert into agent_checkpoints (build_id, seq, generation, kind, parts, iteration, tool_calls,
-                               input_tokens, output_tokens, sandbox_kind, sandbox_id, created_at)
+                               input_tokens, output_tokens, sandbox_kind, sandbox_id, created_at,
+                               snapshot_request_id)
 select $1::varchar, $2::int, $3::bigint, $4::varchar, $5::json, $6::int, $7::int, $8::bigint,
-       $9::bigint, $10::varchar, $11::varchar, $12::timestamptz
+       $9::bigint, $10::varchar, $11::varchar, $12::timestamptz, $13::varchar
 where not exists (
   select 1 from agent_checkpoints where build_id = $1::varchar and generation > $3::bigint
 )
 """
+
+
+def _snapshot_request_id(parts: dict[str, Any]) -> str | None:
+    """The ``snapshot.requested`` a part carries (a turn's periodic one among its events, the
+    end's final one), written beside it so the reconciler finds a build's latest request
+    without reading ``parts``."""
+    for event in [parts.get("snapshot"), *parts.get("events", [])]:
+        if isinstance(event, dict) and event.get("type") == "snapshot.requested":
+            return str(event["event_id"])
+    return None
 
 
 @dataclass(slots=True)
@@ -66,6 +84,8 @@ class RunState:
     #: are deterministic, so downstream absorbs a repeat), since a crash in between lost them.
     last_kind: str = ""
     outbox: list[dict[str, Any]] = field(default_factory=list)
+    #: The last part when it is a ``sleep`` (its ``agent.sleeping`` is in ``event``), else None.
+    asleep: dict[str, Any] | None = None
 
     def counters(self) -> dict[str, int]:
         return {
@@ -123,6 +143,7 @@ class CheckpointStore:
                     values["sandbox_kind"],
                     values["sandbox_id"],
                     values["created_at"],
+                    values["snapshot_request_id"],
                 )
             except asyncpg.UniqueViolationError as exc:
                 seq, build = values["seq"], values["build_id"]
@@ -148,6 +169,7 @@ class CheckpointStore:
             "sandbox_kind": state.sandbox_kind,
             "sandbox_id": state.sandbox_id,
             "created_at": datetime.now(UTC),
+            "snapshot_request_id": _snapshot_request_id(parts),
         }
         if self._postgres:
             await self._append_pg(values, generation)
@@ -205,6 +227,7 @@ class CheckpointStore:
                     state.ended = parts
             state.last_kind = row.kind
             state.outbox = list(parts.get("events", [])) if row.kind == "turn" else []
+            state.asleep = parts if row.kind == "sleep" else None
             state.seq = row.seq
             state.iteration = row.iteration
             state.tool_calls = row.tool_calls
@@ -213,6 +236,13 @@ class CheckpointStore:
             state.sandbox_kind = row.sandbox_kind
             state.sandbox_id = row.sandbox_id
         return state
+
+    async def latest_generation(self, build_id: str) -> int:
+        """The highest lease generation of the build's parts, 0 when it has none: the floor of
+        its next lease (one lookup on the (build_id, generation) index)."""
+        query = select(func.coalesce(func.max(_T.c.generation), 0)).where(_T.c.build_id == build_id)
+        async with self.engine.connect() as conn:
+            return int((await conn.execute(query)).scalar_one())
 
     async def count(self, build_id: str) -> int:
         async with self.engine.connect() as conn:

@@ -5,6 +5,12 @@ TTL; a keep-alive renews it while the runner works. Checkpoints carry the genera
 append is refused once a newer generation has written (see ``checkpoints.py``), so a runner that
 stalled past its TTL and lost the build cannot write behind its successor.
 
+The counter lives in Redis, which may forget it (a flush, a restart with no data, a failover);
+PostgreSQL is the truth. The caller passes the highest generation the build's checkpoints hold
+as a floor, and the generation handed out is above it: a Redis that forgot the counter cannot
+hand out a generation the checkpoints already hold (whose fence would refuse every append of
+the new runner, and whose derived event ids, ``resumed:{generation}``, are already taken).
+
 The TTL is shorter than the consumer's ``min_idle`` (checked in the settings): when a runner
 dies, its lease is gone before another runner claims the build's pending entry.
 """
@@ -33,6 +39,11 @@ if current and string.sub(current, 1, #ARGV[1] + 1) ~= ARGV[1] .. '|' then
   return {0, current}
 end
 local generation = redis.call('INCR', KEYS[2])
+local floor = tonumber(ARGV[3])
+if generation <= floor then
+  generation = floor + 1
+  redis.call('SET', KEYS[2], generation)
+end
 redis.call('SET', KEYS[1], ARGV[1] .. '|' .. generation, 'PX', ARGV[2])
 return {generation, ''}
 """
@@ -51,6 +62,7 @@ class Lease:
 
     def __init__(self, redis: Redis, *, build_id: str, owner: str, ttl_ms: int) -> None:
         self._redis = redis
+        self.build_id = build_id
         self._keys = [lease_key(build_id), lease_generation_key(build_id)]
         self.owner = owner
         self.ttl_ms = ttl_ms
@@ -61,10 +73,11 @@ class Lease:
     def _value(self) -> str:
         return f"{self.owner}|{self.generation}"
 
-    async def acquire(self) -> int:
-        """Take the lease; the generation is the fencing token. :class:`LeaseBusy` if held."""
+    async def acquire(self, *, floor: int = 0) -> int:
+        """Take the lease; the generation is the fencing token, above ``floor`` (the highest
+        generation of the build's checkpoints). :class:`LeaseBusy` if held."""
         generation, holder = await self._redis.eval(
-            _ACQUIRE, 2, *self._keys, self.owner, self.ttl_ms
+            _ACQUIRE, 2, *self._keys, self.owner, self.ttl_ms, floor
         )
         if not generation:
             raise LeaseBusy(

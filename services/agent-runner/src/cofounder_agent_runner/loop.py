@@ -3,9 +3,12 @@
 :func:`drive` runs while the build's work entry (``context.ready`` or a ``budget.wake``) stays
 pending and heart-beaten by the consumer. Its life:
 
-1. take the build lease (its generation fences every checkpoint);
+1. take the build lease (its generation fences every checkpoint; it is above every generation
+   the checkpoints hold, which PostgreSQL remembers when Redis forgets its counter);
 2. load the checkpoints; none: a new run (the model for the tier, a new sandbox, a ``start``
-   part); some: reconnect the sandbox (or make a new one when it is gone) and continue;
+   part); some: reconnect the sandbox (or make a new one when it is gone) and continue. An
+   ended build re-emits its end; an asleep one ignores a ``context.ready`` (only a wake, or a
+   cancel, takes it up);
 3. each iteration: cancel flag and budget gate (one round trip) → limits → compaction when the
    prompt nears the context window → the model call → the requested tools, in order, their
    results returned together → a ``turn`` checkpoint holding only the new messages → events;
@@ -445,7 +448,8 @@ class _Run:
     async def complete(self, summary: str) -> Outcome:
         context = self.context
         state = self.state
-        await self.emit(self.snapshot_request(SnapshotReason.FINAL, "snapshot:final"))
+        request = self.snapshot_request(SnapshotReason.FINAL, "snapshot:final")
+        await self.emit(request)
         version = await assign_build_version(
             self.deps.engine, project_id=context.project_id, build_id=context.build_id
         )
@@ -457,7 +461,14 @@ class _Run:
             iterations=state.iteration,
             tool_calls=state.tool_calls,
         )
-        await self.checkpoint("end", {"outcome": "completed", "event": msgspec.to_builtins(done)})
+        await self.checkpoint(
+            "end",
+            {
+                "outcome": "completed",
+                "event": msgspec.to_builtins(done),
+                "snapshot": msgspec.to_builtins(request),
+            },
+        )
         await self.emit(done)
         self.log.info("build completed", version=version, preview_url=state.preview_url)
         await post_build(self.deps, done)
@@ -496,16 +507,18 @@ class _Run:
         return Outcome.CANCELLED
 
     async def sleep(self, resets_at: datetime) -> Outcome:
-        seq = await self.checkpoint("sleep", {"resets_at": resets_at.isoformat()})
+        seq = self.state.seq + 1  # the row written just below
+        event = AgentSleeping(
+            **_envelope(self.context, f"sleeping:{seq}"),
+            resets_at=resets_at,
+            checkpoint_seq=seq,
+        )
+        await self.checkpoint(
+            "sleep", {"resets_at": resets_at.isoformat(), "event": msgspec.to_builtins(event)}
+        )
         await self.dispatcher.close()
         await self.sandbox.pause()
-        await self.emit(
-            AgentSleeping(
-                **_envelope(self.context, f"sleeping:{seq}"),
-                resets_at=resets_at,
-                checkpoint_seq=seq,
-            )
-        )
+        await self.emit(event)
         self.log.info("budget spent; build asleep", resets_at=resets_at.isoformat())
         return Outcome.SLEEPING
 
@@ -590,6 +603,10 @@ def _lease(deps: RunnerDeps, build_id: str) -> Lease:
 async def _wait_for_lease(deps: RunnerDeps, lease: Lease, log: Any) -> None:
     """Take the build's lease, waiting while another holds it; never give the entry up.
 
+    Its generation is above the highest one of the build's checkpoints, read before each
+    attempt: Redis may have forgotten the counter (see ``lease.py``), and a holder waited for
+    may have written under a newer generation meanwhile.
+
     The entry that brought us here is only acked when this drive returns, so giving up on a
     busy lease would lose the work if the holder is dead: a runner restarted under its own
     consumer name re-reads its pending entries at once, while the lease of its previous
@@ -602,7 +619,8 @@ async def _wait_for_lease(deps: RunnerDeps, lease: Lease, log: Any) -> None:
     waited = False
     while True:
         try:
-            await lease.acquire()
+            floor = await deps.checkpoints.latest_generation(lease.build_id)
+            await lease.acquire(floor=floor)
         except LeaseBusy as exc:
             if deps.stopping.is_set():
                 raise HandBack("the runner is shutting down") from None
@@ -636,6 +654,9 @@ async def _drive(
             await deps.publisher.emit(event)
             if isinstance(event, BuildCompleted):
                 await post_build(deps, event)
+            return Outcome.DUPLICATE
+        if state is not None and reason == "start" and state.last_kind == "sleep":
+            await _stay_asleep(deps, state, log)
             return Outcome.DUPLICATE
         fresh = state is None
         if state is None:
@@ -702,6 +723,17 @@ async def _drive(
                 with contextlib.suppress(Exception):
                     await run.sender  # progress events of an unfinished turn: best effort
             await dispatcher.close()
+
+
+async def _stay_asleep(deps: RunnerDeps, state: RunState, log: Any) -> None:
+    """A ``context.ready`` for an asleep build: a stale duplicate, or one a reconciler published
+    again after Redis lost data. Only a ``budget.wake`` resumes a sleep, once the budget allows
+    (a cancel ends it): this one leaves the build as it is (its sandbox paused, no new part) and
+    says the sleep again, under its id, since a crash after its checkpoint may have lost it."""
+    log.info("context.ready for an asleep build; it stays asleep", checkpoint_seq=state.seq)
+    slept = (state.asleep or {}).get("event")
+    if slept is not None:  # parts written before sleeps held their event have none
+        await deps.publisher.emit(_revive(slept))
 
 
 async def _resume(run: _Run, reason: str) -> None:

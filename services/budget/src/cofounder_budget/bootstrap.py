@@ -22,6 +22,7 @@ from cofounder_contracts.streams import (
 from cofounder_db.engine import create_engine
 from cofounder_runtime.connections import connect_redis
 from cofounder_runtime.consumer import Consumer
+from cofounder_runtime.durability import check_durability
 from cofounder_runtime.logs import configure_logging
 from cofounder_runtime.publisher import Publisher
 from cofounder_runtime.secrets import secret_values
@@ -66,6 +67,7 @@ async def main() -> None:
     redis = connect_redis(
         settings.redis_url.get_secret_value(), longest_block_ms=settings.consumer_block_ms
     )
+    await check_durability(redis, service="budget")
     engine = create_engine(
         settings.database_url.get_secret_value(), pool_size=settings.database_pool_size
     )

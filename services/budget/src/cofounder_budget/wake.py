@@ -24,12 +24,12 @@ from redis.asyncio import Redis
 from cofounder_budget.metrics import SLEEPING, WAKES
 from cofounder_contracts import AgentSleeping, BudgetWake, WakeReason, derived_event_id
 from cofounder_contracts.codec import encode_fields
-from cofounder_contracts.keys import budget_gate_key
+from cofounder_contracts.keys import SLEEPING_BUILDS_KEY, budget_gate_key
 from cofounder_contracts.streams import BUDGET_SIGNALS
 
 __all__ = ["SLEEPING_KEY", "WakeDaemon", "Waker", "remember_sleeping"]
 
-SLEEPING_KEY: Final = "cofounder.budget.sleeping:builds"
+SLEEPING_KEY: Final = SLEEPING_BUILDS_KEY
 _log = structlog.get_logger("cofounder.budgets.wake")
 
 _CLAIM_AND_WAKE: Final = """

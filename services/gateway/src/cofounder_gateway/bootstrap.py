@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import secrets
 import signal
 
 import structlog
@@ -24,9 +25,11 @@ from cofounder_gateway.projection import (
     USAGE_HANDLERS,
     ProjectionDeps,
 )
+from cofounder_gateway.reconcile.reconciler import Reconciler
 from cofounder_gateway.settings import GatewaySettings
 from cofounder_runtime.connections import connect_redis
 from cofounder_runtime.consumer import Consumer, Handler
+from cofounder_runtime.durability import check_durability
 from cofounder_runtime.logs import configure_logging
 from cofounder_runtime.secrets import secret_values
 from cofounder_runtime.service import start_metrics_server
@@ -73,6 +76,7 @@ async def main() -> None:
     redis = connect_redis(
         settings.redis_url.get_secret_value(), longest_block_ms=settings.consumer_block_ms
     )
+    await check_durability(redis, service="gateway")
     engine = create_engine(
         settings.database_url.get_secret_value(), pool_size=settings.database_pool_size
     )
@@ -126,6 +130,14 @@ async def main() -> None:
     tasks = [asyncio.create_task(c.run(), name=f"consumer:{c.stream}") for c in workers]
     if settings.run_relay:
         tasks.append(asyncio.create_task(gw.relay.run(stop), name="outbox-relay"))
+    if settings.run_reconciler:
+        reconciler = Reconciler(
+            engine,
+            redis,
+            config=settings.reconciler_config(),
+            owner=f"{settings.consumer_name}:{secrets.token_hex(4)}",  # unique per process
+        )
+        tasks.append(asyncio.create_task(reconciler.run(stop), name="reconciler"))
     if settings.run_projection:  # the projection writes processed_events: it prunes them too
         pruner = settings.processed_events_pruner(engine)
         tasks.append(asyncio.create_task(pruner.run(stop), name="processed-events-retention"))
@@ -134,6 +146,7 @@ async def main() -> None:
         api=settings.serve_api,
         relay=settings.run_relay,
         projection=settings.run_projection,
+        reconciler=settings.run_reconciler,
         host=settings.host,
         port=settings.port,
     )

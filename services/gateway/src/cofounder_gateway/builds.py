@@ -5,25 +5,18 @@ from __future__ import annotations
 import base64
 import contextlib
 import functools
-import uuid
 from collections.abc import AsyncIterator, Callable, Mapping
 from datetime import UTC, datetime
-from typing import TypedDict
 
 import asyncpg
 from sqlalchemy import func, select, tuple_, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 
-from cofounder_contracts import (
-    BuildCancelRequested,
-    BuildRequested,
-    BuildStatus,
-    BuildStatusChanged,
-    Event,
-)
+from cofounder_contracts import BuildStatus, BuildStatusChanged, Event, derived_event_id
+from cofounder_contracts.ids import new_event_id
 from cofounder_db.models import Build, Project, User
-from cofounder_gateway import slots
+from cofounder_gateway import requests, slots
 from cofounder_gateway.builds_pg import Conflict, create_build_pg
 from cofounder_gateway.inputs import is_uuid
 from cofounder_gateway.outbox import enqueue
@@ -33,7 +26,7 @@ from cofounder_gateway.statemachine import TERMINAL
 
 __all__ = ["cancel_build", "create_build", "get_build", "list_builds"]
 
-PRODUCER = "gateway"
+PRODUCER = requests.PRODUCER
 _ACTIVE = [s.value for s in BuildStatus if s not in TERMINAL]
 
 
@@ -46,13 +39,6 @@ async def _transaction(engine: AsyncEngine) -> AsyncIterator[AsyncSession]:
 
 def _now() -> datetime:
     return datetime.now(UTC)
-
-
-class _Envelope(TypedDict):
-    build_id: str
-    project_id: str
-    user_id: str
-    producer: str
 
 
 async def _owned_build(conn: AsyncSession, user_id: str, build_id: str) -> Build:
@@ -82,20 +68,17 @@ async def create_build(
     """
     now = _now()
     build = NewBuild(
-        id=str(uuid.uuid4()),
+        id=new_event_id(),  # a UUIDv7: its requests' derived ids sort by creation
         project_id=project_id,
         user_id=user_id,
         goal=goal,
         idempotency_key=idempotency_key,
         created_at=now,
     )
-    envelope = _Envelope(
-        build_id=build.id, project_id=project_id, user_id=user_id, producer=PRODUCER
+    requested = requests.build_requested(
+        build_id=build.id, project_id=project_id, user_id=user_id, goal=goal, occurred_at=now
     )
-    requested = BuildRequested(**envelope, goal=goal, occurred_at=now)
-    queued = BuildStatusChanged(
-        **envelope, status=BuildStatus.QUEUED, occurred_at=now, causation_id=requested.event_id
-    )
+    queued = requests.queued(requested)
     decide = functools.partial(_decide, project_id=project_id, goal=goal, limits=limits)
     try:
         if engine.dialect.name == "postgresql":
@@ -280,16 +263,19 @@ async def cancel_build(engine: AsyncEngine, *, user_id: str, build_id: str) -> B
                 error="cancelled by the user",
             )
         )
-        envelope = _Envelope(
-            build_id=build_id, project_id=build.project_id, user_id=user_id, producer=PRODUCER
+        request = requests.cancel_requested(
+            build_id=build_id, project_id=build.project_id, user_id=user_id, occurred_at=now
         )
-        request = BuildCancelRequested(**envelope, requested_by=user_id, occurred_at=now)
         await enqueue(
             conn,
             [
                 request,
                 BuildStatusChanged(
-                    **envelope,
+                    build_id=build_id,
+                    project_id=build.project_id,
+                    user_id=user_id,
+                    producer=PRODUCER,
+                    event_id=derived_event_id(build_id, "status:cancelled"),
                     status=BuildStatus.CANCELLED,
                     reason="cancelled by the user",
                     occurred_at=now,

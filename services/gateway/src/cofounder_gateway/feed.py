@@ -21,6 +21,12 @@ entries. The price: a live build silent for longer than the idle TTL minus the a
 days by default; a sleeping build wakes daily) keeps its feed a day at most; its next entry after
 that makes a new stream, whose ids are later than any before, so a client resuming with
 ``Last-Event-ID`` misses nothing new.
+
+Redis may lose a feed (a flush, a restart without persistence, a failover to a replica that
+missed writes); PostgreSQL keeps the build. The SSE endpoint reads the feed's last id
+(:meth:`Feed.last_id`) before it resumes: a feed whose last entry is before the client's
+``Last-Event-ID`` (:func:`id_order`) was rebuilt, and is served from its start; a finished
+build whose feed is gone is summed up from its row (see ``app.py``).
 """
 
 from __future__ import annotations
@@ -38,7 +44,15 @@ from cofounder_contracts import Event, build_feed_key, encode
 from cofounder_contracts.codec import DATA, TYPE, payload_digest
 from cofounder_runtime.idempotency import RedisOnce
 
-__all__ = ["ENDING_TYPES", "SSE_BLOCK_MS", "BuildEnded", "Feed", "TooManyStreams"]
+__all__ = [
+    "ENDING_TYPES",
+    "SSE_BLOCK_MS",
+    "BuildEnded",
+    "Feed",
+    "TooManyStreams",
+    "ends_build",
+    "id_order",
+]
 
 #: How long one SSE read waits for an entry before a keep-alive comment goes out.
 SSE_BLOCK_MS: Final = 15_000
@@ -56,6 +70,13 @@ def ends_build(fields: dict[bytes, bytes]) -> bool:
     return type_ == b"build.status_changed" and any(
         s in fields.get(DATA, b"") for s in _ENDING_STATUSES
     )
+
+
+def id_order(entry_id: str) -> tuple[int, int]:
+    """A stream entry id (``<ms>-<seq>``, or ``0``) as the pair Redis orders ids by: the
+    strings do not sort (``"9-0" > "10-0"``)."""
+    ms, _, seq = entry_id.partition("-")
+    return int(ms), int(seq or 0)
 
 
 #: The append (the body of a ``RedisOnce`` script). ARGV: type, event id, data, max length, the
@@ -228,6 +249,12 @@ class Feed:
                 del self._making[build_id]  # nobody else waits on it
             else:
                 self._making[build_id] = (lock, users - 1)
+
+    async def last_id(self, build_id: str) -> str | None:
+        """The id of the last entry of ``build_id``'s feed, None when it has no feed (one
+        round trip, on the readers' pool)."""
+        reply: Any = await self._redis.xrevrange(build_feed_key(build_id), count=1)
+        return reply[0][0].decode() if reply else None
 
     async def read(
         self,

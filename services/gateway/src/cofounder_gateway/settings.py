@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
+
 from pydantic import Field, SecretStr, ValidationInfo, field_validator
 
 from cofounder_budgeting import PlanSettings
+from cofounder_gateway.reconcile.reconciler import ReconcilerConfig
 from cofounder_runtime.retention import ProcessedEventsRetentionSettings
 from cofounder_runtime.secrets import require_strong
 from cofounder_runtime.settings import RuntimeSettings
@@ -83,6 +86,54 @@ class GatewaySettings(RuntimeSettings, PlanSettings, ProcessedEventsRetentionSet
         description="Run the status projection consumers in this process. Scale the API and "
         "the projection separately by turning one off in each deployment.",
     )
+    run_reconciler: bool = Field(
+        default=True,
+        description="Run the reconciler in this process: it re-publishes what Redis lost of "
+        "unfinished builds, from PostgreSQL. Safe in every replica: one is active at a time "
+        "(a lease), the others stand by.",
+    )
+    reconcile_interval_s: float = Field(
+        default=15.0, gt=0, description="Seconds between two reconciler passes."
+    )
+    reconcile_grace_s: float = Field(
+        default=30.0,
+        gt=0,
+        description="How long a build's stage must have lasted, with no trace of its work in "
+        "Redis, before the reconciler calls its event lost (it also waits for a second pass "
+        "to agree).",
+    )
+    reconcile_batch: int = Field(
+        default=500,
+        gt=0,
+        description="Builds one pass compares, of the unfinished and of the lately finished "
+        "each; the next pass goes on from there.",
+    )
+    reconcile_max_repairs: int = Field(
+        default=100, gt=0, description="Events one reconciler pass re-publishes at most."
+    )
+    reconcile_lookback_s: int = Field(
+        default=86_400,
+        gt=0,
+        description="How long after its end a build is still looked at (its last snapshot "
+        "request, a cancel its runner may have missed).",
+    )
+    reconcile_scan_limit: int = Field(
+        default=10_000,
+        gt=0,
+        description="Entries of one stream a pass reads to see what is in flight; a longer "
+        "backlog makes the pass wait rather than repair builds on that stream.",
+    )
+
+    def reconciler_config(self) -> ReconcilerConfig:
+        """The reconciler's settings."""
+        return ReconcilerConfig(
+            interval_s=self.reconcile_interval_s,
+            grace=timedelta(seconds=self.reconcile_grace_s),
+            batch=self.reconcile_batch,
+            max_repairs=self.reconcile_max_repairs,
+            lookback=timedelta(seconds=self.reconcile_lookback_s),
+            scan_limit=self.reconcile_scan_limit,
+        )
 
     @field_validator("jwt_secret")
     @classmethod

@@ -11,6 +11,7 @@ from redis.asyncio import Redis
 from cofounder_contracts.streams import SNAPSHOT, SNAPSHOT_REQUESTS
 from cofounder_runtime.connections import connect_redis
 from cofounder_runtime.consumer import Consumer
+from cofounder_runtime.durability import check_durability
 from cofounder_runtime.logs import configure_logging
 from cofounder_runtime.publisher import Publisher
 from cofounder_runtime.secrets import secret_values
@@ -75,6 +76,7 @@ async def main() -> None:
     redis = connect_redis(
         settings.redis_url.get_secret_value(), longest_block_ms=settings.consumer_block_ms
     )
+    await check_durability(redis, service="snapshot")
     store = store_from(
         bucket=settings.project_snapshot_bucket,
         prefix=settings.snapshot_prefix,

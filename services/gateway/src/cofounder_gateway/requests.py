@@ -1,0 +1,79 @@
+"""The events the gateway asks the pipeline with, under ids derived from the build.
+
+A build is requested once and cancelled at most once, so each request's ``event_id`` is a
+function of the build id: the reconciler (``reconcile/``) re-publishes a request Redis forgot,
+from the build's row alone, under the id the consumers saw (or will see) the first time, and
+they absorb the repeat. The build id is a UUIDv7, so these ids sort by the build's creation time.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Final
+
+from cofounder_contracts import (
+    BuildCancelRequested,
+    BuildRequested,
+    BuildStatus,
+    BuildStatusChanged,
+    derived_event_id,
+)
+
+__all__ = [
+    "PRODUCER",
+    "build_requested",
+    "cancel_requested",
+    "queued",
+    "requested_event_id",
+]
+
+PRODUCER: Final = "gateway"
+
+
+def requested_event_id(build_id: str) -> str:
+    """The id of the build's ``build.requested``."""
+    return derived_event_id(build_id, "build.requested")
+
+
+def build_requested(
+    *, build_id: str, project_id: str, user_id: str, goal: str, occurred_at: datetime
+) -> BuildRequested:
+    """The build's request: what the context assembler starts from."""
+    return BuildRequested(
+        build_id=build_id,
+        project_id=project_id,
+        user_id=user_id,
+        producer=PRODUCER,
+        event_id=requested_event_id(build_id),
+        goal=goal,
+        occurred_at=occurred_at,
+    )
+
+
+def queued(request: BuildRequested) -> BuildStatusChanged:
+    """The status a new build starts in, caused by its request."""
+    return BuildStatusChanged(
+        build_id=request.build_id,
+        project_id=request.project_id,
+        user_id=request.user_id,
+        producer=PRODUCER,
+        event_id=derived_event_id(request.build_id, "status:queued"),
+        status=BuildStatus.QUEUED,
+        occurred_at=request.occurred_at,
+        causation_id=request.event_id,
+    )
+
+
+def cancel_requested(
+    *, build_id: str, project_id: str, user_id: str, occurred_at: datetime
+) -> BuildCancelRequested:
+    """The owner's cancel, for the agent runner (the row says cancelled already)."""
+    return BuildCancelRequested(
+        build_id=build_id,
+        project_id=project_id,
+        user_id=user_id,
+        producer=PRODUCER,
+        event_id=derived_event_id(build_id, "build.cancel_requested"),
+        requested_by=user_id,
+        occurred_at=occurred_at,
+    )
