@@ -1,21 +1,29 @@
 """The README's run command on a fresh checkout with nothing configured: ``cofounder dev --once``
-starts Redis, the scripted model and every service, runs the demo build to its end and prints a
-preview URL that answered HTTP 200."""
+starts Redis, PostgreSQL, the scripted model and every service, runs the demo build to its end
+and prints a preview URL that answered HTTP 200."""
 
 from __future__ import annotations
 
+import asyncio
 import os
 import re
 import shutil
 import signal
 import socket
-import sqlite3
 import subprocess
 import sys
+import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 
+import asyncpg
 import pytest
+from typer.testing import CliRunner
 
+from cofounder_cli import dev as dev_command
+from cofounder_cli.main import app
+from cofounder_runtime.localpostgres import local_postgres, pg_bindir
+from cofounder_testing.servers import free_port
 from cofounder_testing.waiting import startup_deadline_s
 
 pytestmark = pytest.mark.e2e
@@ -27,20 +35,63 @@ CONFIGURATION = (
     "ANTHROPIC_BASE_URL",
     "E2B_API_KEY",
 )
+needs_redis = pytest.mark.skipif(
+    shutil.which("redis-server") is None, reason="redis-server is not installed"
+)
+needs_postgres = pytest.mark.skipif(pg_bindir() is None, reason="PostgreSQL is not installed")
 
 
 def startup() -> list[str]:
-    """``cofounder dev`` waits for Redis and the gateway as long as the harness would."""
+    """``cofounder dev`` waits for Redis, PostgreSQL and the gateway as long as the harness
+    would."""
     return ["--startup-timeout", str(startup_deadline_s())]
 
 
-@pytest.mark.skipif(shutil.which("redis-server") is None, reason="redis-server is not installed")
-def test_dev_once_builds_the_demo_app_with_nothing_configured(tmp_path: Path) -> None:
-    env = {k: v for k, v in os.environ.items() if k not in CONFIGURATION}
+def unconfigured() -> dict[str, str]:
+    """This environment without the variables that point ``cofounder dev`` at servers: it
+    starts its own (Redis, PostgreSQL, the scripted model)."""
+    return {k: v for k, v in os.environ.items() if k not in CONFIGURATION}
+
+
+@pytest.fixture
+def checkout() -> Iterator[Path]:
+    """The folder ``cofounder dev`` runs in. Not ``tmp_path``: as root, PostgreSQL runs as the
+    ``postgres`` user, and pytest's ``/tmp/pytest-of-root`` is closed to that user."""
+    made = Path(tempfile.mkdtemp(prefix="cofounder-dev-test-"))
+    made.chmod(0o711)
+    try:
+        yield made
+    finally:
+        shutil.rmtree(made, ignore_errors=True)
+
+
+async def _metered(url: str) -> tuple[int, int]:
+    conn = await asyncpg.connect(url, timeout=10)
+    try:
+        row = await conn.fetchrow(
+            "select count(*), coalesce(sum(cost_micros), 0) from budget_ledger"
+        )
+    finally:
+        await conn.close()
+    assert row is not None
+    return int(row[0]), int(row[1])
+
+
+def _refused(port: int) -> bool:
+    try:
+        socket.create_connection(("127.0.0.1", port), 2).close()
+    except ConnectionRefusedError:
+        return True
+    return False
+
+
+@needs_redis
+@needs_postgres
+def test_dev_once_builds_the_demo_app_with_nothing_configured(checkout: Path) -> None:
     result = subprocess.run(
         [sys.executable, "-m", "cofounder_cli", "dev", "--once", *startup()],
-        cwd=tmp_path,
-        env=env,
+        cwd=checkout,
+        env=unconfigured(),
         capture_output=True,
         text=True,
         timeout=startup_deadline_s() + 120,  # start-up, then the demo build (about a minute)
@@ -58,37 +109,58 @@ def test_dev_once_builds_the_demo_app_with_nothing_configured(tmp_path: Path) ->
     assert "completed: version 1" in output
     assert re.search(r"snapshot v\d+: \d+ files", output), output
     # All it made is under the working directory's .cofounder/dev; nothing is left running.
-    assert (tmp_path / ".cofounder" / "dev" / "cofounder.db").exists()
-    assert list((tmp_path / ".cofounder" / "dev" / "sandboxes").glob("*/project/app.py"))
-    logs = tmp_path / ".cofounder" / "dev" / "logs"
+    workdir = (checkout / ".cofounder" / "dev").resolve()
+    database = re.search(
+        rf"database postgresql://postgres@127\.0\.0\.1:(\d+)/cofounder "
+        rf"\(data in {re.escape(str(workdir / 'postgres'))}\)",
+        output,
+    )
+    assert database, output  # its own PostgreSQL, not one DATABASE_URL names
+    assert (workdir / "postgres" / "PG_VERSION").is_file()
+    assert not list(workdir.glob("*.db"))  # no SQLite file any more
+    assert list((workdir / "sandboxes").glob("*/project/app.py"))
+    logs = workdir / "logs"
     assert {p.stem for p in logs.glob("*.log")} >= {
         "gateway",
         "context-assembler",
         "agent-runner",
         "redis",
+        "postgres",
         "scripted-model",
         "snapshot",
         "budget",
     }
-    assert list((tmp_path / ".cofounder" / "dev" / "snapshots").rglob("*.json"))
-    ledger = sqlite3.connect(tmp_path / ".cofounder" / "dev" / "cofounder.db")
-    try:
-        metered = ledger.execute("select count(*), sum(cost_micros) from budget_ledger").fetchone()
-    finally:
-        ledger.close()
+    assert list((workdir / "snapshots").rglob("*.json"))
+    assert _refused(int(found.group(2)))  # the demo app's server was stopped with the rest
+    assert _refused(int(database.group(1)))  # and the database
+    assert _leftovers(workdir) == []  # no service, database, sandbox or pasta
+    # The data outlives the run: the next one (here, the same server by hand) finds it.
+    with local_postgres(workdir / "postgres", port=free_port()) as url:
+        metered = asyncio.run(_metered(url))
     assert metered[0] >= 8  # every model call of the demo build was metered
     assert metered[1] > 0
-    with (
-        pytest.raises(ConnectionRefusedError),
-        socket.create_connection(("127.0.0.1", int(found.group(2))), 2),
-    ):
-        pass  # the demo app's server was stopped with the rest
-    assert _leftovers(tmp_path / ".cofounder" / "dev") == []  # no service, sandbox or pasta
+
+
+def test_dev_without_postgresql_says_what_to_install(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.delenv("DATABASE_URL", raising=False)
+    monkeypatch.setenv("REDIS_URL", "redis://127.0.0.1:1/0")  # not started: never reached
+    monkeypatch.setattr(dev_command, "pg_bindir", lambda: None)
+    result = CliRunner().invoke(app, ["dev", "--once", "--workdir", str(tmp_path / "dev")])
+    assert result.exit_code == 1
+    assert result.output.strip().splitlines() == [
+        "error: DATABASE_URL is not set and no PostgreSQL was found to start one (no initdb in "
+        "$COFOUNDER_PG_BINDIR, /usr/lib/postgresql/*/bin or on PATH): install Debian's "
+        "postgresql (apt-get install postgresql) or point DATABASE_URL at a server"
+    ]
+    assert not (tmp_path / "dev" / "postgres").exists()
 
 
 def _leftovers(workdir: Path) -> list[str]:
     """Processes that still belong to a ``cofounder dev`` run: its services (their environment
-    names its folder), its sandboxes' bubblewrap and pasta (their command lines do)."""
+    names its folder), its PostgreSQL server and its sandboxes' bubblewrap and pasta (their
+    command lines do)."""
     mark = str(workdir).encode()
     found = []
     for entry in Path("/proc").iterdir():
@@ -105,13 +177,13 @@ def _leftovers(workdir: Path) -> list[str]:
     return found
 
 
-@pytest.mark.skipif(shutil.which("redis-server") is None, reason="redis-server is not installed")
-def test_ctrl_c_stops_everything_dev_started(tmp_path: Path) -> None:
-    env = {k: v for k, v in os.environ.items() if k not in CONFIGURATION}
+@needs_redis
+@needs_postgres
+def test_ctrl_c_stops_everything_dev_started(checkout: Path) -> None:
     dev = subprocess.Popen(
         [sys.executable, "-m", "cofounder_cli", "dev", *startup()],
-        cwd=tmp_path,
-        env=env,
+        cwd=checkout,
+        env=unconfigured(),
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
@@ -126,8 +198,10 @@ def test_ctrl_c_stops_everything_dev_started(tmp_path: Path) -> None:
         else:
             raise AssertionError("".join(lines))
         redis = re.search(r"redis redis://127\.0\.0\.1:(\d+)/", "".join(lines))
+        database = re.search(r"database postgresql://postgres@127\.0\.0\.1:(\d+)/", "".join(lines))
         preview = re.search(r"preview: http://127\.0\.0\.1:(\d+)", "".join(lines))
         assert redis, "".join(lines)
+        assert database, "".join(lines)
         assert preview, "".join(lines)
         dev.send_signal(signal.SIGINT)  # Ctrl-C
         rest, _ = dev.communicate(timeout=120)
@@ -138,10 +212,35 @@ def test_ctrl_c_stops_everything_dev_started(tmp_path: Path) -> None:
             dev.wait()
     assert dev.returncode == 0, "".join(lines)
     assert "stopping" in "".join(lines)
-    assert _leftovers(tmp_path / ".cofounder" / "dev") == []
-    for port in (int(redis.group(1)), int(preview.group(1))):
-        with (
-            pytest.raises(ConnectionRefusedError),
-            socket.create_connection(("127.0.0.1", port), 2),
-        ):
-            pass
+    assert _leftovers(checkout / ".cofounder" / "dev") == []
+    for port in (int(redis.group(1)), int(database.group(1)), int(preview.group(1))):
+        assert _refused(port), port
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="only root runs the server as another user")
+def test_a_work_directory_closed_to_the_server_keeps_its_database_elsewhere(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A checkout under /root (0700): ``postgres`` cannot reach ``<workdir>/postgres``, so the
+    data goes to a folder of that work directory's own it can reach, the same on every run."""
+    if pg_bindir() is None:
+        pytest.skip("no PostgreSQL programs here")
+    closed = tmp_path / "home"
+    closed.mkdir(mode=0o700)
+    workdir = closed / "checkout" / ".cofounder" / "dev"
+    workdir.mkdir(parents=True)
+    reachable = Path(tempfile.mkdtemp(prefix="cofounder-dev-root-"))
+    reachable.chmod(0o711)
+    try:
+        monkeypatch.setattr(dev_command, "_REACHABLE_ROOT", reachable / "dev")
+        chosen = dev_command._data_dir(workdir)
+        assert chosen.is_relative_to(reachable)
+        assert dev_command._data_dir(workdir) == chosen  # kept from one run to the next
+        assert dev_command._data_dir(closed.parent / "other") != chosen
+        with local_postgres(chosen, port=free_port(), durable=False) as url:
+            assert url.startswith("postgresql://")
+        open_workdir = reachable / "open"
+        open_workdir.mkdir(mode=0o755)
+        assert dev_command._data_dir(open_workdir) == open_workdir / "postgres"
+    finally:
+        shutil.rmtree(reachable, ignore_errors=True)

@@ -103,6 +103,18 @@ def test_the_runner_refuses_unisolated_sandboxes_in_production() -> None:
     assert "SANDBOX_ISOLATION=unsafe-none is for ENVIRONMENT=development only" in line
 
 
+@pytest.mark.parametrize("service", [s for s in SERVICES if s != "snapshot"])
+def test_a_sqlite_database_url_is_refused(service: str) -> None:
+    """PostgreSQL is the only database: the old embedded default is refused, saying so."""
+    url = "sqlite+aiosqlite:///.cofounder/cofounder.db"
+    result = _serve(service, ENVIRONMENT="development", DATABASE_URL=url)
+    assert _one_line_each(result, service) == [
+        f"error: {service}: DATABASE_URL must be a PostgreSQL URL (postgresql://...); "
+        "SQLite is no longer supported"
+    ]
+    assert url not in result.stderr
+
+
 def test_strong_secrets_pass_the_settings_check() -> None:
     """The same process with good settings gets past them (and fails later, on connecting)."""
     result = _serve(

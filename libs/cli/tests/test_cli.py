@@ -152,6 +152,15 @@ async def test_events_export_writes_the_catalog(tmp_path: Path) -> None:
     assert doc["asyncapi"] == "3.0.0"
 
 
+async def test_db_upgrade_refuses_a_sqlite_url(tmp_path: Path) -> None:
+    done = await cofounder("db", "upgrade", "--database-url", f"sqlite:///{tmp_path}/x.db")
+    assert done.returncode == 2, done
+    assert done.stderr.strip() == (
+        "error: DATABASE_URL must be a PostgreSQL URL (postgresql://...); "
+        "SQLite is no longer supported"
+    )
+
+
 def test_the_committed_configuration_reference_is_current() -> None:
     from cofounder_cli.config import render
 

@@ -1,9 +1,8 @@
-"""Migrations: from an empty database to head and back, on PostgreSQL and on SQLite."""
+"""Migrations: from an empty database to head and back, and the models they make."""
 
 from __future__ import annotations
 
 import asyncio
-from pathlib import Path
 
 import pytest
 from alembic import command
@@ -64,11 +63,3 @@ def test_upgrade_head_from_an_empty_postgres_database_matches_the_models(
         command.downgrade(alembic_config(url), "base")
         tables, _ = _tables_and_drift(url)
         assert tables == {"alembic_version"}
-
-
-def test_upgrade_head_on_sqlite(tmp_path: Path) -> None:
-    url = f"sqlite:///{tmp_path}/cofounder.db"
-    upgrade(url)
-    tables, drift = _tables_and_drift(url)
-    assert tables == TABLES
-    assert drift == []

@@ -6,7 +6,6 @@ import asyncio
 import uuid
 from collections.abc import AsyncIterator
 from datetime import timedelta
-from pathlib import Path
 
 import pytest
 from redis.asyncio import Redis
@@ -18,7 +17,7 @@ from cofounder_contracts.ids import new_event_id
 from cofounder_runtime.conflict import PayloadConflict
 from cofounder_runtime.consumer import Poison
 from cofounder_runtime.idempotency import RedisOnce
-from cofounder_runtime.idempotency_sql import metadata, processed_events, record_once
+from cofounder_runtime.idempotency_sql import processed_events, record_once
 from cofounder_testing.fixtures import Names
 
 pytestmark = pytest.mark.integration
@@ -135,15 +134,3 @@ async def test_an_event_id_with_another_payload_is_refused_with_both_digests(
     with pytest.raises(PayloadConflict, match="b" * 32):
         await add.apply(eid, keys=[names.key("n")], args=[5], digest="b" * 32)
     assert int(await redis.get(names.key("n")) or 0) == 1  # the second payload changed nothing
-
-
-async def test_record_once_on_sqlite(tmp_path: Path) -> None:
-    eng = create_async_engine(f"sqlite+aiosqlite:///{tmp_path}/once.db")
-    async with eng.begin() as conn:
-        await conn.run_sync(metadata.create_all)
-    eid = new_event_id()
-    async with eng.begin() as conn:
-        assert await record_once(conn, scope="s", event_id=eid) is True
-    async with eng.begin() as conn:
-        assert await record_once(conn, scope="s", event_id=eid) is False
-    await eng.dispose()

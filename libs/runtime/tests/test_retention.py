@@ -6,7 +6,7 @@ import asyncio
 import uuid
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
+from typing import cast
 
 import pytest
 from prometheus_client import REGISTRY
@@ -16,7 +16,6 @@ from sqlalchemy.exc import OperationalError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from cofounder_db.engine import create_engine
-from cofounder_db.migrate import upgrade
 from cofounder_runtime.idempotency_sql import processed_events
 from cofounder_runtime.retention import (
     ProcessedEventsPruner,
@@ -27,21 +26,13 @@ from cofounder_runtime.retention import (
 from cofounder_testing.waiting import eventually
 
 RETENTION = timedelta(days=14)
-
-
-@pytest.fixture(params=["postgresql", "sqlite"])
-def database(request: pytest.FixtureRequest, tmp_path: Path) -> str:
-    """A migrated database: the session's PostgreSQL one, or a SQLite file of this test's own."""
-    if request.param == "postgresql":
-        return str(request.getfixturevalue("migrated_database_url"))
-    url = f"sqlite:///{tmp_path}/retention.db"
-    upgrade(url)
-    return url
+#: The engine of the schedule's tests, which never reach a database.
+UNUSED = cast(AsyncEngine, None)
 
 
 @pytest.fixture
-async def engine(database: str) -> AsyncIterator[AsyncEngine]:
-    eng = create_engine(database, pool_size=2)
+async def engine(migrated_database_url: str) -> AsyncIterator[AsyncEngine]:
+    eng = create_engine(migrated_database_url, pool_size=2)
     yield eng
     await eng.dispose()
 
@@ -124,9 +115,7 @@ class _CountingPruner(ProcessedEventsPruner):
     """The schedule with the database pass replaced: fails once, then counts."""
 
     def __init__(self) -> None:
-        super().__init__(
-            create_engine("sqlite:///:memory:"), older_than=RETENTION, every_s=0.01, batch=10
-        )
+        super().__init__(UNUSED, older_than=RETENTION, every_s=0.01, batch=10)
         self.passes = 0
 
     async def prune_once(self, stop: asyncio.Event | None = None) -> Pruned:
@@ -150,9 +139,7 @@ async def test_the_schedule_survives_a_failed_pass_and_ends_when_stopped() -> No
 
 
 async def test_a_stop_during_the_wait_ends_the_schedule_at_once() -> None:
-    pruner = ProcessedEventsPruner(
-        create_engine("sqlite:///:memory:"), older_than=RETENTION, every_s=3_600, batch=10
-    )
+    pruner = ProcessedEventsPruner(UNUSED, older_than=RETENTION, every_s=3_600, batch=10)
     stop = asyncio.Event()
     running = asyncio.create_task(pruner.run(stop))
     await asyncio.sleep(0)

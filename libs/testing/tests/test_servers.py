@@ -10,6 +10,7 @@ import asyncpg
 import pytest
 import redis as redis_sync
 
+from cofounder_runtime.localpostgres import pg_bindir
 from cofounder_testing import servers
 
 
@@ -33,7 +34,7 @@ def test_a_throwaway_redis_is_started_and_stopped() -> None:
 
 
 @pytest.mark.usefixtures("nothing_running")
-@pytest.mark.skipif(servers._pg_bin() is None, reason="PostgreSQL binaries not installed")
+@pytest.mark.skipif(pg_bindir() is None, reason="PostgreSQL binaries not installed")
 def test_a_throwaway_postgres_is_started_and_stopped() -> None:
     async def select_one(url: str) -> int:
         conn = await asyncpg.connect(url, timeout=5)

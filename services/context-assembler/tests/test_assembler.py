@@ -1,4 +1,4 @@
-"""build.requested → context.ready on real PostgreSQL (and SQLite) and Redis."""
+"""build.requested → context.ready on real PostgreSQL and Redis."""
 
 from __future__ import annotations
 
@@ -9,7 +9,6 @@ import uuid
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 from typing import Any
 
 import msgspec
@@ -30,7 +29,6 @@ from cofounder_contracts import (
     QnA,
 )
 from cofounder_db.engine import create_engine
-from cofounder_db.migrate import upgrade_async
 from cofounder_db.models import Artifact, Project, UnderstandingSession, User
 from cofounder_runtime.consumer import Consumer
 from cofounder_runtime.options import ConsumerOptions
@@ -303,21 +301,3 @@ async def test_a_database_outage_is_retried_not_lost(
 
 async def _true(value: bool) -> bool:
     return value
-
-
-async def test_the_same_handler_runs_on_sqlite(tmp_path: Path, redis: Redis, names: Names) -> None:
-    url = f"sqlite:///{tmp_path}/cofounder.db"
-    await upgrade_async(url)
-    sqlite = create_engine(url)
-    try:
-        user_id, project_id = await seed(sqlite, brief=BRIEF, sessions=[OLD, LATEST])
-        await on_build_requested(
-            request(user_id, project_id),
-            Deps(engine=sqlite, events=PrefixedSink(Publisher(redis), names.prefix)),
-        )
-    finally:
-        await sqlite.dispose()
-    [ready] = await emitted(redis, names, "cofounder.agent.work")
-    assert isinstance(ready, ContextReady)
-    assert [q.question for q in ready.qna] == ["Who is it for?", "What must v1 do?"]
-    assert ready.idea_brief == BRIEF

@@ -51,7 +51,9 @@ async def edge() -> AsyncIterator[tuple[httpx.AsyncClient, list[str]]]:
         jwt_secret=SECRET,
         admin_token="inputs-admin",
     )
-    stand_ins = {name: cast(Any, Tripwire(used, name)) for name in ("engine", "redis", "feed")}
+    stand_ins = {
+        name: cast(Any, Tripwire(used, name)) for name in ("engine", "redis", "feed", "pg_pool")
+    }
     app = create_app(
         Gateway(settings=settings, relay=cast(Any, Tripwire(used, "relay")), **stand_ins)
     )

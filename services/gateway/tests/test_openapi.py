@@ -27,6 +27,7 @@ async def client() -> AsyncIterator[httpx.AsyncClient]:
         redis=cast(Any, None),
         feed=cast(Any, None),
         relay=cast(Any, SimpleNamespace(poke=lambda: None)),
+        pg_pool=cast(Any, None),
     )
     transport = httpx.ASGITransport(app=create_app(gw))
     async with httpx.AsyncClient(transport=transport, base_url="http://gateway") as http:

@@ -81,10 +81,7 @@ async def test_a_crash_between_publish_and_delete_republishes_the_same_event_id(
     user, project = await gw.seed_user()
     started = await gw.client.post(f"/v1/projects/{project}/builds", json={}, headers=gw.auth(user))
     build_id = started.json()["id"]
-    if gw.gw.engine.dialect.name == "postgresql":
-        monkeypatch.setattr(outbox, "_MARK_PG", "select 1 / 0 where $1::bigint[] is not null")
-    else:
-        pytest.skip("the PostgreSQL relay path")
+    monkeypatch.setattr(outbox, "_DELETE", "select 1 / 0 where $1::bigint[] is not null")
     with pytest.raises(asyncpg.PostgresError):
         await gw.gw.relay.publish_pending()  # published, then the "crash"
     assert len(await requests_for(gw, build_id)) == 1
@@ -96,6 +93,37 @@ async def test_a_crash_between_publish_and_delete_republishes_the_same_event_id(
     async with gw.gw.engine.connect() as conn:  # sent, and gone from the outbox
         left = await conn.execute(select(OutboxRow.id).where(OutboxRow.event_id == first.decode()))
         assert left.all() == []
+
+
+async def test_the_relay_outlives_a_broken_driver_connection(
+    no_relay: Running, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """asyncpg's InterfaceError (a connection closed under the relay) is no PostgresError: it
+    is retried like one, not the end of the relay task."""
+    gw = no_relay
+    user, project = await gw.seed_user()
+    started = await gw.client.post(f"/v1/projects/{project}/builds", json={}, headers=gw.auth(user))
+    build_id = started.json()["id"]
+    relay = gw.gw.relay
+    publish = relay.publish_pending
+    broken = [asyncpg.InterfaceError("connection is closed")]
+
+    async def flaky() -> int:
+        if broken:
+            raise broken.pop()
+        return await publish()
+
+    monkeypatch.setattr(relay, "publish_pending", flaky)
+    stop = asyncio.Event()
+    task = asyncio.create_task(relay.run(stop))
+
+    async def published() -> bool:
+        return len(await requests_for(gw, build_id)) == 1
+
+    await eventually(published, what="build.requested after the broken connection")
+    assert not task.done()
+    stop.set()
+    await task
 
 
 async def test_the_gateway_process_killed_after_commit_publishes_once_after_restart(

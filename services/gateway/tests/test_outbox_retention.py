@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterator
-from pathlib import Path
+from collections.abc import AsyncIterator
 
 import pytest
 from redis.asyncio import Redis
@@ -12,10 +11,8 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from cofounder_contracts.ids import new_event_id
 from cofounder_db.engine import create_engine
-from cofounder_db.migrate import upgrade
 from cofounder_db.models import OutboxRow
 from cofounder_gateway.outbox import Relay
-from cofounder_testing.databases import empty_database
 from cofounder_testing.fixtures import Names
 
 pytestmark = pytest.mark.integration
@@ -24,22 +21,10 @@ EVENTS = 10_000
 CAP = 1_000
 
 
-@pytest.fixture(params=["postgresql", "sqlite"])
-def database(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
-    """A migrated database of this test's own: the relay publishes every row it finds."""
-    if request.param == "sqlite":
-        url = f"sqlite:///{tmp_path}/outbox.db"
-        upgrade(url)
-        yield url
-        return
-    with empty_database(request.getfixturevalue("database_url")) as url:
-        upgrade(url)
-        yield url
-
-
 @pytest.fixture
-async def engine(database: str) -> AsyncIterator[AsyncEngine]:
-    eng = create_engine(database, pool_size=2)
+async def engine(own_database_url: str) -> AsyncIterator[AsyncEngine]:
+    """A migrated database of this test's own: the relay publishes every row it finds."""
+    eng = create_engine(own_database_url, pool_size=2)
     yield eng
     await eng.dispose()
 

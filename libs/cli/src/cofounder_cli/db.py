@@ -8,22 +8,25 @@ from typing import Annotated
 import typer
 
 from cofounder_db.migrate import upgrade as run_upgrade
+from cofounder_runtime.settings import DEFAULT_DATABASE_URL, postgresql_url
 
 app = typer.Typer(help="The database (migrations).", no_args_is_help=True)
-
-DEFAULT_URL = "sqlite+aiosqlite:///.cofounder/cofounder.db"
 
 
 @app.command()
 def upgrade(
     revision: Annotated[str, typer.Argument(help="Target revision.")] = "head",
     database_url: Annotated[
-        str | None, typer.Option(help="Default: $DATABASE_URL, else the embedded SQLite file.")
+        str | None,
+        typer.Option(help=f"Default: $DATABASE_URL, else {DEFAULT_DATABASE_URL}."),
     ] = None,
 ) -> None:
     """Apply the migrations up to REVISION (idempotent)."""
-    url = database_url or os.environ.get("DATABASE_URL") or DEFAULT_URL
-    if url.startswith("sqlite") and ".cofounder/" in url:
-        os.makedirs(".cofounder", exist_ok=True)
+    url = database_url or os.environ.get("DATABASE_URL") or DEFAULT_DATABASE_URL
+    try:
+        postgresql_url(url)
+    except ValueError as refused:
+        typer.echo(f"error: {refused}", err=True)
+        raise typer.Exit(2) from None
     run_upgrade(url, revision)
     typer.echo(f"database at {url.split('@')[-1]} is at {revision}")

@@ -1,24 +1,29 @@
 """``cofounder dev``: the whole pipeline on one machine, a demo build, its progress live.
 
 With nothing configured it starts what the services need (a local ``redis-server`` when
-``REDIS_URL`` is unset, an SQLite file when ``DATABASE_URL`` is unset, the scripted model server
-when ``ANTHROPIC_API_KEY`` is unset, local sandboxes unless ``E2B_API_KEY`` is set), runs every
-built service as a child process (logs in ``<workdir>/logs/``), seeds a demo founder through the
-gateway's admin API, starts a build and prints its events as they happen until the preview URL.
-Snapshots go to a folder (``<workdir>/snapshots``) unless ``PROJECT_SNAPSHOT_BUCKET`` is set.
-Ctrl-C stops everything; ``--once`` stops after the build and exits 0, or 1 with the reason.
+``REDIS_URL`` is unset, a PostgreSQL server of its own when ``DATABASE_URL`` is unset, the scripted
+model server when ``ANTHROPIC_API_KEY`` is unset, local sandboxes unless ``E2B_API_KEY`` is set),
+runs every built service as a child process (logs in ``<workdir>/logs/``), seeds a demo founder
+through the gateway's admin API, starts a build and prints its events as they happen until the
+preview URL. The PostgreSQL server (``cofounder_runtime.localpostgres``, from this machine's
+binaries: Debian's ``postgresql`` package) keeps its data in ``<workdir>/postgres`` from one run
+to the next (Redis starts empty each time). Snapshots go to a folder (``<workdir>/snapshots``)
+unless ``PROJECT_SNAPSHOT_BUCKET`` is set. Ctrl-C (or SIGTERM, or the terminal closing) stops
+everything; ``--once`` stops after the build and exits 0, or 1 with the reason.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import os
 import signal
 import socket
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated, Any, Final
@@ -30,6 +35,12 @@ import typer
 from cofounder_cli.progress import after_end, follow, succeeded
 from cofounder_contracts.streams import ALL_STREAMS
 from cofounder_db.migrate import upgrade
+from cofounder_runtime.localpostgres import (
+    LocalPostgresError,
+    local_postgres,
+    pg_bindir,
+    server_can_reach,
+)
 from cofounder_runtime.localredis import redis_server_binary
 from cofounder_sandbox.local import LocalSandboxes
 
@@ -132,6 +143,51 @@ def _redis(stack: Stack, *, startup_timeout: float) -> str:
     return f"redis://127.0.0.1:{port}/0"
 
 
+def _database(
+    stack: Stack, running: contextlib.ExitStack, *, startup_timeout: float
+) -> tuple[str, str]:
+    """``DATABASE_URL``, else a PostgreSQL server of the work directory's own, stopped when
+    ``running`` closes; and what the "pipeline up" line says about it."""
+    url = os.environ.get("DATABASE_URL")
+    if url:
+        return url, "from DATABASE_URL"  # not printed: it may hold a password
+    if pg_bindir() is None:
+        raise RuntimeError(
+            "DATABASE_URL is not set and no PostgreSQL was found to start one (no initdb in "
+            "$COFOUNDER_PG_BINDIR, /usr/lib/postgresql/*/bin or on PATH): install Debian's "
+            "postgresql (apt-get install postgresql) or point DATABASE_URL at a server"
+        )
+    data = _data_dir(stack.workdir)
+    url = running.enter_context(
+        local_postgres(
+            data,
+            port=_free_port(),
+            startup_timeout_s=startup_timeout,
+            log=stack.workdir / "logs" / "postgres.log",
+        )
+    )
+    return url, f"{url} (data in {data})"
+
+
+#: Where the database goes when the work directory is closed to the ``postgres`` user.
+_REACHABLE_ROOT: Final = Path("/var/lib/cofounder/dev")
+
+
+def _data_dir(workdir: Path) -> Path:
+    """``<workdir>/postgres``; as root with a work directory the server's user cannot reach
+    (a checkout under ``/root``, say), a folder of this work directory's own under
+    ``/var/lib/cofounder/dev`` instead, kept from one run to the next all the same."""
+    inside = workdir / "postgres"
+    if server_can_reach(inside):
+        return inside
+    digest = hashlib.sha256(str(workdir).encode()).hexdigest()[:12]
+    outside = _REACHABLE_ROOT / digest / "postgres"
+    outside.parent.mkdir(parents=True, exist_ok=True)
+    for folder in (outside.parent, _REACHABLE_ROOT, _REACHABLE_ROOT.parent):
+        folder.chmod(folder.stat().st_mode | 0o111)  # ours: enterable by the server's user
+    return outside
+
+
 def _snapshots(stack: Stack) -> dict[str, str]:
     """A folder store under the work directory, unless a bucket is configured."""
     if os.environ.get("PROJECT_SNAPSHOT_BUCKET"):
@@ -211,19 +267,21 @@ def dev(
     port: Annotated[int, typer.Option(help="The gateway's port (0: a free one).")] = 0,
     startup_timeout: Annotated[
         float,
-        typer.Option(help="Seconds Redis and the gateway may take to answer (a slow machine)."),
+        typer.Option(
+            help="Seconds Redis, PostgreSQL and the gateway may take to answer (a slow machine)."
+        ),
     ] = 120.0,
 ) -> None:
     """The whole pipeline on this machine: every service, a demo build, its progress live."""
     workdir.mkdir(parents=True, exist_ok=True)
     stack = Stack(workdir.resolve())
+    # Closed once the services have stopped: the database, then the signal handlers.
+    held = contextlib.ExitStack()
+    held.enter_context(_interrupted_by(signal.SIGTERM, signal.SIGHUP))
     ok, message = False, "interrupted"
     try:
         redis_url = _redis(stack, startup_timeout=startup_timeout)
-        database_url = (
-            os.environ.get("DATABASE_URL")
-            or f"sqlite+aiosqlite:///{stack.workdir / 'cofounder.db'}"
-        )
+        database_url, database_said = _database(stack, held, startup_timeout=startup_timeout)
         upgrade(database_url)
         gateway_port = port or _free_port()
         env = {
@@ -249,7 +307,8 @@ def dev(
             timeout=startup_timeout,
         )
         typer.echo(
-            f"pipeline up: gateway {base_url}, redis {redis_url}, logs in {stack.workdir / 'logs'}"
+            f"pipeline up: gateway {base_url}, redis {redis_url}, database {database_said}, "
+            f"logs in {stack.workdir / 'logs'}"
         )
         ok, message = _run_build(base_url, redis_url)
         typer.echo(("preview: " if ok else "build failed: ") + message)
@@ -265,6 +324,30 @@ def dev(
         ok, message = False, str(exc)
         typer.echo(f"error: {message}", err=True)
     finally:
-        stack.stop()
+        try:
+            stack.stop()
+        finally:
+            try:
+                held.close()
+            except LocalPostgresError as exc:
+                ok = False
+                typer.echo(f"error: {exc}", err=True)
     if not ok:
         raise typer.Exit(1)
+
+
+@contextlib.contextmanager
+def _interrupted_by(*signals: signal.Signals) -> Iterator[None]:
+    """Stop everything on these signals as on Ctrl-C: the PostgreSQL server runs in a session
+    of its own (pg_ctl's doing), so nothing else would stop it, and a server left running on
+    the work directory keeps the next run from starting one there."""
+
+    def interrupt(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt
+
+    previous = {each: signal.signal(each, interrupt) for each in signals}
+    try:
+        yield
+    finally:
+        for each, handler in previous.items():
+            signal.signal(each, handler)

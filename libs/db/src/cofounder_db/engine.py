@@ -1,25 +1,21 @@
-"""Engines from URLs, for PostgreSQL (asyncpg) and the embedded SQLite default (aiosqlite)."""
+"""Engines from URLs: PostgreSQL on asyncpg, the only database."""
 
 from __future__ import annotations
 
-from typing import Any
-
-from sqlalchemy import event
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+
+from cofounder_runtime.settings import postgresql_url
 
 __all__ = ["async_url", "create_engine", "driver_dsn"]
 
 
 def async_url(url: str) -> str:
-    """``postgresql://`` → ``postgresql+asyncpg://``, ``sqlite:///`` → ``sqlite+aiosqlite:///``;
-    URLs that already name a driver are kept."""
-    for plain, driver in (
-        ("postgresql://", "postgresql+asyncpg://"),
-        ("postgres://", "postgresql+asyncpg://"),
-        ("sqlite://", "sqlite+aiosqlite://"),
-    ):
+    """``postgresql://`` (or ``postgres://``) → ``postgresql+asyncpg://``; a URL that already
+    names asyncpg is kept. Anything else is refused with a :class:`ValueError`."""
+    url = postgresql_url(url)
+    for plain in ("postgresql://", "postgres://"):
         if url.startswith(plain):
-            return driver + url[len(plain) :]
+            return "postgresql+asyncpg://" + url[len(plain) :]
     return url
 
 
@@ -30,8 +26,9 @@ def driver_dsn(engine: AsyncEngine) -> str:
 
 
 def create_engine(url: str, *, pool_size: int = 20, pre_ping: bool = True) -> AsyncEngine:
-    """An engine for ``url``. SQLite gets foreign keys on and a busy timeout; PostgreSQL a pool
-    that checks connections before use (a database restart costs one retry, not an error).
+    """An engine for the PostgreSQL database at ``url``, with a pool that checks connections
+    before use (a database restart costs one retry, not an error). A :class:`ValueError` for any
+    other URL.
 
     No overflow: under a burst, requests queue for one of ``pool_size`` connections rather than
     open short-lived extra ones. Measured on the gateway, overflow connections were opened and
@@ -42,18 +39,6 @@ def create_engine(url: str, *, pool_size: int = 20, pre_ping: bool = True) -> As
     statement anyway (the agent runner: a stale connection fails one checkpoint, the build is
     retried from the last one, and the pool discards the connection).
     """
-    url = async_url(url)
-    if url.startswith("sqlite"):
-        engine = create_async_engine(url, connect_args={"timeout": 30})
-
-        @event.listens_for(engine.sync_engine, "connect")
-        def _pragmas(dbapi_connection: Any, _record: Any) -> None:
-            cursor = dbapi_connection.cursor()
-            cursor.execute("PRAGMA foreign_keys=ON")
-            cursor.execute("PRAGMA journal_mode=WAL")
-            cursor.close()
-
-        return engine
     return create_async_engine(
-        url, pool_size=pool_size, max_overflow=0, pool_timeout=30, pool_pre_ping=pre_ping
+        async_url(url), pool_size=pool_size, max_overflow=0, pool_timeout=30, pool_pre_ping=pre_ping
     )

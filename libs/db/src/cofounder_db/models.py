@@ -13,8 +13,8 @@ One exception, kept from the monolith's behaviour: when a build completes, the a
 ``projects.stage`` to ``mvp_built`` (the founder-facing product's "MVP built" transition). It is a
 single guarded ``UPDATE`` whose failure is logged and not fatal.
 
-The same models run on PostgreSQL (asyncpg) and SQLite (aiosqlite, the embedded default): types
-are portable (``JSON``, ``String`` ids holding UUIDs, timezone-aware ``DateTime``).
+The database is PostgreSQL (asyncpg); every ``DateTime`` is timezone-aware (``timestamptz``), so
+what is read back is in UTC with its zone.
 """
 
 from __future__ import annotations
@@ -151,7 +151,6 @@ class Build(Base):
             "ix_builds_unfinished",
             "id",
             postgresql_where=text(UNFINISHED_SQL),
-            sqlite_where=text(UNFINISHED_SQL),
         ),
         Index("ix_builds_finished_at", "finished_at"),
     )
@@ -195,9 +194,7 @@ class OutboxRow(Base):
     __tablename__ = "outbox"
     __table_args__ = (Index("ix_outbox_unpublished", "published_at", "id"),)
 
-    id: Mapped[int] = mapped_column(
-        BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True
-    )
+    id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=True)
     stream: Mapped[str] = mapped_column(String(200))
     event_type: Mapped[str] = mapped_column(String(100))
     event_id: Mapped[str] = mapped_column(String(36), unique=True)

@@ -15,7 +15,7 @@ Rows older than the retention are deleted by :mod:`cofounder_runtime.retention` 
 from __future__ import annotations
 
 from sqlalchemy import Column, DateTime, Index, MetaData, String, Table, func, select
-from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.dialects import postgresql
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from cofounder_runtime.conflict import PayloadConflict
@@ -44,14 +44,7 @@ async def record_once(
     With the payload's ``digest``, an id recorded before with another payload raises
     :class:`~cofounder_runtime.conflict.PayloadConflict` (the transaction writes nothing)."""
     values = {"scope": scope, "event_id": event_id, "digest": digest}
-    dialect = conn.dialect.name
-    stmt: postgresql.Insert | sqlite.Insert
-    if dialect == "postgresql":
-        stmt = postgresql.insert(processed_events).values(values).on_conflict_do_nothing()
-    elif dialect == "sqlite":
-        stmt = sqlite.insert(processed_events).values(values).on_conflict_do_nothing()
-    else:  # pragma: no cover - only PostgreSQL and SQLite are supported
-        raise NotImplementedError(f"record_once does not support {dialect}")
+    stmt = postgresql.insert(processed_events).values(values).on_conflict_do_nothing()
     result = await conn.execute(stmt.returning(processed_events.c.event_id))
     if result.first() is not None:
         return True

@@ -10,8 +10,7 @@ replayed after the retention is applied again, hence the default's margin of a s
 Deletes go in batches of ``batch`` rows, oldest first, one short transaction each (an index range
 scan on ``processed_at``, then primary-key deletes), so a pass holds no lock for long and a
 backlog of millions of rows drains without stalling the handlers that insert. Replicas may prune
-at the same time: ``SKIP LOCKED`` hands each row to one of them (SQLite ignores it and has one
-writer anyway). One statement serves both databases.
+at the same time: ``SKIP LOCKED`` hands each row to one of them.
 """
 
 from __future__ import annotations

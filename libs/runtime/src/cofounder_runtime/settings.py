@@ -15,26 +15,55 @@ from __future__ import annotations
 import os
 import socket
 import sys
-from typing import Literal, NoReturn, TypeVar
+from typing import Annotated, Final, Literal, NoReturn, TypeVar
 
-from pydantic import Field, SecretStr, ValidationError
+from pydantic import AfterValidator, Field, SecretStr, ValidationError
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from cofounder_runtime.options import ConsumerOptions
 
 __all__ = [
+    "DEFAULT_DATABASE_URL",
     "DEFAULT_REDIS_URL",
+    "DatabaseUrl",
     "Environment",
     "RuntimeSettings",
     "default_consumer_name",
     "exit_on_invalid",
     "load_settings",
+    "postgresql_url",
 ]
 
 _S = TypeVar("_S", bound=BaseSettings)
 
 #: ``REDIS_URL`` when unset: the local server's database 0.
 DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
+#: ``DATABASE_URL`` when unset: the local PostgreSQL server's ``cofounder`` database.
+DEFAULT_DATABASE_URL = "postgresql://postgres@127.0.0.1:5432/cofounder"
+
+#: The URL schemes of PostgreSQL on the asyncpg driver: the only database.
+_POSTGRESQL_SCHEMES: Final = frozenset({"postgresql", "postgres", "postgresql+asyncpg"})
+
+
+def postgresql_url(url: str) -> str:
+    """``url`` when it is a PostgreSQL URL; else a :class:`ValueError` that says what is wanted.
+
+    The message never holds the URL: it may hold a password."""
+    scheme, found, _ = url.partition("://")
+    if found and scheme in _POSTGRESQL_SCHEMES:
+        return url
+    no_longer = "; SQLite is no longer supported" if scheme.lower().startswith("sqlite") else ""
+    raise ValueError(f"DATABASE_URL must be a PostgreSQL URL (postgresql://...){no_longer}")
+
+
+def _postgresql_secret(value: SecretStr) -> SecretStr:
+    postgresql_url(value.get_secret_value())
+    return value
+
+
+#: A service's ``DATABASE_URL``: a secret (it may hold a password), refused at start-up unless it
+#: is PostgreSQL's.
+DatabaseUrl = Annotated[SecretStr, AfterValidator(_postgresql_secret)]
 
 #: Where a process runs. Anything but development holds production's rules (real secrets, no
 #: unisolated sandboxes).

@@ -7,9 +7,10 @@ answers), because the tests flush whole logical databases: a developer's Redis o
 server instead, which the caller declares as the tests' own (its databases get flushed).
 
 PostgreSQL: ``DATABASE_URL`` when set, else the local default
-(``postgresql://postgres@127.0.0.1:5432/test``), else a throwaway server from Debian's binaries
-(``initdb`` and ``pg_ctl`` run through ``runuser`` as ``postgres`` when we are root, since
-PostgreSQL refuses to run as root), else a container. Tests create databases of their own there
+(``postgresql://postgres@127.0.0.1:5432/test``), else a throwaway server from this machine's
+binaries (``cofounder_runtime.localpostgres``, the one ``cofounder dev`` runs: as ``postgres``
+through ``runuser`` when we are root, since PostgreSQL refuses to run as root), else a
+container. Tests create databases of their own there
 (``cofounder_testing.databases.empty_database``) and drop them after.
 
 Servers started here get ``TEST_STARTUP_DEADLINE_S`` to answer (``cofounder_testing.waiting``);
@@ -21,8 +22,6 @@ When none works, :class:`ServerUnavailable` says what was tried and how to fix i
 from __future__ import annotations
 
 import contextlib
-import glob
-import math
 import os
 import shutil
 import socket
@@ -34,6 +33,7 @@ from pathlib import Path
 from typing import Final
 from urllib.parse import urlsplit
 
+from cofounder_runtime.localpostgres import LocalPostgresError, local_postgres, pg_bindir
 from cofounder_runtime.localredis import redis_server_binary
 from cofounder_testing.waiting import NotStarted, Watched, startup_deadline_s, wait_started
 
@@ -128,87 +128,28 @@ def redis_server() -> Iterator[str]:
     )
 
 
-def _pg_bin() -> Path | None:
-    found = sorted(glob.glob("/usr/lib/postgresql/*/bin/initdb"), reverse=True)
-    if found:
-        return Path(found[0]).parent
-    initdb = shutil.which("initdb")
-    return Path(initdb).parent if initdb else None
-
-
 @contextlib.contextmanager
-def _throwaway_postgres(bindir: Path) -> Iterator[str]:
-    as_root = os.geteuid() == 0
-    prefix = ["runuser", "-u", "postgres", "--"] if as_root else []
-    port = free_port()
+def _throwaway_postgres() -> Iterator[str]:
+    """``cofounder dev``'s local server, in a temporary folder, without fsync, removed after."""
     workdir = Path(tempfile.mkdtemp(prefix="cofounder-pg-"))
-    data = workdir / "data"
-    if as_root:
-        shutil.chown(workdir, "postgres", "postgres")
+    workdir.chmod(0o711)  # as root the server runs as postgres, which must reach data/ in it
     try:
-        subprocess.run(
-            [
-                *prefix,
-                str(bindir / "initdb"),
-                "-D",
-                str(data),
-                "-A",
-                "trust",
-                "-U",
-                "postgres",
-                "--no-sync",
-            ],
-            check=True,
-            capture_output=True,
-        )
-        subprocess.run(
-            [
-                *prefix,
-                str(bindir / "pg_ctl"),
-                "-D",
-                str(data),
-                "-w",
-                "-t",
-                str(math.ceil(startup_deadline_s())),
-                "-l",
-                str(workdir / "log"),
-                "-o",
-                f"-p {port} -k {workdir} -c listen_addresses=127.0.0.1 -c fsync=off",
-                "start",
-            ],
-            check=True,
-            capture_output=True,
-        )
-        subprocess.run(
-            [
-                *prefix,
-                str(bindir / "createdb"),
-                "-h",
-                "127.0.0.1",
-                "-p",
-                str(port),
-                "-U",
-                "postgres",
-                "test",
-            ],
-            check=True,
-            capture_output=True,
-        )
-        yield f"postgresql://postgres@127.0.0.1:{port}/test"
-    except subprocess.CalledProcessError as exc:
-        log = workdir / "log"
-        tail = log.read_text(errors="replace")[-3000:] if log.exists() else "(no log)"
-        raise ServerUnavailable(
-            f"could not start a throwaway PostgreSQL: {exc.cmd[len(prefix)]} exited with code "
-            f"{exc.returncode} and said {exc.stderr.decode(errors='replace').strip()}; the end "
-            f"of its log {log}:\n{tail}"
-        ) from exc
+        with contextlib.ExitStack() as running:
+            try:
+                url = running.enter_context(
+                    local_postgres(
+                        workdir / "data",
+                        port=free_port(),
+                        database="test",
+                        durable=False,
+                        startup_timeout_s=startup_deadline_s(),
+                        log=workdir / "log",
+                    )
+                )
+            except LocalPostgresError as exc:
+                raise ServerUnavailable(f"could not start a throwaway PostgreSQL: {exc}") from exc
+            yield url
     finally:
-        subprocess.run(
-            [*prefix, str(bindir / "pg_ctl"), "-D", str(data), "-m", "immediate", "stop"],
-            capture_output=True,
-            check=False,
-        )
         shutil.rmtree(workdir, ignore_errors=True)
 
 
@@ -224,9 +165,8 @@ def postgres_server() -> Iterator[str]:
     if _reachable(DEFAULT_DATABASE_URL, 5432):
         yield DEFAULT_DATABASE_URL
         return
-    bindir = _pg_bin()
-    if bindir is not None:
-        with _throwaway_postgres(bindir) as url:
+    if pg_bindir() is not None:
+        with _throwaway_postgres() as url:
             yield url
         return
     if _docker_answers():

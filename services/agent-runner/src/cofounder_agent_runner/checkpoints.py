@@ -22,8 +22,7 @@ from typing import Any, Final, cast
 
 import asyncpg
 import msgspec
-from sqlalchemy import Table, and_, exists, func, insert, literal, select
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy import Table, func, select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from cofounder_agent_runner.lease import LeaseLost
@@ -38,7 +37,7 @@ _CONTEXT = msgspec.json.Decoder(ContextReady)
 _JSON = msgspec.json.Encoder().encode
 # Insert unless a newer lease generation has written (the fence); (build_id, generation) is
 # indexed, so the check costs the same at iteration 150 as at 1.
-_APPEND_PG: Final = """
+_APPEND: Final = """
 insert into agent_checkpoints (build_id, seq, generation, kind, parts, iteration, tool_calls,
                                input_tokens, output_tokens, sandbox_kind, sandbox_id, created_at,
                                snapshot_request_id)
@@ -101,7 +100,6 @@ class CheckpointStore:
 
     def __init__(self, engine: AsyncEngine) -> None:
         self.engine = engine
-        self._postgres = engine.dialect.name == "postgresql"
         self._pool: asyncpg.Pool | None = None
         self._pool_lock = asyncio.Lock()
 
@@ -121,8 +119,8 @@ class CheckpointStore:
                 )
             return self._pool
 
-    async def _append_pg(self, values: dict[str, Any], generation: int) -> None:
-        """The PostgreSQL path: one prepared statement on an asyncpg pool. Measured
+    async def _insert(self, values: dict[str, Any], generation: int) -> None:
+        """One prepared statement on the store's asyncpg pool. Measured
         (``benchmarks/runner.py``): the append took ~1.3 ms through SQLAlchemy's async layer
         (engine checkout and the driver connection behind it) against ~0.15 ms for the same
         statement on asyncpg, and it runs once per iteration."""
@@ -130,7 +128,7 @@ class CheckpointStore:
         async with pool.acquire() as conn:
             try:
                 status = await conn.execute(
-                    _APPEND_PG,
+                    _APPEND,
                     values["build_id"],
                     values["seq"],
                     generation,
@@ -171,24 +169,7 @@ class CheckpointStore:
             "created_at": datetime.now(UTC),
             "snapshot_request_id": _snapshot_request_id(parts),
         }
-        if self._postgres:
-            await self._append_pg(values, generation)
-            state.seq = seq
-            return seq
-        newer = exists().where(
-            and_(_T.c.build_id == state.context.build_id, _T.c.generation > generation)
-        )
-        row = select(*[literal(v, type_=_T.c[k].type) for k, v in values.items()]).where(~newer)
-        statement = insert(_T).from_select(list(values), row)
-        try:
-            async with self.engine.begin() as conn:
-                result = await conn.execute(statement)
-        except IntegrityError as exc:
-            raise LeaseLost(
-                f"checkpoint {seq} of {state.context.build_id} was written by another runner"
-            ) from exc
-        if result.rowcount != 1:
-            raise LeaseLost(f"a newer runner has taken over {state.context.build_id}")
+        await self._insert(values, generation)
         state.seq = seq
         return seq
 
@@ -208,9 +189,7 @@ class CheckpointStore:
             context=_CONTEXT.decode(msgspec.json.encode(start["context"])),
             model=start["model"],
             messages=list(start["messages"]),
-            started_at=first.created_at
-            if first.created_at.tzinfo
-            else first.created_at.replace(tzinfo=UTC),
+            started_at=first.created_at,
         )
         for row in rows:
             parts = row.parts

@@ -6,7 +6,7 @@ from typing import Literal
 
 from pydantic import Field, SecretStr, model_validator
 
-from cofounder_runtime.settings import RuntimeSettings
+from cofounder_runtime.settings import DEFAULT_DATABASE_URL, DatabaseUrl, RuntimeSettings
 
 __all__ = ["RunnerSettings"]
 
@@ -25,9 +25,10 @@ class RunnerSettings(RuntimeSettings):
     """
 
     consumer_concurrency: int = Field(default=100, description="Builds driven at once per process.")
-    database_url: SecretStr = Field(
-        default=SecretStr("sqlite+aiosqlite:///.cofounder/cofounder.db"),
-        description="PostgreSQL or SQLite URL (checkpoints, build versions).",
+    database_url: DatabaseUrl = Field(
+        default=SecretStr(DEFAULT_DATABASE_URL),
+        description="PostgreSQL URL, postgresql://… (checkpoints, build versions); no other "
+        "database is supported.",
     )
     database_pool_size: int = Field(
         default=20,

@@ -27,12 +27,12 @@ import hashlib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
-from typing import Final
+from typing import Final, cast
 
 import structlog
 from redis.asyncio import Redis
-from sqlalchemy import func, select
-from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy import Table, func, select
+from sqlalchemy.dialects import postgresql
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from cofounder_budget.meter import DAY_TTL_S, Meter, day_keys
@@ -58,8 +58,8 @@ __all__ = ["BudgetDeps", "on_tier_changed", "on_top_up", "on_usage"]
 
 PRODUCER: Final = "budget"
 _log = structlog.get_logger("cofounder.budgets")
-_LEDGER = BudgetLedgerRow.__table__
-_TOPUPS = BudgetTopUpRow.__table__
+_LEDGER = cast(Table, BudgetLedgerRow.__table__)
+_TOPUPS = cast(Table, BudgetTopUpRow.__table__)
 
 
 def _utcnow() -> datetime:
@@ -85,9 +85,8 @@ class BudgetDeps:
 
 
 async def _insert_once(conn: AsyncConnection, event: BudgetUsage, day: str, cost: int) -> bool:
-    dialect = postgresql if conn.dialect.name == "postgresql" else sqlite
     statement = (
-        dialect.insert(_LEDGER)
+        postgresql.insert(_LEDGER)
         .values(
             event_id=event.event_id,
             user_id=event.user_id,
@@ -256,11 +255,10 @@ async def _rebudget_and_wake(deps: BudgetDeps, user_id: str, reason: WakeReason)
 
 
 async def on_top_up(event: BudgetToppedUp, deps: BudgetDeps) -> None:
-    dialect = postgresql if deps.engine.dialect.name == "postgresql" else sqlite
     async with deps.engine.begin() as conn:
         inserted = (
             await conn.execute(
-                dialect.insert(_TOPUPS)
+                postgresql.insert(_TOPUPS)
                 .values(
                     event_id=event.event_id,
                     user_id=event.user_id,

@@ -5,15 +5,16 @@ from __future__ import annotations
 from pydantic import Field, SecretStr
 
 from cofounder_budgeting import PlanSettings
-from cofounder_runtime.settings import RuntimeSettings
+from cofounder_runtime.settings import DEFAULT_DATABASE_URL, DatabaseUrl, RuntimeSettings
 
 __all__ = ["BudgetSettings"]
 
 
 class BudgetSettings(RuntimeSettings, PlanSettings):
-    database_url: SecretStr = Field(
-        default=SecretStr("sqlite+aiosqlite:///.cofounder/cofounder.db"),
-        description="PostgreSQL or SQLite URL (the ledger; users' tiers).",
+    database_url: DatabaseUrl = Field(
+        default=SecretStr(DEFAULT_DATABASE_URL),
+        description="PostgreSQL URL, postgresql://… (the ledger; users' tiers); no other "
+        "database is supported.",
     )
     database_pool_size: int = Field(
         default=20,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pydantic import Field, SecretStr
 
-from cofounder_runtime.settings import RuntimeSettings
+from cofounder_runtime.settings import DEFAULT_DATABASE_URL, DatabaseUrl, RuntimeSettings
 
 __all__ = ["AssemblerSettings"]
 
@@ -12,9 +12,10 @@ __all__ = ["AssemblerSettings"]
 class AssemblerSettings(RuntimeSettings):
     """Redis and consumer settings, plus the database it reads."""
 
-    database_url: SecretStr = Field(
-        default=SecretStr("sqlite+aiosqlite:///.cofounder/cofounder.db"),
-        description="PostgreSQL (postgresql://…) or SQLite URL of the system of record.",
+    database_url: DatabaseUrl = Field(
+        default=SecretStr(DEFAULT_DATABASE_URL),
+        description="PostgreSQL URL, postgresql://…, of the system of record; no other "
+        "database is supported.",
     )
     database_pool_size: int = Field(
         default=20,

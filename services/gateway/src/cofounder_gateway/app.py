@@ -65,8 +65,8 @@ class Gateway:
     redis: Redis
     feed: Feed
     relay: Relay
-    #: PostgreSQL only: a driver pool for the build-creating write (see ``builds_pg.py``).
-    pg_pool: asyncpg.Pool | None = None
+    #: The driver pool of the build-creating write (see ``builds_pg.py``).
+    pg_pool: asyncpg.Pool
 
 
 def create_app(gw: Gateway) -> FastAPI:

@@ -80,9 +80,7 @@ async def main() -> None:
     engine = create_engine(
         settings.database_url.get_secret_value(), pool_size=settings.database_pool_size
     )
-    pg_pool = None
-    if engine.dialect.name == "postgresql":
-        pg_pool = await create_write_pool(driver_dsn(engine), size=settings.write_pool_size)
+    pg_pool = await create_write_pool(driver_dsn(engine), size=settings.write_pool_size)
     gw = Gateway(
         settings=settings,
         engine=engine,
@@ -159,8 +157,7 @@ async def main() -> None:
         on_signal()
         await asyncio.gather(*tasks, return_exceptions=True)
         await gw.feed.close()
-        if pg_pool is not None:
-            await pg_pool.close()
+        await pg_pool.close()
         await engine.dispose()
         await redis.aclose()
         _log.info("gateway stopped")

@@ -4,18 +4,16 @@ from __future__ import annotations
 
 import base64
 import contextlib
-import functools
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import AsyncIterator, Mapping
 from datetime import UTC, datetime
 
 import asyncpg
-from sqlalchemy import func, select, tuple_, update
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy import select, tuple_, update
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 
-from cofounder_contracts import BuildStatus, BuildStatusChanged, Event, derived_event_id
+from cofounder_contracts import BuildStatus, BuildStatusChanged, derived_event_id
 from cofounder_contracts.ids import new_event_id
-from cofounder_db.models import Build, Project, User
+from cofounder_db.models import Build
 from cofounder_gateway import requests, slots
 from cofounder_gateway.builds_pg import Conflict, create_build_pg
 from cofounder_gateway.inputs import is_uuid
@@ -27,7 +25,6 @@ from cofounder_gateway.statemachine import TERMINAL
 __all__ = ["cancel_build", "create_build", "get_build", "list_builds"]
 
 PRODUCER = requests.PRODUCER
-_ACTIVE = [s.value for s in BuildStatus if s not in TERMINAL]
 
 
 @contextlib.asynccontextmanager
@@ -57,14 +54,15 @@ async def create_build(
     goal: str,
     idempotency_key: str | None,
     limits: Mapping[str, int],
-    pg_pool: asyncpg.Pool | None = None,
+    pg_pool: asyncpg.Pool,
 ) -> tuple[BuildView, bool]:
-    """Create a queued build and its ``build.requested`` in one transaction (the outbox).
+    """Create a queued build and its ``build.requested`` in one statement (the outbox), on the
+    gateway's write pool (``builds_pg``).
 
     Returns the build and whether it is new: a repeated ``Idempotency-Key`` returns the build it
     created before (409 if it was for another request). 404 for a project that is not the
-    user's; 429 over the tier's limit of active builds (the user's row is locked on PostgreSQL,
-    so concurrent requests of one user count one after the other).
+    user's; 429 over the tier's limit of active builds (the user's row is locked, so concurrent
+    requests of one user count one after the other).
     """
     now = _now()
     build = NewBuild(
@@ -79,25 +77,15 @@ async def create_build(
         build_id=build.id, project_id=project_id, user_id=user_id, goal=goal, occurred_at=now
     )
     queued = requests.queued(requested)
-    decide = functools.partial(_decide, project_id=project_id, goal=goal, limits=limits)
     try:
-        if engine.dialect.name == "postgresql":
-            checked = await create_build_pg(
-                engine,
-                pool=pg_pool,
-                build=build,
-                limits=limits,
-                default_limit=_default_limit(limits),
-                events=[queued, requested],
-            )
-            if checked.inserted:
-                return build, True
-            answer = decide(checked.tier, checked.max_active, checked.existing)
-            if answer is None:
-                raise RuntimeError("the build was neither inserted nor refused")  # unreachable
-        else:
-            answer = await _create_portable(engine, build, [queued, requested], decide)
-    except (Conflict, IntegrityError):
+        checked = await create_build_pg(
+            pg_pool,
+            build=build,
+            limits=limits,
+            default_limit=_default_limit(limits),
+            events=[queued, requested],
+        )
+    except Conflict:
         if idempotency_key is None:
             raise
         # A concurrent request with the same key won the insert: answer with its build.
@@ -106,7 +94,19 @@ async def create_build(
         if existing is None:
             raise
         return _same_request(existing, project_id, goal), False
-    return (answer, False) if answer is not None else (build, True)
+    if checked.inserted:
+        return build, True
+    answer = _decide(
+        checked.tier,
+        checked.max_active,
+        checked.existing,
+        project_id=project_id,
+        goal=goal,
+        limits=limits,
+    )
+    if answer is None:
+        raise RuntimeError("the build was neither inserted nor refused")  # unreachable
+    return answer, False
 
 
 def _default_limit(limits: Mapping[str, int]) -> int:
@@ -123,7 +123,8 @@ def _decide(
     goal: str,
     limits: Mapping[str, int],
 ) -> Build | None:
-    """The checks before an insert: None to go ahead, a build to answer with, or an error."""
+    """What the statement saw, as an answer: None when nothing stood in the way, a build to
+    answer with (a replay of the same request), or an error."""
     if tier is None:
         raise ApiError(404, "project_not_found", f"no project {project_id}")
     if existing is not None:
@@ -159,42 +160,6 @@ def _same_request(existing: Build, project_id: str, goal: str) -> Build:
     return existing
 
 
-async def _create_portable(
-    engine: AsyncEngine,
-    build: NewBuild,
-    events: list[Event],
-    decide: Callable[[str | None, int, Build | None], Build | None],
-) -> Build | None:
-    """The same steps as ``builds_pg`` through SQLAlchemy (SQLite, the embedded default)."""
-    active_builds = (
-        select(func.count())
-        .select_from(Build)
-        .where(Build.user_id == User.id, Build.status.in_(_ACTIVE))
-        .scalar_subquery()
-    )
-    query = (
-        select(User.tier, active_builds.label("active"))
-        .join(Project, Project.owner_id == User.id)
-        .where(User.id == build.user_id, Project.id == build.project_id)
-    )
-    async with _transaction(engine) as conn:
-        row = (await conn.execute(query)).first()
-        existing = None
-        if row is not None and build.idempotency_key is not None:
-            existing = await _by_key(conn, build.user_id, build.idempotency_key)
-        answer = decide(
-            None if row is None else row.tier, 0 if row is None else row.active, existing
-        )
-        if answer is not None:
-            return answer
-        build.tier = row.tier if row is not None else build.tier
-        conn.add(build.row())
-        await slots.take(conn, build.user_id)
-        await conn.flush()
-        await enqueue(conn, events)
-    return None
-
-
 async def get_build(engine: AsyncEngine, *, user_id: str, build_id: str) -> Build:
     """The user's build, or 404 (also for another user's build: its existence is not shown)."""
     async with _transaction(engine) as conn:
@@ -209,7 +174,7 @@ def _cursor(build: Build) -> str:
 def _parse_cursor(cursor: str) -> tuple[datetime, str]:
     """The position :func:`_cursor` wrote; 400 for anything else, before it reaches a query (a
     build id that is no UUID, a time that leaves the datetime range in UTC). A time without a
-    zone is UTC: SQLite hands ``created_at`` back without one."""
+    zone (not one this API writes) is taken as UTC."""
     try:
         raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
         created, _, build_id = raw.partition("|")

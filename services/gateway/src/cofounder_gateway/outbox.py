@@ -18,8 +18,7 @@ import asyncpg
 import structlog
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
-from sqlalchemy import delete, insert, select
-from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy import insert
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession
 
 from cofounder_contracts import Event, encode
@@ -33,7 +32,7 @@ __all__ = ["Relay", "enqueue"]
 
 _log = structlog.get_logger("cofounder.outbox")
 
-_CLAIM_PG = """
+_CLAIM = """
 select id, stream, event_type, event_id, payload from outbox
 where published_at is null order by id limit $1 for update skip locked
 """
@@ -41,7 +40,7 @@ where published_at is null order by id limit $1 for update skip locked
 # stays an index probe at any age, nothing to prune), and a delete writes no new row version or
 # index entries, where marking did both on every build (measured with benchmarks/gateway.py).
 # The events themselves live on in their Redis streams, whose retention is the record.
-_MARK_PG = "delete from outbox where id = any($1::bigint[])"
+_DELETE = "delete from outbox where id = any($1::bigint[])"
 
 
 async def enqueue(conn: AsyncConnection | AsyncSession, events: Iterable[Event]) -> None:
@@ -60,8 +59,10 @@ async def enqueue(conn: AsyncConnection | AsyncSession, events: Iterable[Event])
 
 
 class Relay:
-    """Publishes the outbox to Redis. Safe to run in several gateway processes at once on
-    PostgreSQL (rows are locked with ``SKIP LOCKED``); on SQLite one process runs it."""
+    """Publishes the outbox to Redis, on a PostgreSQL connection of its own (through
+    SQLAlchemy it cost about a quarter of the gateway's throughput: it runs once per accepted
+    build under load, see docs/benchmarks.md). Safe to run in several gateway processes at once:
+    rows are locked with ``SKIP LOCKED``."""
 
     def __init__(
         self,
@@ -87,7 +88,6 @@ class Relay:
         self._idle_s = idle_s
         self._gather_s = gather_s
         self._wake = asyncio.Event()
-        self._postgres = engine.dialect.name == "postgresql"
         self._conn: asyncpg.Connection | None = None
 
     async def close(self) -> None:
@@ -102,14 +102,16 @@ class Relay:
             self._conn = await asyncpg.connect(driver_dsn(self._engine))
         return self._conn
 
-    async def _publish_pending_pg(self) -> int:
-        """The PostgreSQL path, on a connection of the relay's own (it runs once per accepted
-        build under load: through SQLAlchemy it cost about a quarter of the gateway's
-        throughput, see docs/benchmarks.md)."""
+    def poke(self) -> None:
+        """Publish now rather than at the next poll (called after a commit that enqueued)."""
+        self._wake.set()
+
+    async def publish_pending(self) -> int:
+        """Publish one batch of unpublished rows; return how many."""
         conn = await self._connection()
         try:
             async with conn.transaction():
-                rows = await conn.fetch(_CLAIM_PG, self._batch)
+                rows = await conn.fetch(_CLAIM, self._batch)
                 if not rows:
                     return 0
                 async with self._redis.pipeline(transaction=False) as pipe:
@@ -124,47 +126,10 @@ class Relay:
                             },
                         )
                     await pipe.execute()
-                await conn.execute(_MARK_PG, [r["id"] for r in rows])
+                await conn.execute(_DELETE, [r["id"] for r in rows])
         except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError):
             await self.close()  # a fresh connection next time
             raise
-        return len(rows)
-
-    def poke(self) -> None:
-        """Publish now rather than at the next poll (called after a commit that enqueued)."""
-        self._wake.set()
-
-    async def publish_pending(self) -> int:
-        """Publish one batch of unpublished rows; return how many."""
-        if self._postgres:
-            return await self._publish_pending_pg()
-        async with self._engine.begin() as conn:
-            query = (
-                select(
-                    OutboxRow.id,
-                    OutboxRow.stream,
-                    OutboxRow.event_type,
-                    OutboxRow.event_id,
-                    OutboxRow.payload,
-                )
-                .where(OutboxRow.published_at.is_(None))
-                .order_by(OutboxRow.id)
-                .limit(self._batch)
-            )
-            if conn.dialect.name == "postgresql":
-                query = query.with_for_update(skip_locked=True)
-            rows = (await conn.execute(query)).all()
-            if not rows:
-                return 0
-            async with self._redis.pipeline(transaction=False) as pipe:
-                for row in rows:
-                    self._publisher.add_fields(
-                        pipe,
-                        row.stream,
-                        {TYPE: row.event_type, EVENT_ID: row.event_id, DATA: row.payload},
-                    )
-                await pipe.execute()
-            await conn.execute(delete(OutboxRow).where(OutboxRow.id.in_([r.id for r in rows])))
         return len(rows)
 
     async def run(self, stop: asyncio.Event) -> None:
@@ -185,7 +150,7 @@ class Relay:
             try:
                 while await self.publish_pending() >= self._batch:
                     pass
-            except (RedisError, SQLAlchemyError, OSError, asyncpg.PostgresError) as exc:
+            except (RedisError, OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
                 _log.warning("outbox relay failed; retrying", error=repr(exc))
             waiters = {asyncio.ensure_future(self._wake.wait()), asyncio.ensure_future(stop.wait())}
             _, idle = await asyncio.wait(

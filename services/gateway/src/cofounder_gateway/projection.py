@@ -189,12 +189,12 @@ async def on_build_event(event: Event, deps: ProjectionDeps) -> None:
         values = _changes(event)
         incoming = _status_of(event)
         occurred = event.occurred_at
-        last = build.status_changed_at
-        if last is not None and last.tzinfo is None:
-            last = last.replace(tzinfo=UTC)  # SQLite returns naive datetimes
         if incoming is not None:
             new = next_status(
-                BuildStatus(build.status), incoming, occurred_at=occurred, last_applied_at=last
+                BuildStatus(build.status),
+                incoming,
+                occurred_at=occurred,
+                last_applied_at=build.status_changed_at,
             )
             if new is not None:
                 values |= {"status": new.value, "status_changed_at": occurred}

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Protocol
 
@@ -10,7 +10,6 @@ import msgspec
 from pydantic import BaseModel, ConfigDict, Field
 
 from cofounder_contracts import BuildStatus
-from cofounder_db.models import Build
 from cofounder_gateway.inputs import Text
 
 __all__ = [
@@ -96,8 +95,7 @@ class BuildView(Protocol):
 @dataclass(slots=True)
 class NewBuild:
     """A build about to be inserted, as a plain value: the ORM's instrumented constructor cost
-    about 5% of ``POST /builds``'s CPU, and the PostgreSQL path writes with the driver anyway.
-    The portable path turns it into a row with :meth:`row`."""
+    about 5% of ``POST /builds``'s CPU, and the build is written with the driver anyway."""
 
     id: str
     project_id: str
@@ -121,10 +119,6 @@ class NewBuild:
 
     def __post_init__(self) -> None:
         self.updated_at = self.status_changed_at = self.created_at
-
-    def row(self) -> Build:
-        """The ORM row of this build."""
-        return Build(**{f.name: getattr(self, f.name) for f in fields(self)})
 
 
 _VIEW_FIELDS = (

@@ -10,7 +10,7 @@ from cofounder_budgeting import PlanSettings
 from cofounder_gateway.reconcile.reconciler import ReconcilerConfig
 from cofounder_runtime.retention import ProcessedEventsRetentionSettings
 from cofounder_runtime.secrets import require_strong
-from cofounder_runtime.settings import RuntimeSettings
+from cofounder_runtime.settings import DEFAULT_DATABASE_URL, DatabaseUrl, RuntimeSettings
 
 __all__ = ["DEV_ADMIN_TOKEN", "DEV_SECRET", "GatewaySettings"]
 
@@ -23,9 +23,10 @@ DEV_ADMIN_TOKEN = "dev-admin-token"  # noqa: S105 - a documented placeholder
 class GatewaySettings(RuntimeSettings, PlanSettings, ProcessedEventsRetentionSettings):
     """HTTP, auth, limits and the database, on top of the shared runtime settings."""
 
-    database_url: SecretStr = Field(
-        default=SecretStr("sqlite+aiosqlite:///.cofounder/cofounder.db"),
-        description="PostgreSQL or SQLite URL of the system of record.",
+    database_url: DatabaseUrl = Field(
+        default=SecretStr(DEFAULT_DATABASE_URL),
+        description="PostgreSQL URL, postgresql://…, of the system of record; no other "
+        "database is supported.",
     )
     database_pool_size: int = Field(
         default=20,

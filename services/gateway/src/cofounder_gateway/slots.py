@@ -1,33 +1,20 @@
 """Each user's count of builds that have not ended (``user_active_builds``), which the plan's
 limit of concurrent builds is checked against.
 
-A slot is taken in the statement that inserts the build (PostgreSQL: ``builds_pg``; the portable
-path: :func:`take`), and given back exactly once, in the transaction that moves the build to a
-terminal status: the projection's, or the cancel's (:func:`give_back`). The state machine applies
-a terminal status once, so a build returns its slot once.
+A slot is taken in the statement that inserts the build (``builds_pg``), and given back exactly
+once, in the transaction that moves the build to a terminal status: the projection's, or the
+cancel's (:func:`give_back`). The state machine applies a terminal status once, so a build
+returns its slot once.
 """
 
 from __future__ import annotations
 
 from sqlalchemy import update
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
 from cofounder_db.models import UserActiveBuilds
 
-__all__ = ["give_back", "take"]
-
-
-async def take(conn: AsyncConnection | AsyncSession, user_id: str) -> None:
-    """Count one more active build for ``user_id`` (the portable path checks the limit itself)."""
-    name = conn.get_bind().dialect.name if isinstance(conn, AsyncSession) else conn.dialect.name
-    dialect = postgresql if name == "postgresql" else sqlite
-    insert = dialect.insert(UserActiveBuilds).values(user_id=user_id, active=1)
-    await conn.execute(
-        insert.on_conflict_do_update(
-            index_elements=["user_id"], set_={"active": UserActiveBuilds.active + 1}
-        )
-    )
+__all__ = ["give_back"]
 
 
 async def give_back(conn: AsyncConnection | AsyncSession, user_id: str) -> None:

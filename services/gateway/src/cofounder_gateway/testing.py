@@ -78,12 +78,7 @@ async def start_gateway(
     )
     redis = connect_redis(url)
     engine = create_engine(database_url, pool_size=settings.database_pool_size)
-    # The build-creating fast path on PostgreSQL, as the service runs it (SQLite: the portable one).
-    pg_pool = (
-        await create_write_pool(driver_dsn(engine), size=settings.write_pool_size)
-        if engine.dialect.name == "postgresql"
-        else None
-    )
+    pg_pool = await create_write_pool(driver_dsn(engine), size=settings.write_pool_size)
     gw = Gateway(
         settings=settings,
         engine=engine,
@@ -132,8 +127,7 @@ async def start_gateway(
             await asyncio.gather(*tasks, return_exceptions=True)
             await gw.feed.close()
             await gw.relay.close()
-            if pg_pool is not None:
-                await pg_pool.close()
+            await pg_pool.close()
             await redis.flushdb()
             await redis.aclose()
             await engine.dispose()

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Any, Final
 
 import msgspec
@@ -53,10 +53,6 @@ __all__ = ["Page", "in_flight", "read_builds", "read_parts", "read_redis"]
 
 _CP: Final = AgentCheckpoint.__table__
 _UNFINISHED: Final = ["queued", "assembling", "running", "sleeping", "finishing"]
-
-
-def _utc(value: datetime) -> datetime:
-    return value if value.tzinfo is not None else value.replace(tzinfo=UTC)  # SQLite: naive
 
 
 @dataclass(slots=True)
@@ -132,9 +128,9 @@ async def read_builds(
             user_id=r.user_id,
             status=BuildStatus(r.status),
             goal=r.goal,
-            created_at=_utc(r.created_at),
-            changed_at=_utc(r.status_changed_at or r.created_at),
-            finished_at=_utc(r.finished_at) if r.finished_at else None,
+            created_at=r.created_at,
+            changed_at=r.status_changed_at or r.created_at,
+            finished_at=r.finished_at,
             request_in_outbox=r.id in in_outbox,
             run=runs.get(r.id),
             snapshot=snapshots.get(r.id),
@@ -172,7 +168,7 @@ async def _runs(conn: Any, ids: Sequence[str]) -> dict[str, RunFacts]:
         runs[r.build_id] = RunFacts(
             last_kind=r.kind,
             last_seq=r.seq,
-            last_at=_utc(r.created_at),
+            last_at=r.created_at,
             ended=part.get("event") if r.kind == "end" else None,
             sleeping=part.get("event") if r.kind == "sleep" else None,
             resets_at=part.get("resets_at") if r.kind == "sleep" else None,
@@ -220,7 +216,7 @@ async def _snapshots(conn: Any, ids: Sequence[str]) -> dict[str, SnapshotFacts]:
         r.build_id: SnapshotFacts(
             request_id=r.snapshot_request_id,
             seq=r.seq,
-            requested_at=_utc(r.created_at),
+            requested_at=r.created_at,
             answered=r.snapshot_request_id in answered,
         )
         for r in rows
@@ -280,9 +276,7 @@ async def _unmetered(conn: Any, ids: Sequence[str]) -> dict[str, tuple[Unmetered
         context_id = contexts[(r.build_id, 1)]["context"]["event_id"]
         usage_id = derived_event_id(context_id, f"usage:{r.iteration}")
         if usage_id not in known:
-            out.setdefault(r.build_id, []).append(
-                UnmeteredTurn(r.seq, usage_id, _utc(r.created_at))
-            )
+            out.setdefault(r.build_id, []).append(UnmeteredTurn(r.seq, usage_id, r.created_at))
     return {b: tuple(sorted(t, key=lambda u: u.seq)) for b, t in out.items()}
 
 

@@ -21,30 +21,24 @@ UNFINISHED_SQL = "status in ('queued', 'assembling', 'running', 'sleeping', 'fin
 
 
 def upgrade() -> None:
-    # A nullable column without a default: no table rewrite on PostgreSQL.
-    with op.batch_alter_table("agent_checkpoints") as batch:
-        batch.add_column(sa.Column("snapshot_request_id", sa.String(36), nullable=True))
-    if op.get_context().dialect.name == "postgresql":
-        # builds is written on every request while this runs: build the indexes without
-        # blocking those writes (outside a transaction; see 0007 for an invalid leftover).
-        with op.get_context().autocommit_block():
-            op.create_index(
-                UNFINISHED,
-                "builds",
-                ["id"],
-                postgresql_where=sa.text(UNFINISHED_SQL),
-                postgresql_concurrently=True,
-            )
-            op.create_index(FINISHED_AT, "builds", ["finished_at"], postgresql_concurrently=True)
-    else:
-        with op.batch_alter_table("builds") as batch:
-            batch.create_index(UNFINISHED, ["id"], sqlite_where=sa.text(UNFINISHED_SQL))
-            batch.create_index(FINISHED_AT, ["finished_at"])
+    # A nullable column without a default: no table rewrite.
+    op.add_column(
+        "agent_checkpoints", sa.Column("snapshot_request_id", sa.String(36), nullable=True)
+    )
+    # builds is written on every request while this runs: build the indexes without blocking
+    # those writes (outside a transaction; see 0007 for an invalid leftover).
+    with op.get_context().autocommit_block():
+        op.create_index(
+            UNFINISHED,
+            "builds",
+            ["id"],
+            postgresql_where=sa.text(UNFINISHED_SQL),
+            postgresql_concurrently=True,
+        )
+        op.create_index(FINISHED_AT, "builds", ["finished_at"], postgresql_concurrently=True)
 
 
 def downgrade() -> None:
-    with op.batch_alter_table("builds") as batch:
-        batch.drop_index(FINISHED_AT)
-        batch.drop_index(UNFINISHED)
-    with op.batch_alter_table("agent_checkpoints") as batch:
-        batch.drop_column("snapshot_request_id")
+    op.drop_index(FINISHED_AT, table_name="builds")
+    op.drop_index(UNFINISHED, table_name="builds")
+    op.drop_column("agent_checkpoints", "snapshot_request_id")
