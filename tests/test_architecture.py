@@ -1,4 +1,5 @@
-"""Whole-repository rules: the dependency direction and the one home of stream names."""
+"""Whole-repository rules: the dependency direction, the one home of stream names, and docs
+that point only inside the repository."""
 
 from __future__ import annotations
 
@@ -24,6 +25,21 @@ def _imports(path: Path) -> set[str]:
 
 def _sources(folder: Path) -> list[Path]:
     return [p for p in folder.rglob("*.py") if ".venv" not in p.parts]
+
+
+def _docs() -> list[Path]:
+    """The repository's Markdown files (none under a dot folder: .venv, caches, .cofounder)."""
+    return [
+        p
+        for p in ROOT.rglob("*.md")
+        if not any(part.startswith(".") for part in p.relative_to(ROOT).parts)
+    ]
+
+
+def _anchors(page: Path) -> set[str]:
+    """The fragments a Markdown renderer (GitHub's) gives the headings of ``page``."""
+    headings = re.findall(r"^#+ +(.+?) *$", page.read_text(), flags=re.MULTILINE)
+    return {re.sub(r"[^\w\- ]", "", h.lower()).replace(" ", "-") for h in headings}
 
 
 def test_the_five_services_exist_as_packages() -> None:
@@ -60,5 +76,34 @@ def test_stream_names_are_spelled_only_in_the_contracts() -> None:
         if allowed not in path.parents
         and "tests" not in path.parts
         and pattern.search(path.read_text())
+    ]
+    assert offenders == []
+
+
+def test_doc_links_stay_inside_the_repository_and_resolve() -> None:
+    link = re.compile(r"\]\(([^)\s]+)\)")
+    broken = []
+    for page in _docs():
+        for target in link.findall(page.read_text()):
+            if re.match(r"[a-z]+:", target):
+                continue  # a URL
+            path, _, fragment = target.partition("#")
+            dest = (page.parent / path).resolve() if path else page
+            where = f"{page.relative_to(ROOT)}: {target}"
+            if dest != ROOT and ROOT not in dest.parents:
+                broken.append(f"{where} (outside the repository)")
+            elif not dest.exists():
+                broken.append(f"{where} (no such file)")
+            elif fragment and dest.suffix == ".md" and fragment not in _anchors(dest):
+                broken.append(f"{where} (no such heading)")
+    assert broken == []
+
+
+def test_nothing_cites_a_design_outside_the_repository() -> None:
+    pattern = re.compile(r"ARCHITECTURE\.md|\.\./shared/")
+    offenders = [
+        str(path.relative_to(ROOT))
+        for path in [*_docs(), *_sources(ROOT / "libs"), *_sources(ROOT / "services")]
+        if pattern.search(path.read_text())
     ]
     assert offenders == []

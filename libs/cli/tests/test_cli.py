@@ -147,6 +147,7 @@ async def test_events_export_writes_the_catalog(tmp_path: Path) -> None:
     assert done.returncode == 0, done.stderr
     written = {Path(line).relative_to(tmp_path).as_posix() for line in done.stdout.split()}
     assert "asyncapi.json" in written
+    assert "README.md" in written
     assert "schemas/build.requested.json" in written
     doc = json.loads((tmp_path / "asyncapi.json").read_text())
     assert doc["asyncapi"] == "3.0.0"

@@ -229,14 +229,29 @@ def test_every_event_is_carried_by_exactly_one_stream() -> None:
 
 def test_committed_catalog_equals_a_fresh_export(tmp_path: Path) -> None:
     written = schema.export(tmp_path)
-    assert {p.relative_to(tmp_path) for p in written} == {
-        p.relative_to(DOCS) for p in [*DOCS.glob("schemas/*.json"), DOCS / "asyncapi.json"]
-    }
+    on_disk = [*DOCS.glob("schemas/*.json"), DOCS / "asyncapi.json", DOCS / "README.md"]
+    assert {p.relative_to(tmp_path) for p in written} == {p.relative_to(DOCS) for p in on_disk}
     for path in written:
         committed = DOCS / path.relative_to(tmp_path)
         assert committed.read_text() == path.read_text(), (
             f"{committed} is stale: run `cofounder events export`"
         )
+
+
+def test_catalog_page_lists_every_stream_its_events_groups_and_dead_letters() -> None:
+    page = schema.readme()
+    for stream in ALL_STREAMS:
+        section = page.split(f"### `{stream.name}`\n", 1)[1].split("\n### ", 1)[0]
+        assert stream.description in section
+        assert f"`{stream.dlq}`" in section
+        for event in stream.events:
+            assert f"[`{event.event_type()}`](schemas/{event.event_type()}.json)" in section
+            assert schema.summary(event) in section
+        for group in stream.groups:
+            assert f"`{group}`" in section
+    for field in schema.ENVELOPE_FIELDS:
+        assert f"| `{field}` |" in page
+    assert "``" not in page  # docstrings' reST literals are Markdown here
 
 
 def test_asyncapi_document_describes_streams_and_groups() -> None:

@@ -1,4 +1,4 @@
-"""``cofounder events export``: the JSON Schemas and AsyncAPI document of every event."""
+"""``cofounder events export``: the JSON Schemas, the AsyncAPI document and the catalog's page."""
 
 from __future__ import annotations
 
@@ -16,6 +16,6 @@ app = typer.Typer(help="The event catalog.", no_args_is_help=True)
 def export(
     out: Annotated[Path, typer.Argument(help="Output folder.")] = Path("docs/events"),
 ) -> None:
-    """Write docs/events/schemas/<type>.json and docs/events/asyncapi.json."""
+    """Write schemas/<type>.json, asyncapi.json and README.md (default: into docs/events)."""
     for path in schema.export(out):
         typer.echo(str(path))

@@ -4,7 +4,7 @@
   product (here: the gateway's admin and seed API); read by the context assembler and gateway;
 - ``builds``, ``user_active_builds``: the gateway (creation, and the status projection of build
   events; the second counts each user's builds that have not ended, for the plan's limit);
-- ``outbox``: the gateway (same transaction as the build row; its relay marks rows sent);
+- ``outbox``: the gateway (same transaction as the build row; its relay deletes what it sent);
 - ``processed_events``: every consumer, for its own ``scope`` (``record_once``);
 - ``agent_checkpoints``, ``build_versions``: the agent runner;
 - ``budget_ledger``, ``budget_topups``: the budget service (the gateway reads them for usage).
@@ -192,7 +192,6 @@ class OutboxRow(Base):
     """An event committed with the row that caused it, waiting for the relay to publish it."""
 
     __tablename__ = "outbox"
-    __table_args__ = (Index("ix_outbox_unpublished", "published_at", "id"),)
 
     id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=True)
     stream: Mapped[str] = mapped_column(String(200))
@@ -200,6 +199,9 @@ class OutboxRow(Base):
     event_id: Mapped[str] = mapped_column(String(36), unique=True)
     payload: Mapped[bytes] = mapped_column(LargeBinary)
     created_at: Mapped[datetime] = mapped_column(default=_now)
+    #: Unused: the relay deletes what it published. Kept one release (migration 0009 dropped
+    #: its index) so a gateway of the release before, which still filters on it, keeps working
+    #: during a rolling update; the next migration drops it.
     published_at: Mapped[datetime | None] = mapped_column()
 
 

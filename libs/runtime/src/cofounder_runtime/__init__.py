@@ -1,5 +1,6 @@
 """The shared Redis Streams runtime: publish, consume (at least once, nothing lost), dead-letter,
-deduplicate, configure, log and measure. See ARCHITECTURE.md section 3 for the contract.
+deduplicate, configure, log and measure. The contract it keeps is the delivery contract of
+docs/architecture.md#delivery-contract.
 """
 
 from cofounder_runtime.connections import connect_redis

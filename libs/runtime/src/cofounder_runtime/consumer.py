@@ -1,4 +1,5 @@
-"""A consumer-group reader that loses nothing: the delivery contract of ARCHITECTURE.md §3.
+"""A consumer-group reader that loses nothing: the delivery contract of
+docs/architecture.md#delivery-contract.
 
 One :class:`Consumer` reads one stream as one member of one group. Its life:
 

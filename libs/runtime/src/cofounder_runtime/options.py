@@ -1,7 +1,8 @@
 """Consumer options: the knobs of the delivery contract, validated once at construction.
 
-Defaults follow ARCHITECTURE.md section 3. Durations are milliseconds because that is what the Redis
-commands take (``BLOCK``, ``XAUTOCLAIM min-idle-time``), so nothing converts on the hot path.
+Defaults follow the delivery contract (docs/architecture.md#delivery-contract). Durations are
+milliseconds because that is what the Redis commands take (``BLOCK``, ``XAUTOCLAIM
+min-idle-time``), so nothing converts on the hot path.
 """
 
 from __future__ import annotations

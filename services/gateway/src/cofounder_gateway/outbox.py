@@ -34,7 +34,7 @@ _log = structlog.get_logger("cofounder.outbox")
 
 _CLAIM = """
 select id, stream, event_type, event_id, payload from outbox
-where published_at is null order by id limit $1 for update skip locked
+order by id limit $1 for update skip locked
 """
 # Published rows are deleted, not marked: the table holds only what is still to send (the claim
 # stays an index probe at any age, nothing to prune), and a delete writes no new row version or
