@@ -5,6 +5,7 @@ from cofounder_contracts.codec import Codec, DecodeError, UnknownEventType, enco
 from cofounder_contracts.envelope import Event, FollowUp, follow_up, utcnow
 from cofounder_contracts.events import *  # noqa: F403 - the catalog is the package's API
 from cofounder_contracts.events import __all__ as _events
+from cofounder_contracts.events.builds import TERMINAL_STATUSES, ends_build
 from cofounder_contracts.ids import derived_event_id, new_event_id
 from cofounder_contracts.streams import (
     ALL_STREAMS,
@@ -20,11 +21,13 @@ __all__ = [  # noqa: PLE0604 - extended with the events' names
     "Event",
     "FollowUp",
     "Stream",
+    "TERMINAL_STATUSES",
     "UnknownEventType",
     "build_feed_key",
     "derived_event_id",
     "encode",
     "encode_fields",
+    "ends_build",
     "follow_up",
     "new_event_id",
     "schema",

@@ -4,8 +4,8 @@ All per-build keys carry the build id in a hash tag and all per-user keys the us
 Redis Cluster a script touching one build's (or one user's) keys stays in one slot.
 
 - :func:`budget_gate_key`: written by the budget service when a user's daily budget is spent
-  (value: JSON ``{"resets_at": ISO-8601}``, expiring at the reset); read by the agent runner
-  before every model call. Absent means open.
+  (value: :class:`BudgetGate` as JSON, expiring at the reset; :func:`encode_gate` /
+  :func:`gate_resets_at`); read by the agent runner before every model call. Absent means open.
 - :func:`cancel_key`: set by the agent runner when ``build.cancel_requested`` arrives; the loop
   reads it between iterations (with the gate, in one round trip).
 - :func:`lease_key` / :func:`lease_generation_key`: the build lease and its fencing counter,
@@ -16,14 +16,20 @@ Redis Cluster a script touching one build's (or one user's) keys stays in one sl
 
 from __future__ import annotations
 
+from datetime import UTC, datetime, timedelta
 from typing import Final
+
+import msgspec
 
 SLEEPING_BUILDS_KEY: Final = "cofounder.budget.sleeping:builds"
 
 __all__ = [
     "SLEEPING_BUILDS_KEY",
+    "BudgetGate",
     "budget_gate_key",
     "cancel_key",
+    "encode_gate",
+    "gate_resets_at",
     "lease_generation_key",
     "lease_key",
     "snapshot_project_lock_key",
@@ -33,6 +39,30 @@ __all__ = [
 def budget_gate_key(user_id: str) -> str:
     """Present while ``user_id``'s daily budget is spent."""
     return f"cofounder.budget.closed:{{{user_id}}}"
+
+
+class BudgetGate(msgspec.Struct, frozen=True):
+    """The value of a closed gate: when the user's budget resets (the key expires then too)."""
+
+    resets_at: datetime
+
+
+_GATE: Final = msgspec.json.Decoder(BudgetGate)
+
+
+def encode_gate(resets_at: datetime) -> bytes:
+    """The value the budget service writes when it closes a user's gate."""
+    return msgspec.json.encode(BudgetGate(resets_at=resets_at))
+
+
+def gate_resets_at(value: bytes, *, now: datetime | None = None) -> datetime:
+    """When a closed gate opens, from its value; an unreadable value (another writer, a
+    truncated write) counts as closed until the next UTC midnight, the daily reset."""
+    try:
+        return _GATE.decode(value).resets_at
+    except (msgspec.DecodeError, msgspec.ValidationError):
+        today = (now or datetime.now(UTC)).astimezone(UTC)
+        return (today + timedelta(days=1)).replace(hour=0, minute=0, second=0, microsecond=0)
 
 
 def cancel_key(build_id: str) -> str:

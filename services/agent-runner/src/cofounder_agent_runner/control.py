@@ -4,21 +4,16 @@ the build's cancel flag."""
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import datetime
 
-import msgspec
 from redis.asyncio import Redis
 from redis.asyncio.client import Pipeline
 
-from cofounder_contracts.keys import budget_gate_key, cancel_key
+from cofounder_contracts.keys import budget_gate_key, cancel_key, gate_resets_at
 
 __all__ = ["Control", "parse_control", "queue_control", "read_control", "request_cancel"]
 
 _CANCEL_TTL_S = 7 * 24 * 3600
-
-
-class _Gate(msgspec.Struct):
-    resets_at: datetime
 
 
 @dataclass(frozen=True, slots=True)
@@ -43,16 +38,7 @@ async def read_control(redis: Redis, *, user_id: str, build_id: str) -> Control:
 
 
 def parse_control(gate: bytes | None, cancelled: bytes | None) -> Control:
-    closed_until = None
-    if gate:
-        try:
-            closed_until = msgspec.json.decode(gate, type=_Gate).resets_at
-        except msgspec.DecodeError:
-            # Closed, with an unreadable reset time: assume the next UTC midnight.
-            now = datetime.now(UTC)
-            closed_until = (now + timedelta(days=1)).replace(
-                hour=0, minute=0, second=0, microsecond=0
-            )
+    closed_until = gate_resets_at(gate) if gate else None
     return Control(cancelled=bool(cancelled), closed_until=closed_until)
 
 

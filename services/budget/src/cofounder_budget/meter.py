@@ -20,10 +20,9 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Final
 
-import msgspec
 from redis.asyncio import Redis
 
-from cofounder_contracts.keys import budget_gate_key
+from cofounder_contracts.keys import budget_gate_key, encode_gate
 
 __all__ = ["DAY_TTL_S", "Meter", "Metered", "day_keys"]
 
@@ -89,10 +88,6 @@ class Metered:
     budget: int  # the day's budget the script compared against
 
 
-class _Gate(msgspec.Struct):
-    resets_at: datetime
-
-
 class Meter:
     def __init__(self, redis: Redis) -> None:
         self._redis = redis
@@ -127,7 +122,7 @@ class Meter:
                 cost,
                 budget,
                 DAY_TTL_S,
-                msgspec.json.encode(_Gate(resets_at=resets_at)),
+                encode_gate(resets_at),
                 int(resets_at.timestamp() * 1000),
             ],
         )
@@ -152,7 +147,7 @@ class Meter:
             args=[
                 f"{budget} {tier}",
                 DAY_TTL_S,
-                msgspec.json.encode(_Gate(resets_at=resets_at)),
+                encode_gate(resets_at),
                 int(resets_at.timestamp() * 1000),
             ],
         )

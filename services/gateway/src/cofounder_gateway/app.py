@@ -217,12 +217,7 @@ def create_app(gw: Gateway) -> FastAPI:
                 "Last-Event-ID is not an event id: send the id: of an event this stream sent",
             )
         build = await builds.get_build(gw.engine, user_id=user, build_id=build_id)
-        finished = BuildStatus(build.status) in {
-            BuildStatus.READY,
-            BuildStatus.FAILED,
-            BuildStatus.CANCELLED,
-        }
-        summary = build_json(build) if finished else None
+        summary = build_json(build) if BuildStatus(build.status).ended else None
         return _event_stream(gw.feed, user, build_id, after, request, summary)
 
     @v1.get("/healthz")

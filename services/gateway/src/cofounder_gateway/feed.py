@@ -37,10 +37,20 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, Final
 
+import msgspec
 from redis.asyncio import Redis
 from redis.exceptions import ResponseError
 
-from cofounder_contracts import Event, build_feed_key, encode
+from cofounder_contracts import (
+    BuildCompleted,
+    BuildFailed,
+    BuildStatus,
+    BuildStatusChanged,
+    Event,
+    build_feed_key,
+    encode,
+)
+from cofounder_contracts import ends_build as contracts_ends_build
 from cofounder_contracts.codec import DATA, TYPE, payload_digest
 from cofounder_runtime.idempotency import RedisOnce
 
@@ -57,19 +67,34 @@ __all__ = [
 #: How long one SSE read waits for an entry before a keep-alive comment goes out.
 SSE_BLOCK_MS: Final = 15_000
 
-#: Event types after which a build's feed gets nothing more.
-ENDING_TYPES: Final = frozenset({b"build.completed", b"build.failed"})
-_ENDING_STATUSES: Final = (b'"status":"cancelled"', b'"status":"failed"', b'"status":"ready"')
+#: Event types after which a build's feed gets nothing more (with a status change to an end).
+ENDING_TYPES: Final = frozenset(
+    {BuildCompleted.event_type().encode(), BuildFailed.event_type().encode()}
+)
+_STATUS_CHANGED: Final = BuildStatusChanged.event_type().encode()
+
+
+class _Status(msgspec.Struct):
+    """The one field of a ``build.status_changed`` entry that says whether it ends the build."""
+
+    status: BuildStatus
+
+
+_STATUS: Final = msgspec.json.Decoder(_Status)
 
 
 def ends_build(fields: dict[bytes, bytes]) -> bool:
-    """Whether this feed entry is the build's last."""
+    """Whether this feed entry is the build's last (:func:`cofounder_contracts.ends_build`, read
+    from the entry's fields: its type, and the status of a status change, decoded alone)."""
     type_ = fields.get(TYPE, b"")
     if type_ in ENDING_TYPES:
         return True
-    return type_ == b"build.status_changed" and any(
-        s in fields.get(DATA, b"") for s in _ENDING_STATUSES
-    )
+    if type_ != _STATUS_CHANGED:
+        return False
+    try:
+        return _STATUS.decode(fields.get(DATA, b"{}")).status.ended
+    except (msgspec.DecodeError, msgspec.ValidationError):
+        return False
 
 
 def id_order(entry_id: str) -> tuple[int, int]:
@@ -114,8 +139,7 @@ class _Entry:
 
     @classmethod
     def of(cls, event: Event, digest: str) -> _Entry:
-        type_, data = event.type.encode(), encode(event)
-        return cls(event, digest, type_, data, ends_build({TYPE: type_, DATA: data}))
+        return cls(event, digest, event.type.encode(), encode(event), contracts_ends_build(event))
 
 
 class TooManyStreams(Exception):

@@ -12,11 +12,11 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Final
 
-from cofounder_contracts import BuildStatus
+from cofounder_contracts import TERMINAL_STATUSES, BuildStatus
 
 __all__ = ["TERMINAL", "next_status"]
 
-TERMINAL: Final = frozenset({BuildStatus.READY, BuildStatus.FAILED, BuildStatus.CANCELLED})
+TERMINAL: Final = TERMINAL_STATUSES
 _RANK: Final = {
     BuildStatus.QUEUED: 0,
     BuildStatus.ASSEMBLING: 1,

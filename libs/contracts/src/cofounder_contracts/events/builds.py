@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import enum
-from typing import Any
+from typing import Any, Final
 
 import msgspec
 
@@ -11,6 +11,7 @@ from cofounder_contracts.envelope import Event
 from cofounder_contracts.units import NonEmpty, StepCount
 
 __all__ = [
+    "TERMINAL_STATUSES",
     "BuildCancelRequested",
     "BuildCompleted",
     "BuildFailed",
@@ -19,6 +20,7 @@ __all__ = [
     "BuildStatusChanged",
     "ContextReady",
     "QnA",
+    "ends_build",
 ]
 
 
@@ -33,6 +35,16 @@ class BuildStatus(enum.StrEnum):
     READY = "ready"
     FAILED = "failed"
     CANCELLED = "cancelled"
+
+    @property
+    def ended(self) -> bool:
+        """Whether the build is over (ready, failed or cancelled): nothing changes it after."""
+        return self in TERMINAL_STATUSES
+
+
+#: The statuses a build ends in. The one definition of "ended": the state machine, the feed, the
+#: reconciler and the API read it (and :func:`ends_build` for events).
+TERMINAL_STATUSES: Final = frozenset({BuildStatus.READY, BuildStatus.FAILED, BuildStatus.CANCELLED})
 
 
 class QnA(msgspec.Struct, frozen=True, kw_only=True):
@@ -92,6 +104,14 @@ class BuildFailed(Event, frozen=True, kw_only=True, tag="build.failed"):
 
     reason: NonEmpty
     retryable: bool = False
+
+
+def ends_build(event: Event) -> bool:
+    """Whether ``event`` is one that ends its build: ``build.completed``, ``build.failed``, or a
+    status change to an end (the runner's and the gateway's cancel)."""
+    if isinstance(event, BuildCompleted | BuildFailed):
+        return True
+    return isinstance(event, BuildStatusChanged) and event.status.ended
 
 
 class BuildCancelRequested(Event, frozen=True, kw_only=True, tag="build.cancel_requested"):

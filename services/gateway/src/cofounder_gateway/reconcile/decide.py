@@ -30,13 +30,13 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 from typing import Final
 
-from cofounder_contracts import BuildStatus, derived_event_id
+from cofounder_contracts import TERMINAL_STATUSES, BuildStatus, derived_event_id
 from cofounder_gateway.reconcile.facts import BuildFacts, RedisView, Repair, RepairKind
 from cofounder_gateway.requests import requested_event_id
 
 __all__ = ["decide", "snapshot_answer_ids"]
 
-_TERMINAL: Final = frozenset({BuildStatus.READY, BuildStatus.FAILED, BuildStatus.CANCELLED})
+_TERMINAL: Final = TERMINAL_STATUSES
 _MID_RUN: Final = frozenset({"start", "turn", "compaction"})
 _CONTEXT_READY: Final = "context.ready"
 _WAKE: Final = "budget.wake"
