@@ -29,18 +29,15 @@ import pytest
 import redis as sync_redis
 
 from cofounder_contracts.streams import build_feed_key
-from cofounder_runtime.localredis import redis_server_binary
-from cofounder_scripted_model.process import ScriptedModel, start
 from cofounder_testing.pipeline import (
     SLOTS,
     Stack,
     at_rest,
     dead_letters,
     read_books,
-    stack_env,
+    running_stack,
     wait_for,
 )
-from cofounder_testing.servers import free_port
 
 pytestmark = pytest.mark.e2e
 
@@ -52,29 +49,9 @@ TERMINAL = {"ready", "failed", "cancelled"}
 
 
 @pytest.fixture
-def model() -> Iterator[ScriptedModel]:
-    with start("demo-webapp", latency_ms=150) as server:
-        yield server
-
-
-@pytest.fixture
-def stack(own_database_url: str, model: ScriptedModel, tmp_path: Path) -> Iterator[Stack]:
-    if redis_server_binary() is None:
-        pytest.skip("no redis-server to run a Redis of the test's own")
-    port = free_port()
-    env = stack_env(
-        root=tmp_path,
-        redis_port=port,
-        database_url=own_database_url,
-        model_url=model.url,
-        builds=BUILDS,
-    )
-    stack = Stack(root=tmp_path, env=env, redis_port=port)
-    try:
-        stack.start_all()
+def stack(own_database_url: str, tmp_path: Path) -> Iterator[Stack]:
+    with running_stack(tmp_path, database_url=own_database_url, builds=BUILDS) as stack:
         yield stack
-    finally:
-        stack.stop()
 
 
 def test_every_build_completes_once_through_crashes_of_every_service_and_redis(

@@ -26,17 +26,14 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from cofounder_contracts.streams import build_feed_key
 from cofounder_gateway.reconcile.decide import snapshot_answer_ids
-from cofounder_runtime.localredis import redis_server_binary
-from cofounder_scripted_model.process import ScriptedModel, start
 from cofounder_testing.pipeline import (
     Stack,
     at_rest,
     dead_letters,
     read_books,
-    stack_env,
+    running_stack,
     wait_for,
 )
-from cofounder_testing.servers import free_port
 
 pytestmark = pytest.mark.e2e
 
@@ -47,35 +44,20 @@ TERMINAL = {"ready", "failed", "cancelled"}
 
 
 @pytest.fixture
-def model() -> Iterator[ScriptedModel]:
-    with start("demo-webapp", latency_ms=150) as server:
-        yield server
-
-
-@pytest.fixture
-def stack(own_database_url: str, model: ScriptedModel, tmp_path: Path) -> Iterator[Stack]:
-    if redis_server_binary() is None:
-        pytest.skip("no redis-server to run a Redis of the test's own")
-    port = free_port()
-    env = stack_env(
-        root=tmp_path,
-        redis_port=port,
+def stack(own_database_url: str, tmp_path: Path) -> Iterator[Stack]:
+    with running_stack(
+        tmp_path,
         database_url=own_database_url,
-        model_url=model.url,
         builds=BUILDS,
+        redis_persistent=False,  # a restart comes back empty
         RECONCILE_INTERVAL_S="1",
         RECONCILE_GRACE_S="3",
         # A few builds at a time per runner: the loss finds builds at every stage (queued
         # behind the others, assembling, running, ended but not yet projected).
         CONSUMER_CONCURRENCY="4",
         SNAPSHOT_EVERY="3",
-    )
-    stack = Stack(root=tmp_path, env=env, redis_port=port, redis_persistent=False)
-    try:
-        stack.start_all()
+    ) as stack:
         yield stack
-    finally:
-        stack.stop()
 
 
 @pytest.mark.parametrize("loss", ["flushall", "restart-empty"])

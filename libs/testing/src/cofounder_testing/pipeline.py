@@ -9,22 +9,25 @@ share: the test's own Redis and database, the scripted model, fast consumer timi
 
 from __future__ import annotations
 
+import contextlib
 import json
 import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import asyncpg
 import httpx
+import pytest
 import redis as sync_redis
 
 from cofounder_contracts.streams import ALL_STREAMS
 from cofounder_runtime.localredis import redis_server_binary
+from cofounder_scripted_model.process import start as start_model
 from cofounder_testing.servers import free_port
 from cofounder_testing.services import offline_env, start_service
 from cofounder_testing.waiting import Watched, wait_started
@@ -37,6 +40,7 @@ __all__ = [
     "at_rest",
     "dead_letters",
     "read_books",
+    "running_stack",
     "stack_env",
     "wait_for",
 ]
@@ -204,6 +208,39 @@ class Stack:
         if "redis" in self.procs:
             self.procs["redis"].kill()
             self.procs["redis"].wait()
+
+
+@contextlib.contextmanager
+def running_stack(
+    root: Path,
+    *,
+    database_url: str,
+    builds: int,
+    redis_persistent: bool = True,
+    latency_ms: int = 150,
+    **more: str,
+) -> Iterator[Stack]:
+    """The scripted model (the demo transcript at ``latency_ms``), then Redis and every service
+    of :data:`SLOTS` on ``database_url``, all stopped afterwards. ``more``: settings on top of
+    :func:`stack_env`'s. Skips the test where there is no ``redis-server`` to start."""
+    if redis_server_binary() is None:
+        pytest.skip("no redis-server to run a Redis of the test's own")
+    with start_model("demo-webapp", latency_ms=latency_ms) as model:
+        port = free_port()
+        env = stack_env(
+            root=root,
+            redis_port=port,
+            database_url=database_url,
+            model_url=model.url,
+            builds=builds,
+            **more,
+        )
+        stack = Stack(root=root, env=env, redis_port=port, redis_persistent=redis_persistent)
+        try:
+            stack.start_all()
+            yield stack
+        finally:
+            stack.stop()
 
 
 def wait_for(what: str, check: Callable[[], bool], stack: Stack, timeout: float) -> None:
