@@ -97,8 +97,28 @@ class Lease:
             await self._redis.eval(RELEASE_IF_MINE, 1, self._keys[0], self._value)
 
     def check(self) -> None:
+        """:class:`LeaseLost` if the keep-alive has found the lease gone (no round trip)."""
         if self.lost:
             raise LeaseLost("the build lease was lost (expired or taken over)")
+
+    async def confirm(self) -> None:
+        """Make sure the lease is still ours at this instant, renewing it: :class:`LeaseLost`
+        when it expired, was taken over or was forgotten by Redis.
+
+        Called before every checkpoint of a drive. The keep-alive notices a lost lease only at
+        its next renewal, up to a third of the TTL later, and until the new holder has written
+        a part of its own the generation fence lets an old part through; this round trip closes
+        that window but for the instant between it and the insert. When Redis cannot be asked,
+        the fence decides alone (logged): the drive's events, which go to Redis, fail next.
+        """
+        self.check()
+        try:
+            renewed = await self.renew()
+        except RedisError as exc:
+            _log.warning("could not confirm the build lease", error=repr(exc))
+            return
+        if not renewed:
+            raise LeaseLost("the build lease was lost (expired, taken over, or forgotten by Redis)")
 
     @contextlib.asynccontextmanager
     async def kept_alive(self) -> AsyncIterator[Lease]:

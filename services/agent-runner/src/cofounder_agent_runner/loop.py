@@ -12,8 +12,12 @@ pending and heart-beaten by the consumer. Its life:
 3. each iteration: cancel flag and budget gate (one round trip) → limits → compaction when the
    prompt nears the context window → the model call → the requested tools, in order, their
    results returned together → a ``turn`` checkpoint holding only the new messages → events;
-4. it ends in one of: completed, failed, cancelled, asleep (budget spent), or handed back
-   (shutdown, model unavailable: the entry stays pending and another attempt resumes).
+4. it ends in one of: completed, failed, cancelled, asleep (budget spent), duplicate (an
+   :class:`Outcome`); or it stops without settling the build and returns a
+   :class:`HandedBack`: the runner is shutting down, the model API stayed unavailable through
+   the client's retries, or the lease was lost. Those are values :func:`drive` returns, not
+   exceptions it lets out; ``handlers.py`` turns a hand-back into the raise that keeps the work
+   entry pending, so that another attempt resumes the build from its checkpoints.
 
 Event ids are derived from the build and what happened (``iteration:3``), so a part redone after
 a crash re-emits the same ids and downstream consumers count it once.
@@ -40,7 +44,7 @@ from cofounder_agent_runner.checkpoints import CheckpointStore, RunState
 from cofounder_agent_runner.compaction import compact
 from cofounder_agent_runner.control import Control, parse_control, queue_control, read_control
 from cofounder_agent_runner.finish import assign_build_version, mark_mvp_built
-from cofounder_agent_runner.lease import Lease, LeaseBusy
+from cofounder_agent_runner.lease import Lease, LeaseBusy, LeaseLost
 from cofounder_agent_runner.metrics import (
     BUILDS_ACTIVE,
     BUILDS_ENDED,
@@ -49,7 +53,13 @@ from cofounder_agent_runner.metrics import (
     MODEL_TOKENS,
     TOOL_CALLS,
 )
-from cofounder_agent_runner.model import ModelClient, ModelRejected, TokenUsage
+from cofounder_agent_runner.model import (
+    ModelClient,
+    ModelRejected,
+    ModelReply,
+    ModelUnavailable,
+    TokenUsage,
+)
 from cofounder_agent_runner.plans import BuildBlocked, UnknownTier, resolve_model
 from cofounder_agent_runner.prompt import (
     CACHED_TOOLS,
@@ -88,7 +98,16 @@ from cofounder_sandbox.base import Sandbox, Sandboxes, SandboxGone
 from cofounder_snapshots.store import SnapshotStore, StoreError
 from cofounder_snapshots.sync import restore
 
-__all__ = ["HandBack", "Outcome", "RunnerDeps", "drive", "give_up"]
+__all__ = [
+    "DriveResult",
+    "HandBack",
+    "HandBackReason",
+    "HandedBack",
+    "Outcome",
+    "RunnerDeps",
+    "drive",
+    "give_up",
+]
 
 PRODUCER: Final = "agent-runner"
 _log = structlog.get_logger("cofounder.runner.loop")
@@ -97,15 +116,66 @@ _ENCODE: Final = msgspec.json.Encoder()
 
 
 class Outcome(enum.StrEnum):
+    """How a drive settled its build: the work entry that brought it is done (acked)."""
+
     COMPLETED = "completed"
     FAILED = "failed"
     CANCELLED = "cancelled"
-    SLEEPING = "sleeping"
-    DUPLICATE = "duplicate"  # another runner holds the build, or it had already ended
+    SLEEPING = "sleeping"  # a budget.wake resumes it
+    #: Nothing to drive: it had ended (its end is said again), it stays asleep (a
+    #: ``context.ready`` again), or it never started (a wake).
+    DUPLICATE = "duplicate"
+
+
+class HandBackReason(enum.StrEnum):
+    """Why a drive stopped without settling its build (the ``drives_total`` outcome label)."""
+
+    #: The runner is stopping (SIGTERM), seen between iterations or while waiting for the lease.
+    SHUTDOWN = "shutdown"
+    #: The model API kept failing (429, 529, 5xx, broken streams) through the client's attempts
+    #: (``MODEL_ATTEMPTS``, see ``model.py``): a later attempt may find it back.
+    MODEL_UNAVAILABLE = "model_unavailable"
+    #: The lease expired, was taken over or was forgotten by Redis: another drive may hold the
+    #: build now, and this one must write nothing more.
+    LEASE_LOST = "lease_lost"
+
+
+@dataclass(frozen=True, slots=True)
+class HandedBack:
+    """A drive that stopped without ending the build or putting it to sleep.
+
+    Nothing was lost: every finished turn is in the checkpoints, no end was written or
+    published, and the lease was given back (unless another holds it). The work entry must
+    stay pending, so that another attempt, here after the consumer's backoff or on another
+    runner, resumes the build from its checkpoints; see ``handlers.py`` for how that is done.
+    """
+
+    reason: HandBackReason
+    detail: str
+
+    def __str__(self) -> str:
+        return f"{self.reason}: {self.detail}"
+
+
+#: What :func:`drive` returns: the build settled (an :class:`Outcome`), or handed back.
+DriveResult = Outcome | HandedBack
 
 
 class HandBack(Exception):
-    """Stop driving without ending the build: its entry stays pending and is resumed later."""
+    """Raised to leave a work entry pending: the consumer's contract has no other way.
+
+    The runtime's consumer acks an entry when its handler returns and treats any exception as
+    "try again": it counts a delivery, backs off and runs the handler again (a new drive, which
+    resumes the build), leaves the entry pending for the next process when it is stopping, and
+    after ``WORK_MAX_DELIVERIES`` runs :func:`give_up` and dead-letters it. Raised by a handler
+    whose drive was handed back (``handlers.py``), and by :func:`give_up` while the runner is
+    shutting down; ``str()`` says why (the consumer logs it, and ``give_up`` quotes the last one
+    in the build's ``build.failed``).
+    """
+
+    def __init__(self, handed_back: HandedBack) -> None:
+        super().__init__(str(handed_back))
+        self.handed_back = handed_back
 
 
 @dataclass(slots=True)
@@ -210,7 +280,10 @@ class _Run:
         return parse_control(replies[-2], replies[-1]) if read_control else None
 
     async def checkpoint(self, kind: str, parts: dict[str, Any]) -> int:
-        self.lease.check()
+        """Append a part under the lease's generation, once the lease is confirmed ours: a
+        drive that lost it raises :class:`LeaseLost` here and writes nothing (see
+        :func:`drive`)."""
+        await self.lease.confirm()
         return await self.deps.checkpoints.append(
             self.state, generation=self.lease.generation, kind=kind, parts=parts
         )
@@ -256,49 +329,67 @@ class _Run:
 
     # -- the loop --------------------------------------------------------------------------
 
-    async def loop(self) -> Outcome:
+    async def loop(self) -> DriveResult:
         settings = self.deps.settings
-        state = self.state
-        limit = settings.max_tool_calls_for(self.context.tier)
         control = await read_control(
             self.deps.redis, user_id=self.context.user_id, build_id=self.context.build_id
         )
         while True:
-            if self.deps.stopping.is_set():
-                raise HandBack("the runner is shutting down")
-            self.lease.check()
-            if control.cancelled:
-                return await self.cancelled()
-            if control.closed_until is not None:
-                return await self.sleep(control.closed_until)
-            if state.tool_calls >= limit:
-                return await self.fail(
-                    f"stopped: the build reached its limit of {limit} tool calls"
-                )
-            elapsed = (self.deps.clock() - state.started_at).total_seconds()
-            if elapsed > settings.max_wall_s:
-                return await self.fail(
-                    f"stopped: the build ran longer than {settings.max_wall_s:g} s"
-                )
-            if state.prompt_tokens > settings.compact_at * settings.context_window:
+            stop = await self.before_iteration(control)
+            if stop is not None:
+                return stop
+            if self.state.prompt_tokens > settings.compact_at * settings.context_window:
                 await self.compact()
-            try:
-                cached = settings.prompt_caching
-                reply = await self.deps.model.complete(
-                    model=state.model,
-                    system=self.system,
-                    tools=CACHED_TOOLS if cached else TOOL_DEFINITIONS,
-                    messages=request_messages(state.messages) if cached else state.messages,
-                    max_tokens=settings.max_tokens,
-                    build_id=self.context.build_id,
-                    on_usage=self.on_usage,
-                )
-            except ModelRejected as exc:
-                return await self.fail(str(exc))
+            reply = await self.think()
+            if not isinstance(reply, ModelReply):
+                return reply
             ended = await self.turn(reply.message, reply.usage)
             if isinstance(ended, Outcome):
                 return ended
             control = ended
+
+    async def before_iteration(self, control: Control) -> DriveResult | None:
+        """How the drive ends before the next model call, if it does: the runner shutting down
+        (handed back), the cancel flag, the budget gate, the limits. None: go on."""
+        settings = self.deps.settings
+        state = self.state
+        if self.deps.stopping.is_set():
+            # Between iterations: every finished turn is checkpointed, nothing is lost.
+            return HandedBack(HandBackReason.SHUTDOWN, "the runner is shutting down")
+        self.lease.check()
+        if control.cancelled:
+            return await self.cancelled()
+        if control.closed_until is not None:
+            return await self.sleep(control.closed_until)
+        limit = settings.max_tool_calls_for(self.context.tier)
+        if state.tool_calls >= limit:
+            return await self.fail(f"stopped: the build reached its limit of {limit} tool calls")
+        elapsed = (self.deps.clock() - state.started_at).total_seconds()
+        if elapsed > settings.max_wall_s:
+            return await self.fail(f"stopped: the build ran longer than {settings.max_wall_s:g} s")
+        return None
+
+    async def think(self) -> ModelReply | DriveResult:
+        """The iteration's model call; how the drive ends instead when the model refuses the
+        request (the build fails) or stays unavailable (the build is handed back)."""
+        settings = self.deps.settings
+        cached = settings.prompt_caching
+        try:
+            return await self.deps.model.complete(
+                model=self.state.model,
+                system=self.system,
+                tools=CACHED_TOOLS if cached else TOOL_DEFINITIONS,
+                messages=request_messages(self.state.messages) if cached else self.state.messages,
+                max_tokens=settings.max_tokens,
+                build_id=self.context.build_id,
+                on_usage=self.on_usage,
+            )
+        except ModelRejected as exc:
+            return await self.fail(str(exc))  # a 4xx: asked again, it would refuse again
+        except ModelUnavailable as exc:
+            # Its retries are spent (model.py): not the build's fault, and maybe not for long.
+            # A later attempt makes this call again, from the last checkpoint.
+            return HandedBack(HandBackReason.MODEL_UNAVAILABLE, str(exc))
 
     async def turn(self, assistant: dict[str, Any], usage: TokenUsage) -> Outcome | Control:
         """Run the tools of one assistant turn, checkpoint it, emit its events; return how the
@@ -600,8 +691,9 @@ def _lease(deps: RunnerDeps, build_id: str) -> Lease:
     )
 
 
-async def _wait_for_lease(deps: RunnerDeps, lease: Lease, log: Any) -> None:
-    """Take the build's lease, waiting while another holds it; never give the entry up.
+async def _wait_for_lease(deps: RunnerDeps, lease: Lease, log: Any) -> bool:
+    """Take the build's lease, waiting while another holds it; never give the entry up. False,
+    the lease not taken, when the runner starts shutting down meanwhile.
 
     Its generation is above the highest one of the build's checkpoints, read before each
     attempt: Redis may have forgotten the counter (see ``lease.py``), and a holder waited for
@@ -623,7 +715,7 @@ async def _wait_for_lease(deps: RunnerDeps, lease: Lease, log: Any) -> None:
             await lease.acquire(floor=floor)
         except LeaseBusy as exc:
             if deps.stopping.is_set():
-                raise HandBack("the runner is shutting down") from None
+                return False
             if not waited:
                 log.info("the build's lease is held; waiting for it", holder=str(exc))
                 waited = True
@@ -631,29 +723,22 @@ async def _wait_for_lease(deps: RunnerDeps, lease: Lease, log: Any) -> None:
             continue
         if waited:
             log.info("took the build's lease after waiting")
-        return
+        return True
 
 
 async def _drive(
-    deps: RunnerDeps, *, build_id: str, context: ContextReady | None, reason: str
-) -> Outcome:
+    deps: RunnerDeps, *, build_id: str, context: ContextReady | None, reason: str, log: Any
+) -> DriveResult:
     """The body of :func:`drive`."""
-    log = _log.bind(build_id=build_id, runner=deps.runner_name)
     lease = _lease(deps, build_id)
-    await _wait_for_lease(deps, lease, log)
+    if not await _wait_for_lease(deps, lease, log):
+        return HandedBack(
+            HandBackReason.SHUTDOWN, "the runner is shutting down (waiting for the build's lease)"
+        )
     async with lease.kept_alive():
         state = await deps.checkpoints.load(build_id)
         if state is not None and state.ended is not None:
-            # Ended before a crash let the end event out, or a late duplicate: say it again.
-            ended = state.ended
-            log.info("build already ended; re-emitting its end", outcome=ended.get("outcome"))
-            event_type = {"completed": BuildCompleted, "failed": BuildFailed}.get(
-                ended.get("outcome", ""), BuildStatusChanged
-            )
-            event = msgspec.convert(ended["event"], type=event_type)
-            await deps.publisher.emit(event)
-            if isinstance(event, BuildCompleted):
-                await post_build(deps, event)
+            await _end_again(deps, state.ended, log)
             return Outcome.DUPLICATE
         if state is not None and reason == "start" and state.last_kind == "sleep":
             await _stay_asleep(deps, state, log)
@@ -725,6 +810,19 @@ async def _drive(
             await dispatcher.close()
 
 
+async def _end_again(deps: RunnerDeps, ended: dict[str, Any], log: Any) -> None:
+    """A build that ended before a crash let its end event out, or a late duplicate (a work
+    entry waited for the lease of the drive that ended it): say its end again, under its id."""
+    log.info("build already ended; re-emitting its end", outcome=ended.get("outcome"))
+    event_type = {"completed": BuildCompleted, "failed": BuildFailed}.get(
+        ended.get("outcome", ""), BuildStatusChanged
+    )
+    event = msgspec.convert(ended["event"], type=event_type)
+    await deps.publisher.emit(event)
+    if isinstance(event, BuildCompleted):
+        await post_build(deps, event)
+
+
 async def _stay_asleep(deps: RunnerDeps, state: RunState, log: Any) -> None:
     """A ``context.ready`` for an asleep build: a stale duplicate, or one a reconciler published
     again after Redis lost data. Only a ``budget.wake`` resumes a sleep, once the budget allows
@@ -759,11 +857,23 @@ async def give_up(deps: RunnerDeps, event: Event, error: str, deliveries: int) -
     """The build's work entry is about to be dead-lettered (handed back or failing too often):
     end the build as failed, unless it has ended, so that it never stays ``running`` holding
     its plan slot. Its end is checkpointed (a late redelivery re-emits it), ``build.failed``
-    says why, and its sandbox is killed. Raises to keep the entry pending (tried again)."""
+    says why, and its sandbox is killed.
+
+    Raises to keep the entry pending, decided again at its next delivery (the consumer's
+    ``on_give_up`` contract): :class:`HandBack` while the runner is shutting down, since a
+    shutdown says nothing about the build (a drive handed back by it on the entry's last
+    delivery would otherwise fail a healthy build), and :class:`LeaseLost` when another drive
+    wrote meanwhile."""
     build_id = event.build_id
     log = _log.bind(build_id=build_id, runner=deps.runner_name)
+    shutdown = HandedBack(
+        HandBackReason.SHUTDOWN, "the runner is shutting down; the build is not given up"
+    )
+    if deps.stopping.is_set():
+        raise HandBack(shutdown)
     lease = _lease(deps, build_id)
-    await _wait_for_lease(deps, lease, log)
+    if not await _wait_for_lease(deps, lease, log):
+        raise HandBack(shutdown)
     async with lease.kept_alive():
         state = await deps.checkpoints.load(build_id)
         if state is not None and state.ended is not None:
@@ -804,16 +914,34 @@ async def give_up(deps: RunnerDeps, event: Event, error: str, deliveries: int) -
 
 async def drive(
     deps: RunnerDeps, *, build_id: str, context: ContextReady | None, reason: str
-) -> Outcome:
+) -> DriveResult:
     """Drive ``build_id`` until it ends, sleeps or is handed back (see the module docstring).
 
     ``context`` is the ``context.ready`` event for a start; None for a wake, which resumes from
     the checkpoints alone.
+
+    Returns an :class:`Outcome` when the build is settled for this work entry, a
+    :class:`HandedBack` when the drive stopped without settling it; the caller must then leave
+    the entry pending (``handlers.py`` raises :class:`HandBack`). The three hand-backs are
+    values here, each made in one place: a shutdown where the loop checks for it (and while
+    waiting for the lease), an unavailable model beside the model call, and a lost lease
+    below. Anything else that escapes (PostgreSQL or Redis down, a bug) is an error, which the
+    consumer retries likewise.
     """
+    log = _log.bind(build_id=build_id, runner=deps.runner_name)
     BUILDS_ACTIVE.inc()
     try:
-        outcome = await _drive(deps, build_id=build_id, context=context, reason=reason)
+        result = await _drive(deps, build_id=build_id, context=context, reason=reason, log=log)
+    except LeaseLost as exc:
+        # Raised by any checkpoint (its lease confirmed first, then the generation fence), deep
+        # in a turn, compaction or ending: unwinding at once is the point, since this drive
+        # must write nothing more. Its lease is released only if still ours (``kept_alive``).
+        result = HandedBack(HandBackReason.LEASE_LOST, str(exc))
     finally:
         BUILDS_ACTIVE.dec()
-    BUILDS_ENDED.labels(str(outcome)).inc()
-    return outcome
+    if isinstance(result, HandedBack):
+        log.warning("build handed back", reason=str(result.reason), detail=result.detail)
+        BUILDS_ENDED.labels(str(result.reason)).inc()
+    else:
+        BUILDS_ENDED.labels(str(result)).inc()
+    return result

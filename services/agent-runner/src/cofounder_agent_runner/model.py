@@ -10,8 +10,9 @@ one place that decides what is fatal.
 - 5xx, connection errors, timeouts, a stream cut short: back off, try again;
 - any other 4xx (400 invalid request, 401, 403, 404, 413): :class:`ModelRejected`, the build
   fails with the API's message;
-- attempts exhausted: :class:`ModelUnavailable`; the build is handed back (its entry stays
-  pending) and resumes from its checkpoint later.
+- attempts exhausted: :class:`ModelUnavailable`; the loop catches it beside the call and hands
+  the build back (``HandedBack``, its entry stays pending), and a later attempt resumes it from
+  its checkpoint.
 """
 
 from __future__ import annotations
