@@ -9,13 +9,15 @@ Human-readable output by default, ``--json`` for scripts. The token comes from `
 from __future__ import annotations
 
 import json
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
-import httpx
 import typer
 
-from cofounder_cli.progress import follow as follow_events
-from cofounder_cli.progress import succeeded
+if TYPE_CHECKING:
+    import httpx
+
+# httpx (a quarter of a second to import) is imported by the commands that call the gateway,
+# not here: ``--help`` never needs it.
 
 app = typer.Typer(
     help="Start, read, follow and cancel builds (the gateway's REST API).", no_args_is_help=True
@@ -39,6 +41,8 @@ DEFAULT_GATEWAY = "http://127.0.0.1:8000"
 
 
 def _client(gateway_url: str, token: str) -> httpx.Client:
+    import httpx
+
     return httpx.Client(
         base_url=gateway_url, headers={"Authorization": f"Bearer {token}"}, timeout=30
     )
@@ -58,6 +62,8 @@ def _check(response: httpx.Response) -> Any:
 
 def call(gateway_url: str, token: str, method: str, path: str, **kwargs: Any) -> Any:
     """One REST call; an API error or an unreachable gateway prints why and exits 1."""
+    import httpx
+
     try:
         with _client(gateway_url, token) as client:
             return _check(client.request(method, path, **kwargs))
@@ -147,6 +153,11 @@ def list_(
 
 
 def _follow(gateway_url: str, token: str, build_id: str, as_json: bool) -> None:
+    import httpx
+
+    from cofounder_cli.progress import follow as follow_events
+    from cofounder_cli.progress import succeeded
+
     printed = (
         (lambda kind, data: typer.echo(json.dumps({"event": kind, **data}))) if as_json else None
     )

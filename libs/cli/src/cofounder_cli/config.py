@@ -6,14 +6,15 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
-from pydantic import SecretStr
-from pydantic_settings import BaseSettings
 
-from cofounder_runtime.service import discover_services
-from cofounder_runtime.settings import RuntimeSettings
+if TYPE_CHECKING:
+    from pydantic_settings import BaseSettings
+
+# The settings classes are the services' own (importing them all takes seconds): ``render``
+# imports them, not this module.
 
 app = typer.Typer(help="The configuration reference.", no_args_is_help=True)
 
@@ -26,6 +27,8 @@ each service's own follow. Maps and lists are JSON.
 
 
 def _default(field: Any) -> str:
+    from pydantic import SecretStr
+
     if field.default_factory is not None:
         return "(per process)"
     if field.is_required():
@@ -57,6 +60,9 @@ def _table(settings: type[BaseSettings], skip: set[str]) -> list[str]:
 
 def render() -> str:
     """The whole reference as Markdown."""
+    from cofounder_runtime.service import discover_services
+    from cofounder_runtime.settings import RuntimeSettings
+
     shared = set(RuntimeSettings.model_fields)
     lines = [_HEADER, "## Every service", "", *_table(RuntimeSettings, set()), ""]
     for spec in discover_services().values():

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import os
-from typing import Annotated
+from typing import Annotated, Final
 
 import typer
 
-from cofounder_db.migrate import upgrade as run_upgrade
-from cofounder_runtime.settings import DEFAULT_DATABASE_URL, postgresql_url
+#: ``cofounder_runtime.settings.DEFAULT_DATABASE_URL`` (a test keeps the two equal), written out
+#: here because the help shows it and importing ``cofounder_runtime`` takes most of a second.
+DEFAULT_DATABASE_URL: Final = "postgresql://postgres@127.0.0.1:5432/cofounder"
 
 app = typer.Typer(help="The database (migrations).", no_args_is_help=True)
 
@@ -22,6 +23,9 @@ def upgrade(
     ] = None,
 ) -> None:
     """Apply the migrations up to REVISION (idempotent)."""
+    from cofounder_db.migrate import upgrade as run_upgrade
+    from cofounder_runtime.settings import postgresql_url
+
     url = database_url or os.environ.get("DATABASE_URL") or DEFAULT_DATABASE_URL
     try:
         postgresql_url(url)

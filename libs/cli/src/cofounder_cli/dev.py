@@ -28,26 +28,23 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated, Any, Final
 
-import httpx
-import redis
 import typer
 
-from cofounder_cli.progress import after_end, follow, succeeded
-from cofounder_contracts.streams import ALL_STREAMS
-from cofounder_db.migrate import upgrade
-from cofounder_runtime.localpostgres import (
-    LocalPostgresError,
-    local_postgres,
-    pg_bindir,
-    server_can_reach,
-)
-from cofounder_runtime.localredis import redis_server_binary
-from cofounder_sandbox.local import LocalSandboxes
+# What running the pipeline needs (httpx, redis, the runtime, the migrations, the sandboxes) is
+# imported when ``dev`` runs, not with the module: ``cofounder --help`` imports this one.
 
 __all__ = ["dev"]
 
 SERVICES: Final = ("gateway", "context-assembler", "agent-runner", "snapshot", "budget")
 ADMIN_TOKEN: Final = "dev-admin-token"  # noqa: S105 - the gateway's development default
+
+
+def pg_bindir() -> Path | None:
+    """Where this machine's PostgreSQL programs are (``cofounder_runtime.localpostgres``; a
+    name of this module, so a test can replace it)."""
+    from cofounder_runtime.localpostgres import pg_bindir as find
+
+    return find()
 
 
 def _free_port() -> int:
@@ -96,6 +93,8 @@ class Stack:
         # Dev servers the builds started live on in their sandboxes: end them too.
         sandboxes = self.workdir / "sandboxes"
         if sandboxes.is_dir():
+            from cofounder_sandbox.local import LocalSandboxes
+
             asyncio.run(LocalSandboxes(sandboxes).kill_all())
 
 
@@ -120,6 +119,8 @@ def _redis(stack: Stack, *, startup_timeout: float) -> str:
     url = os.environ.get("REDIS_URL")
     if url:
         return url
+    from cofounder_runtime.localredis import redis_server_binary
+
     binary = redis_server_binary()
     if binary is None:
         raise RuntimeError(
@@ -157,6 +158,8 @@ def _database(
             "$COFOUNDER_PG_BINDIR, /usr/lib/postgresql/*/bin or on PATH): install Debian's "
             "postgresql (apt-get install postgresql) or point DATABASE_URL at a server"
         )
+    from cofounder_runtime.localpostgres import local_postgres
+
     data = _data_dir(stack.workdir)
     url = running.enter_context(
         local_postgres(
@@ -177,6 +180,8 @@ def _data_dir(workdir: Path) -> Path:
     """``<workdir>/postgres``; as root with a work directory the server's user cannot reach
     (a checkout under ``/root``, say), a folder of this work directory's own under
     ``/var/lib/cofounder/dev`` instead, kept from one run to the next all the same."""
+    from cofounder_runtime.localpostgres import server_can_reach
+
     inside = workdir / "postgres"
     if server_can_reach(inside):
         return inside
@@ -207,6 +212,10 @@ def _model(stack: Stack) -> dict[str, str]:
 
 
 def _run_build(base_url: str, redis_url: str) -> tuple[bool, str]:
+    import httpx
+
+    from cofounder_cli.progress import after_end, follow, succeeded
+
     admin = httpx.Client(base_url=base_url, headers={"Authorization": f"Bearer {ADMIN_TOKEN}"})
     with admin:
         demo = admin.post("/v1/admin/demo", timeout=30)
@@ -238,6 +247,10 @@ def _run_build(base_url: str, redis_url: str) -> tuple[bool, str]:
 def _drain(redis_url: str, timeout_s: float = 20.0) -> None:
     """Wait until every consumer group has read and acked everything (the last usage metered,
     the last snapshot stored), so ``--once`` stops a pipeline at rest."""
+    import redis
+
+    from cofounder_contracts.streams import ALL_STREAMS
+
     client = redis.Redis.from_url(redis_url)
     deadline = time.monotonic() + timeout_s
     try:
@@ -273,6 +286,11 @@ def dev(
     ] = 120.0,
 ) -> None:
     """The whole pipeline on this machine: every service, a demo build, its progress live."""
+    import httpx
+
+    from cofounder_db.migrate import upgrade
+    from cofounder_runtime.localpostgres import LocalPostgresError
+
     workdir.mkdir(parents=True, exist_ok=True)
     stack = Stack(workdir.resolve())
     # Closed once the services have stopped: the database, then the signal handlers.

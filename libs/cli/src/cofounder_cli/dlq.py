@@ -8,14 +8,14 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 from collections.abc import Awaitable, Callable
-from typing import Annotated, Any, TypeVar
+from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 
-import msgspec
 import typer
-from redis.asyncio import Redis
 
-from cofounder_cli.redisconn import redis_client
-from cofounder_runtime import deadletter
+if TYPE_CHECKING:
+    from redis.asyncio import Redis
+
+# Redis and the runtime (most of a second to import) are imported when a command runs.
 
 app = typer.Typer(help="Inspect, replay and purge dead letters.", no_args_is_help=True)
 
@@ -26,6 +26,8 @@ StreamArg = Annotated[str, typer.Argument(help="The source stream (not the .dlq 
 
 
 def _run(url: str | None, action: Callable[[Redis], Awaitable[T]]) -> T:
+    from cofounder_cli.redisconn import redis_client
+
     async def go() -> T:
         async with redis_client(url) as redis:
             return await action(redis)
@@ -34,6 +36,8 @@ def _run(url: str | None, action: Callable[[Redis], Awaitable[T]]) -> T:
 
 
 def _emit_json(value: Any) -> None:
+    import msgspec
+
     typer.echo(msgspec.json.format(msgspec.json.encode(value)).decode())
 
 
@@ -50,6 +54,8 @@ def list_(
     json: JsonOpt = False,
 ) -> None:
     """Without STREAM: every stream with dead letters and how many. With it: its dead letters."""
+    from cofounder_runtime import deadletter
+
     if stream is None:
         counts = _run(redis_url, deadletter.dead_letter_streams)
         if json:
@@ -81,6 +87,10 @@ def show(
     json: JsonOpt = False,
 ) -> None:
     """One dead letter in full: where it came from, its error, its payload."""
+    import msgspec
+
+    from cofounder_runtime import deadletter
+
     dead = _run(redis_url, lambda r: deadletter.show_dead(r, stream, dlq_id))
     if dead is None:
         typer.echo(f"error: no dead letter {dlq_id} in {stream}.dlq", err=True)
@@ -112,6 +122,8 @@ def replay(
     Every consumer group on the stream sees the replayed entry; groups that already handled it
     absorb it as a duplicate.
     """
+    from cofounder_runtime import deadletter
+
     chosen = _select(ids, all_)
     new_ids = _run(redis_url, lambda r: deadletter.replay(r, stream, chosen))
     if json:
@@ -130,6 +142,8 @@ def purge(
     json: JsonOpt = False,
 ) -> None:
     """Delete dead letters for good."""
+    from cofounder_runtime import deadletter
+
     chosen = _select(ids, all_)
     what = "every dead letter" if chosen is None else f"{len(chosen)} dead letter(s)"
     if not yes and not typer.confirm(f"Delete {what} of {stream}?"):

@@ -7,8 +7,6 @@ from typing import Annotated
 
 import typer
 
-from cofounder_contracts import schema
-
 app = typer.Typer(help="The event catalog.", no_args_is_help=True)
 
 
@@ -17,5 +15,7 @@ def export(
     out: Annotated[Path, typer.Argument(help="Output folder.")] = Path("docs/events"),
 ) -> None:
     """Write schemas/<type>.json, asyncapi.json and README.md (default: into docs/events)."""
+    from cofounder_contracts import schema
+
     for path in schema.export(out):
         typer.echo(str(path))

@@ -1,18 +1,23 @@
 """The ``cofounder`` command: one entry point whose subcommands each area of the system adds.
 
 Subcommand groups live in their own modules (``serve``, ``dlq``, ``events``) and are mounted here.
+Importing them is cheap (``cofounder --help`` stays fast): each imports what its commands need
+when they run. Groups other packages add (``cofounder.commands`` entry points) are loaded only
+when used (``plugins``).
 """
 
 from __future__ import annotations
 
-from importlib.metadata import entry_points
-
 import typer
 
 from cofounder_cli import budget, builds, config, db, dev, dlq, events, serve, snapshots
+from cofounder_cli.plugins import COMMAND_ENTRY_POINTS, CofounderGroup
+
+__all__ = ["COMMAND_ENTRY_POINTS", "app", "main"]
 
 app = typer.Typer(
     name="cofounder",
+    cls=CofounderGroup,
     help="Cofounder build pipeline: run services and operate the event streams.",
     no_args_is_help=True,
     add_completion=False,
@@ -27,11 +32,6 @@ app.add_typer(events.app, name="events")
 app.add_typer(snapshots.app, name="snapshots")
 app.command("serve")(serve.serve)
 app.command("dev")(dev.dev)
-
-#: Services add command groups under this entry-point group (the gateway: token, seed).
-COMMAND_ENTRY_POINTS = "cofounder.commands"
-for _ep in entry_points(group=COMMAND_ENTRY_POINTS):
-    app.add_typer(_ep.load(), name=_ep.name)
 
 
 def main() -> None:

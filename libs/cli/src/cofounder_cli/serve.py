@@ -3,14 +3,20 @@
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
-import structlog
 import typer
-import uvloop
 
-from cofounder_runtime.logs import configure_logging
-from cofounder_runtime.service import discover_services
+if TYPE_CHECKING:
+    from cofounder_runtime.service import ServiceSpec
+
+
+def discover_services() -> dict[str, ServiceSpec]:
+    """Every registered service by name (``cofounder_runtime.service.discover_services``):
+    loading them imports every service's package, so only ``serve`` itself does it."""
+    from cofounder_runtime.service import discover_services as discover
+
+    return discover()
 
 
 def serve(
@@ -32,6 +38,11 @@ def serve(
         typer.echo(f"error: the {spec.name} service is not built yet ({spec.status})", err=True)
         raise typer.Exit(2)
     main = spec.main
+    import structlog
+    import uvloop
+
+    from cofounder_runtime.logs import configure_logging
+
     # Until the service configures logging with its secrets: no locals in any traceback (the
     # default structlog would print rich tracebacks with every frame's variables).
     configure_logging()

@@ -12,13 +12,14 @@ import asyncio
 import json
 import os
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from cofounder_snapshots.config import OFF_REASON, store_from
-from cofounder_snapshots.store import SnapshotStore, StoreError
-from cofounder_snapshots.sync import restore_to_folder
+if TYPE_CHECKING:
+    from cofounder_snapshots.store import SnapshotStore
+
+# The store (aioboto3, botocore: most of a second to import) is imported when a command runs.
 
 app = typer.Typer(help="List and restore project snapshots.", no_args_is_help=True)
 
@@ -27,6 +28,8 @@ JsonOpt = Annotated[bool, typer.Option("--json", help="Machine-readable output."
 
 
 def _store() -> SnapshotStore:
+    from cofounder_snapshots.config import OFF_REASON, store_from
+
     store = store_from(
         bucket=os.environ.get("PROJECT_SNAPSHOT_BUCKET"),
         prefix=os.environ.get("SNAPSHOT_PREFIX", ""),
@@ -66,6 +69,8 @@ def list_(
     json_: JsonOpt = False,
 ) -> None:
     """Every stored version of the project's builds (or one build's)."""
+    from cofounder_snapshots.store import StoreError
+
     try:
         rows = asyncio.run(_list(project, build))
     except StoreError as exc:
@@ -89,6 +94,8 @@ def restore(
     version: Annotated[int | None, typer.Option(help="Default: the latest.")] = None,
 ) -> None:
     """Write a snapshot version of BUILD into a folder, byte for byte (modes included)."""
+    from cofounder_snapshots.store import StoreError
+    from cofounder_snapshots.sync import restore_to_folder
 
     async def go() -> Any:
         async with _store() as store:
