@@ -11,22 +11,13 @@ import functools
 import hmac
 import time
 from collections import OrderedDict
-from typing import Annotated
 
 import jwt
-from fastapi import Depends, Header, Request
 
 from cofounder_gateway.inputs import is_uuid
 from cofounder_gateway.problems import ApiError
 
-__all__ = [
-    "TokenVerifier",
-    "User",
-    "current_user",
-    "mint_token",
-    "require_admin",
-    "user_from_header",
-]
+__all__ = ["TokenVerifier", "mint_token", "require_admin", "user_from_header"]
 
 _CHALLENGE = {"WWW-Authenticate": "Bearer"}
 
@@ -122,15 +113,3 @@ def require_admin(header: str | None, admin_token: str) -> None:
     token = _bearer(header)
     if not hmac.compare_digest(token.encode(), admin_token.encode()):
         raise ApiError(401, "invalid_token", "not the admin token", headers=_CHALLENGE)
-
-
-async def current_user(
-    request: Request, authorization: Annotated[str | None, Header()] = None
-) -> str:
-    """The authenticated user's id (401 otherwise), checked with the app's ``gw.settings``."""
-    secret: str = request.app.state.gw.settings.jwt_secret.get_secret_value()
-    return user_from_header(authorization, secret)
-
-
-#: A route parameter holding the authenticated user's id.
-User = Annotated[str, Depends(current_user)]

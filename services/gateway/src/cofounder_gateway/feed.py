@@ -26,7 +26,7 @@ Redis may lose a feed (a flush, a restart without persistence, a failover to a r
 missed writes); PostgreSQL keeps the build. The SSE endpoint reads the feed's last id
 (:meth:`Feed.last_id`) before it resumes: a feed whose last entry is before the client's
 ``Last-Event-ID`` (:func:`id_order`) was rebuilt, and is served from its start; a finished
-build whose feed is gone is summed up from its row (see ``app.py``).
+build whose feed is gone is summed up from its row (see ``routes/events.py``).
 """
 
 from __future__ import annotations

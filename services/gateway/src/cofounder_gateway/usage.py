@@ -1,5 +1,5 @@
-"""Budgets through the gateway: a user's usage and today's budget, a build's usage; admins top
-users up and change their plan.
+"""Budgets through the gateway, the models and queries behind ``routes/usage.py``: a user's
+usage and today's budget, a build's usage; admins top users up and change their plan.
 
 Reads come from the budget service's durable tables (``budget_ledger``, ``budget_topups``, read
 only here) and the gate key, with the same formula the budget service enforces
@@ -11,11 +11,9 @@ the response is 202 for a top-up: accepted, applied within moments.
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from datetime import UTC, date, datetime, timedelta
-from typing import Annotated, Literal
+from typing import Literal
 
-from fastapi import APIRouter, Query
 from pydantic import BaseModel, ConfigDict, Field
 from redis.asyncio import Redis
 from sqlalchemy import func, select, update
@@ -26,17 +24,25 @@ from cofounder_contracts import BudgetToppedUp, TierChanged
 from cofounder_contracts.keys import budget_gate_key
 from cofounder_db.models import BudgetLedgerRow, Build
 from cofounder_db.models import User as UserRow
-from cofounder_gateway.admin import admin_routes, require_known_tier
-from cofounder_gateway.auth import User
-from cofounder_gateway.inputs import BuildId, Text, UserId
+from cofounder_gateway.inputs import Text
 from cofounder_gateway.outbox import enqueue
-from cofounder_gateway.problems import ApiError, problem_responses
+from cofounder_gateway.problems import ApiError
 from cofounder_gateway.settings import GatewaySettings
 
-__all__ = ["usage_routers"]
+__all__ = [
+    "BuildUsage",
+    "TierChange",
+    "TierOut",
+    "TopUp",
+    "TopUpAccepted",
+    "UserUsage",
+    "build_usage",
+    "grant_top_up",
+    "set_tier",
+    "user_usage",
+]
 
 PRODUCER = "gateway"
-_Days = Annotated[int, Query(ge=1, le=92, description="How many days back, today included.")]
 #: The largest single top-up (1,000,000 units of the currency): beyond it, a typo.
 MAX_TOP_UP_MICROS = 1_000_000 * 1_000_000
 _LEDGER = BudgetLedgerRow.__table__
@@ -198,98 +204,38 @@ async def build_usage(engine: AsyncEngine, user_id: str, build_id: str) -> Build
     return BuildUsage(build_id=build_id, by_model=by_model, **total)
 
 
-def usage_routers(
-    engine: AsyncEngine,
-    redis: Redis,
-    settings: GatewaySettings,
-    poke_relay: Callable[[], None],
-) -> tuple[APIRouter, APIRouter]:
-    """The user's routes (``/usage``, ``/builds/{id}/usage``) and the admin's."""
-    user_router = APIRouter(tags=["usage"])
-
-    @user_router.get(
-        "/usage",
-        response_model=UserUsage,
-        responses=problem_responses(401, 404, 422, s404="The token's user does not exist"),
+async def grant_top_up(engine: AsyncEngine, user_id: str, *, amount_micros: int, note: str) -> str:
+    """Enqueue a ``budget.topped_up`` for the user (404 ``user_not_found``); the event's id.
+    Poke the relay afterwards to publish it at once."""
+    event = BudgetToppedUp(
+        build_id="",
+        project_id="",
+        user_id=user_id,
+        producer=PRODUCER,
+        amount_micros=amount_micros,
+        note=note,
     )
-    async def my_usage(user: User, days: _Days = 7) -> UserUsage:
-        """Your spend per day and today's budget."""
-        return await user_usage(engine, redis, settings, user, days=days)
+    async with engine.begin() as conn:
+        await _user_tier(conn, user_id)
+        await enqueue(conn, [event])
+    return event.event_id
 
-    @user_router.get(
-        "/builds/{build_id}/usage",
-        response_model=BuildUsage,
-        responses=problem_responses(401, 404, 422),
-    )
-    async def my_build_usage(build_id: BuildId, user: User) -> BuildUsage:
-        """What one of your builds spent, by model."""
-        return await build_usage(engine, user, build_id)
 
-    admin_router = admin_routes()
-
-    @admin_router.get(
-        "/users/{user_id}/usage", response_model=UserUsage, responses=problem_responses(404, 422)
-    )
-    async def usage_of(user_id: UserId, days: _Days = 7) -> UserUsage:
-        """A user's spend per day and today's budget."""
-        return await user_usage(engine, redis, settings, user_id, days=days)
-
-    @admin_router.get(
-        "/users/{user_id}/builds/{build_id}/usage",
-        response_model=BuildUsage,
-        responses=problem_responses(404, 422),
-    )
-    async def build_usage_of(user_id: UserId, build_id: BuildId) -> BuildUsage:
-        """What a user's build spent, by model."""
-        return await build_usage(engine, user_id, build_id)
-
-    @admin_router.post(
-        "/users/{user_id}/top-ups",
-        status_code=202,
-        response_model=TopUpAccepted,
-        responses=problem_responses(400, 404, 413, 422),
-    )
-    async def top_up(user_id: UserId, body: TopUp) -> TopUpAccepted:
-        """Grant extra budget, usable at once; the user's sleeping builds wake."""
-        event = BudgetToppedUp(
-            build_id="",
-            project_id="",
-            user_id=user_id,
-            producer=PRODUCER,
-            amount_micros=body.amount_micros,
-            note=body.note,
-        )
-        async with engine.begin() as conn:
-            await _user_tier(conn, user_id)
+async def set_tier(engine: AsyncEngine, user_id: str, tier: str) -> str:
+    """Move the user to ``tier`` (404 ``user_not_found``) and enqueue ``user.tier_changed``, in
+    one transaction, unless the user is on it already; the tier the user was on. Poke the relay
+    afterwards when it differs from ``tier``."""
+    async with engine.begin() as conn:
+        previous = await _user_tier(conn, user_id)
+        if previous != tier:
+            await conn.execute(update(UserRow).where(UserRow.id == user_id).values(tier=tier))
+            event = TierChanged(
+                build_id="",
+                project_id="",
+                user_id=user_id,
+                producer=PRODUCER,
+                tier=tier,
+                previous_tier=previous,
+            )
             await enqueue(conn, [event])
-        poke_relay()
-        return TopUpAccepted(id=event.event_id, user_id=user_id, amount_micros=body.amount_micros)
-
-    @admin_router.put(
-        "/users/{user_id}/tier",
-        response_model=TierOut,
-        responses=problem_responses(400, 404, 413, 422),
-    )
-    async def change_tier(user_id: UserId, body: TierChange) -> TierOut:
-        """Move a user to another plan; an upgrade wakes their sleeping builds."""
-        require_known_tier(settings, body.tier)
-        async with engine.begin() as conn:
-            previous = await _user_tier(conn, user_id)
-            if previous != body.tier:
-                await conn.execute(
-                    update(UserRow).where(UserRow.id == user_id).values(tier=body.tier)
-                )
-                event = TierChanged(
-                    build_id="",
-                    project_id="",
-                    user_id=user_id,
-                    producer=PRODUCER,
-                    tier=body.tier,
-                    previous_tier=previous,
-                )
-                await enqueue(conn, [event])
-        if previous != body.tier:
-            poke_relay()
-        return TierOut(user_id=user_id, tier=body.tier, previous_tier=previous)
-
-    return user_router, admin_router
+    return previous

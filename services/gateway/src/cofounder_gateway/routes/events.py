@@ -1,0 +1,173 @@
+"""A build's events as Server-Sent Events, read from its feed (``feed.py``)."""
+
+from __future__ import annotations
+
+import weakref
+from collections.abc import AsyncIterator, Callable
+
+import structlog
+from fastapi import APIRouter, Request
+from fastapi.responses import StreamingResponse
+from prometheus_client import Counter
+from redis.exceptions import RedisError
+
+from cofounder_contracts import BuildStatus
+from cofounder_gateway import builds
+from cofounder_gateway.deps import CurrentUser, EngineDep, FeedDep
+from cofounder_gateway.feed import SSE_BLOCK_MS, Feed, TooManyStreams, ends_build, id_order
+from cofounder_gateway.inputs import BuildId, LastEventId, is_stream_id
+from cofounder_gateway.problems import ApiError, problem_responses
+from cofounder_gateway.schemas import build_json
+
+__all__ = ["SSE_REWOUND", "router"]
+
+_log = structlog.get_logger("cofounder.gateway")
+
+SSE_REWOUND = Counter(
+    "cofounder_gateway_sse_rewound_total",
+    "Event streams served from the feed's start although the client sent a Last-Event-ID: the "
+    "feed ends before that id, or is gone, so Redis lost it and it was rebuilt (or is being).",
+)
+
+#: The SSE id of a finished build's summary (see ``build_events``): below every entry id, so a
+#: client resuming after it gets whatever a feed made later holds.
+_SUMMARY_ID = b"0-1"
+#: What a stream says when Redis fails under it: reconnect (with ``Last-Event-ID``) soon.
+_RETRY = b"retry: 2000\n: the event store did not answer; reconnect\n\n"
+
+router = APIRouter()
+
+
+@router.get(
+    "/builds/{build_id}/events",
+    response_class=StreamingResponse,
+    responses={
+        200: {"content": {"text/event-stream": {}}},
+        **problem_responses(
+            400,
+            401,
+            404,
+            422,
+            429,
+            s400="Last-Event-ID is not an event id (type: invalid_last_event_id)",
+            s429="Too many open streams (type: too_many_streams)",
+        ),
+    },
+)
+async def build_events(
+    build_id: BuildId,
+    user: CurrentUser,
+    request: Request,
+    engine: EngineDep,
+    feed: FeedDep,
+    last_event_id: LastEventId = None,
+) -> StreamingResponse:
+    """The build's events as Server-Sent Events; resumes after ``Last-Event-ID``; ends
+    with the build.
+
+    After Redis lost the build's feed (PostgreSQL keeps the build): when the feed ends
+    before ``Last-Event-ID``, or is gone, while the build runs, the stream starts from the
+    feed's first entry (the feed was rebuilt: each of its entries is new to the client). A
+    finished build whose feed is gone (expired or lost) sends one event, ``build.summary``
+    with id ``0-1``: its data is the build as ``GET /v1/builds/{id}`` returns it; the stream
+    then ends."""
+    after = last_event_id or "0"
+    # Checked before the stream starts: an id Redis refuses would cut it after a 200.
+    if after != "0" and not is_stream_id(after):
+        raise ApiError(
+            400,
+            "invalid_last_event_id",
+            "Last-Event-ID is not an event id: send the id: of an event this stream sent",
+        )
+    build = await builds.get_build(engine, user_id=user, build_id=build_id)
+    summary = build_json(build) if BuildStatus(build.status).ended else None
+    return _event_stream(feed, user, build_id, after, request, summary)
+
+
+def _event_stream(
+    feed: Feed, user: str, build_id: str, after: str, request: Request, summary: bytes | None
+) -> StreamingResponse:
+    """The SSE response, holding one of the founder's stream slots while it lasts.
+    ``summary``: a finished build's JSON view, None while the build runs."""
+    try:
+        release = feed.claim_stream(user)
+    except TooManyStreams as exc:
+        raise ApiError(429, "too_many_streams", str(exc), headers={"Retry-After": "5"}) from None
+    body = _sse(feed, build_id, after, request, summary, release)
+    weakref.finalize(body, release)  # a stream whose body never started gives its room back
+    return StreamingResponse(
+        body,
+        media_type="text/event-stream",
+        headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
+    )
+
+
+async def _start(feed: Feed, build_id: str, after: str, finished: bool) -> str | None:
+    """The id to read after: ``after``, or ``0`` when the feed was rebuilt since the client saw
+    ``after``; None when the build is finished and its feed gone (nothing to read).
+
+    Costs one round trip when the client resumes or the build is finished, none otherwise. A
+    feed whose last id is before ``after`` cannot be the one the client read (ids only grow):
+    Redis lost it (or failed over to a replica that missed its end) and it was made again. A
+    missing feed of a running build will be made again by its next entry, whose id may well be
+    before ``after`` too (another server's clock): from ``0`` it is sent whatever its id."""
+    if after == "0" and not finished:
+        return after
+    last = await feed.last_id(build_id)
+    if last is None and finished:
+        return None
+    if after != "0" and (last is None or id_order(last) < id_order(after)):
+        _log.info("sse_feed_rebuilt", build_id=build_id, client_last_id=after, feed_last_id=last)
+        SSE_REWOUND.inc()
+        return "0"
+    return after
+
+
+async def _sse(
+    feed: Feed,
+    build_id: str,
+    after: str,
+    request: Request,
+    summary: bytes | None,
+    release: Callable[[], None],
+) -> AsyncIterator[bytes]:
+    """Feed entries as SSE; a comment every 15 s keeps proxies from closing the stream.
+
+    When Redis fails under a read, the stream ends with a ``retry:`` hint instead of a
+    traceback: the client reconnects with ``Last-Event-ID`` and misses nothing. Where the
+    stream starts after a loss of the feed: :func:`_start`."""
+    finished = summary is not None
+    try:
+        try:
+            start = await _start(feed, build_id, after, finished)
+        except RedisError as exc:
+            _log.warning("sse_read_failed", build_id=build_id, error=type(exc).__name__)
+            yield _RETRY
+            return
+        if start is None:  # a finished build whose feed is gone: its row sums it up
+            if summary is not None:
+                yield b"id: %s\nevent: build.summary\ndata: %s\n\n" % (_SUMMARY_ID, summary)
+            return
+        after = start
+        while True:
+            got = False
+            block = None if finished else SSE_BLOCK_MS
+            try:
+                async for entry_id, fields in feed.read(build_id, after=after, block_ms=block):
+                    got = True
+                    after = entry_id
+                    data = fields.get(b"data", b"{}").decode()
+                    kind = fields.get(b"type", b"message").decode()
+                    yield f"id: {entry_id}\nevent: {kind}\ndata: {data}\n\n".encode()
+                    if ends_build(fields):
+                        return
+            except RedisError as exc:
+                _log.warning("sse_read_failed", build_id=build_id, error=type(exc).__name__)
+                yield _RETRY
+                return
+            if not got:
+                if finished or await request.is_disconnected():
+                    return
+                yield b": keep-alive\n\n"
+    finally:
+        release()

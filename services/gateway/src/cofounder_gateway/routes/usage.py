@@ -1,0 +1,105 @@
+"""Budgets through the gateway: a founder's usage and today's budget, a build's usage; admins
+read any user's, top users up and change their plan. The reads and writes are ``usage.py``'s."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Query
+
+from cofounder_gateway import usage
+from cofounder_gateway.deps import CurrentUser, EngineDep, RedisDep, RelayDep, SettingsDep
+from cofounder_gateway.inputs import BuildId, UserId
+from cofounder_gateway.problems import problem_responses
+from cofounder_gateway.routes.admin import admin_routes, require_known_tier
+from cofounder_gateway.usage import BuildUsage, TierChange, TierOut, TopUp, TopUpAccepted, UserUsage
+
+__all__ = ["admin_router", "router"]
+
+_Days = Annotated[int, Query(ge=1, le=92, description="How many days back, today included.")]
+
+#: The founder's routes: ``/usage``, ``/builds/{id}/usage``.
+router = APIRouter(tags=["usage"])
+#: The admin's, under ``/admin`` behind the admin token.
+admin_router = admin_routes()
+
+
+@router.get(
+    "/usage",
+    response_model=UserUsage,
+    responses=problem_responses(401, 404, 422, s404="The token's user does not exist"),
+)
+async def my_usage(
+    user: CurrentUser,
+    engine: EngineDep,
+    redis: RedisDep,
+    settings: SettingsDep,
+    days: _Days = 7,
+) -> UserUsage:
+    """Your spend per day and today's budget."""
+    return await usage.user_usage(engine, redis, settings, user, days=days)
+
+
+@router.get(
+    "/builds/{build_id}/usage",
+    response_model=BuildUsage,
+    responses=problem_responses(401, 404, 422),
+)
+async def my_build_usage(build_id: BuildId, user: CurrentUser, engine: EngineDep) -> BuildUsage:
+    """What one of your builds spent, by model."""
+    return await usage.build_usage(engine, user, build_id)
+
+
+@admin_router.get(
+    "/users/{user_id}/usage", response_model=UserUsage, responses=problem_responses(404, 422)
+)
+async def usage_of(
+    user_id: UserId,
+    engine: EngineDep,
+    redis: RedisDep,
+    settings: SettingsDep,
+    days: _Days = 7,
+) -> UserUsage:
+    """A user's spend per day and today's budget."""
+    return await usage.user_usage(engine, redis, settings, user_id, days=days)
+
+
+@admin_router.get(
+    "/users/{user_id}/builds/{build_id}/usage",
+    response_model=BuildUsage,
+    responses=problem_responses(404, 422),
+)
+async def build_usage_of(user_id: UserId, build_id: BuildId, engine: EngineDep) -> BuildUsage:
+    """What a user's build spent, by model."""
+    return await usage.build_usage(engine, user_id, build_id)
+
+
+@admin_router.post(
+    "/users/{user_id}/top-ups",
+    status_code=202,
+    response_model=TopUpAccepted,
+    responses=problem_responses(400, 404, 413, 422),
+)
+async def top_up(user_id: UserId, body: TopUp, engine: EngineDep, relay: RelayDep) -> TopUpAccepted:
+    """Grant extra budget, usable at once; the user's sleeping builds wake."""
+    event_id = await usage.grant_top_up(
+        engine, user_id, amount_micros=body.amount_micros, note=body.note
+    )
+    relay.poke()
+    return TopUpAccepted(id=event_id, user_id=user_id, amount_micros=body.amount_micros)
+
+
+@admin_router.put(
+    "/users/{user_id}/tier",
+    response_model=TierOut,
+    responses=problem_responses(400, 404, 413, 422),
+)
+async def change_tier(
+    user_id: UserId, body: TierChange, engine: EngineDep, settings: SettingsDep, relay: RelayDep
+) -> TierOut:
+    """Move a user to another plan; an upgrade wakes their sleeping builds."""
+    require_known_tier(settings, body.tier)
+    previous = await usage.set_tier(engine, user_id, body.tier)
+    if previous != body.tier:
+        relay.poke()
+    return TierOut(user_id=user_id, tier=body.tier, previous_tier=previous)
