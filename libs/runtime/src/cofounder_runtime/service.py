@@ -1,31 +1,58 @@
-"""Running a service process: discovery by entry point, signals, and the consumers' lifetime.
+"""Running a service process: discovery by entry point, the process's skeleton, signals, and
+the consumers' lifetime.
 
 A service package registers a :class:`ServiceSpec` under the ``cofounder.services`` entry-point
 group; the ``cofounder`` CLI discovers it there, so no library imports a service.
+
+Every service's ``main()`` has the same shape, written once here::
+
+    async with service_process(MySettings, service="name") as process:
+        engine = process.closing(create_engine(...), engine.dispose)   # its own resources
+        await run_service(process, consumers, background=[loop_a, loop_b])
+
+:func:`service_process` reads the settings (one line per problem, exit 2), configures logging
+with the secrets scrubbed, serves metrics, connects Redis and checks its durability settings,
+and closes what the process opened, in reverse order, at the end. :func:`run_service` runs the
+consumers until SIGTERM, with background loops that stop when the consumers do.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import signal
-from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Sequence
+from dataclasses import dataclass, field
 from importlib.metadata import entry_points
-from typing import Final
+from typing import Any, Final, Generic, TypeVar
 
 import structlog
 from prometheus_client import start_http_server
 from pydantic_settings import BaseSettings
+from redis.asyncio import Redis
 
+from cofounder_runtime.connections import connect_redis
 from cofounder_runtime.consumer import Consumer
+from cofounder_runtime.durability import check_durability
+from cofounder_runtime.logs import configure_logging
+from cofounder_runtime.secrets import secret_values
+from cofounder_runtime.settings import RuntimeSettings, load_settings
 
 __all__ = [
     "SERVICE_ENTRY_POINTS",
+    "ServiceProcess",
     "ServiceSpec",
     "discover_services",
     "run_consumers",
+    "run_service",
+    "service_process",
     "start_metrics_server",
 ]
+
+S = TypeVar("S", bound=RuntimeSettings)
+T = TypeVar("T")
+#: A background loop: runs until the event is set (the consumers are stopping), then returns.
+Background = Callable[[asyncio.Event], Coroutine[Any, Any, None]]
 
 #: The entry-point group service packages register under.
 SERVICE_ENTRY_POINTS: Final = "cofounder.services"
@@ -93,3 +120,65 @@ async def run_consumers(consumers: Sequence[Consumer]) -> None:
     finally:
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.remove_signal_handler(sig)
+
+
+@dataclass(slots=True)
+class ServiceProcess(Generic[S]):
+    """What every service process has: its settings, its Redis client, the event its background
+    loops stop on, and the resources it closes at the end (:meth:`closing`)."""
+
+    settings: S
+    redis: Redis
+    stop: asyncio.Event = field(default_factory=asyncio.Event)
+    _resources: contextlib.AsyncExitStack = field(default_factory=contextlib.AsyncExitStack)
+
+    def closing(self, resource: T, close: Callable[[], Awaitable[object]]) -> T:
+        """``resource``, closed with ``close()`` when the process ends (the last opened first)."""
+        self._resources.push_async_callback(close)
+        return resource
+
+    async def enter(self, context: contextlib.AbstractAsyncContextManager[T]) -> T:
+        """Enter ``context`` for the rest of the process's life."""
+        return await self._resources.enter_async_context(context)
+
+
+@contextlib.asynccontextmanager
+async def service_process(
+    settings_type: type[S], *, service: str
+) -> AsyncIterator[ServiceProcess[S]]:
+    """The skeleton of a service's ``main()`` (see the module docstring)."""
+    settings = load_settings(settings_type, service=service)
+    configure_logging(
+        level=settings.log_level, json=settings.log_json, secrets=secret_values(settings)
+    )
+    if settings.metrics_port is not None:
+        start_metrics_server(settings.metrics_port)
+    redis = connect_redis(
+        settings.redis_url.get_secret_value(), longest_block_ms=settings.consumer_block_ms
+    )
+    process = ServiceProcess(settings=settings, redis=redis)
+    async with process._resources:
+        process.closing(redis, redis.aclose)
+        await check_durability(redis, service=service)
+        yield process
+
+
+async def run_service(
+    process: ServiceProcess[S],
+    consumers: Sequence[Consumer],
+    *,
+    background: Sequence[tuple[str, Background]] = (),
+) -> None:
+    """Run ``consumers`` until SIGTERM (:func:`run_consumers`) and the ``(name, loop)``
+    background loops beside them; the loops are told to stop (``process.stop``) once the
+    consumers have stopped, and awaited."""
+    tasks = [asyncio.create_task(loop(process.stop), name=name) for name, loop in background]
+    try:
+        await run_consumers(consumers)
+    finally:
+        process.stop.set()
+        for task, outcome in zip(
+            tasks, await asyncio.gather(*tasks, return_exceptions=True), strict=True
+        ):
+            if isinstance(outcome, Exception):
+                _log.error("background loop failed", loop=task.get_name(), exc_info=outcome)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import dataclasses
 import functools
 import sys
@@ -26,15 +25,10 @@ from cofounder_contracts.streams import (
     Stream,
 )
 from cofounder_db.engine import create_engine
-from cofounder_runtime.connections import connect_redis
 from cofounder_runtime.consumer import Consumer, Handler
-from cofounder_runtime.durability import check_durability
-from cofounder_runtime.logs import configure_logging
 from cofounder_runtime.options import ConsumerOptions
 from cofounder_runtime.publisher import Publisher
-from cofounder_runtime.secrets import secret_values
-from cofounder_runtime.service import run_consumers, start_metrics_server
-from cofounder_runtime.settings import load_settings
+from cofounder_runtime.service import run_service, service_process
 from cofounder_sandbox.base import Sandboxes
 from cofounder_sandbox.jail import Limits
 from cofounder_sandbox.local import LocalSandboxes
@@ -152,43 +146,32 @@ def build_consumers(settings: RunnerSettings, deps: RunnerDeps) -> list[Consumer
 
 async def main() -> None:
     """Run the agent runner until SIGTERM."""
-    settings = load_settings(RunnerSettings, service="agent-runner")
-    configure_logging(
-        level=settings.log_level, json=settings.log_json, secrets=secret_values(settings)
-    )
-    if settings.metrics_port is not None:
-        start_metrics_server(settings.metrics_port)
-    redis = connect_redis(
-        settings.redis_url.get_secret_value(), longest_block_ms=settings.consumer_block_ms
-    )
-    await check_durability(redis, service="agent-runner")
-    snapshots = snapshot_store(settings)
-    async with contextlib.AsyncExitStack() as stack:
+    async with service_process(RunnerSettings, service="agent-runner") as process:
+        settings, redis = process.settings, process.redis
+        snapshots = snapshot_store(settings)
         if snapshots is not None:
-            await stack.enter_async_context(snapshots)
-        await _run(settings, redis, build_deps(settings, redis, snapshots))
+            await process.enter(snapshots)
+        deps = build_deps(settings, redis, snapshots)
+        # Closed after the consumers stopped, in this order reversed: the sandboxes first.
+        process.closing(deps.engine, deps.engine.dispose)
+        process.closing(deps.checkpoints, deps.checkpoints.close)
+        process.closing(deps.model, deps.model.client.close)
+        process.closing(deps.sandboxes, deps.sandboxes.close)
+        consumers = build_consumers(settings, deps)
 
+        async def hand_back_on_stop(stop: asyncio.Event) -> None:
+            """Running drives hand their builds back once the consumers start to stop."""
+            stopped = asyncio.ensure_future(consumers[0].stopped_event.wait())
+            ended = asyncio.ensure_future(stop.wait())
+            await asyncio.wait({stopped, ended}, return_when=asyncio.FIRST_COMPLETED)
+            stopped.cancel()
+            ended.cancel()
+            deps.stopping.set()
 
-async def _run(settings: RunnerSettings, redis: Redis, deps: RunnerDeps) -> None:
-    consumers = build_consumers(settings, deps)
-
-    async def watch_stop() -> None:
-        await consumers[0].stopped_event.wait()
-        deps.stopping.set()
-
-    watcher = asyncio.create_task(watch_stop())
-    _log.info(
-        "agent runner starting",
-        sandbox=settings.sandbox_kind,
-        model_base_url=settings.model_base_url or "https://api.anthropic.com",
-        python=sys.version.split()[0],
-    )
-    try:
-        await run_consumers(consumers)
-    finally:
-        watcher.cancel()
-        await deps.sandboxes.close()
-        await deps.model.client.close()
-        await deps.checkpoints.close()
-        await deps.engine.dispose()
-        await redis.aclose()
+        _log.info(
+            "agent runner starting",
+            sandbox=settings.sandbox_kind,
+            model_base_url=settings.model_base_url or "https://api.anthropic.com",
+            python=sys.version.split()[0],
+        )
+        await run_service(process, consumers, background=[("hand-back-on-stop", hand_back_on_stop)])

@@ -3,7 +3,6 @@ plan changes consumer, the wake daemon and the counters watch. Nothing connects 
 
 from __future__ import annotations
 
-import asyncio
 import functools
 from collections.abc import Awaitable, Callable
 
@@ -20,14 +19,9 @@ from cofounder_contracts.streams import (
     Stream,
 )
 from cofounder_db.engine import create_engine
-from cofounder_runtime.connections import connect_redis
 from cofounder_runtime.consumer import Consumer
-from cofounder_runtime.durability import check_durability
-from cofounder_runtime.logs import configure_logging
 from cofounder_runtime.publisher import Publisher
-from cofounder_runtime.secrets import secret_values
-from cofounder_runtime.service import run_consumers, start_metrics_server
-from cofounder_runtime.settings import load_settings
+from cofounder_runtime.service import run_service, service_process
 
 __all__ = ["build_consumers", "main"]
 
@@ -58,41 +52,30 @@ def build_consumers(settings: BudgetSettings, deps: BudgetDeps) -> list[Consumer
 
 async def main() -> None:
     """Run the budget service until SIGTERM."""
-    settings = load_settings(BudgetSettings, service="budget")
-    configure_logging(
-        level=settings.log_level, json=settings.log_json, secrets=secret_values(settings)
-    )
-    if settings.metrics_port is not None:
-        start_metrics_server(settings.metrics_port)
-    redis = connect_redis(
-        settings.redis_url.get_secret_value(), longest_block_ms=settings.consumer_block_ms
-    )
-    await check_durability(redis, service="budget")
-    engine = create_engine(
-        settings.database_url.get_secret_value(), pool_size=settings.database_pool_size
-    )
-    deps = BudgetDeps(
-        engine=engine,
-        redis=redis,
-        events=Publisher(redis),
-        plans=settings.plans(),
-        default_tier=settings.default_tier,
-    )
-    consumers = build_consumers(settings, deps)
-    stop = asyncio.Event()
-    background = [
-        asyncio.create_task(
-            WakeDaemon(redis, interval_s=settings.wake_interval_s).run(stop), name="wake-daemon"
-        ),
-        asyncio.create_task(
-            watch_counters(deps, stop, interval_s=settings.counters_check_interval_s),
-            name="counters-watch",
-        ),
-    ]
-    try:
-        await run_consumers(consumers)
-    finally:
-        stop.set()
-        await asyncio.gather(*background)
-        await engine.dispose()
-        await redis.aclose()
+    async with service_process(BudgetSettings, service="budget") as process:
+        settings, redis = process.settings, process.redis
+        engine = create_engine(
+            settings.database_url.get_secret_value(), pool_size=settings.database_pool_size
+        )
+        process.closing(engine, engine.dispose)
+        deps = BudgetDeps(
+            engine=engine,
+            redis=redis,
+            events=Publisher(redis),
+            plans=settings.plans(),
+            default_tier=settings.default_tier,
+        )
+        wakes = WakeDaemon(redis, interval_s=settings.wake_interval_s)
+        await run_service(
+            process,
+            build_consumers(settings, deps),
+            background=[
+                ("wake-daemon", wakes.run),
+                (
+                    "counters-watch",
+                    functools.partial(
+                        watch_counters, deps, interval_s=settings.counters_check_interval_s
+                    ),
+                ),
+            ],
+        )

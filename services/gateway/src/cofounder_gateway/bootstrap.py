@@ -29,11 +29,7 @@ from cofounder_gateway.reconcile.reconciler import Reconciler
 from cofounder_gateway.settings import GatewaySettings
 from cofounder_runtime.connections import connect_redis
 from cofounder_runtime.consumer import Consumer, Handler
-from cofounder_runtime.durability import check_durability
-from cofounder_runtime.logs import configure_logging
-from cofounder_runtime.secrets import secret_values
-from cofounder_runtime.service import start_metrics_server
-from cofounder_runtime.settings import load_settings
+from cofounder_runtime.service import ServiceProcess, service_process
 
 __all__ = ["consumers", "main"]
 
@@ -69,18 +65,21 @@ def consumers(settings: GatewaySettings, gw: Gateway) -> list[Consumer]:
 
 async def main() -> None:
     """Run the gateway until SIGTERM."""
-    settings = load_settings(GatewaySettings, service="gateway")
-    configure_logging(
-        level=settings.log_level, json=settings.log_json, secrets=secret_values(settings)
-    )
-    redis = connect_redis(
-        settings.redis_url.get_secret_value(), longest_block_ms=settings.consumer_block_ms
-    )
-    await check_durability(redis, service="gateway")
+    async with service_process(GatewaySettings, service="gateway") as process:
+        await _serve(process)
+
+
+async def _serve(process: ServiceProcess[GatewaySettings]) -> None:
+    """The API, the projection's consumers and the background roles, until SIGTERM. Unlike the
+    other services it has an HTTP server to stop with the consumers, so it handles the signals
+    itself (:func:`run_service` is for consumer-only processes)."""
+    settings, redis = process.settings, process.redis
     engine = create_engine(
         settings.database_url.get_secret_value(), pool_size=settings.database_pool_size
     )
+    process.closing(engine, engine.dispose)
     pg_pool = await create_write_pool(driver_dsn(engine), size=settings.write_pool_size)
+    process.closing(pg_pool, pg_pool.close)
     gw = Gateway(
         settings=settings,
         engine=engine,
@@ -101,6 +100,7 @@ async def main() -> None:
         relay=Relay(engine, redis, idle_s=settings.outbox_poll_ms / 1000),
         pg_pool=pg_pool,
     )
+    process.closing(gw.feed, gw.feed.close)
     server = uvicorn.Server(
         uvicorn.Config(
             create_app(gw),
@@ -111,10 +111,8 @@ async def main() -> None:
             lifespan="off",
         )
     )
-    stop = asyncio.Event()
+    stop = process.stop
     workers = consumers(settings, gw) if settings.run_projection else []
-    if settings.metrics_port is not None:  # the API serves /metrics too; a projection-only pod
-        start_metrics_server(settings.metrics_port)  # has no HTTP API to serve it from
 
     def on_signal() -> None:
         stop.set()
@@ -156,8 +154,4 @@ async def main() -> None:
     finally:
         on_signal()
         await asyncio.gather(*tasks, return_exceptions=True)
-        await gw.feed.close()
-        await pg_pool.close()
-        await engine.dispose()
-        await redis.aclose()
         _log.info("gateway stopped")

@@ -2,21 +2,15 @@
 
 from __future__ import annotations
 
-import contextlib
 import functools
 
 import structlog
 from redis.asyncio import Redis
 
 from cofounder_contracts.streams import SNAPSHOT, SNAPSHOT_REQUESTS
-from cofounder_runtime.connections import connect_redis
 from cofounder_runtime.consumer import Consumer
-from cofounder_runtime.durability import check_durability
-from cofounder_runtime.logs import configure_logging
 from cofounder_runtime.publisher import Publisher
-from cofounder_runtime.secrets import secret_values
-from cofounder_runtime.service import run_consumers, start_metrics_server
-from cofounder_runtime.settings import load_settings
+from cofounder_runtime.service import run_service, service_process
 from cofounder_sandbox.base import Sandboxes
 from cofounder_sandbox.local import LocalSandboxes
 from cofounder_snapshot.handlers import SnapshotDeps, on_snapshot_requested
@@ -67,33 +61,20 @@ def deps_from(
 
 async def main() -> None:
     """Run the snapshot service until SIGTERM."""
-    settings = load_settings(SnapshotSettings, service="snapshot")
-    configure_logging(
-        level=settings.log_level, json=settings.log_json, secrets=secret_values(settings)
-    )
-    if settings.metrics_port is not None:
-        start_metrics_server(settings.metrics_port)
-    redis = connect_redis(
-        settings.redis_url.get_secret_value(), longest_block_ms=settings.consumer_block_ms
-    )
-    await check_durability(redis, service="snapshot")
-    store = store_from(
-        bucket=settings.project_snapshot_bucket,
-        prefix=settings.snapshot_prefix,
-        endpoint_url=settings.s3_endpoint_url,
-        local_dir=settings.snapshot_local_dir,
-        attempts=settings.snapshot_attempts,
-    )
-    if store is None:
-        _log.warning(OFF_REASON + "; requests are answered as skipped")
-    else:
-        _log.info("snapshots stored", store=store.description)
-    try:
-        async with contextlib.AsyncExitStack() as stack:
-            if store is not None:
-                await stack.enter_async_context(store)
-            await run_consumers(
-                [build_consumer(settings, redis, deps_from(settings, redis, store))]
-            )
-    finally:
-        await redis.aclose()
+    async with service_process(SnapshotSettings, service="snapshot") as process:
+        settings, redis = process.settings, process.redis
+        store = store_from(
+            bucket=settings.project_snapshot_bucket,
+            prefix=settings.snapshot_prefix,
+            endpoint_url=settings.s3_endpoint_url,
+            local_dir=settings.snapshot_local_dir,
+            attempts=settings.snapshot_attempts,
+        )
+        if store is None:
+            _log.warning(OFF_REASON + "; requests are answered as skipped")
+        else:
+            _log.info("snapshots stored", store=store.description)
+            await process.enter(store)
+        await run_service(
+            process, [build_consumer(settings, redis, deps_from(settings, redis, store))]
+        )
