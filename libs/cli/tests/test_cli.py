@@ -57,15 +57,36 @@ def test_serving_a_declared_but_unbuilt_service_says_where_it_is_tracked(
 ) -> None:
     from typer.testing import CliRunner
 
-    from cofounder_cli import serve
     from cofounder_cli.main import app
     from cofounder_runtime.service import ServiceSpec
 
     spec = ServiceSpec(name="later", summary="s", status="not built yet (issue #99)")
-    monkeypatch.setattr(serve, "discover_services", lambda: {"later": spec})
+    monkeypatch.setattr(
+        "cofounder_runtime.service.load_service", lambda name: spec if name == "later" else None
+    )
     result = CliRunner().invoke(app, ["serve", "later"])
     assert result.exit_code == 2
     assert "not built yet (issue #99)" in result.stderr
+
+
+def test_serving_one_service_loads_no_other_service() -> None:
+    """``cofounder serve budget`` imports the budget service's package, not the other four."""
+    import subprocess
+    import sys
+
+    script = (
+        "import sys; from cofounder_runtime.service import load_service, service_names; "
+        "spec = load_service('budget'); "
+        "others = [m for m in ('cofounder_gateway', 'cofounder_agent_runner', "
+        "'cofounder_context_assembler', 'cofounder_snapshot') if m in sys.modules]; "
+        "print(spec.name, others, service_names())"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, check=True
+    )
+    assert done.stdout.split(" ", 1)[0] == "budget"
+    assert "[]" in done.stdout, done.stdout
+    assert "'gateway'" in done.stdout  # the names come from the metadata alone
 
 
 @pytest.mark.integration

@@ -24,14 +24,17 @@ def serve(
     list_: Annotated[bool, typer.Option("--list", help="List the registered services.")] = False,
 ) -> None:
     """Run one service until SIGTERM (graceful: in-flight work is finished and acked)."""
-    services = discover_services()
     if list_ or service is None:
-        for each in services.values():
+        for each in discover_services().values():
             typer.echo(f"{each.name:<20} {each.status:<28} {each.summary}")
         return
-    spec = services.get(service)
+    from cofounder_runtime.service import load_service, service_names
+
+    # Only the named service's package is imported: a service process does not load the code
+    # (and the import time, and the memory) of the other four.
+    spec = load_service(service)
     if spec is None:
-        known = ", ".join(services) or "none"
+        known = ", ".join(service_names()) or "none"
         typer.echo(f"error: no service named {service!r} (registered: {known})", err=True)
         raise typer.Exit(2)
     if spec.main is None:

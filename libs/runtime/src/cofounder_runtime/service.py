@@ -43,8 +43,10 @@ __all__ = [
     "ServiceProcess",
     "ServiceSpec",
     "discover_services",
+    "load_service",
     "run_consumers",
     "run_service",
+    "service_names",
     "service_process",
     "start_metrics_server",
 ]
@@ -85,6 +87,23 @@ def discover_services() -> dict[str, ServiceSpec]:
             raise TypeError(f"entry point {ep.name!r} ({ep.value}) is not a ServiceSpec")
         found[spec.name] = spec
     return dict(sorted(found.items()))
+
+
+def load_service(name: str) -> ServiceSpec | None:
+    """The service registered under the entry-point name ``name``, loading only its package
+    (:func:`discover_services` loads every service's); None when none is. Raises ``TypeError``
+    on a malformed registration."""
+    for ep in entry_points(group=SERVICE_ENTRY_POINTS, name=name):
+        spec = ep.load()
+        if not isinstance(spec, ServiceSpec):
+            raise TypeError(f"entry point {ep.name!r} ({ep.value}) is not a ServiceSpec")
+        return spec
+    return None
+
+
+def service_names() -> list[str]:
+    """The registered services' names, without loading any (entry-point metadata only)."""
+    return sorted(ep.name for ep in entry_points(group=SERVICE_ENTRY_POINTS))
 
 
 def start_metrics_server(port: int, *, host: str = "0.0.0.0") -> None:  # noqa: S104 - scraped
