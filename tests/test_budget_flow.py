@@ -21,7 +21,6 @@ from typing import Any
 
 import httpx
 import pytest
-import redis as sync_redis
 from redis.asyncio import Redis
 from redis.exceptions import ResponseError
 from sqlalchemy import func, select
@@ -52,14 +51,12 @@ from cofounder_runtime.connections import connect_redis
 from cofounder_sandbox.local import LocalSandboxes
 from cofounder_scripted_model.process import ScriptedModel, start
 from cofounder_testing.databases import migrated_database
-from cofounder_testing.servers import free_port
+from cofounder_testing.servers import free_port, own_redis_server
 from cofounder_testing.services import offline_env, service_processes
 from cofounder_testing.waiting import Watched, eventually, until_started
 
 pytestmark = pytest.mark.e2e
 
-#: A Redis logical database of its own (the services read the real stream names).
-DB = 6
 ADMIN = {"Authorization": "Bearer dev-admin-token"}
 #: The bootstrapper plan gives 1 micro a day (the first call spends it); founders get this much.
 FOUNDER_DAILY_MICROS = 150_000
@@ -83,14 +80,14 @@ def model() -> Iterator[ScriptedModel]:
 
 @pytest.fixture(scope="module")
 def pipeline(
-    redis_url: str,
     database_url: str,
     model: ScriptedModel,
     tmp_path_factory: pytest.TempPathFactory,
 ) -> Iterator[Pipeline]:
-    # A database of its own: the budget service wakes every sleeping build it finds there.
-    with migrated_database(database_url) as database:
-        yield from _pipeline(redis_url, database, model, tmp_path_factory)
+    # A database of its own: the budget service wakes every sleeping build it finds there; and
+    # a Redis of its own: the services read the real stream names.
+    with migrated_database(database_url) as database, own_redis_server() as url:
+        yield from _pipeline(url, database, model, tmp_path_factory)
 
 
 def _pipeline(
@@ -100,10 +97,7 @@ def _pipeline(
     tmp_path_factory: pytest.TempPathFactory,
 ) -> Iterator[Pipeline]:
     root = tmp_path_factory.mktemp("budget-flow")
-    url = redis_url.rsplit("/", 1)[0] + f"/{DB}"
-    client = sync_redis.Redis.from_url(url)
-    client.flushdb()
-    client.close()
+    url = redis_url
     port = free_port()
     left = days_left(datetime.now(UTC).date())
     env = offline_env(

@@ -102,8 +102,8 @@ async def sse_events(
 
 
 @pytest.fixture
-async def gateway(redis_url: str, migrated_database_url: str) -> AsyncIterator[Running]:
-    async for running in start_gateway(redis_url, migrated_database_url):
+async def gateway(own_redis_url: str, migrated_database_url: str) -> AsyncIterator[Running]:
+    async for running in start_gateway(own_redis_url, migrated_database_url):
         yield running
 
 

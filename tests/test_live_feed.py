@@ -21,9 +21,9 @@ pytestmark = pytest.mark.integration
 
 
 @pytest.fixture
-async def gateway(redis_url: str, migrated_database_url: str) -> AsyncIterator[Running]:
+async def gateway(own_redis_url: str, migrated_database_url: str) -> AsyncIterator[Running]:
     async for running in start_gateway(
-        redis_url, migrated_database_url, sse_max_streams_per_user=2
+        own_redis_url, migrated_database_url, sse_max_streams_per_user=2
     ):
         yield running
 

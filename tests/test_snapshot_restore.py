@@ -11,7 +11,6 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
-import redis as sync_redis
 from redis.exceptions import ResponseError
 
 from cofounder_agent_runner.testing import context_ready, read_build_events
@@ -35,9 +34,6 @@ from cofounder_testing.waiting import Watched, eventually, until_started
 
 pytestmark = pytest.mark.e2e
 
-#: A Redis logical database of its own (the services read the real stream names).
-DB = 7
-
 
 @pytest.fixture
 def model() -> Iterator[ScriptedModel]:
@@ -47,13 +43,10 @@ def model() -> Iterator[ScriptedModel]:
 
 @pytest.fixture
 def services(
-    redis_url: str, migrated_database_url: str, model: ScriptedModel, tmp_path: Path
+    own_redis_url: str, migrated_database_url: str, model: ScriptedModel, tmp_path: Path
 ) -> Iterator[tuple[str, list[Watched]]]:
     """The runner and the snapshot service as processes: their Redis URL, and them."""
-    url = redis_url.rsplit("/", 1)[0] + f"/{DB}"
-    client = sync_redis.Redis.from_url(url)
-    client.flushdb()
-    client.close()
+    url = own_redis_url  # a server of its own: the services read the real stream names
     env = offline_env(
         REDIS_URL=url,
         DATABASE_URL=migrated_database_url,

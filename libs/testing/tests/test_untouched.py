@@ -21,10 +21,9 @@ pytestmark = pytest.mark.skipif(redis_server_binary() is None, reason="no redis-
 
 
 @pytest.fixture
-def own_redis(monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
+def own_redis() -> Iterator[str]:
     """A fresh throwaway Redis for one test (its URL, without a database number)."""
-    monkeypatch.delenv("TEST_REDIS_URL", raising=False)
-    with servers.redis_server() as url:
+    with servers.own_redis_server() as url:
         yield url.rsplit("/", 1)[0]
 
 

@@ -6,14 +6,11 @@ from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import pytest
-import redis as sync_redis
 
 from cofounder_agent_runner.testing import Harness, fast_settings
 from cofounder_runtime.connections import connect_redis
 from cofounder_scripted_model.process import ScriptedModel, start
-
-#: The Redis logical database of the in-process runner tests (real stream names live here).
-RUNNER_DB = 11
+from cofounder_testing.servers import own_redis_server
 
 
 @pytest.fixture(scope="session")
@@ -31,12 +28,10 @@ def scripted(scripted_server: ScriptedModel) -> ScriptedModel:
 
 
 @pytest.fixture(scope="session")
-def runner_redis_url(redis_url: str) -> str:
-    url = redis_url.rsplit("/", 1)[0] + f"/{RUNNER_DB}"
-    client = sync_redis.Redis.from_url(url)
-    client.flushdb()  # consumers here read the real streams: start them empty
-    client.close()
-    return url
+def runner_redis_url() -> Iterator[str]:
+    """A Redis of the runner tests' own: their consumers read the real stream names."""
+    with own_redis_server() as url:
+        yield url
 
 
 @pytest.fixture

@@ -13,7 +13,6 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-import redis as sync_redis
 from sqlalchemy import func, select
 
 from cofounder_agent_runner.testing import context_ready, read_build_events
@@ -38,17 +37,11 @@ from cofounder_testing.waiting import Watched, eventually, log_says, until_start
 
 pytestmark = pytest.mark.e2e
 
-#: A Redis logical database of its own: the runner processes read the real stream names.
-E2E_DB = 10
-
 
 @pytest.fixture
-def e2e_redis_url(redis_url: str) -> str:
-    url = redis_url.rsplit("/", 1)[0] + f"/{E2E_DB}"
-    client = sync_redis.Redis.from_url(url)
-    client.flushdb()
-    client.close()
-    return url
+def e2e_redis_url(own_redis_url: str) -> str:
+    """The test's own Redis: the runner processes read the real stream names."""
+    return own_redis_url
 
 
 class Runners:

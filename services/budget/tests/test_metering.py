@@ -413,13 +413,12 @@ async def test_a_plan_upgrade_wakes_sleeping_builds_and_a_downgrade_closes_the_g
 
 @pytest.mark.integration
 async def test_after_a_flush_the_counters_gates_and_sleeping_builds_come_back_from_postgres(
-    redis_url: str, migrated_database_url: str
+    own_redis_url: str, migrated_database_url: str
 ) -> None:
     from cofounder_budget.recovery import ensure_counters
     from cofounder_runtime.connections import connect_redis
 
-    url = redis_url.rsplit("/", 1)[0] + "/5"  # a database of its own: this test flushes it
-    flushed = connect_redis(url)
+    flushed = connect_redis(own_redis_url)  # a server of its own: this test flushes it
     engine = create_engine(migrated_database_url)
     deps = BudgetDeps(
         engine=engine,
@@ -430,7 +429,6 @@ async def test_after_a_flush_the_counters_gates_and_sleeping_builds_come_back_fr
         sleeping_key=f"test.sleeping:{uuid.uuid4()}",
     )
     try:
-        await flushed.flushdb()
         assert await ensure_counters(deps)  # an empty Redis: nothing to rebuild but the sentinel
         assert not await ensure_counters(deps)
         spender, saver = await _user(deps), await _user(deps)
@@ -471,6 +469,5 @@ async def test_after_a_flush_the_counters_gates_and_sleeping_builds_come_back_fr
         spent = int(await flushed.get(day_keys(saver, today)["spent"]) or 0)
         assert spent == int(before[saver] or 0) + 500 == await _ledger(deps, saver)
     finally:
-        await flushed.flushdb()
         await flushed.aclose()
         await engine.dispose()

@@ -25,13 +25,12 @@ from cofounder_testing.waiting import eventually, log_says, until_started
 pytestmark = pytest.mark.e2e
 
 #: A Redis logical database of its own, so the real stream names used here touch nothing else.
-E2E_DB = 13
 
 
 async def test_the_service_turns_a_request_into_context_and_stops_cleanly(
-    redis_url: str, migrated_database_url: str, tmp_path: Path
+    own_redis_url: str, migrated_database_url: str, tmp_path: Path
 ) -> None:
-    url = redis_url.rsplit("/", 1)[0] + f"/{E2E_DB}"
+    url = own_redis_url  # the service reads the real stream names
     redis = connect_redis(url)
     engine = create_engine(migrated_database_url)
     user_id, project_id = str(uuid.uuid4()), str(uuid.uuid4())
@@ -99,5 +98,4 @@ async def test_the_service_turns_a_request_into_context_and_stops_cleanly(
         if proc.poll() is None:
             proc.kill()
             proc.wait()
-        await redis.flushdb()
         await redis.aclose()

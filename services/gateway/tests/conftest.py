@@ -15,8 +15,8 @@ from cofounder_testing.waiting import http_ok, wait_started
 
 
 @pytest.fixture
-async def gateway(redis_url: str, migrated_database_url: str) -> AsyncIterator[Running]:
-    async for running in start_gateway(redis_url, migrated_database_url):
+async def gateway(own_redis_url: str, migrated_database_url: str) -> AsyncIterator[Running]:
+    async for running in start_gateway(own_redis_url, migrated_database_url):
         yield running
 
 

@@ -182,8 +182,10 @@ async def test_bad_input_gets_clear_4xx(gateway: Running) -> None:
 
 
 @pytest.fixture
-async def flag_off(redis_url: str, migrated_database_url: str) -> AsyncIterator[Running]:
-    async for running in start_gateway(redis_url, migrated_database_url, autonomous_agent=False):
+async def flag_off(own_redis_url: str, migrated_database_url: str) -> AsyncIterator[Running]:
+    async for running in start_gateway(
+        own_redis_url, migrated_database_url, autonomous_agent=False
+    ):
         yield running
 
 

@@ -32,8 +32,8 @@ CODEC = Codec(ALL_EVENTS)
 
 
 @pytest.fixture
-async def no_relay(redis_url: str, migrated_database_url: str) -> AsyncIterator[Running]:
-    async for running in start_gateway(redis_url, migrated_database_url, relay=False):
+async def no_relay(own_redis_url: str, migrated_database_url: str) -> AsyncIterator[Running]:
+    async for running in start_gateway(own_redis_url, migrated_database_url, relay=False):
         yield running
 
 
@@ -127,13 +127,12 @@ async def test_the_relay_outlives_a_broken_driver_connection(
 
 
 async def test_the_gateway_process_killed_after_commit_publishes_once_after_restart(
-    redis_url: str, migrated_database_url: str, tmp_path: Path
+    own_redis_url: str, migrated_database_url: str, tmp_path: Path
 ) -> None:
     """Literally: a gateway process whose relay never ran (it is SIGKILLed right after the
     commit), then a fresh gateway process: exactly one build.requested."""
-    url = redis_url.rsplit("/", 1)[0] + f"/{KILL_REDIS_DB}"
+    url = own_redis_url  # the processes use the real stream names
     redis = connect_redis(url)
-    await redis.flushdb()
     env = {
         **os.environ,
         "REDIS_URL": url,
@@ -195,11 +194,7 @@ async def test_the_gateway_process_killed_after_commit_publishes_once_after_rest
     finally:
         if first.poll() is None:
             first.kill()
-        await redis.flushdb()
         await redis.aclose()
-
-
-KILL_REDIS_DB = 9
 
 
 async def test_the_write_pool_rolls_back_what_a_cancelled_request_left_open(

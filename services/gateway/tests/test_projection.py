@@ -40,8 +40,8 @@ pytestmark = pytest.mark.integration
 
 
 @pytest.fixture
-async def gateway(redis_url: str, migrated_database_url: str) -> AsyncIterator[Running]:
-    async for running in start_gateway(redis_url, migrated_database_url):
+async def gateway(own_redis_url: str, migrated_database_url: str) -> AsyncIterator[Running]:
+    async for running in start_gateway(own_redis_url, migrated_database_url):
         yield running
 
 

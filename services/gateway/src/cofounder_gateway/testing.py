@@ -23,7 +23,6 @@ from cofounder_gateway.outbox import Relay
 from cofounder_gateway.settings import GatewaySettings
 from cofounder_runtime.connections import connect_redis
 
-GATEWAY_REDIS_DB = 14
 ADMIN = {"Authorization": "Bearer test-admin"}
 
 
@@ -62,8 +61,11 @@ class Running:
 async def start_gateway(
     redis_url: str, database_url: str, *, relay: bool = True, **overrides: Any
 ) -> AsyncIterator[Running]:
+    """A gateway in this process on ``redis_url``, a Redis of the caller's own (the gateway
+    reads and writes the contract streams there; nothing is flushed: the server is thrown away
+    with its data), until the caller's block ends."""
     port = _free_port()
-    url = redis_url.rsplit("/", 1)[0] + f"/{GATEWAY_REDIS_DB}"
+    url = redis_url
     settings = GatewaySettings(
         environment="development",
         redis_url=SecretStr(url),
@@ -128,6 +130,5 @@ async def start_gateway(
             await gw.feed.close()
             await gw.relay.close()
             await pg_pool.close()
-            await redis.flushdb()
             await redis.aclose()
             await engine.dispose()
