@@ -72,7 +72,6 @@ from cofounder_agent_runner.settings import RunnerSettings
 from cofounder_agent_runner.tools.definitions import TOOL_DEFINITIONS
 from cofounder_agent_runner.tools.dispatcher import ToolDispatcher, ToolOutcome
 from cofounder_contracts import (
-    ALL_EVENTS,
     AgentIterationCompleted,
     AgentResumed,
     AgentSleeping,
@@ -92,6 +91,7 @@ from cofounder_contracts import (
     UsageOutcome,
     derived_event_id,
 )
+from cofounder_contracts.stored import from_stored
 from cofounder_contracts.streams import stream_for
 from cofounder_runtime.publisher import Publisher
 from cofounder_sandbox.base import Sandbox, Sandboxes, SandboxGone
@@ -209,15 +209,6 @@ def _envelope(context: ContextReady, kind: str) -> dict[str, Any]:
         # by time (a build id may be a v4, which has no time to give).
         "event_id": derived_event_id(context.event_id, kind),
     }
-
-
-_EVENT_TYPES: Final = {t.event_type(): t for t in ALL_EVENTS}
-
-
-def _revive(data: dict[str, Any]) -> Event:
-    """An event written into a checkpoint (``msgspec.to_builtins``, its ``type`` tag included)."""
-    event: Event = msgspec.convert(data, type=_EVENT_TYPES[data["type"]])
-    return event
 
 
 def _preview(value: Any) -> str:
@@ -831,7 +822,7 @@ async def _stay_asleep(deps: RunnerDeps, state: RunState, log: Any) -> None:
     log.info("context.ready for an asleep build; it stays asleep", checkpoint_seq=state.seq)
     slept = (state.asleep or {}).get("event")
     if slept is not None:  # parts written before sleeps held their event have none
-        await deps.publisher.emit(_revive(slept))
+        await deps.publisher.emit(from_stored(slept))
 
 
 async def _resume(run: _Run, reason: str) -> None:
@@ -839,7 +830,7 @@ async def _resume(run: _Run, reason: str) -> None:
     may have died before the events went out), count the model call made again, say so."""
     state = run.state
     if state.outbox:
-        await run.emit(*(_revive(e) for e in state.outbox))
+        await run.emit(*(from_stored(e) for e in state.outbox))
     if state.last_kind in ("start", "turn", "compaction"):
         # It was mid-run: the model call in flight when its runner died is made again. That
         # call's usage was never published: the founder is charged for the repeat only.

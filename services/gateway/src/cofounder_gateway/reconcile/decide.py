@@ -30,13 +30,12 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 from typing import Final
 
-from cofounder_contracts import TERMINAL_STATUSES, BuildStatus, derived_event_id
+from cofounder_contracts import BuildStatus, derived_event_id
 from cofounder_gateway.reconcile.facts import BuildFacts, RedisView, Repair, RepairKind
 from cofounder_gateway.requests import requested_event_id
 
 __all__ = ["decide", "snapshot_answer_ids"]
 
-_TERMINAL: Final = TERMINAL_STATUSES
 _MID_RUN: Final = frozenset({"start", "turn", "compaction"})
 _CONTEXT_READY: Final = "context.ready"
 _WAKE: Final = "budget.wake"
@@ -69,7 +68,7 @@ def decide(build: BuildFacts, redis: RedisView, *, now: datetime, grace: timedel
             repairs.append(
                 Repair(RepairKind.CANCEL, bid, marker, "cancelled, the runner has no cancel")
             )
-    elif build.status not in _TERMINAL or (run is not None and run.ended is not None):
+    elif not build.status.ended or (run is not None and run.ended is not None):
         repair = _stage_repair(build, redis, marker)
         if repair is not None:
             since = run.last_at if run is not None else build.changed_at
@@ -100,11 +99,11 @@ def _stage_repair(build: BuildFacts, redis: RedisView, marker: str) -> Repair | 
     run = build.run
     kind: RepairKind | None = None
     if run is None:
-        if build.status not in _TERMINAL and not _request_busy(build, redis):
+        if not build.status.ended and not _request_busy(build, redis):
             kind, why = RepairKind.REQUEST, "never started"
     elif run.ended is not None:
         end_id = str(run.ended.get("event_id", ""))
-        if build.status not in _TERMINAL and not redis.events_to_gateway.has_event(end_id):
+        if not build.status.ended and not redis.events_to_gateway.has_event(end_id):
             kind, why = RepairKind.END, "ended in its checkpoints, not in its row"
     elif run.last_kind == "sleep":
         if not _sleep_busy(build, redis):

@@ -7,6 +7,7 @@ passes in a row found missing, which covers the rest of the race.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -367,15 +368,35 @@ async def read_redis(redis: Redis, builds: Sequence[BuildFacts], *, limit: int) 
     if int(replies[-1]) <= limit:
         members: Any = await redis.zrange(SLEEPING_BUILDS_KEY, 0, -1)
         sleeping = frozenset(_SLEEPER.decode(m)[0] for m in members)
+    # The streams' views are independent reads: one round trip's time for all of them.
+    (
+        requests,
+        work,
+        signals,
+        control,
+        snapshots,
+        usage,
+        to_gateway,
+        to_budget,
+    ) = await asyncio.gather(
+        flight(BUILD_REQUESTS.name, CONTEXT_ASSEMBLER),
+        flight(AGENT_WORK.name, AGENT_RUNNER),
+        flight(BUDGET_SIGNALS.name, AGENT_RUNNER),
+        flight(BUILD_CONTROL.name, AGENT_RUNNER),
+        flight(SNAPSHOT_REQUESTS.name, SNAPSHOT),
+        flight(BUDGET_USAGE.name, BUDGET),
+        flight(BUILD_EVENTS.name, GATEWAY),
+        flight(BUILD_EVENTS.name, BUDGET),
+    )
     return RedisView(
-        requests=await flight(BUILD_REQUESTS.name, CONTEXT_ASSEMBLER),
-        work=await flight(AGENT_WORK.name, AGENT_RUNNER),
-        signals=await flight(BUDGET_SIGNALS.name, AGENT_RUNNER),
-        control=await flight(BUILD_CONTROL.name, AGENT_RUNNER),
-        snapshots=await flight(SNAPSHOT_REQUESTS.name, SNAPSHOT),
-        usage=await flight(BUDGET_USAGE.name, BUDGET),
-        events_to_gateway=await flight(BUILD_EVENTS.name, GATEWAY),
-        events_to_budget=await flight(BUILD_EVENTS.name, BUDGET),
+        requests=requests,
+        work=work,
+        signals=signals,
+        control=control,
+        snapshots=snapshots,
+        usage=usage,
+        events_to_gateway=to_gateway,
+        events_to_budget=to_budget,
         leased=leased,
         cancel_flags=flags,
         sleeping=sleeping,

@@ -30,19 +30,19 @@ from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from cofounder_contracts import (
-    ALL_EVENTS,
     AgentSleeping,
     ContextReady,
     Event,
     SnapshotRequested,
     derived_event_id,
 )
+from cofounder_contracts.stored import from_stored
 from cofounder_contracts.streams import stream_for
 from cofounder_gateway.reconcile.decide import decide
 from cofounder_gateway.reconcile.facts import BuildFacts, Repair, RepairKind
 from cofounder_gateway.reconcile.observe import Page, read_builds, read_parts, read_redis
 from cofounder_gateway.requests import build_requested, cancel_requested
-from cofounder_runtime.mutex import RENEW_IF_MINE
+from cofounder_runtime.mutex import RELEASE_IF_MINE, RENEW_IF_MINE
 from cofounder_runtime.publisher import Publisher
 
 __all__ = ["LEASE_KEY", "Reconciler", "ReconcilerConfig"]
@@ -78,7 +78,6 @@ LOOKED_AT = Counter(
     "cofounder_reconciler_builds_checked_total", "Builds the reconciler compared, summed."
 )
 
-_EVENT_TYPES: Final = {t.event_type(): t for t in ALL_EVENTS}
 _MAX_BACKOFF: Final = timedelta(hours=1)
 
 
@@ -140,7 +139,7 @@ class Reconciler:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), self.config.interval_s)
         with contextlib.suppress(RedisError):
-            await self.redis.eval(_RELEASE, 1, LEASE_KEY, self.owner)
+            await self.redis.eval(RELEASE_IF_MINE, 1, LEASE_KEY, self.owner)
 
     async def hold_lease(self) -> bool:
         """Take or renew the reconciler's lease; whether this replica is the active one."""
@@ -253,14 +252,14 @@ class Reconciler:
     async def _end(self, build: BuildFacts) -> Event:
         if build.run is None or build.run.ended is None:
             raise ValueError("the run has no end part")
-        return _revive(build.run.ended)
+        return from_stored(build.run.ended)
 
     async def _sleep(self, build: BuildFacts) -> Event:
         run = build.run
         if run is None:
             raise ValueError("the build has no run")
         if run.sleeping is not None:
-            return _revive(run.sleeping)
+            return from_stored(run.sleeping)
         return await self._sleeping(build, run.last_seq, run.resets_at)
 
     async def _snapshot(self, build: BuildFacts) -> Event:
@@ -275,7 +274,7 @@ class Reconciler:
         for turn in build.unmetered:
             parts: Any = await read_parts(self.engine, build.build_id, turn.seq)
             found.extend(
-                _revive(e)
+                from_stored(e)
                 for e in (parts or {}).get("events", [])
                 if e.get("type") == "budget.usage" and e.get("event_id") in wanted
             )
@@ -309,17 +308,3 @@ class Reconciler:
             if isinstance(data, dict) and data.get("type") == "snapshot.requested":
                 return msgspec.convert(data, type=SnapshotRequested)
         raise ValueError(f"checkpoint {seq} of {build_id} holds no snapshot request")
-
-
-def _revive(data: dict[str, Any]) -> Event:
-    """An event as a checkpoint recorded it (``msgspec.to_builtins``, its ``type`` included)."""
-    event: Event = msgspec.convert(data, type=_EVENT_TYPES[data["type"]])
-    return event
-
-
-_RELEASE: Final = """
-if redis.call('GET', KEYS[1]) == ARGV[1] then
-  return redis.call('DEL', KEYS[1])
-end
-return 0
-"""
