@@ -4,6 +4,7 @@ in flight, which must be left alone."""
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
@@ -362,3 +363,24 @@ async def test_work_a_runner_holds_pending_is_left_alone_until_redis_forgets_it(
     assert [msgspec.json.decode(f[DATA])["event_id"] for _, f in entries] == [
         world.context(running).event_id
     ]
+
+
+async def test_a_second_replica_stands_by_until_the_active_one_is_gone(
+    engine: AsyncEngine, own_redis: Redis
+) -> None:
+    """Every gateway replica runs the reconciler; one is active at a time. The standby takes
+    over when the active one stops (its lease released) or when Redis forgot the lease."""
+    config = ReconcilerConfig(grace=timedelta(seconds=30), interval_s=0.05)
+    first = Reconciler(engine, own_redis, config=config, owner="replica-1")
+    second = Reconciler(engine, own_redis, config=config, owner="replica-2")
+    assert await first.hold_lease()
+    assert not await second.hold_lease()
+    assert await first.hold_lease()  # renewed, still the active one
+    stop = asyncio.Event()
+    stop.set()
+    await first.run(stop)  # a stopping replica gives the lease back
+    assert await second.hold_lease()
+    assert not await first.hold_lease()
+    await own_redis.flushall()  # the test's own server: the lease is forgotten
+    assert await first.hold_lease()
+    assert not await second.hold_lease()
