@@ -2,7 +2,7 @@
 
 from cofounder_contracts import schema
 from cofounder_contracts.codec import Codec, DecodeError, UnknownEventType, encode, encode_fields
-from cofounder_contracts.envelope import Event, FollowUp, follow_up, utcnow
+from cofounder_contracts.envelope import Envelope, Event, envelope, follow_up, utcnow
 from cofounder_contracts.events import *  # noqa: F403 - the catalog is the package's API
 from cofounder_contracts.events import __all__ as _events
 from cofounder_contracts.events.builds import TERMINAL_STATUSES, ends_build
@@ -19,7 +19,7 @@ __all__ = [  # noqa: PLE0604 - extended with the events' names
     "Codec",
     "DecodeError",
     "Event",
-    "FollowUp",
+    "Envelope",
     "Stream",
     "TERMINAL_STATUSES",
     "UnknownEventType",
@@ -28,6 +28,7 @@ __all__ = [  # noqa: PLE0604 - extended with the events' names
     "encode",
     "encode_fields",
     "ends_build",
+    "envelope",
     "follow_up",
     "new_event_id",
     "schema",

@@ -19,9 +19,9 @@ from typing import ClassVar, TypedDict
 
 import msgspec
 
-from cofounder_contracts.ids import Uuid, new_event_id
+from cofounder_contracts.ids import Uuid, derived_event_id, new_event_id
 
-__all__ = ["Event", "FollowUp", "follow_up", "utcnow"]
+__all__ = ["Envelope", "Event", "envelope", "follow_up", "utcnow"]
 
 
 def utcnow() -> datetime:
@@ -68,26 +68,61 @@ class Event(msgspec.Struct, frozen=True, kw_only=True, tag_field="type"):
         return tag
 
 
-class FollowUp(TypedDict):
-    """Envelope fields of an event caused by another (see :func:`follow_up`)."""
+class Envelope(TypedDict):
+    """The envelope fields of a new event, made by :func:`envelope` or :func:`follow_up` and
+    spread into the event: ``SomeEvent(**follow_up(cause, producer=..., kind=...), ...)``."""
 
     build_id: str
     project_id: str
     user_id: str
     producer: str
-    causation_id: str
+    event_id: str
+    causation_id: str | None
     trace: str | None
 
 
-def follow_up(cause: Event, *, producer: str) -> FollowUp:
-    """The envelope of an event that ``cause`` led to: same build, project and user and trace,
-    ``causation_id`` pointing back at it. Use as ``SomeEvent(**follow_up(cause, producer=...))``.
+def envelope(
+    *,
+    build_id: str,
+    project_id: str,
+    user_id: str,
+    producer: str,
+    causation_id: str | None = None,
+    trace: str | None = None,
+    kind: str | None = None,
+    derive_from: str | None = None,
+) -> Envelope:
+    """The envelope of a new event: the one place every producer builds one.
+
+    With ``kind``, the event id is derived (:func:`~cofounder_contracts.ids.derived_event_id`)
+    from ``derive_from``, else the cause, else the build: the same event made again, after a
+    redelivery or a crash, gets the same id and downstream counts it once. Without, a new id.
     """
-    return FollowUp(
+    if kind is None:
+        event_id = new_event_id()
+    else:
+        event_id = derived_event_id(derive_from or causation_id or build_id, kind)
+    return Envelope(
+        build_id=build_id,
+        project_id=project_id,
+        user_id=user_id,
+        producer=producer,
+        event_id=event_id,
+        causation_id=causation_id,
+        trace=trace,
+    )
+
+
+def follow_up(cause: Event, *, producer: str, kind: str | None = None) -> Envelope:
+    """The envelope of an event that ``cause`` led to: same build, project, user and trace,
+    ``causation_id`` pointing back at it, and (with ``kind``) an id derived from the cause's.
+    """
+    return envelope(
         build_id=cause.build_id,
         project_id=cause.project_id,
         user_id=cause.user_id,
         producer=producer,
         causation_id=cause.event_id,
         trace=cause.trace,
+        kind=kind,
     )
