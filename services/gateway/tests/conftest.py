@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import subprocess
 from collections.abc import AsyncIterator, Iterator
 
 import pytest
@@ -43,9 +42,4 @@ def gateway_process(
         wait_started(lambda: http_ok(f"{base}/v1/healthz"), what="the gateway", watch=[gateway])
         yield base
     finally:
-        gateway.process.terminate()
-        try:
-            gateway.process.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            gateway.process.kill()
-            gateway.process.wait()
+        gateway.stop(grace_s=30)

@@ -20,15 +20,17 @@ import hashlib
 import os
 import signal
 import socket
-import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Annotated, Any, Final
+from typing import TYPE_CHECKING, Annotated, Final
 
 import typer
+
+if TYPE_CHECKING:
+    from cofounder_runtime.processes import Children
 
 # What running the pipeline needs (httpx, redis, the runtime, the migrations, the sandboxes) is
 # imported when ``dev`` runs, not with the module: ``cofounder --help`` imports this one.
@@ -56,63 +58,40 @@ def _free_port() -> int:
 
 @dataclass
 class Stack:
-    """The child processes of one ``cofounder dev`` run."""
+    """The child processes of one ``cofounder dev`` run (``cofounder_runtime.processes``: each
+    one's stdout and stderr in ``<workdir>/logs/<name>.log``)."""
 
     workdir: Path
-    procs: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
+    children: Children = field(init=False)
 
-    def start(self, name: str, argv: list[str], env: dict[str, str]) -> subprocess.Popen[bytes]:
-        logs = self.workdir / "logs"
-        logs.mkdir(parents=True, exist_ok=True)
-        with (logs / f"{name}.log").open("ab") as log:
-            proc = subprocess.Popen(argv, env=env, stdout=log, stderr=subprocess.STDOUT)
-        self.procs[name] = proc
-        return proc
+    def __post_init__(self) -> None:
+        from cofounder_runtime.processes import Children
 
-    def tail(self, name: str) -> str:
-        """The end of a process's log."""
-        return (self.workdir / "logs" / f"{name}.log").read_text(errors="replace")[-2000:]
+        self.children = Children(self.workdir / "logs")
+
+    def start(self, name: str, argv: list[str], env: dict[str, str]) -> None:
+        self.children.start(name, argv, env)
 
     def check(self) -> None:
-        for name, proc in self.procs.items():
-            if proc.poll() is not None:
-                raise RuntimeError(
-                    f"{name} exited ({proc.returncode}); its log ends:\n{self.tail(name)}"
-                )
+        """:class:`ProcessFailed` (its exit code and the end of its log) when one has exited."""
+        self.children.check()
+
+    def wait(self, what: str, ready: Callable[[], bool], *, timeout: float) -> None:
+        """Wait for the process ``what`` to answer (``ready``); fail at once, with its log, when
+        any process exits, and with the log of ``what`` when ``timeout`` passes."""
+        self.children.wait_ready(
+            ready, what=what, timeout_s=timeout, show=[what], hint=" (--startup-timeout)"
+        )
 
     def stop(self) -> None:
-        for proc in reversed(self.procs.values()):
-            if proc.poll() is None:
-                proc.send_signal(signal.SIGTERM)
-        for proc in reversed(self.procs.values()):
-            try:
-                proc.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
-        # Dev servers the builds started live on in their sandboxes: end them too.
+        """SIGTERM every process, the last started first (SIGKILL after 20 s), then the dev
+        servers the builds started, which live on in their sandboxes."""
+        self.children.stop_all(grace_s=20)
         sandboxes = self.workdir / "sandboxes"
         if sandboxes.is_dir():
             from cofounder_sandbox.local import LocalSandboxes
 
             asyncio.run(LocalSandboxes(sandboxes).kill_all())
-
-
-def _wait(what: str, check: Any, stack: Stack, *, timeout: float) -> None:
-    """Wait for ``what`` (the process of that name) to answer; fail at once, with its log, when
-    any process exits, and with its log when ``timeout`` passes."""
-    deadline = time.monotonic() + timeout
-    while True:
-        stack.check()
-        with contextlib.suppress(Exception):
-            if check():
-                return
-        if time.monotonic() > deadline:
-            raise RuntimeError(
-                f"{what} did not answer within {timeout:g} s (--startup-timeout); its log "
-                f"ends:\n{stack.tail(what)}"
-            )
-        time.sleep(0.1)
 
 
 def _redis(stack: Stack, *, startup_timeout: float) -> str:
@@ -136,11 +115,14 @@ def _redis(stack: Stack, *, startup_timeout: float) -> str:
     )
 
     def answers() -> bool:
-        with socket.create_connection(("127.0.0.1", port), timeout=1) as s:
-            s.sendall(b"PING\r\n")
-            return s.recv(16).startswith(b"+PONG")
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=1) as s:
+                s.sendall(b"PING\r\n")
+                return s.recv(16).startswith(b"+PONG")
+        except OSError:
+            return False  # not listening yet
 
-    _wait("redis", answers, stack, timeout=startup_timeout)
+    stack.wait("redis", answers, timeout=startup_timeout)
     return f"redis://127.0.0.1:{port}/0"
 
 
@@ -290,6 +272,7 @@ def dev(
 
     from cofounder_db.migrate import upgrade
     from cofounder_runtime.localpostgres import LocalPostgresError
+    from cofounder_runtime.processes import http_ok
 
     workdir.mkdir(parents=True, exist_ok=True)
     stack = Stack(workdir.resolve())
@@ -318,12 +301,7 @@ def dev(
         for service in SERVICES:
             stack.start(service, [sys.executable, "-m", "cofounder_cli", "serve", service], env)
         base_url = f"http://127.0.0.1:{gateway_port}"
-        _wait(
-            "gateway",
-            lambda: httpx.get(f"{base_url}/v1/readyz", timeout=2).status_code == 200,
-            stack,
-            timeout=startup_timeout,
-        )
+        stack.wait("gateway", lambda: http_ok(f"{base_url}/v1/readyz"), timeout=startup_timeout)
         typer.echo(
             f"pipeline up: gateway {base_url}, redis {redis_url}, database {database_said}, "
             f"logs in {stack.workdir / 'logs'}"

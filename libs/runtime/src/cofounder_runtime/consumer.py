@@ -22,7 +22,6 @@ One :class:`Consumer` reads one stream as one member of one group. Its life:
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import dataclasses
 import random
 import time
@@ -46,6 +45,7 @@ from cofounder_runtime.logs import HANDLING
 from cofounder_runtime.metrics import StreamMetrics, TypeMetrics
 from cofounder_runtime.options import ConsumerOptions
 from cofounder_runtime.ownership import Ownership
+from cofounder_runtime.periodic import every, stopped_within
 from cofounder_runtime.streamreply import read_entries
 
 __all__ = ["Consumer", "GiveUp", "Handler", "Poison"]
@@ -328,8 +328,7 @@ class Consumer:
 
     async def _redis_trouble(self, doing: str, exc: BaseException) -> None:
         self._log.warning("redis error; retrying", doing=doing, error=repr(exc))
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._stopping.wait(), _REDIS_RETRY_S)
+        await stopped_within(self._stopping, _REDIS_RETRY_S)
 
     # -- dispatching -----------------------------------------------------------------------
 
@@ -577,39 +576,41 @@ class Consumer:
                 await self._flush_acks()
         await self._flush_acks(attempts=_SHUTDOWN_ACK_ATTEMPTS)
 
-    async def _sleep_unless(self, event: asyncio.Event, seconds: float) -> bool:
-        """Sleep ``seconds``; return True early (and at once) if ``event`` is set."""
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(event.wait(), seconds)
-        return event.is_set()
-
     async def _heartbeat_loop(self) -> None:
-        """Renew running entries; keeps going during shutdown until handlers are done."""
+        """Renew running entries every heartbeat period; keeps going during shutdown until
+        handlers are done (``_closed``). A failed beat is logged; the next one tries again."""
+        await every(
+            self.options.heartbeat_every_ms / 1000,
+            self._heartbeat,
+            self._closed,
+            name="heartbeat",
+            log=self._log,
+            failed="heartbeat failed",
+            immediately=False,
+        )
+
+    async def _heartbeat(self) -> None:
+        """One beat: renew the running entries not renewed for half a period."""
         period = self.options.heartbeat_every_ms / 1000
         state = self._state
-        while not await self._sleep_unless(self._closed, period):
-            now = time.monotonic()
-            due = [i for i, f in state.inflight.items() if now - f.renewed_at >= period / 2]
-            if not due:
+        now = time.monotonic()
+        due = [i for i, f in state.inflight.items() if now - f.renewed_at >= period / 2]
+        if not due:
+            return
+        renewed = await self._ownership.renew(due)
+        for entry_id in due:
+            flight = state.inflight.get(entry_id)
+            if flight is None:
                 continue
-            try:
-                renewed = await self._ownership.renew(due)
-            except RedisError as exc:
-                self._log.warning("heartbeat failed", error=repr(exc))
-                continue
-            for entry_id in due:
-                flight = state.inflight.get(entry_id)
-                if flight is None:
-                    continue
-                if entry_id in renewed:
-                    flight.renewed_at = now
-                elif not flight.lost:
-                    flight.lost = True
-                    self.metrics.lost.inc()
-                    self._log.warning(
-                        "in-flight entry was claimed by another consumer",
-                        entry_id=entry_id.decode(),
-                    )
+            if entry_id in renewed:
+                flight.renewed_at = now
+            elif not flight.lost:
+                flight.lost = True
+                self.metrics.lost.inc()
+                self._log.warning(
+                    "in-flight entry was claimed by another consumer",
+                    entry_id=entry_id.decode(),
+                )
 
     # -- for the janitor -------------------------------------------------------------------
 

@@ -7,16 +7,14 @@ empty departed consumer, trimming to a floor, setting a gauge).
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
-import random
 import time
 from typing import TYPE_CHECKING, Any
 
 import structlog
 from redis.asyncio import Redis
-from redis.exceptions import RedisError, ResponseError
+from redis.exceptions import ResponseError
 
+from cofounder_runtime.periodic import every
 from cofounder_runtime.streamreply import as_bytes, id_tuple
 
 if TYPE_CHECKING:
@@ -79,27 +77,27 @@ class Janitor:
         self._log = _log.bind(stream=consumer.stream, group=consumer.group, consumer=consumer.name)
 
     async def run(self) -> None:
-        """Run passes until the consumer stops."""
-        period = self._consumer.options.janitor_every_ms / 1000
-        stopping = self._consumer.stopped_event
-        while True:
-            # Jitter spreads the passes of many consumers so they do not claim in lockstep.
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stopping.wait(), period * random.uniform(0.8, 1.2))
-            if stopping.is_set():
-                return
-            await self.run_once()
+        """Run a pass every period (±20%: jitter spreads the passes of many consumers so they
+        do not claim in lockstep) until the consumer stops; a failed pass is logged and the
+        next one tries again."""
+        await every(
+            self._consumer.options.janitor_every_ms / 1000,
+            self.run_once,
+            self._consumer.stopped_event,
+            name="janitor",
+            log=self._log,
+            failed="janitor pass failed",
+            jitter=0.2,
+            immediately=False,
+        )
 
     async def run_once(self) -> None:
-        """One pass; Redis errors are logged and the next pass tries again."""
-        try:
-            await self.claim_orphans()
-            await self.refresh_group()
-            max_age = self._consumer.options.max_age_ms
-            if max_age is not None:
-                await trim_by_age(self._consumer.redis, self._consumer.stream, max_age_ms=max_age)
-        except RedisError as exc:
-            self._log.warning("janitor pass failed", error=repr(exc))
+        """One pass: orphans claimed, the group's gauges and departed consumers, age trimming."""
+        await self.claim_orphans()
+        await self.refresh_group()
+        max_age = self._consumer.options.max_age_ms
+        if max_age is not None:
+            await trim_by_age(self._consumer.redis, self._consumer.stream, max_age_ms=max_age)
 
     async def claim_orphans(self) -> int:
         """Claim entries idle past ``min_idle`` from any consumer, up to the free slots and

@@ -21,6 +21,8 @@ import structlog
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
+from cofounder_runtime.periodic import every
+
 __all__ = ["RELEASE_IF_MINE", "RENEW_IF_MINE", "MutexTimeout", "held"]
 
 _log = structlog.get_logger("cofounder.mutex")
@@ -62,22 +64,23 @@ async def held(
         if loop.time() > deadline:
             raise MutexTimeout(f"{key} stayed held for more than {wait_s:g} s")
         await asyncio.sleep(poll_s)
-    stop = asyncio.Event()
+    stop = asyncio.Event()  # the block has ended, or the mutex was found lost
 
-    async def keep() -> None:
-        while not stop.is_set():
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stop.wait(), ttl_ms / 3000)
-            if stop.is_set():
-                return
-            try:
-                if not await redis.eval(RENEW_IF_MINE, 1, key, token, ttl_ms):
-                    _log.warning("mutex lost (expired while held)", key=key)
-                    return
-            except RedisError as exc:
-                _log.warning("could not renew a mutex", key=key, error=repr(exc))
+    async def renew() -> None:
+        if not await redis.eval(RENEW_IF_MINE, 1, key, token, ttl_ms):
+            _log.warning("mutex lost (expired while held)", key=key)
+            stop.set()
 
-    task = asyncio.create_task(keep())
+    keep = every(
+        ttl_ms / 3000,
+        renew,
+        stop,
+        name="mutex keep-alive",
+        log=_log.bind(key=key),
+        failed="could not renew a mutex",
+        immediately=False,
+    )
+    task = asyncio.create_task(keep)
     try:
         yield
     finally:

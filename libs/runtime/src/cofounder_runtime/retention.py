@@ -16,8 +16,6 @@ at the same time: ``SKIP LOCKED`` hands each row to one of them.
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import random
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Final
@@ -26,12 +24,12 @@ import structlog
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings
 from sqlalchemy import delete, select, tuple_
-from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from cofounder_contracts.streams import ALL_STREAMS
 from cofounder_runtime.idempotency_sql import processed_events
 from cofounder_runtime.metrics import PROCESSED_EVENTS_PRUNED
+from cofounder_runtime.periodic import every
 
 __all__ = [
     "REDELIVERY_WINDOW",
@@ -109,18 +107,19 @@ class ProcessedEventsPruner:
         return pruned
 
     async def run(self, stop: asyncio.Event) -> None:
-        """Prune every period until ``stop`` is set; a failed pass is logged and the next one
-        tries again (the rows wait, nothing depends on them going sooner)."""
-        while True:
-            # Jitter spreads the passes of many replicas, as the janitor's.
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stop.wait(), self._every_s * random.uniform(0.8, 1.2))
-            if stop.is_set():
-                return
-            try:
-                await self.prune_once(stop)
-            except (SQLAlchemyError, OSError) as exc:
-                _log.warning("pruning processed events failed; retrying", error=repr(exc))
+        """Prune every period (±20%, spreading the passes of many replicas as the janitor's)
+        until ``stop`` is set; a failed pass is logged and the next one tries again (the rows
+        wait, nothing depends on them going sooner)."""
+        await every(
+            self._every_s,
+            lambda: self.prune_once(stop),
+            stop,
+            name="processed-events-retention",
+            log=_log,
+            failed="pruning processed events failed; retrying",
+            jitter=0.2,
+            immediately=False,
+        )
 
 
 class ProcessedEventsRetentionSettings(BaseSettings):

@@ -18,11 +18,13 @@ import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import pytest
 import redis as redis_sync
 from redis.asyncio import Redis
 
+from cofounder_runtime import processes
 from cofounder_runtime.connections import connect_redis
 from cofounder_testing.databases import migrated_database
 from cofounder_testing.servers import (
@@ -32,7 +34,7 @@ from cofounder_testing.servers import (
     redis_server,
     s3_server,
 )
-from cofounder_testing.waiting import Watched, eventually, until_started
+from cofounder_testing.waiting import eventually, until_started
 
 __all__ = ["Names", "Workers", "eventually"]
 
@@ -144,15 +146,23 @@ def names(redis_url: str) -> Iterator[Names]:
 
 @dataclass
 class Workers:
-    """Consumer processes (``cofounder_testing.worker``) started by one test."""
+    """Consumer processes (``cofounder_testing.worker``) started by one test, each logging to
+    ``<logdir>/<name>.log`` (every life of a name to the same file)."""
 
     redis_url: str
     names: Names
     logdir: Path
-    procs: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
-    started_procs: list[subprocess.Popen[bytes]] = field(default_factory=list)
+    children: processes.Children = field(init=False)
 
-    def start(self, name: str, **options: object) -> subprocess.Popen[bytes]:
+    def __post_init__(self) -> None:
+        self.children = processes.Children(self.logdir)
+
+    @property
+    def procs(self) -> dict[str, subprocess.Popen[Any]]:
+        """The latest life of each worker, by name."""
+        return self.children.procs
+
+    def start(self, name: str, **options: object) -> subprocess.Popen[Any]:
         """Start a worker called ``name``; options map to its ``--flags``."""
         argv = [
             sys.executable,
@@ -171,8 +181,7 @@ class Workers:
         ]
         for key, value in options.items():
             argv += [f"--{key.replace('_', '-')}", str(value)]
-        previous = self.procs.get(name)
-        if previous is not None and previous.poll() is None:
+        if name in self.children and not self.children[name].exited():
             raise RuntimeError(f"worker {name!r} is still running")
         # A restart under the same name: :meth:`started` waits for this life to join.
         client = redis_sync.Redis.from_url(self.redis_url)
@@ -180,20 +189,12 @@ class Workers:
             client.srem(self.names.key("ready"), name)
         finally:
             client.close()
-        with (self.logdir / f"{name}.log").open("ab") as log:
-            proc = subprocess.Popen(
-                argv,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                env={**os.environ, "PYTHONUNBUFFERED": "1"},
-            )
-        self.procs[name] = proc
-        self.started_procs.append(proc)
-        return proc
+        env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+        return self.children.start(name, argv, env).process
 
     def logs(self, name: str) -> str:
         """Everything the named worker (all its lives) wrote."""
-        return (self.logdir / f"{name}.log").read_text(errors="replace")
+        return self.children.log_of(name).read_text(errors="replace")
 
     async def started(self, redis: Redis, *names: str) -> None:
         """Wait until the named workers (their latest lives) have joined their group; fail at
@@ -203,19 +204,16 @@ class Workers:
             members = await redis.smembers(self.names.key("ready"))
             return {n.encode() for n in names} <= members
 
-        watch = [Watched(f"worker {n}", self.procs[n], self.logdir / f"{n}.log") for n in names]
+        watch = [self.children[n] for n in names]
         await until_started(joined, what=f"workers {', '.join(names)}", watch=watch)
 
     def signal(self, name: str, sig: signal.Signals) -> None:
         """Send ``sig`` to the named worker."""
-        self.procs[name].send_signal(sig)
+        self.children[name].signal(sig)
 
     def stop_all(self) -> None:
-        """Kill whatever is still running."""
-        for proc in self.started_procs:
-            if proc.poll() is None:
-                proc.kill()
-            proc.wait(timeout=10)
+        """Kill whatever is still running (every life of every worker)."""
+        self.children.kill_all()
 
 
 @pytest.fixture

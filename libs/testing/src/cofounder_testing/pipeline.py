@@ -11,9 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import json
-import signal
 import subprocess
-import sys
 import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
@@ -26,10 +24,11 @@ import pytest
 import redis as sync_redis
 
 from cofounder_contracts.streams import ALL_STREAMS
+from cofounder_runtime import processes
 from cofounder_runtime.localredis import redis_server_binary
 from cofounder_scripted_model.process import start as start_model
 from cofounder_testing.servers import free_port
-from cofounder_testing.services import offline_env, start_service
+from cofounder_testing.services import kill_sandboxes, offline_env, serve_argv
 from cofounder_testing.waiting import Watched, wait_started
 
 __all__ = [
@@ -48,13 +47,6 @@ __all__ = [
 #: Every service, two agent runners.
 SLOTS = ("gateway", "context-assembler", "agent-runner1", "agent-runner2", "budget", "snapshot")
 TIERS = ("bootstrapper", "founder", "pro")
-
-_KILL_SANDBOXES = """
-import asyncio, pathlib, sys
-from cofounder_sandbox.local import LocalSandboxes
-if pathlib.Path(sys.argv[1]).is_dir():
-    asyncio.run(LocalSandboxes(sys.argv[1]).kill_all())
-"""
 
 
 def stack_env(
@@ -88,7 +80,8 @@ def stack_env(
 
 @dataclass
 class Stack:
-    """The processes of a test: Redis and each service, by slot; killed and restarted.
+    """The processes of a test: Redis and each service, by slot; killed and restarted. Each
+    slot logs to ``<root>/<slot>.log`` (every life of it to the same file).
 
     ``redis_persistent``: Redis keeps an AOF (fsync always) and comes back on it after a crash;
     without it, a restarted Redis is empty, as a cache-configured or failed-over one may be."""
@@ -97,9 +90,17 @@ class Stack:
     env: dict[str, str]
     redis_port: int
     redis_persistent: bool = True
-    procs: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
     names: dict[str, str] = field(default_factory=dict)  # service slot -> its consumer name
     restarts: int = 0
+    children: processes.Children = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.children = processes.Children(self.root)
+
+    @property
+    def procs(self) -> dict[str, subprocess.Popen[Any]]:
+        """The latest life of each slot, by slot."""
+        return self.children.procs
 
     @property
     def gateway_url(self) -> str:
@@ -115,12 +116,11 @@ class Stack:
             if self.redis_persistent
             else ["--appendonly", "no"]
         )
-        with (self.root / "redis.log").open("ab") as log:
-            self.procs["redis"] = subprocess.Popen(
-                [binary, "--port", str(self.redis_port), "--bind", "127.0.0.1", "--save", "",
-                 *persistence, "--dir", str(data)],
-                stdout=log, stderr=subprocess.STDOUT,
-            )  # fmt: skip
+        self.children.start(
+            "redis",
+            [binary, "--port", str(self.redis_port), "--bind", "127.0.0.1", "--save", "",
+             *persistence, "--dir", str(data)],
+        )  # fmt: skip
         client = sync_redis.Redis(port=self.redis_port)
 
         def pings() -> bool:
@@ -137,9 +137,7 @@ class Stack:
     def start(self, slot: str, name: str) -> None:
         service = slot.rstrip("0123456789")
         self.names[slot] = name
-        env = {**self.env, "CONSUMER_NAME": name}
-        started = start_service(service, env, self.root / f"{slot}.log", name=slot)
-        self.procs[slot] = started.process
+        self.children.start(slot, serve_argv(service), {**self.env, "CONSUMER_NAME": name})
 
     def start_all(self, slots: Iterable[str] = SLOTS) -> None:
         """Redis, then every slot under the consumer name ``<slot>-0``; waits for the gateway."""
@@ -160,9 +158,7 @@ class Stack:
         wait_started(answers, what="the gateway", watch=self.watched())
 
     def kill(self, slot: str) -> None:
-        proc = self.procs[slot]
-        proc.send_signal(signal.SIGKILL)
-        proc.wait(timeout=30)
+        self.children[slot].kill()
 
     def crash(self, slot: str, *, same_name: bool) -> str:
         """SIGKILL a service (or Redis) and start it again: same consumer name or a new one."""
@@ -177,37 +173,24 @@ class Stack:
 
     def watched(self, slots: Iterable[str] | None = None) -> list[Watched]:
         """The processes of ``slots`` (default: all), for start-up waits."""
-        return [
-            Watched(slot, self.procs[slot], self.root / f"{slot}.log")
-            for slot in (self.procs if slots is None else slots)
-        ]
+        return list(self.children) if slots is None else [self.children[s] for s in slots]
 
     def alive(self) -> None:
-        for slot, proc in self.procs.items():
-            if proc.poll() is not None:
-                tail = (self.root / f"{slot}.log").read_text(errors="replace")[-3000:]
-                raise AssertionError(f"{slot} exited ({proc.returncode}):\n{tail}")
+        """AssertionError, with its exit code and log, when a process has exited."""
+        try:
+            self.children.check()
+        except processes.ProcessFailed as exc:
+            raise AssertionError(str(exc)) from None
 
     def log(self, slot: str) -> str:
-        return (self.root / f"{slot}.log").read_text(errors="replace")
+        return self.children.log_of(slot).read_text(errors="replace")
 
     def stop(self) -> None:
-        for slot, proc in self.procs.items():
-            if slot != "redis" and proc.poll() is None:
-                proc.send_signal(signal.SIGTERM)
-        for slot, proc in self.procs.items():
-            if slot == "redis":
-                continue
-            try:
-                proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
-        sandboxes = self.env["SANDBOX_ROOT"]
-        subprocess.run([sys.executable, "-c", _KILL_SANDBOXES, sandboxes], check=False)
-        if "redis" in self.procs:
-            self.procs["redis"].kill()
-            self.procs["redis"].wait()
+        """SIGTERM the services (SIGKILL after 30 s), end the sandboxes, then kill Redis."""
+        self.children.stop_all(30, names=[n.name for n in self.children if n.name != "redis"])
+        kill_sandboxes([self.env["SANDBOX_ROOT"]])
+        if "redis" in self.children:
+            self.children["redis"].kill()
 
 
 @contextlib.contextmanager

@@ -35,6 +35,7 @@ from pathlib import Path
 from typing import Final
 from urllib.parse import urlsplit
 
+from cofounder_runtime import processes
 from cofounder_runtime.localpostgres import LocalPostgresError, local_postgres, pg_bindir
 from cofounder_runtime.localredis import redis_server_binary
 from cofounder_testing.waiting import NotStarted, Watched, startup_deadline_s, wait_started
@@ -111,25 +112,18 @@ def own_redis_server() -> Iterator[str]:
     if binary:
         port = free_port()
         with tempfile.TemporaryDirectory(prefix="cofounder-redis-") as workdir:
-            log = Path(workdir) / "redis.log"
-            with log.open("wb") as out:
-                proc = subprocess.Popen(
-                    [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "",
-                     "--appendonly", "no", "--dir", workdir],
-                    stdout=out,
-                    stderr=subprocess.STDOUT,
-                )  # fmt: skip
+            server = processes.start(
+                "redis-server",
+                [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "",
+                 "--appendonly", "no", "--dir", workdir],
+                log=Path(workdir) / "redis.log",
+            )  # fmt: skip
             url = f"redis://127.0.0.1:{port}/0"
             try:
-                _wait_for(
-                    lambda: _reachable(url, port),
-                    "redis-server",
-                    Watched("redis-server", proc, log),
-                )
+                _wait_for(lambda: _reachable(url, port), "redis-server", server)
                 yield url
             finally:
-                proc.terminate()
-                proc.wait(timeout=10)
+                server.stop(grace_s=10)
         return
     if _docker_answers():
         from testcontainers.redis import RedisContainer
@@ -208,17 +202,14 @@ def s3_server() -> Iterator[str]:
         return
     port = free_port()
     with tempfile.TemporaryDirectory(prefix="cofounder-moto-") as workdir:
-        log = Path(workdir) / "moto.log"
-        with log.open("wb") as out:
-            proc = subprocess.Popen(
-                [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
-                stdout=out,
-                stderr=subprocess.STDOUT,
-            )
+        server = processes.start(
+            "moto",
+            [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
+            log=Path(workdir) / "moto.log",
+        )
         url = f"http://127.0.0.1:{port}"
         try:
-            _wait_for(lambda: _reachable(url, port), "moto's S3 server", Watched("moto", proc, log))
+            _wait_for(lambda: _reachable(url, port), "moto's S3 server", server)
             yield url
         finally:
-            proc.terminate()
-            proc.wait(timeout=15)
+            server.stop(grace_s=15)

@@ -1,20 +1,21 @@
 """Running the pipeline's services as real processes (``cofounder serve <service>``) for
 end-to-end tests: each with its environment and a log file, stopped with SIGTERM (killed after
-30 s) when the block ends."""
+30 s) when the block ends (``cofounder_runtime.processes``, the supervisor ``cofounder dev``
+uses)."""
 
 from __future__ import annotations
 
 import contextlib
 import os
-import signal
 import subprocess
 import sys
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 
+from cofounder_runtime import processes
 from cofounder_testing.waiting import Watched
 
-__all__ = ["offline_env", "service_processes", "start_service"]
+__all__ = ["kill_sandboxes", "offline_env", "serve_argv", "service_processes", "start_service"]
 
 #: Variables that would send a test to real accounts and buckets.
 _REAL_ACCOUNTS = ("ANTHROPIC_API_KEY", "E2B_API_KEY", "PROJECT_SNAPSHOT_BUCKET")
@@ -35,20 +36,19 @@ def offline_env(**settings: str) -> dict[str, str]:
     return env
 
 
+def serve_argv(service: str) -> list[str]:
+    """The command that runs ``service``: ``cofounder serve <service>`` in this interpreter."""
+    return [sys.executable, "-m", "cofounder_cli", "serve", service]
+
+
 def start_service(
     service: str, env: Mapping[str, str], log: Path, *, name: str | None = None
 ) -> Watched:
-    """Start ``cofounder serve <service>`` with exactly ``env``; its output is appended to
-    ``log``. The caller stops it, and waits for it with ``until_started`` or ``wait_started``
+    """Start ``cofounder serve <service>`` with exactly ``env``; its stdout and stderr are
+    appended to ``log``. The caller stops it (``.stop()``: SIGTERM, then SIGKILL after a grace),
+    and waits for it with ``until_started`` or ``wait_started``
     (:mod:`cofounder_testing.waiting`)."""
-    with log.open("ab") as out:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "cofounder_cli", "serve", service],
-            env=dict(env),
-            stdout=out,
-            stderr=subprocess.STDOUT,
-        )
-    return Watched(name or service, proc, log)
+    return processes.start(name or service, serve_argv(service), log=log, env=env)
 
 
 @contextlib.contextmanager
@@ -57,30 +57,28 @@ def service_processes(
 ) -> Iterator[list[Watched]]:
     """Start each ``(service, env)``; output goes to ``logs/<service>.log`` (a second process of
     the same service: ``<service>-2.log``). Yields them for start-up waits
-    (:func:`~cofounder_testing.waiting.until_started`)."""
-    started: list[Watched] = []
+    (:func:`~cofounder_testing.waiting.until_started`); at the end they get SIGTERM, and
+    SIGKILL after 30 s."""
+    children = processes.Children(logs)
     seen: dict[str, int] = {}
     try:
         for service, env in services:
             seen[service] = seen.get(service, 0) + 1
             name = service if seen[service] == 1 else f"{service}-{seen[service]}"
-            started.append(start_service(service, env, logs / f"{name}.log", name=name))
-        yield started
+            children.start(name, serve_argv(service), env)
+        yield list(children)
     finally:
-        procs = [w.process for w in started]
-        for proc in procs:
-            proc.send_signal(signal.SIGTERM)
-        for proc in procs:
-            try:
-                proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+        children.stop_all(grace_s=30)
         # Local sandboxes outlive their runners (as E2B's do): end the ones these runners made,
-        # now that no runner is left to make another. In a process of its own, so this works
-        # from inside a running event loop too.
-        for root in sorted({env["SANDBOX_ROOT"] for _, env in services if "SANDBOX_ROOT" in env}):
-            subprocess.run([sys.executable, "-c", _KILL_SANDBOXES, root], check=False)
+        # now that no runner is left to make another.
+        kill_sandboxes(env["SANDBOX_ROOT"] for _, env in services if "SANDBOX_ROOT" in env)
+
+
+def kill_sandboxes(roots: Iterable[str | Path]) -> None:
+    """End the local sandboxes (and what runs in them) under each of ``roots``. In a process
+    of its own, so this works from inside a running event loop too."""
+    for root in sorted({str(r) for r in roots}):
+        subprocess.run([sys.executable, "-c", _KILL_SANDBOXES, root], check=False)
 
 
 _KILL_SANDBOXES = """

@@ -8,23 +8,29 @@ Two kinds of wait:
   started becomes ready. A cold Python process on a loaded two-core machine (two test runs at
   once) can take far longer to import and connect than on an idle one, so these share one
   generous overall deadline, ``TEST_STARTUP_DEADLINE_S`` (default 120 s), instead of short fixed
-  timeouts. They stop as soon as a watched process has exited, and their failure gives each
-  watched process's exit code and the tail of its log file.
+  timeouts. They stop as soon as a watched process has exited, and their failure gives its
+  exit code and the tail of its log file (``cofounder_runtime.processes``, the supervisor
+  ``cofounder dev`` uses too).
 """
 
 from __future__ import annotations
 
 import asyncio
-import http.client
+import contextlib
 import math
 import os
-import subprocess
 import time
-import urllib.request
-from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass
-from pathlib import Path
+from collections.abc import Awaitable, Callable, Iterator, Sequence
 from typing import Any, Final
+
+from cofounder_runtime.processes import (
+    Child,
+    ProcessFailed,
+    http_ok,
+    log_says,
+    until_ready,
+    wait_ready,
+)
 
 __all__ = [
     "STARTUP_DEADLINE_VARIABLE",
@@ -40,9 +46,6 @@ __all__ = [
 
 STARTUP_DEADLINE_VARIABLE: Final = "TEST_STARTUP_DEADLINE_S"
 DEFAULT_STARTUP_DEADLINE_S: Final = 120.0
-_TAIL_CHARS: Final = 3000
-#: Straight to the test's own server, whatever proxy the environment names.
-_DIRECT: Final = urllib.request.build_opener(urllib.request.ProxyHandler({}))
 
 
 def startup_deadline_s() -> float:
@@ -67,55 +70,26 @@ class NotStarted(AssertionError):
     """A process the test started did not become ready: it exited, or the deadline passed."""
 
 
-@dataclass(frozen=True)
-class Watched:
-    """A process a wait depends on: its exit ends the wait, and its log explains the failure.
-
-    ``log`` is the file its stdout and stderr go to (``None``: they go nowhere we can read).
-    """
-
-    name: str
-    process: subprocess.Popen[Any]
-    log: Path | None = None
-
-    def exited(self) -> bool:
-        """Whether the process has ended."""
-        return self.process.poll() is not None
-
-    def report(self) -> str:
-        """Its state (exit code, or still running) and the tail of its log."""
-        code = self.process.poll()
-        state = (
-            f"exited with code {code}"
-            if code is not None
-            else f"still running (pid {self.process.pid})"
-        )
-        if self.log is None:
-            return f"{self.name} {state} (its output was not kept)"
-        try:
-            text = self.log.read_text(errors="replace")
-        except OSError as exc:
-            return f"{self.name} {state}; its log {self.log} cannot be read: {exc}"
-        tail = text[-_TAIL_CHARS:] if text.strip() else "(empty)"
-        return f"{self.name} {state}; the end of {self.log}:\n{tail}"
+#: A process a wait depends on: its exit ends the wait, and its log explains the failure
+#: (``cofounder_runtime.processes.Child``: name, process, log file).
+Watched = Child
 
 
-def _reports(watch: Sequence[Watched]) -> str:
-    return "".join(f"\n--- {w.report()}" for w in watch)
+def _deadline() -> dict[str, Any]:
+    """The supervisor's timeout and hint for a start-up wait."""
+    return {
+        "timeout_s": startup_deadline_s(),
+        "hint": f" ({STARTUP_DEADLINE_VARIABLE}; raise it on a slow machine)",
+    }
 
 
-def _exited(what: str, watch: Sequence[Watched]) -> NotStarted | None:
-    gone = [w.name for w in watch if w.exited()]
-    if not gone:
-        return None
-    return NotStarted(f"{', '.join(gone)} exited while waiting for {what}{_reports(watch)}")
-
-
-def _too_late(what: str, limit: float, watch: Sequence[Watched]) -> NotStarted:
-    return NotStarted(
-        f"{what} not ready after {limit:g} s ({STARTUP_DEADLINE_VARIABLE}; raise it on a slow "
-        f"machine){_reports(watch)}"
-    )
+@contextlib.contextmanager
+def _not_started() -> Iterator[None]:
+    """The supervisor's :class:`ProcessFailed` as a test failure (:class:`NotStarted`)."""
+    try:
+        yield
+    except ProcessFailed as exc:
+        raise NotStarted(str(exc)) from None
 
 
 def wait_started(
@@ -128,16 +102,8 @@ def wait_started(
     """Return once ``ready()`` is true; raise :class:`NotStarted` when a watched process exits
     first or the start-up deadline passes. ``ready`` returns False while the process is not up
     yet (catching its own "connection refused")."""
-    limit = startup_deadline_s()
-    deadline = time.monotonic() + limit
-    while True:
-        if ready():
-            return
-        if failed := _exited(what, watch):
-            raise failed
-        if time.monotonic() > deadline:
-            raise _too_late(what, limit, watch)
-        time.sleep(interval)
+    with _not_started():
+        wait_ready(ready, what=what, watch=watch, interval_s=interval, **_deadline())
 
 
 async def until_started(
@@ -148,17 +114,8 @@ async def until_started(
     interval: float = 0.1,
 ) -> None:
     """:func:`wait_started` inside an event loop (``ready`` may be async)."""
-    limit = startup_deadline_s()
-    deadline = time.monotonic() + limit
-    while True:
-        answer = ready()
-        if answer if isinstance(answer, bool) else await answer:
-            return
-        if failed := _exited(what, watch):
-            raise failed
-        if time.monotonic() > deadline:
-            raise _too_late(what, limit, watch)
-        await asyncio.sleep(interval)
+    with _not_started():
+        await until_ready(ready, what=what, watch=watch, interval_s=interval, **_deadline())
 
 
 async def eventually(
@@ -176,24 +133,3 @@ async def eventually(
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}")
         await asyncio.sleep(interval)
-
-
-def http_ok(url: str) -> bool:
-    """Whether ``url`` answers HTTP 200 now (False while nothing listens there yet)."""
-    try:
-        with _DIRECT.open(url, timeout=2) as response:
-            return int(response.status) == 200
-    except (OSError, http.client.HTTPException):
-        return False
-
-
-def log_says(log: Path, text: str) -> Callable[[], bool]:
-    """A readiness check: ``log`` (a process's output file) contains ``text``."""
-
-    def ready() -> bool:
-        try:
-            return text in log.read_text(errors="replace")
-        except FileNotFoundError:
-            return False
-
-    return ready

@@ -28,6 +28,7 @@ from redis.exceptions import RedisError
 
 from cofounder_contracts.keys import lease_generation_key, lease_key
 from cofounder_runtime.mutex import RELEASE_IF_MINE, RENEW_IF_MINE
+from cofounder_runtime.periodic import every
 
 __all__ = ["Lease", "LeaseBusy", "LeaseLost"]
 
@@ -123,25 +124,24 @@ class Lease:
     @contextlib.asynccontextmanager
     async def kept_alive(self) -> AsyncIterator[Lease]:
         """Renew every third of the TTL while the block runs; release at the end."""
-        stop = asyncio.Event()
+        stop = asyncio.Event()  # the block has ended, or the lease was found lost
 
         async def keep() -> None:
-            period = self.ttl_ms / 3000
-            while not stop.is_set():
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(stop.wait(), period)
-                if stop.is_set():
-                    return
-                try:
-                    if not await self.renew():
-                        _log.warning(
-                            "build lease lost", owner=self.owner, generation=self.generation
-                        )
-                        return
-                except RedisError as exc:
-                    _log.warning("could not renew the build lease", error=repr(exc))
+            if not await self.renew():
+                _log.warning("build lease lost", owner=self.owner, generation=self.generation)
+                stop.set()
 
-        task = asyncio.create_task(keep())
+        task = asyncio.create_task(
+            every(
+                self.ttl_ms / 3000,
+                keep,
+                stop,
+                name="build lease keep-alive",
+                log=_log,
+                failed="could not renew the build lease",
+                immediately=False,
+            )
+        )
         try:
             yield self
         finally:

@@ -17,7 +17,6 @@ the ledger before counting); this covers the users who make no further call and 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from typing import Final
 
 import structlog
@@ -28,6 +27,7 @@ from cofounder_budget.wake import remember_sleeping
 from cofounder_budgeting import day_account, next_reset
 from cofounder_contracts import AgentSleeping, derived_event_id
 from cofounder_db.models import BudgetLedgerRow, Build
+from cofounder_runtime.periodic import every
 
 __all__ = ["SENTINEL_KEY", "ensure_counters", "watch_counters"]
 
@@ -98,11 +98,13 @@ async def ensure_counters(deps: BudgetDeps, *, sentinel: str = SENTINEL_KEY) -> 
 
 
 async def watch_counters(deps: BudgetDeps, stop: asyncio.Event, *, interval_s: float = 5.0) -> None:
-    """Look for the sentinel every ``interval_s``; rebuild when it is gone."""
-    while not stop.is_set():
-        try:
-            await ensure_counters(deps)
-        except Exception as exc:  # noqa: BLE001 - logged and retried next round
-            _log.warning("counter rebuild failed", error=repr(exc))
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(stop.wait(), interval_s)
+    """Look for the sentinel now and every ``interval_s``; rebuild when it is gone (a failed
+    rebuild is logged and tried again at the next look)."""
+    await every(
+        interval_s,
+        lambda: ensure_counters(deps),
+        stop,
+        name="counters-watch",
+        log=_log,
+        failed="counter rebuild failed",
+    )

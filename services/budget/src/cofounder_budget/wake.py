@@ -11,7 +11,6 @@ the same hash tag there.) The clock is injectable for tests.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import time
 from collections.abc import Callable
 from datetime import datetime
@@ -26,6 +25,7 @@ from cofounder_contracts import AgentSleeping, BudgetWake, WakeReason, derived_e
 from cofounder_contracts.codec import encode_fields
 from cofounder_contracts.keys import SLEEPING_BUILDS_KEY, budget_gate_key
 from cofounder_contracts.streams import BUDGET_SIGNALS
+from cofounder_runtime.periodic import every
 
 __all__ = ["SLEEPING_KEY", "WakeDaemon", "Waker", "remember_sleeping"]
 
@@ -144,12 +144,19 @@ class WakeDaemon:
         SLEEPING.set(await self._redis.zcard(self._waker.key))
         return woken
 
+    async def wake_round(self) -> None:
+        """Wake batches until one is not full (nothing more is due)."""
+        while await self.wake_due() == self._batch:
+            pass
+
     async def run(self, stop: asyncio.Event) -> None:
-        while not stop.is_set():
-            try:
-                while await self.wake_due() == self._batch:
-                    pass
-            except Exception as exc:  # noqa: BLE001 - logged and retried next round
-                _log.warning("wake round failed", error=repr(exc))
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stop.wait(), self._interval_s)
+        """A round now, then every ``interval_s`` until ``stop``; a failed round is logged and
+        the next one tries again."""
+        await every(
+            self._interval_s,
+            self.wake_round,
+            stop,
+            name="wake-daemon",
+            log=_log,
+            failed="wake round failed",
+        )

@@ -26,7 +26,6 @@ import structlog
 from prometheus_client import Counter, Gauge, Histogram
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
-from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from cofounder_contracts import (
@@ -43,6 +42,7 @@ from cofounder_gateway.reconcile.facts import BuildFacts, Repair, RepairKind
 from cofounder_gateway.reconcile.observe import Page, read_builds, read_parts, read_redis
 from cofounder_gateway.requests import build_requested, cancel_requested
 from cofounder_runtime.mutex import RELEASE_IF_MINE, RENEW_IF_MINE
+from cofounder_runtime.periodic import every
 from cofounder_runtime.publisher import Publisher
 
 __all__ = ["LEASE_KEY", "Reconciler", "ReconcilerConfig"]
@@ -123,23 +123,33 @@ class Reconciler:
         return self._publisher
 
     async def run(self, stop: asyncio.Event) -> None:
-        """A pass every interval while this replica holds the lease, until ``stop``."""
-        while not stop.is_set():
-            started = time.perf_counter()
-            try:
-                if await self.hold_lease():
-                    await self.reconcile_once()
-                    PASSES.labels("done").inc()
-                    PASS_SECONDS.observe(time.perf_counter() - started)
-                else:
-                    PASSES.labels("standby").inc()
-            except (RedisError, SQLAlchemyError, OSError) as exc:
-                PASSES.labels("failed").inc()
-                _log.warning("reconciler pass failed; trying again", error=repr(exc))
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stop.wait(), self.config.interval_s)
+        """A pass every interval while this replica holds the lease, until ``stop``; a failed
+        pass is counted, logged and tried again at the next. The lease is given back at the
+        end."""
+        await every(
+            self.config.interval_s,
+            self.pass_once,
+            stop,
+            name="reconciler",
+            log=_log,
+            failed="reconciler pass failed; trying again",
+        )
         with contextlib.suppress(RedisError):
             await self.redis.eval(RELEASE_IF_MINE, 1, LEASE_KEY, self.owner)
+
+    async def pass_once(self) -> None:
+        """A pass if this replica holds (or takes) the lease, else nothing; counted by outcome."""
+        started = time.perf_counter()
+        try:
+            if await self.hold_lease():
+                await self.reconcile_once()
+                PASSES.labels("done").inc()
+                PASS_SECONDS.observe(time.perf_counter() - started)
+            else:
+                PASSES.labels("standby").inc()
+        except Exception:
+            PASSES.labels("failed").inc()
+            raise
 
     async def hold_lease(self) -> bool:
         """Take or renew the reconciler's lease; whether this replica is the active one."""
