@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import ast
 import re
+import subprocess
+import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -40,6 +42,70 @@ def _anchors(page: Path) -> set[str]:
     """The fragments a Markdown renderer (GitHub's) gives the headings of ``page``."""
     headings = re.findall(r"^#+ +(.+?) *$", page.read_text(), flags=re.MULTILINE)
     return {re.sub(r"[^\w\- ]", "", h.lower()).replace(" ", "-") for h in headings}
+
+
+#: What the domain core may import: the contracts (values on the wire), msgspec, and the parts of
+#: the standard library that compute. Anything else (a socket, a file, a clock, a client) is I/O.
+DOMAIN_MAY_IMPORT = frozenset(
+    {
+        "__future__",
+        "bisect",
+        "calendar",
+        "collections",
+        "dataclasses",
+        "datetime",
+        "decimal",
+        "enum",
+        "fractions",
+        "functools",
+        "hashlib",
+        "itertools",
+        "json",
+        "math",
+        "msgspec",
+        "operator",
+        "re",
+        "typing",
+        "cofounder_contracts",
+        "cofounder_domain",
+    }
+)
+#: Modules that do I/O (or drive it): none may be loaded by importing the domain, even through
+#: the contracts it uses.
+IO_MODULES = (
+    "aioboto3",
+    "anthropic",
+    "asyncio",
+    "asyncpg",
+    "e2b",
+    "httpx",
+    "redis",
+    "socket",
+    "sqlalchemy",
+    "structlog",
+    "subprocess",
+)
+
+
+def test_the_domain_imports_nothing_that_does_io() -> None:
+    domain = ROOT / "libs" / "domain" / "src" / "cofounder_domain"
+    modules = _sources(domain)
+    assert len(modules) > 1, "the domain core is missing"
+    for path in modules:
+        extra = _imports(path) - DOMAIN_MAY_IMPORT
+        assert not extra, (
+            f"{path.relative_to(ROOT)} imports {sorted(extra)}: the domain does no I/O"
+        )
+    names = [f"cofounder_domain.{p.stem}" for p in modules if p.stem != "__init__"]
+    probe = (
+        "import importlib, sys\n"
+        f"for name in {names!r}: importlib.import_module(name)\n"
+        f"print(sorted(m for m in sys.modules if m.split('.')[0] in {IO_MODULES!r}))"
+    )
+    loaded = subprocess.run(
+        [sys.executable, "-c", probe], capture_output=True, text=True, check=True
+    ).stdout.strip()
+    assert loaded == "[]", f"importing the domain loads I/O modules: {loaded}"
 
 
 def test_the_five_services_exist_as_packages() -> None:

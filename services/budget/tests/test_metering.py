@@ -4,10 +4,11 @@ signals at 80% and 100%, counters rebuilt after Redis loses them, bad input dead
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import functools
 import uuid
 from collections.abc import AsyncIterator
-from datetime import UTC, date, datetime
+from datetime import UTC, datetime
 
 import msgspec
 import pytest
@@ -19,7 +20,7 @@ from cofounder_budget.handlers import BudgetDeps, on_tier_changed, on_top_up, on
 from cofounder_budget.meter import day_keys
 from cofounder_budget.pricing import Price, Pricing
 from cofounder_budget.wake import remember_sleeping
-from cofounder_budgeting import Plan, daily_budget, day_account, next_reset
+from cofounder_budgeting import day_account
 from cofounder_contracts import (
     ALL_EVENTS,
     AgentSleeping,
@@ -37,6 +38,8 @@ from cofounder_contracts.keys import budget_gate_key
 from cofounder_contracts.streams import BUDGET_SIGNALS
 from cofounder_db.engine import create_engine
 from cofounder_db.models import BudgetLedgerRow, BudgetTopUpRow, Build, Project, User
+from cofounder_domain.budget import daily_budget, next_reset
+from cofounder_domain.plans import DEFAULT_PLANS, Plan
 from cofounder_runtime.conflict import PayloadConflict
 from cofounder_runtime.consumer import Consumer
 from cofounder_runtime.publisher import Publisher
@@ -53,7 +56,8 @@ PRICING = Pricing({MODEL: Price(input=1000, output=1000, cache_write=1250, cache
 BUILD, PROJECT, USER = (str(uuid.uuid4()) for _ in range(3))
 
 
-def test_prices_plans_and_the_daily_budget() -> None:
+def test_prices() -> None:
+    """(The daily budget and the thresholds are the domain's: ``libs/domain/tests``.)"""
     usage = BudgetUsage(
         build_id=BUILD, project_id=PROJECT, user_id=USER, producer="t", model=MODEL,
         input_tokens=1000,
@@ -63,34 +67,24 @@ def test_prices_plans_and_the_daily_budget() -> None:
     assert Pricing().cost_micros(usage) > 0
     dearest = Pricing({"a": Price(1, 1, 1, 1), "b": Price(9, 9, 9, 9)})
     assert dearest.price("unknown-model") == Price(9, 9, 9, 9)  # never undercount
-    plan = Plan(monthly_allowance_micros=30_000_000)
-    assert daily_budget(plan, day=date(2026, 11, 1), spent_before_today=0) == 1_000_000
-    assert daily_budget(plan, day=date(2026, 11, 30), spent_before_today=29_000_000) == 1_000_000
-    assert daily_budget(plan, day=date(2026, 11, 16), spent_before_today=45_000_000) == 0
-    # Top-ups: usable in full the day they are granted; what is left joins the cycle's pool.
-    day = date(2026, 11, 21)  # 10 days left
-    assert daily_budget(plan, day=day, spent_before_today=20_000_000, topups_today=5_000_000) == (
-        1_000_000 + 5_000_000
-    )
-    assert (
-        daily_budget(plan, day=day, spent_before_today=20_000_000, topups_before_today=10_000_000)
-        == (30_000_000 + 10_000_000 - 20_000_000) // 10
-    )
-    assert next_reset(datetime(2026, 11, 25, 23, 59, tzinfo=UTC)) == datetime(
-        2026, 11, 26, tzinfo=UTC
+
+
+def _plan(monthly_allowance_micros: int) -> Plan:
+    return dataclasses.replace(
+        DEFAULT_PLANS["bootstrapper"], monthly_allowance_micros=monthly_allowance_micros
     )
 
 
 @pytest.fixture
 async def deps(redis: Redis, migrated_database_url: str) -> AsyncIterator[BudgetDeps]:
     engine = create_engine(migrated_database_url)
-    plan = Plan(monthly_allowance_micros=10_000_000 * 31)  # 10,000,000 micros a day at most
+    plan = _plan(10_000_000 * 31)  # 10,000,000 micros a day at most
     yield BudgetDeps(
         engine=engine,
         redis=redis,
         events=Publisher(redis),
         pricing=PRICING,
-        plans={"bootstrapper": plan, "pro": Plan(monthly_allowance_micros=10 * 31 * 10_000_000)},
+        plans={"bootstrapper": plan, "pro": _plan(10 * 31 * 10_000_000)},
         sleeping_key=f"test.sleeping:{uuid.uuid4()}",
     )
     await engine.dispose()
@@ -425,7 +419,7 @@ async def test_after_a_flush_the_counters_gates_and_sleeping_builds_come_back_fr
         redis=flushed,
         events=Publisher(flushed),
         pricing=PRICING,
-        plans={"bootstrapper": Plan(monthly_allowance_micros=10_000_000 * 31)},
+        plans={"bootstrapper": _plan(10_000_000 * 31)},
         sleeping_key=f"test.sleeping:{uuid.uuid4()}",
     )
     try:

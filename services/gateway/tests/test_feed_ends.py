@@ -16,8 +16,8 @@ from cofounder_contracts import (
     encode_fields,
     ends_build,
 )
+from cofounder_domain.lifecycle import is_terminal
 from cofounder_gateway.feed import ends_build as entry_ends_build
-from cofounder_gateway.statemachine import TERMINAL
 
 ENVELOPE = {
     "build_id": "0193a0c0-0000-7000-8000-000000000001",
@@ -43,8 +43,8 @@ def test_a_feed_entry_ends_the_build_exactly_when_its_event_does(event: Event) -
 
 
 def test_the_ended_statuses_are_defined_once() -> None:
-    assert TERMINAL is TERMINAL_STATUSES
     assert {s for s in BuildStatus if s.ended} == {"ready", "failed", "cancelled"}
+    assert {s for s in BuildStatus if is_terminal(s)} == TERMINAL_STATUSES
 
 
 def test_a_status_whose_bytes_merely_mention_an_end_does_not_end_the_build() -> None:

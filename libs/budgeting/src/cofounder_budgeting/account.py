@@ -11,8 +11,9 @@ from datetime import date
 from sqlalchemy import ColumnElement, case, func, select
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from cofounder_budgeting.plans import Plan, cycle_start, daily_budget
 from cofounder_db.models import BudgetLedgerRow, BudgetTopUpRow, User
+from cofounder_domain.budget import cycle_start, daily_budget
+from cofounder_domain.plans import Plan, plan_for
 
 __all__ = ["DayAccount", "day_account"]
 
@@ -50,7 +51,7 @@ async def day_account(
 ) -> DayAccount:
     """The account of ``user_id`` on ``day`` (an unknown user or tier: the default plan)."""
     found = (await conn.execute(select(User.tier).where(User.id == user_id))).scalar()
-    tier = found if found is not None and found in plans else default_tier
+    tier, plan = plan_for(plans, found, default_tier=default_tier)
     window = (cycle_start(day).isoformat(), day.isoformat())
     spent_before, spent_today = _split(_LEDGER.c.cost_micros, _LEDGER.c.day, day)
     spent = (
@@ -73,7 +74,7 @@ async def day_account(
     return DayAccount(
         tier=tier,
         budget_micros=daily_budget(
-            plans[tier],
+            plan,
             day=day,
             spent_before_today=before,
             topups_before_today=top_before,

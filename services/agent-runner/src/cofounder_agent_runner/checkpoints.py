@@ -29,6 +29,7 @@ from cofounder_agent_runner.lease import LeaseLost
 from cofounder_contracts import ContextReady
 from cofounder_db.engine import driver_dsn
 from cofounder_db.models import AgentCheckpoint
+from cofounder_domain.run import Stuck
 
 __all__ = ["CheckpointStore", "RunState"]
 
@@ -75,7 +76,8 @@ class RunState:
     sandbox_kind: str | None = None
     sandbox_id: str | None = None
     preview_url: str | None = None
-    stuck: dict[str, Any] = field(default_factory=dict)
+    #: The same failing tool call in a row (``parts["stuck"]`` of a turn, see :class:`Stuck`).
+    stuck: Stuck = field(default_factory=Stuck)
     started_at: datetime = field(default_factory=lambda: datetime.now(UTC))
     ended: dict[str, Any] | None = None  # the ``end`` part, once the build has ended
     #: The kind of the last part, and the events of the last part when it is a turn: written in
@@ -197,7 +199,7 @@ class CheckpointStore:
                 case "turn":
                     state.messages.extend(parts["messages"])
                     state.preview_url = parts.get("preview_url") or state.preview_url
-                    state.stuck = parts.get("stuck") or {}
+                    state.stuck = Stuck.from_parts(parts.get("stuck"))
                     state.prompt_tokens = parts.get("prompt_tokens", state.prompt_tokens)
                 case "compaction":
                     state.messages = list(parts["messages"])

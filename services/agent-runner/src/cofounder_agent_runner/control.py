@@ -1,26 +1,18 @@
 """What the loop asks Redis before every model call, in one round trip: the budget gate and
-the build's cancel flag."""
+the build's cancel flag, read into a :class:`~cofounder_domain.run.Control` (a value of the
+domain, which decides what they mean: see :func:`cofounder_domain.run.decide`)."""
 
 from __future__ import annotations
-
-from dataclasses import dataclass
-from datetime import datetime
 
 from redis.asyncio import Redis
 from redis.asyncio.client import Pipeline
 
 from cofounder_contracts.keys import budget_gate_key, cancel_key, gate_resets_at
+from cofounder_domain.run import Control
 
 __all__ = ["Control", "parse_control", "queue_control", "read_control", "request_cancel"]
 
 _CANCEL_TTL_S = 7 * 24 * 3600
-
-
-@dataclass(frozen=True, slots=True)
-class Control:
-    cancelled: bool
-    #: When the gate is closed: the time the budget resets; None when the gate is open.
-    closed_until: datetime | None
 
 
 def queue_control(pipe: Pipeline, *, user_id: str, build_id: str) -> None:

@@ -19,8 +19,16 @@ pending and heart-beaten by the consumer. Its life:
    exceptions it lets out; ``handlers.py`` turns a hand-back into the raise that keeps the work
    entry pending, so that another attempt resumes the build from its checkpoints.
 
-Event ids are derived from the build and what happened (``iteration:3``), so a part redone after
-a crash re-emits the same ids and downstream consumers count it once.
+The decisions are not made here: :mod:`cofounder_domain.run` says, from plain values, whether an
+iteration may run (:func:`~cofounder_domain.run.decide`: cancel, sleep, a limit, compaction) and
+what a turn ended (:func:`~cofounder_domain.run.after_turn`: completed, stuck, the nudge, a
+periodic snapshot due, the counters). :class:`_Run` carries them out: the model and tool calls,
+the checkpoints, the events, the sandbox.
+
+Event ids are derived from the build's ``context.ready`` and what happened (``iteration:3``;
+see :func:`cofounder_contracts.follow_up`), so a part redone after a crash re-emits the same ids
+and downstream consumers count it once; that event is a UUIDv7, so the ids carry its time and
+sort by it (a build id may be a v4, which has no time to give).
 """
 
 from __future__ import annotations
@@ -89,10 +97,22 @@ from cofounder_contracts import (
     ToolCalled,
     ToolCompleted,
     UsageOutcome,
-    derived_event_id,
+    envelope,
+    follow_up,
 )
 from cofounder_contracts.stored import from_stored
 from cofounder_contracts.streams import stream_for
+from cofounder_domain.run import (
+    Cancel,
+    Complete,
+    Fail,
+    RunLimits,
+    Sleep,
+    ToolCall,
+    TurnOutcome,
+    after_turn,
+    decide,
+)
 from cofounder_runtime.publisher import Publisher
 from cofounder_sandbox.base import Sandbox, Sandboxes, SandboxGone
 from cofounder_snapshots.store import SnapshotStore, StoreError
@@ -196,19 +216,15 @@ class RunnerDeps:
     clock: Callable[[], datetime] = field(default=lambda: datetime.now(UTC))
 
 
-def _envelope(context: ContextReady, kind: str) -> dict[str, Any]:
-    return {
-        "build_id": context.build_id,
-        "project_id": context.project_id,
-        "user_id": context.user_id,
-        "producer": PRODUCER,
-        "causation_id": context.event_id,
-        "trace": context.trace,
-        # Derived from the build's context.ready (a UUIDv7): the same id when a resumed run
-        # emits the event again, and the time of that event in its first 48 bits, so ids sort
-        # by time (a build id may be a v4, which has no time to give).
-        "event_id": derived_event_id(context.event_id, kind),
-    }
+def _limits(settings: RunnerSettings, tier: str) -> RunLimits:
+    """The bounds of a build's run: the settings, with the tool-call limit of its tier."""
+    return RunLimits(
+        max_tool_calls=settings.max_tool_calls_for(tier),
+        max_wall_s=settings.max_wall_s,
+        stuck_repeats=settings.stuck_repeats,
+        snapshot_every=settings.snapshot_every,
+        compact_above_tokens=settings.compact_at * settings.context_window,
+    )
 
 
 def _preview(value: Any) -> str:
@@ -221,7 +237,9 @@ def _preview(value: Any) -> str:
 
 @dataclass(slots=True)
 class _Run:
-    """One drive of one build (not shared)."""
+    """One drive of one build (not shared): it carries out the decisions of
+    :mod:`cofounder_domain.run` (calls the model and the tools, writes the checkpoints, publishes
+    the events), and makes none of its own."""
 
     deps: RunnerDeps
     state: RunState
@@ -230,6 +248,7 @@ class _Run:
     dispatcher: ToolDispatcher
     system: list[dict[str, Any]]
     log: Any
+    limits: RunLimits
     pending_usage: BudgetUsage | None = None
     backlog: list[Event] = field(default_factory=list)
     sender: asyncio.Task[None] | None = None
@@ -282,13 +301,16 @@ class _Run:
     async def on_usage(
         self, model: str, usage: TokenUsage, request_id: str | None, outcome: UsageOutcome
     ) -> None:
+        # The call that makes the next turn goes out through that turn's checkpoint, under an
+        # id the turn determines (a resume that publishes it again is absorbed); a call that
+        # broke off is metered at once, under an id of its own.
+        ok = outcome is UsageOutcome.OK
         event = BudgetUsage(
-            build_id=self.context.build_id,
-            project_id=self.context.project_id,
-            user_id=self.context.user_id,
-            producer=PRODUCER,
-            causation_id=self.context.event_id,
-            trace=self.context.trace,
+            **follow_up(
+                self.context,
+                producer=PRODUCER,
+                kind=f"usage:{self.state.iteration + 1}" if ok else None,
+            ),
             model=model,
             input_tokens=usage.input_tokens,
             output_tokens=usage.output_tokens,
@@ -297,15 +319,9 @@ class _Run:
             request_id=request_id,
             outcome=outcome,
         )
-        if outcome is not UsageOutcome.OK:
-            await self.deps.publisher.emit(event)  # a call that broke off: metered at once
+        if not ok:
+            await self.deps.publisher.emit(event)
             return
-        # The call that makes the next turn: its usage goes out through that turn's checkpoint,
-        # under an id the turn determines (a resume that publishes it again is absorbed).
-        event = msgspec.structs.replace(
-            event,
-            event_id=derived_event_id(self.context.event_id, f"usage:{self.state.iteration + 1}"),
-        )
         self.state.input_tokens += usage.prompt_tokens
         self.state.output_tokens += usage.output_tokens
         for kind, count in (
@@ -321,7 +337,6 @@ class _Run:
     # -- the loop --------------------------------------------------------------------------
 
     async def loop(self) -> DriveResult:
-        settings = self.deps.settings
         control = await read_control(
             self.deps.redis, user_id=self.context.user_id, build_id=self.context.build_id
         )
@@ -329,8 +344,6 @@ class _Run:
             stop = await self.before_iteration(control)
             if stop is not None:
                 return stop
-            if self.state.prompt_tokens > settings.compact_at * settings.context_window:
-                await self.compact()
             reply = await self.think()
             if not isinstance(reply, ModelReply):
                 return reply
@@ -341,23 +354,29 @@ class _Run:
 
     async def before_iteration(self, control: Control) -> DriveResult | None:
         """How the drive ends before the next model call, if it does: the runner shutting down
-        (handed back), the cancel flag, the budget gate, the limits. None: go on."""
-        settings = self.deps.settings
+        (handed back), a lost lease (raised), else what :func:`decide` says (a cancel, a sleep,
+        a limit). None: go on, after compacting the conversation when it says so."""
         state = self.state
         if self.deps.stopping.is_set():
             # Between iterations: every finished turn is checkpointed, nothing is lost.
             return HandedBack(HandBackReason.SHUTDOWN, "the runner is shutting down")
         self.lease.check()
-        if control.cancelled:
+        action = decide(
+            control,
+            tool_calls=state.tool_calls,
+            started_at=state.started_at,
+            prompt_tokens=state.prompt_tokens,
+            now=self.deps.clock(),
+            limits=self.limits,
+        )
+        if isinstance(action, Cancel):
             return await self.cancelled()
-        if control.closed_until is not None:
-            return await self.sleep(control.closed_until)
-        limit = settings.max_tool_calls_for(self.context.tier)
-        if state.tool_calls >= limit:
-            return await self.fail(f"stopped: the build reached its limit of {limit} tool calls")
-        elapsed = (self.deps.clock() - state.started_at).total_seconds()
-        if elapsed > settings.max_wall_s:
-            return await self.fail(f"stopped: the build ran longer than {settings.max_wall_s:g} s")
+        if isinstance(action, Sleep):
+            return await self.sleep(action.resets_at)
+        if isinstance(action, Fail):
+            return await self.fail(action.reason)
+        if action.compact:
+            await self.compact()
         return None
 
     async def think(self) -> ModelReply | DriveResult:
@@ -383,127 +402,135 @@ class _Run:
             return HandedBack(HandBackReason.MODEL_UNAVAILABLE, str(exc))
 
     async def turn(self, assistant: dict[str, Any], usage: TokenUsage) -> Outcome | Control:
-        """Run the tools of one assistant turn, checkpoint it, emit its events; return how the
-        build ended, or the gate and cancel flag read in the same round trip as the events."""
-        state = self.state
-        iteration = state.iteration + 1
-        uses = [b for b in assistant["content"] if b.get("type") == "tool_use"]
+        """One assistant turn: its tools run in order, what :func:`after_turn` decided recorded
+        (a checkpoint, then the turn's events) and carried out. Returns how the build ended, or
+        the gate and cancel flag read in the same round trip as the events."""
+        iteration = self.state.iteration + 1
+        content = assistant["content"]
+        uses = [b for b in content if b.get("type") == "tool_use"]
         results: list[dict[str, Any]] = []
-        finished: str | None = None
-        nudge: str | None = None
-        stuck_reason: str | None = None
+        calls: list[ToolCall] = []
         for use in uses:
-            # The lease generation is in the tool events' ids: a turn run again after a crash
-            # runs its tools again (another occurrence, maybe another output), under the same
-            # tool_use ids when the model repeats itself.
-            self.emit_soon(
-                ToolCalled(
-                    **_envelope(self.context, f"tool:{use['id']}:called:{self.lease.generation}"),
-                    iteration=iteration,
-                    tool_use_id=use["id"],
-                    name=use["name"],
-                    input_preview=_preview(use.get("input")),
-                )
+            result, call = await self.run_tool(use, iteration)
+            results.append(result)
+            calls.append(call)
+        outcome = after_turn(
+            calls=calls,
+            texts=[b.get("text", "") for b in content if b.get("type") == "text"],
+            tool_calls_before=self.state.tool_calls,
+            stuck=self.state.stuck,
+            limits=self.limits,
+        )
+        events = await self.record(assistant, results, outcome, iteration, usage)
+        control = await self.emit(*events, read_control=outcome.end is None)
+        self.pending_usage = None
+        if isinstance(outcome.end, Complete):
+            return await self.complete(outcome.end.summary)
+        if isinstance(outcome.end, Fail):
+            return await self.fail(outcome.end.reason)
+        assert control is not None
+        return control
+
+    async def run_tool(
+        self, use: dict[str, Any], iteration: int
+    ) -> tuple[dict[str, Any], ToolCall]:
+        """Run one requested tool, its progress published in the background: the
+        ``tool_result`` block for the model, and the call as the domain sees it."""
+        # The lease generation is in the tool events' ids: a turn run again after a crash runs
+        # its tools again (another occurrence, maybe another output), under the same tool_use
+        # ids when the model repeats itself.
+        generation = self.lease.generation
+        self.emit_soon(
+            ToolCalled(
+                **follow_up(
+                    self.context, producer=PRODUCER, kind=f"tool:{use['id']}:called:{generation}"
+                ),
+                iteration=iteration,
+                tool_use_id=use["id"],
+                name=use["name"],
+                input_preview=_preview(use.get("input")),
             )
-            started = time.perf_counter()
-            result: ToolOutcome = await self.dispatcher.run(use["name"], use.get("input"))
-            duration_ms = int((time.perf_counter() - started) * 1000)
-            state.tool_calls += 1
-            TOOL_CALLS.labels(use["name"], "error" if result.is_error else "ok").inc()
-            results.append(result.result_block(use["id"]))
-            self.emit_soon(
-                ToolCompleted(
-                    **_envelope(
-                        self.context, f"tool:{use['id']}:completed:{self.lease.generation}"
-                    ),
-                    iteration=iteration,
-                    tool_use_id=use["id"],
-                    name=use["name"],
-                    is_error=result.is_error,
-                    duration_ms=duration_ms,
-                    output_preview=result.preview(_PREVIEW),
-                )
+        )
+        started = time.perf_counter()
+        result: ToolOutcome = await self.dispatcher.run(use["name"], use.get("input"))
+        duration_ms = int((time.perf_counter() - started) * 1000)
+        TOOL_CALLS.labels(use["name"], "error" if result.is_error else "ok").inc()
+        self.emit_soon(
+            ToolCompleted(
+                **follow_up(
+                    self.context,
+                    producer=PRODUCER,
+                    kind=f"tool:{use['id']}:completed:{generation}",
+                ),
+                iteration=iteration,
+                tool_use_id=use["id"],
+                name=use["name"],
+                is_error=result.is_error,
+                duration_ms=duration_ms,
+                output_preview=result.preview(_PREVIEW),
             )
-            if result.finished is not None:
-                finished = result.finished
-            nudge, stuck_reason = self.track_stuck(use, result) or (nudge, stuck_reason)
+        )
+        call = ToolCall(use["name"], use.get("input"), result.is_error, result.finished)
+        return result.result_block(use["id"]), call
+
+    async def record(
+        self,
+        assistant: dict[str, Any],
+        results: list[dict[str, Any]],
+        outcome: TurnOutcome,
+        iteration: int,
+        usage: TokenUsage,
+    ) -> list[Event]:
+        """Apply the turn to the run's state and checkpoint it; return the turn's events.
+
+        The events are written in the checkpoint's row (one transaction: the outbox) and
+        published after it; a runner that dies in between publishes them on resume."""
+        state = self.state
+        state.tool_calls = outcome.tool_calls
+        state.stuck = outcome.stuck
         if self.dispatcher.preview_url:
             state.preview_url = self.dispatcher.preview_url
         new: list[dict[str, Any]] = [assistant]
-        if uses:
-            content = list(results)
-            if nudge:
-                content.append({"type": "text", "text": nudge})
-            new.append({"role": "user", "content": content})
-        else:
-            texts = [b.get("text", "") for b in assistant["content"] if b.get("type") == "text"]
-            finished = " ".join(t for t in texts if t).strip() or "The agent ended its work."
+        if results:
+            nudge = [{"type": "text", "text": outcome.nudge}] if outcome.nudge else []
+            new.append({"role": "user", "content": [*results, *nudge]})
         state.messages.extend(new)
         state.iteration = iteration
         ITERATIONS.inc()
         state.prompt_tokens = usage.prompt_tokens + usage.output_tokens
-        # The turn's events are written in its checkpoint row (one transaction: the outbox) and
-        # published after it; a runner that dies in between publishes them on resume.
-        events: list[Event] = [
-            *([self.pending_usage] if self.pending_usage is not None else []),
-            AgentIterationCompleted(
-                **_envelope(self.context, f"iteration:{iteration}"),
-                iteration=iteration,
-                tool_calls=state.tool_calls,
-                input_tokens=usage.prompt_tokens,
-                output_tokens=usage.output_tokens,
-                checkpoint_seq=state.seq + 1,  # the row written just below
-            ),
-        ]
-        every = self.deps.settings.snapshot_every
-        before = state.tool_calls - len(uses)
-        if every > 0 and finished is None and state.tool_calls // every > before // every:
-            events.append(
-                self.snapshot_request(SnapshotReason.PERIODIC, f"snapshot:{state.tool_calls}")
-            )
+        events = self.turn_events(iteration, usage, snapshot_due=outcome.snapshot_due)
         await self.checkpoint(
             "turn",
             {
                 "messages": new,
                 "preview_url": state.preview_url,
-                "stuck": state.stuck,
+                "stuck": state.stuck.to_parts(),
                 "prompt_tokens": state.prompt_tokens,
                 "events": [msgspec.to_builtins(e) for e in events],
             },
         )
-        control = await self.emit(*events, read_control=finished is None and stuck_reason is None)
-        self.pending_usage = None
-        if finished is not None:
-            return await self.complete(finished)
-        if stuck_reason is not None:
-            return await self.fail(stuck_reason)
-        assert control is not None
-        return control
+        return events
 
-    def track_stuck(
-        self, use: dict[str, Any], result: ToolOutcome
-    ) -> tuple[str | None, str | None] | None:
-        """The same failing call again and again: a nudge at N in a row, a stop at 2N."""
-        stuck = self.state.stuck
-        if not result.is_error:
-            stuck.clear()
-            return None
-        key = f"{use['name']}:{json.dumps(use.get('input'), sort_keys=True)}"
-        stuck["count"] = stuck.get("count", 0) + 1 if stuck.get("key") == key else 1
-        stuck["key"] = key
-        n = self.deps.settings.stuck_repeats
-        if stuck["count"] >= 2 * n:
-            return None, (
-                f"stopped: stuck, the same failing {use['name']} call was repeated "
-                f"{stuck['count']} times"
+    def turn_events(self, iteration: int, usage: TokenUsage, *, snapshot_due: bool) -> list[Event]:
+        """The turn's usage (of the model call that made it), its ``agent.iteration_completed``
+        and, when due, a periodic ``snapshot.requested``."""
+        state = self.state
+        events: list[Event] = [
+            *([self.pending_usage] if self.pending_usage is not None else []),
+            AgentIterationCompleted(
+                **follow_up(self.context, producer=PRODUCER, kind=f"iteration:{iteration}"),
+                iteration=iteration,
+                tool_calls=state.tool_calls,
+                input_tokens=usage.prompt_tokens,
+                output_tokens=usage.output_tokens,
+                checkpoint_seq=state.seq + 1,  # the row the turn's checkpoint writes
+            ),
+        ]
+        if snapshot_due:
+            events.append(
+                self.snapshot_request(SnapshotReason.PERIODIC, f"snapshot:{state.tool_calls}")
             )
-        if stuck["count"] == n:
-            return (
-                f"You have made the same failing {use['name']} call {n} times in a row. Stop "
-                "repeating it: read the error, change the approach, or check your assumptions.",
-                None,
-            )
-        return None
+        return events
 
     async def compact(self) -> None:
         compacted = compact(self.state.messages)
@@ -518,7 +545,7 @@ class _Run:
 
     def snapshot_request(self, reason: SnapshotReason, kind: str) -> SnapshotRequested:
         return SnapshotRequested(
-            **_envelope(self.context, kind),
+            **follow_up(self.context, producer=PRODUCER, kind=kind),
             sandbox_kind=SandboxKind(self.sandbox.kind),
             sandbox_id=self.sandbox.id,
             reason=reason,
@@ -536,7 +563,7 @@ class _Run:
             self.deps.engine, project_id=context.project_id, build_id=context.build_id
         )
         done = BuildCompleted(
-            **_envelope(context, "completed"),
+            **follow_up(context, producer=PRODUCER, kind="completed"),
             build_version=version,
             preview_url=state.preview_url,
             summary=summary[:2000],
@@ -569,7 +596,9 @@ class _Run:
             await _quietly(self.sandbox.pause(), "pausing the sandbox", self.log)
 
     async def fail(self, reason: str) -> Outcome:
-        failed = BuildFailed(**_envelope(self.context, "failed"), reason=reason[:2000])
+        failed = BuildFailed(
+            **follow_up(self.context, producer=PRODUCER, kind="failed"), reason=reason[:2000]
+        )
         await self.checkpoint("end", {"outcome": "failed", "event": msgspec.to_builtins(failed)})
         await self.emit(failed)
         self.log.warning("build failed", reason=reason)
@@ -578,7 +607,7 @@ class _Run:
 
     async def cancelled(self) -> Outcome:
         event = BuildStatusChanged(
-            **_envelope(self.context, "cancelled"),
+            **follow_up(self.context, producer=PRODUCER, kind="cancelled"),
             status=BuildStatus.CANCELLED,
             reason="cancelled by the user",
         )
@@ -591,7 +620,7 @@ class _Run:
     async def sleep(self, resets_at: datetime) -> Outcome:
         seq = self.state.seq + 1  # the row written just below
         event = AgentSleeping(
-            **_envelope(self.context, f"sleeping:{seq}"),
+            **follow_up(self.context, producer=PRODUCER, kind=f"sleeping:{seq}"),
             resets_at=resets_at,
             checkpoint_seq=seq,
         )
@@ -623,13 +652,7 @@ async def post_build(deps: RunnerDeps, done: BuildCompleted) -> None:
     try:
         await deps.publisher.emit(
             ArtifactGenerated(
-                build_id=done.build_id,
-                project_id=done.project_id,
-                user_id=done.user_id,
-                producer=PRODUCER,
-                causation_id=done.event_id,
-                trace=done.trace,
-                event_id=derived_event_id(done.event_id, "artifact_generated"),
+                **follow_up(done, producer=PRODUCER, kind="artifact_generated"),
                 build_version=done.build_version,
                 preview_url=done.preview_url,
             )
@@ -728,64 +751,25 @@ async def _drive(
         )
     async with lease.kept_alive():
         state = await deps.checkpoints.load(build_id)
-        if state is not None and state.ended is not None:
-            await _end_again(deps, state.ended, log)
-            return Outcome.DUPLICATE
-        if state is not None and reason == "start" and state.last_kind == "sleep":
-            await _stay_asleep(deps, state, log)
-            return Outcome.DUPLICATE
         fresh = state is None
         if state is None:
-            if context is None:
-                log.warning("wake for a build that never started; nothing to resume")
-                return Outcome.DUPLICATE
-            try:
-                model = resolve_model(
-                    deps.settings.model_map,
-                    tier=context.tier,
-                    suspended=context.suspended,
-                    suspension_reason=context.suspension_reason,
-                )
-            except (BuildBlocked, UnknownTier) as exc:
-                failed = BuildFailed(**_envelope(context, "failed"), reason=str(exc))
-                await deps.publisher.emit(failed)
-                log.warning("build refused", reason=str(exc))
-                return Outcome.FAILED
-            state = RunState(
-                context=context,
-                model=model,
-                messages=[first_message(context)],
-                started_at=deps.clock(),
-            )
-        sandbox, new_sandbox = await _open_sandbox(deps, state, log)
-        state.sandbox_kind = str(sandbox.kind)
-        state.sandbox_id = sandbox.id
-        if fresh:
-            await deps.checkpoints.append(
-                state,
-                generation=lease.generation,
-                kind="start",
-                parts={
-                    "context": msgspec.to_builtins(state.context),
-                    "model": state.model,
-                    "messages": state.messages,
-                },
-            )
-        dispatcher = ToolDispatcher(sandbox, bash_timeout_s=deps.settings.bash_timeout_s)
-        run = _Run(
-            deps=deps,
-            state=state,
-            lease=lease,
-            sandbox=sandbox,
-            dispatcher=dispatcher,
-            system=system_blocks(system_prompt(state.context), cached=deps.settings.prompt_caching),
-            log=log,
-        )
+            started = await _new_state(deps, context, log)
+            if isinstance(started, Outcome):
+                return started
+            state = started
+        elif state.ended is not None:
+            await _end_again(deps, state.ended, log)
+            return Outcome.DUPLICATE
+        elif reason == "start" and state.last_kind == "sleep":
+            await _stay_asleep(deps, state, log)
+            return Outcome.DUPLICATE
+        run, new_sandbox = await _open_run(deps, state, lease, fresh=fresh, log=log)
         try:
             if fresh:
                 await run.emit(
                     BuildStatusChanged(
-                        **_envelope(state.context, "status:running"), status=BuildStatus.RUNNING
+                        **follow_up(state.context, producer=PRODUCER, kind="status:running"),
+                        status=BuildStatus.RUNNING,
                     )
                 )
             elif reason != "cancel":
@@ -798,7 +782,66 @@ async def _drive(
             if run.sender is not None:
                 with contextlib.suppress(Exception):
                     await run.sender  # progress events of an unfinished turn: best effort
-            await dispatcher.close()
+            await run.dispatcher.close()
+
+
+async def _new_state(
+    deps: RunnerDeps, context: ContextReady | None, log: Any
+) -> RunState | Outcome:
+    """The state of a build's first drive, or how it settles without one: a wake for a build
+    that never started (nothing to do), a tier or suspension that refuses it (it fails)."""
+    if context is None:
+        log.warning("wake for a build that never started; nothing to resume")
+        return Outcome.DUPLICATE
+    try:
+        model = resolve_model(
+            deps.settings.model_map,
+            tier=context.tier,
+            suspended=context.suspended,
+            suspension_reason=context.suspension_reason,
+        )
+    except (BuildBlocked, UnknownTier) as exc:
+        failed = BuildFailed(
+            **follow_up(context, producer=PRODUCER, kind="failed"), reason=str(exc)
+        )
+        await deps.publisher.emit(failed)
+        log.warning("build refused", reason=str(exc))
+        return Outcome.FAILED
+    return RunState(
+        context=context, model=model, messages=[first_message(context)], started_at=deps.clock()
+    )
+
+
+async def _open_run(
+    deps: RunnerDeps, state: RunState, lease: Lease, *, fresh: bool, log: Any
+) -> tuple[_Run, bool]:
+    """The drive's run: its sandbox opened (True when it is a new one), and for a fresh run
+    the ``start`` checkpoint written."""
+    sandbox, new_sandbox = await _open_sandbox(deps, state, log)
+    state.sandbox_kind = str(sandbox.kind)
+    state.sandbox_id = sandbox.id
+    if fresh:
+        await deps.checkpoints.append(
+            state,
+            generation=lease.generation,
+            kind="start",
+            parts={
+                "context": msgspec.to_builtins(state.context),
+                "model": state.model,
+                "messages": state.messages,
+            },
+        )
+    run = _Run(
+        deps=deps,
+        state=state,
+        lease=lease,
+        sandbox=sandbox,
+        dispatcher=ToolDispatcher(sandbox, bash_timeout_s=deps.settings.bash_timeout_s),
+        system=system_blocks(system_prompt(state.context), cached=deps.settings.prompt_caching),
+        log=log,
+        limits=_limits(deps.settings, state.context.tier),
+    )
+    return run, new_sandbox
 
 
 async def _end_again(deps: RunnerDeps, ended: dict[str, Any], log: Any) -> None:
@@ -837,7 +880,7 @@ async def _resume(run: _Run, reason: str) -> None:
         MODEL_CALLS_REPEATED.inc()
     await run.emit(
         AgentResumed(
-            **_envelope(state.context, f"resumed:{run.lease.generation}"),
+            **follow_up(state.context, producer=PRODUCER, kind=f"resumed:{run.lease.generation}"),
             checkpoint_seq=state.seq,
             reason="recovered" if reason == "start" else reason,
         )
@@ -874,14 +917,15 @@ async def give_up(deps: RunnerDeps, event: Event, error: str, deliveries: int) -
         )[:2000]
         context = state.context if state is not None else event
         failed = BuildFailed(
-            build_id=build_id,
-            project_id=context.project_id,
-            user_id=context.user_id,
-            producer=PRODUCER,
-            causation_id=event.event_id,
-            trace=context.trace,
-            event_id=derived_event_id(
-                context.event_id if isinstance(context, ContextReady) else event.event_id, "failed"
+            **envelope(
+                build_id=build_id,
+                project_id=context.project_id,
+                user_id=context.user_id,
+                producer=PRODUCER,
+                causation_id=event.event_id,
+                trace=context.trace,
+                kind="failed",  # derived from the build's context.ready, else from the cause
+                derive_from=context.event_id if isinstance(context, ContextReady) else None,
             ),
             reason=reason,
         )

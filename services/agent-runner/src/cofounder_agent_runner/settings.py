@@ -6,19 +6,20 @@ from typing import Literal
 
 from pydantic import Field, SecretStr, model_validator
 
+from cofounder_budgeting.settings import PlanSettings
+from cofounder_domain.plans import DEFAULT_PLANS
 from cofounder_runtime.settings import DEFAULT_DATABASE_URL, DatabaseUrl, RuntimeSettings
 
-__all__ = ["RunnerSettings"]
+__all__ = ["DEFAULT_MODELS", "RunnerSettings"]
 
-DEFAULT_MODELS: dict[str, dict[str, str]] = {
-    "bootstrapper": {"coder": "claude-sonnet-5-5"},
-    "founder": {"coder": "claude-sonnet-5-5"},
-    "pro": {"coder": "claude-opus-5-5"},
-}
+#: Tier -> role -> model of the default plans.
+DEFAULT_MODELS: dict[str, dict[str, str]] = {t: dict(p.models) for t, p in DEFAULT_PLANS.items()}
 
 
-class RunnerSettings(RuntimeSettings):
-    """Model, sandbox, loop limits and the database of checkpoints.
+class RunnerSettings(RuntimeSettings, PlanSettings):
+    """Model, sandbox, loop limits and the database of checkpoints; the plans (the models and
+    the tool calls of each tier: ``MODEL_MAP``, ``MAX_TOOL_CALLS``) are the settings every
+    service reads alike (:class:`~cofounder_budgeting.settings.PlanSettings`).
 
     The runner's consumer keeps one entry pending per running build, so ``CONSUMER_CONCURRENCY``
     is the number of builds one process drives at once.
@@ -58,9 +59,6 @@ class RunnerSettings(RuntimeSettings):
         description="The scripted model's URL, used only while ANTHROPIC_API_KEY is unset (and "
         "ANTHROPIC_BASE_URL too): a key is never sent to a server nobody asked for by name.",
     )
-    model_map: dict[str, dict[str, str]] = Field(
-        default=DEFAULT_MODELS, description="Tier -> role -> model (JSON)."
-    )
     fallback_model: str = Field(
         default="claude-haiku-5-5", description="Used after repeated 529 (overloaded) answers."
     )
@@ -84,10 +82,6 @@ class RunnerSettings(RuntimeSettings):
         default=0.75,
         description="Compact the conversation when a prompt passes this share "
         "of the context window.",
-    )
-    max_tool_calls: dict[str, int] = Field(
-        default={"bootstrapper": 150, "founder": 150, "pro": 300},
-        description="Tool calls a build of each tier may make (JSON); 150 for unknown tiers.",
     )
     max_wall_s: float = Field(default=4 * 3600, description="Wall time a build may run.")
     stuck_repeats: int = Field(
@@ -190,9 +184,6 @@ class RunnerSettings(RuntimeSettings):
         if self.sandbox_after_build == "auto":
             return "keep" if self.sandbox_kind == "e2b" else "kill"
         return self.sandbox_after_build
-
-    def max_tool_calls_for(self, tier: str) -> int:
-        return self.max_tool_calls.get(tier, 150)
 
     @property
     def sandbox_kind(self) -> Literal["local", "e2b"]:

@@ -39,7 +39,7 @@ from cofounder_budget.meter import DAY_TTL_S, Meter, day_keys
 from cofounder_budget.metrics import EXHAUSTED, SPEND, TOPUPS
 from cofounder_budget.pricing import Pricing
 from cofounder_budget.wake import SLEEPING_KEY, Waker
-from cofounder_budgeting import DEFAULT_PLANS, Plan, day_account, next_reset
+from cofounder_budgeting import day_account
 from cofounder_contracts import (
     BudgetExhausted,
     BudgetToppedUp,
@@ -47,10 +47,11 @@ from cofounder_contracts import (
     BudgetWarning,
     TierChanged,
     WakeReason,
-    derived_event_id,
     follow_up,
 )
 from cofounder_db.models import BudgetLedgerRow, BudgetTopUpRow
+from cofounder_domain.budget import next_reset
+from cofounder_domain.plans import DEFAULT_PLANS, DEFAULT_TIER, Plan
 from cofounder_runtime.conflict import PayloadConflict
 from cofounder_runtime.publisher import Publisher
 
@@ -73,7 +74,7 @@ class BudgetDeps:
     events: Publisher
     pricing: Pricing = field(default_factory=Pricing)
     plans: dict[str, Plan] = field(default_factory=lambda: dict(DEFAULT_PLANS))
-    default_tier: str = "bootstrapper"
+    default_tier: str = DEFAULT_TIER
     sleeping_key: str = SLEEPING_KEY
     clock: Callable[[], datetime] = _utcnow
     meter: Meter = field(init=False)
@@ -201,12 +202,10 @@ async def on_usage(event: BudgetUsage, deps: BudgetDeps) -> None:
     if metered.exhausted:
         EXHAUSTED.inc()
     signals: list[BudgetWarning | BudgetExhausted] = []
-    base = follow_up(event, producer=PRODUCER)
     if metered.warn:
         signals.append(
             BudgetWarning(
-                **base,
-                event_id=derived_event_id(event.event_id, "budget.warning"),
+                **follow_up(event, producer=PRODUCER, kind="budget.warning"),
                 day=day,
                 spent_micros=metered.spent,
                 budget_micros=budget,
@@ -215,8 +214,7 @@ async def on_usage(event: BudgetUsage, deps: BudgetDeps) -> None:
     if metered.exhausted:
         signals.append(
             BudgetExhausted(
-                **base,
-                event_id=derived_event_id(event.event_id, "budget.exhausted"),
+                **follow_up(event, producer=PRODUCER, kind="budget.exhausted"),
                 day=day,
                 spent_micros=metered.spent,
                 budget_micros=budget,

@@ -12,6 +12,10 @@ included (``cofounder_contracts.keys.budget_gate_key``), so the script touches t
   ledger at the day's first usage and again on a top-up or a plan change. The script reads the
   budget from it, so a top-up's new budget and a usage event never race;
 - the gate: written when the spend reaches the budget, expiring at the reset.
+
+The thresholds are the domain's (``cofounder_domain.budget``: ``WARN_AT``, ``EXHAUSTED_AT``): the
+script's comparisons are written from those constants (:func:`reached_lua`), and a test runs the
+script against :func:`cofounder_domain.budget.crossed` over a grid of spends and budgets.
 """
 
 from __future__ import annotations
@@ -23,10 +27,20 @@ from typing import Final
 from redis.asyncio import Redis
 
 from cofounder_contracts.keys import budget_gate_key, encode_gate
+from cofounder_domain.budget import EXHAUSTED_AT, WARN_AT
 
-__all__ = ["DAY_TTL_S", "Meter", "Metered", "day_keys"]
+__all__ = ["DAY_TTL_S", "Meter", "Metered", "day_keys", "reached_lua"]
 
 DAY_TTL_S: Final = 3 * 24 * 3600
+
+
+def reached_lua(spent: str, budget: str, at: tuple[int, int]) -> str:
+    """The Lua condition ``spent`` has reached the share ``at`` of ``budget``, as
+    :func:`cofounder_domain.budget.reached` computes it: integers only, exact while the
+    products stay below 2**53 (Lua's numbers are doubles), a spend of some 900 million units."""
+    numerator, denominator = (int(n) for n in at)  # numbers, never text, into the script
+    return f"{spent} * {denominator} >= {budget} * {numerator}"
+
 
 _METER: Final = """
 if redis.call('EXISTS', KEYS[2]) == 0 then return {-1, 0, 0, 0, 0} end
@@ -39,15 +53,17 @@ local spent = redis.call('INCRBY', KEYS[2], ARGV[1])
 redis.call('INCRBY', KEYS[3], ARGV[1])
 redis.call('EXPIRE', KEYS[3], ARGV[3])
 local warn, exhausted = 0, 0
-if spent * 10 >= budget * 8 and redis.call('SET', KEYS[5], '1', 'NX', 'EX', ARGV[3]) then
+if @WARN@ and redis.call('SET', KEYS[5], '1', 'NX', 'EX', ARGV[3]) then
   warn = 1
 end
-if spent >= budget then
+if @EXHAUSTED@ then
   redis.call('SET', KEYS[4], ARGV[4], 'PXAT', ARGV[5])
   if redis.call('SET', KEYS[6], '1', 'NX', 'EX', ARGV[3]) then exhausted = 1 end
 end
 return {1, spent, warn, exhausted, budget}
-"""
+""".replace("@WARN@", reached_lua("spent", "budget", WARN_AT)).replace(
+    "@EXHAUSTED@", reached_lua("spent", "budget", EXHAUSTED_AT)
+)
 
 # Set the day's budget and open or close the gate to match it, in one step:
 # {1 open | 0 closed | -1 counter missing, spent}.

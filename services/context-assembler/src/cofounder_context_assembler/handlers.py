@@ -22,7 +22,6 @@ from cofounder_contracts import (
     BuildStatusChanged,
     ContextReady,
     Event,
-    derived_event_id,
     follow_up,
 )
 from cofounder_contracts.streams import stream_for
@@ -50,26 +49,22 @@ async def on_build_requested(event: BuildRequested, deps: Deps) -> None:
     """Gather the founder's context for the build and hand it to the agent runner."""
     async with deps.engine.connect() as conn:
         context = await load_context(conn, event.project_id)
-    envelope = follow_up(event, producer=PRODUCER)
     emitted: list[Event]
     if context is None:
         emitted = [
             BuildFailed(
-                **envelope,
-                event_id=derived_event_id(event.event_id, "build.failed"),
+                **follow_up(event, producer=PRODUCER, kind="build.failed"),
                 reason=f"Project {event.project_id} was not found; it may have been deleted.",
             )
         ]
     else:
         emitted = [
             BuildStatusChanged(
-                **envelope,
-                event_id=derived_event_id(event.event_id, "build.status_changed"),
+                **follow_up(event, producer=PRODUCER, kind="build.status_changed"),
                 status=BuildStatus.ASSEMBLING,
             ),
             ContextReady(
-                **envelope,
-                event_id=derived_event_id(event.event_id, "context.ready"),
+                **follow_up(event, producer=PRODUCER, kind="context.ready"),
                 goal=event.goal,
                 build_version=event.build_version,
                 idea_brief=context.idea_brief,

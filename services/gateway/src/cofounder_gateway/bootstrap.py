@@ -9,8 +9,11 @@ import functools
 import secrets
 import signal
 
+import asyncpg
 import structlog
 import uvicorn
+from redis.asyncio import Redis
+from sqlalchemy.ext.asyncio import AsyncEngine
 
 from cofounder_contracts import Event
 from cofounder_contracts.streams import BUDGET_SIGNALS, BUDGET_USAGE, BUILD_EVENTS, GATEWAY
@@ -31,7 +34,7 @@ from cofounder_runtime.connections import connect_redis
 from cofounder_runtime.consumer import Consumer, Handler
 from cofounder_runtime.service import ServiceProcess, service_process
 
-__all__ = ["consumers", "main"]
+__all__ = ["assemble", "consumers", "main"]
 
 _log = structlog.get_logger("cofounder.gateway")
 
@@ -63,6 +66,38 @@ def consumers(settings: GatewaySettings, gw: Gateway) -> list[Consumer]:
     return out
 
 
+def assemble(
+    settings: GatewaySettings,
+    engine: AsyncEngine,
+    redis: Redis,
+    pg_pool: asyncpg.Pool,
+    *,
+    relay_idle_s: float,
+) -> Gateway:
+    """The gateway's parts on open connections: the live feed (with a reader pool of its own
+    for the SSE streams' long blocking reads) and the outbox relay."""
+    return Gateway(
+        settings=settings,
+        engine=engine,
+        redis=redis,
+        feed=Feed(
+            redis,
+            max_len=settings.build_feed_max_len,
+            ttl_after_end_s=settings.feed_ttl_after_end_s,
+            idle_ttl_s=settings.feed_idle_ttl_s,
+            reader=connect_redis(
+                settings.redis_url.get_secret_value(),
+                max_connections=settings.sse_max_connections,
+                longest_block_ms=SSE_BLOCK_MS,
+            ),
+            max_streams=settings.sse_max_connections,
+            max_streams_per_user=settings.sse_max_streams_per_user,
+        ),
+        relay=Relay(engine, redis, idle_s=relay_idle_s),
+        pg_pool=pg_pool,
+    )
+
+
 async def main() -> None:
     """Run the gateway until SIGTERM."""
     async with service_process(GatewaySettings, service="gateway") as process:
@@ -80,26 +115,7 @@ async def _serve(process: ServiceProcess[GatewaySettings]) -> None:
     process.closing(engine, engine.dispose)
     pg_pool = await create_write_pool(driver_dsn(engine), size=settings.write_pool_size)
     process.closing(pg_pool, pg_pool.close)
-    gw = Gateway(
-        settings=settings,
-        engine=engine,
-        redis=redis,
-        feed=Feed(
-            redis,
-            max_len=settings.build_feed_max_len,
-            ttl_after_end_s=settings.feed_ttl_after_end_s,
-            idle_ttl_s=settings.feed_idle_ttl_s,
-            reader=connect_redis(
-                settings.redis_url.get_secret_value(),
-                max_connections=settings.sse_max_connections,
-                longest_block_ms=SSE_BLOCK_MS,
-            ),
-            max_streams=settings.sse_max_connections,
-            max_streams_per_user=settings.sse_max_streams_per_user,
-        ),
-        relay=Relay(engine, redis, idle_s=settings.outbox_poll_ms / 1000),
-        pg_pool=pg_pool,
-    )
+    gw = assemble(settings, engine, redis, pg_pool, relay_idle_s=settings.outbox_poll_ms / 1000)
     process.closing(gw.feed, gw.feed.close)
     server = uvicorn.Server(
         uvicorn.Config(

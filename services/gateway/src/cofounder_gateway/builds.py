@@ -14,13 +14,13 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 from cofounder_contracts import BuildStatus, BuildStatusChanged, derived_event_id
 from cofounder_contracts.ids import new_event_id
 from cofounder_db.models import Build
+from cofounder_domain.lifecycle import can_move
 from cofounder_gateway import requests, slots
 from cofounder_gateway.builds_pg import Conflict, create_build_pg
 from cofounder_gateway.inputs import is_uuid
 from cofounder_gateway.outbox import enqueue
 from cofounder_gateway.problems import ApiError
 from cofounder_gateway.schemas import BuildView, NewBuild
-from cofounder_gateway.statemachine import TERMINAL
 
 __all__ = ["cancel_build", "create_build", "get_build", "list_builds"]
 
@@ -38,8 +38,12 @@ def _now() -> datetime:
     return datetime.now(UTC)
 
 
-async def _owned_build(conn: AsyncSession, user_id: str, build_id: str) -> Build:
+async def _owned_build(
+    conn: AsyncSession, user_id: str, build_id: str, *, for_update: bool = False
+) -> Build:
     query = select(Build).where(Build.id == build_id, Build.user_id == user_id)
+    if for_update:
+        query = query.with_for_update()
     build: Build | None = (await conn.execute(query)).scalars().first()
     if build is None:
         raise ApiError(404, "build_not_found", f"no build {build_id}")
@@ -61,8 +65,9 @@ async def create_build(
 
     Returns the build and whether it is new: a repeated ``Idempotency-Key`` returns the build it
     created before (409 if it was for another request). 404 for a project that is not the
-    user's; 429 over the tier's limit of active builds (the user's row is locked, so concurrent
-    requests of one user count one after the other).
+    user's; 429 over the tier's limit of active builds (``limits``: tier -> the plans'
+    ``max_active_builds``; the user's row is locked, so concurrent requests of one user count one
+    after the other).
     """
     now = _now()
     build = NewBuild(
@@ -82,7 +87,6 @@ async def create_build(
             pg_pool,
             build=build,
             limits=limits,
-            default_limit=_default_limit(limits),
             events=[queued, requested],
         )
     except Conflict:
@@ -97,50 +101,35 @@ async def create_build(
     if checked.inserted:
         return build, True
     answer = _decide(
-        checked.tier,
-        checked.max_active,
-        checked.existing,
-        project_id=project_id,
-        goal=goal,
-        limits=limits,
+        checked.tier, checked.max_active, checked.existing, project_id=project_id, goal=goal
     )
-    if answer is None:
-        raise RuntimeError("the build was neither inserted nor refused")  # unreachable
     return answer, False
-
-
-def _default_limit(limits: Mapping[str, int]) -> int:
-    """The limit of a tier the settings do not name: the smallest configured."""
-    return min(limits.values(), default=1)
 
 
 def _decide(
     tier: str | None,
-    active: int,
+    limit: int,
     existing: Build | None,
     *,
     project_id: str,
     goal: str,
-    limits: Mapping[str, int],
-) -> Build | None:
-    """What the statement saw, as an answer: None when nothing stood in the way, a build to
-    answer with (a replay of the same request), or an error."""
+) -> Build:
+    """Why the statement inserted nothing: a build to answer with (a replay of the same
+    request), or an error. ``limit``: the plan's limit of active builds, as the statement
+    applied it (``builds_pg``); refused for no other reason, the user had no slot below it."""
     if tier is None:
         raise ApiError(404, "project_not_found", f"no project {project_id}")
     if existing is not None:
         return _same_request(existing, project_id, goal)
-    limit = limits.get(tier, _default_limit(limits))
-    if active >= limit:
-        raise ApiError(
-            429,
-            "too_many_active_builds",
-            f"your {tier} plan allows {limit} active build(s) at once and you have "
-            f"{active}; wait for one to finish or cancel one",
-            headers={"Retry-After": "30"},
-            limit=limit,
-            active=active,
-        )
-    return None
+    raise ApiError(
+        429,
+        "too_many_active_builds",
+        f"your {tier} plan allows {limit} active build(s) at once and you have "
+        f"{limit}; wait for one to finish or cancel one",
+        headers={"Retry-After": "30"},
+        limit=limit,
+        active=limit,
+    )
 
 
 async def _by_key(conn: AsyncSession, user_id: str, key: str) -> Build | None:
@@ -205,10 +194,14 @@ async def list_builds(
 
 
 async def cancel_build(engine: AsyncEngine, *, user_id: str, build_id: str) -> Build:
-    """Mark the build cancelled and tell the runner, in one transaction; 409 once it ended."""
+    """Mark the build cancelled and tell the runner, in one transaction; 409 once it ended.
+
+    The row is locked while the move is decided: the projection ending the build at the same
+    time waits, then finds it cancelled (its compare-and-set fails), so the slot is given back
+    once."""
     async with _transaction(engine) as conn:
-        build = await _owned_build(conn, user_id, build_id)
-        if BuildStatus(build.status) in TERMINAL:
+        build = await _owned_build(conn, user_id, build_id, for_update=True)
+        if not can_move(BuildStatus(build.status), BuildStatus.CANCELLED):
             raise ApiError(
                 409,
                 "build_finished",

@@ -8,6 +8,12 @@ trip: a single statement that checks (ownership, plan, a slot under the plan's l
 builds, idempotency key) and inserts the build and its outbox rows when allowed. Each round trip
 costs this process's CPU in the driver (the largest item in a py-spy profile under load), and
 counting a user's builds under an advisory lock cost PostgreSQL more with every build.
+
+The statement carries out the plan's limit; it does not define it. The limits per tier and the
+limit of a tier not configured come from ``cofounder_domain.plans`` as parameters, the statement
+looks the user's tier up in them (the tier is read in the same statement) and takes a slot while
+``active < max_active`` (``may_start_build``); ``tests/test_domain_rules.py`` checks the statement
+against the domain over tiers and limits.
 """
 
 from __future__ import annotations
@@ -22,6 +28,7 @@ import asyncpg
 from cofounder_contracts import Event, encode
 from cofounder_contracts.streams import stream_for
 from cofounder_db.models import Build
+from cofounder_domain.plans import unknown_tier_max_active_builds
 from cofounder_gateway.schemas import NewBuild
 
 __all__ = ["Checked", "Conflict", "create_build_pg", "create_write_pool"]
@@ -47,7 +54,7 @@ with seen as (
   from seen
 ), slot as (
   insert into user_active_builds as a (user_id, active)
-  select $3, 1 from plan where plan.existing is null and plan.max_active >= 1
+  select $3, 1 from plan where plan.existing is null and 0 < plan.max_active
   on conflict (user_id) do update set active = a.active + 1
     where a.active < (select max_active from plan)
   returning a.active
@@ -71,7 +78,8 @@ _BY_ID: Final = "select * from builds where id = $1"
 
 @dataclass(frozen=True, slots=True)
 class Checked:
-    """What the check saw (``tier`` None: the project is not the user's)."""
+    """What the check saw (``tier`` None: the project is not the user's; ``max_active``: the
+    limit of active builds of the user's plan)."""
 
     tier: str | None
     max_active: int
@@ -104,12 +112,12 @@ async def create_build_pg(
     *,
     build: NewBuild,
     limits: Mapping[str, int],
-    default_limit: int,
     events: Sequence[Event],
 ) -> Checked:
     """Insert ``build`` and ``events`` if the user's plan has a slot left, in one statement on
     the gateway's write pool (measured: a SQLAlchemy checkout with its pre-ping cost about a
-    tenth of the throughput).
+    tenth of the throughput). ``limits``: tier -> active builds at most (the plans'
+    ``max_active_builds``); another tier gets the domain's limit of an unknown tier.
 
     Returns what the check saw; ``inserted`` tells whether ``build`` went in (its ``tier`` is
     then set from the user's plan). Raises :class:`Conflict` when a concurrent request inserted
@@ -128,7 +136,7 @@ async def create_build_pg(
                 build.created_at,
                 list(limits),
                 list(limits.values()),
-                default_limit,
+                unknown_tier_max_active_builds(limits.values()),
                 *_columns(events, build.created_at),
             )
             existing = None

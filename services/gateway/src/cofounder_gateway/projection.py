@@ -27,32 +27,24 @@ from typing import Any
 
 import structlog
 from prometheus_client import Counter
-from sqlalchemy import case, select, update
+from sqlalchemy import ColumnElement, case, select, update
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from cofounder_contracts import (
     AgentIterationCompleted,
-    AgentResumed,
-    AgentSleeping,
-    BudgetExhausted,
     BudgetUsage,
-    BudgetWake,
-    BudgetWarning,
     BuildCompleted,
     BuildFailed,
     BuildStatus,
     BuildStatusChanged,
     Event,
-    SnapshotCompleted,
-    SnapshotFailed,
-    ToolCalled,
-    ToolCompleted,
 )
 from cofounder_contracts.codec import payload_digest
+from cofounder_contracts.streams import BUDGET_SIGNALS, BUDGET_USAGE, BUILD_EVENTS
 from cofounder_db.models import Build
+from cofounder_domain.lifecycle import COUNTERS, is_terminal, next_status, status_of
 from cofounder_gateway import slots
 from cofounder_gateway.feed import Feed
-from cofounder_gateway.statemachine import TERMINAL, next_status
 from cofounder_runtime.idempotency_sql import record_once
 
 __all__ = [
@@ -93,21 +85,6 @@ class ProjectionDeps:
     feed: Feed
 
 
-def _status_of(event: Event) -> BuildStatus | None:
-    match event:
-        case BuildStatusChanged(status=status):
-            return status
-        case BuildCompleted():
-            return BuildStatus.READY
-        case BuildFailed():
-            return BuildStatus.FAILED
-        case AgentSleeping():
-            return BuildStatus.SLEEPING
-        case AgentResumed():
-            return BuildStatus.RUNNING
-    return None
-
-
 def _changes(event: Event) -> dict[str, Any]:
     match event:
         case BuildCompleted():
@@ -120,23 +97,25 @@ def _changes(event: Event) -> dict[str, Any]:
         case BuildFailed():
             return {"error": event.reason}
         case BuildStatusChanged(reason=reason) if reason:
-            return {"error": reason} if event.status in TERMINAL else {}
+            return {"error": reason} if is_terminal(event.status) else {}
         case AgentIterationCompleted():
             return {"iterations": event.iteration, "tool_calls": event.tool_calls}
     return {}
 
 
-#: Counters that only grow: events of one build are handled concurrently and may arrive late
-#: (iteration 7's event after iteration 8's), so a later write never lowers them.
-_COUNTERS = ("iterations", "tool_calls")
+def grown(stored: ColumnElement[int], incoming: int) -> ColumnElement[int]:
+    """:func:`cofounder_domain.lifecycle.grow` in SQL: the value a counter takes, computed in
+    the update itself (events of one build are applied concurrently, and the row is not locked
+    for counters, so the decision cannot be made from a value read before). Tested against the
+    domain's on PostgreSQL (``tests/test_domain_rules.py``)."""
+    return case((stored < incoming, incoming), else_=stored)
 
 
 def _grow_only(values: dict[str, Any]) -> dict[str, Any]:
     out = dict(values)
-    for name in _COUNTERS:
+    for name in COUNTERS:
         if name in out:
-            column = getattr(Build, name)
-            out[name] = case((column < out[name], out[name]), else_=column)
+            out[name] = grown(getattr(Build, name), out[name])
     return out
 
 
@@ -156,7 +135,7 @@ async def _build_ended(engine: AsyncEngine, build_id: str) -> bool | None:
         status = (
             await conn.execute(select(Build.status).where(Build.id == build_id))
         ).scalar_one_or_none()
-    return None if status is None else BuildStatus(status) in TERMINAL
+    return None if status is None else is_terminal(BuildStatus(status))
 
 
 async def _to_feed(event: Event, deps: ProjectionDeps, *, digest: str | None = None) -> bool:
@@ -187,8 +166,9 @@ async def on_build_event(event: Event, deps: ProjectionDeps) -> None:
             _unknown_build(event)  # deleted since its feed was made
             return
         values = _changes(event)
-        incoming = _status_of(event)
+        incoming = status_of(event)
         occurred = event.occurred_at
+        ends = False
         if incoming is not None:
             new = next_status(
                 BuildStatus(build.status),
@@ -198,7 +178,8 @@ async def on_build_event(event: Event, deps: ProjectionDeps) -> None:
             )
             if new is not None:
                 values |= {"status": new.value, "status_changed_at": occurred}
-                if new in TERMINAL:
+                ends = is_terminal(new)
+                if ends:
                     values["finished_at"] = occurred
             elif "error" in values or "preview_url" in values:
                 values = {}  # a stale or duplicate end: keep what the first end recorded
@@ -213,7 +194,7 @@ async def on_build_event(event: Event, deps: ProjectionDeps) -> None:
                 # Another event of this build moved it meanwhile (handlers run concurrently):
                 # retry from the new status (the redelivery decides again; nothing was written).
                 raise StatusRace(f"build {event.build_id} left {build.status} meanwhile")
-            if values.get("status") in TERMINAL:
+            if ends:
                 await slots.give_back(conn, build.user_id)  # once: the status moved only here
 
 
@@ -241,22 +222,11 @@ async def on_budget_signal(event: Event, deps: ProjectionDeps) -> None:
     await _to_feed(event, deps)
 
 
+#: The handlers of each stream the gateway reads: every event the contracts put on the stream.
 BUILD_EVENT_HANDLERS: dict[type[Event], ProjectionHandler] = dict.fromkeys(
-    (
-        BuildStatusChanged,
-        AgentIterationCompleted,
-        ToolCalled,
-        ToolCompleted,
-        AgentSleeping,
-        AgentResumed,
-        SnapshotCompleted,
-        SnapshotFailed,
-        BuildCompleted,
-        BuildFailed,
-    ),
-    on_build_event,
+    BUILD_EVENTS.events, on_build_event
 )
-USAGE_HANDLERS: dict[type[Event], ProjectionHandler] = {BudgetUsage: on_usage}
+USAGE_HANDLERS: dict[type[Event], ProjectionHandler] = dict.fromkeys(BUDGET_USAGE.events, on_usage)
 SIGNAL_HANDLERS: dict[type[Event], ProjectionHandler] = dict.fromkeys(
-    (BudgetWarning, BudgetExhausted, BudgetWake), on_budget_signal
+    BUDGET_SIGNALS.events, on_budget_signal
 )

@@ -17,6 +17,7 @@ from cofounder_contracts import (
     BuildStatus,
     BuildStatusChanged,
     derived_event_id,
+    envelope,
 )
 
 __all__ = [
@@ -28,11 +29,12 @@ __all__ = [
 ]
 
 PRODUCER: Final = "gateway"
+_REQUESTED: Final = "build.requested"
 
 
 def requested_event_id(build_id: str) -> str:
     """The id of the build's ``build.requested``."""
-    return derived_event_id(build_id, "build.requested")
+    return derived_event_id(build_id, _REQUESTED)
 
 
 def build_requested(
@@ -40,11 +42,13 @@ def build_requested(
 ) -> BuildRequested:
     """The build's request: what the context assembler starts from."""
     return BuildRequested(
-        build_id=build_id,
-        project_id=project_id,
-        user_id=user_id,
-        producer=PRODUCER,
-        event_id=requested_event_id(build_id),
+        **envelope(
+            build_id=build_id,
+            project_id=project_id,
+            user_id=user_id,
+            producer=PRODUCER,
+            kind=_REQUESTED,
+        ),
         goal=goal,
         occurred_at=occurred_at,
     )
@@ -53,14 +57,17 @@ def build_requested(
 def queued(request: BuildRequested) -> BuildStatusChanged:
     """The status a new build starts in, caused by its request."""
     return BuildStatusChanged(
-        build_id=request.build_id,
-        project_id=request.project_id,
-        user_id=request.user_id,
-        producer=PRODUCER,
-        event_id=derived_event_id(request.build_id, "status:queued"),
+        **envelope(
+            build_id=request.build_id,
+            project_id=request.project_id,
+            user_id=request.user_id,
+            producer=PRODUCER,
+            causation_id=request.event_id,
+            kind="status:queued",
+            derive_from=request.build_id,
+        ),
         status=BuildStatus.QUEUED,
         occurred_at=request.occurred_at,
-        causation_id=request.event_id,
     )
 
 
@@ -69,11 +76,13 @@ def cancel_requested(
 ) -> BuildCancelRequested:
     """The owner's cancel, for the agent runner (the row says cancelled already)."""
     return BuildCancelRequested(
-        build_id=build_id,
-        project_id=project_id,
-        user_id=user_id,
-        producer=PRODUCER,
-        event_id=derived_event_id(build_id, "build.cancel_requested"),
+        **envelope(
+            build_id=build_id,
+            project_id=project_id,
+            user_id=user_id,
+            producer=PRODUCER,
+            kind="build.cancel_requested",
+        ),
         requested_by=user_id,
         occurred_at=occurred_at,
     )

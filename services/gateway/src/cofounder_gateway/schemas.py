@@ -4,12 +4,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any, Protocol
+from typing import Any
 
 import msgspec
 from pydantic import BaseModel, ConfigDict, Field
 
 from cofounder_contracts import BuildStatus
+from cofounder_db.models import Build
 from cofounder_gateway.inputs import Text
 
 __all__ = [
@@ -72,26 +73,6 @@ class BuildList(BaseModel):
     next_cursor: str | None
 
 
-class BuildView(Protocol):
-    """What the API shows of a build: a ``builds`` row, or a :class:`NewBuild` just inserted."""
-
-    id: str
-    project_id: str
-    status: str
-    goal: str
-    tier: str
-    build_version: int | None
-    preview_url: str | None
-    error: str | None
-    iterations: int
-    tool_calls: int
-    input_tokens: int
-    output_tokens: int
-    created_at: datetime
-    updated_at: datetime
-    finished_at: datetime | None
-
-
 @dataclass(slots=True)
 class NewBuild:
     """A build about to be inserted, as a plain value: the ORM's instrumented constructor cost
@@ -121,23 +102,10 @@ class NewBuild:
         self.updated_at = self.status_changed_at = self.created_at
 
 
-_VIEW_FIELDS = (
-    "id",
-    "project_id",
-    "status",
-    "goal",
-    "tier",
-    "build_version",
-    "preview_url",
-    "error",
-    "iterations",
-    "tool_calls",
-    "input_tokens",
-    "output_tokens",
-    "created_at",
-    "updated_at",
-    "finished_at",
-)
+#: What the API shows of a build: a ``builds`` row, or a :class:`NewBuild` just inserted.
+BuildView = Build | NewBuild
+#: The fields of :class:`BuildOut` read off a :data:`BuildView` (``links`` is made here).
+_VIEW_FIELDS = tuple(f for f in BuildOut.model_fields if f != "links")
 _JSON = msgspec.json.Encoder()
 
 

@@ -21,7 +21,8 @@ DEV_ADMIN_TOKEN = "dev-admin-token"  # noqa: S105 - a documented placeholder
 
 
 class GatewaySettings(RuntimeSettings, PlanSettings, ProcessedEventsRetentionSettings):
-    """HTTP, auth, limits and the database, on top of the shared runtime settings."""
+    """HTTP, auth, limits and the database, on top of the shared runtime settings and the plans
+    (``TIER_MAX_CONCURRENT_BUILDS`` among them: :class:`~cofounder_budgeting.PlanSettings`)."""
 
     database_url: DatabaseUrl = Field(
         default=SecretStr(DEFAULT_DATABASE_URL),
@@ -52,10 +53,6 @@ class GatewaySettings(RuntimeSettings, PlanSettings, ProcessedEventsRetentionSet
         default=20, description="PostgreSQL connections for creating builds (asyncpg pool)."
     )
     max_body_bytes: int = Field(default=64 * 1024, description="Larger request bodies get 413.")
-    tier_max_concurrent_builds: dict[str, int] = Field(
-        default={"bootstrapper": 2, "founder": 5, "pro": 10},
-        description="Builds a user of each tier may have queued or running at once.",
-    )
     build_feed_max_len: int = Field(default=2_000, description="Entries kept per build feed.")
     feed_ttl_after_end_s: int = Field(
         default=86_400,

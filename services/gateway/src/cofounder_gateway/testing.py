@@ -16,10 +16,8 @@ from pydantic import SecretStr
 from cofounder_db.engine import create_engine, driver_dsn
 from cofounder_gateway.app import Gateway, create_app
 from cofounder_gateway.auth import mint_token
-from cofounder_gateway.bootstrap import consumers
+from cofounder_gateway.bootstrap import assemble, consumers
 from cofounder_gateway.builds_pg import create_write_pool
-from cofounder_gateway.feed import SSE_BLOCK_MS, Feed
-from cofounder_gateway.outbox import Relay
 from cofounder_gateway.settings import GatewaySettings
 from cofounder_runtime.connections import connect_redis
 
@@ -81,26 +79,7 @@ async def start_gateway(
     redis = connect_redis(url)
     engine = create_engine(database_url, pool_size=settings.database_pool_size)
     pg_pool = await create_write_pool(driver_dsn(engine), size=settings.write_pool_size)
-    gw = Gateway(
-        settings=settings,
-        engine=engine,
-        redis=redis,
-        feed=Feed(
-            redis,
-            max_len=settings.build_feed_max_len,
-            ttl_after_end_s=settings.feed_ttl_after_end_s,
-            idle_ttl_s=settings.feed_idle_ttl_s,
-            reader=connect_redis(
-                settings.redis_url.get_secret_value(),
-                max_connections=settings.sse_max_connections,
-                longest_block_ms=SSE_BLOCK_MS,
-            ),
-            max_streams=settings.sse_max_connections,
-            max_streams_per_user=settings.sse_max_streams_per_user,
-        ),
-        relay=Relay(engine, redis, idle_s=0.05),
-        pg_pool=pg_pool,
-    )
+    gw = assemble(settings, engine, redis, pg_pool, relay_idle_s=0.05)
     server = uvicorn.Server(
         uvicorn.Config(
             create_app(gw),

@@ -20,7 +20,7 @@ from sqlalchemy import func, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from cofounder_budgeting import day_account, next_reset
-from cofounder_contracts import BudgetToppedUp, TierChanged
+from cofounder_contracts import BudgetToppedUp, TierChanged, envelope
 from cofounder_contracts.keys import budget_gate_key
 from cofounder_db.models import BudgetLedgerRow, Build
 from cofounder_db.models import User as UserRow
@@ -208,10 +208,7 @@ async def grant_top_up(engine: AsyncEngine, user_id: str, *, amount_micros: int,
     """Enqueue a ``budget.topped_up`` for the user (404 ``user_not_found``); the event's id.
     Poke the relay afterwards to publish it at once."""
     event = BudgetToppedUp(
-        build_id="",
-        project_id="",
-        user_id=user_id,
-        producer=PRODUCER,
+        **envelope(build_id="", project_id="", user_id=user_id, producer=PRODUCER),
         amount_micros=amount_micros,
         note=note,
     )
@@ -230,10 +227,7 @@ async def set_tier(engine: AsyncEngine, user_id: str, tier: str) -> str:
         if previous != tier:
             await conn.execute(update(UserRow).where(UserRow.id == user_id).values(tier=tier))
             event = TierChanged(
-                build_id="",
-                project_id="",
-                user_id=user_id,
-                producer=PRODUCER,
+                **envelope(build_id="", project_id="", user_id=user_id, producer=PRODUCER),
                 tier=tier,
                 previous_tier=previous,
             )

@@ -20,7 +20,6 @@ from cofounder_contracts import (
     SnapshotCompleted,
     SnapshotFailed,
     SnapshotRequested,
-    derived_event_id,
     follow_up,
 )
 from cofounder_contracts.keys import snapshot_project_lock_key
@@ -77,12 +76,10 @@ def _project_mutex(deps: SnapshotDeps, project_id: str) -> AbstractAsyncContextM
 
 
 async def _snapshot(event: SnapshotRequested, deps: SnapshotDeps) -> None:
-    envelope = follow_up(event, producer=PRODUCER)
     if deps.store is None:
         await deps.events.emit(
             SnapshotCompleted(
-                **envelope,
-                event_id=derived_event_id(event.event_id, "snapshot.skipped"),
+                **follow_up(event, producer=PRODUCER, kind="snapshot.skipped"),
                 version=0,
                 files=0,
                 bytes_uploaded=0,
@@ -129,8 +126,7 @@ async def _snapshot(event: SnapshotRequested, deps: SnapshotDeps) -> None:
         _log.warning("snapshot failed", error=str(exc), build_id=event.build_id)
         await deps.events.emit(
             SnapshotFailed(
-                **envelope,
-                event_id=derived_event_id(event.event_id, "snapshot.failed"),
+                **follow_up(event, producer=PRODUCER, kind="snapshot.failed"),
                 reason=str(exc)[:1000] or type(exc).__name__,
             )
         )
@@ -139,8 +135,7 @@ async def _snapshot(event: SnapshotRequested, deps: SnapshotDeps) -> None:
         _log.warning("files left out of the snapshot: too large", files=result.too_large)
     await deps.events.emit(
         SnapshotCompleted(
-            **envelope,
-            event_id=derived_event_id(event.event_id, "snapshot.completed"),
+            **follow_up(event, producer=PRODUCER, kind="snapshot.completed"),
             version=result.version,
             files=result.files,
             bytes_uploaded=result.bytes_uploaded,
