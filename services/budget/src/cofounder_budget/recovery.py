@@ -25,7 +25,7 @@ from sqlalchemy import func, select
 from cofounder_budget.handlers import BudgetDeps
 from cofounder_budget.wake import remember_sleeping
 from cofounder_budgeting import day_account, next_reset
-from cofounder_contracts import AgentSleeping, derived_event_id
+from cofounder_contracts import AgentSleeping, envelope
 from cofounder_db.models import BudgetLedgerRow, Build
 from cofounder_runtime.periodic import every
 
@@ -77,13 +77,15 @@ async def ensure_counters(deps: BudgetDeps, *, sentinel: str = SENTINEL_KEY) -> 
         await remember_sleeping(
             deps.redis,
             AgentSleeping(
-                build_id=build_id,
-                project_id=project_id,
-                user_id=user_id,
-                producer="budget",
                 # The original sleep's id is gone with Redis: one derived from the build and
                 # the reset (an id, as the wake's causation_id must be; the same on a rerun).
-                event_id=derived_event_id(build_id, f"budget.recovered_sleep:{resets_at}"),
+                **envelope(
+                    build_id=build_id,
+                    project_id=project_id,
+                    user_id=user_id,
+                    producer="budget",
+                    kind=f"budget.recovered_sleep:{resets_at}",
+                ),
                 resets_at=resets_at,
                 checkpoint_seq=0,
             ),

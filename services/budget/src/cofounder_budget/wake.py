@@ -21,7 +21,7 @@ import structlog
 from redis.asyncio import Redis
 
 from cofounder_budget.metrics import SLEEPING, WAKES
-from cofounder_contracts import AgentSleeping, BudgetWake, WakeReason, derived_event_id
+from cofounder_contracts import AgentSleeping, BudgetWake, WakeReason, envelope
 from cofounder_contracts.codec import encode_fields
 from cofounder_contracts.keys import SLEEPING_BUILDS_KEY, budget_gate_key
 from cofounder_contracts.streams import BUDGET_SIGNALS
@@ -81,12 +81,14 @@ class Waker:
         for member in members:
             sleeper = msgspec.json.decode(member, type=_Sleeper)
             wake = BudgetWake(
-                build_id=sleeper.build_id,
-                project_id=sleeper.project_id,
-                user_id=sleeper.user_id,
-                producer="budget",
-                causation_id=sleeper.sleeping_event,
-                event_id=derived_event_id(sleeper.sleeping_event, "budget.wake"),
+                **envelope(
+                    build_id=sleeper.build_id,
+                    project_id=sleeper.project_id,
+                    user_id=sleeper.user_id,
+                    producer="budget",
+                    causation_id=sleeper.sleeping_event,
+                    kind="budget.wake",
+                ),
                 reason=reason,
             )
             fields = encode_fields(wake)

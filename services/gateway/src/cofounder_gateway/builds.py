@@ -11,7 +11,7 @@ import asyncpg
 from sqlalchemy import select, tuple_, update
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 
-from cofounder_contracts import BuildStatus, BuildStatusChanged, derived_event_id
+from cofounder_contracts import BuildStatus
 from cofounder_contracts.ids import new_event_id
 from cofounder_db.models import Build
 from cofounder_domain.lifecycle import can_move
@@ -228,17 +228,7 @@ async def cancel_build(engine: AsyncEngine, *, user_id: str, build_id: str) -> B
             conn,
             [
                 request,
-                BuildStatusChanged(
-                    build_id=build_id,
-                    project_id=build.project_id,
-                    user_id=user_id,
-                    producer=PRODUCER,
-                    event_id=derived_event_id(build_id, "status:cancelled"),
-                    status=BuildStatus.CANCELLED,
-                    reason="cancelled by the user",
-                    occurred_at=now,
-                    causation_id=request.event_id,
-                ),
+                requests.cancelled(request),
             ],
         )
         return await _owned_build(conn, user_id, build_id)

@@ -24,6 +24,7 @@ __all__ = [
     "PRODUCER",
     "build_requested",
     "cancel_requested",
+    "cancelled",
     "queued",
     "requested_event_id",
 ]
@@ -67,6 +68,24 @@ def queued(request: BuildRequested) -> BuildStatusChanged:
             derive_from=request.build_id,
         ),
         status=BuildStatus.QUEUED,
+        occurred_at=request.occurred_at,
+    )
+
+
+def cancelled(request: BuildCancelRequested) -> BuildStatusChanged:
+    """The status a cancelled build takes at once, caused by the owner's cancel."""
+    return BuildStatusChanged(
+        **envelope(
+            build_id=request.build_id,
+            project_id=request.project_id,
+            user_id=request.user_id,
+            producer=PRODUCER,
+            causation_id=request.event_id,
+            kind="status:cancelled",
+            derive_from=request.build_id,
+        ),
+        status=BuildStatus.CANCELLED,
+        reason="cancelled by the user",
         occurred_at=request.occurred_at,
     )
 

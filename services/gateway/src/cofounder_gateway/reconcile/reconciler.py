@@ -33,7 +33,7 @@ from cofounder_contracts import (
     ContextReady,
     Event,
     SnapshotRequested,
-    derived_event_id,
+    follow_up,
 )
 from cofounder_contracts.stored import from_stored
 from cofounder_contracts.streams import stream_for
@@ -300,13 +300,8 @@ class Reconciler:
         if resets_at is None:
             raise ValueError("the sleep part has no reset time")
         return AgentSleeping(
-            build_id=build.build_id,
-            project_id=context.project_id,
-            user_id=context.user_id,
-            producer="agent-runner",
-            causation_id=context.event_id,
-            trace=context.trace,
-            event_id=derived_event_id(context.event_id, f"sleeping:{seq}"),
+            # As the runner made it: caused by the build's context.ready, its id derived.
+            **follow_up(context, producer="agent-runner", kind=f"sleeping:{seq}"),
             resets_at=datetime.fromisoformat(resets_at),
             checkpoint_seq=seq,
         )
