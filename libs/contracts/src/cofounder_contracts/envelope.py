@@ -113,9 +113,12 @@ def envelope(
     )
 
 
-def follow_up(cause: Event, *, producer: str, kind: str | None = None) -> Envelope:
+def follow_up(
+    cause: Event, *, producer: str, kind: str | None = None, derive_from: str | None = None
+) -> Envelope:
     """The envelope of an event that ``cause`` led to: same build, project, user and trace,
-    ``causation_id`` pointing back at it, and (with ``kind``) an id derived from the cause's.
+    ``causation_id`` pointing back at it, and (with ``kind``) an id derived from the cause's
+    (or from ``derive_from``'s).
     """
     return envelope(
         build_id=cause.build_id,
@@ -125,4 +128,5 @@ def follow_up(cause: Event, *, producer: str, kind: str | None = None) -> Envelo
         causation_id=cause.event_id,
         trace=cause.trace,
         kind=kind,
+        derive_from=derive_from,
     )

@@ -24,7 +24,6 @@ from cofounder_contracts.streams import (
     BUILD_CONTROL,
     Stream,
 )
-from cofounder_db.engine import create_engine
 from cofounder_runtime.consumer import Consumer, Handler
 from cofounder_runtime.options import ConsumerOptions
 from cofounder_runtime.publisher import Publisher
@@ -91,11 +90,7 @@ def snapshot_store(settings: RunnerSettings) -> SnapshotStore | None:
 def build_deps(
     settings: RunnerSettings, redis: Redis, snapshots: SnapshotStore | None = None
 ) -> RunnerDeps:
-    engine = create_engine(
-        settings.database_url.get_secret_value(),
-        pool_size=settings.database_pool_size,
-        pre_ping=False,
-    )
+    engine = settings.create_engine(pre_ping=False)
     return RunnerDeps(
         settings=settings,
         redis=redis,

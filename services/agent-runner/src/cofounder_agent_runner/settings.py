@@ -7,8 +7,9 @@ from typing import Literal
 from pydantic import Field, SecretStr, model_validator
 
 from cofounder_budgeting.settings import PlanSettings
+from cofounder_db.settings import DatabaseSettings
 from cofounder_domain.plans import DEFAULT_PLANS
-from cofounder_runtime.settings import DEFAULT_DATABASE_URL, DatabaseUrl, RuntimeSettings
+from cofounder_runtime.settings import RuntimeSettings
 
 __all__ = ["DEFAULT_MODELS", "RunnerSettings"]
 
@@ -16,7 +17,7 @@ __all__ = ["DEFAULT_MODELS", "RunnerSettings"]
 DEFAULT_MODELS: dict[str, dict[str, str]] = {t: dict(p.models) for t, p in DEFAULT_PLANS.items()}
 
 
-class RunnerSettings(RuntimeSettings, PlanSettings):
+class RunnerSettings(RuntimeSettings, DatabaseSettings, PlanSettings):
     """Model, sandbox, loop limits and the database of checkpoints; the plans (the models and
     the tool calls of each tier: ``MODEL_MAP``, ``MAX_TOOL_CALLS``) are the settings every
     service reads alike (:class:`~cofounder_budgeting.settings.PlanSettings`).
@@ -26,16 +27,6 @@ class RunnerSettings(RuntimeSettings, PlanSettings):
     """
 
     consumer_concurrency: int = Field(default=100, description="Builds driven at once per process.")
-    database_url: DatabaseUrl = Field(
-        default=SecretStr(DEFAULT_DATABASE_URL),
-        description="PostgreSQL URL, postgresql://… (checkpoints, build versions); no other "
-        "database is supported.",
-    )
-    database_pool_size: int = Field(
-        default=20,
-        description="PostgreSQL connections this process keeps at most (per pool): with every "
-        "replica of every service, within the server's max_connections.",
-    )
     work_max_deliveries: int = Field(
         default=20,
         description="Deliveries of a build's work entry before it is dead-lettered "

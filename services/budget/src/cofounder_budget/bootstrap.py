@@ -18,7 +18,6 @@ from cofounder_contracts.streams import (
     BUILD_EVENTS,
     Stream,
 )
-from cofounder_db.engine import create_engine
 from cofounder_runtime.consumer import Consumer
 from cofounder_runtime.publisher import Publisher
 from cofounder_runtime.service import run_service, service_process
@@ -54,9 +53,7 @@ async def main() -> None:
     """Run the budget service until SIGTERM."""
     async with service_process(BudgetSettings, service="budget") as process:
         settings, redis = process.settings, process.redis
-        engine = create_engine(
-            settings.database_url.get_secret_value(), pool_size=settings.database_pool_size
-        )
+        engine = settings.create_engine()
         process.closing(engine, engine.dispose)
         deps = BudgetDeps(
             engine=engine,

@@ -2,25 +2,16 @@
 
 from __future__ import annotations
 
-from pydantic import Field, SecretStr
+from pydantic import Field
 
 from cofounder_budgeting import PlanSettings
-from cofounder_runtime.settings import DEFAULT_DATABASE_URL, DatabaseUrl, RuntimeSettings
+from cofounder_db.settings import DatabaseSettings
+from cofounder_runtime.settings import RuntimeSettings
 
 __all__ = ["BudgetSettings"]
 
 
-class BudgetSettings(RuntimeSettings, PlanSettings):
-    database_url: DatabaseUrl = Field(
-        default=SecretStr(DEFAULT_DATABASE_URL),
-        description="PostgreSQL URL, postgresql://… (the ledger; users' tiers); no other "
-        "database is supported.",
-    )
-    database_pool_size: int = Field(
-        default=20,
-        description="PostgreSQL connections this process keeps at most (per pool): with every "
-        "replica of every service, within the server's max_connections.",
-    )
+class BudgetSettings(RuntimeSettings, DatabaseSettings, PlanSettings):
     wake_interval_s: float = Field(default=1.0, description="How often the wake daemon looks.")
     counters_check_interval_s: float = Field(
         default=5.0,

@@ -10,7 +10,6 @@ from cofounder_context_assembler.handlers import HANDLERS, Deps
 from cofounder_context_assembler.settings import AssemblerSettings
 from cofounder_contracts import Event
 from cofounder_contracts.streams import BUILD_REQUESTS, CONTEXT_ASSEMBLER
-from cofounder_db.engine import create_engine
 from cofounder_runtime.consumer import Consumer, Handler
 from cofounder_runtime.publisher import Publisher
 from cofounder_runtime.service import run_service, service_process
@@ -38,9 +37,7 @@ async def main() -> None:
     """Run the context assembler until SIGTERM."""
     async with service_process(AssemblerSettings, service="context-assembler") as process:
         settings, redis = process.settings, process.redis
-        engine = create_engine(
-            settings.database_url.get_secret_value(), pool_size=settings.database_pool_size
-        )
+        engine = settings.create_engine()
         process.closing(engine, engine.dispose)
         deps = Deps(engine=engine, events=Publisher(redis))
         await run_service(process, [build_consumer(settings, redis, deps)])

@@ -2,23 +2,11 @@
 
 from __future__ import annotations
 
-from pydantic import Field, SecretStr
-
-from cofounder_runtime.settings import DEFAULT_DATABASE_URL, DatabaseUrl, RuntimeSettings
+from cofounder_db.settings import DatabaseSettings
+from cofounder_runtime.settings import RuntimeSettings
 
 __all__ = ["AssemblerSettings"]
 
 
-class AssemblerSettings(RuntimeSettings):
+class AssemblerSettings(RuntimeSettings, DatabaseSettings):
     """Redis and consumer settings, plus the database it reads."""
-
-    database_url: DatabaseUrl = Field(
-        default=SecretStr(DEFAULT_DATABASE_URL),
-        description="PostgreSQL URL, postgresql://…, of the system of record; no other "
-        "database is supported.",
-    )
-    database_pool_size: int = Field(
-        default=20,
-        description="PostgreSQL connections this process keeps at most (per pool): with every "
-        "replica of every service, within the server's max_connections.",
-    )

@@ -17,7 +17,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from cofounder_contracts import Event
 from cofounder_contracts.streams import BUDGET_SIGNALS, BUDGET_USAGE, BUILD_EVENTS, GATEWAY
-from cofounder_db.engine import create_engine, driver_dsn
+from cofounder_db.engine import driver_dsn
 from cofounder_gateway.app import Gateway, create_app
 from cofounder_gateway.builds_pg import create_write_pool
 from cofounder_gateway.feed import SSE_BLOCK_MS, Feed
@@ -109,9 +109,7 @@ async def _serve(process: ServiceProcess[GatewaySettings]) -> None:
     other services it has an HTTP server to stop with the consumers, so it handles the signals
     itself (:func:`run_service` is for consumer-only processes)."""
     settings, redis = process.settings, process.redis
-    engine = create_engine(
-        settings.database_url.get_secret_value(), pool_size=settings.database_pool_size
-    )
+    engine = settings.create_engine()
     process.closing(engine, engine.dispose)
     pg_pool = await create_write_pool(driver_dsn(engine), size=settings.write_pool_size)
     process.closing(pg_pool, pg_pool.close)

@@ -28,7 +28,7 @@ from typing import Any
 import structlog
 from prometheus_client import Counter
 from sqlalchemy import ColumnElement, case, select, update
-from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from cofounder_contracts import (
     AgentIterationCompleted,
@@ -147,73 +147,83 @@ async def _to_feed(event: Event, deps: ProjectionDeps, *, digest: str | None = N
     return False
 
 
-async def on_build_event(event: Event, deps: ProjectionDeps) -> None:
-    """Feed first (idempotent), then the row (idempotent, in one transaction)."""
+async def _project(
+    event: Event, deps: ProjectionDeps, apply: Callable[[AsyncConnection, Any], Awaitable[None]]
+) -> None:
+    """Feed first (idempotent), then the row: ``apply`` runs once per event id, in the
+    transaction that records the id (a redelivery finds it recorded and changes nothing)."""
     digest = payload_digest(event)  # once, for the feed's marker and the projection's row
     if not await _to_feed(event, deps, digest=digest):
         return
     async with deps.engine.begin() as conn:
-        if not await record_once(conn, scope=SCOPE, event_id=event.event_id, digest=digest):
-            return
-        build = (
-            await conn.execute(
-                select(Build.status, Build.status_changed_at, Build.user_id).where(
-                    Build.id == event.build_id
-                )
-            )
-        ).first()
-        if build is None:
-            _unknown_build(event)  # deleted since its feed was made
-            return
-        values = _changes(event)
-        incoming = status_of(event)
-        occurred = event.occurred_at
-        ends = False
-        if incoming is not None:
-            new = next_status(
-                BuildStatus(build.status),
-                incoming,
-                occurred_at=occurred,
-                last_applied_at=build.status_changed_at,
-            )
-            if new is not None:
-                values |= {"status": new.value, "status_changed_at": occurred}
-                ends = is_terminal(new)
-                if ends:
-                    values["finished_at"] = occurred
-            elif "error" in values or "preview_url" in values:
-                values = {}  # a stale or duplicate end: keep what the first end recorded
-        if values:
-            values = _grow_only(values)
-            values["updated_at"] = datetime.now(UTC)
-            query = update(Build).where(Build.id == event.build_id)
-            if "status" in values:  # compare-and-set: the status this decision was made from
-                query = query.where(Build.status == build.status)
-            changed = (await conn.execute(query.values(**values))).rowcount
-            if "status" in values and changed != 1:
-                # Another event of this build moved it meanwhile (handlers run concurrently):
-                # retry from the new status (the redelivery decides again; nothing was written).
-                raise StatusRace(f"build {event.build_id} left {build.status} meanwhile")
-            if ends:
-                await slots.give_back(conn, build.user_id)  # once: the status moved only here
+        if await record_once(conn, scope=SCOPE, event_id=event.event_id, digest=digest):
+            await apply(conn, event)
+
+
+async def on_build_event(event: Event, deps: ProjectionDeps) -> None:
+    """A build event on the feed, and its changes to the build's row (status, counters)."""
+    await _project(event, deps, _apply_build_event)
 
 
 async def on_usage(event: BudgetUsage, deps: ProjectionDeps) -> None:
     """Usage is visible on the feed, and added to the build's token counters once."""
-    digest = payload_digest(event)  # once, for the feed's marker and the projection's row
-    if not await _to_feed(event, deps, digest=digest):
-        return
-    async with deps.engine.begin() as conn:
-        if not await record_once(conn, scope=SCOPE, event_id=event.event_id, digest=digest):
-            return
+    await _project(event, deps, _add_usage)
+
+
+async def _apply_build_event(conn: AsyncConnection, event: Event) -> None:
+    build = (
         await conn.execute(
-            update(Build)
-            .where(Build.id == event.build_id)
-            .values(
-                input_tokens=Build.input_tokens + event.input_tokens,
-                output_tokens=Build.output_tokens + event.output_tokens,
+            select(Build.status, Build.status_changed_at, Build.user_id).where(
+                Build.id == event.build_id
             )
         )
+    ).first()
+    if build is None:
+        _unknown_build(event)  # deleted since its feed was made
+        return
+    values = _changes(event)
+    incoming = status_of(event)
+    occurred = event.occurred_at
+    ends = False
+    if incoming is not None:
+        new = next_status(
+            BuildStatus(build.status),
+            incoming,
+            occurred_at=occurred,
+            last_applied_at=build.status_changed_at,
+        )
+        if new is not None:
+            values |= {"status": new.value, "status_changed_at": occurred}
+            ends = is_terminal(new)
+            if ends:
+                values["finished_at"] = occurred
+        elif "error" in values or "preview_url" in values:
+            values = {}  # a stale or duplicate end: keep what the first end recorded
+    if not values:
+        return
+    values = _grow_only(values)
+    values["updated_at"] = datetime.now(UTC)
+    query = update(Build).where(Build.id == event.build_id)
+    if "status" in values:  # compare-and-set: the status this decision was made from
+        query = query.where(Build.status == build.status)
+    changed = (await conn.execute(query.values(**values))).rowcount
+    if "status" in values and changed != 1:
+        # Another event of this build moved it meanwhile (handlers run concurrently): retry
+        # from the new status (the redelivery decides again; nothing was written).
+        raise StatusRace(f"build {event.build_id} left {build.status} meanwhile")
+    if ends:
+        await slots.give_back(conn, build.user_id)  # once: the status moved only here
+
+
+async def _add_usage(conn: AsyncConnection, event: BudgetUsage) -> None:
+    await conn.execute(
+        update(Build)
+        .where(Build.id == event.build_id)
+        .values(
+            input_tokens=Build.input_tokens + event.input_tokens,
+            output_tokens=Build.output_tokens + event.output_tokens,
+        )
+    )
 
 
 async def on_budget_signal(event: Event, deps: ProjectionDeps) -> None:

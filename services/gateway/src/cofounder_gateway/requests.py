@@ -18,6 +18,7 @@ from cofounder_contracts import (
     BuildStatusChanged,
     derived_event_id,
     envelope,
+    follow_up,
 )
 
 __all__ = [
@@ -57,35 +58,24 @@ def build_requested(
 
 def queued(request: BuildRequested) -> BuildStatusChanged:
     """The status a new build starts in, caused by its request."""
-    return BuildStatusChanged(
-        **envelope(
-            build_id=request.build_id,
-            project_id=request.project_id,
-            user_id=request.user_id,
-            producer=PRODUCER,
-            causation_id=request.event_id,
-            kind="status:queued",
-            derive_from=request.build_id,
-        ),
-        status=BuildStatus.QUEUED,
-        occurred_at=request.occurred_at,
-    )
+    return _status(request, BuildStatus.QUEUED)
 
 
 def cancelled(request: BuildCancelRequested) -> BuildStatusChanged:
     """The status a cancelled build takes at once, caused by the owner's cancel."""
+    return _status(request, BuildStatus.CANCELLED, reason="cancelled by the user")
+
+
+def _status(
+    request: BuildRequested | BuildCancelRequested, status: BuildStatus, reason: str | None = None
+) -> BuildStatusChanged:
+    # Derived from the build id (one such status per build), caused by the request.
     return BuildStatusChanged(
-        **envelope(
-            build_id=request.build_id,
-            project_id=request.project_id,
-            user_id=request.user_id,
-            producer=PRODUCER,
-            causation_id=request.event_id,
-            kind="status:cancelled",
-            derive_from=request.build_id,
+        **follow_up(
+            request, producer=PRODUCER, kind=f"status:{status}", derive_from=request.build_id
         ),
-        status=BuildStatus.CANCELLED,
-        reason="cancelled by the user",
+        status=status,
+        reason=reason,
         occurred_at=request.occurred_at,
     )
 

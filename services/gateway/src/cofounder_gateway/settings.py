@@ -7,10 +7,11 @@ from datetime import timedelta
 from pydantic import Field, SecretStr, ValidationInfo, field_validator
 
 from cofounder_budgeting import PlanSettings
+from cofounder_db.settings import DatabaseSettings
 from cofounder_gateway.reconcile.reconciler import ReconcilerConfig
 from cofounder_runtime.retention import ProcessedEventsRetentionSettings
 from cofounder_runtime.secrets import require_strong
-from cofounder_runtime.settings import DEFAULT_DATABASE_URL, DatabaseUrl, RuntimeSettings
+from cofounder_runtime.settings import RuntimeSettings
 
 __all__ = ["DEV_ADMIN_TOKEN", "DEV_SECRET", "GatewaySettings"]
 
@@ -20,20 +21,12 @@ DEV_SECRET = "dev-only-secret-change-me-0123456789abcdef"  # noqa: S105 - a docu
 DEV_ADMIN_TOKEN = "dev-admin-token"  # noqa: S105 - a documented placeholder
 
 
-class GatewaySettings(RuntimeSettings, PlanSettings, ProcessedEventsRetentionSettings):
+class GatewaySettings(
+    RuntimeSettings, DatabaseSettings, PlanSettings, ProcessedEventsRetentionSettings
+):
     """HTTP, auth, limits and the database, on top of the shared runtime settings and the plans
     (``TIER_MAX_CONCURRENT_BUILDS`` among them: :class:`~cofounder_budgeting.PlanSettings`)."""
 
-    database_url: DatabaseUrl = Field(
-        default=SecretStr(DEFAULT_DATABASE_URL),
-        description="PostgreSQL URL, postgresql://…, of the system of record; no other "
-        "database is supported.",
-    )
-    database_pool_size: int = Field(
-        default=20,
-        description="PostgreSQL connections this process keeps at most (per pool): with every "
-        "replica of every service, within the server's max_connections.",
-    )
     host: str = Field(default="127.0.0.1", description="HTTP bind address.")
     port: int = Field(default=8000, description="HTTP port.")
     jwt_secret: SecretStr = Field(

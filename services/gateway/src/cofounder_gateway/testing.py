@@ -13,7 +13,7 @@ import httpx
 import uvicorn
 from pydantic import SecretStr
 
-from cofounder_db.engine import create_engine, driver_dsn
+from cofounder_db.engine import driver_dsn
 from cofounder_gateway.app import Gateway, create_app
 from cofounder_gateway.auth import mint_token
 from cofounder_gateway.bootstrap import assemble, consumers
@@ -77,7 +77,7 @@ async def start_gateway(
         **{"database_pool_size": 5, "write_pool_size": 3, **overrides},
     )
     redis = connect_redis(url)
-    engine = create_engine(database_url, pool_size=settings.database_pool_size)
+    engine = settings.create_engine()
     pg_pool = await create_write_pool(driver_dsn(engine), size=settings.write_pool_size)
     gw = assemble(settings, engine, redis, pg_pool, relay_idle_s=0.05)
     server = uvicorn.Server(
