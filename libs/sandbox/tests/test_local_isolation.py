@@ -133,11 +133,19 @@ async def test_a_registry_is_reachable_where_egress_is_allowed(
 ) -> None:
     if not shutil.which("npm"):
         pytest.skip("no npm on this host")
+    if box.jail.state.relay is not None:
+        pytest.skip("this host has no route out: its sandboxes have loopback only")
     host = await asyncio.create_subprocess_exec(
         "npm", "view", "is-number", "version",
         stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL,
     )  # fmt: skip
-    if await asyncio.wait_for(host.wait(), 60):
+    try:
+        failed = await asyncio.wait_for(host.wait(), 60)
+    except TimeoutError:
+        host.kill()
+        await host.wait()
+        failed = 1
+    if failed:
         pytest.skip("the npm registry is not reachable from this host either")
     out = await sh(box, "npm view is-number version 2>&1 | tail -1", timeout=90)
     assert out.strip()[:1].isdigit(), out
@@ -516,6 +524,92 @@ def test_rootless_runner_holds_too(listeners: list[tuple[str, int]]) -> None:
         for n in (1001, 1002, 1003, 1004):
             assert f"sleep {n}" not in out["timeout"], out["timeout"]
         assert out["after_kill"] == []
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+_OFFLINE = textwrap.dedent(
+    """\
+    import asyncio, json, socket, sys, urllib.request
+    import structlog.testing
+    from cofounder_sandbox.local import LocalSandboxes
+    async def main():
+        control = socket.socket()  # the control plane's stand-in: Redis, PostgreSQL, the gateway
+        control.bind(("127.0.0.1", 0))
+        control.listen()
+        target = "127.0.0.1:%d" % control.getsockname()[1]
+        socket.create_connection(("127.0.0.1", control.getsockname()[1]), 2).close()
+        with structlog.testing.capture_logs() as logs:
+            boxes = LocalSandboxes(sys.argv[1], preview_wait_s=5)
+            box = await boxes.create(build_id="0195a0e2-aaaa-7000-8000-00000000abcd", metadata={})
+        out = {"logs": [(e["event"], e["log_level"], e.get("detail", "")) for e in logs]}
+        probe = sys.argv[2].replace("TARGETS", json.dumps([target, "203.0.113.80:443"]))
+        out["inside"] = (await box.run("ip -o link; ip -4 route; " + probe, timeout=20)).output
+        await box.run("nohup python3 -m http.server $PORT --bind 127.0.0.1 >/dev/null 2>&1 &",
+                      timeout=10)
+        url = await box.preview_url(3000)
+        out["url"] = (url, box.port)
+        reply = await asyncio.to_thread(urllib.request.urlopen, url, timeout=10)
+        out["preview"] = reply.status
+        await box.kill()
+        try:
+            socket.create_connection(("127.0.0.1", box.port), 2).close()
+            out["after_kill"] = "open"
+        except ConnectionRefusedError:
+            out["after_kill"] = "refused"
+        print(json.dumps(out))
+    asyncio.run(main())
+    """
+)
+
+
+@pytest.mark.parametrize("runner", ["root", "rootless"])
+def test_a_host_with_loopback_only_still_gets_sandboxes_and_previews(runner: str) -> None:
+    """Offline (a network namespace with loopback only, no default route), pasta has no host
+    interface to use: the sandbox keeps a namespace with loopback only, says so, and its preview
+    is relayed to the host's 127.0.0.1:PORT; it still reaches nothing of the host."""
+    if os.geteuid() != 0 or not shutil.which("unshare"):
+        pytest.skip("making a loopback-only network namespace for the runner needs root")
+    python = sys.executable
+    paths = [p for p in sys.path if p and os.path.isdir(p) and not p.startswith(sys.base_prefix)]
+    work = Path(tempfile.mkdtemp(prefix="cofounder-offline-"))
+    try:
+        drop: list[str] = []
+        if runner == "rootless":
+            python = shutil.which("python3", path="/usr/bin:/bin") or ""
+            if not python or not paths:
+                pytest.skip("no system Python to run a rootless runner with")
+            os.chown(work, 65534, 65534)
+            drop = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups"]
+        env = {"PATH": os.environ["PATH"], "PYTHONPATH": os.pathsep.join(paths), "HOME": str(work)}
+        probe = _PROBE.replace("{targets!r}", "TARGETS")
+        done = subprocess.run(
+            ["unshare", "--net", "--", "sh", "-c", 'ip link set lo up && exec "$@"', "offline",
+             *drop, python, "-c", _OFFLINE, str(work / "sandboxes"), probe],
+            env=env, capture_output=True, text=True, timeout=120, check=False,
+        )  # fmt: skip
+        if runner == "rootless" and "bubblewrap could not make" in done.stderr:
+            pytest.skip(f"unprivileged user namespaces are off here: {done.stderr[-300:]}")
+        if runner == "rootless" and "ModuleNotFoundError" in done.stderr:
+            pytest.skip(f"this checkout is not readable by an unprivileged uid: {done.stderr}")
+        assert done.returncode == 0, done.stderr
+        out = json.loads(done.stdout.strip().splitlines()[-1])
+        # Said once, as a warning, with why.
+        [(event, level, detail)] = out["logs"]
+        assert (event, level) == ("sandbox_without_network", "warning")
+        assert "no IPv4 default route" in detail
+        assert "no outbound network" in detail
+        # Loopback only: no interface but lo, no route; the host's loopback port is not reached.
+        links = re.findall(r"^\d+: (\S+?)[:@]", out["inside"], re.M)
+        assert links == ["lo"], out["inside"]
+        assert not re.search(r"^default ", out["inside"], re.M), out["inside"]
+        assert "REACHED" not in out["inside"], out["inside"]
+        assert out["inside"].count("refused") == 2, out["inside"]
+        # The preview keeps its shape and answers from the host; the kill closes it.
+        url, port = out["url"]
+        assert url == f"http://127.0.0.1:{port}"
+        assert out["preview"] == 200
+        assert out["after_kill"] == "refused"
     finally:
         shutil.rmtree(work, ignore_errors=True)
 

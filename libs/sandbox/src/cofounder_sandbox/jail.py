@@ -15,7 +15,11 @@ and runs there. So:
   and the routes inside send the private and link-local ranges (cluster services, the cloud
   metadata address, the gateway itself) into a blackhole; DNS goes through pasta's forwarder.
   Egress can be switched off (no route at all). The only way in is the sandbox's one preview
-  port, which pasta forwards from the host's ``127.0.0.1`` to the namespace's loopback;
+  port, which pasta forwards from the host's ``127.0.0.1`` to the namespace's loopback. A host
+  with no route out (offline, or a network namespace with loopback only) has nothing for pasta
+  to use: the sandbox then keeps a namespace with loopback only (no outbound network, said in a
+  warning), and :mod:`cofounder_sandbox.relay` forwards the preview port instead. Either way the
+  sandbox never shares the host's network namespace;
 - killing pid 1 of the namespace makes the kernel kill every process in it, including ones that
   called ``setsid`` or ignore signals.
 
@@ -35,11 +39,16 @@ import os
 import resource
 import shutil
 import signal
+import socket
+import sys
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Final, Literal
 
+import structlog
+
+from cofounder_sandbox import relay as _relay_module
 from cofounder_sandbox.base import PROJECT_DIR
 from cofounder_sandbox.cgroups import SandboxCgroup
 
@@ -78,10 +87,20 @@ _INSTALL: Final = (
 _SYSTEM_DIRS: Final = ("/usr", "/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32", "/etc")
 _START_TIMEOUT_S: Final = 10.0
 _NS_GET_USERNS: Final = 0xB701  # linux/nsfs.h: _IO(0xb7, 0x1)
+#: Who the preview relay runs as when the runner is root.
+_NOBODY: Final = 65534
+#: What pasta says when the host has no interface with a default route (passt 2023).
+_NO_INTERFACE: Final = ("No external routable interface", "External interface not usable")
+
+_log = structlog.get_logger("cofounder.sandbox")
 
 
 class IsolationUnavailable(RuntimeError):
     """The tools or kernel features the local sandbox's isolation needs are missing."""
+
+
+class _NoRouteOut(IsolationUnavailable):
+    """pasta found no host interface with a route out (it then has nothing to give)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -229,6 +248,7 @@ class JailState:
     init: Proc | None = None
     pidns: str | None = None
     pasta: Proc | None = None
+    relay: Proc | None = None  # the preview port's relay, when there is no pasta (no route out)
     uid: int = 0
     gid: int = 0
     port: int = 0
@@ -246,6 +266,7 @@ class JailState:
             init=proc(data.get("init")),
             pidns=str(data["pidns"]) if data.get("pidns") else None,
             pasta=proc(data.get("pasta")),
+            relay=proc(data.get("relay")),
             uid=int(str(data.get("uid", 0))),
             gid=int(str(data.get("gid", 0))),
             port=int(str(data.get("port", 0))),
@@ -309,7 +330,21 @@ class Jail:
             self.state.init = init
             self.state.pidns = _ns(init.pid, "pid")
             self._changed()
-            self.state.pasta = await self._start_network(init.pid)
+            offline = _no_route_out()
+            if offline is None:
+                try:
+                    self.state.pasta = await self._start_network(init.pid)
+                except _NoRouteOut as exc:
+                    offline = str(exc)
+            if offline is not None:
+                self.state.relay = await self._start_relay(init)
+                _log.warning(
+                    "sandbox_without_network",
+                    sandbox=self.home.name,
+                    detail=f"{offline}: the sandbox runs with loopback only, no outbound "
+                    f"network (installs from registries fail); its preview port is relayed "
+                    f"from 127.0.0.1:{self.state.port}",
+                )
             self._changed()
         except BaseException:
             await self.stop()  # nothing half-made is left running
@@ -431,12 +466,71 @@ class Jail:
                              if "syslog" not in line)  # fmt: skip
             if "tun" in text:
                 text += " (pasta needs /dev/net/tun readable and writable by this user)"
+            if any(said in text for said in _NO_INTERFACE):
+                raise _NoRouteOut(f"pasta found no host interface with a route out ({text})")
             raise IsolationUnavailable(f"pasta could not give the sandbox a network: {text}")
         pid = int(pidfile.read_text().strip())
         started = _started(pid)
         if started is None:
             raise IsolationUnavailable("pasta ended right after it started")
         await self._route(init)
+        return Proc(pid, started)
+
+    async def _start_relay(self, init: Proc) -> Proc:
+        """The preview port without pasta: a socket listening on the host's ``127.0.0.1:PORT``,
+        handed to :mod:`cofounder_sandbox.relay` started in the sandbox's network namespace."""
+        assert self.tools is not None
+        listener = socket.socket()
+        try:
+            listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            listener.bind(("127.0.0.1", self.state.port))
+            listener.listen(128)
+        except OSError as exc:
+            listener.close()
+            raise IsolationUnavailable(
+                f"the sandbox's preview port 127.0.0.1:{self.state.port}: {exc}"
+            ) from None
+        read, write = os.pipe()
+        pidfd = -1
+        with contextlib.suppress(OSError, AttributeError):  # before Linux 5.3: stop() ends it
+            pidfd = os.pidfd_open(init.pid)
+        handed = [listener.fileno(), write, *([pidfd] if pidfd >= 0 else [])]
+        try:
+            enter, fds = self._enter(init.pid, ("net",))
+            handed += fds
+            # A root runner's relay becomes nobody before it serves; an unprivileged runner's
+            # is that user (the namespace's owner maps it to itself: no capability after exec).
+            user = ("-1", "-1") if self.rootless else (str(_NOBODY), str(_NOBODY))
+            argv = [
+                self.tools.setsid, "--fork", *enter, "--",
+                sys.executable or "python3", "-I", "-S", str(Path(_relay_module.__file__)),
+                str(listener.fileno()), str(self.state.port), str(write), str(pidfd), *user,
+            ]  # fmt: skip
+            with open(self.home / "relay.log", "ab") as log_file:  # noqa: ASYNC230 - local
+                spawner = await asyncio.create_subprocess_exec(
+                    *argv,
+                    stdin=asyncio.subprocess.DEVNULL,
+                    stdout=asyncio.subprocess.DEVNULL,
+                    stderr=log_file,
+                    pass_fds=tuple(handed),
+                )
+            await spawner.wait()
+        finally:
+            listener.close()
+            for fd in handed[1:]:
+                os.close(fd)
+        try:
+            pid = await asyncio.wait_for(_read_line(read), _START_TIMEOUT_S)
+        except (TimeoutError, ValueError):
+            log = (self.home / "relay.log").read_text(errors="replace")[-2000:]
+            raise IsolationUnavailable(
+                f"the sandbox's preview relay did not start: {log.strip() or 'no output'}"
+            ) from None
+        finally:
+            os.close(read)
+        started = _started(pid)
+        if started is None:
+            raise IsolationUnavailable("the sandbox's preview relay ended right after it started")
         return Proc(pid, started)
 
     async def _route(self, init: int) -> None:
@@ -578,12 +672,13 @@ class Jail:
             with contextlib.suppress(ProcessLookupError, PermissionError):
                 os.kill(self.state.init.pid, signal.SIGKILL)
         pasta = self.state.pasta or _pasta_from(self.home / "pasta.pid")
-        if pasta is not None and _alive(pasta):
-            with contextlib.suppress(ProcessLookupError, PermissionError):
-                os.kill(pasta.pid, signal.SIGKILL)
+        for helper in (pasta, self.state.relay):
+            if helper is not None and _alive(helper):
+                with contextlib.suppress(ProcessLookupError, PermissionError):
+                    os.kill(helper.pid, signal.SIGKILL)
         # SIGKILL is delivered, not done: wait until they are gone, so that the preview port
         # refuses and the namespace is empty when this returns.
-        await _gone([p for p in (self.state.init, pasta) if p is not None])
+        await _gone([p for p in (self.state.init, pasta, self.state.relay) if p is not None])
         if self.cgroup is not None:
             loop = asyncio.get_running_loop()
             deadline = loop.time() + 5
@@ -593,6 +688,7 @@ class Jail:
             del self.cgroup  # made again (with its limits) if the sandbox starts again
         self.state.init = None
         self.state.pasta = None
+        self.state.relay = None
         self.state.pidns = None
         self._changed()
 
@@ -623,6 +719,33 @@ async def _read_info(fd: int) -> dict[str, object]:
             info = json.loads(data)
             if isinstance(info, dict) and "child-pid" in info:
                 return info
+
+
+async def _read_line(fd: int) -> int:
+    """The number a helper writes on ``fd`` once it is ready (its pid)."""
+    loop = asyncio.get_running_loop()
+    data = b""
+    while not data.endswith(b"\n"):
+        chunk = await loop.run_in_executor(None, os.read, fd, 64)
+        if not chunk:
+            raise ValueError("the helper exited before it was ready")
+        data += chunk
+    return int(data)
+
+
+def _no_route_out() -> str | None:
+    """Why pasta would have nothing to give the sandbox (no IPv4 default route on this host,
+    in this network namespace), or ``None``. Unreadable: ``None``, and pasta decides."""
+    try:
+        lines = Path("/proc/net/route").read_text().splitlines()[1:]
+    except OSError:
+        return None
+    for line in lines:
+        cols = line.split()
+        # Iface Destination Gateway Flags ... Mask: a default route is 0/0, and up (RTF_UP).
+        if len(cols) >= 8 and cols[1] == cols[7] == "00000000" and int(cols[3], 16) & 1:
+            return None
+    return "this host has no IPv4 default route (no network, or loopback only)"
 
 
 def _system_mounts() -> list[str]:
