@@ -57,6 +57,15 @@ BUILD: Final = {
     "build_version": None,
     "preview_url": None,
     "error": None,
+    "tier": "bootstrapper",
+    "created_at": "2026-03-02T09:15:04.112000Z",
+    "updated_at": "2026-03-02T09:16:40.530000Z",
+    "finished_at": None,
+    "links": {
+        "self": f"/v1/builds/{BUILD_ID}",
+        "events": f"/v1/builds/{BUILD_ID}/events",
+        "cancel": f"/v1/builds/{BUILD_ID}/cancel",
+    },
 }
 
 

@@ -102,6 +102,10 @@ def test_dev_once_builds_the_demo_app_with_nothing_configured(checkout: Path) ->
     found = re.search(r"preview: (http://127\.0\.0\.1:(\d+)) \(HTTP 200\)", output)
     assert found, output
     assert "status: running" in output
+    # The live build page's address, signed in by a one-time code in its fragment.
+    assert re.search(
+        r"watch it in a browser: http://127\.0\.0\.1:\d+/app/builds/[0-9a-f-]{36}#code=\S+", output
+    ), output
     # Live progress: tokens and the day's budget on every iteration.
     assert re.search(
         r"iteration \d+: .*tokens [\d,]+ in / [\d,]+ out; budget [\d.,]+ of [\d.,]+ today", output

@@ -12,8 +12,38 @@ import httpx
 import pytest
 
 from cofounder_cli.progress import follow, succeeded
+from cofounder_client import CofounderClient, NetworkError
 
 BUILD = "0195a0e2-aaaa-7000-8000-0000000000f0"
+SSE = {"content-type": "text/event-stream"}
+
+
+def _row(status: str, **fields: Any) -> dict[str, Any]:
+    """``GET /v1/builds/{id}``'s body."""
+    base = f"/v1/builds/{BUILD}"
+    return {
+        "id": BUILD,
+        "project_id": "0195a0e2-aaaa-7000-8000-0000000000b0",
+        "status": status,
+        "goal": "g",
+        "tier": "bootstrapper",
+        "build_version": None,
+        "preview_url": None,
+        "error": None,
+        "iterations": 0,
+        "tool_calls": 0,
+        "input_tokens": 0,
+        "output_tokens": 0,
+        "created_at": "2026-03-02T09:15:04Z",
+        "updated_at": "2026-03-02T09:15:04Z",
+        "finished_at": None,
+        "links": {"self": base, "events": f"{base}/events", "cancel": f"{base}/cancel"},
+        **fields,
+    }
+
+
+def _client(handler: Any) -> CofounderClient:
+    return CofounderClient("http://gw", "t", transport=httpx.MockTransport(handler))
 
 
 def _event(sse_id: str, kind: str, **data: Any) -> bytes:
@@ -40,21 +70,21 @@ def test_a_cut_stream_is_resumed_after_the_last_event(
 
     def handler(request: httpx.Request) -> httpx.Response:
         if not request.url.path.endswith("/events"):
-            return httpx.Response(200, json={"id": BUILD, "status": "running"})
+            return httpx.Response(200, json=_row("running"))
         after = request.headers.get("last-event-id")
         asked.append(after)
         if after is None:
             body = _event("1-0", "build.status_changed", status="running")
             body += _event("2-0", "agent.iteration_completed", iteration=1, tool_calls=1)
-            return httpx.Response(200, stream=_Cut([body], cut=True))
+            return httpx.Response(200, headers=SSE, stream=_Cut([body], cut=True))
         if len(asked) == 2:  # the gateway answers the reconnect, then closes (a retry hint)
-            return httpx.Response(200, stream=_Cut([b"retry: 2000\n\n"], cut=False))
+            return httpx.Response(200, headers=SSE, stream=_Cut([b"retry: 2000\n\n"], cut=False))
         body = _event("3-0", "agent.iteration_completed", iteration=2, tool_calls=2)
         body += _event("4-0", "build.completed", build_version=1, summary="ok", preview_url="u")
-        return httpx.Response(200, stream=_Cut([body], cut=False))
+        return httpx.Response(200, headers=SSE, stream=_Cut([body], cut=False))
 
     seen: list[tuple[str, str]] = []
-    with httpx.Client(base_url="http://gw", transport=httpx.MockTransport(handler)) as client:
+    with _client(handler) as client:
         end = follow(
             client,
             BUILD,
@@ -76,10 +106,10 @@ def test_a_stream_of_a_finished_build_is_not_reopened_forever() -> None:
     def handler(request: httpx.Request) -> httpx.Response:
         if request.url.path.endswith("/events"):
             calls["events"] += 1
-            return httpx.Response(200, stream=_Cut([], cut=False))
-        return httpx.Response(200, json={"id": BUILD, "status": "cancelled"})
+            return httpx.Response(200, headers=SSE, stream=_Cut([], cut=False))
+        return httpx.Response(200, json=_row("cancelled"))
 
-    with httpx.Client(base_url="http://gw", transport=httpx.MockTransport(handler)) as client:
+    with _client(handler) as client:
         assert follow(client, BUILD, on_event=lambda *_: None, sleep=lambda _: None) == {}
     assert calls["events"] == 1
 
@@ -93,8 +123,8 @@ def test_it_gives_up_when_nothing_comes_for_too_long() -> None:
         raise httpx.ConnectError("connection refused")
 
     with (
-        httpx.Client(base_url="http://gw", transport=httpx.MockTransport(handler)) as client,
-        pytest.raises(httpx.ReadError, match="no event for 300 s"),
+        _client(handler) as client,
+        pytest.raises(NetworkError, match="no event for 300 s"),
     ):
         follow(
             client, BUILD, on_event=lambda *_: None, sleep=lambda _: None, clock=lambda: next(clock)
@@ -108,12 +138,13 @@ def test_a_finished_build_whose_events_are_gone_ends_with_its_summary(
     """The gateway answers such a build with one ``build.summary`` (its row) and closes."""
 
     def handler(request: httpx.Request) -> httpx.Response:
-        row = {"id": BUILD, "status": status, "error": None if ok else "stuck", "preview_url": None}
+        row = _row(status, error=None if ok else "stuck")
         if not request.url.path.endswith("/events"):
             return httpx.Response(200, json=row)
-        return httpx.Response(200, stream=_Cut([_event("0-1", "build.summary", **row)], cut=False))
+        summary = _Cut([_event("0-1", "build.summary", **row)], cut=False)
+        return httpx.Response(200, headers=SSE, stream=summary)
 
-    with httpx.Client(base_url="http://gw", transport=httpx.MockTransport(handler)) as client:
+    with _client(handler) as client:
         end = follow(client, BUILD, sleep=lambda _: None)
     assert end["kind"] == "build.summary"
     assert succeeded(end) is ok

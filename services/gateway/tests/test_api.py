@@ -178,7 +178,8 @@ async def test_bad_input_gets_clear_4xx(gateway: Running) -> None:
     not_json = await gateway.client.post(
         url, content=b"{", headers={**auth, "Content-Type": "application/json"}
     )
-    assert not_json.status_code == 422
+    assert (not_json.status_code, not_json.json()["type"]) == (400, "invalid_json")
+    assert not_json.headers["content-type"] == "application/problem+json"
 
 
 @pytest.fixture

@@ -1,5 +1,5 @@
 """``cofounder builds ...`` against the gateway as a real process: create, get, list, cancel,
-follow, and the errors a user sees."""
+follow, and the errors a user sees (with ``--json``: the problem object, on stderr)."""
 
 from __future__ import annotations
 
@@ -90,3 +90,49 @@ def test_errors_are_clear_and_exit_non_zero(gateway_process: str) -> None:
     )
     assert followed.returncode == 1
     assert "error: 404" in followed.stderr
+
+
+def test_json_errors_are_the_gateway_s_problem_objects(gateway_process: str) -> None:
+    url = ["--gateway-url", gateway_process]
+    demo = json.loads(cofounder("seed", "demo", "--json", *url).stdout)
+    auth = ["--token", demo["token"], *url]
+    missing = str(uuid.uuid4())
+    done = cofounder("builds", "get", missing, "--json", *auth, ok=False)
+    assert done.returncode == 1
+    assert done.stdout == ""
+    problem = json.loads(done.stderr)
+    assert problem == {
+        "type": "build_not_found",
+        "title": "Not found",
+        "status": 404,
+        "detail": f"no build {missing}",
+    }
+    long_goal = cofounder(
+        "builds",
+        "create",
+        "--project",
+        demo["project_id"],
+        "--goal",
+        "x" * 2_001,
+        "--json",
+        *auth,
+        ok=False,
+    )
+    invalid = json.loads(long_goal.stderr)
+    assert (invalid["status"], invalid["type"]) == (422, "invalid_request")
+    assert [e["field"] for e in invalid["errors"]] == ["goal"]
+    bad_token = cofounder("builds", "list", "--json", "--token", "nope", *url, ok=False)
+    assert json.loads(bad_token.stderr)["type"] == "invalid_token"
+
+
+def test_quiet_create_prints_only_the_id(gateway_process: str) -> None:
+    url = ["--gateway-url", gateway_process]
+    demo = json.loads(cofounder("seed", "demo", "--json", *url).stdout)
+    auth = ["--token", demo["token"], *url]
+    build_id = cofounder(
+        "builds", "create", "--project", demo["project_id"], "-q", *auth
+    ).stdout.strip()
+    assert str(uuid.UUID(build_id)) == build_id
+    assert (
+        json.loads(cofounder("builds", "get", build_id, "--json", *auth).stdout)["id"] == build_id
+    )

@@ -1,4 +1,5 @@
-"""``cofounder seed`` and ``cofounder token mint`` against the gateway as a real process."""
+"""``cofounder seed`` and ``cofounder token mint`` against the gateway as a real process; ``seed
+demo --export`` in a shell, as the README uses it."""
 
 from __future__ import annotations
 
@@ -76,3 +77,26 @@ def test_seed_reports_a_clear_error_when_the_gateway_is_down() -> None:
     )
     assert done.returncode == 1
     assert "cannot reach the gateway" in done.stderr
+
+
+def test_seed_demo_export_sets_the_shell_up_for_curl_and_the_cli(gateway_process: str) -> None:
+    script = (
+        'eval "$("$PYTHON" -m cofounder_cli seed demo --export --gateway-url "$GW")"\n'
+        "curl -sf -o /dev/null -w '%{http_code}' -X POST -H \"Authorization: Bearer $TOKEN\" "
+        "-H 'content-type: application/json' -d '{}' \"$GW/v1/projects/$PROJECT/builds\"\n"
+        'echo\n"$PYTHON" -m cofounder_cli builds list --json\n'
+        'echo "$USER_ID"\n'
+    )
+    done = subprocess.run(
+        ["bash", "-c", script],
+        capture_output=True,
+        text=True,
+        timeout=startup_deadline_s() * 3,
+        check=False,
+        env={"PATH": "/usr/bin:/bin", "PYTHON": sys.executable, "GW": gateway_process},
+    )
+    assert done.returncode == 0, done.stderr
+    status, listed, user_id = done.stdout.strip().splitlines()
+    assert status == "202"
+    assert len(json.loads(listed)["items"]) == 1  # COFOUNDER_TOKEN and _GATEWAY_URL were set
+    assert len(user_id) == 36

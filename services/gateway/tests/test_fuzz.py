@@ -5,13 +5,20 @@ put into one string of otherwise valid cases. The founder's routes are called wi
 founder's token (a user with a project and a build, seeded through the admin API) and, in part of
 the cases, that founder's real ids in the path, so inputs reach real rows; the admin's routes with
 the admin token. Whatever the input: no 5xx, and no response the document does not describe (its
-status code, its content type, its body's schema).
+status code, its content type, its headers, its body's schema).
+
+Then schemathesis's own command line (``st run``: its examples, coverage, fuzzing and stateful
+phases) against the same process, once with the founder's token on the founder's routes and
+once with the admin token on the admin routes, with the same checks: zero failures.
 """
 
 from __future__ import annotations
 
+import subprocess
+import sys
 import traceback
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -23,6 +30,7 @@ from schemathesis import GenerationMode
 from schemathesis.checks import not_a_server_error
 from schemathesis.specs.openapi.checks import (
     content_type_conformance,
+    response_headers_conformance,
     response_schema_conformance,
     status_code_conformance,
 )
@@ -35,6 +43,7 @@ CHECKS = [
     not_a_server_error,
     status_code_conformance,
     content_type_conformance,
+    response_headers_conformance,
     response_schema_conformance,
 ]
 EXAMPLES = 30
@@ -150,3 +159,49 @@ def test_no_input_makes_the_gateway_fail_or_stray_from_its_document(
     assert "GET /v1/builds/{build_id}/events" in tested
     assert "PUT /v1/admin/users/{user_id}/tier" in tested
     assert len(tested) >= 18
+
+
+@pytest.mark.parametrize("who", ["founder", "admin"])
+def test_schemathesis_finds_no_response_that_strays_from_the_document(
+    gateway_process: str, who: str, tmp_path: Path
+) -> None:
+    """``st run`` with the response-conformance checks: a founder's token on every route but
+    the admin's, the admin token on the admin's. The founder is a new one, without builds: the
+    stateful phase follows the ids responses hold, and a running build's event stream would
+    stay open until the build ends."""
+    admin = who == "admin"
+    if admin:
+        token = ADMIN["Authorization"]
+    else:
+        with httpx.Client(base_url=gateway_process, timeout=10) as http:
+            demo = http.post("/v1/admin/demo", headers=ADMIN)
+        assert demo.status_code == 201, demo.text
+        token = f"Bearer {demo.json()['token']}"
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "schemathesis.cli",
+            "run",
+            f"{gateway_process}/openapi.json",
+            "--checks",
+            ",".join(check.__name__ for check in CHECKS),
+            "--header",
+            f"Authorization: {token}",
+            "--include-path-regex",
+            "^/v1/admin/" if admin else "^/v1/(?!admin/)",
+            "--max-examples",
+            str(EXAMPLES),
+            "--request-timeout",
+            "10",
+            "--no-color",
+        ],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,  # its cache and reports stay out of the checkout
+        timeout=600,
+        check=False,
+    )
+    assert done.returncode == 0, done.stdout[-20_000:] + done.stderr[-5_000:]
+    assert " passed" in done.stdout
+    assert "failed" not in done.stdout.split("SUMMARY")[-1]

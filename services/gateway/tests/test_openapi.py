@@ -1,5 +1,7 @@
-"""The OpenAPI document says what the server sends (errors are problem+json, per route), and the
-documentation pages work offline: every asset they load comes from the gateway itself."""
+"""The OpenAPI document says what the server sends (errors are problem+json, per route), declares
+its credentials as security schemes, has stable operation ids, tags and examples that are valid
+against their schemas; the documentation pages work offline: every asset they load comes from
+the gateway itself. (What the running server sends against this document: ``test_fuzz.py``.)"""
 
 from __future__ import annotations
 
@@ -10,12 +12,15 @@ from types import SimpleNamespace
 from typing import Any, cast
 
 import httpx
+import jsonschema
 import pytest
 
 from cofounder_gateway.app import Gateway, create_app
 from cofounder_gateway.settings import GatewaySettings
 
 OPEN = {"/v1/healthz", "/v1/readyz"}
+#: Routes whose credential is in the body (a login code), not a security scheme.
+UNSECURED = OPEN | {"/v1/login-codes/redeem"}
 
 
 @pytest.fixture
@@ -63,9 +68,15 @@ async def test_every_error_response_is_documented_as_the_problem_body(
             if int(status) < 400:
                 continue
             model = "ValidationProblem" if status == "422" else "Problem"
-            assert response["content"] == {
-                "application/problem+json": {"schema": {"$ref": f"#/components/schemas/{model}"}}
-            }, (method, path, status)
+            assert list(response["content"]) == ["application/problem+json"], (method, path)
+            content = response["content"]["application/problem+json"]
+            assert content["schema"] == {"$ref": f"#/components/schemas/{model}"}, (method, path)
+            for example in content.get("examples", {}).values():
+                assert example["value"]["status"] == int(status), (method, path, example)
+            if status == "401" and path not in UNSECURED:
+                assert response["headers"]["WWW-Authenticate"]["required"], (method, path)
+            if status == "429":
+                assert response["headers"]["Retry-After"]["required"], (method, path)
             checked += 1
     assert checked > 50
 
@@ -128,3 +139,120 @@ async def test_the_documentation_pages_load_only_their_own_assets(
             assert kind.startswith("text/css"), url
         else:
             assert kind.startswith("image/"), url
+
+
+async def test_credentials_are_security_schemes_not_header_parameters(
+    document: dict[str, Any],
+) -> None:
+    schemes = document["components"]["securitySchemes"]
+    assert schemes["founderToken"] == {
+        "type": "http",
+        "scheme": "bearer",
+        "bearerFormat": "JWT",
+        "description": schemes["founderToken"]["description"],
+    }
+    assert schemes["adminToken"]["type"] == "http"
+    assert schemes["adminToken"]["scheme"] == "bearer"
+    for method, path, operation in _operations(document):
+        names = {p["name"].lower() for p in operation.get("parameters", [])}
+        assert "authorization" not in names, (method, path)
+        security = operation.get("security")
+        if path in UNSECURED:
+            assert security is None, (method, path)
+        elif path.startswith("/v1/admin/"):
+            assert security == [{"adminToken": []}], (method, path)
+        elif path == "/v1/builds/{build_id}/events":
+            assert security == [{"founderToken": []}, {"streamToken": []}]
+        else:
+            assert security == [{"founderToken": []}], (method, path)
+
+
+async def test_operation_ids_are_stable_names_and_every_operation_is_tagged(
+    document: dict[str, Any],
+) -> None:
+    ids = {(m, p): o["operationId"] for m, p, o in _operations(document)}
+    assert len(set(ids.values())) == len(ids)
+    for (method, path), operation_id in ids.items():
+        assert re.fullmatch(r"[a-z][a-z0-9_]*", operation_id), (method, path, operation_id)
+    # The client (cofounder_client) and generated clients call these names: changing one is a
+    # breaking change.
+    assert {
+        ("POST", "/v1/projects/{project_id}/builds"): "start_build",
+        ("GET", "/v1/builds/{build_id}"): "get_build",
+        ("GET", "/v1/builds"): "list_builds",
+        ("POST", "/v1/builds/{build_id}/cancel"): "cancel_build",
+        ("GET", "/v1/builds/{build_id}/events"): "get_build_events",
+        ("GET", "/v1/usage"): "get_usage",
+        ("GET", "/v1/builds/{build_id}/usage"): "get_build_usage",
+        ("GET", "/v1/healthz"): "get_health",
+        ("GET", "/v1/readyz"): "get_readiness",
+        ("POST", "/v1/admin/users"): "admin_create_user",
+        ("POST", "/v1/admin/projects"): "admin_create_project",
+        ("PUT", "/v1/admin/projects/{project_id}/idea-brief"): "admin_put_idea_brief",
+        (
+            "POST",
+            "/v1/admin/projects/{project_id}/understanding-sessions",
+        ): "admin_create_interview",
+        ("POST", "/v1/admin/demo"): "admin_seed_demo",
+        ("GET", "/v1/admin/users/{user_id}/usage"): "admin_get_user_usage",
+        (
+            "GET",
+            "/v1/admin/users/{user_id}/builds/{build_id}/usage",
+        ): "admin_get_user_build_usage",
+        ("POST", "/v1/admin/users/{user_id}/top-ups"): "admin_top_up",
+        ("PUT", "/v1/admin/users/{user_id}/tier"): "admin_change_tier",
+    }.items() <= ids.items()
+    declared = [tag["name"] for tag in document["tags"]]
+    assert declared[:4] == ["builds", "usage", "admin", "health"]
+    for method, path, operation in _operations(document):
+        assert operation.get("tags"), (method, path)
+
+
+def _validator(document: dict[str, Any], schema: dict[str, Any]) -> jsonschema.Validator:
+    """A JSON Schema 2020-12 validator of ``schema`` whose ``#/components/...`` references
+    resolve in ``document``."""
+    root = {**schema, "components": document["components"]}
+    return jsonschema.Draft202012Validator(root, format_checker=jsonschema.FormatChecker())
+
+
+def _examples(content: dict[str, Any]) -> list[Any]:
+    found = [e["value"] for e in content.get("examples", {}).values()]
+    return found + ([content["example"]] if "example" in content else [])
+
+
+async def test_every_example_is_valid_against_its_schema(document: dict[str, Any]) -> None:
+    """Request bodies and responses have examples (the ones /docs shows and schemathesis
+    sends), and each is valid against the schema it illustrates."""
+    checked: set[str] = set()
+    for name, schema in document["components"]["schemas"].items():
+        for example in schema.get("examples", []):
+            _validator(document, schema).validate(example)
+            checked.add(name)
+    for method, path, operation in _operations(document):
+        body = operation.get("requestBody", {}).get("content", {}).get("application/json")
+        if body is not None and "browser" not in operation["tags"]:  # the build page's own
+            ref = body["schema"].get("$ref", "")
+            schema = document["components"]["schemas"][ref.rsplit("/", 1)[-1]] if ref else {}
+            assert schema.get("examples") or _examples(body), (method, path)
+        for status, response in operation["responses"].items():
+            for media_type, content in response.get("content", {}).items():
+                for example in _examples(content):
+                    if "json" in media_type:
+                        _validator(document, content["schema"]).validate(example)
+                    checked.add(f"{method} {path} {status}")
+    assert {"StartBuild", "BuildOut", "BuildList", "NewUser", "TopUp", "UserUsage"} <= checked
+    assert "POST /v1/projects/{project_id}/builds 429" in checked
+    assert "GET /v1/builds/{build_id}/events 200" in checked
+
+
+async def test_a_body_that_is_not_json_is_400_as_documented(client: httpx.AsyncClient) -> None:
+    response = await client.post(
+        "/v1/admin/users",
+        content=b'{"email": ',
+        headers={"Content-Type": "application/json", "Authorization": "Bearer dev-admin-token"},
+    )
+    assert response.status_code == 400
+    assert response.headers["content-type"] == "application/problem+json"
+    problem = response.json()
+    assert problem["type"] == "invalid_json"
+    assert problem["detail"].startswith("the request body is not valid JSON: ")

@@ -13,20 +13,26 @@ from typing import Annotated, Any
 
 import typer
 
-from cofounder_cli.builds import DEFAULT_GATEWAY, GatewayOpt, JsonOpt, call, emit
+from cofounder_cli.api import (
+    DEFAULT_ADMIN_TOKEN,
+    DEFAULT_GATEWAY,
+    AdminOpt,
+    GatewayOpt,
+    JsonOpt,
+    admin_client,
+    emit,
+    founder_client,
+    shown_errors,
+)
 from cofounder_cli.money import MICROS, money
 
 app = typer.Typer(help="Daily budgets, usage, top-ups and plans.", no_args_is_help=True)
 
-AdminOpt = Annotated[
-    str,
-    typer.Option("--admin-token", envvar="ADMIN_TOKEN", help="The admin API token."),
-]
 UserTokenOpt = Annotated[
     str | None,
-    typer.Option("--token", envvar="COFOUNDER_TOKEN", help="Your bearer token."),
+    typer.Option("--token", envvar="COFOUNDER_TOKEN", metavar="TOKEN", help="Your bearer token."),
 ]
-DEFAULT_ADMIN = "dev-admin-token"
+DEFAULT_ADMIN = DEFAULT_ADMIN_TOKEN
 
 
 def _micros(amount: str) -> int:
@@ -76,9 +82,15 @@ def _build_text(usage: dict[str, Any]) -> str:
 @app.command()
 def show(
     token: UserTokenOpt = None,
-    user: Annotated[str | None, typer.Option("--user", help="Any user (admin).")] = None,
-    build: Annotated[str | None, typer.Option("--build", help="One build's usage.")] = None,
-    days: Annotated[int, typer.Option(min=1, max=92, help="Days back, today included.")] = 7,
+    user: Annotated[
+        str | None, typer.Option("--user", metavar="USER_ID", help="Any user (admin).")
+    ] = None,
+    build: Annotated[
+        str | None, typer.Option("--build", metavar="BUILD_ID", help="One build's usage.")
+    ] = None,
+    days: Annotated[
+        int, typer.Option(min=1, max=92, metavar="N", help="Days back, today included.")
+    ] = 7,
     admin_token: AdminOpt = DEFAULT_ADMIN,
     gateway_url: GatewayOpt = DEFAULT_GATEWAY,
     json_: JsonOpt = False,
@@ -86,16 +98,19 @@ def show(
     """Today's budget and spend, the last days' usage (or one build's, by model)."""
     if user is None and token is None:
         raise typer.BadParameter("give --token (your usage) or --user (admin)")
-    if user is not None:
-        bearer = admin_token
-        base = f"/v1/admin/users/{user}"
-        path = f"{base}/builds/{build}/usage" if build else f"{base}/usage"
-    else:
-        assert token is not None
-        bearer = token
-        path = f"/v1/builds/{build}/usage" if build else "/v1/usage"
-    params = {} if build else {"days": days}
-    usage = call(gateway_url, bearer, "GET", path, params=params)
+    with shown_errors(json_):
+        if user is not None:
+            with admin_client(gateway_url, admin_token) as admin:
+                found = (
+                    admin.user_build_usage(user, build)
+                    if build
+                    else admin.user_usage(user, days=days)
+                )
+        else:
+            assert token is not None
+            with founder_client(gateway_url, token) as client:
+                found = client.build_usage(build) if build else client.usage(days=days)
+    usage = found.raw
     emit(usage, json_, _build_text(usage) if build else _usage_text(usage))
 
 
@@ -103,15 +118,16 @@ def show(
 def top_up(
     user: Annotated[str, typer.Argument(help="The user id.")],
     amount: Annotated[str, typer.Argument(help="In units of the currency, e.g. 5 or 2.50.")],
-    note: Annotated[str, typer.Option(help="Why (kept with the top-up).")] = "",
+    note: Annotated[str, typer.Option(metavar="TEXT", help="Why (kept with the top-up).")] = "",
     admin_token: AdminOpt = DEFAULT_ADMIN,
     gateway_url: GatewayOpt = DEFAULT_GATEWAY,
     json_: JsonOpt = False,
 ) -> None:
     """Grant USER extra budget, usable at once; their sleeping builds wake."""
-    body = {"amount_micros": _micros(amount), "note": note}
-    done = call(gateway_url, admin_token, "POST", f"/v1/admin/users/{user}/top-ups", json=body)
-    emit(done, json_, f"topped up {user} by {money(done['amount_micros'])} (top-up {done['id']})")
+    micros = _micros(amount)
+    with shown_errors(json_), admin_client(gateway_url, admin_token) as admin:
+        done = admin.top_up(user, micros, note=note)
+    emit(done.raw, json_, f"topped up {user} by {money(done.amount_micros)} (top-up {done.id})")
 
 
 @app.command()
@@ -123,7 +139,6 @@ def tier(
     json_: JsonOpt = False,
 ) -> None:
     """Move USER to another plan (an upgrade wakes their sleeping builds)."""
-    done = call(
-        gateway_url, admin_token, "PUT", f"/v1/admin/users/{user}/tier", json={"tier": new_tier}
-    )
-    emit(done, json_, f"{user}: {done['previous_tier']} -> {done['tier']}")
+    with shown_errors(json_), admin_client(gateway_url, admin_token) as admin:
+        done = admin.set_tier(user, new_tier)
+    emit(done.raw, json_, f"{user}: {done.previous_tier} -> {done.tier}")

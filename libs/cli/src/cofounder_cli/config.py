@@ -83,7 +83,9 @@ def render() -> str:
 
 @app.command()
 def reference(
-    out: Annotated[Path | None, typer.Option(help="Write here instead of printing.")] = None,
+    out: Annotated[
+        Path | None, typer.Option(metavar="FILE", help="Write here instead of printing.")
+    ] = None,
 ) -> None:
     """Print (or write) the configuration reference."""
     text = render()

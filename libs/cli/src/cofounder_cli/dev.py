@@ -197,19 +197,23 @@ def _run_build(base_url: str, redis_url: str) -> tuple[bool, str]:
     import httpx
 
     from cofounder_cli.progress import after_end, follow, succeeded
+    from cofounder_client import AdminClient, CofounderClient
 
-    admin = httpx.Client(base_url=base_url, headers={"Authorization": f"Bearer {ADMIN_TOKEN}"})
-    with admin:
-        demo = admin.post("/v1/admin/demo", timeout=30)
-        demo.raise_for_status()
-    seeded = demo.json()
-    typer.echo(f"demo founder {seeded['user_id']}, project {seeded['project_id']}")
-    client = httpx.Client(base_url=base_url, headers={"Authorization": f"Bearer {seeded['token']}"})
-    with client:
-        created = client.post(f"/v1/projects/{seeded['project_id']}/builds", json={}, timeout=30)
-        created.raise_for_status()
-        build_id = created.json()["id"]
+    with AdminClient(base_url, ADMIN_TOKEN) as admin:
+        seeded = admin.seed_demo()
+    typer.echo(f"demo founder {seeded.user_id}, project {seeded.project_id}")
+    with CofounderClient(base_url, seeded.token) as client:
+        build_id = client.start_build(seeded.project_id).id
         typer.echo(f"build {build_id} queued; following its events (Ctrl-C stops everything)")
+        # The live build page: a one-time login code in the fragment, never the bearer.
+        login = httpx.post(
+            f"{base_url}/v1/login-codes",
+            json={"build_id": build_id},
+            headers={"Authorization": f"Bearer {seeded.token}"},
+            timeout=30,
+        )
+        if login.status_code == 201:
+            typer.echo(f"watch it in a browser: {base_url}{login.json()['page_url']}")
         final = follow(client, build_id)
         _drain(redis_url)  # at rest: the final snapshot stored, the last usage metered
         if final.get("_sse_id"):
@@ -270,6 +274,7 @@ def dev(
     """The whole pipeline on this machine: every service, a demo build, its progress live."""
     import httpx
 
+    from cofounder_client import CofounderError
     from cofounder_db.migrate import upgrade
     from cofounder_runtime.localpostgres import LocalPostgresError
     from cofounder_runtime.processes import http_ok
@@ -316,7 +321,7 @@ def dev(
     except KeyboardInterrupt:
         typer.echo("stopping")
         ok = True
-    except (RuntimeError, httpx.HTTPError) as exc:
+    except (RuntimeError, httpx.HTTPError, CofounderError) as exc:
         ok, message = False, str(exc)
         typer.echo(f"error: {message}", err=True)
     finally:

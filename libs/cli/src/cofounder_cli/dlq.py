@@ -20,7 +20,9 @@ if TYPE_CHECKING:
 app = typer.Typer(help="Inspect, replay and purge dead letters.", no_args_is_help=True)
 
 T = TypeVar("T")
-RedisOpt = Annotated[str | None, typer.Option("--redis-url", help="Default: $REDIS_URL.")]
+RedisOpt = Annotated[
+    str | None, typer.Option("--redis-url", metavar="URL", help="Default: $REDIS_URL.")
+]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Machine-readable output.")]
 StreamArg = Annotated[str, typer.Argument(help="The source stream (not the .dlq key).")]
 
@@ -48,8 +50,10 @@ def _when(ms: int) -> str:
 @app.command("list")
 def list_(
     stream: Annotated[str | None, typer.Argument(help="Omit to count every DLQ.")] = None,
-    count: Annotated[int, typer.Option(help="At most this many entries.")] = 50,
-    after: Annotated[str, typer.Option(help="Start after this DLQ id (paging).")] = "-",
+    count: Annotated[int, typer.Option(metavar="N", help="At most this many entries.")] = 50,
+    after: Annotated[
+        str, typer.Option(metavar="ID", help="Start after this DLQ id (paging).")
+    ] = "-",
     redis_url: RedisOpt = None,
     json: JsonOpt = False,
 ) -> None:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import typer
 
-from cofounder_cli import budget, builds, config, db, dev, dlq, events, serve, snapshots
+from cofounder_cli import budget, builds, config, db, dev, dlq, events, seed, serve, snapshots
 from cofounder_cli.plugins import COMMAND_ENTRY_POINTS, CofounderGroup
 
 __all__ = ["COMMAND_ENTRY_POINTS", "app", "main"]
@@ -22,6 +22,9 @@ app = typer.Typer(
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
+    # Plain help: no type placeholders (<bool>, <str>) beside the options, no markup.
+    rich_markup_mode=None,
+    context_settings={"max_content_width": 100},
 )
 app.add_typer(budget.app, name="budget")
 app.add_typer(builds.app, name="builds")
@@ -29,6 +32,7 @@ app.add_typer(config.app, name="config")
 app.add_typer(db.app, name="db")
 app.add_typer(dlq.app, name="dlq")
 app.add_typer(events.app, name="events")
+app.add_typer(seed.app, name="seed")
 app.add_typer(snapshots.app, name="snapshots")
 app.command("serve")(serve.serve)
 app.command("dev")(dev.dev)

@@ -1,16 +1,16 @@
-"""Following a build's events (the gateway's SSE stream) as one human-readable line each."""
+"""Following a build's events (the gateway's SSE stream, read by ``cofounder_client``) as one
+human-readable line each."""
 
 from __future__ import annotations
 
-import json
 import time
 from collections.abc import Callable, Iterator
 from typing import Any, Final
 
-import httpx
 import typer
 
 from cofounder_cli.money import money
+from cofounder_client import CofounderClient, CofounderError, NetworkError
 
 __all__ = ["END_EVENTS", "Progress", "after_end", "events", "follow", "succeeded"]
 
@@ -96,53 +96,37 @@ def succeeded(end: dict[str, Any]) -> bool:
 
 
 def events(
-    client: httpx.Client, build_id: str, *, after: str | None = None
+    client: CofounderClient, build_id: str, *, after: str | None = None
 ) -> Iterator[tuple[str, dict[str, Any]]]:
     """The build's events from the start (or after the SSE id ``after``); each event's data
     carries its SSE id as ``_sse_id``."""
-    headers = {"Last-Event-ID": after} if after else {}
-    url = f"/v1/builds/{build_id}/events"
-    with client.stream("GET", url, headers=headers, timeout=None) as response:
-        if response.status_code >= 400:
-            response.read()  # the problem body, for the caller's error message
-            response.raise_for_status()
-        kind, data, sse_id = "", "", ""
-        for line in response.iter_lines():
-            if line.startswith("id: "):
-                sse_id = line[4:]
-            elif line.startswith("event: "):
-                kind = line[7:]
-            elif line.startswith("data: "):
-                data = line[6:]
-            elif not line and kind:
-                yield kind, {**json.loads(data), "_sse_id": sse_id}
-                kind, data = "", ""
+    for event in client.events(build_id, last_event_id=after):
+        yield event.type, {**event.data, "_sse_id": event.id}
 
 
-def _usage(client: httpx.Client) -> dict[str, Any] | None:
+def _usage(client: CofounderClient) -> dict[str, Any] | None:
+    """The founder's usage today (``GET /v1/usage``), None when it cannot be had: the budget
+    on the progress lines is a nicety."""
     try:
-        response = client.get("/v1/usage", params={"days": 1}, timeout=5)
-    except httpx.HTTPError:
+        return client.usage(days=1).raw
+    except (CofounderError, KeyError, TypeError, ValueError):
         return None
-    return dict(response.json()) if response.status_code == 200 else None
 
 
 #: Waits between reconnects to a build's event stream; the last repeats.
 _BACKOFF_S: Final = (0.5, 1.0, 2.0, 4.0, 8.0)
-_TERMINAL: Final = frozenset({"ready", "failed", "cancelled"})
 
 
-def _over(client: httpx.Client, build_id: str) -> bool:
+def _over(client: CofounderClient, build_id: str) -> bool:
     """Whether the build has ended (so its stream, once drained, has nothing more to say)."""
     try:
-        response = client.get(f"/v1/builds/{build_id}", timeout=10)
-    except httpx.HTTPError:
+        return client.get_build(build_id).ended
+    except (CofounderError, KeyError, TypeError, ValueError):
         return False
-    return response.status_code == 200 and response.json().get("status") in _TERMINAL
 
 
 def follow(
-    client: httpx.Client,
+    client: CofounderClient,
     build_id: str,
     *,
     on_event: Callable[[str, dict[str, Any]], None] | None = None,
@@ -155,7 +139,9 @@ def follow(
 
     A stream that is cut (a proxy, a gateway restart, a Redis hiccup) is reopened after the
     last event seen (``Last-Event-ID``), with backoff and a "reconnecting" line on stderr, so
-    nothing is missed or shown twice; it gives up after ``give_up_after_s`` without an event.
+    nothing is missed or shown twice; it gives up after ``give_up_after_s`` without an event
+    (:class:`NetworkError`). The gateway's refusal (:class:`ApiError`: 404, 401, ...) is
+    raised at once.
     """
     show = on_event or Progress(usage=lambda: _usage(client)).show
     after: str | None = None
@@ -172,19 +158,21 @@ def follow(
                 if kind == "build.status_changed" and data.get("status") == "cancelled":
                     return {"kind": kind, **data}
             why = "the stream closed before the build ended"
-        except httpx.TransportError as exc:
-            why = str(exc) or type(exc).__name__
+        except NetworkError as exc:
+            why = exc.reason
         if _over(client, build_id):
             return {}
         if clock() - quiet_since > give_up_after_s:
-            raise httpx.ReadError(f"no event for {give_up_after_s:g} s ({why})")
+            raise NetworkError(client.base_url, f"no event for {give_up_after_s:g} s ({why})")
         wait = _BACKOFF_S[min(attempt, len(_BACKOFF_S) - 1)]
         attempt += 1
         typer.echo(f"reconnecting to the build's events in {wait:g} s ({why})", err=True)
         sleep(wait)
 
 
-def after_end(client: httpx.Client, build_id: str, after: str) -> list[tuple[str, dict[str, Any]]]:
+def after_end(
+    client: CofounderClient, build_id: str, after: str
+) -> list[tuple[str, dict[str, Any]]]:
     """Print and return the build's events after its end (SSE id ``after``): what the pipeline
     still did for it, such as storing the final snapshot, which the runner does not wait for.
     Call it once the pipeline is at rest (the build is over, so the stream does not block)."""

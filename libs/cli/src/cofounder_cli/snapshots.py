@@ -23,7 +23,7 @@ if TYPE_CHECKING:
 
 app = typer.Typer(help="List and restore project snapshots.", no_args_is_help=True)
 
-ProjectOpt = Annotated[str, typer.Option("--project", help="The project id.")]
+ProjectOpt = Annotated[str, typer.Option("--project", metavar="PROJECT_ID", help="The project id.")]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Machine-readable output.")]
 
 
@@ -65,7 +65,9 @@ async def _list(project: str, build: str | None) -> list[dict[str, Any]]:
 @app.command("list")
 def list_(
     project: ProjectOpt,
-    build: Annotated[str | None, typer.Option("--build", help="Only this build.")] = None,
+    build: Annotated[
+        str | None, typer.Option("--build", metavar="BUILD_ID", help="Only this build.")
+    ] = None,
     json_: JsonOpt = False,
 ) -> None:
     """Every stored version of the project's builds (or one build's)."""
@@ -89,9 +91,14 @@ def list_(
 @app.command()
 def restore(
     project: ProjectOpt,
-    build: Annotated[str, typer.Option("--build", help="The build whose snapshot to restore.")],
-    to: Annotated[Path, typer.Option("--to", help="The folder to write the files into.")],
-    version: Annotated[int | None, typer.Option(help="Default: the latest.")] = None,
+    build: Annotated[
+        str,
+        typer.Option("--build", metavar="BUILD_ID", help="The build whose snapshot to restore."),
+    ],
+    to: Annotated[
+        Path, typer.Option("--to", metavar="DIR", help="The folder to write the files into.")
+    ],
+    version: Annotated[int | None, typer.Option(metavar="N", help="Default: the latest.")] = None,
 ) -> None:
     """Write a snapshot version of BUILD into a folder, byte for byte (modes included)."""
     from cofounder_snapshots.store import StoreError

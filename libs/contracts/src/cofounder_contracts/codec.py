@@ -100,12 +100,12 @@ _NO_TIME: Final = datetime(1970, 1, 1, tzinfo=UTC)
 def payload_digest(event: Event) -> str:
     """A digest of what ``event`` says, to tell a redelivery from another event reusing its id.
 
-    ``occurred_at`` and the event's ``MEASURED`` fields are left out: an event made again (a
-    handler re-deriving it on a redelivery, with the same deterministic id) has a new time and
-    may have measured differently, and is still the same event. 32 hex digits (128 bits of
-    SHA-256).
+    ``occurred_at``, ``trace`` and the event's ``MEASURED`` fields are left out: an event made
+    again (a handler re-deriving it on a redelivery, with the same deterministic id) has a new
+    time, a new span (with tracing on) and may have measured differently, and is still the same
+    event. 32 hex digits (128 bits of SHA-256).
     """
-    plain = msgspec.structs.replace(event, occurred_at=_NO_TIME)
+    plain = msgspec.structs.replace(event, occurred_at=_NO_TIME, trace=None)
     if event.MEASURED:
         fields = msgspec.to_builtins(plain)
         for name in event.MEASURED:

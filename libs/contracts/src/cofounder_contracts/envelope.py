@@ -14,6 +14,7 @@ UuidOrEmpty` (a field redeclared by a subclass keeps its place).
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import ClassVar, TypedDict
 
@@ -21,7 +22,18 @@ import msgspec
 
 from cofounder_contracts.ids import Uuid, derived_event_id, new_event_id
 
-__all__ = ["Envelope", "Event", "envelope", "follow_up", "utcnow"]
+__all__ = ["Envelope", "Event", "envelope", "follow_up", "set_trace_source", "utcnow"]
+
+#: The current span's ``traceparent`` (None outside any span), set while tracing is on
+#: (``cofounder_runtime.tracing``); None when it is off, and then no envelope looks for one.
+_trace_source: Callable[[], str | None] | None = None
+
+
+def set_trace_source(source: Callable[[], str | None] | None) -> None:
+    """Where :func:`envelope` and :func:`follow_up` read the current trace context from (the
+    tracing runtime installs it when tracing is on; None: off)."""
+    global _trace_source  # noqa: PLW0603 - one per process, read on every envelope
+    _trace_source = source
 
 
 def utcnow() -> datetime:
@@ -97,7 +109,12 @@ def envelope(
     With ``kind``, the event id is derived (:func:`~cofounder_contracts.ids.derived_event_id`)
     from ``derive_from``, else the cause, else the build: the same event made again, after a
     redelivery or a crash, gets the same id and downstream counts it once. Without, a new id.
+
+    ``trace``, when not given and tracing is on, is the current span's context (so the event's
+    consumers are its children); with tracing off it stays None.
     """
+    if trace is None and _trace_source is not None:
+        trace = _trace_source()
     if kind is None:
         event_id = new_event_id()
     else:
@@ -119,14 +136,21 @@ def follow_up(
     """The envelope of an event that ``cause`` led to: same build, project, user and trace,
     ``causation_id`` pointing back at it, and (with ``kind``) an id derived from the cause's
     (or from ``derive_from``'s).
+
+    The trace context is the current span's when tracing is on and a span is current (in a
+    handler: its span, a child of the one that made ``cause``, so the new event's consumers
+    hang under the work that made it); else ``cause.trace`` as it came (a process with tracing
+    off passes the trace on whole). It is not part of what the event says: a redelivery may
+    make the same event under another span (``payload_digest`` leaves it out).
     """
+    trace = _trace_source() if _trace_source is not None else None
     return envelope(
         build_id=cause.build_id,
         project_id=cause.project_id,
         user_id=cause.user_id,
         producer=producer,
         causation_id=cause.event_id,
-        trace=cause.trace,
+        trace=trace or cause.trace,
         kind=kind,
         derive_from=derive_from,
     )

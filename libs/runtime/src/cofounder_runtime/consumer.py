@@ -8,7 +8,9 @@ One :class:`Consumer` reads one stream as one member of one group. Its life:
 2. drain its own pending entries (``XREADGROUP`` id ``0``), which a previous process under the same
    name received and never acked;
 3. read new entries (``>``), never more than free handler slots, and run one handler task per
-   entry, dispatched by the entry's ``type`` field (no decode needed to route);
+   entry, dispatched by the entry's ``type`` field (no decode needed to route); with tracing on,
+   each handler call runs in a CONSUMER span, a child of the span that made the event
+   (:mod:`cofounder_runtime.tracing`);
 4. ack after the handler returns (acks from many handlers coalesce into one ``XACK``); on failure,
    back off and try again, each attempt counted as a delivery in Redis; after ``max_deliveries``
    move the entry to ``<stream>.dlq`` and ack it; undecodable entries go there at once;
@@ -38,6 +40,7 @@ from redis.exceptions import RedisError, ResponseError
 from cofounder_contracts.codec import EVENT_ID, TYPE
 from cofounder_contracts.envelope import Event
 from cofounder_contracts.streams import Stream
+from cofounder_runtime import tracing
 from cofounder_runtime.deadletter import dead_letter
 from cofounder_runtime.eager import start_eagerly
 from cofounder_runtime.janitor import Janitor
@@ -394,7 +397,17 @@ class Consumer:
                 flight = state.inflight[entry_id]
                 started = time.perf_counter()
                 try:
-                    await route.handler(event)
+                    if tracing.ENABLED:
+                        with tracing.consuming(
+                            event,
+                            stream=self.stream,
+                            group=self.group,
+                            entry_id=entry_id,
+                            deliveries=flight.deliveries,
+                        ):
+                            await route.handler(event)
+                    else:
+                        await route.handler(event)
                 except asyncio.CancelledError:
                     raise
                 except Exception as exc:  # noqa: BLE001 - any handler failure is retried

@@ -11,7 +11,8 @@ Every service's ``main()`` has the same shape, written once here::
         await run_service(process, consumers, background=[loop_a, loop_b])
 
 :func:`service_process` reads the settings (one line per problem, exit 2), configures logging
-with the secrets scrubbed, serves metrics, connects Redis and checks its durability settings,
+with the secrets scrubbed, switches tracing on when the ``OTEL_*`` variables say so, serves
+metrics, connects Redis and checks its durability settings,
 and closes what the process opened, in reverse order, at the end. :func:`run_service` runs the
 consumers until SIGTERM, with background loops that stop when the consumers do.
 """
@@ -37,6 +38,7 @@ from cofounder_runtime.durability import check_durability
 from cofounder_runtime.logs import configure_logging
 from cofounder_runtime.secrets import secret_values
 from cofounder_runtime.settings import RuntimeSettings, load_settings
+from cofounder_runtime.tracing import setup_tracing
 
 __all__ = [
     "SERVICE_ENTRY_POINTS",
@@ -170,6 +172,7 @@ async def service_process(
     configure_logging(
         level=settings.log_level, json=settings.log_json, secrets=secret_values(settings)
     )
+    setup_tracing(service)  # the OTEL_* variables; off (nothing installed) by default
     if settings.metrics_port is not None:
         start_metrics_server(settings.metrics_port)
     redis = connect_redis(

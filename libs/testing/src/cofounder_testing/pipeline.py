@@ -53,7 +53,8 @@ def stack_env(
     *, root: Path, redis_port: int, database_url: str, model_url: str, builds: int, **more: str
 ) -> dict[str, str]:
     """The services' shared environment: everything local, budgets no build reaches, room for
-    ``builds`` builds per founder, timings short enough for a test (``more`` on top)."""
+    ``builds`` builds per founder, timings short enough for a test (``more`` on top, any of
+    these included: ``LOG_JSON="true"`` for production's log lines)."""
     return offline_env(
         REDIS_URL=f"redis://127.0.0.1:{redis_port}/0",
         DATABASE_URL=database_url,
@@ -73,8 +74,7 @@ def stack_env(
         # suite: small pools keep them within its max_connections.
         DATABASE_POOL_SIZE="4",
         WRITE_POOL_SIZE="2",
-        LOG_JSON="false",
-        **more,
+        **{"LOG_JSON": "false", **more},
     )  # fmt: skip
 
 

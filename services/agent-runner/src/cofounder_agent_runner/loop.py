@@ -113,6 +113,7 @@ from cofounder_domain.run import (
     after_turn,
     decide,
 )
+from cofounder_runtime import tracing
 from cofounder_runtime.publisher import Publisher
 from cofounder_sandbox.base import Sandbox, Sandboxes, SandboxGone
 from cofounder_snapshots.store import SnapshotStore, StoreError
@@ -435,7 +436,24 @@ class _Run:
         self, use: dict[str, Any], iteration: int
     ) -> tuple[dict[str, Any], ToolCall]:
         """Run one requested tool, its progress published in the background: the
-        ``tool_result`` block for the model, and the call as the domain sees it."""
+        ``tool_result`` block for the model, and the call as the domain sees it. With tracing
+        on, in a span ``execute_tool <name>`` (the tool's name and call id, the outcome, the
+        duration; never its input or output), which its two events are made under."""
+        with tracing.span(
+            f"execute_tool {use['name']}",
+            attributes={
+                "gen_ai.operation.name": "execute_tool",
+                "gen_ai.tool.name": use["name"],
+                "gen_ai.tool.call.id": use["id"],
+                "cofounder.build_id": self.context.build_id,
+                "cofounder.iteration": iteration,
+            },
+        ) as span:
+            return await self._run_tool(use, iteration, span)
+
+    async def _run_tool(
+        self, use: dict[str, Any], iteration: int, span: tracing.Span
+    ) -> tuple[dict[str, Any], ToolCall]:
         # The lease generation is in the tool events' ids: a turn run again after a crash runs
         # its tools again (another occurrence, maybe another output), under the same tool_use
         # ids when the model repeats itself.
@@ -455,6 +473,13 @@ class _Run:
         result: ToolOutcome = await self.dispatcher.run(use["name"], use.get("input"))
         duration_ms = int((time.perf_counter() - started) * 1000)
         TOOL_CALLS.labels(use["name"], "error" if result.is_error else "ok").inc()
+        if span.is_recording():
+            span.set_attributes(
+                {
+                    "cofounder.tool.is_error": result.is_error,
+                    "cofounder.tool.duration_ms": duration_ms,
+                }
+            )
         self.emit_soon(
             ToolCompleted(
                 **follow_up(

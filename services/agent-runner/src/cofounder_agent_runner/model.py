@@ -13,6 +13,12 @@ one place that decides what is fatal.
 - attempts exhausted: :class:`ModelUnavailable`; the loop catches it beside the call and hands
   the build back (``HandedBack``, its entry stays pending), and a later attempt resumes it from
   its checkpoint.
+
+With tracing on, each call (its attempts included) is a CLIENT span ``chat <model>`` with the
+GenAI semantic conventions' attributes: the models asked for and answering, the token counts
+(``gen_ai.usage.input_tokens`` counts the whole prompt, cached parts included; the cache's
+reads and writes are apart), the finish reason and the attempts. Never the prompt, the tools'
+inputs or the reply.
 """
 
 from __future__ import annotations
@@ -30,6 +36,7 @@ import structlog
 
 from cofounder_agent_runner.metrics import MODEL_CALL_SECONDS, MODEL_RETRIES
 from cofounder_contracts.events import UsageOutcome
+from cofounder_runtime import tracing
 
 __all__ = ["ModelClient", "ModelRejected", "ModelReply", "ModelUnavailable", "TokenUsage"]
 
@@ -78,6 +85,7 @@ class ModelReply:
     model: str
     usage: TokenUsage
     request_id: str | None
+    attempts: int = 1  # this one included
 
 
 #: Called with (model, usage, request id, outcome) for every attempt that consumed tokens.
@@ -139,6 +147,47 @@ class ModelClient:
         build_id: str,
         on_usage: UsageSink,
     ) -> ModelReply:
+        """One model call, retried by the rules above, in its span (tracing on)."""
+        with tracing.span(
+            f"chat {model}",
+            kind=tracing.SpanKind.CLIENT,
+            attributes={
+                "gen_ai.operation.name": "chat",
+                "gen_ai.provider.name": "anthropic",
+                "gen_ai.system": "anthropic",
+                "gen_ai.request.model": model,
+                "gen_ai.request.max_tokens": max_tokens,
+                "cofounder.build_id": build_id,
+            },
+        ) as span:
+            try:
+                reply = await self._complete(
+                    model=model,
+                    system=system,
+                    tools=tools,
+                    messages=messages,
+                    max_tokens=max_tokens,
+                    build_id=build_id,
+                    on_usage=on_usage,
+                )
+            except ModelUnavailable:
+                span.set_attribute("cofounder.model.attempts", self.attempts)
+                raise
+            if span.is_recording():
+                span.set_attributes(_reply_attributes(reply, requested=model))
+            return reply
+
+    async def _complete(
+        self,
+        *,
+        model: str,
+        system: list[dict[str, Any]],
+        tools: list[dict[str, Any]],
+        messages: Sequence[dict[str, Any]],
+        max_tokens: int,
+        build_id: str,
+        on_usage: UsageSink,
+    ) -> ModelReply:
         overloaded = 0
         current = model
         began = time.perf_counter()
@@ -176,6 +225,7 @@ class ModelClient:
                     model=current,
                     usage=usage,
                     request_id=request_id,
+                    attempts=attempt,
                 )
             except anthropic.APIStatusError as exc:
                 status = _status(exc)
@@ -224,6 +274,22 @@ class ModelClient:
         raise ModelUnavailable(
             f"the model API kept failing ({self.attempts} attempts): {last_error}"
         )
+
+
+def _reply_attributes(reply: ModelReply, *, requested: str) -> dict[str, Any]:
+    """A completed call's span attributes: who answered, what it cost, how it ended."""
+    usage = reply.usage
+    return {
+        "gen_ai.response.model": reply.model,
+        "gen_ai.response.finish_reasons": [reply.stop_reason or ""],
+        "gen_ai.usage.input_tokens": usage.prompt_tokens,
+        "gen_ai.usage.output_tokens": usage.output_tokens,
+        "gen_ai.usage.cache_read.input_tokens": usage.cache_read_input_tokens,
+        "gen_ai.usage.cache_creation.input_tokens": usage.cache_creation_input_tokens,
+        "cofounder.model.request_id": reply.request_id or "",
+        "cofounder.model.attempts": reply.attempts,
+        "cofounder.model.fallback": reply.model != requested,
+    }
 
 
 #: A mid-stream ``error`` event arrives on a 200 response: its type says what it is.

@@ -52,6 +52,7 @@ from cofounder_contracts import (
 from cofounder_db.models import BudgetLedgerRow, BudgetTopUpRow
 from cofounder_domain.budget import next_reset
 from cofounder_domain.plans import DEFAULT_PLANS, DEFAULT_TIER, Plan
+from cofounder_runtime import tracing
 from cofounder_runtime.conflict import PayloadConflict
 from cofounder_runtime.publisher import Publisher
 
@@ -157,13 +158,34 @@ async def _budget(
 
 
 async def on_usage(event: BudgetUsage, deps: BudgetDeps) -> None:
+    """Meter one model call; with tracing on, in a ``budget.meter`` span (the model, the token
+    counts, the cost, whether it was counted now and which signals it raised)."""
+    with tracing.span(
+        "budget.meter",
+        attributes={
+            "cofounder.build_id": event.build_id,
+            "cofounder.user_id": event.user_id,
+            "gen_ai.request.model": event.model,
+            "gen_ai.usage.input_tokens": event.input_tokens,
+            "gen_ai.usage.output_tokens": event.output_tokens,
+            "gen_ai.usage.cache_read.input_tokens": event.cache_read_input_tokens,
+            "gen_ai.usage.cache_creation.input_tokens": event.cache_creation_input_tokens,
+            "cofounder.usage.outcome": str(event.outcome),
+        },
+    ) as span:
+        await _meter(event, deps, span)
+
+
+async def _meter(event: BudgetUsage, deps: BudgetDeps, span: tracing.Span) -> None:
     when = event.occurred_at.astimezone(UTC)
     day = when.date()
     cost = deps.pricing.cost_micros(event)
     resets_at = next_reset(when)
+    span.set_attribute("cofounder.metering.cost_micros", cost)
     async with deps.engine.begin() as conn:
         if not await _insert_once(conn, event, day.isoformat(), cost):
             await _same_as_counted(conn, event)
+            span.set_attribute("cofounder.metering.counted", False)
             return  # counted before (its ledger row is committed)
         budget, tier = await _budget(conn, deps, event.user_id, day)
         add = functools.partial(
@@ -197,6 +219,17 @@ async def on_usage(event: BudgetUsage, deps: BudgetDeps) -> None:
             if metered is None:
                 raise RuntimeError("the day counter vanished again while being rebuilt")
     budget = metered.budget  # what the script compared against (a top-up may have raised it)
+    if span.is_recording():
+        span.set_attributes(
+            {
+                "cofounder.metering.counted": metered.counted,
+                "cofounder.metering.tier": tier,
+                "cofounder.metering.spent_micros": metered.spent,
+                "cofounder.metering.budget_micros": budget,
+                "cofounder.metering.warning": metered.warn,
+                "cofounder.metering.exhausted": metered.exhausted,
+            }
+        )
     if metered.counted:
         SPEND.labels(tier).inc(cost)
     if metered.exhausted:

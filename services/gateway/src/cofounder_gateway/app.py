@@ -5,11 +5,23 @@ from __future__ import annotations
 
 from fastapi import FastAPI
 
+from cofounder_gateway.access import AccessLog
 from cofounder_gateway.deps import Gateway
-from cofounder_gateway.docs import docs_router
+from cofounder_gateway.docs import TAGS, docs_router, operation_id
 from cofounder_gateway.limits import BodyLimit
 from cofounder_gateway.problems import CatchCrashes, install
-from cofounder_gateway.routes import admin, builds, events, health, metrics, usage
+from cofounder_gateway.routes import (
+    admin,
+    admin_builds,
+    browser_auth,
+    builds,
+    events,
+    health,
+    metrics,
+    page,
+    usage,
+)
+from cofounder_gateway.telemetry import telemetry
 
 __all__ = ["Gateway", "create_app"]
 
@@ -21,6 +33,8 @@ _V1_ROUTERS = (
     admin.router,
     usage.router,
     usage.admin_router,
+    browser_auth.router,
+    admin_builds.router,
 )
 
 
@@ -28,12 +42,14 @@ def create_app(gw: Gateway) -> FastAPI:
     """The application for ``gw`` (no I/O here: connections are the caller's). The routes reach
     ``gw`` through ``app.state`` (``deps.py``)."""
     app = FastAPI(
-        # Metrics are Prometheus (/metrics); FastAPI's OpenTelemetry hooks would cost a provider
-        # lookup per request for nothing.
-        telemetry={"tracing": False, "metrics": False, "logs": False},
+        # Request spans when tracing is on (telemetry.py); metrics are Prometheus (/metrics).
+        telemetry=telemetry(),
         title="Cofounder build pipeline",
         version="1.0.0",
-        description="Start builds, follow them live, cancel them.",
+        description="Start builds, follow them live, cancel them. Errors are "
+        "application/problem+json (RFC 9457) with a stable `type` to branch on.",
+        openapi_tags=TAGS,
+        generate_unique_id_function=operation_id,
         # The documentation pages load their scripts from this server, not a CDN (docs.py).
         docs_url=None,
         redoc_url=None,
@@ -46,6 +62,8 @@ def create_app(gw: Gateway) -> FastAPI:
         # match on every request.
         app.include_router(router, prefix="/v1")
     app.include_router(metrics.router)
+    app.include_router(page.router)  # the build page, /app (no build step, no CDN)
     app.add_middleware(BodyLimit, max_bytes=gw.settings.max_body_bytes)
-    app.add_middleware(CatchCrashes)  # outermost of ours: catches what BodyLimit raises too
+    app.add_middleware(CatchCrashes)  # catches what BodyLimit raises too
+    app.add_middleware(AccessLog)  # outermost of ours: logs and counts CatchCrashes's 500s
     return app

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import base64
 import contextlib
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Collection, Mapping
 from datetime import UTC, datetime
 
 import asyncpg
@@ -22,7 +22,7 @@ from cofounder_gateway.outbox import enqueue
 from cofounder_gateway.problems import ApiError
 from cofounder_gateway.schemas import BuildView, NewBuild
 
-__all__ = ["cancel_build", "create_build", "get_build", "list_builds"]
+__all__ = ["cancel_build", "create_build", "get_build", "list_all_builds", "list_builds"]
 
 PRODUCER = requests.PRODUCER
 
@@ -191,6 +191,25 @@ async def list_builds(
     more = len(builds) > limit
     builds = builds[:limit]
     return builds, (_cursor(builds[-1]) if more and builds else None)
+
+
+async def list_all_builds(
+    engine: AsyncEngine, *, statuses: Collection[BuildStatus], limit: int, cursor: str | None
+) -> tuple[list[Build], str | None]:
+    """Every founder's builds (the operator's view), newest first, in ``statuses`` (all when
+    empty), ``limit`` at a time; returns the next page's cursor."""
+    query = select(Build)
+    if statuses:
+        query = query.where(Build.status.in_([s.value for s in statuses]))
+    if cursor:
+        created, build_id = _parse_cursor(cursor)
+        query = query.where(tuple_(Build.created_at, Build.id) < tuple_(created, build_id))
+    query = query.order_by(Build.created_at.desc(), Build.id.desc()).limit(limit + 1)
+    async with _transaction(engine) as conn:
+        found = list((await conn.execute(query)).scalars().all())
+    more = len(found) > limit
+    found = found[:limit]
+    return found, (_cursor(found[-1]) if more and found else None)
 
 
 async def cancel_build(engine: AsyncEngine, *, user_id: str, build_id: str) -> Build:

@@ -19,6 +19,7 @@ import re
 from typing import Annotated, Any
 
 from fastapi import Header, Path, Query
+from fastapi.openapi.models import Example
 from pydantic import AfterValidator, BeforeValidator, StringConstraints, WithJsonSchema
 from pydantic_core import PydanticCustomError
 
@@ -119,9 +120,32 @@ Email = Annotated[
 #: A page cursor as ``GET /v1/builds`` returns it (URL-safe base64 without padding).
 Cursor = Annotated[str, StringConstraints(max_length=200, pattern=r"^[A-Za-z0-9_-]*$")]
 
-BuildId = Annotated[Uuid, Path(description="The build's id.")]
-ProjectId = Annotated[Uuid, Path(description="The project's id.")]
-UserId = Annotated[Uuid, Path(description="The user's id.")]
+
+def _id_example(value: str) -> dict[str, Example]:
+    return {"id": Example(summary="an id", value=value)}
+
+
+BuildId = Annotated[
+    Uuid,
+    Path(
+        description="The build's id.",
+        openapi_examples=_id_example("0195a0e2-7c1d-7d4e-9a2b-3c4d5e6f7a8b"),
+    ),
+]
+ProjectId = Annotated[
+    Uuid,
+    Path(
+        description="The project's id.",
+        openapi_examples=_id_example("0195a0e1-1b2c-7d3e-8f4a-5b6c7d8e9f0a"),
+    ),
+]
+UserId = Annotated[
+    Uuid,
+    Path(
+        description="The user's id.",
+        openapi_examples=_id_example("0195a0e0-4d5e-7f6a-8b7c-9d0e1f2a3b4c"),
+    ),
+]
 #: The ``Idempotency-Key`` header (``builds.idempotency_key``, ``String(200)``). The length is
 #: part of the string type: given on the optional header, pydantic would word it as "items".
 IdempotencyKey = Annotated[

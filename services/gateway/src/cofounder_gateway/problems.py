@@ -6,6 +6,7 @@ Every error body has ``type`` (a stable machine-readable code), ``title``, ``sta
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 import structlog
@@ -27,6 +28,17 @@ __all__ = [
 ]
 
 MEDIA_TYPE = "application/problem+json"
+_REF = "#/components/schemas/{model}"
+_RETRY_AFTER = {
+    "description": "Seconds to wait before trying again.",
+    "required": True,
+    "schema": {"type": "string", "pattern": "^[0-9]+$"},
+}
+_WWW_AUTHENTICATE = {
+    "description": "The scheme to authenticate with: Bearer.",
+    "required": True,
+    "schema": {"type": "string"},
+}
 _log = structlog.get_logger("cofounder.gateway")
 
 
@@ -53,6 +65,7 @@ class ApiError(Exception):
 _TITLES = {
     400: "Bad request",
     401: "Unauthorized",
+    403: "Forbidden",
     404: "Not found",
     405: "Method not allowed",
     409: "Conflict",
@@ -97,6 +110,7 @@ _MEANINGS = {
     400: "Malformed request (a body that is not JSON text, a cursor or Last-Event-ID this API "
     "did not issue)",
     401: "No valid bearer token (or not the admin token)",
+    403: "The credential is valid but not for this resource",
     404: "Not found, or not yours",
     409: "Conflicts with the current state",
     413: "Request body too large",
@@ -105,18 +119,114 @@ _MEANINGS = {
     503: "Unavailable",
 }
 
+_SOME_ID = "0b4e6c1e-8d0a-4f5e-9c1b-2a3d4e5f6a7b"
+#: Example problems by ``type``: the status, the detail and any further fields, as the server
+#: words them (the OpenAPI examples of each error response).
+_EXAMPLES: dict[str, tuple[int, str, dict[str, Any]]] = {
+    "invalid_json": (400, "the request body is not valid JSON: Expecting value (at 0)", {}),
+    "invalid_cursor": (400, "the cursor is not one this API returned", {}),
+    "invalid_last_event_id": (
+        400,
+        "Last-Event-ID is not an event id: send the id: of an event this stream sent",
+        {},
+    ),
+    "unauthenticated": (401, "send 'Authorization: Bearer <token>'", {}),
+    "invalid_token": (401, "the token is not valid", {}),
+    "token_expired": (401, "the token has expired; get a new one", {}),
+    "build_not_found": (404, f"no build {_SOME_ID}", {}),
+    "project_not_found": (404, f"no project {_SOME_ID}", {}),
+    "user_not_found": (404, f"no user {_SOME_ID}", {}),
+    "email_taken": (409, "a user with email ada@example.com exists", {}),
+    "idempotency_key_reused": (
+        409,
+        "this Idempotency-Key was used for a different request",
+        {"build_id": _SOME_ID},
+    ),
+    "build_finished": (409, "the build is already ready", {"build_status": "ready"}),
+    "payload_too_large": (413, "request bodies are limited to 65536 bytes", {}),
+    "invalid_request": (
+        422,
+        "invalid field(s): goal",
+        {
+            "errors": [
+                {
+                    "field": "goal",
+                    "in": "body",
+                    "message": "String should have at most 2000 characters",
+                    "kind": "string_too_long",
+                }
+            ]
+        },
+    ),
+    "unknown_tier": (
+        422,
+        "tier must be one of bootstrapper, founder, pro",
+        {
+            "field": "tier",
+            "tiers": ["bootstrapper", "founder", "pro"],
+            "errors": [
+                {
+                    "field": "tier",
+                    "in": "body",
+                    "message": "must be one of bootstrapper, founder, pro",
+                    "kind": "unknown_tier",
+                }
+            ],
+        },
+    ),
+    "too_many_active_builds": (
+        429,
+        "your bootstrapper plan allows 1 active build(s) at once and you have 1; wait for one "
+        "to finish or cancel one",
+        {"limit": 1, "active": 1},
+    ),
+    "too_many_streams": (429, "you have 10 live event streams open; close one first", {}),
+    "autonomous_agent_off": (503, "autonomous builds are switched off on this deployment", {}),
+    "not_ready": (503, "a dependency is unreachable: ConnectionError", {}),
+}
+#: The examples of a status whose description names no ``type``.
+_DEFAULT_EXAMPLES = {
+    400: ("invalid_json",),
+    401: ("unauthenticated", "invalid_token", "token_expired"),
+    413: ("payload_too_large",),
+    422: ("invalid_request",),
+}
+#: ``(type: build_not_found)`` or ``(build_not_found)`` in a description.
+_NAMED_TYPE = re.compile(r"\((?:type: )?([a-z_]+)\)")
+
+
+def _examples(status: int, description: str) -> dict[str, dict[str, Any]]:
+    named = tuple(c for c in _NAMED_TYPE.findall(description) if c in _EXAMPLES)
+    codes = named or _DEFAULT_EXAMPLES.get(status, ())
+    examples: dict[str, dict[str, Any]] = {}
+    for code in codes:
+        code_status, detail, extra = _EXAMPLES[code]
+        if code_status != status:
+            continue
+        body = {"type": code, "title": _TITLES[status], "status": status, "detail": detail}
+        examples[code] = {"summary": code, "value": {**body, **extra}}
+    return examples
+
 
 def problem_responses(*statuses: int, **meanings: str) -> dict[int | str, dict[str, Any]]:
     """The OpenAPI ``responses`` of these error statuses: a :class:`Problem` body
-    (:class:`ValidationProblem` for 422) as ``application/problem+json``. ``meanings`` replace
-    the generic descriptions, keyed ``s<status>`` (e.g. ``s503="Builds are switched off"``)."""
-    return {
-        status: {
-            "model": ValidationProblem if status == 422 else Problem,
-            "description": meanings.get(f"s{status}", _MEANINGS.get(status, _TITLES[status])),
-        }
-        for status in statuses
-    }
+    (:class:`ValidationProblem` for 422) as ``application/problem+json``, with an example of
+    each ``type`` the description names (else the status's usual ones). ``meanings`` replace
+    the generic descriptions, keyed ``s<status>`` (e.g. ``s503="Builds are switched off"``);
+    a description naming a type, ``(type: build_not_found)``, gets its example."""
+    responses: dict[int | str, dict[str, Any]] = {}
+    for status in statuses:
+        description = meanings.get(f"s{status}", _MEANINGS.get(status, _TITLES[status]))
+        model = "ValidationProblem" if status == 422 else "Problem"
+        content: dict[str, Any] = {"schema": {"$ref": _REF.format(model=model)}}
+        examples = _examples(status, description)
+        if examples:
+            content["examples"] = examples
+        response: dict[str, Any] = {"description": description, "content": {MEDIA_TYPE: content}}
+        if status == 429:
+            response["headers"] = {"Retry-After": _RETRY_AFTER}
+        responses[status] = response
+    return responses
 
 
 def problem(
@@ -179,6 +289,15 @@ def install(app: FastAPI) -> None:
 
     @app.exception_handler(RequestValidationError)
     async def _invalid(_: Request, exc: RequestValidationError) -> JSONResponse:
+        malformed = next((e for e in exc.errors() if e["type"] == "json_invalid"), None)
+        if malformed is not None:
+            # Not an invalid field: no JSON text to find fields in (400, as documented).
+            reason = malformed.get("ctx", {}).get("error") or malformed["msg"]
+            at = malformed["loc"][-1] if len(malformed["loc"]) > 1 else None
+            where = f" (at {at})" if isinstance(at, int) else ""
+            return problem(
+                400, "invalid_json", f"the request body is not valid JSON: {reason}{where}"
+            )
         errors = [
             {
                 "field": ".".join(str(p) for p in e["loc"][1:]) or str(e["loc"][0]),
@@ -202,16 +321,56 @@ def install(app: FastAPI) -> None:
         )
 
 
-_REF = "#/components/schemas/{model}"
+def _fit_validation_example(operation: dict[str, Any], content: dict[str, Any]) -> None:
+    """Make the generic 422 example (``invalid_request``) name one of the operation's own
+    inputs: a body's unknown field, else a path id, else a bounded query number."""
+    example = content.get("examples", {}).get("invalid_request")
+    if example is None:
+        return
+    parameters = operation.get("parameters", [])
+    paths = [p["name"] for p in parameters if p["in"] == "path"]
+    bounded = [p for p in parameters if p["in"] == "query" and "maximum" in p["schema"]]
+    if "requestBody" in operation:
+        if "StartBuild" in str(operation["requestBody"]):  # the static example: the goal's
+            return
+        error = {
+            "field": "colour",
+            "in": "body",
+            "message": "Extra inputs are not permitted",
+            "kind": "extra_forbidden",
+        }
+    elif paths:
+        error = {
+            "field": paths[-1],
+            "in": "path",
+            "message": f"must be a UUID such as {_SOME_ID}",
+            "kind": "uuid",
+        }
+    elif bounded:
+        error = {
+            "field": bounded[0]["name"],
+            "in": "query",
+            "message": f"Input should be less than or equal to {bounded[0]['schema']['maximum']}",
+            "kind": "less_than_equal",
+        }
+    else:
+        return
+    example["value"] = {
+        **example["value"],
+        "detail": f"invalid field(s): {error['field']}",
+        "errors": [error],
+    }
 
 
 def _document_problems(app: FastAPI) -> None:
     """Make the OpenAPI document say what the server sends: every error response (4xx, 5xx) is
-    ``application/problem+json`` with a :class:`Problem` (422: :class:`ValidationProblem`).
+    ``application/problem+json`` with a :class:`Problem` (422: :class:`ValidationProblem`);
+    a 401 of an operation that takes a bearer token carries ``WWW-Authenticate``.
 
-    FastAPI files a response model under the route's media type (``application/json``) and adds
-    its own 422 (``HTTPValidationError``, a body this API never sends) to every route with
-    inputs; both are rewritten here, once, when the document is first built."""
+    :func:`problem_responses` documents the errors a route declares. FastAPI adds its own 422
+    (``HTTPValidationError``, a body this API never sends) to every route with inputs that
+    declares none, and files any other response model under ``application/json``: both are
+    rewritten here, once, when the document is first built."""
     build = app.openapi
 
     def openapi() -> dict[str, Any]:
@@ -228,10 +387,21 @@ def _document_problems(app: FastAPI) -> None:
         for operations in document.get("paths", {}).values():
             for operation in operations.values():
                 for status, response in operation.get("responses", {}).items():
-                    if status[0] in "45":
-                        model = "ValidationProblem" if status == "422" else "Problem"
-                        ref = {"$ref": _REF.format(model=model)}
-                        response["content"] = {MEDIA_TYPE: {"schema": ref}}
+                    if status[0] not in "45":
+                        continue
+                    model = "ValidationProblem" if status == "422" else "Problem"
+                    content = response.get("content", {}).get(MEDIA_TYPE, {})
+                    content["schema"] = {"$ref": _REF.format(model=model)}
+                    response["content"] = {MEDIA_TYPE: content}
+                    if status == "422" and response.get("description") == "Validation Error":
+                        response["description"] = _MEANINGS[422]
+                        response["content"][MEDIA_TYPE].update(
+                            examples=_examples(422, _MEANINGS[422])
+                        )
+                    if status == "422":
+                        _fit_validation_example(operation, response["content"][MEDIA_TYPE])
+                    if status == "401" and operation.get("security"):
+                        response.setdefault("headers", {})["WWW-Authenticate"] = _WWW_AUTHENTICATE
         return document
 
     app.openapi = openapi  # type: ignore[method-assign]  # FastAPI's documented extension point

@@ -11,9 +11,12 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from cofounder_contracts import BuildStatus
 from cofounder_db.models import Build
+from cofounder_gateway.docs import examples
 from cofounder_gateway.inputs import Text
 
 __all__ = [
+    "EXAMPLE_BUILD",
+    "EXAMPLE_BUILD_ID",
     "BuildList",
     "BuildOut",
     "BuildView",
@@ -24,10 +27,42 @@ __all__ = [
 ]
 
 
+#: The OpenAPI examples' build (and its ids).
+EXAMPLE_BUILD_ID = "0195a0e2-7c1d-7d4e-9a2b-3c4d5e6f7a8b"
+_EXAMPLE_BASE = f"/v1/builds/{EXAMPLE_BUILD_ID}"
+EXAMPLE_BUILD: dict[str, Any] = {
+    "id": EXAMPLE_BUILD_ID,
+    "project_id": "0195a0e1-1b2c-7d3e-8f4a-5b6c7d8e9f0a",
+    "status": "running",
+    "goal": "Build the MVP described in the idea brief",
+    "tier": "bootstrapper",
+    "build_version": None,
+    "preview_url": None,
+    "error": None,
+    "iterations": 4,
+    "tool_calls": 11,
+    "input_tokens": 48_210,
+    "output_tokens": 3_977,
+    "created_at": "2026-03-02T09:15:04.112000Z",
+    "updated_at": "2026-03-02T09:16:40.530000Z",
+    "finished_at": None,
+    "links": {
+        "self": _EXAMPLE_BASE,
+        "events": f"{_EXAMPLE_BASE}/events",
+        "cancel": f"{_EXAMPLE_BASE}/cancel",
+    },
+}
+
+
 class StartBuild(BaseModel):
     """Start a build. Unknown fields are refused (422 naming them)."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={
+            "examples": [{}, {"goal": "A landing page with a waitlist sign-up form"}]
+        },
+    )
 
     goal: Text = Field(
         default="Build the MVP described in the idea brief",
@@ -47,6 +82,9 @@ class Links(BaseModel):
 
 class BuildOut(BaseModel):
     """A build as its owner sees it."""
+
+    # Only BuildOut's own schema: a model extending it has other fields.
+    model_config = ConfigDict(json_schema_extra=examples("BuildOut", EXAMPLE_BUILD))
 
     id: str
     project_id: str
@@ -68,6 +106,16 @@ class BuildOut(BaseModel):
 
 class BuildList(BaseModel):
     """One page of builds; pass ``next_cursor`` as ``cursor`` for the next."""
+
+    model_config = ConfigDict(
+        json_schema_extra=examples(
+            "BuildList",
+            {
+                "items": [EXAMPLE_BUILD],
+                "next_cursor": "MjAyNi0wMy0wMlQwOToxNTowNC4xMTIwMDArMDA6MDB8MDE5NWEwZTI",
+            },
+        )
+    )
 
     items: list[BuildOut]
     next_cursor: str | None

@@ -42,6 +42,28 @@ class GatewaySettings(
     autonomous_agent: bool = Field(
         default=True, description="Accept builds (false: 503 autonomous_agent_off)."
     )
+    stream_token_ttl_s: int = Field(
+        default=300,
+        ge=5,
+        le=3_600,
+        description="Lifetime of a stream token (POST /v1/stream-tokens), the build page's "
+        "credential for one build's event stream (?token=); checked when a stream opens, "
+        "renewed by the page.",
+    )
+    login_code_ttl_s: int = Field(
+        default=600,
+        ge=10,
+        le=3_600,
+        description="Lifetime of a one-time login code (POST /v1/login-codes), which the build "
+        "page's URL carries in its fragment and exchanges for a page session token.",
+    )
+    page_session_ttl_s: int = Field(
+        default=8 * 3_600,
+        ge=60,
+        le=7 * 86_400,
+        description="Lifetime of the bearer token a login code is exchanged for (the build "
+        "page keeps it in the tab's sessionStorage).",
+    )
     write_pool_size: int = Field(
         default=20, description="PostgreSQL connections for creating builds (asyncpg pool)."
     )

@@ -82,18 +82,66 @@ class Today(BaseModel):
     resets_at: datetime
 
 
+_TOKENS_EXAMPLE = {
+    "calls": 12,
+    "input_tokens": 96_420,
+    "output_tokens": 8_113,
+    "cache_creation_input_tokens": 14_200,
+    "cache_read_input_tokens": 71_000,
+    "cost_micros": 452_310,
+}
+
+
 class UserUsage(BaseModel):
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "user_id": "0195a0e0-4d5e-7f6a-8b7c-9d0e1f2a3b4c",
+                    "today": {
+                        "day": "2026-03-02",
+                        "tier": "bootstrapper",
+                        "budget_micros": 1_612_903,
+                        "spent_micros": 452_310,
+                        "remaining_micros": 1_160_593,
+                        "top_ups_micros": 0,
+                        "gate": "open",
+                        "resets_at": "2026-03-03T00:00:00Z",
+                    },
+                    "days": [{"day": "2026-03-02", **_TOKENS_EXAMPLE}],
+                }
+            ]
+        }
+    )
+
     user_id: str
     today: Today
     days: list[DayUsage] = Field(description="Newest first; days without usage are left out.")
 
 
 class BuildUsage(Tokens):
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "build_id": "0195a0e2-7c1d-7d4e-9a2b-3c4d5e6f7a8b",
+                    **_TOKENS_EXAMPLE,
+                    "by_model": [{"model": "claude-sonnet-5-5", **_TOKENS_EXAMPLE}],
+                }
+            ]
+        }
+    )
+
     build_id: str
     by_model: list[ModelUsage]
 
 
 class TopUp(_Strict):
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={"examples": [{"amount_micros": 5_000_000, "note": "launch week"}]},
+    )
+
     amount_micros: int = Field(gt=0, le=MAX_TOP_UP_MICROS, description="Micros of the currency.")
     note: Text = Field(default="", max_length=500, description="Why (kept with the top-up).")
 
@@ -105,6 +153,8 @@ class TopUpAccepted(BaseModel):
 
 
 class TierChange(_Strict):
+    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [{"tier": "pro"}]})
+
     tier: Text = Field(min_length=1, max_length=40)
 
 

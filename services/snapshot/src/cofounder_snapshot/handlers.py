@@ -23,6 +23,7 @@ from cofounder_contracts import (
     follow_up,
 )
 from cofounder_contracts.keys import snapshot_project_lock_key
+from cofounder_runtime import tracing
 from cofounder_runtime.mutex import MutexTimeout, held
 from cofounder_runtime.publisher import Publisher
 from cofounder_sandbox.base import Sandboxes, SandboxGone
@@ -55,12 +56,22 @@ class SnapshotDeps:
 
 async def on_snapshot_requested(event: SnapshotRequested, deps: SnapshotDeps) -> None:
     """Snapshots of one build are taken one at a time in a process (their version numbers come
-    from the versions stored so far)."""
+    from the versions stored so far). With tracing on, each in a ``snapshot.take`` span: the
+    request (reason, sandbox kind), the answer (``cofounder.snapshot.outcome``: completed,
+    reused, skipped or failed), the version and its counts; never a path or a file."""
     lock, users = deps.locks.get(event.build_id, (asyncio.Lock(), 0))
     deps.locks[event.build_id] = (lock, users + 1)
     try:
         async with lock:
-            await _snapshot(event, deps)
+            with tracing.span(
+                "snapshot.take",
+                attributes={
+                    "cofounder.build_id": event.build_id,
+                    "cofounder.snapshot.reason": str(event.reason),
+                    "cofounder.snapshot.sandbox_kind": str(event.sandbox_kind),
+                },
+            ) as span:
+                await _snapshot(event, deps, span)
     finally:
         lock, users = deps.locks[event.build_id]
         if users == 1:
@@ -75,8 +86,9 @@ def _project_mutex(deps: SnapshotDeps, project_id: str) -> AbstractAsyncContextM
     return held(deps.redis, snapshot_project_lock_key(project_id), ttl_ms=30_000, wait_s=600)
 
 
-async def _snapshot(event: SnapshotRequested, deps: SnapshotDeps) -> None:
+async def _snapshot(event: SnapshotRequested, deps: SnapshotDeps, span: tracing.Span) -> None:
     if deps.store is None:
+        span.set_attribute("cofounder.snapshot.outcome", "skipped")
         await deps.events.emit(
             SnapshotCompleted(
                 **follow_up(event, producer=PRODUCER, kind="snapshot.skipped"),
@@ -124,6 +136,9 @@ async def _snapshot(event: SnapshotRequested, deps: SnapshotDeps) -> None:
                 )
     except (SandboxGone, StoreError, OSError, RuntimeError, ValueError, MutexTimeout) as exc:
         _log.warning("snapshot failed", error=str(exc), build_id=event.build_id)
+        span.set_attributes(
+            {"cofounder.snapshot.outcome": "failed", "error.type": type(exc).__qualname__}
+        )
         await deps.events.emit(
             SnapshotFailed(
                 **follow_up(event, producer=PRODUCER, kind="snapshot.failed"),
@@ -133,6 +148,16 @@ async def _snapshot(event: SnapshotRequested, deps: SnapshotDeps) -> None:
         return
     if result.too_large:
         _log.warning("files left out of the snapshot: too large", files=result.too_large)
+    if span.is_recording():
+        span.set_attributes(
+            {
+                "cofounder.snapshot.outcome": "reused" if result.reused else "completed",
+                "cofounder.snapshot.version": result.version,
+                "cofounder.snapshot.files": result.files,
+                "cofounder.snapshot.bytes_uploaded": result.bytes_uploaded,
+                "cofounder.snapshot.blobs_uploaded": result.blobs_uploaded,
+            }
+        )
     await deps.events.emit(
         SnapshotCompleted(
             **follow_up(event, producer=PRODUCER, kind="snapshot.completed"),

@@ -17,15 +17,25 @@ from cofounder_gateway.inputs import NO_NUL, Email, JsonObject, ProjectId, Text,
 from cofounder_gateway.problems import ApiError, problem_responses
 from cofounder_gateway.settings import GatewaySettings
 
-__all__ = ["DEMO", "admin_routes", "require_known_tier", "router"]
+__all__ = ["BAD_TIER", "DEMO", "admin_routes", "require_known_tier", "router"]
 
 
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
+def _example(*examples: Any) -> ConfigDict:
+    """A strict model's config with these OpenAPI examples."""
+    return ConfigDict(extra="forbid", json_schema_extra={"examples": list(examples)})
+
+
+_ID = "0195a0e1-1b2c-7d3e-8f4a-5b6c7d8e9f0a"
+
+
 # Lengths are the columns' (cofounder_db.models) or, for text and JSON columns, a sane bound.
 class NewUser(_Strict):
+    model_config = _example({"email": "ada@example.com", "tier": "founder"})
+
     email: Email
     tier: Text = Field(default="bootstrapper", max_length=40)
     # The length inside the type: on the optional field pydantic would word it as "items".
@@ -38,12 +48,18 @@ class NewUser(_Strict):
 
 
 class NewProject(_Strict):
+    model_config = _example({"owner_id": _ID, "name": "PlantPal"})
+
     owner_id: Uuid
     name: Text = Field(min_length=1, max_length=200)
     stage: Text = Field(default="understanding", max_length=40)
 
 
 class IdeaBrief(_Strict):
+    model_config = _example(
+        {"content": {"name": "PlantPal", "one_liner": "Never let a houseplant die again."}}
+    )
+
     content: JsonObject
 
 
@@ -53,15 +69,38 @@ class Question(_Strict):
 
 
 class NewSession(_Strict):
+    model_config = _example(
+        {
+            "questions": [{"id": "core", "text": "What is the one thing v1 must do?"}],
+            "answers": {"core": "Show which plants need water today"},
+        }
+    )
+
     questions: list[Question] = Field(max_length=200)
     answers: dict[Text, Text] = Field(default_factory=dict, description="Answers by question id.")
 
 
 class Created(BaseModel):
+    model_config = ConfigDict(json_schema_extra={"examples": [{"id": _ID}]})
+
     id: str
 
 
 class Seeded(BaseModel):
+    """A demo founder: their user id, their project's id and a token (24 hours)."""
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "user_id": "0195a0e0-4d5e-7f6a-8b7c-9d0e1f2a3b4c",
+                    "project_id": _ID,
+                    "token": "eyJhbGciOiJIUzI1NiIsInR5cCI6IkpXVCJ9.eyJzdWIiOi...",
+                }
+            ]
+        }
+    )
+
     user_id: str
     project_id: str
     token: str
@@ -126,7 +165,12 @@ def require_known_tier(settings: GatewaySettings, tier: str) -> None:
         )
 
 
-_NO_PROJECT = "No such project (project_not_found)"
+_NO_PROJECT = "No such project (type: project_not_found)"
+#: The 422 of a route that takes a tier.
+BAD_TIER = (
+    "Invalid input, every refused field named in errors (type: invalid_request), or a tier "
+    "no plan has (type: unknown_tier)"
+)
 
 #: Routes under ``/v1/admin``, all behind the admin token.
 router = admin_routes()
@@ -134,10 +178,11 @@ router = admin_routes()
 
 @router.post(
     "/users",
+    name="admin_create_user",
     status_code=201,
     response_model=Created,
     responses=problem_responses(
-        400, 409, 413, 422, s409="A user has this email (type: email_taken)"
+        400, 409, 413, 422, s409="A user has this email (type: email_taken)", s422=BAD_TIER
     ),
 )
 async def create_user(body: NewUser, engine: EngineDep, settings: SettingsDep) -> Created:
@@ -150,9 +195,10 @@ async def create_user(body: NewUser, engine: EngineDep, settings: SettingsDep) -
 
 @router.post(
     "/projects",
+    name="admin_create_project",
     status_code=201,
     response_model=Created,
-    responses=problem_responses(400, 404, 413, 422, s404="No such user (user_not_found)"),
+    responses=problem_responses(400, 404, 413, 422, s404="No such user (type: user_not_found)"),
 )
 async def create_project(body: NewProject, engine: EngineDep) -> Created:
     project_id = await admin_repo.create_project(
@@ -163,6 +209,7 @@ async def create_project(body: NewProject, engine: EngineDep) -> Created:
 
 @router.put(
     "/projects/{project_id}/idea-brief",
+    name="admin_put_idea_brief",
     response_model=Created,
     responses=problem_responses(400, 404, 413, 422, s404=_NO_PROJECT),
 )
@@ -175,6 +222,7 @@ async def put_idea_brief(project_id: ProjectId, body: IdeaBrief, engine: EngineD
 
 @router.post(
     "/projects/{project_id}/understanding-sessions",
+    name="admin_create_interview",
     status_code=201,
     response_model=Created,
     responses=problem_responses(400, 404, 413, 422, s404=_NO_PROJECT),
@@ -189,7 +237,7 @@ async def create_session(project_id: ProjectId, body: NewSession, engine: Engine
     return Created(id=session_id)
 
 
-@router.post("/demo", status_code=201, response_model=Seeded)
+@router.post("/demo", name="admin_seed_demo", status_code=201, response_model=Seeded)
 async def seed_demo(engine: EngineDep, settings: SettingsDep) -> Seeded:
     """A demo founder with a project, an idea brief and an interview, and their token."""
     user = await create_user(

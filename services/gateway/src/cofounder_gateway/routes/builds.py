@@ -11,31 +11,54 @@ from cofounder_gateway import builds
 from cofounder_gateway.deps import CurrentUser, EngineDep, GatewayDep, RelayDep
 from cofounder_gateway.inputs import BuildId, IdempotencyKey, PageCursor, ProjectId
 from cofounder_gateway.problems import ApiError, problem_responses
-from cofounder_gateway.schemas import BuildList, BuildOut, StartBuild, build_json, build_out
+from cofounder_gateway.schemas import (
+    EXAMPLE_BUILD_ID,
+    BuildList,
+    BuildOut,
+    StartBuild,
+    build_json,
+    build_out,
+)
 
-__all__ = ["router"]
+__all__ = ["NO_BUILD", "router"]
 
-router = APIRouter()
+#: The 404 of a route on one build.
+NO_BUILD = "No such build of yours (type: build_not_found)"
+
+router = APIRouter(tags=["builds"])
 
 
 @router.post(
     "/projects/{project_id}/builds",
+    name="start_build",
     status_code=202,
     response_model=BuildOut,
-    responses=problem_responses(
-        400,
-        401,
-        404,
-        409,
-        413,
-        422,
-        429,
-        503,
-        s404="No such project of yours (type: project_not_found)",
-        s409="The Idempotency-Key was used for another request (type: idempotency_key_reused)",
-        s429="Too many active builds for the plan (type: too_many_active_builds)",
-        s503="Autonomous builds are switched off (type: autonomous_agent_off)",
-    ),
+    responses={
+        202: {
+            "description": "Queued: the build, with links to follow and cancel it",
+            "headers": {
+                "Location": {
+                    "description": "The build's URL (GET it for its status).",
+                    "required": True,
+                    "schema": {"type": "string", "example": "/v1/builds/" + EXAMPLE_BUILD_ID},
+                }
+            },
+        },
+        **problem_responses(
+            400,
+            401,
+            404,
+            409,
+            413,
+            422,
+            429,
+            503,
+            s404="No such project of yours (type: project_not_found)",
+            s409="The Idempotency-Key was used for another request (type: idempotency_key_reused)",
+            s429="Too many active builds for the plan (type: too_many_active_builds)",
+            s503="Autonomous builds are switched off (type: autonomous_agent_off)",
+        ),
+    },
 )
 async def start_build(
     project_id: ProjectId,
@@ -72,7 +95,10 @@ async def start_build(
 
 
 @router.get(
-    "/builds/{build_id}", response_model=BuildOut, responses=problem_responses(401, 404, 422)
+    "/builds/{build_id}",
+    name="get_build",
+    response_model=BuildOut,
+    responses=problem_responses(401, 404, 422, s404=NO_BUILD),
 )
 async def get_build(build_id: BuildId, user: CurrentUser, engine: EngineDep) -> BuildOut:
     """One of your builds."""
@@ -81,6 +107,7 @@ async def get_build(build_id: BuildId, user: CurrentUser, engine: EngineDep) -> 
 
 @router.get(
     "/builds",
+    name="list_builds",
     response_model=BuildList,
     responses=problem_responses(
         400, 401, 422, s400="Not a cursor this API returned (type: invalid_cursor)"
@@ -102,10 +129,11 @@ async def list_builds(
 
 @router.post(
     "/builds/{build_id}/cancel",
+    name="cancel_build",
     status_code=202,
     response_model=BuildOut,
     responses=problem_responses(
-        401, 404, 409, 422, s409="The build has ended (type: build_finished)"
+        401, 404, 409, 422, s404=NO_BUILD, s409="The build has ended (type: build_finished)"
     ),
 )
 async def cancel_build(

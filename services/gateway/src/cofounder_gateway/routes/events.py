@@ -4,16 +4,19 @@ from __future__ import annotations
 
 import weakref
 from collections.abc import AsyncIterator, Callable
+from typing import Annotated
 
 import structlog
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import StreamingResponse
 from prometheus_client import Counter
 from redis.exceptions import RedisError
 
 from cofounder_contracts import BuildStatus
 from cofounder_gateway import builds
-from cofounder_gateway.deps import CurrentUser, EngineDep, FeedDep
+from cofounder_gateway.access import remember_user
+from cofounder_gateway.auth import user_from_header, user_from_stream_token
+from cofounder_gateway.deps import EngineDep, FeedDep, SettingsDep, bearer_header, stream_token
 from cofounder_gateway.feed import SSE_BLOCK_MS, Feed, TooManyStreams, ends_build, id_order
 from cofounder_gateway.inputs import BuildId, LastEventId, is_stream_id
 from cofounder_gateway.problems import ApiError, problem_responses
@@ -35,32 +38,89 @@ _SUMMARY_ID = b"0-1"
 #: What a stream says when Redis fails under it: reconnect (with ``Last-Event-ID``) soon.
 _RETRY = b"retry: 2000\n: the event store did not answer; reconnect\n\n"
 
-router = APIRouter()
+router = APIRouter(tags=["builds"])
+
+#: The OpenAPI example of a stream: each event's data is the event as the catalog
+#: (docs/events/) describes it, envelope included.
+_EXAMPLE_STREAM = (
+    "id: 1772442904112-0\nevent: build.status_changed\n"
+    'data: {"type":"build.status_changed","build_id":"0195a0e2-7c1d-7d4e-9a2b-3c4d5e6f7a8b",'
+    '"project_id":"0195a0e1-1b2c-7d3e-8f4a-5b6c7d8e9f0a",'
+    '"user_id":"0195a0e0-4d5e-7f6a-8b7c-9d0e1f2a3b4c","producer":"context-assembler",'
+    '"event_id":"0195a0e2-8a1b-7c2d-9e3f-4a5b6c7d8e9f","schema_version":1,'
+    '"occurred_at":"2026-03-02T09:15:04.112000Z",'
+    '"causation_id":"0195a0e2-7c1d-7069-8b4a-09d3e2f50a51","trace":null,'
+    '"status":"assembling","reason":null}\n\n'
+    ": keep-alive\n\n"
+)
+
+#: ``?after=``: where a new EventSource resumes (it cannot set the header itself).
+AfterQuery = Annotated[
+    str | None,
+    Query(
+        alias="after",
+        max_length=41,
+        description="Resume after this event id, for clients that cannot send the "
+        "Last-Event-ID header; the header wins when both are sent.",
+    ),
+]
+
+
+async def events_reader(
+    build_id: BuildId,
+    settings: SettingsDep,
+    request: Request,
+    # Security schemes (founderToken or streamToken), so the OpenAPI document says so.
+    authorization: Annotated[str | None, Depends(bearer_header)],
+    token: Annotated[str | None, Depends(stream_token)],
+) -> str:
+    """The user reading a build's events: the bearer token's (``Authorization``) or, without
+    one, the stream token's (``?token=``, for this build only). 401/403 otherwise."""
+    secret = settings.jwt_secret.get_secret_value()
+    if authorization is None and token is not None:
+        user = user_from_stream_token(token, secret, build_id=build_id)
+    else:
+        user = user_from_header(authorization, secret)
+    return remember_user(request, user)  # the access-log line's user_id (access.py)
 
 
 @router.get(
     "/builds/{build_id}/events",
+    name="get_build_events",
     response_class=StreamingResponse,
     responses={
-        200: {"content": {"text/event-stream": {}}},
+        200: {
+            "description": "The build's events, one Server-Sent Event each (id, event, data: "
+            "the event's JSON), until the build ends",
+            "content": {
+                "text/event-stream": {
+                    "schema": {"type": "string"},
+                    "example": _EXAMPLE_STREAM,
+                }
+            },
+        },
         **problem_responses(
             400,
             401,
+            403,
             404,
             422,
             429,
             s400="Last-Event-ID is not an event id (type: invalid_last_event_id)",
+            s404="No such build of yours (type: build_not_found)",
+            s403="The stream token is for another build (type: token_not_for_build)",
             s429="Too many open streams (type: too_many_streams)",
         ),
     },
 )
 async def build_events(
     build_id: BuildId,
-    user: CurrentUser,
+    user: Annotated[str, Depends(events_reader)],
     request: Request,
     engine: EngineDep,
     feed: FeedDep,
     last_event_id: LastEventId = None,
+    after_query: AfterQuery = None,
 ) -> StreamingResponse:
     """The build's events as Server-Sent Events; resumes after ``Last-Event-ID``; ends
     with the build.
@@ -70,8 +130,11 @@ async def build_events(
     feed's first entry (the feed was rebuilt: each of its entries is new to the client). A
     finished build whose feed is gone (expired or lost) sends one event, ``build.summary``
     with id ``0-1``: its data is the build as ``GET /v1/builds/{id}`` returns it; the stream
-    then ends."""
-    after = last_event_id or "0"
+    then ends.
+
+    Browsers: ``?token=`` (a stream token) in place of the Authorization header, and
+    ``?after=`` (the last event id) in place of the header on a new connection."""
+    after = last_event_id or after_query or "0"
     # Checked before the stream starts: an id Redis refuses would cut it after a 200.
     if after != "0" and not is_stream_id(after):
         raise ApiError(

@@ -12,17 +12,26 @@ from cofounder_gateway.problems import ApiError, problem_responses
 
 __all__ = ["router"]
 
-router = APIRouter()
+router = APIRouter(tags=["health"])
 
 
-@router.get("/healthz")
+@router.get(
+    "/healthz",
+    name="get_health",
+    responses={200: {"content": {"application/json": {"example": {"status": "ok"}}}}},
+)
 async def health() -> dict[str, str]:
     """The process is up."""
     return {"status": "ok"}
 
 
 @router.get(
-    "/readyz", responses=problem_responses(503, s503="A dependency is unreachable (not_ready)")
+    "/readyz",
+    name="get_readiness",
+    responses={
+        200: {"content": {"application/json": {"example": {"status": "ready"}}}},
+        **problem_responses(503, s503="A dependency is unreachable (type: not_ready)"),
+    },
 )
 async def ready(redis: RedisDep, engine: EngineDep) -> dict[str, str]:
     """Redis and the database answer."""

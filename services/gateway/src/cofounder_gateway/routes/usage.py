@@ -11,7 +11,8 @@ from cofounder_gateway import usage
 from cofounder_gateway.deps import CurrentUser, EngineDep, RedisDep, RelayDep, SettingsDep
 from cofounder_gateway.inputs import BuildId, UserId
 from cofounder_gateway.problems import problem_responses
-from cofounder_gateway.routes.admin import admin_routes, require_known_tier
+from cofounder_gateway.routes.admin import BAD_TIER, admin_routes, require_known_tier
+from cofounder_gateway.routes.builds import NO_BUILD
 from cofounder_gateway.usage import BuildUsage, TierChange, TierOut, TopUp, TopUpAccepted, UserUsage
 
 __all__ = ["admin_router", "router"]
@@ -22,12 +23,16 @@ _Days = Annotated[int, Query(ge=1, le=92, description="How many days back, today
 router = APIRouter(tags=["usage"])
 #: The admin's, under ``/admin`` behind the admin token.
 admin_router = admin_routes()
+_NO_USER = "No such user (type: user_not_found)"
 
 
 @router.get(
     "/usage",
+    name="get_usage",
     response_model=UserUsage,
-    responses=problem_responses(401, 404, 422, s404="The token's user does not exist"),
+    responses=problem_responses(
+        401, 404, 422, s404="The token's user does not exist (type: user_not_found)"
+    ),
 )
 async def my_usage(
     user: CurrentUser,
@@ -42,8 +47,9 @@ async def my_usage(
 
 @router.get(
     "/builds/{build_id}/usage",
+    name="get_build_usage",
     response_model=BuildUsage,
-    responses=problem_responses(401, 404, 422),
+    responses=problem_responses(401, 404, 422, s404=NO_BUILD),
 )
 async def my_build_usage(build_id: BuildId, user: CurrentUser, engine: EngineDep) -> BuildUsage:
     """What one of your builds spent, by model."""
@@ -51,7 +57,10 @@ async def my_build_usage(build_id: BuildId, user: CurrentUser, engine: EngineDep
 
 
 @admin_router.get(
-    "/users/{user_id}/usage", response_model=UserUsage, responses=problem_responses(404, 422)
+    "/users/{user_id}/usage",
+    name="admin_get_user_usage",
+    response_model=UserUsage,
+    responses=problem_responses(404, 422, s404=_NO_USER),
 )
 async def usage_of(
     user_id: UserId,
@@ -66,8 +75,11 @@ async def usage_of(
 
 @admin_router.get(
     "/users/{user_id}/builds/{build_id}/usage",
+    name="admin_get_user_build_usage",
     response_model=BuildUsage,
-    responses=problem_responses(404, 422),
+    responses=problem_responses(
+        404, 422, s404="No such build of the user's (type: build_not_found)"
+    ),
 )
 async def build_usage_of(user_id: UserId, build_id: BuildId, engine: EngineDep) -> BuildUsage:
     """What a user's build spent, by model."""
@@ -76,9 +88,10 @@ async def build_usage_of(user_id: UserId, build_id: BuildId, engine: EngineDep) 
 
 @admin_router.post(
     "/users/{user_id}/top-ups",
+    name="admin_top_up",
     status_code=202,
     response_model=TopUpAccepted,
-    responses=problem_responses(400, 404, 413, 422),
+    responses=problem_responses(400, 404, 413, 422, s404=_NO_USER),
 )
 async def top_up(user_id: UserId, body: TopUp, engine: EngineDep, relay: RelayDep) -> TopUpAccepted:
     """Grant extra budget, usable at once; the user's sleeping builds wake."""
@@ -91,8 +104,9 @@ async def top_up(user_id: UserId, body: TopUp, engine: EngineDep, relay: RelayDe
 
 @admin_router.put(
     "/users/{user_id}/tier",
+    name="admin_change_tier",
     response_model=TierOut,
-    responses=problem_responses(400, 404, 413, 422),
+    responses=problem_responses(400, 404, 413, 422, s404=_NO_USER, s422=BAD_TIER),
 )
 async def change_tier(
     user_id: UserId, body: TierChange, engine: EngineDep, settings: SettingsDep, relay: RelayDep

@@ -1,0 +1,94 @@
+"""The commands that call the gateway, without one: their help (no type placeholders on flags,
+no markup), ``--json`` errors (a JSON problem object on stderr, exit 1), and the shell lines of
+``seed demo --export``. (Against a real gateway: services/gateway/tests/test_cli_*.py.)"""
+
+from __future__ import annotations
+
+import json
+import shlex
+import subprocess
+
+import pytest
+import typer
+from typer import _click as click  # typer's own click (plugins.py uses it too)
+from typer.testing import CliRunner
+
+from cofounder_cli.main import app
+from cofounder_cli.seed import export_lines
+
+UNREACHABLE = ["--gateway-url", "http://127.0.0.1:1"]
+
+
+def _commands(group: typer.core.TyperGroup, path: tuple[str, ...] = ()) -> list[tuple[str, ...]]:
+    found = [path]
+    context = click.Context(group)
+    for name in group.list_commands(context):
+        command = group.get_command(context, name)
+        if isinstance(command, typer.core.TyperGroup):
+            found.extend(_commands(command, (*path, name)))
+        else:
+            found.append((*path, name))
+    return found
+
+
+def test_no_help_shows_a_type_placeholder_on_a_flag_or_markup() -> None:
+    root = typer.main.get_command(app)
+    assert isinstance(root, typer.core.TyperGroup)
+    commands = _commands(root)
+    assert ("builds", "create") in commands
+    assert ("seed", "demo") in commands
+    for path in commands:
+        result = CliRunner().invoke(app, [*path, "--help"], env={"COLUMNS": "100"})
+        assert result.exit_code == 0, (path, result.output)
+        text = result.output
+        assert "<bool>" not in text, path
+        assert "`" not in text, (path, text)
+        assert "╭" not in text, path  # plain help, no boxes
+    builds_help = CliRunner().invoke(app, ["builds", "create", "--help"]).output
+    assert "--json " in builds_help
+    assert "--token TOKEN" in builds_help
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ("builds", "get", "0195a0e2-aaaa-7000-8000-0000000000f0", "--token", "t"),
+        ("builds", "list", "--token", "t"),
+        ("builds", "cancel", "0195a0e2-aaaa-7000-8000-0000000000f0", "--token", "t"),
+        ("builds", "create", "--project", "p", "--token", "t"),
+        ("budget", "show", "--token", "t"),
+        ("budget", "tier", "u", "pro"),
+        ("seed", "demo"),
+        ("seed", "user", "--email", "a@b.c"),
+    ],
+)
+def test_with_json_an_error_is_a_problem_object_on_stderr(args: tuple[str, ...]) -> None:
+    result = CliRunner().invoke(app, [*args, "--json", *UNREACHABLE])
+    assert result.exit_code == 1
+    assert result.stdout == ""
+    problem = json.loads(result.stderr)
+    assert problem["type"] == "gateway_unreachable"
+    assert problem["status"] is None
+    assert {"type", "title", "status", "detail"} <= set(problem)
+    assert "cannot reach the gateway at http://127.0.0.1:1" in problem["detail"]
+    plain = CliRunner().invoke(app, [*args, *UNREACHABLE])
+    assert plain.exit_code == 1
+    assert plain.stderr.startswith("error: cannot reach the gateway at http://127.0.0.1:1")
+
+
+def test_a_seed_file_that_is_not_json_is_a_problem_too(tmp_path: object) -> None:
+    from pathlib import Path
+
+    bad = Path(str(tmp_path)) / "brief.json"
+    bad.write_text("{not json")
+    result = CliRunner().invoke(app, ["seed", "brief", "p", str(bad), "--json", *UNREACHABLE])
+    assert result.exit_code == 1
+    assert json.loads(result.stderr)["type"] == "invalid_file"
+
+
+def test_export_lines_survive_a_shell_whatever_the_values() -> None:
+    values = {"TOKEN": "a.b-c_d", "ODD": 'it\'s $HOME `x` "y"; rm -rf /'}
+    script = export_lines(values) + '\nprintf "%s\\n%s" "$TOKEN" "$ODD"'
+    done = subprocess.run(["sh", "-c", script], capture_output=True, text=True, check=True)
+    assert done.stdout == f"{values['TOKEN']}\n{values['ODD']}"
+    assert export_lines({"A": "b"}) == f"export A={shlex.quote('b')}"
