@@ -235,6 +235,8 @@ def main() -> None:
     seconds = 5 if args.quick else 15
     founders = people()
     env = {
+        # Development's published secrets: a gateway with ENVIRONMENT unset refuses to start.
+        "ENVIRONMENT": "development",
         "REDIS_URL": REDIS_URL,
         "LOG_LEVEL": "WARNING",
         "TIER_MAX_CONCURRENT_BUILDS": json.dumps({"bench": 10**9}),

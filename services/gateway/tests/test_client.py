@@ -5,11 +5,15 @@ client is synchronous: each scenario runs in a thread while the gateway serves i
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 from collections.abc import AsyncIterator
 
 import pytest
+from pydantic import BaseModel
 
 from cofounder_client import AdminClient, ApiError, CofounderClient
+from cofounder_client import models as client_models
+from cofounder_gateway import schemas, usage
 from cofounder_gateway.testing import Running, start_gateway
 
 pytestmark = pytest.mark.integration
@@ -99,3 +103,29 @@ def _admin_routes(base_url: str) -> None:
 
 async def test_the_admin_routes_through_the_client(gateway: Running) -> None:
     await asyncio.to_thread(_admin_routes, str(gateway.client.base_url))
+
+
+# The client's values are plain dataclasses (the CLI must start fast: no pydantic), so they are
+# a second statement of the response shapes; this pins them to the gateway's models.
+_SAME_SHAPE = [
+    (client_models.Build, schemas.BuildOut),
+    (client_models.BuildLinks, schemas.Links),
+    (client_models.BuildPage, schemas.BuildList),
+    (client_models.Usage, usage.UserUsage),
+    (client_models.Today, usage.Today),
+    (client_models.DayUsage, usage.DayUsage),
+    (client_models.ModelUsage, usage.ModelUsage),
+    (client_models.BuildUsage, usage.BuildUsage),
+]
+
+
+@pytest.mark.parametrize(("value", "model"), _SAME_SHAPE, ids=[v.__name__ for v, _ in _SAME_SHAPE])
+def test_the_client_reads_exactly_the_fields_the_gateway_answers(
+    value: type, model: type[BaseModel]
+) -> None:
+    fields = {f.name for f in dataclasses.fields(value)} - {"raw"}
+    assert fields == set(model.model_fields), (
+        f"cofounder_client.{value.__name__} and the gateway's {model.__name__} differ: "
+        f"only in the client {sorted(fields - set(model.model_fields))}, "
+        f"only in the gateway {sorted(set(model.model_fields) - fields)}"
+    )
