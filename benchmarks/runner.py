@@ -289,6 +289,7 @@ async def concurrency(
     with transcript_file(turns) as path, start(path, latency_ms=latency_ms) as model:
         env = {
             **os.environ,
+            "ENVIRONMENT": "development",  # a service refuses to start with it unset (#14)
             "REDIS_URL": url,
             "DATABASE_URL": database_url,
             "ANTHROPIC_BASE_URL": model.url,

@@ -116,8 +116,10 @@ def show(
 
 @app.command("top-up")
 def top_up(
-    user: Annotated[str, typer.Argument(help="The user id.")],
-    amount: Annotated[str, typer.Argument(help="In units of the currency, e.g. 5 or 2.50.")],
+    user: Annotated[str, typer.Argument(metavar="USER_ID", help="The user id.")],
+    amount: Annotated[
+        str, typer.Argument(metavar="AMOUNT", help="In units of the currency, e.g. 5 or 2.50.")
+    ],
     note: Annotated[str, typer.Option(metavar="TEXT", help="Why (kept with the top-up).")] = "",
     admin_token: AdminOpt = DEFAULT_ADMIN,
     gateway_url: GatewayOpt = DEFAULT_GATEWAY,
@@ -132,7 +134,7 @@ def top_up(
 
 @app.command()
 def tier(
-    user: Annotated[str, typer.Argument(help="The user id.")],
+    user: Annotated[str, typer.Argument(metavar="USER_ID", help="The user id.")],
     new_tier: Annotated[str, typer.Argument(metavar="TIER", help="One of the configured plans.")],
     admin_token: AdminOpt = DEFAULT_ADMIN,
     gateway_url: GatewayOpt = DEFAULT_GATEWAY,

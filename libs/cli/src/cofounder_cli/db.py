@@ -66,7 +66,9 @@ def _url(database_url: str | None) -> str:
 
 @app.command()
 def upgrade(
-    revision: Annotated[str, typer.Argument(help="Target revision.")] = "head",
+    revision: Annotated[
+        str, typer.Argument(metavar="[REVISION]", help="Target revision.")
+    ] = "head",
     database_url: DatabaseUrl = None,
 ) -> None:
     """Apply the migrations up to REVISION (idempotent; one run at a time: a second waits
@@ -81,7 +83,10 @@ def upgrade(
 @app.command()
 def wait(
     revision: Annotated[
-        str, typer.Argument(help="The revision needed (head: this release's newest).")
+        str,
+        typer.Argument(
+            metavar="[REVISION]", help="The revision needed (head: this release's newest)."
+        ),
     ] = "head",
     database_url: DatabaseUrl = None,
     timeout: Annotated[

@@ -24,7 +24,9 @@ RedisOpt = Annotated[
     str | None, typer.Option("--redis-url", metavar="URL", help="Default: $REDIS_URL.")
 ]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Machine-readable output.")]
-StreamArg = Annotated[str, typer.Argument(help="The source stream (not the .dlq key).")]
+StreamArg = Annotated[
+    str, typer.Argument(metavar="STREAM", help="The source stream (not the .dlq key).")
+]
 
 
 def _run(url: str | None, action: Callable[[Redis], Awaitable[T]]) -> T:
@@ -49,7 +51,9 @@ def _when(ms: int) -> str:
 
 @app.command("list")
 def list_(
-    stream: Annotated[str | None, typer.Argument(help="Omit to count every DLQ.")] = None,
+    stream: Annotated[
+        str | None, typer.Argument(metavar="[STREAM]", help="Omit to count every DLQ.")
+    ] = None,
     count: Annotated[int, typer.Option(metavar="N", help="At most this many entries.")] = 50,
     after: Annotated[
         str, typer.Option(metavar="ID", help="Start after this DLQ id (paging).")
@@ -86,7 +90,7 @@ def list_(
 @app.command()
 def show(
     stream: StreamArg,
-    dlq_id: Annotated[str, typer.Argument(help="The dead letter's id.")],
+    dlq_id: Annotated[str, typer.Argument(metavar="DLQ_ID", help="The dead letter's id.")],
     redis_url: RedisOpt = None,
     json: JsonOpt = False,
 ) -> None:
@@ -116,7 +120,9 @@ def _select(ids: list[str] | None, all_: bool) -> list[str] | None:
 @app.command()
 def replay(
     stream: StreamArg,
-    ids: Annotated[list[str] | None, typer.Argument(help="Dead-letter ids.")] = None,
+    ids: Annotated[
+        list[str] | None, typer.Argument(metavar="[ID]...", help="Dead-letter ids.")
+    ] = None,
     all_: Annotated[bool, typer.Option("--all", help="Replay every dead letter.")] = False,
     redis_url: RedisOpt = None,
     json: JsonOpt = False,
@@ -139,7 +145,9 @@ def replay(
 @app.command()
 def purge(
     stream: StreamArg,
-    ids: Annotated[list[str] | None, typer.Argument(help="Dead-letter ids.")] = None,
+    ids: Annotated[
+        list[str] | None, typer.Argument(metavar="[ID]...", help="Dead-letter ids.")
+    ] = None,
     all_: Annotated[bool, typer.Option("--all", help="Purge every dead letter.")] = False,
     yes: Annotated[bool, typer.Option("--yes", help="Do not ask for confirmation.")] = False,
     redis_url: RedisOpt = None,

@@ -12,7 +12,9 @@ app = typer.Typer(help="The event catalog.", no_args_is_help=True)
 
 @app.command()
 def export(
-    out: Annotated[Path, typer.Argument(help="Output folder.")] = Path("docs/events"),
+    out: Annotated[Path, typer.Argument(metavar="[FOLDER]", help="Output folder.")] = Path(
+        "docs/events"
+    ),
 ) -> None:
     """Write schemas/<type>.json, asyncapi.json and README.md (default: into docs/events)."""
     from cofounder_contracts import schema

@@ -20,7 +20,9 @@ def discover_services() -> dict[str, ServiceSpec]:
 
 
 def serve(
-    service: Annotated[str | None, typer.Argument(help="The service to run.")] = None,
+    service: Annotated[
+        str | None, typer.Argument(metavar="[SERVICE]", help="The service to run.")
+    ] = None,
     list_: Annotated[bool, typer.Option("--list", help="List the registered services.")] = False,
 ) -> None:
     """Run one service until SIGTERM (graceful: in-flight work is finished and acked)."""

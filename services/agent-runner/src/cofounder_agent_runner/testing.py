@@ -37,6 +37,7 @@ def fast_settings(
 ) -> RunnerSettings:
     """Settings with short timeouts and backoffs, for tests."""
     values: dict[str, Any] = {
+        "environment": "development",  # outside pytest too (the runner benchmark)
         "redis_url": redis_url,
         "database_url": database_url,
         "anthropic_base_url": model_url,
