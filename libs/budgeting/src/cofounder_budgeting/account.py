@@ -8,7 +8,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import date
 
-from sqlalchemy import ColumnElement, case, func, select
+from sqlalchemy import FromClause, case, func, select
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from cofounder_db.models import BudgetLedgerRow, BudgetTopUpRow, User
@@ -31,14 +31,18 @@ class DayAccount:
     topups_before_today_micros: int  # in the cycle
 
 
-def _split(
-    column: ColumnElement[int], day_column: ColumnElement[str], day: date
-) -> tuple[ColumnElement[int], ColumnElement[int]]:
-    """Sums of ``column`` over the rows before ``day`` and on it."""
+async def _split(
+    conn: AsyncConnection, table: FromClause, amount: str, user_id: str, day: date
+) -> tuple[int, int]:
+    """Sums of ``table``'s ``amount`` over the user's rows of the cycle: before ``day``, on it."""
     today = day.isoformat()
+    column, day_column = table.c[amount], table.c.day
     before = func.coalesce(func.sum(case((day_column < today, column), else_=0)), 0)
     on_day = func.coalesce(func.sum(case((day_column == today, column), else_=0)), 0)
-    return before, on_day
+    window = (cycle_start(day).isoformat(), today)
+    query = select(before, on_day).where(table.c.user_id == user_id, day_column.between(*window))
+    row = (await conn.execute(query)).one()
+    return int(row[0]), int(row[1])
 
 
 async def day_account(
@@ -52,25 +56,8 @@ async def day_account(
     """The account of ``user_id`` on ``day`` (an unknown user or tier: the default plan)."""
     found = (await conn.execute(select(User.tier).where(User.id == user_id))).scalar()
     tier, plan = plan_for(plans, found, default_tier=default_tier)
-    window = (cycle_start(day).isoformat(), day.isoformat())
-    spent_before, spent_today = _split(_LEDGER.c.cost_micros, _LEDGER.c.day, day)
-    spent = (
-        await conn.execute(
-            select(spent_before, spent_today).where(
-                _LEDGER.c.user_id == user_id, _LEDGER.c.day.between(*window)
-            )
-        )
-    ).one()
-    topped_before, topped_today = _split(_TOPUPS.c.amount_micros, _TOPUPS.c.day, day)
-    topped = (
-        await conn.execute(
-            select(topped_before, topped_today).where(
-                _TOPUPS.c.user_id == user_id, _TOPUPS.c.day.between(*window)
-            )
-        )
-    ).one()
-    before, today = int(spent[0]), int(spent[1])
-    top_before, top_today = int(topped[0]), int(topped[1])
+    before, today = await _split(conn, _LEDGER, "cost_micros", user_id, day)
+    top_before, top_today = await _split(conn, _TOPUPS, "amount_micros", user_id, day)
     return DayAccount(
         tier=tier,
         budget_micros=daily_budget(

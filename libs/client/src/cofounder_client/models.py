@@ -3,9 +3,9 @@ standard library). Each keeps the JSON it was read from as ``raw``, exactly as s
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from datetime import date, datetime
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal, Self
 
 __all__ = [
     "TERMINAL_STATUSES",
@@ -36,6 +36,19 @@ TERMINAL_STATUSES: frozenset[str] = frozenset({"ready", "failed", "cancelled"})
 
 def _time(value: Any) -> datetime | None:
     return None if value is None else datetime.fromisoformat(value)
+
+
+class _ByName:
+    """An answer whose fields are the JSON's keys of the same names, plus ``raw``."""
+
+    __slots__ = ()
+    __dataclass_fields__: ClassVar[dict[str, Any]]
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> Self:
+        values: dict[str, Any] = {f.name: data[f.name] for f in fields(cls) if f.name != "raw"}
+        values["raw"] = data
+        return cls(**values)
 
 
 @dataclass(frozen=True, slots=True)
@@ -244,7 +257,7 @@ class BuildUsage(TokenUsage):
 
 
 @dataclass(frozen=True, slots=True)
-class DemoFounder:
+class DemoFounder(_ByName):
     """A seeded demo founder (``POST /v1/admin/demo``): a user, their project, their token."""
 
     user_id: str
@@ -252,13 +265,9 @@ class DemoFounder:
     token: str
     raw: dict[str, Any] = field(repr=False, compare=False)
 
-    @classmethod
-    def from_json(cls, data: dict[str, Any]) -> DemoFounder:
-        return cls(data["user_id"], data["project_id"], data["token"], raw=data)
-
 
 @dataclass(frozen=True, slots=True)
-class TopUpAccepted:
+class TopUpAccepted(_ByName):
     """A granted top-up (its event id)."""
 
     id: str
@@ -266,20 +275,12 @@ class TopUpAccepted:
     amount_micros: int
     raw: dict[str, Any] = field(repr=False, compare=False)
 
-    @classmethod
-    def from_json(cls, data: dict[str, Any]) -> TopUpAccepted:
-        return cls(data["id"], data["user_id"], data["amount_micros"], raw=data)
-
 
 @dataclass(frozen=True, slots=True)
-class TierChanged:
+class TierChanged(_ByName):
     """A user's plan change."""
 
     user_id: str
     tier: str
     previous_tier: str
     raw: dict[str, Any] = field(repr=False, compare=False)
-
-    @classmethod
-    def from_json(cls, data: dict[str, Any]) -> TierChanged:
-        return cls(data["user_id"], data["tier"], data["previous_tier"], raw=data)

@@ -29,6 +29,7 @@ __all__ = [
     "PROCESSED_EVENTS_PRUNED",
     "StreamMetrics",
     "TypeMetrics",
+    "cumulative_buckets",
 ]
 
 #: Upper bounds (seconds) of the handler latency histogram: sub-millisecond handlers up to a
@@ -146,18 +147,22 @@ class _Collector(Collector):
             labels = list(tm.labels)
             for attr, family in counters.items():
                 family.add_metric(labels, getattr(tm, attr))
-            cumulative = 0
-            buckets = []
-            for bound, count in zip((*HANDLER_BUCKETS, float("inf")), tm.buckets, strict=True):
-                cumulative += count
-                buckets.append((_bound(bound), cumulative))
-            latency.add_metric(labels, buckets, tm.seconds_sum)
+            latency.add_metric(
+                labels, cumulative_buckets(HANDLER_BUCKETS, tm.buckets), tm.seconds_sum
+            )
         yield from counters.values()
         yield latency
 
 
-def _bound(value: float) -> str:
-    return "+Inf" if value == float("inf") else repr(value)
+def cumulative_buckets(bounds: tuple[float, ...], counts: list[int]) -> list[tuple[str, int]]:
+    """A histogram's buckets as Prometheus exports them: ``(le, count at most le)`` per bound,
+    then ``+Inf``; ``counts`` holds the count per bucket, the last one past every bound."""
+    cumulative = 0
+    buckets = []
+    for bound, count in zip((*map(repr, bounds), "+Inf"), counts, strict=True):
+        cumulative += count
+        buckets.append((bound, cumulative))
+    return buckets
 
 
 _COLLECTOR: Final = _Collector()

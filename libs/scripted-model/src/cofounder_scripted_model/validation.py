@@ -58,7 +58,13 @@ def _tools(tools: Any) -> str | None:  # noqa: PLR0911
     return None
 
 
-def _tool_pairs(messages: list[Any]) -> str | None:  # noqa: PLR0912
+def _ids(content: Any, type_: str, key: str) -> list[Any]:
+    """The ``key`` of every ``type_`` block of a message's content (none unless a list)."""
+    blocks = content if isinstance(content, list) else []
+    return [b.get(key) for b in blocks if isinstance(b, Mapping) and b.get("type") == type_]
+
+
+def _tool_pairs(messages: list[Any]) -> str | None:
     for i, message in enumerate(messages):
         if not isinstance(message, Mapping) or message.get("role") not in ("user", "assistant"):
             return f"messages.{i}.role: Input should be 'user' or 'assistant'"
@@ -70,21 +76,13 @@ def _tool_pairs(messages: list[Any]) -> str | None:  # noqa: PLR0912
         content = message.get("content")
         blocks = content if isinstance(content, list) else []
         if message.get("role") == "assistant":
-            uses = [
-                b.get("id")
-                for b in blocks
-                if isinstance(b, Mapping) and b.get("type") == "tool_use"
-            ]
+            uses = _ids(blocks, "tool_use", "id")
             if not uses:
                 continue
             following = messages[i + 1] if i + 1 < len(messages) else None
-            answered: set[Any] = set()
-            if following is not None and isinstance(following.get("content"), list):
-                answered = {
-                    b.get("tool_use_id")
-                    for b in following["content"]
-                    if isinstance(b, Mapping) and b.get("type") == "tool_result"
-                }
+            answered = set(
+                _ids(following.get("content") if following else None, "tool_result", "tool_use_id")
+            )
             missing = [u for u in uses if u not in answered]
             if missing:
                 return (
@@ -95,13 +93,7 @@ def _tool_pairs(messages: list[Any]) -> str | None:  # noqa: PLR0912
                 )
         else:
             previous = messages[i - 1] if i > 0 else None
-            offered: set[Any] = set()
-            if previous is not None and isinstance(previous.get("content"), list):
-                offered = {
-                    b.get("id")
-                    for b in previous["content"]
-                    if isinstance(b, Mapping) and b.get("type") == "tool_use"
-                }
+            offered = set(_ids(previous.get("content") if previous else None, "tool_use", "id"))
             for j, b in enumerate(blocks):
                 if (
                     isinstance(b, Mapping)

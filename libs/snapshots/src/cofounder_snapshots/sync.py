@@ -118,10 +118,9 @@ async def restore(
 ) -> Manifest | None:
     """Write a version (default: the latest) of the build's files into ``sandbox``; None when
     the build has no snapshot."""
-    version = version if version is not None else await latest_version(store, project_id, build_id)
-    if version is None:
+    manifest = await _manifest(store, project_id, build_id, version)
+    if manifest is None:
         return None
-    manifest = await store.get_manifest(project_id, build_id, version)
 
     async def put(item: tuple[str, FileMeta]) -> None:
         path, meta = item
@@ -134,13 +133,23 @@ async def restore(
     if executable:
         quoted = " ".join("'" + p.replace("'", "'\\''") + "'" for p in executable)
         await sandbox.run(f"chmod +x {quoted}", timeout=60)  # the shell starts in the project
-    _log.info("snapshot restored", build_id=build_id, version=version, files=len(manifest.files))
+    _log.info(
+        "snapshot restored", build_id=build_id, version=manifest.version, files=len(manifest.files)
+    )
     return manifest
 
 
 async def latest_version(store: SnapshotStore, project_id: str, build_id: str) -> int | None:
     versions = await store.versions(project_id, build_id)
     return versions[-1] if versions else None
+
+
+async def _manifest(
+    store: SnapshotStore, project_id: str, build_id: str, version: int | None
+) -> Manifest | None:
+    """The manifest of ``version`` (default: the latest); None when the build has no snapshot."""
+    version = version if version is not None else await latest_version(store, project_id, build_id)
+    return None if version is None else await store.get_manifest(project_id, build_id, version)
 
 
 async def restore_to_folder(
@@ -153,10 +162,9 @@ async def restore_to_folder(
     concurrency: int = 16,
 ) -> Manifest | None:
     """Write a version (default: the latest) into a local folder, modes included."""
-    version = version if version is not None else await latest_version(store, project_id, build_id)
-    if version is None:
+    manifest = await _manifest(store, project_id, build_id, version)
+    if manifest is None:
         return None
-    manifest = await store.get_manifest(project_id, build_id, version)
     root = await asyncio.to_thread(folder.resolve)
 
     async def put(item: tuple[str, FileMeta]) -> None:

@@ -90,13 +90,19 @@ def _docker_answers() -> bool:
         return False
 
 
+def _declared(variable: str, default_port: int) -> str | None:
+    """The server URL in ``variable``, if set; a set one must answer."""
+    url = os.environ.get(variable)
+    if url and not _reachable(url, default_port):
+        raise ServerUnavailable(f"{variable}={url} does not answer")
+    return url
+
+
 @contextlib.contextmanager
 def redis_server() -> Iterator[str]:
     """Yield the URL of a Redis server of this test run's own (see the module docstring)."""
-    declared = os.environ.get("TEST_REDIS_URL")
+    declared = _declared("TEST_REDIS_URL", 6379)
     if declared:
-        if not _reachable(declared, 6379):
-            raise ServerUnavailable(f"TEST_REDIS_URL={declared} does not answer")
         yield declared
         return
     with own_redis_server() as url:
@@ -167,10 +173,8 @@ def _throwaway_postgres() -> Iterator[str]:
 @contextlib.contextmanager
 def postgres_server() -> Iterator[str]:
     """Yield a PostgreSQL URL (``postgresql://``; see the module docstring)."""
-    configured = os.environ.get("DATABASE_URL")
+    configured = _declared("DATABASE_URL", 5432)
     if configured:
-        if not _reachable(configured, 5432):
-            raise ServerUnavailable(f"DATABASE_URL={configured} does not answer")
         yield configured
         return
     if _reachable(DEFAULT_DATABASE_URL, 5432):

@@ -161,15 +161,14 @@ class ModelClient:
             },
         ) as span:
             try:
-                reply = await self._complete(
-                    model=model,
-                    system=system,
-                    tools=tools,
-                    messages=messages,
-                    max_tokens=max_tokens,
-                    build_id=build_id,
-                    on_usage=on_usage,
-                )
+                request = {
+                    "max_tokens": max_tokens,
+                    "system": system,
+                    "tools": tools,
+                    "messages": messages,
+                    "metadata": {"user_id": build_id},
+                }
+                reply = await self._complete(model, request, on_usage)
             except ModelUnavailable:
                 span.set_attribute("cofounder.model.attempts", self.attempts)
                 raise
@@ -178,16 +177,9 @@ class ModelClient:
             return reply
 
     async def _complete(
-        self,
-        *,
-        model: str,
-        system: list[dict[str, Any]],
-        tools: list[dict[str, Any]],
-        messages: Sequence[dict[str, Any]],
-        max_tokens: int,
-        build_id: str,
-        on_usage: UsageSink,
+        self, model: str, request: dict[str, Any], on_usage: UsageSink
     ) -> ModelReply:
+        """The attempts of one call: ``request`` is what the API is sent besides the model."""
         overloaded = 0
         current = model
         began = time.perf_counter()
@@ -203,14 +195,7 @@ class ModelClient:
                 current = self.fallback_model
             stream = None
             try:
-                async with self.client.messages.stream(
-                    model=current,
-                    max_tokens=max_tokens,
-                    system=system,  # type: ignore[arg-type]
-                    tools=tools,  # type: ignore[arg-type]
-                    messages=messages,  # type: ignore[arg-type]
-                    metadata={"user_id": build_id},
-                ) as stream:
+                async with self.client.messages.stream(model=current, **request) as stream:
                     final = await stream.get_final_message()
                 usage = TokenUsage.of(final.usage)
                 request_id = stream.request_id

@@ -27,7 +27,7 @@ import hashlib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
-from typing import Final, cast
+from typing import Any, Final, cast
 
 import structlog
 from redis.asyncio import Redis
@@ -234,26 +234,17 @@ async def _meter(event: BudgetUsage, deps: BudgetDeps, span: tracing.Span) -> No
         SPEND.labels(tier).inc(cost)
     if metered.exhausted:
         EXHAUSTED.inc()
+
+    def standing(kind: str) -> dict[str, Any]:
+        """What a warning and an exhaustion both say: the day's spend against its budget."""
+        follows = follow_up(event, producer=PRODUCER, kind=kind)
+        return {**follows, "day": day, "spent_micros": metered.spent, "budget_micros": budget}
+
     signals: list[BudgetWarning | BudgetExhausted] = []
     if metered.warn:
-        signals.append(
-            BudgetWarning(
-                **follow_up(event, producer=PRODUCER, kind="budget.warning"),
-                day=day,
-                spent_micros=metered.spent,
-                budget_micros=budget,
-            )
-        )
+        signals.append(BudgetWarning(**standing("budget.warning")))
     if metered.exhausted:
-        signals.append(
-            BudgetExhausted(
-                **follow_up(event, producer=PRODUCER, kind="budget.exhausted"),
-                day=day,
-                spent_micros=metered.spent,
-                budget_micros=budget,
-                resets_at=resets_at,
-            )
-        )
+        signals.append(BudgetExhausted(**standing("budget.exhausted"), resets_at=resets_at))
     for signal in signals:
         await deps.events.emit(signal)
 

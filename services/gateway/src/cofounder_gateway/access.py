@@ -50,6 +50,8 @@ from prometheus_client.registry import Collector
 from starlette.requests import HTTPConnection
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from cofounder_runtime.metrics import cumulative_buckets
+
 __all__ = [
     "HTTP_METRICS",
     "LATENCY_BUCKETS",
@@ -177,12 +179,7 @@ class HttpMetrics(Collector):
             labels=("method", "route"),
         )
         for route, series in list(self.latency.items()):
-            cumulative, buckets = 0, []
-            for bound, count in zip(
-                (*map(str, LATENCY_BUCKETS), "+Inf"), series.buckets, strict=True
-            ):
-                cumulative += count
-                buckets.append((bound, cumulative))
+            buckets = cumulative_buckets(LATENCY_BUCKETS, series.buckets)
             latency.add_metric(route, buckets, series.total)
         yield latency
         yield GaugeMetricFamily(

@@ -8,7 +8,7 @@ from collections.abc import AsyncIterator, Collection, Mapping
 from datetime import UTC, datetime
 
 import asyncpg
-from sqlalchemy import select, tuple_, update
+from sqlalchemy import Select, select, tuple_, update
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 
 from cofounder_contracts import BuildStatus
@@ -175,6 +175,22 @@ def _parse_cursor(cursor: str) -> tuple[datetime, str]:
         raise ApiError(400, "invalid_cursor", "the cursor is not one this API returned") from None
 
 
+async def _page(
+    engine: AsyncEngine, query: Select[Build], *, limit: int, cursor: str | None
+) -> tuple[list[Build], str | None]:
+    """The builds ``query`` selects, newest first, ``limit`` of them after ``cursor``; returns
+    them and the next page's cursor (None on the last page)."""
+    if cursor:
+        created, build_id = _parse_cursor(cursor)
+        query = query.where(tuple_(Build.created_at, Build.id) < tuple_(created, build_id))
+    query = query.order_by(Build.created_at.desc(), Build.id.desc()).limit(limit + 1)
+    async with _transaction(engine) as conn:
+        found = list((await conn.execute(query)).scalars().all())
+    more = len(found) > limit
+    found = found[:limit]
+    return found, (_cursor(found[-1]) if more and found else None)
+
+
 async def list_builds(
     engine: AsyncEngine, *, user_id: str, status: BuildStatus | None, limit: int, cursor: str | None
 ) -> tuple[list[Build], str | None]:
@@ -182,15 +198,7 @@ async def list_builds(
     query = select(Build).where(Build.user_id == user_id)
     if status is not None:
         query = query.where(Build.status == status.value)
-    if cursor:
-        created, build_id = _parse_cursor(cursor)
-        query = query.where(tuple_(Build.created_at, Build.id) < tuple_(created, build_id))
-    query = query.order_by(Build.created_at.desc(), Build.id.desc()).limit(limit + 1)
-    async with _transaction(engine) as conn:
-        builds = list((await conn.execute(query)).scalars().all())
-    more = len(builds) > limit
-    builds = builds[:limit]
-    return builds, (_cursor(builds[-1]) if more and builds else None)
+    return await _page(engine, query, limit=limit, cursor=cursor)
 
 
 async def list_all_builds(
@@ -201,15 +209,7 @@ async def list_all_builds(
     query = select(Build)
     if statuses:
         query = query.where(Build.status.in_([s.value for s in statuses]))
-    if cursor:
-        created, build_id = _parse_cursor(cursor)
-        query = query.where(tuple_(Build.created_at, Build.id) < tuple_(created, build_id))
-    query = query.order_by(Build.created_at.desc(), Build.id.desc()).limit(limit + 1)
-    async with _transaction(engine) as conn:
-        found = list((await conn.execute(query)).scalars().all())
-    more = len(found) > limit
-    found = found[:limit]
-    return found, (_cursor(found[-1]) if more and found else None)
+    return await _page(engine, query, limit=limit, cursor=cursor)
 
 
 async def cancel_build(engine: AsyncEngine, *, user_id: str, build_id: str) -> Build:

@@ -17,7 +17,15 @@ from cofounder_gateway.inputs import NO_NUL, Email, JsonObject, ProjectId, Text,
 from cofounder_gateway.problems import ApiError, problem_responses
 from cofounder_gateway.settings import GatewaySettings
 
-__all__ = ["BAD_TIER", "DEMO", "admin_routes", "require_known_tier", "router"]
+__all__ = [
+    "BAD_TIER",
+    "DEMO",
+    "NO_USER",
+    "WRITE_FOR_USER",
+    "admin_routes",
+    "require_known_tier",
+    "router",
+]
 
 
 class _Strict(BaseModel):
@@ -166,6 +174,10 @@ def require_known_tier(settings: GatewaySettings, tier: str) -> None:
 
 
 _NO_PROJECT = "No such project (type: project_not_found)"
+NO_USER = "No such user (type: user_not_found)"
+#: The problems of a write about a user (a project) that may not exist.
+WRITE_FOR_USER = problem_responses(400, 404, 413, 422, s404=NO_USER)
+_WRITE_FOR_PROJECT = problem_responses(400, 404, 413, 422, s404=_NO_PROJECT)
 #: The 422 of a route that takes a tier.
 BAD_TIER = (
     "Invalid input, every refused field named in errors (type: invalid_request), or a tier "
@@ -198,7 +210,7 @@ async def create_user(body: NewUser, engine: EngineDep, settings: SettingsDep) -
     name="admin_create_project",
     status_code=201,
     response_model=Created,
-    responses=problem_responses(400, 404, 413, 422, s404="No such user (type: user_not_found)"),
+    responses=WRITE_FOR_USER,
 )
 async def create_project(body: NewProject, engine: EngineDep) -> Created:
     project_id = await admin_repo.create_project(
@@ -211,7 +223,7 @@ async def create_project(body: NewProject, engine: EngineDep) -> Created:
     "/projects/{project_id}/idea-brief",
     name="admin_put_idea_brief",
     response_model=Created,
-    responses=problem_responses(400, 404, 413, 422, s404=_NO_PROJECT),
+    responses=_WRITE_FOR_PROJECT,
 )
 async def put_idea_brief(project_id: ProjectId, body: IdeaBrief, engine: EngineDep) -> Created:
     artifact_id = await admin_repo.put_idea_brief(
@@ -225,7 +237,7 @@ async def put_idea_brief(project_id: ProjectId, body: IdeaBrief, engine: EngineD
     name="admin_create_interview",
     status_code=201,
     response_model=Created,
-    responses=problem_responses(400, 404, 413, 422, s404=_NO_PROJECT),
+    responses=_WRITE_FOR_PROJECT,
 )
 async def create_session(project_id: ProjectId, body: NewSession, engine: EngineDep) -> Created:
     session_id = await admin_repo.create_session(

@@ -85,6 +85,10 @@ class PageSession(BaseModel):
     expires_in: int
 
 
+#: The problems of a request about one of the caller's builds.
+_FOR_YOUR_BUILD = problem_responses(400, 401, 404, 413, 422, s404="No such build of yours")
+
+
 def _login_key(code: str) -> str:
     return LOGIN_CODE_PREFIX + hashlib.sha256(code.encode()).hexdigest()
 
@@ -93,7 +97,7 @@ def _login_key(code: str) -> str:
     "/stream-tokens",
     status_code=201,
     response_model=StreamToken,
-    responses=problem_responses(400, 401, 404, 413, 422, s404="No such build of yours"),
+    responses=_FOR_YOUR_BUILD,
 )
 async def create_stream_token(
     body: StreamTokenRequest, user: CurrentUser, engine: EngineDep, settings: SettingsDep
@@ -123,7 +127,7 @@ async def create_stream_token(
     "/login-codes",
     status_code=201,
     response_model=LoginCode,
-    responses=problem_responses(400, 401, 404, 413, 422, s404="No such build of yours"),
+    responses=_FOR_YOUR_BUILD,
 )
 async def create_login_code(
     user: CurrentUser,

@@ -5,6 +5,8 @@
   operator's view (admin token).
 - ``/app/static/{name}``: the page's scripts and stylesheet, read once at import (a fixed set of
   files, so no path from a request ever reaches the file system).
+- The three pages share one layout (``page/parts/layout.html``: head, header, sign-in form),
+  filled at import with each page's title, script, navigation and content.
 
 Every answer forbids what the page does not need (a Content-Security-Policy of ``'self'`` only,
 no framing, no referrer). Not in the OpenAPI document: these are pages, not the API. Why a page
@@ -41,15 +43,68 @@ _TYPES: Final = {
 }
 
 
+_FOUNDER_SIGN_IN: Final = {
+    "sign_in_title": "Sign in",
+    "sign_in_help": (
+        "<p>\n"
+        "        Open the link that <code>cofounder dev</code> prints, or paste a bearer token\n"
+        "        (<code>cofounder token mint --user ID</code>). "
+        "This tab keeps it until you close it.\n"
+        "      </p>"
+    ),
+    "token_label": "Bearer token",
+}
+_OPERATOR_SIGN_IN: Final = {
+    "sign_in_title": "Operator sign-in",
+    "sign_in_help": (
+        "<p>Paste the gateway's admin token (<code>ADMIN_TOKEN</code>). "
+        "This tab keeps it until you close it.</p>"
+    ),
+    "token_label": "Admin token",
+}
+#: The pages: each is ``page/parts/layout.html`` (head, header, sign-in form) around its own
+#: content (``page/parts/{name}``), filled with these.
+_PAGES: Final = {
+    "builds.html": {
+        "title": "Your builds",
+        "script": "builds.js",
+        "nav": '<a href="/app/" aria-current="page">Your builds</a>',
+        **_FOUNDER_SIGN_IN,
+    },
+    "build.html": {
+        "title": "Build",
+        "script": "build.js",
+        "nav": '<a href="/app/">Your builds</a>',
+        **_FOUNDER_SIGN_IN,
+    },
+    "admin.html": {
+        "title": "Operator view",
+        "script": "admin.js",
+        "nav": '<a href="/app/admin" aria-current="page">Operator view</a>',
+        **_OPERATOR_SIGN_IN,
+    },
+}
+
+
+def _asset(name: str, body: bytes) -> tuple[bytes, str, str]:
+    etag = '"' + hashlib.sha256(body).hexdigest()[:32] + '"'
+    return body, _TYPES["." + name.rpartition(".")[2]], etag
+
+
 def _load() -> dict[str, tuple[bytes, str, str]]:
-    """Every file of ``page/``: name -> (content, media type, ETag)."""
+    """Every page and every file of ``page/``: name -> (content, media type, ETag)."""
+    folder = resources.files("cofounder_gateway").joinpath("page")
     found: dict[str, tuple[bytes, str, str]] = {}
-    for item in resources.files("cofounder_gateway").joinpath("page").iterdir():
-        suffix = "." + item.name.rpartition(".")[2]
-        if item.is_file() and suffix in _TYPES:
-            body = item.read_bytes()
-            etag = '"' + hashlib.sha256(body).hexdigest()[:32] + '"'
-            found[item.name] = (body, _TYPES[suffix], etag)
+    for item in folder.iterdir():
+        if item.is_file() and "." + item.name.rpartition(".")[2] in _TYPES:
+            found[item.name] = _asset(item.name, item.read_bytes())
+    parts = folder.joinpath("parts")
+    layout = parts.joinpath("layout.html").read_text(encoding="utf-8")
+    for name, slots in _PAGES.items():
+        page = layout
+        for slot, value in {**slots, "content": parts.joinpath(name).read_text("utf-8")}.items():
+            page = page.replace("{{" + slot + "}}", value)
+        found[name] = _asset(name, page.encode())
     return found
 
 

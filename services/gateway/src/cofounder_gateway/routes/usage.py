@@ -11,7 +11,13 @@ from cofounder_gateway import usage
 from cofounder_gateway.deps import CurrentUser, EngineDep, RedisDep, RelayDep, SettingsDep
 from cofounder_gateway.inputs import BuildId, UserId
 from cofounder_gateway.problems import problem_responses
-from cofounder_gateway.routes.admin import BAD_TIER, admin_routes, require_known_tier
+from cofounder_gateway.routes.admin import (
+    BAD_TIER,
+    NO_USER,
+    WRITE_FOR_USER,
+    admin_routes,
+    require_known_tier,
+)
 from cofounder_gateway.routes.builds import NO_BUILD
 from cofounder_gateway.usage import BuildUsage, TierChange, TierOut, TopUp, TopUpAccepted, UserUsage
 
@@ -23,7 +29,6 @@ _Days = Annotated[int, Query(ge=1, le=92, description="How many days back, today
 router = APIRouter(tags=["usage"])
 #: The admin's, under ``/admin`` behind the admin token.
 admin_router = admin_routes()
-_NO_USER = "No such user (type: user_not_found)"
 
 
 @router.get(
@@ -60,7 +65,7 @@ async def my_build_usage(build_id: BuildId, user: CurrentUser, engine: EngineDep
     "/users/{user_id}/usage",
     name="admin_get_user_usage",
     response_model=UserUsage,
-    responses=problem_responses(404, 422, s404=_NO_USER),
+    responses=problem_responses(404, 422, s404=NO_USER),
 )
 async def usage_of(
     user_id: UserId,
@@ -91,7 +96,7 @@ async def build_usage_of(user_id: UserId, build_id: BuildId, engine: EngineDep) 
     name="admin_top_up",
     status_code=202,
     response_model=TopUpAccepted,
-    responses=problem_responses(400, 404, 413, 422, s404=_NO_USER),
+    responses=WRITE_FOR_USER,
 )
 async def top_up(user_id: UserId, body: TopUp, engine: EngineDep, relay: RelayDep) -> TopUpAccepted:
     """Grant extra budget, usable at once; the user's sleeping builds wake."""
@@ -106,7 +111,7 @@ async def top_up(user_id: UserId, body: TopUp, engine: EngineDep, relay: RelayDe
     "/users/{user_id}/tier",
     name="admin_change_tier",
     response_model=TierOut,
-    responses=problem_responses(400, 404, 413, 422, s404=_NO_USER, s422=BAD_TIER),
+    responses=problem_responses(400, 404, 413, 422, s404=NO_USER, s422=BAD_TIER),
 )
 async def change_tier(
     user_id: UserId, body: TierChange, engine: EngineDep, settings: SettingsDep, relay: RelayDep
