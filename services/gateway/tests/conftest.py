@@ -4,9 +4,14 @@ from __future__ import annotations
 
 import os
 from collections.abc import AsyncIterator, Iterator
+from types import SimpleNamespace
+from typing import Any, cast
 
+import httpx
 import pytest
 
+from cofounder_gateway.app import Gateway, create_app
+from cofounder_gateway.settings import GatewaySettings
 from cofounder_gateway.testing import Running, start_gateway
 from cofounder_testing.servers import free_port
 from cofounder_testing.services import start_service
@@ -43,3 +48,20 @@ def gateway_process(
         yield base
     finally:
         gateway.stop(grace_s=30)
+
+
+@pytest.fixture
+async def app_client() -> AsyncIterator[httpx.AsyncClient]:
+    """The app in process with no database, Redis or feed behind it: for routes that reach none
+    of them (the OpenAPI document, the build page's files)."""
+    gw = Gateway(
+        settings=GatewaySettings(environment="development"),
+        engine=cast(Any, None),
+        redis=cast(Any, None),
+        feed=cast(Any, None),
+        relay=cast(Any, SimpleNamespace(poke=lambda: None)),
+        pg_pool=cast(Any, None),
+    )
+    transport = httpx.ASGITransport(app=create_app(gw))
+    async with httpx.AsyncClient(transport=transport, base_url="http://gateway") as http:
+        yield http

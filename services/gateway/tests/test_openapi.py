@@ -7,16 +7,11 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import AsyncIterator
-from types import SimpleNamespace
-from typing import Any, cast
+from typing import Any
 
 import httpx
 import jsonschema
 import pytest
-
-from cofounder_gateway.app import Gateway, create_app
-from cofounder_gateway.settings import GatewaySettings
 
 OPEN = {"/v1/healthz", "/v1/readyz"}
 #: Routes whose credential is in the body (a login code), not a security scheme.
@@ -24,19 +19,8 @@ UNSECURED = OPEN | {"/v1/login-codes/redeem"}
 
 
 @pytest.fixture
-async def client() -> AsyncIterator[httpx.AsyncClient]:
-    """The app in process; nothing here reaches the database or Redis."""
-    gw = Gateway(
-        settings=GatewaySettings(environment="development"),
-        engine=cast(Any, None),
-        redis=cast(Any, None),
-        feed=cast(Any, None),
-        relay=cast(Any, SimpleNamespace(poke=lambda: None)),
-        pg_pool=cast(Any, None),
-    )
-    transport = httpx.ASGITransport(app=create_app(gw))
-    async with httpx.AsyncClient(transport=transport, base_url="http://gateway") as http:
-        yield http
+async def client(app_client: httpx.AsyncClient) -> httpx.AsyncClient:
+    return app_client
 
 
 @pytest.fixture

@@ -4,33 +4,17 @@ CDN), locked down by its headers; and the operator's list of builds across found
 from __future__ import annotations
 
 import re
-from collections.abc import AsyncIterator
-from types import SimpleNamespace
-from typing import Any, cast
 
 import httpx
 import pytest
 
-from cofounder_gateway.app import Gateway, create_app
 from cofounder_gateway.routes.page import ASSETS
-from cofounder_gateway.settings import GatewaySettings
 from cofounder_gateway.testing import ADMIN, Running
 
 
 @pytest.fixture
-async def client() -> AsyncIterator[httpx.AsyncClient]:
-    """The app in process; the page's routes reach neither the database nor Redis."""
-    gw = Gateway(
-        settings=GatewaySettings(environment="development"),
-        engine=cast(Any, None),
-        redis=cast(Any, None),
-        feed=cast(Any, None),
-        relay=cast(Any, SimpleNamespace(poke=lambda: None)),
-        pg_pool=cast(Any, None),
-    )
-    transport = httpx.ASGITransport(app=create_app(gw))
-    async with httpx.AsyncClient(transport=transport, base_url="http://gateway") as http:
-        yield http
+async def client(app_client: httpx.AsyncClient) -> httpx.AsyncClient:
+    return app_client
 
 
 _REFERENCE = re.compile(r"""(?:src|href)\s*=\s*["']([^"']+)["']""")
