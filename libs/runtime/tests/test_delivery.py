@@ -4,21 +4,27 @@ from __future__ import annotations
 
 import asyncio
 from dataclasses import replace
+from pathlib import Path
 
 import msgspec
 import pytest
+import structlog
 from redis.asyncio import Redis
+from redis.exceptions import RedisError
 
 from cofounder_contracts import BuildRequested, ContextReady, new_event_id
 from cofounder_contracts.codec import encode_fields
 from cofounder_contracts.streams import BUILD_REQUESTS
-from cofounder_runtime import deadletter
+from cofounder_runtime import deadletter, processes
+from cofounder_runtime.connections import connect_redis
 from cofounder_runtime.consumer import Consumer
 from cofounder_runtime.keys import DeadLetterField, dlq_key
+from cofounder_runtime.localredis import redis_server_binary
 from cofounder_runtime.publisher import Publisher
 from cofounder_testing.fixtures import Names
 from cofounder_testing.inprocess import FAST, entries, hash_ints, pending, running
-from cofounder_testing.probe import Probe, probe
+from cofounder_testing.probe import Probe, ProbeHandler, probe
+from cofounder_testing.servers import free_port
 from cofounder_testing.waiting import eventually
 
 pytestmark = pytest.mark.integration
@@ -323,3 +329,52 @@ def test_for_stream_refuses_wrong_wiring(redis: Redis) -> None:
         handlers={BuildRequested: handler},
     )
     assert consumer.options.max_age_ms == BUILD_REQUESTS.max_age_ms
+
+
+async def test_a_consumer_started_while_redis_is_down_waits_for_it_and_then_consumes(
+    tmp_path: Path, names: Names
+) -> None:
+    """A service restarted in the middle of a Redis restart (seen in the chaos test: the group
+    creation met a closed connection and the process exited) waits for Redis instead."""
+    binary = redis_server_binary()
+    if binary is None:
+        pytest.skip("no redis-server to start late")
+    port = free_port()
+    client = connect_redis(f"redis://127.0.0.1:{port}/0")
+    consumer = Consumer(
+        client,
+        stream=names.stream,
+        group=names.group,
+        consumer="early",
+        handlers={Probe: ProbeHandler(client, names.prefix)},
+        options=FAST,
+    )
+    with structlog.testing.capture_logs() as logs:
+        task = asyncio.create_task(consumer.run())
+
+        async def met_no_redis() -> bool:
+            return any(e.get("doing") == "creating the group" for e in logs)
+
+        await eventually(met_no_redis, what="the consumer meeting no Redis")
+        assert not task.done()
+    server = processes.start(
+        "redis-server",
+        [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--dir", str(tmp_path)],
+        log=tmp_path / "redis.log",
+    )
+    try:
+        await eventually(lambda: _answers(client), what="the late redis-server answering")
+        await Publisher(client).publish(names.stream, probe(1))
+        await eventually(lambda: _effects(client, names, 1), what="the event handled")
+        consumer.stop()
+        await asyncio.wait_for(task, 30)
+    finally:
+        server.stop(grace_s=10)
+        await client.aclose()
+
+
+async def _answers(client: Redis) -> bool:
+    try:
+        return bool(await client.ping())
+    except RedisError:
+        return False

@@ -206,8 +206,13 @@ class Consumer:
                 raise
 
     async def run(self) -> None:
-        """Consume until :meth:`stop`; then drain in-flight work and return."""
-        await self.ensure_group()
+        """Consume until :meth:`stop`; then drain in-flight work and return.
+
+        A Redis that is down or restarting when the consumer starts is waited for, as it is
+        later on: the group is created once Redis answers (a process started in the middle of
+        a Redis restart must not exit for it)."""
+        if not await self._group_ready():
+            return
         self._log.info("consumer started", options=str(self.options))
         background = [
             asyncio.create_task(self._ack_loop(), name=f"acks:{self.stream}"),
@@ -322,6 +327,17 @@ class Consumer:
                 continue
             for entry_id, fields in read_entries(reply):
                 self._dispatch(entry_id, fields, 1)
+
+    async def _group_ready(self) -> bool:
+        """Create the group, retrying through Redis errors; False when stopped first."""
+        while not self.stopping:
+            try:
+                await self.ensure_group()
+            except RedisError as exc:
+                await self._redis_trouble("creating the group", exc)
+            else:
+                return True
+        return False
 
     async def _recreate_group(self) -> None:
         try:
