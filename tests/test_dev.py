@@ -34,6 +34,10 @@ CONFIGURATION = (
     "ANTHROPIC_API_KEY",
     "ANTHROPIC_BASE_URL",
     "E2B_API_KEY",
+    "E2B_API_URL",
+    "E2B_SANDBOX_URL",
+    "E2B_DOMAIN",
+    "SANDBOX",
 )
 needs_redis = pytest.mark.skipif(
     shutil.which("redis-server") is None, reason="redis-server is not installed"
@@ -143,6 +147,43 @@ def test_dev_once_builds_the_demo_app_with_nothing_configured(checkout: Path) ->
         metered = asyncio.run(_metered(url))
     assert metered[0] >= 8  # every model call of the demo build was metered
     assert metered[1] > 0
+
+
+@needs_redis
+@needs_postgres
+def test_dev_once_with_sandbox_e2b_builds_the_demo_app_on_the_e2b_standin(checkout: Path) -> None:
+    """``SANDBOX=e2b`` without ``E2B_API_KEY``: the runner and the snapshot service use E2B's
+    SDK against the stand-in ``cofounder dev`` starts; the preview answers through it."""
+    result = subprocess.run(
+        [sys.executable, "-m", "cofounder_cli", "dev", "--once", *startup()],
+        cwd=checkout,
+        env={**unconfigured(), "SANDBOX": "e2b"},
+        capture_output=True,
+        text=True,
+        timeout=startup_deadline_s() + 180,
+        check=False,
+    )
+    output = result.stdout + result.stderr
+    assert result.returncode == 0, output
+    standin = re.search(r"E2B stand-in at (http://127\.0\.0\.1:\d+)", output)
+    assert standin, output
+    preview = re.search(
+        r"preview: https://3000-\S+\.e2b-standin\.local \(HTTP 200, through the E2B stand-in "
+        rf"at {re.escape(standin.group(1))}\)",
+        output,
+    )
+    assert preview, output
+    assert "completed: version 1" in output
+    assert re.search(r"snapshot v\d+: \d+ files", output), output
+    workdir = (checkout / ".cofounder" / "dev").resolve()
+    # The build's files are in a stand-in sandbox (written through envd), none in a local one.
+    assert list((workdir / "e2b").glob("*/project/app.py"))
+    assert not list((workdir / "sandboxes").glob("*/project/app.py"))
+    assert list((workdir / "snapshots").rglob("*.json"))  # read by the snapshot service's tar
+    logs = workdir / "logs"
+    assert (logs / "e2b-standin.log").is_file()
+    assert "sandbox=e2b" in (logs / "agent-runner.log").read_text()
+    assert _leftovers(workdir) == []  # the stand-in and its sandboxes stopped with the rest
 
 
 def test_dev_without_postgresql_says_what_to_install(

@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import pytest
 
-from cofounder_agent_runner.testing import Harness, fast_settings
+from cofounder_agent_runner.testing import Harness, OnSandbox, fast_settings
+from cofounder_e2b_standin import serve
 from cofounder_runtime.connections import connect_redis
 from cofounder_scripted_model.process import ScriptedModel, start
+from cofounder_snapshots.store import LocalStore
 from cofounder_testing.servers import own_redis_server
 
 
@@ -49,3 +52,40 @@ async def harness(
     yield running
     await running.close()
     await redis.aclose()
+
+
+@pytest.fixture(params=["local", "e2b-standin"])
+async def on_sandbox(
+    request: pytest.FixtureRequest,
+    runner_redis_url: str,
+    migrated_database_url: str,
+    scripted: ScriptedModel,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> AsyncIterator[OnSandbox]:
+    """The runner on each sandbox in turn: one suite for both."""
+    kind: str = request.param
+    async with contextlib.AsyncExitStack() as stack:
+        standin = None
+        overrides: dict[str, object] = {}
+        root = tmp_path / "sandboxes"
+        if kind == "e2b-standin":
+            root = tmp_path / "e2b"
+            running = await stack.enter_async_context(serve(root))
+            for name, value in running.env.items():
+                monkeypatch.setenv(name, value)  # the SDK's own settings
+            standin = running.standin
+            overrides = {"sandbox": "e2b", "e2b_api_key": running.api_key}
+        redis = connect_redis(runner_redis_url)
+        stack.push_async_callback(redis.aclose)
+        settings = fast_settings(
+            redis_url=runner_redis_url,
+            database_url=migrated_database_url,
+            model_url=scripted.url,
+            sandbox_root=tmp_path / "sandboxes",
+            **overrides,
+        )
+        harness = Harness(settings=settings, redis=redis)
+        stack.push_async_callback(harness.close)
+        harness.deps.snapshots = LocalStore(tmp_path / "snapshots")
+        yield OnSandbox(kind, harness, root, standin)

@@ -1,7 +1,8 @@
 """The loop's guards on real Redis, PostgreSQL and the scripted model: stuck detection, context
 compaction, the lease's fencing of checkpoints and its floor after Redis forgot its counter, the
-events the sleep and end checkpoints hold, and a sleeping build: cancelled, or delivered its
-``context.ready`` again."""
+events the sleep and end checkpoints hold, a sleeping build: cancelled, or delivered its
+``context.ready`` again, and a sandbox killed mid-build (on the local sandbox and on E2B through
+the stand-in)."""
 
 from __future__ import annotations
 
@@ -17,12 +18,14 @@ import pytest
 import yaml
 from sqlalchemy import select
 
+from cofounder_agent_runner.bootstrap import build_consumers
 from cofounder_agent_runner.checkpoints import RunState
 from cofounder_agent_runner.handlers import on_cancel_requested
 from cofounder_agent_runner.lease import Lease, LeaseBusy, LeaseLost
 from cofounder_agent_runner.loop import Outcome, drive
-from cofounder_agent_runner.testing import Harness, context_ready, fast_settings
+from cofounder_agent_runner.testing import Harness, OnSandbox, context_ready, fast_settings
 from cofounder_contracts import (
+    AgentIterationCompleted,
     AgentResumed,
     AgentSleeping,
     BuildCancelRequested,
@@ -39,7 +42,11 @@ from cofounder_contracts import (
 from cofounder_contracts.keys import budget_gate_key, lease_generation_key, lease_key
 from cofounder_db.models import AgentCheckpoint
 from cofounder_runtime.connections import connect_redis
+from cofounder_runtime.publisher import Publisher
 from cofounder_scripted_model.process import ScriptedModel, start
+from cofounder_snapshots.collect import collect_sandbox
+from cofounder_snapshots.sync import take_snapshot
+from cofounder_testing.waiting import eventually
 
 pytestmark = pytest.mark.integration
 
@@ -366,3 +373,69 @@ async def test_a_context_ready_for_an_asleep_build_leaves_it_asleep(
     assert outcome is Outcome.COMPLETED
     resumed = [e for e in await harness.events(build) if isinstance(e, AgentResumed)]
     assert [e.reason for e in resumed] == ["wake:rollover"]
+
+
+async def test_a_sandbox_killed_mid_build_is_replaced_from_the_latest_snapshot(
+    on_sandbox: OnSandbox, scripted: ScriptedModel
+) -> None:
+    """The build's sandbox is killed between two turns (for E2B, through the SDK: the stand-in
+    ends it as E2B does); the next tool call finds it gone, and the build is driven again in a
+    new sandbox holding the latest snapshot, from its last checkpoint, to its end."""
+    harness = on_sandbox.harness
+    store = harness.deps.snapshots
+    assert store is not None
+    scripted.latency(1500)  # time to snapshot and kill the sandbox before the next turn
+    context = context_ready()
+    consumers = build_consumers(harness.settings, harness.deps)
+    tasks = [asyncio.create_task(c.run()) for c in consumers]
+    try:
+        await Publisher(harness.redis).emit(context)
+
+        async def three_files_written() -> bool:
+            return any(
+                isinstance(e, AgentIterationCompleted) and e.iteration >= 3
+                for e in await harness.events(context.build_id)
+            )
+
+        await eventually(three_files_written, what="the first three turns", timeout=60)
+        state = await harness.deps.checkpoints.load(context.build_id)
+        assert state is not None
+        assert state.sandbox_id
+        first = state.sandbox_id
+        box = await harness.deps.sandboxes.connect(first)
+        # The latest snapshot, as the snapshot service takes it (E2B: the tar read over envd).
+        await take_snapshot(
+            store,
+            await collect_sandbox(box),
+            project_id=context.project_id,
+            build_id=context.build_id,
+        )
+        await box.kill()
+        scripted.latency(0)
+        assert on_sandbox.status(first) == "killed"
+
+        async def completed() -> bool:
+            return any(
+                isinstance(e, BuildCompleted) for e in await harness.events(context.build_id)
+            )
+
+        await eventually(completed, what="the build to complete", timeout=90)
+    finally:
+        for consumer in consumers:
+            consumer.stop()
+        await asyncio.gather(*tasks)
+    events = await harness.events(context.build_id)
+    done = next(e for e in events if isinstance(e, BuildCompleted))
+    assert done.preview_url
+    assert [e.reason for e in events if isinstance(e, AgentResumed)] == ["recovered"]
+    final = await harness.deps.checkpoints.load(context.build_id)
+    assert final is not None
+    assert final.sandbox_id
+    assert final.sandbox_id != first
+    # Written before the kill and not again after it: back only through the snapshot.
+    for name in ("app.py", "public/index.html", "test_app.py"):
+        assert (on_sandbox.project(final.sandbox_id) / name).is_file(), name
+    if on_sandbox.standin is not None:  # the SDK asked for the lost one, then made a new one
+        calls = on_sandbox.standin.calls
+        assert ("POST", f"/v2/sandboxes/{first}/connect") in calls
+        assert sum(1 for c in calls if c == ("POST", "/v2/sandboxes")) == 2

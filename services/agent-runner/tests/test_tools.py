@@ -1,8 +1,11 @@
-"""The tools on a real local sandbox: editor semantics, bash sessions and timeouts, confinement,
-truncation. No network."""
+"""The tools on every sandbox the runner has: editor semantics, bash sessions and timeouts,
+confinement, truncation. One suite, parametrised over the local sandbox (both isolations), E2B
+through the unmodified SDK against the local stand-in (:mod:`cofounder_e2b_standin`), and a real
+E2B account (skipped without ``E2B_API_KEY``). No network but the real account's."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 from collections.abc import AsyncIterator
@@ -11,22 +14,50 @@ from pathlib import Path
 import pytest
 
 from cofounder_agent_runner.tools.dispatcher import OUTPUT_LIMIT, ToolDispatcher, truncate
-from cofounder_sandbox.base import PROJECT_DIR, PathOutsideProject, confine
+from cofounder_e2b_standin import serve
+from cofounder_sandbox.base import PROJECT_DIR, PathOutsideProject, Sandbox, Sandboxes, confine
+from cofounder_sandbox.e2b import E2BSandboxes
 from cofounder_sandbox.local import LocalSandbox, LocalSandboxes
 
-ISOLATIONS = ["namespaces", "unsafe-none"]
+SANDBOXES = ["namespaces", "unsafe-none", "e2b-standin", "e2b-real"]
+BUILD = "0195a0e2-aaaa-7000-8000-000000000001"
 
 
-@pytest.fixture(params=ISOLATIONS)
-async def sandbox(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[LocalSandbox]:
-    sandboxes = LocalSandboxes(tmp_path / "sandboxes", isolation=request.param, preview_wait_s=0.5)
-    box = await sandboxes.create(build_id="0195a0e2-aaaa-7000-8000-000000000001", metadata={})
-    yield box
-    await box.kill()
+@pytest.fixture(params=SANDBOXES)
+async def sandbox(
+    request: pytest.FixtureRequest, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> AsyncIterator[Sandbox]:
+    kind = request.param
+    if kind == "e2b-real" and not os.environ.get("E2B_API_KEY"):
+        pytest.skip("E2B_API_KEY is not set: no real E2B account to run the suite against")
+    sandboxes: Sandboxes
+    async with contextlib.AsyncExitStack() as stack:
+        if kind == "e2b-standin":
+            standin = await stack.enter_async_context(serve(tmp_path / "e2b"))
+            for name, value in standin.env.items():
+                monkeypatch.setenv(name, value)
+        if kind.startswith("e2b"):
+            template = os.environ.get("E2B_TEMPLATE", "base")
+            sandboxes = E2BSandboxes(api_key=os.environ["E2B_API_KEY"], template=template)
+        else:
+            sandboxes = LocalSandboxes(tmp_path / "sandboxes", isolation=kind, preview_wait_s=0.5)
+        box = await sandboxes.create(build_id=BUILD, metadata={"build_id": BUILD})
+        if kind.startswith("e2b"):
+            await box.run(f"mkdir -p {PROJECT_DIR}", timeout=30)
+        yield box
+        await box.kill()
+
+
+def local_only(sandbox: Sandbox) -> LocalSandbox:
+    """Tests of the local sandbox's host-side file access: an E2B sandbox's file calls run in its
+    own VM, where a symlink reaches nothing but the sandbox's own files."""
+    if not isinstance(sandbox, LocalSandbox):
+        pytest.skip("the host-side file access of the local sandbox only")
+    return sandbox
 
 
 @pytest.fixture
-async def tools(sandbox: LocalSandbox) -> AsyncIterator[ToolDispatcher]:
+async def tools(sandbox: Sandbox) -> AsyncIterator[ToolDispatcher]:
     dispatcher = ToolDispatcher(sandbox, bash_timeout_s=2)
     yield dispatcher
     await dispatcher.close()
@@ -39,18 +70,18 @@ async def edit(tools: ToolDispatcher, **input_: object) -> tuple[str, bool]:
 
 
 async def test_str_replace_needs_exactly_one_match_and_leaves_the_file_alone_otherwise(
-    tools: ToolDispatcher, sandbox: LocalSandbox
+    tools: ToolDispatcher, sandbox: Sandbox
 ) -> None:
     path = f"{PROJECT_DIR}/a.py"
     await edit(tools, command="create", path=path, file_text="x = 1\ny = 1\nx = 1\n")
-    original = (sandbox.workspace / "a.py").read_bytes()
+    original = await sandbox.read_file(path)
 
     text, is_error = await edit(
         tools, command="str_replace", path=path, old_str="z = 1", new_str="z = 2"
     )
     assert is_error
     assert "did not appear verbatim" in text
-    assert (sandbox.workspace / "a.py").read_bytes() == original
+    assert await sandbox.read_file(path) == original
 
     text, is_error = await edit(
         tools, command="str_replace", path=path, old_str="x = 1", new_str="x = 2"
@@ -58,18 +89,18 @@ async def test_str_replace_needs_exactly_one_match_and_leaves_the_file_alone_oth
     assert is_error
     assert "Multiple occurrences" in text
     assert "[1, 3]" in text
-    assert (sandbox.workspace / "a.py").read_bytes() == original
+    assert await sandbox.read_file(path) == original
 
     text, is_error = await edit(
         tools, command="str_replace", path=path, old_str="y = 1", new_str="y = 5"
     )
     assert not is_error
-    assert (sandbox.workspace / "a.py").read_text() == "x = 1\ny = 5\nx = 1\n"
+    assert await sandbox.read_file(path) == b"x = 1\ny = 5\nx = 1\n"
     assert "     2\ty = 5" in text
 
 
 async def test_view_ranges_directories_create_and_insert(
-    tools: ToolDispatcher, sandbox: LocalSandbox
+    tools: ToolDispatcher, sandbox: Sandbox
 ) -> None:
     path = "/home/user/project/src/notes.txt"
     body = "\n".join(f"line {n}" for n in range(1, 11))
@@ -94,11 +125,11 @@ async def test_view_ranges_directories_create_and_insert(
     text, is_error = await edit(tools, command="create", path=path, file_text="clobber")
     assert is_error
     assert "already exists" in text
-    assert (sandbox.workspace / "src/notes.txt").read_text() == body
+    assert (await sandbox.read_file(path)).decode() == body
 
     _, is_error = await edit(tools, command="insert", path=path, insert_line=0, insert_text="top")
     assert not is_error
-    assert (sandbox.workspace / "src/notes.txt").read_text().splitlines()[:2] == ["top", "line 1"]
+    assert (await sandbox.read_file(path)).decode().splitlines()[:2] == ["top", "line 1"]
     text, is_error = await edit(tools, command="insert", path=path, insert_line=99, insert_text="x")
     assert is_error
     assert "insert_line" in text
@@ -112,16 +143,17 @@ async def test_view_ranges_directories_create_and_insert(
 
 
 async def test_paths_outside_the_project_are_refused(
-    tools: ToolDispatcher, sandbox: LocalSandbox, tmp_path: Path
+    tools: ToolDispatcher, sandbox: Sandbox, tmp_path: Path
 ) -> None:
     for path in ("/etc/passwd", f"{PROJECT_DIR}/../secret", "../../x", "/home/user/projectx/a"):
         text, is_error = await edit(tools, command="view", path=path)
         assert is_error, path
         assert "outside the project" in text
 
+    local = local_only(sandbox)
     outside = tmp_path / "outside.txt"
     outside.write_text("secret")
-    os.symlink(outside, sandbox.workspace / "link.txt")
+    os.symlink(outside, local.workspace / "link.txt")
     text, is_error = await edit(tools, command="view", path=f"{PROJECT_DIR}/link.txt")
     assert is_error
     assert "outside the project" in text
@@ -142,8 +174,9 @@ async def test_paths_outside_the_project_are_refused(
 
 
 async def test_no_editor_command_goes_through_a_symlink_bash_planted(
-    tools: ToolDispatcher, tmp_path: Path
+    tools: ToolDispatcher, sandbox: Sandbox, tmp_path: Path
 ) -> None:
+    local_only(sandbox)
     host = tmp_path / "host"
     host.mkdir()
     (host / "secret.txt").write_text("host secret\n")
@@ -208,7 +241,7 @@ async def test_bash_keeps_its_session_times_out_and_stays_usable(tools: ToolDisp
 
 
 async def test_a_background_server_survives_the_command_that_started_it(
-    tools: ToolDispatcher, sandbox: LocalSandbox
+    tools: ToolDispatcher, sandbox: Sandbox
 ) -> None:
     outcome = await tools.run(
         "bash",
@@ -220,7 +253,11 @@ async def test_a_background_server_survives_the_command_that_started_it(
     assert outcome.content == "ok"
     preview = await tools.run("start_preview", {"port": 3000})
     assert not preview.is_error, preview.content
-    assert tools.preview_url == f"http://127.0.0.1:{sandbox.port}"
+    if isinstance(sandbox, LocalSandbox):
+        assert tools.preview_url == f"http://127.0.0.1:{sandbox.port}"
+    else:  # the host E2B's SDK builds: port-id.domain
+        domain = os.environ.get("E2B_DOMAIN", "e2b.app")
+        assert tools.preview_url == f"https://3000-{sandbox.id}.{domain}"
     # A timeout interrupts the foreground command only.
     await tools.run("bash", {"command": "sleep 30"})
     assert (await tools.run("start_preview", {"port": 3000})).is_error is False

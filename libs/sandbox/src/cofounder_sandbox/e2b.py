@@ -6,20 +6,28 @@
 - pause (budget sleep), kill (failure, cancel), ``get_host(port)`` for preview URLs;
 - commands: the bash tool's session is emulated over one-off commands (E2B commands do not keep
   a shell between calls): the working directory and exported variables are saved in the sandbox
-  after each command and restored before the next. Long-running servers must run in the
-  background (``nohup ... &``), as the system prompt says; the SDK's own command timeout is ours;
+  after each command and restored before the next, in a file of that session's own (a restarted
+  session starts afresh). Long-running servers must run in the background (``nohup ... &``), as
+  the system prompt says; ``$PORT`` is 3000 (the template's preview port) unless the sandbox sets
+  it. The SDK's own command timeout is ours; output is gathered as envd streams it, so a command
+  cut by its timeout still shows what it printed;
+- a sandbox that is gone (killed, expired) makes every call raise :class:`SandboxGone` (the SDK's
+  ``SandboxNotRunningException`` / ``NotFoundException`` for the sandbox);
 - files, glob and grep run inside the sandbox (``python3`` in the template), so the semantics
   match the local sandbox.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
+import secrets
 import shlex
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from typing import Any, Final
 
 from e2b import AsyncSandbox, CommandExitException, NotFoundException, TimeoutException
+from e2b.exceptions import SandboxNotFoundException, SandboxNotRunningException
 from e2b.sandbox.filesystem.filesystem import FileType
 
 from cofounder_contracts.events import SandboxKind
@@ -28,6 +36,8 @@ from cofounder_sandbox.base import PROJECT_DIR, CommandResult, SandboxGone
 __all__ = ["E2BSandbox", "E2BSandboxes"]
 
 _STATE: Final = "/home/user/.cofounder"
+_TEMPLATE_PORT: Final = 3000
+_PREVIEW_WAIT_S: Final = 10.0  # as long as the local sandbox waits for a server to listen
 _GLOB: Final = """
 import json, pathlib, sys
 root, pattern = pathlib.Path(sys.argv[1]), sys.argv[2]
@@ -72,23 +82,36 @@ print(json.dumps(out))
 """
 
 
+@contextlib.contextmanager
+def _gone(sandbox_id: str) -> Iterator[None]:
+    """The SDK's "this sandbox is no more" as :class:`SandboxGone`."""
+    try:
+        yield
+    except (SandboxNotRunningException, SandboxNotFoundException) as exc:
+        raise SandboxGone(f"E2B sandbox {sandbox_id} is gone: {exc}") from exc
+
+
 class _E2BShell:
     """The bash tool's session over one-off commands (see the module docstring)."""
 
     def __init__(self, sandbox: E2BSandbox) -> None:
         self._sandbox = sandbox
+        self._state = f"{_STATE}/shell-{secrets.token_hex(6)}"
 
     async def run(self, command: str, *, timeout: float) -> CommandResult:
+        state = self._state
         script = (
-            f'mkdir -p {_STATE}; cd "$(cat {_STATE}/cwd 2>/dev/null || echo {PROJECT_DIR})"; '
-            f"[ -f {_STATE}/env ] && . {_STATE}/env >/dev/null 2>&1\n"
+            f'mkdir -p {state}; cd "$(cat {state}/cwd 2>/dev/null || echo {PROJECT_DIR})"; '
+            f': "${{PORT:=3000}}"; export PORT; '
+            f"[ -f {state}/env ] && . {state}/env >/dev/null 2>&1\n"
             f"{{\n{command}\n}} 2>&1\n"
-            f"__rc=$?; pwd > {_STATE}/cwd; export -p > {_STATE}/env; exit $__rc"
+            f"__rc=$?; pwd > {state}/cwd; export -p > {state}/env; exit $__rc"
         )
         return await self._sandbox.run(script, timeout=timeout)
 
     async def close(self) -> None:
-        return None
+        with contextlib.suppress(SandboxGone):
+            await self._sandbox.run(f"rm -rf {self._state}", timeout=30)
 
 
 class E2BSandbox:
@@ -108,43 +131,58 @@ class E2BSandbox:
     async def open_shell(self) -> _E2BShell:
         return _E2BShell(self)
 
-    async def run(self, command: str, *, timeout: float) -> CommandResult:
+    async def run(self, command: str, *, timeout: float, browser: bool = False) -> CommandResult:
+        # ``browser`` changes nothing here: the template's VM sets no address-space limit.
+        output: list[str] = []  # stdout and stderr in the order envd streamed them
         try:
-            result = await self._sandbox.commands.run(
-                f"bash -c {shlex.quote(command)}", timeout=timeout, cwd=PROJECT_DIR
-            )
+            with _gone(self.id):
+                result = await self._sandbox.commands.run(
+                    f"bash -c {shlex.quote(command)}",
+                    timeout=timeout,
+                    cwd=PROJECT_DIR,
+                    on_stdout=output.append,
+                    on_stderr=output.append,
+                )
         except CommandExitException as exc:
-            return CommandResult(exc.stdout + exc.stderr, exc.exit_code)
+            return CommandResult("".join(output), exc.exit_code)
         except TimeoutException:
+            text = "".join(output)
             return CommandResult(
-                f"(the command timed out after {timeout:g} s)", None, timed_out=True
+                f"{text}\n(the command timed out after {timeout:g} s)".lstrip("\n"),
+                None,
+                timed_out=True,
             )
-        return CommandResult(result.stdout + result.stderr, result.exit_code)
+        return CommandResult("".join(output), result.exit_code)
 
     def internal_url(self, port: int) -> str:
         return f"http://localhost:{port}"
 
     async def read_file(self, path: str) -> bytes:
-        if not await self._sandbox.files.exists(path):
+        if not await self.exists(path):
             raise FileNotFoundError(path)
         if await self.is_dir(path):
             raise IsADirectoryError(path)
-        return bytes(await self._sandbox.files.read(path, format="bytes"))
+        with _gone(self.id):
+            return bytes(await self._sandbox.files.read(path, format="bytes"))
 
     async def write_file(self, path: str, data: bytes) -> None:
-        await self._sandbox.files.write(path, data)
+        with _gone(self.id):
+            await self._sandbox.files.write(path, data)
 
     async def is_dir(self, path: str) -> bool:
-        if not await self._sandbox.files.exists(path):
+        if not await self.exists(path):
             return False
-        info = await self._sandbox.files.get_info(path)
+        with _gone(self.id):
+            info = await self._sandbox.files.get_info(path)
         return bool(info.type == FileType.DIR)
 
     async def exists(self, path: str) -> bool:
-        return bool(await self._sandbox.files.exists(path))
+        with _gone(self.id):
+            return bool(await self._sandbox.files.exists(path))
 
     async def list_dir(self, path: str, *, depth: int) -> list[str]:
-        entries = await self._sandbox.files.list(path, depth=depth)
+        with _gone(self.id):
+            entries = await self._sandbox.files.list(path, depth=depth)
         out = []
         for entry in entries:
             rel = entry.path.removeprefix(path.rstrip("/") + "/")
@@ -172,13 +210,26 @@ class E2BSandbox:
         return found
 
     async def preview_url(self, port: int) -> str:
+        """E2B's public URL of ``port``, once something in the sandbox listens there (E2B's
+        proxy would answer "port is not open" otherwise): checked from inside, as the local
+        sandbox checks (waiting up to ten seconds for a server just started)."""
+        # 3000 is the template's preview port, which $PORT names where the sandbox sets it.
+        target = "${PORT:-3000}" if port == _TEMPLATE_PORT else str(int(port))
+        probe = await self.run(
+            f"for _ in $(seq {int(_PREVIEW_WAIT_S * 5)}); do "
+            f"(exec 3<>/dev/tcp/127.0.0.1/{target}) 2>/dev/null && exit 0; sleep 0.2; done; exit 1",
+            timeout=_PREVIEW_WAIT_S + 10,
+        )
+        if probe.exit_code != 0:
+            raise ConnectionError(f"nothing is listening on port {port} in the sandbox")
         return f"https://{self._sandbox.get_host(port)}"
 
     async def pause(self) -> None:
-        await self._sandbox.pause()
+        with _gone(self.id):
+            await self._sandbox.pause()
 
     async def kill(self) -> None:
-        await self._sandbox.kill()
+        await self._sandbox.kill()  # a sandbox already gone: False, not an error
 
 
 class E2BSandboxes:

@@ -3,11 +3,12 @@ server and local sandboxes, and readers of what a build emitted."""
 
 from __future__ import annotations
 
+import json
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from redis.asyncio import Redis
 from sqlalchemy import insert
@@ -26,7 +27,10 @@ from cofounder_db.models import Project, User
 from cofounder_runtime.streamreply import read_entries
 from cofounder_sandbox.local import LocalSandboxes
 
-__all__ = ["Harness", "context_ready", "fast_settings", "read_build_events"]
+if TYPE_CHECKING:  # the tests' stand-in; the runner itself never imports it
+    from cofounder_e2b_standin import Standin
+
+__all__ = ["Harness", "OnSandbox", "context_ready", "fast_settings", "read_build_events"]
 
 _CODEC = Codec(ALL_EVENTS)
 _WATCHED = (BUILD_EVENTS.name, BUDGET_USAGE.name, SNAPSHOT_REQUESTS.name, BUSINESS_EVENTS.name)
@@ -130,7 +134,33 @@ class Harness:
         return await read_build_events(self.redis, build_id)
 
     async def close(self) -> None:
-        await self.sandboxes.kill_all()
+        if isinstance(self.deps.sandboxes, LocalSandboxes):
+            await self.deps.sandboxes.kill_all()  # E2B's: their service ends them
         await self.deps.model.client.close()
         await self.deps.checkpoints.close()
         await self.deps.engine.dispose()
+
+
+@dataclass
+class OnSandbox:
+    """An in-process runner on one kind of sandbox (``local``, or ``e2b-standin``: E2B through
+    the unmodified SDK against the stand-in), with a folder snapshot store (a replacement sandbox
+    gets the latest)."""
+
+    kind: str
+    harness: Harness
+    #: The folder of the sandboxes (the stand-in's are local sandboxes there too).
+    root: Path
+    standin: Standin | None = None
+
+    def project(self, sandbox_id: str) -> Path:
+        """The project folder of a sandbox, seen from the host."""
+        return self.root / sandbox_id / "project"
+
+    def status(self, sandbox_id: str) -> str:
+        """``running``, ``paused`` or ``killed``, as the sandbox's own state says (for E2B, as
+        the stand-in's control plane has it)."""
+        if self.standin is not None:
+            return self.standin.records[sandbox_id].state
+        state = json.loads((self.root / sandbox_id / "sandbox.json").read_text())
+        return str(state["status"])
