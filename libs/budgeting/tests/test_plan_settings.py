@@ -31,7 +31,7 @@ def test_one_plan_per_tier_from_the_variables(monkeypatch: pytest.MonkeyPatch) -
     settings = PlanSettings()
     assert settings.plans() == {
         "bootstrapper": Plan(7, 4, 150, {}),
-        "pro": Plan(70, 4, 9, {"coder": "m"}),
+        "pro": Plan(70, 4, 9, {"coder": "m"}, log_archive_days=365),
         "bench": Plan(7, 1000, 150, {}),
     }
     assert settings.max_tool_calls_for("pro") == 9

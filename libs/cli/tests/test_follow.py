@@ -11,7 +11,7 @@ from typing import Any
 import httpx
 import pytest
 
-from cofounder_cli.progress import follow, succeeded
+from cofounder_cli.progress import Progress, follow, succeeded
 from cofounder_client import CofounderClient, NetworkError
 
 BUILD = "0195a0e2-aaaa-7000-8000-0000000000f0"
@@ -151,3 +151,18 @@ def test_a_finished_build_whose_events_are_gone_ends_with_its_summary(
     out = capsys.readouterr().out
     assert f"finished: {status}" in out
     assert "no longer kept" in out
+
+
+def test_a_screenshot_shows_its_reference(capsys: pytest.CaptureFixture[str]) -> None:
+    """``cofounder dev``'s progress: the gateway's route in full (the folder store), a presigned
+    URL as it is, with when it stops working."""
+    progress = Progress(base_url="http://127.0.0.1:8000/")
+    path = f"/v1/builds/{BUILD}/screenshots/00007-toolu_1.png"
+    shot = {"url": path, "width": 1280, "height": 800, "expires_at": None}
+    progress.show("agent.screenshot_taken", shot)
+    presigned = "https://bucket.s3.amazonaws.com/k.png?X-Amz-Signature=x"
+    until = "2026-03-09T09:15:04Z"
+    progress.show("agent.screenshot_taken", {**shot, "url": presigned, "expires_at": until})
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].endswith(f"screenshot 1280x800: http://127.0.0.1:8000{path}")
+    assert lines[1].endswith(f"screenshot 1280x800: {presigned} (until {until})")

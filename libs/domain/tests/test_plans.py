@@ -11,6 +11,7 @@ from cofounder_domain.plans import (
     BuildBlocked,
     Plan,
     UnknownTier,
+    log_archive_days,
     max_active_builds,
     max_tool_calls,
     may_start_build,
@@ -28,9 +29,9 @@ MODELS = {
 
 def test_the_default_plans() -> None:
     assert dict(DEFAULT_PLANS) == {
-        "bootstrapper": Plan(30_000_000, 2, 150, {"coder": "claude-sonnet-5-5"}),
-        "founder": Plan(150_000_000, 5, 150, {"coder": "claude-sonnet-5-5"}),
-        "pro": Plan(600_000_000, 10, 300, {"coder": "claude-opus-5-5"}),
+        "bootstrapper": Plan(30_000_000, 2, 150, {"coder": "claude-sonnet-5-5"}, 30),
+        "founder": Plan(150_000_000, 5, 150, {"coder": "claude-sonnet-5-5"}, 90),
+        "pro": Plan(600_000_000, 10, 300, {"coder": "claude-opus-5-5"}, 365),
     }
     assert DEFAULT_TIER in DEFAULT_PLANS
 
@@ -107,3 +108,18 @@ def test_models_by_tier_and_role_and_suspended_users() -> None:
         resolve_model(MODELS, tier="pro", suspended=True, suspension_reason="chargeback")
     with pytest.raises(BuildBlocked, match="Build blocked: the account is suspended"):
         resolve_model(MODELS, tier="pro", suspended=True)
+
+
+def test_log_archives_are_kept_per_tier_and_an_unknown_tier_keeps_the_default_tier_s() -> None:
+    assert log_archive_days(DEFAULT_PLANS, "pro", default_tier="bootstrapper") == 365
+    for tier in ("enterprise", None):
+        assert log_archive_days(DEFAULT_PLANS, tier, default_tier="founder") == 90
+    plans = plans_from(
+        allowances={"bootstrapper": 1, "pro": 2},
+        active_builds={},
+        tool_calls={},
+        models={},
+        archive_days={"bootstrapper": 7, "enterprise": 3650},
+    )
+    # A tier the table does not name keeps the default tier's; the table names no plan.
+    assert {t: p.log_archive_days for t, p in plans.items()} == {"bootstrapper": 7, "pro": 7}

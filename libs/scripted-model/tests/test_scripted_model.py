@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import base64
 from collections.abc import Iterator
 from typing import Any
 
@@ -157,6 +158,69 @@ def test_validation_speaks_like_the_api() -> None:
     )
 
 
+#: The smallest PNG there is (1x1, one grey pixel), as the screenshot tool would send one.
+PNG_1X1 = base64.b64encode(
+    bytes.fromhex(
+        "89504e470d0a1a0a0000000d4948445200000001000000010800000000"
+        "3a7e9b550000000a49444154789c63600000000200013fd3ff370000000049454e44ae426082"
+    )
+).decode()
+
+
+def _shot(image: dict[str, Any]) -> list[Any]:
+    """A conversation whose tool result carries ``image`` (the screenshot tool's shape)."""
+    return [
+        {"role": "user", "content": "build"},
+        {
+            "role": "assistant",
+            "content": [{"type": "tool_use", "id": "toolu_s", "name": "screenshot", "input": {}}],
+        },
+        {
+            "role": "user",
+            "content": [
+                {
+                    "type": "tool_result",
+                    "tool_use_id": "toolu_s",
+                    "content": [image, {"type": "text", "text": "Screenshot of the preview"}],
+                }
+            ],
+        },
+    ]
+
+
+def _png_block(**source: Any) -> dict[str, Any]:
+    return {
+        "type": "image",
+        "source": {"type": "base64", "media_type": "image/png", "data": PNG_1X1, **source},
+    }
+
+
+def test_an_image_in_a_tool_result_must_be_a_well_formed_png_block() -> None:
+    good = _body(_rolling(1))
+    assert validate({**good, "messages": _shot(_png_block())}) is None
+    where = "messages.2.content.0.content.0"
+    refused = {
+        "no source": ({"type": "image"}, f"{where}.source: Field required"),
+        "not base64": (_png_block(type="text"), f"{where}.source.type: Input should be"),
+        "no media type": (_png_block(media_type=None), f"{where}.source.base64.media_type"),
+        "svg": (_png_block(media_type="image/svg+xml"), f"{where}.source.base64.media_type"),
+        "empty": (_png_block(data=""), f"{where}.source.base64.data: Field required"),
+        "bad base64": (_png_block(data="not base64!"), "not valid base64"),
+        "not a png": (
+            _png_block(data=base64.b64encode(b"<html>hi</html>").decode()),
+            "Could not process image: it is not a image/png",
+        ),
+        "jpeg said png": (
+            _png_block(data=base64.b64encode(b"\xff\xd8\xff\xe0rest").decode()),
+            "Could not process image",
+        ),
+    }
+    for case, (image, expected) in refused.items():
+        message = validate({**good, "messages": _shot(image)})
+        assert message is not None, case
+        assert message.startswith(expected) or expected in message, (case, message)
+
+
 @pytest.fixture(scope="module")
 def server() -> Iterator[ScriptedModel]:
     with start("demo-webapp") as running:
@@ -227,6 +291,26 @@ def test_a_broken_request_gets_the_api_error_shape(client: anthropic.Anthropic) 
     assert body["error"]["type"] == "invalid_request_error"
     assert "toolu_x" in body["error"]["message"]
     assert caught.value.request_id is not None
+
+
+@pytest.mark.integration
+def test_a_malformed_image_in_a_tool_result_is_refused_with_400(
+    client: anthropic.Anthropic,
+) -> None:
+    """Over HTTP, through the SDK: the real API's answer to a screenshot that is not a PNG."""
+    html = base64.b64encode(b"<!doctype html>").decode()
+    with pytest.raises(anthropic.BadRequestError) as caught:
+        client.messages.create(
+            model="claude-x", max_tokens=100, messages=_shot(_png_block(data=html))
+        )
+    body = caught.value.body
+    assert isinstance(body, dict)
+    assert body["error"]["type"] == "invalid_request_error"
+    assert "Could not process image" in body["error"]["message"]
+    accepted = client.messages.create(
+        model="claude-x", max_tokens=100, messages=_shot(_png_block())
+    )
+    assert accepted.content
 
 
 @pytest.mark.integration

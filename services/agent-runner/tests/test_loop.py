@@ -18,7 +18,7 @@ from sqlalchemy import func, select
 
 from cofounder_agent_runner.bootstrap import build_consumers
 from cofounder_agent_runner.loop import Outcome, drive
-from cofounder_agent_runner.testing import Harness, context_ready, fast_settings
+from cofounder_agent_runner.testing import Harness, OnSandbox, context_ready, fast_settings
 from cofounder_contracts import (
     AgentIterationCompleted,
     AgentResumed,
@@ -43,6 +43,7 @@ from cofounder_db.models import AgentCheckpoint, Project
 from cofounder_runtime.connections import connect_redis
 from cofounder_runtime.keys import dlq_key
 from cofounder_runtime.publisher import Publisher
+from cofounder_sandbox.base import PROJECT_DIR
 from cofounder_scripted_model.process import ScriptedModel
 from cofounder_testing.waiting import eventually
 
@@ -242,8 +243,11 @@ async def _stop(tasks: list[asyncio.Task[None]], consumers: list[object]) -> Non
 
 
 async def test_a_spent_budget_puts_the_build_to_sleep_and_a_wake_resumes_it(
-    harness: Harness, scripted: ScriptedModel
+    on_sandbox: OnSandbox, scripted: ScriptedModel
 ) -> None:
+    """On the local sandbox and on E2B (the stand-in): the sleeping build's sandbox is paused,
+    and the wake resumes that same sandbox, its files kept."""
+    harness = on_sandbox.harness
     scripted.latency(150)
     context = context_ready()
     redis = harness.redis
@@ -256,6 +260,12 @@ async def test_a_spent_budget_puts_the_build_to_sleep_and_a_wake_resumes_it(
             return any(isinstance(e, AgentIterationCompleted) and e.iteration >= n for e in events)
 
         await eventually(lambda: iterations_done(2), what="two iterations", timeout=30)
+        before = await harness.deps.checkpoints.load(context.build_id)
+        assert before is not None
+        assert before.sandbox_id
+        # Something of the sandbox's own, written before the sleep: still there after the wake.
+        box = await harness.deps.sandboxes.connect(before.sandbox_id)
+        await box.write_file(f"{PROJECT_DIR}/.before-sleep", b"kept")
         resets_at = datetime.now(UTC) + timedelta(hours=3)
         await redis.set(
             budget_gate_key(context.user_id), json.dumps({"resets_at": resets_at.isoformat()})
@@ -272,10 +282,10 @@ async def test_a_spent_budget_puts_the_build_to_sleep_and_a_wake_resumes_it(
         state = await harness.deps.checkpoints.load(context.build_id)
         assert state is not None
         assert state.seq == sleeping.checkpoint_seq
-        sandbox_state = json.loads(
-            (harness.sandboxes.root / (state.sandbox_id or "") / "sandbox.json").read_text()
-        )
-        assert sandbox_state["status"] == "paused"
+        assert state.sandbox_id == before.sandbox_id
+        assert on_sandbox.status(before.sandbox_id) == "paused"
+        if on_sandbox.standin is not None:  # paused through the SDK, as E2B's own sandboxes
+            assert ("POST", f"/sandboxes/{before.sandbox_id}/pause") in on_sandbox.standin.calls
 
         async def acked() -> bool:
             pending = await redis.xpending(AGENT_WORK.name, AGENT_RUNNER)
@@ -306,6 +316,16 @@ async def test_a_spent_budget_puts_the_build_to_sleep_and_a_wake_resumes_it(
     finally:
         await _stop(tasks, consumers)
     events = await harness.events(context.build_id)
+    # The same sandbox, resumed, not a new one from a snapshot.
+    after = await harness.deps.checkpoints.load(context.build_id)
+    assert after is not None
+    assert after.sandbox_id == before.sandbox_id
+    assert (on_sandbox.project(before.sandbox_id) / ".before-sleep").read_bytes() == b"kept"
+    assert (on_sandbox.project(before.sandbox_id) / "app.py").is_file()
+    if on_sandbox.standin is not None:  # the SDK's connect resumed it; the build ended it
+        connects = ("POST", f"/v2/sandboxes/{before.sandbox_id}/connect")
+        assert connects in on_sandbox.standin.calls
+        assert len(on_sandbox.standin.records) == 1
     resumed = [e for e in events if isinstance(e, AgentResumed)]
     assert [r.reason for r in resumed] == ["wake:rollover"]
     assert resumed[0].checkpoint_seq == sleeping.checkpoint_seq
@@ -403,8 +423,10 @@ async def test_a_build_is_counted_in_the_runner_metrics(
         value("cofounder_runner_tool_calls_total", tool="bash", outcome="ok")
         == before["bash_ok"] + 2
     )
+    # One screenshot: ok where the host has Chromium (the jail shows it), an error elsewhere.
     assert (
         value("cofounder_runner_tool_calls_total", tool="screenshot", outcome="error")
+        + value("cofounder_runner_tool_calls_total", tool="screenshot", outcome="ok")
         == before["shots"] + 1
     )
     assert (

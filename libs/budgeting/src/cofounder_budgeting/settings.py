@@ -48,6 +48,12 @@ class PlanSettings(BaseSettings):
         default={t: dict(p.models) for t, p in DEFAULT_PLANS.items()},
         description="Tier -> role -> model (JSON); a build of a tier with no model fails.",
     )
+    log_archive_days: dict[str, int] = Field(
+        default={t: p.log_archive_days for t, p in DEFAULT_PLANS.items()},
+        description="Tier -> days a finished build's log archive is kept (JSON); the default "
+        "tier's for other tiers (and for a tier no other plan table names). The snapshot "
+        "service deletes older archives (LOG_ARCHIVE_PRUNE_INTERVAL_S).",
+    )
 
     def plans(self) -> dict[str, Plan]:
         """One plan per tier any of the tables names (see ``cofounder_domain.plans``)."""
@@ -57,6 +63,7 @@ class PlanSettings(BaseSettings):
             tool_calls=self.max_tool_calls,
             models=self.model_map,
             default_tier=self.default_tier,
+            archive_days=self.log_archive_days,
         )
 
     def max_tool_calls_for(self, tier: str) -> int:

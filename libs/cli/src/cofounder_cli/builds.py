@@ -1,4 +1,4 @@
-"""``cofounder builds create|get|list|follow|cancel``: a founder's builds, on the REST API
+"""``cofounder builds create|get|list|follow|cancel|logs``: a founder's builds, on the REST API
 (through ``cofounder_client``).
 
 Human-readable output by default, ``--json`` for scripts. The token comes from ``--token`` or
@@ -10,7 +10,10 @@ when it fails or is cancelled.
 
 from __future__ import annotations
 
+import gzip
 import json
+import sys
+from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, cast
 
 import typer
@@ -103,6 +106,32 @@ def get(
     with shown_errors(json_), founder_client(gateway_url, token) as client:
         build = client.get_build(build_id)
     emit(build.raw, json_, _show(build))
+
+
+@app.command()
+def logs(
+    build_id: BuildArg,
+    token: TokenOpt,
+    out: Annotated[
+        Path | None,
+        typer.Option(
+            "--out",
+            metavar="FILE",
+            help="Write the archive as it is stored (gzip JSON Lines) to FILE; default: its "
+            "lines, uncompressed, on stdout.",
+        ),
+    ] = None,
+    gateway_url: GatewayOpt = DEFAULT_GATEWAY,
+) -> None:
+    """A finished build's log archive: every event of its feed, one JSON object a line."""
+    with shown_errors(False), founder_client(gateway_url, token) as client:
+        data = client.get_build_log(build_id)
+    if out is not None:
+        out.write_bytes(data)
+        typer.echo(f"{out}: {len(data):,} bytes", err=True)
+        return
+    sys.stdout.buffer.write(gzip.decompress(data))
+    sys.stdout.flush()
 
 
 @app.command("list")

@@ -10,6 +10,12 @@ binaries: Debian's ``postgresql`` package) keeps its data in ``<workdir>/postgre
 to the next (Redis starts empty each time). Snapshots go to a folder (``<workdir>/snapshots``)
 unless ``PROJECT_SNAPSHOT_BUCKET`` is set. Ctrl-C (or SIGTERM, or the terminal closing) stops
 everything; ``--once`` stops after the build and exits 0, or 1 with the reason.
+
+With ``SANDBOX=e2b`` and no ``E2B_API_KEY`` (in development) the builds run on E2B's SDK against
+the local E2B stand-in (:mod:`cofounder_e2b_standin`), started as one more child process, its
+sandboxes in ``<workdir>/e2b``: every service gets the SDK's settings pointing at it
+(``E2B_API_KEY``, ``E2B_API_URL``, ``E2B_SANDBOX_URL``, ``E2B_DOMAIN``), and the preview check
+reaches the preview URL through it (its ``Host``-header routing).
 """
 
 from __future__ import annotations
@@ -87,11 +93,12 @@ class Stack:
         """SIGTERM every process, the last started first (SIGKILL after 20 s), then the dev
         servers the builds started, which live on in their sandboxes."""
         self.children.stop_all(grace_s=20)
-        sandboxes = self.workdir / "sandboxes"
-        if sandboxes.is_dir():
-            from cofounder_sandbox.local import LocalSandboxes
+        # The E2B stand-in kills its sandboxes as it stops; these are for one that could not.
+        for sandboxes in (self.workdir / "sandboxes", self.workdir / "e2b"):
+            if sandboxes.is_dir():
+                from cofounder_sandbox.local import LocalSandboxes
 
-            asyncio.run(LocalSandboxes(sandboxes).kill_all())
+                asyncio.run(LocalSandboxes(sandboxes).kill_all())
 
 
 def _redis(stack: Stack, *, startup_timeout: float) -> str:
@@ -176,10 +183,22 @@ def _data_dir(workdir: Path) -> Path:
 
 
 def _snapshots(stack: Stack) -> dict[str, str]:
-    """A folder store under the work directory, unless a bucket is configured."""
-    if os.environ.get("PROJECT_SNAPSHOT_BUCKET"):
+    """Folder stores under the work directory (snapshots, build log archives), unless a bucket
+    is configured."""
+    found: dict[str, str] = {}
+    if not os.environ.get("PROJECT_SNAPSHOT_BUCKET"):
+        found["SNAPSHOT_LOCAL_DIR"] = str(stack.workdir / "snapshots")
+    if not os.environ.get("LOG_ARCHIVE_BUCKET"):
+        found["LOG_ARCHIVE_DIR"] = str(stack.workdir / "logs-archive")
+    return found
+
+
+def _screenshots(stack: Stack) -> dict[str, str]:
+    """A folder store for screenshots under the work directory (the gateway serves them),
+    unless a bucket is configured."""
+    if os.environ.get("SCREENSHOTS_BUCKET"):
         return {}
-    return {"SNAPSHOT_LOCAL_DIR": str(stack.workdir / "snapshots")}
+    return {"SCREENSHOTS_DIR": str(stack.workdir / "screenshots")}
 
 
 def _model(stack: Stack) -> dict[str, str]:
@@ -193,7 +212,54 @@ def _model(stack: Stack) -> dict[str, str]:
     return {"ANTHROPIC_BASE_URL": f"http://127.0.0.1:{port}"}
 
 
-def _run_build(base_url: str, redis_url: str) -> tuple[bool, str]:
+def _e2b_standin(stack: Stack, *, startup_timeout: float) -> tuple[dict[str, str], str | None]:
+    """With ``SANDBOX=e2b`` and no ``E2B_API_KEY`` in development: the E2B stand-in as a child
+    process, and the SDK settings that point the services at it (and its address); else
+    nothing."""
+    wanted = os.environ.get("SANDBOX", "auto").strip().lower() == "e2b"
+    development = os.environ.get("ENVIRONMENT", "development") == "development"
+    if not wanted or os.environ.get("E2B_API_KEY"):
+        return {}, None
+    if not development:
+        raise RuntimeError(
+            "SANDBOX=e2b needs E2B_API_KEY outside ENVIRONMENT=development (the local E2B "
+            "stand-in is for development only)"
+        )
+    from cofounder_e2b_standin.app import env_for
+    from cofounder_e2b_standin.process import API_KEY, DEFAULT_DOMAIN
+    from cofounder_runtime.processes import log_says
+
+    port = _free_port()
+    isolation = os.environ.get("SANDBOX_ISOLATION", "namespaces")
+    argv = [sys.executable, "-m", "cofounder_e2b_standin", "--root", str(stack.workdir / "e2b")]
+    argv += ["--isolation", isolation, "--port", str(port), "--domain", DEFAULT_DOMAIN]
+    stack.start("e2b-standin", argv, dict(os.environ))
+    log = stack.children.log_of("e2b-standin")
+    stack.wait("e2b-standin", log_says(log, "listening on "), timeout=startup_timeout)
+    url = f"http://127.0.0.1:{port}"
+    typer.echo(
+        f"E2B stand-in at {url} (SANDBOX=e2b without E2B_API_KEY: the E2B SDK's sandboxes are "
+        f"local ones in {stack.workdir / 'e2b'}, previews at *.{DEFAULT_DOMAIN} through it)"
+    )
+    return dict(env_for(url, domain=DEFAULT_DOMAIN, api_key=API_KEY)), url
+
+
+def _fetch_preview(preview: str, e2b_standin: str | None) -> int:
+    """The preview's HTTP status: through the E2B stand-in (its ``Host`` routing) when it made
+    the sandbox, else straight."""
+    import httpx
+
+    if e2b_standin is not None:
+        from cofounder_e2b_standin.process import preview_request
+
+        target, headers = preview_request(preview, e2b_standin)
+        return httpx.get(target, headers=headers, timeout=10).status_code
+    return httpx.get(preview, timeout=10).status_code
+
+
+def _run_build(
+    base_url: str, redis_url: str, *, e2b_standin: str | None = None
+) -> tuple[bool, str]:
     import httpx
 
     from cofounder_cli.progress import after_end, follow, succeeded
@@ -224,10 +290,11 @@ def _run_build(base_url: str, redis_url: str) -> tuple[bool, str]:
     if not preview:
         return True, "(the build finished without a preview)"
     try:
-        status = httpx.get(preview, timeout=10).status_code
+        status = _fetch_preview(preview, e2b_standin)
     except httpx.HTTPError as exc:
         return False, f"the preview {preview} does not answer: {exc}"
-    return status == 200, f"{preview} (HTTP {status})"
+    through = f", through the E2B stand-in at {e2b_standin}" if e2b_standin else ""
+    return status == 200, f"{preview} (HTTP {status}{through})"
 
 
 def _drain(redis_url: str, timeout_s: float = 20.0) -> None:
@@ -290,6 +357,7 @@ def dev(
         database_url, database_said = _database(stack, held, startup_timeout=startup_timeout)
         upgrade(database_url)
         gateway_port = port or _free_port()
+        e2b_env, e2b_standin = _e2b_standin(stack, startup_timeout=startup_timeout)
         env = {
             **os.environ,
             "REDIS_URL": redis_url,
@@ -301,7 +369,9 @@ def dev(
             # The preview is shown (and checked) after the build; dev ends everything at exit.
             "SANDBOX_AFTER_BUILD": os.environ.get("SANDBOX_AFTER_BUILD", "keep"),
             **_snapshots(stack),
+            **_screenshots(stack),
             **_model(stack),
+            **e2b_env,
         }
         for service in SERVICES:
             stack.start(service, [sys.executable, "-m", "cofounder_cli", "serve", service], env)
@@ -311,7 +381,7 @@ def dev(
             f"pipeline up: gateway {base_url}, redis {redis_url}, database {database_said}, "
             f"logs in {stack.workdir / 'logs'}"
         )
-        ok, message = _run_build(base_url, redis_url)
+        ok, message = _run_build(base_url, redis_url, e2b_standin=e2b_standin)
         typer.echo(("preview: " if ok else "build failed: ") + message)
         if not once and ok:
             typer.echo("running; Ctrl-C stops everything")

@@ -21,10 +21,14 @@ END_EVENTS: Final = frozenset({"build.completed", "build.failed", "build.summary
 class Progress:
     """Prints a build's events as one line each."""
 
-    def __init__(self, usage: Callable[[], dict[str, Any] | None] | None = None) -> None:
+    def __init__(
+        self, usage: Callable[[], dict[str, Any] | None] | None = None, base_url: str = ""
+    ) -> None:
         """``usage`` returns the founder's ``GET /v1/usage`` (None when unavailable): each
-        iteration's line then shows the day's spend against the budget."""
+        iteration's line then shows the day's spend against the budget. ``base_url``: the
+        gateway's, put before a screenshot's reference when it is the gateway's route."""
         self.started = time.monotonic()
+        self.base_url = base_url.rstrip("/")
         self.tokens_in = 0
         self.tokens_out = 0
         self._usage = usage
@@ -47,6 +51,12 @@ class Progress:
                 f"iteration {data['iteration']}: {data['tool_calls']} tool calls so far, "
                 f"tokens {self.tokens_in:,} in / {self.tokens_out:,} out{self._budget()}"
             )
+            return
+        if kind == "agent.screenshot_taken":
+            url = str(data["url"])
+            where = f"{self.base_url}{url}" if url.startswith("/") else url
+            until = f" (until {data['expires_at']})" if data.get("expires_at") else ""
+            self.line(f"  screenshot {data.get('width')}x{data.get('height')}: {where}{until}")
             return
         describe = _LINES.get(kind)
         if describe is not None:
@@ -143,7 +153,7 @@ def follow(
     (:class:`NetworkError`). The gateway's refusal (:class:`ApiError`: 404, 401, ...) is
     raised at once.
     """
-    show = on_event or Progress(usage=lambda: _usage(client)).show
+    show = on_event or Progress(usage=lambda: _usage(client), base_url=client.base_url).show
     after: str | None = None
     attempt = 0
     quiet_since = clock()

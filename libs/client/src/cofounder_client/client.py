@@ -152,6 +152,18 @@ class CofounderClient(_Client):
         """One of your builds (``get_build``)."""
         return Build.from_json(self._request("GET", f"/v1/builds/{_id(build_id)}"))
 
+    def get_build_log(self, build_id: str) -> bytes:
+        """A finished build's log archive (``get_build_log``): gzip JSON Lines, one feed entry
+        a line (``id``, ``type``, ``event_id``, ``data``, ``source``). 404 (type
+        ``log_not_archived``) until the build has ended and its log is archived."""
+        try:
+            response = self._http.request("GET", f"/v1/builds/{_id(build_id)}/log")
+        except httpx.TransportError as exc:
+            raise self._network_error(exc) from None
+        if response.status_code >= 400:
+            raise _api_error(response)
+        return response.content
+
     def list_builds(
         self, *, status: BuildStatus | None = None, limit: int = 20, cursor: str | None = None
     ) -> BuildPage:

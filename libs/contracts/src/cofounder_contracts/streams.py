@@ -25,9 +25,11 @@ from cofounder_contracts.events import (
     BuildCancelRequested,
     BuildCompleted,
     BuildFailed,
+    BuildLogArchived,
     BuildRequested,
     BuildStatusChanged,
     ContextReady,
+    ScreenshotTaken,
     SnapshotCompleted,
     SnapshotFailed,
     SnapshotRequested,
@@ -109,6 +111,7 @@ BUILD_EVENTS: Final = Stream(
         AgentIterationCompleted,
         ToolCalled,
         ToolCompleted,
+        ScreenshotTaken,
         AgentSleeping,
         AgentResumed,
         SnapshotCompleted,
@@ -116,9 +119,10 @@ BUILD_EVENTS: Final = Stream(
         BuildCompleted,
         BuildFailed,
     ),
-    groups=(GATEWAY, BUDGET),
+    groups=(GATEWAY, BUDGET, SNAPSHOT),
     description="Everything a build does that its owner may see; the gateway projects status, "
-    "the budget service keeps the sleeping builds.",
+    "the budget service keeps the sleeping builds, the snapshot service archives a finished "
+    "build's feed.",
 )
 BUILD_CONTROL: Final = Stream(
     name="cofounder.builds.control",
@@ -154,7 +158,7 @@ SNAPSHOT_REQUESTS: Final = Stream(
 
 BUSINESS_EVENTS: Final = Stream(
     name="cofounder.business.events",
-    events=(ArtifactGenerated,),
+    events=(ArtifactGenerated, BuildLogArchived),
     groups=(),
     description="Business events for analytics and the founder-facing product (no group here "
     "reads them; subscribers create their own).",

@@ -11,7 +11,8 @@ below says what it does, and these are the only copies of those rules:
 - the budget: the default tier's plan (:func:`plan_for`);
 - active builds: the smallest limit configured (:func:`max_active_builds`);
 - tool calls per build: :data:`UNKNOWN_TIER_MAX_TOOL_CALLS` (:func:`max_tool_calls`);
-- models: none, the build is refused (:func:`resolve_model` raises :class:`UnknownTier`).
+- models: none, the build is refused (:func:`resolve_model` raises :class:`UnknownTier`);
+- the log archive's retention: the default tier's (:func:`log_archive_days`).
 """
 
 from __future__ import annotations
@@ -21,12 +22,14 @@ from dataclasses import dataclass
 from typing import Final
 
 __all__ = [
+    "DEFAULT_LOG_ARCHIVE_DAYS",
     "DEFAULT_PLANS",
     "DEFAULT_TIER",
     "UNKNOWN_TIER_MAX_TOOL_CALLS",
     "BuildBlocked",
     "Plan",
     "UnknownTier",
+    "log_archive_days",
     "max_active_builds",
     "max_tool_calls",
     "may_start_build",
@@ -37,6 +40,10 @@ __all__ = [
 ]
 
 
+#: Days a log archive is kept when neither the tier nor the default tier names a retention.
+DEFAULT_LOG_ARCHIVE_DAYS: Final = 30
+
+
 @dataclass(frozen=True, slots=True)
 class Plan:
     """What one tier gets."""
@@ -45,6 +52,8 @@ class Plan:
     max_active_builds: int
     max_tool_calls: int
     models: Mapping[str, str]  # role -> model
+    #: Days a finished build's log archive is kept (docs/adr/0009-log-archive.md).
+    log_archive_days: int = DEFAULT_LOG_ARCHIVE_DAYS
 
 
 #: The plan of a user whose tier is unknown, for the budget.
@@ -62,18 +71,21 @@ DEFAULT_PLANS: Final[Mapping[str, Plan]] = {
         max_active_builds=2,
         max_tool_calls=150,
         models=_SONNET,
+        log_archive_days=30,
     ),
     "founder": Plan(
         monthly_allowance_micros=150_000_000,
         max_active_builds=5,
         max_tool_calls=150,
         models=_SONNET,
+        log_archive_days=90,
     ),
     "pro": Plan(
         monthly_allowance_micros=600_000_000,
         max_active_builds=10,
         max_tool_calls=300,
         models=_OPUS,
+        log_archive_days=365,
     ),
 }
 
@@ -91,17 +103,22 @@ def plans_from(
     tool_calls: Mapping[str, int],
     models: Mapping[str, Mapping[str, str]],
     default_tier: str = DEFAULT_TIER,
+    archive_days: Mapping[str, int] | None = None,
 ) -> dict[str, Plan]:
     """One plan for every tier any of the tables names (the settings keep one table per limit).
 
     A tier missing from one table gets what an unknown tier gets by that table's rule, so a
     lookup answers the same whether it goes through the plans or the table: the default tier's
     allowance, the smallest limit of active builds, :data:`UNKNOWN_TIER_MAX_TOOL_CALLS`, no
-    model. Raises :class:`ValueError` when the default tier has no allowance.
+    model, the default tier's log archive retention (or :class:`Plan`'s default when the table
+    does not name it). Raises :class:`ValueError` when the default tier has no allowance.
     """
     if default_tier not in allowances:
         raise ValueError(f"the default tier {default_tier!r} has no monthly allowance")
     smallest = unknown_tier_max_active_builds(active_builds.values())
+    days = archive_days or {}
+    default_days = days.get(default_tier, DEFAULT_LOG_ARCHIVE_DAYS)
+    # The retention table names no tier of its own: a tier only it names is not a plan.
     tiers = dict.fromkeys([*allowances, *active_builds, *tool_calls, *models])
     return {
         tier: Plan(
@@ -109,6 +126,7 @@ def plans_from(
             max_active_builds=active_builds.get(tier, smallest),
             max_tool_calls=tool_calls.get(tier, UNKNOWN_TIER_MAX_TOOL_CALLS),
             models=dict(models.get(tier, {})),
+            log_archive_days=days.get(tier, default_days),
         )
         for tier in tiers
     }
@@ -127,6 +145,12 @@ def max_active_builds(plans: Mapping[str, Plan], tier: str) -> int:
     if plan is not None:
         return plan.max_active_builds
     return unknown_tier_max_active_builds(p.max_active_builds for p in plans.values())
+
+
+def log_archive_days(plans: Mapping[str, Plan], tier: str | None, *, default_tier: str) -> int:
+    """Days a finished build of ``tier`` keeps its log archive: the default tier's for a tier
+    the plans do not name (as the budget)."""
+    return plan_for(plans, tier, default_tier=default_tier)[1].log_archive_days
 
 
 def may_start_build(active: int, limit: int) -> bool:

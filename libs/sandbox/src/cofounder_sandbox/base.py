@@ -80,8 +80,10 @@ class Sandbox(Protocol):
 
     async def open_shell(self) -> Shell: ...
 
-    async def run(self, command: str, *, timeout: float) -> CommandResult:
-        """A one-off command in a fresh shell (state does not carry over)."""
+    async def run(self, command: str, *, timeout: float, browser: bool = False) -> CommandResult:
+        """A one-off command in a fresh shell (state does not carry over). ``browser``: the
+        command runs a web browser, which a local sandbox lets reserve the address space it
+        needs (its memory stays bounded by the sandbox's cgroup); elsewhere nothing changes."""
         ...
 
     def internal_url(self, port: int) -> str:

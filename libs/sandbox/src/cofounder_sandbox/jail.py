@@ -40,15 +40,17 @@ import resource
 import shutil
 import signal
 import socket
+import subprocess
 import sys
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Final, Literal
 
 import structlog
 
 from cofounder_sandbox import relay as _relay_module
+from cofounder_sandbox import spawn
 from cofounder_sandbox.base import PROJECT_DIR
 from cofounder_sandbox.cgroups import SandboxCgroup
 
@@ -89,6 +91,12 @@ _START_TIMEOUT_S: Final = 10.0
 _NS_GET_USERNS: Final = 0xB701  # linux/nsfs.h: _IO(0xb7, 0x1)
 #: Who the preview relay runs as when the runner is root.
 _NOBODY: Final = 65534
+#: ``sh -c`` script of :meth:`Jail._wrapped`: its pid (kept by ``exec``) written to each file
+#: named before ``--`` (the cgroup's ``cgroup.procs``), then the rest exec'd.
+_ENTER_CGROUP: Final = (
+    'while [ $# -gt 0 ] && [ "$1" != -- ]; do echo $$ > "$1" || exit 125; shift; done; '
+    'shift; exec "$@"'
+)
 #: What pasta says when the host has no interface with a default route (passt 2023).
 _NO_INTERFACE: Final = ("No external routable interface", "External interface not usable")
 
@@ -119,6 +127,16 @@ class Limits:
     cpu_seconds: int = 4 * 3600
     file_bytes: int = 2 << 30
     open_files: int = 4096
+    #: The per-process address space of a browser command (the screenshot tool's Chromium).
+    #: Chromium reserves address space it never touches (PartitionAlloc's pools, V8's sandbox
+    #: cage): measured with Debian's chromium 156, it dies with a trap under 64 GiB and runs
+    #: under 256 GiB. Its memory is still bounded by the sandbox's cgroup
+    #: (``total_memory_bytes``) where the host allows one, and by the command's timeout.
+    browser_memory_bytes: int = 1 << 40
+
+    def for_browser(self) -> Limits:
+        """These limits with the address space a browser needs (see ``browser_memory_bytes``)."""
+        return replace(self, memory_bytes=max(self.memory_bytes, self.browser_memory_bytes))
 
     def apply(self, *, processes: bool = True) -> None:
         """Set them on the calling process (run in a child before ``exec``)."""
@@ -130,6 +148,16 @@ class Limits:
         if processes:
             resource.setrlimit(resource.RLIMIT_NPROC, (self.processes, self.processes))
 
+    def prlimit_argv(self, prlimit: str, *, processes: bool = True) -> list[str]:
+        """:meth:`apply` as a ``prlimit`` command line: it sets them on itself, then execs the
+        command that follows its ``--`` (the start of bubblewrap, see :meth:`Jail._wrapped`)."""
+        return [
+            prlimit, "--core=0", f"--as={self.memory_bytes}", f"--cpu={self.cpu_seconds}",
+            f"--fsize={self.file_bytes}", f"--nofile={self.open_files}",
+            *([f"--nproc={self.processes}"] if processes else []),
+            "--",
+        ]  # fmt: skip
+
 
 @dataclass(frozen=True, slots=True)
 class Tools:
@@ -139,13 +167,14 @@ class Tools:
     setpriv: str
     ip: str
     setsid: str
+    prlimit: str
 
 
 def find_tools() -> Tools:
     """The isolation tools on PATH; :class:`IsolationUnavailable` naming what is missing."""
     found = {
         name: shutil.which(name)
-        for name in ("bwrap", "pasta", "nsenter", "setpriv", "ip", "setsid")
+        for name in ("bwrap", "pasta", "nsenter", "setpriv", "ip", "setsid", "prlimit")
     }
     missing = [name for name, path in found.items() if path is None]
     if missing:
@@ -214,6 +243,19 @@ def _pids() -> list[int]:
 
 
 def _child_of(parent: int) -> Proc | None:
+    # The kernel's list of the parent's children (CONFIG_PROC_CHILDREN): one read, where a
+    # scan of /proc reads every process's stat (with 100 sandboxes starting at once and
+    # polling, that scan was a third of the runner's CPU: py-spy, issue #18).
+    try:
+        listed = Path(f"/proc/{parent}/task/{parent}/children").read_text().split()
+    except OSError:
+        listed = None
+    if listed is not None:
+        for pid in map(int, listed):
+            started = _started(pid)
+            if started is not None:
+                return Proc(pid, started)
+        return None
     for pid in _pids():
         try:
             fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
@@ -386,19 +428,25 @@ class Jail:
             "--", "sleep", "infinity",
         ]  # fmt: skip
         # setsid --fork: bubblewrap is not the runner's child, so it outlives the runner (as an
-        # E2B sandbox outlives its client) and no process object of ours waits for it.
-        with open(self.home / "init.log", "ab") as log_file:  # noqa: ASYNC230 - a local file
-            spawner = await asyncio.create_subprocess_exec(
-                self.tools.setsid, "--fork", *argv,
-                stdin=asyncio.subprocess.DEVNULL,
-                stdout=asyncio.subprocess.DEVNULL,
-                stderr=log_file,
-                pass_fds=(write,),
-                preexec_fn=self._preexec(processes=False),
-            )  # fmt: skip
-        os.close(write)
-        await spawner.wait()
+        # E2B sandbox outlives its client) and no process object of ours waits for it. Its
+        # cgroup and limits are set by a small wrapper that then execs it (not a preexec_fn:
+        # that makes the runner fork itself, ~15 ms of its CPU per sandbox; see spawn.py).
         try:
+            with open(self.home / "init.log", "ab") as log_file:  # noqa: ASYNC230 - local
+                spawner = await spawn.run(
+                    self._wrapped([self.tools.setsid, "--fork", *argv], processes=False),
+                    stdout=subprocess.DEVNULL,
+                    stderr=log_file,
+                    pass_fds=(write,),
+                )
+        except BaseException:
+            os.close(read)
+            raise
+        finally:
+            os.close(write)
+        try:
+            if spawner.returncode != 0:
+                raise ValueError(f"its start exited with status {spawner.returncode}")
             info = await asyncio.wait_for(_read_info(read), _START_TIMEOUT_S)
         except (TimeoutError, ValueError) as exc:
             log = (self.home / "init.log").read_text(errors="replace")[-2000:]
@@ -448,16 +496,19 @@ class Jail:
         try:
             # pasta forks into the background once the namespace's network is set up; its
             # first process exits then (a pipe here would stay open in the daemon: a file).
+            # spawn.run: without forking the runner (see cofounder_sandbox.spawn).
             with open(log, "wb") as log_file:  # noqa: ASYNC230 - a local file
-                done = await asyncio.create_subprocess_exec(
-                    *argv,
-                    stdin=asyncio.subprocess.DEVNULL,
-                    stdout=asyncio.subprocess.DEVNULL,
-                    stderr=log_file,
-                    pass_fds=tuple(fds.values()),
-                    start_new_session=True,
+                done = await asyncio.wait_for(
+                    spawn.run(
+                        argv,
+                        stdout=subprocess.DEVNULL,
+                        stderr=log_file,
+                        pass_fds=tuple(fds.values()),
+                        start_new_session=True,
+                    ),
+                    _START_TIMEOUT_S,
                 )
-            code = await asyncio.wait_for(done.wait(), _START_TIMEOUT_S)
+            code = done.returncode
         finally:
             for fd in fds.values():
                 os.close(fd)
@@ -507,14 +558,10 @@ class Jail:
                 str(listener.fileno()), str(self.state.port), str(write), str(pidfd), *user,
             ]  # fmt: skip
             with open(self.home / "relay.log", "ab") as log_file:  # noqa: ASYNC230 - local
-                spawner = await asyncio.create_subprocess_exec(
-                    *argv,
-                    stdin=asyncio.subprocess.DEVNULL,
-                    stdout=asyncio.subprocess.DEVNULL,
-                    stderr=log_file,
-                    pass_fds=tuple(handed),
+                # spawn.run: without forking the runner (see cofounder_sandbox.spawn).
+                await spawn.run(
+                    argv, stdout=subprocess.DEVNULL, stderr=log_file, pass_fds=tuple(handed)
                 )
-            await spawner.wait()
         finally:
             listener.close()
             for fd in handed[1:]:
@@ -538,22 +585,18 @@ class Jail:
         assert self.tools is not None
 
         async def ip(*args: str, commands: Sequence[str] = ()) -> str:
+            assert self.tools is not None
             enter, fds = self._enter(init, ("net",))
+            batch = "".join(f"{c}\n" for c in commands).encode() if commands else None
             try:
-                proc = await asyncio.create_subprocess_exec(
-                    *enter, self.tools.ip, *args,  # type: ignore[union-attr]
-                    stdin=asyncio.subprocess.PIPE if commands else asyncio.subprocess.DEVNULL,
-                    stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
-                    pass_fds=fds,
-                )  # fmt: skip
+                # spawn.run: without forking the runner (see cofounder_sandbox.spawn).
+                done = await spawn.run([*enter, self.tools.ip, *args], input=batch, pass_fds=fds)
             finally:
                 for fd in fds:
                     os.close(fd)
-            batch = "".join(f"{c}\n" for c in commands).encode() if commands else None
-            out, err = await proc.communicate(batch)
-            if proc.returncode != 0:
-                raise IsolationUnavailable(f"ip {' '.join(args)}: {err.decode().strip()}")
-            return out.decode()
+            if done.returncode != 0:
+                raise IsolationUnavailable(f"ip {' '.join(args)}: {done.stderr.decode().strip()}")
+            return done.stdout.decode()
 
         routes = json.loads(await ip("-json", "-4", "route", "show", "table", "main"))
         gateway = next((r.get("gateway") for r in routes if r.get("dst") == "default"), None)
@@ -615,12 +658,35 @@ class Jail:
             "--", *clean,
         ], fds  # fmt: skip
 
-    def preexec(self) -> Callable[[], None]:
-        """What a command's process does before it runs: limits, and the cgroup."""
-        return self._preexec(processes=not self.rootless and self.mode == "namespaces")
+    def preexec(self, *, browser: bool = False) -> Callable[[], None]:
+        """What a command's process does before it runs: limits, and the cgroup. ``browser``:
+        the limits with a browser's address space (:meth:`Limits.for_browser`)."""
+        return self._preexec(
+            processes=not self.rootless and self.mode == "namespaces", browser=browser
+        )
 
-    def _preexec(self, *, processes: bool) -> Callable[[], None]:
-        limits, cgroup = self.limits, self.cgroup
+    def wrap(self, argv: Sequence[str], *, browser: bool = False) -> list[str]:
+        """A command's ``argv`` (:meth:`command`) that sets its own limits and cgroup, what
+        :meth:`preexec` does, so that it needs no ``preexec_fn`` (see :meth:`_wrapped`)."""
+        return self._wrapped(
+            argv, processes=not self.rootless and self.mode == "namespaces", browser=browser
+        )
+
+    def _wrapped(self, argv: Sequence[str], *, processes: bool, browser: bool = False) -> list[str]:
+        """``argv`` started by a small shell that enters the sandbox's cgroup, then by
+        ``prlimit`` with the limits: what :meth:`_preexec` does, without a ``preexec_fn``, so
+        that the caller can start it with ``Popen`` (``vfork``): under uvloop, a process with a
+        ``preexec_fn`` is started by forking the whole runner (see ``spawn.py``)."""
+        limits, cgroup = (self.limits.for_browser() if browser else self.limits), self.cgroup
+        prlimit = self.tools.prlimit if self.tools else shutil.which("prlimit") or "prlimit"
+        procs = [str(folder / "cgroup.procs") for folder in cgroup.folders] if cgroup else []
+        return [
+            "/bin/sh", "-c", _ENTER_CGROUP, "sandbox-start", *procs, "--",
+            *limits.prlimit_argv(prlimit, processes=processes), *argv,
+        ]  # fmt: skip
+
+    def _preexec(self, *, processes: bool, browser: bool = False) -> Callable[[], None]:
+        limits, cgroup = (self.limits.for_browser() if browser else self.limits), self.cgroup
 
         def prepare() -> None:
             # The cgroup first: once the address-space limit is set, this (large) process may
@@ -639,12 +705,28 @@ class Jail:
             return set()
         init = self.state.init.pid if self.state.init else -1
         out: set[Proc] = set()
-        for pid in _pids():
+        for pid in self._candidates():
             if pid != init and _ns(pid, "pid") == self.state.pidns:
                 started = _started(pid)
                 if started is not None:
                     out.add(Proc(pid, started))
         return out
+
+    def _candidates(self) -> list[int]:
+        """The pids that may be in the sandbox: its cgroup's, where it has one (every process
+        of the sandbox is in it: bubblewrap and each command enter it before they run), else
+        every process's. The scan read one ``/proc`` link per process on the host: with 100
+        sandboxes it was most of a sandbox's stop, and it runs before every ``bash`` command
+        too (py-spy, issue #18)."""
+        cgroup = self.cgroup
+        if cgroup is not None:
+            try:
+                text = (cgroup.folders[-1] / "cgroup.procs").read_text()
+            except OSError:
+                pass
+            else:
+                return [int(pid) for pid in text.split()]
+        return _pids()
 
     def send(self, procs: set[Proc], sig: signal.Signals) -> None:
         for proc in sorted(procs):

@@ -37,7 +37,15 @@ import structlog
 from cofounder_contracts.events import SandboxKind
 from cofounder_sandbox.base import PROJECT_DIR, CommandResult, PortNotForwarded, SandboxGone
 from cofounder_sandbox.beneath import ProjectFiles, glob_regex
-from cofounder_sandbox.jail import Jail, JailState, Limits, Mode, Tools, find_tools
+from cofounder_sandbox.jail import (
+    IsolationUnavailable,
+    Jail,
+    JailState,
+    Limits,
+    Mode,
+    Tools,
+    find_tools,
+)
 from cofounder_sandbox.shell import SandboxShell
 
 __all__ = ["LocalSandbox", "LocalSandboxes"]
@@ -54,6 +62,8 @@ _TEMPLATE_PORT: Final = 3000
 #: file ownership are per sandbox. Far above any system or login uid.
 _UID_BASE: Final = 3_000_000
 _UID_SPAN: Final = 1_000_000
+#: Starts of a sandbox tried when its preview port is taken between its choice and its bind.
+_PORT_ATTEMPTS: Final = 3
 
 
 def _free_port() -> int:
@@ -142,9 +152,10 @@ class LocalSandbox:
             raise SandboxGone(f"local sandbox {self._id} was killed")
         await self.jail.start()
 
-    async def run(self, command: str, *, timeout: float) -> CommandResult:
-        """A one-off command in a fresh session (state does not carry over)."""
-        shell = await self.open_shell()
+    async def run(self, command: str, *, timeout: float, browser: bool = False) -> CommandResult:
+        """A one-off command in a fresh session (state does not carry over); ``browser``: with
+        the address space a browser needs (:meth:`~cofounder_sandbox.jail.Limits.for_browser`)."""
+        shell = SandboxShell(self.jail, env=self._env(), ready=self._ready, browser=browser)
         try:
             return await shell.run(command, timeout=timeout)
         finally:
@@ -356,7 +367,18 @@ class LocalSandboxes:
         }
         sandbox = LocalSandbox(self, sandbox_id, state)
         sandbox._save()
-        await sandbox.jail.start()
+        for attempt in range(_PORT_ATTEMPTS):
+            try:
+                await sandbox.jail.start()
+            except IsolationUnavailable as exc:
+                # The port was free when picked and was taken before pasta bound it (by an
+                # outgoing connection's ephemeral port, or another runner's sandbox): another.
+                if "Failed to bind" not in str(exc) or attempt == _PORT_ATTEMPTS - 1:
+                    raise
+                sandbox.jail.state.port = _free_port()
+                sandbox._save()
+            else:
+                break
         return sandbox
 
     def _state(self, sandbox_id: str) -> dict[str, Any]:

@@ -24,8 +24,9 @@ import contextlib
 import os
 import secrets
 import signal
+import subprocess
 from collections.abc import Awaitable, Callable, Mapping
-from typing import Final, cast
+from typing import Final
 
 from cofounder_sandbox.base import CommandResult
 from cofounder_sandbox.jail import Jail, Proc
@@ -103,13 +104,15 @@ class SandboxShell:
         env: Mapping[str, str],
         ready: Callable[[], Awaitable[None]],
         session: str | None = None,
+        browser: bool = False,
     ) -> None:
         self._jail = jail
+        self._browser = browser  # a browser's address space (the screenshot tool's one-off)
         self._ready = ready  # the namespaces running (made again if they died), or SandboxGone
         self._env = dict(env)
         self._state = f"/tmp/.cofounder-shell-{session or secrets.token_hex(8)}"  # noqa: S108
         self._lock = asyncio.Lock()
-        self._open: set[asyncio.SubprocessTransport] = set()  # pipes background jobs hold
+        self._open: set[_Command] = set()  # their pipes held by background jobs
 
     async def run(self, command: str, *, timeout: float) -> CommandResult:
         async with self._lock:
@@ -122,47 +125,41 @@ class SandboxShell:
             output = _Output()
             loop = asyncio.get_running_loop()
             try:
-                transport, protocol = await loop.subprocess_exec(
-                    lambda: _Command(output, loop),
-                    *argv,
-                    stdin=asyncio.subprocess.PIPE,
-                    stdout=asyncio.subprocess.PIPE,
-                    stderr=asyncio.subprocess.STDOUT,
+                # Popen without a preexec_fn, so with vfork: the jail's wrapper enters the
+                # cgroup and sets the limits. loop.subprocess_exec under uvloop forks the whole
+                # runner for each command (~15 ms of its CPU; see cofounder_sandbox.spawn).
+                proc = subprocess.Popen(  # noqa: ASYNC220 - returns once the child has exec'd
+                    self._jail.wrap(argv, browser=self._browser),
+                    stdin=subprocess.PIPE,
+                    stdout=subprocess.PIPE,
+                    stderr=subprocess.STDOUT,
                     cwd=str(self._jail.home / "project"),
                     env={"PATH": "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"},
                     start_new_session=True,
-                    preexec_fn=self._jail.preexec(),
                     pass_fds=fds,
+                    close_fds=True,
                 )
             finally:
                 for fd in fds:
                     os.close(fd)
-            self._jail.track(transport.get_pid())
-            # A WriteTransport, though uvloop's class does not say so.
-            stdin = cast(asyncio.WriteTransport, transport.get_pipe_transport(0))
-            stdin.write(command.encode())
-            stdin.close()
+            self._jail.track(proc.pid)
+            running = _Command(proc, output, loop)
+            await running.start(command.encode())
             try:
-                await asyncio.wait_for(asyncio.shield(protocol.exited), timeout)
+                await asyncio.wait_for(asyncio.shield(running.exited), timeout)
             except TimeoutError:
-                note = await self._time_out(transport, protocol, before, timeout)
-                await self._settle(transport, protocol)
+                note = await self._time_out(running, before, timeout)
+                await self._settle(running)
                 return CommandResult(output.text() + note, None, timed_out=True)
-            await self._settle(transport, protocol)
-            return CommandResult(output.text(), transport.get_returncode())
+            await self._settle(running)
+            return CommandResult(output.text(), proc.returncode)
 
-    async def _time_out(
-        self,
-        transport: asyncio.SubprocessTransport,
-        protocol: _Command,
-        before: set[Proc],
-        timeout: float,
-    ) -> str:
+    async def _time_out(self, running: _Command, before: set[Proc], timeout: float) -> str:
         """Ctrl-C for what the command started; then SIGKILL for whatever is left of it."""
-        self._signal_started(before, transport, signal.SIGINT)
+        self._signal_started(before, running.proc.pid, signal.SIGINT)
         note = f"\n(the command timed out after {timeout:g} s and was interrupted)"
         try:
-            await asyncio.wait_for(asyncio.shield(protocol.exited), _INTERRUPT_GRACE_S)
+            await asyncio.wait_for(asyncio.shield(running.exited), _INTERRUPT_GRACE_S)
         except TimeoutError:
             note = (
                 f"\n(the command timed out after {timeout:g} s and did not stop when "
@@ -170,22 +167,20 @@ class SandboxShell:
             )
         # Whatever it started and left behind goes too, asked to stop or not.
         for _ in range(3):
-            if not self._signal_started(before, transport, signal.SIGKILL):
+            if not self._signal_started(before, running.proc.pid, signal.SIGKILL):
                 break
             await asyncio.sleep(0.05)
         with contextlib.suppress(ProcessLookupError):
-            transport.kill()
-        await protocol.exited
+            running.proc.kill()
+        await running.exited
         return note
 
-    def _signal_started(
-        self, before: set[Proc], transport: asyncio.SubprocessTransport, sig: signal.Signals
-    ) -> bool:
+    def _signal_started(self, before: set[Proc], pid: int, sig: signal.Signals) -> bool:
         """Signal what the command started; whether anything was left to signal."""
         if self._jail.mode == "unsafe-none":
             # No pid namespace to look in: the command's process group is the best there is.
             try:
-                os.killpg(transport.get_pid(), sig)
+                os.killpg(pid, sig)
             except (ProcessLookupError, PermissionError):
                 return False
             return True
@@ -193,41 +188,86 @@ class SandboxShell:
         self._jail.send(started, sig)
         return bool(started)
 
-    async def _settle(self, transport: asyncio.SubprocessTransport, protocol: _Command) -> None:
+    async def _settle(self, running: _Command) -> None:
         """Gather what is already written, then drop the rest: a background job of the command
         may hold the pipe open (and write to it) for as long as it lives. Its pipe stays open
         (drained) so the job does not die of a broken pipe."""
         try:
-            await asyncio.wait_for(asyncio.shield(protocol.closed), _SETTLE_S)
+            await asyncio.wait_for(asyncio.shield(running.closed), _SETTLE_S)
         except TimeoutError:
-            protocol.output.closed = True
-            self._open.add(transport)
-            protocol.closed.add_done_callback(lambda _: self._open.discard(transport))
+            running.output.closed = True
+            self._open.add(running)
+            running.closed.add_done_callback(lambda _: self._open.discard(running))
         else:
-            transport.close()
+            running.close()
 
     async def close(self) -> None:
-        for transport in list(self._open):
-            transport.close()
+        for running in list(self._open):
+            running.close()
         self._open.clear()
 
 
-class _Command(asyncio.SubprocessProtocol):
-    """One command's process: its output, its exit, and the end of its pipes (which come later
-    when a background job holds them). ``asyncio.subprocess.Process.wait`` waits for the pipes
+class _Command(asyncio.Protocol):
+    """One command's process: its output (the protocol of its output pipe), its exit (through
+    a pidfd on the loop, else a short poll), and the end of its output pipe (which comes later
+    when a background job holds it). ``asyncio.subprocess.Process.wait`` waits for the pipes
     too, so it cannot tell when the command itself is over."""
 
-    def __init__(self, output: _Output, loop: asyncio.AbstractEventLoop) -> None:
+    def __init__(
+        self, proc: subprocess.Popen[bytes], output: _Output, loop: asyncio.AbstractEventLoop
+    ) -> None:
+        self.proc = proc
         self.output = output
         self.exited: asyncio.Future[None] = loop.create_future()
         self.closed: asyncio.Future[None] = loop.create_future()
+        self._loop = loop
+        self._reader: asyncio.BaseTransport | None = None
+        self._poll: asyncio.Task[None] | None = None
 
-    def pipe_data_received(self, fd: int, data: bytes) -> None:
-        self.output.add(data)
+    async def start(self, command: bytes) -> None:
+        """Read its output, write ``command`` to its stdin (then closed), watch for its end."""
+        loop, proc = self._loop, self.proc
+        assert proc.stdin is not None
+        assert proc.stdout is not None
+        try:
+            self._reader, _ = await loop.connect_read_pipe(lambda: self, proc.stdout)
+            stdin, _ = await loop.connect_write_pipe(asyncio.BaseProtocol, proc.stdin)
+        except BaseException:
+            with contextlib.suppress(ProcessLookupError):
+                proc.kill()
+            proc.wait()
+            raise
+        stdin.write(command)
+        stdin.close()
+        try:
+            pidfd = os.pidfd_open(proc.pid)
+        except (OSError, AttributeError):  # before Linux 5.3: poll
+            self._poll = asyncio.create_task(self._polled())
+            return
 
-    def process_exited(self) -> None:
+        def readable() -> None:
+            loop.remove_reader(pidfd)
+            os.close(pidfd)
+            self._ended()
+
+        loop.add_reader(pidfd, readable)
+
+    async def _polled(self) -> None:
+        while self.proc.poll() is None:  # noqa: ASYNC110 - a process, not a flag
+            await asyncio.sleep(0.01)
+        self._ended()
+
+    def _ended(self) -> None:
+        self.proc.wait()  # it has exited: reaped at once, its returncode set
         if not self.exited.done():
             self.exited.set_result(None)
+
+    def close(self) -> None:
+        if self._reader is not None:
+            self._reader.close()
+
+    def data_received(self, data: bytes) -> None:
+        self.output.add(data)
 
     def connection_lost(self, exc: Exception | None) -> None:
         if not self.closed.done():

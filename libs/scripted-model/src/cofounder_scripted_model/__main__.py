@@ -26,12 +26,20 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=0)
     parser.add_argument("--latency-ms", type=float, default=0.0, help="delay before each reply")
+    parser.add_argument(
+        "--delta-chars",
+        type=int,
+        default=0,
+        help="stream text and tool input in deltas of this many characters (0: one per block)",
+    )
     args = parser.parse_args(argv)
     try:
         transcript = load(args.transcript)
     except (TranscriptError, OSError) as exc:
         parser.exit(2, f"cannot load the transcript: {exc}\n")
-    state = ModelServer(transcript=transcript, latency_s=args.latency_ms / 1000)
+    state = ModelServer(
+        transcript=transcript, latency_s=args.latency_ms / 1000, delta_chars=args.delta_chars
+    )
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.bind((args.host, args.port))

@@ -11,8 +11,9 @@ Faults are queued and consumed one per ``/v1/messages`` request, in order:
 - each with ``"times": n`` (default 1) and optionally ``"model": "..."`` to hit only that model.
 
 Every request is logged (``GET /_control/log``): its model, the transcript position it asked for,
-whether it was served, and ``metadata.user_id``, which the agent sets to the build id; that is how
-a test proves no completed iteration was asked for twice.
+whether it was served, when it arrived (``received_at``, Unix seconds), and ``metadata.user_id``,
+which the agent sets to the build id; that is how a test proves no completed iteration was asked
+for twice.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ import asyncio
 import functools
 import itertools
 import secrets
+import time
 from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Final
@@ -66,6 +68,7 @@ class ModelServer:
 
     transcript: Transcript
     latency_s: float = 0.0
+    delta_chars: int = 0  # > 0: a block's text and tool input stream in deltas of this size
     cache: PromptCache = field(default_factory=PromptCache)
     faults: list[Fault] = field(default_factory=list)
     log: list[dict[str, Any]] = field(default_factory=list)
@@ -113,12 +116,21 @@ def _sse(event: str, data: Mapping[str, Any]) -> bytes:
     return b"event: " + event.encode() + b"\ndata: " + _ENCODE(data) + b"\n\n"
 
 
+def _pieces(text: str, size: int) -> list[str]:
+    """``text`` in deltas of ``size`` characters, as the API streams a few tokens at a time
+    (``size`` 0: all at once)."""
+    if size <= 0 or len(text) <= size:
+        return [text]
+    return [text[i : i + size] for i in range(0, len(text), size)]
+
+
 async def _stream(
     message: dict[str, Any],
     usage: Usage,
     output_tokens: int,
     cut_after: int | None,
     error: str | None = None,
+    delta_chars: int = 0,
 ) -> AsyncIterator[bytes]:
     start = dict(message, content=[], stop_reason=None, usage=_usage_dict(usage, 1))
     yield _sse("message_start", {"type": "message_start", "message": start})
@@ -138,31 +150,30 @@ async def _stream(
                     "content_block": {"type": "text", "text": ""},
                 },
             )
-            yield _sse(
-                "content_block_delta",
-                {
-                    "type": "content_block_delta",
-                    "index": index,
-                    "delta": {"type": "text_delta", "text": block["text"]},
-                },
-            )
+            for piece in _pieces(block["text"], delta_chars):
+                yield _sse(
+                    "content_block_delta",
+                    {
+                        "type": "content_block_delta",
+                        "index": index,
+                        "delta": {"type": "text_delta", "text": piece},
+                    },
+                )
         else:
             head = {"type": "tool_use", "id": block["id"], "name": block["name"], "input": {}}
             yield _sse(
                 "content_block_start",
                 {"type": "content_block_start", "index": index, "content_block": head},
             )
-            yield _sse(
-                "content_block_delta",
-                {
-                    "type": "content_block_delta",
-                    "index": index,
-                    "delta": {
-                        "type": "input_json_delta",
-                        "partial_json": _ENCODE(block["input"]).decode(),
+            for piece in _pieces(_ENCODE(block["input"]).decode(), delta_chars):
+                yield _sse(
+                    "content_block_delta",
+                    {
+                        "type": "content_block_delta",
+                        "index": index,
+                        "delta": {"type": "input_json_delta", "partial_json": piece},
                     },
-                },
-            )
+                )
         yield _sse("content_block_stop", {"type": "content_block_stop", "index": index})
         await asyncio.sleep(0)
     if cut_after is not None:
@@ -188,7 +199,12 @@ async def _messages(state: ModelServer, request: Request) -> Response:
     problem = validate(body)
     model = str(body.get("model", "")) if isinstance(body, Mapping) else ""
     user = (body.get("metadata") or {}).get("user_id") if isinstance(body, Mapping) else None
-    entry: dict[str, Any] = {"request_id": request_id, "model": model, "build": user}
+    entry: dict[str, Any] = {
+        "request_id": request_id,
+        "model": model,
+        "build": user,
+        "received_at": time.time(),
+    }
     state.log.append(entry)
     if problem:
         entry.update(status=400, error=problem)
@@ -232,7 +248,14 @@ async def _messages(state: ModelServer, request: Request) -> Response:
     entry.update(status=200, cut=cut is not None, usage=message["usage"])
     if body.get("stream"):
         return StreamingResponse(
-            _stream(message, usage, output_tokens, cut, fault.stream_error if fault else None),
+            _stream(
+                message,
+                usage,
+                output_tokens,
+                cut,
+                fault.stream_error if fault else None,
+                state.delta_chars,
+            ),
             media_type="text/event-stream",
             headers={"request-id": request_id, "cache-control": "no-cache"},
         )

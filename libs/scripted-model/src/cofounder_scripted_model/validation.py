@@ -3,14 +3,25 @@ refused in production is refused here too (``invalid_request_error``, status 400
 
 from __future__ import annotations
 
+import base64
+import binascii
 from collections.abc import Mapping
 from typing import Any, Final
 
 from cofounder_scripted_model.caching import iter_blocks
 
-__all__ = ["KNOWN_TOOL_TYPES", "MAX_BREAKPOINTS", "validate"]
+__all__ = ["IMAGE_SIGNATURES", "KNOWN_TOOL_TYPES", "MAX_BREAKPOINTS", "validate"]
 
 MAX_BREAKPOINTS: Final = 4
+#: The image types the API takes, and the first bytes each file starts with.
+IMAGE_SIGNATURES: Final[Mapping[str, tuple[bytes, ...]]] = {
+    "image/png": (b"\x89PNG\r\n\x1a\n",),
+    "image/jpeg": (b"\xff\xd8\xff",),
+    "image/gif": (b"GIF87a", b"GIF89a"),
+    "image/webp": (b"RIFF",),
+}
+#: The API's limit on one image's base64 data.
+MAX_IMAGE_BASE64: Final = 5 * 1024 * 1024
 
 #: Anthropic-defined (server and client) tool types this server accepts, with the name each needs.
 KNOWN_TOOL_TYPES: Final[Mapping[str, str | None]] = {
@@ -109,6 +120,57 @@ def _tool_pairs(messages: list[Any]) -> str | None:
     return None
 
 
+def _image(block: Mapping[str, Any], where: str) -> str | None:  # noqa: PLR0911
+    """An image block: a base64 source of a type the API takes, whose data decodes to a file
+    of that type (the API answers "Could not process image" for one that does not)."""
+    source = block.get("source")
+    if not isinstance(source, Mapping):
+        return f"{where}.source: Field required"
+    if source.get("type") != "base64":
+        return f"{where}.source.type: Input should be 'base64', 'url' or 'file'"
+    media_type = source.get("media_type")
+    if not isinstance(media_type, str) or media_type not in IMAGE_SIGNATURES:
+        return (
+            f"{where}.source.base64.media_type: Input should be 'image/jpeg', 'image/png', "
+            "'image/gif' or 'image/webp'"
+        )
+    data = source.get("data")
+    if not isinstance(data, str) or not data:
+        return f"{where}.source.base64.data: Field required"
+    if len(data) > MAX_IMAGE_BASE64:
+        return (
+            f"{where}.source.base64: image exceeds 5 MB maximum: {len(data)} bytes > 5242880 bytes"
+        )
+    try:
+        raw = base64.b64decode(data, validate=True)
+    except (binascii.Error, ValueError):
+        return f"{where}.source.base64.data: The image data is not valid base64"
+    if not raw.startswith(IMAGE_SIGNATURES[media_type]):
+        return f"{where}.source.base64.data: Could not process image: it is not a {media_type}"
+    return None
+
+
+def _images(messages: list[Any]) -> str | None:
+    """Image blocks, in a message's content or inside a ``tool_result``'s content."""
+    for i, message in enumerate(messages):
+        content = message.get("content")
+        for j, block in enumerate(content if isinstance(content, list) else []):
+            if not isinstance(block, Mapping):
+                continue
+            inner = block.get("content") if block.get("type") == "tool_result" else None
+            candidates = [(f"messages.{i}.content.{j}", block)] + [
+                (f"messages.{i}.content.{j}.content.{k}", b)
+                for k, b in enumerate(inner if isinstance(inner, list) else [])
+                if isinstance(b, Mapping)
+            ]
+            for where, candidate in candidates:
+                if candidate.get("type") == "image":
+                    problem = _image(candidate, where)
+                    if problem:
+                        return problem
+    return None
+
+
 def validate(body: Any) -> str | None:  # noqa: PLR0911
     """The API's message for the first problem in ``body``, or None when it is acceptable."""
     if not isinstance(body, Mapping):
@@ -127,7 +189,7 @@ def validate(body: Any) -> str | None:  # noqa: PLR0911
             if messages is None
             else "messages: at least one message is required"
         )
-    problem = _tools(body.get("tools")) or _tool_pairs(messages)
+    problem = _tools(body.get("tools")) or _tool_pairs(messages) or _images(messages)
     if problem:
         return problem
     breakpoints = sum(1 for _, marked, _ in iter_blocks(body) if marked)

@@ -17,12 +17,11 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any, Final, Protocol, Self
 
-import aioboto3
 import msgspec
-from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError
 
 from cofounder_snapshots.manifest import Manifest
+from cofounder_snapshots.s3 import S3Bucket
 
 __all__ = ["LocalStore", "S3Store", "SnapshotStore", "StoreError"]
 
@@ -181,7 +180,7 @@ class LocalStore:
         self._path(manifest_key(project_id, build_id, version)).unlink(missing_ok=True)
 
 
-class S3Store:
+class S3Store(S3Bucket):
     """Snapshots in an S3 bucket (``endpoint_url`` for MinIO, moto or another S3 API)."""
 
     def __init__(
@@ -196,13 +195,13 @@ class S3Store:
         connect_timeout_s: float = 5.0,
         read_timeout_s: float = 60.0,
     ) -> None:
-        self.bucket = bucket
-        self.prefix = prefix.strip("/") + "/" if prefix.strip("/") else ""
-        self.description = f"s3://{bucket}/{self.prefix}"
-        self._endpoint_url = endpoint_url
-        self._region = region
-        self._config = Config(
-            retries={"max_attempts": attempts, "mode": "standard"},
+        super().__init__(
+            bucket,
+            what="S3 store",
+            prefix=prefix,
+            endpoint_url=endpoint_url,
+            region=region,
+            attempts=attempts,
             connect_timeout=connect_timeout_s,
             read_timeout=read_timeout_s,
             max_pool_connections=32,
@@ -210,32 +209,6 @@ class S3Store:
         self.multipart_threshold = multipart_threshold
         #: Parts of at least 5 MiB (S3's minimum for all but the last part).
         self.multipart_chunk = max(5 * 1024 * 1024, multipart_threshold)
-        self._session = aioboto3.Session()
-        self._context: Any = None
-        self._client: Any = None
-
-    async def __aenter__(self) -> Self:
-        self._context = self._session.client(
-            "s3", endpoint_url=self._endpoint_url, region_name=self._region, config=self._config
-        )
-        self._client = await self._context.__aenter__()
-        return self
-
-    async def __aexit__(
-        self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        if self._context is not None:
-            await self._context.__aexit__(kind, exc, tb)
-        self._context = self._client = None
-
-    @property
-    def client(self) -> Any:
-        if self._client is None:
-            raise RuntimeError("use the S3 store inside `async with`")
-        return self._client
-
-    def _key(self, key: str) -> str:
-        return self.prefix + key
 
     async def _put(
         self, key: str, data: bytes, content_type: str = "application/octet-stream"
@@ -247,7 +220,7 @@ class S3Store:
                 # A stream, not raw bytes: aiohttp would otherwise hold the loop on large bodies.
                 await self.client.put_object(
                     Bucket=self.bucket,
-                    Key=self._key(key),
+                    Key=self.full_key(key),
                     Body=io.BytesIO(data),
                     ContentLength=len(data),
                     ContentType=content_type,
@@ -258,7 +231,7 @@ class S3Store:
     async def _put_multipart(self, key: str, data: bytes) -> None:
         """A multipart upload in ``multipart_chunk``-sized parts (aborted if a part fails, so no
         partial object and no orphaned parts are left)."""
-        full = self._key(key)
+        full = self.full_key(key)
         upload = await self.client.create_multipart_upload(Bucket=self.bucket, Key=full)
         upload_id = upload["UploadId"]
         try:
@@ -286,7 +259,7 @@ class S3Store:
 
     async def _get(self, key: str) -> bytes | None:
         try:
-            response = await self.client.get_object(Bucket=self.bucket, Key=self._key(key))
+            response = await self.client.get_object(Bucket=self.bucket, Key=self.full_key(key))
             async with response["Body"] as body:
                 data: bytes = await body.read()
                 return data
@@ -300,7 +273,7 @@ class S3Store:
     async def _list(self, prefix: str, *, delimiter: str | None = None) -> list[str]:
         out: list[str] = []
         paginator = self.client.get_paginator("list_objects_v2")
-        kwargs: dict[str, Any] = {"Bucket": self.bucket, "Prefix": self._key(prefix)}
+        kwargs: dict[str, Any] = {"Bucket": self.bucket, "Prefix": self.full_key(prefix)}
         if delimiter:
             kwargs["Delimiter"] = delimiter
         try:
@@ -334,7 +307,7 @@ class S3Store:
         return {k.rsplit("/", 1)[-1] for k in keys}
 
     async def delete_blobs(self, project_id: str, hashes: Iterable[str]) -> None:
-        keys = [{"Key": self._key(blob_key(project_id, h))} for h in hashes]
+        keys = [{"Key": self.full_key(blob_key(project_id, h))} for h in hashes]
         for start in range(0, len(keys), 1000):
             try:
                 await self.client.delete_objects(
@@ -365,7 +338,7 @@ class S3Store:
     async def delete_manifest(self, project_id: str, build_id: str, version: int) -> None:
         try:
             await self.client.delete_object(
-                Bucket=self.bucket, Key=self._key(manifest_key(project_id, build_id, version))
+                Bucket=self.bucket, Key=self.full_key(manifest_key(project_id, build_id, version))
             )
         except _FAILURES as exc:
             raise StoreError(f"could not delete a manifest from {self.description}: {exc}") from exc

@@ -63,6 +63,8 @@ def stack_env(
         SANDBOX="local",
         SANDBOX_ROOT=str(root / "sandboxes"),
         SNAPSHOT_LOCAL_DIR=str(root / "snapshots"),
+        LOG_ARCHIVE_DIR=str(root / "logs-archive"),
+        LOG_ARCHIVE_SETTLE_S="0.5",
         PLANS_MONTHLY_ALLOWANCE_MICROS=json.dumps(dict.fromkeys(TIERS, 10**12)),
         TIER_MAX_CONCURRENT_BUILDS=json.dumps(dict.fromkeys(TIERS, builds)),
         CONSUMER_BLOCK_MS="200",

@@ -32,6 +32,7 @@ from cofounder_sandbox.base import Sandboxes
 from cofounder_sandbox.jail import Limits
 from cofounder_sandbox.local import LocalSandboxes
 from cofounder_snapshots.config import store_from
+from cofounder_snapshots.screenshots import ScreenshotStore
 from cofounder_snapshots.store import SnapshotStore
 
 __all__ = ["build_consumers", "build_deps", "main", "make_sandboxes", "model_client"]
@@ -88,7 +89,10 @@ def snapshot_store(settings: RunnerSettings) -> SnapshotStore | None:
 
 
 def build_deps(
-    settings: RunnerSettings, redis: Redis, snapshots: SnapshotStore | None = None
+    settings: RunnerSettings,
+    redis: Redis,
+    snapshots: SnapshotStore | None = None,
+    screenshots: ScreenshotStore | None = None,
 ) -> RunnerDeps:
     engine = settings.create_engine(pre_ping=False)
     return RunnerDeps(
@@ -101,6 +105,7 @@ def build_deps(
         model=model_client(settings),
         runner_name=settings.consumer_name,
         snapshots=snapshots,
+        screenshots=screenshots,
     )
 
 
@@ -146,7 +151,10 @@ async def main() -> None:
         snapshots = snapshot_store(settings)
         if snapshots is not None:
             await process.enter(snapshots)
-        deps = build_deps(settings, redis, snapshots)
+        screenshots = settings.screenshot_store()
+        if screenshots is not None:
+            await process.enter(screenshots)
+        deps = build_deps(settings, redis, snapshots, screenshots)
         # Closed after the consumers stopped, in this order reversed: the sandboxes first.
         process.closing(deps.engine, deps.engine.dispose)
         process.closing(deps.checkpoints, deps.checkpoints.close)

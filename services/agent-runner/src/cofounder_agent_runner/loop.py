@@ -92,6 +92,7 @@ from cofounder_contracts import (
     ContextReady,
     Event,
     SandboxKind,
+    ScreenshotTaken,
     SnapshotReason,
     SnapshotRequested,
     ToolCalled,
@@ -116,6 +117,7 @@ from cofounder_domain.run import (
 from cofounder_runtime import tracing
 from cofounder_runtime.publisher import Publisher
 from cofounder_sandbox.base import Sandbox, Sandboxes, SandboxGone
+from cofounder_snapshots.screenshots import ScreenshotStore, screenshot_name
 from cofounder_snapshots.store import SnapshotStore, StoreError
 from cofounder_snapshots.sync import restore
 
@@ -213,6 +215,8 @@ class RunnerDeps:
     runner_name: str
     #: Where snapshots are (entered by the caller); a replacement sandbox gets the latest.
     snapshots: SnapshotStore | None = None
+    #: Where the screenshot tool's PNGs are kept (entered by the caller); None: not kept.
+    screenshots: ScreenshotStore | None = None
     stopping: asyncio.Event = field(default_factory=asyncio.Event)
     clock: Callable[[], datetime] = field(default=lambda: datetime.now(UTC))
 
@@ -470,7 +474,18 @@ class _Run:
             )
         )
         started = time.perf_counter()
-        result: ToolOutcome = await self.dispatcher.run(use["name"], use.get("input"))
+        try:
+            result: ToolOutcome = await self.dispatcher.run(use["name"], use.get("input"))
+        except SandboxGone as exc:
+            # Not the model's doing, nor a tool's: the drive ends in this error, the consumer
+            # drives the build again, and that drive starts a new sandbox holding the latest
+            # snapshot (``_open_sandbox``), resuming from the last checkpoint.
+            self.log.warning(
+                "the sandbox is gone mid-tool; the build goes on in a new one",
+                tool=use["name"],
+                error=str(exc),
+            )
+            raise
         duration_ms = int((time.perf_counter() - started) * 1000)
         TOOL_CALLS.labels(use["name"], "error" if result.is_error else "ok").inc()
         if span.is_recording():
@@ -495,8 +510,43 @@ class _Run:
                 output_preview=result.preview(_PREVIEW),
             )
         )
+        if result.image is not None:
+            await self._keep_screenshot(use, iteration, result, generation)
         call = ToolCall(use["name"], use.get("input"), result.is_error, result.finished)
         return result.result_block(use["id"]), call
+
+    async def _keep_screenshot(
+        self, use: dict[str, Any], iteration: int, result: ToolOutcome, generation: int
+    ) -> None:
+        """Store the screenshot and say where (``agent.screenshot_taken``). A store that fails
+        costs the founder the picture, not the build: the model has already seen it."""
+        store, image = self.deps.screenshots, result.image
+        if store is None or image is None:
+            return
+        name = screenshot_name(iteration, use["id"])
+        try:
+            ref = await store.put(self.context.build_id, name, image.data)
+        except StoreError as exc:
+            self.log.warning("screenshot not stored", store=store.description, error=str(exc))
+            return
+        self.emit_soon(
+            ScreenshotTaken(
+                **follow_up(
+                    self.context,
+                    producer=PRODUCER,
+                    kind=f"tool:{use['id']}:screenshot:{generation}",
+                ),
+                iteration=iteration,
+                tool_use_id=use["id"],
+                name=name,
+                url=ref.url,
+                expires_at=ref.expires_at,
+                page_url=result.image_of or "",
+                width=image.width,
+                height=image.height,
+                bytes=len(image.data),
+            )
+        )
 
     async def record(
         self,
@@ -861,7 +911,11 @@ async def _open_run(
         state=state,
         lease=lease,
         sandbox=sandbox,
-        dispatcher=ToolDispatcher(sandbox, bash_timeout_s=deps.settings.bash_timeout_s),
+        dispatcher=ToolDispatcher(
+            sandbox,
+            bash_timeout_s=deps.settings.bash_timeout_s,
+            screenshot_max_bytes=deps.settings.screenshot_max_bytes,
+        ),
         system=system_blocks(system_prompt(state.context), cached=deps.settings.prompt_caching),
         log=log,
         limits=_limits(deps.settings, state.context.tier),

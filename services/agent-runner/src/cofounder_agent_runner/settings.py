@@ -10,6 +10,7 @@ from cofounder_budgeting.settings import PlanSettings
 from cofounder_db.settings import DatabaseSettings
 from cofounder_domain.plans import DEFAULT_PLANS
 from cofounder_runtime.settings import RuntimeSettings
+from cofounder_snapshots.screenshots import ScreenshotSettings
 
 __all__ = ["DEFAULT_MODELS", "RunnerSettings"]
 
@@ -17,10 +18,11 @@ __all__ = ["DEFAULT_MODELS", "RunnerSettings"]
 DEFAULT_MODELS: dict[str, dict[str, str]] = {t: dict(p.models) for t, p in DEFAULT_PLANS.items()}
 
 
-class RunnerSettings(RuntimeSettings, DatabaseSettings, PlanSettings):
+class RunnerSettings(RuntimeSettings, DatabaseSettings, PlanSettings, ScreenshotSettings):
     """Model, sandbox, loop limits and the database of checkpoints; the plans (the models and
     the tool calls of each tier: ``MODEL_MAP``, ``MAX_TOOL_CALLS``) are the settings every
-    service reads alike (:class:`~cofounder_budgeting.settings.PlanSettings`).
+    service reads alike (:class:`~cofounder_budgeting.settings.PlanSettings`); so is where
+    screenshots go (:class:`~cofounder_snapshots.screenshots.ScreenshotSettings`).
 
     The runner's consumer keeps one entry pending per running build, so ``CONSUMER_CONCURRENCY``
     is the number of builds one process drives at once.
@@ -88,7 +90,9 @@ class RunnerSettings(RuntimeSettings, DatabaseSettings, PlanSettings):
         "crashed runner's lease is gone before its build is claimed.",
     )
     sandbox: Literal["auto", "local", "e2b"] = Field(
-        default="auto", description="auto: E2B when E2B_API_KEY is set, else local."
+        default="auto",
+        description="auto: E2B when E2B_API_KEY is set, else local (`cofounder dev` with e2b "
+        "and no E2B_API_KEY: E2B's SDK against the local E2B stand-in it starts).",
     )
     sandbox_root: str = Field(
         default=".cofounder/sandboxes", description="Folder of local sandboxes."
@@ -126,6 +130,12 @@ class RunnerSettings(RuntimeSettings, DatabaseSettings, PlanSettings):
     snapshot_prefix: str = Field(default="", description="Key prefix inside the bucket.")
     s3_endpoint_url: str | None = Field(default=None, description="S3 API endpoint.")
     snapshot_local_dir: str | None = Field(default=None, description="A folder store instead.")
+    screenshot_max_bytes: int = Field(
+        default=1_000_000,
+        ge=10_000,
+        description="A screenshot PNG above this is re-encoded smaller (palette, then halved) "
+        "before the model, the store and the feed get it.",
+    )
     e2b_api_key: SecretStr | None = Field(default=None, description="E2B API key.")
     e2b_template: str = Field(default="base", description="E2B sandbox template.")
     e2b_timeout_s: int = Field(default=3600, description="E2B sandbox timeout.")

@@ -19,6 +19,7 @@ from cofounder_gateway.routes import (
     health,
     metrics,
     page,
+    screenshots,
     usage,
 )
 from cofounder_gateway.telemetry import telemetry
@@ -29,6 +30,7 @@ __all__ = ["Gateway", "create_app"]
 _V1_ROUTERS = (
     builds.router,
     events.router,
+    screenshots.router,
     health.router,
     admin.router,
     usage.router,

@@ -19,6 +19,7 @@ from cofounder_contracts import Event
 from cofounder_contracts.streams import BUDGET_SIGNALS, BUDGET_USAGE, BUILD_EVENTS, GATEWAY
 from cofounder_db.engine import driver_dsn
 from cofounder_gateway.app import Gateway, create_app
+from cofounder_gateway.archive import Archives
 from cofounder_gateway.builds_pg import create_write_pool
 from cofounder_gateway.feed import SSE_BLOCK_MS, Feed
 from cofounder_gateway.outbox import Relay
@@ -95,6 +96,7 @@ def assemble(
         ),
         relay=Relay(engine, redis, idle_s=relay_idle_s),
         pg_pool=pg_pool,
+        archives=Archives(settings),
     )
 
 

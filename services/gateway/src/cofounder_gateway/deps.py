@@ -26,6 +26,7 @@ from redis.asyncio import Redis
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from cofounder_gateway.access import remember_user
+from cofounder_gateway.archive import Archives
 from cofounder_gateway.auth import require_admin, user_from_header
 from cofounder_gateway.feed import Feed
 from cofounder_gateway.outbox import Relay
@@ -62,6 +63,8 @@ class Gateway:
     relay: Relay
     #: The driver pool of the build-creating write (see ``builds_pg.py``).
     pg_pool: asyncpg.Pool
+    #: Finished builds' log archives (None: none are read, as with no store configured).
+    archives: Archives | None = None
 
 
 def _gateway(request: Request) -> Gateway:

@@ -135,7 +135,17 @@ _EXAMPLES: dict[str, tuple[int, str, dict[str, Any]]] = {
     "token_expired": (401, "the token has expired; get a new one", {}),
     "build_not_found": (404, f"no build {_SOME_ID}", {}),
     "project_not_found": (404, f"no project {_SOME_ID}", {}),
+    "screenshot_not_found": (
+        404,
+        f"build {_SOME_ID} has no screenshot named 00007-toolu_01S.png",
+        {},
+    ),
     "user_not_found": (404, f"no user {_SOME_ID}", {}),
+    "log_not_archived": (
+        404,
+        f"build {_SOME_ID} has no log archive (yet): a build's log is archived when it ends",
+        {},
+    ),
     "email_taken": (409, "a user with email ada@example.com exists", {}),
     "idempotency_key_reused": (
         409,

@@ -12,6 +12,8 @@ from cofounder_gateway.reconcile.reconciler import ReconcilerConfig
 from cofounder_runtime.retention import ProcessedEventsRetentionSettings
 from cofounder_runtime.secrets import require_strong
 from cofounder_runtime.settings import RuntimeSettings
+from cofounder_snapshots.logarchive import LogArchiveSettings
+from cofounder_snapshots.screenshots import ScreenshotSettings
 
 __all__ = ["DEV_ADMIN_TOKEN", "DEV_SECRET", "GatewaySettings"]
 
@@ -22,7 +24,12 @@ DEV_ADMIN_TOKEN = "dev-admin-token"  # noqa: S105 - a documented placeholder
 
 
 class GatewaySettings(
-    RuntimeSettings, DatabaseSettings, PlanSettings, ProcessedEventsRetentionSettings
+    RuntimeSettings,
+    DatabaseSettings,
+    PlanSettings,
+    ProcessedEventsRetentionSettings,
+    LogArchiveSettings,
+    ScreenshotSettings,
 ):
     """HTTP, auth, limits and the database, on top of the shared runtime settings and the plans
     (``TIER_MAX_CONCURRENT_BUILDS`` among them: :class:`~cofounder_budgeting.PlanSettings`)."""

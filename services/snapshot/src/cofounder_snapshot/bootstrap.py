@@ -7,18 +7,21 @@ import functools
 import structlog
 from redis.asyncio import Redis
 
-from cofounder_contracts.streams import SNAPSHOT, SNAPSHOT_REQUESTS
-from cofounder_runtime.consumer import Consumer
+from cofounder_contracts import BuildCompleted, BuildFailed, BuildStatusChanged, Event
+from cofounder_contracts.streams import BUILD_EVENTS, SNAPSHOT, SNAPSHOT_REQUESTS
+from cofounder_runtime.consumer import Consumer, Handler
+from cofounder_runtime.periodic import every
 from cofounder_runtime.publisher import Publisher
 from cofounder_runtime.service import run_service, service_process
 from cofounder_sandbox.base import Sandboxes
 from cofounder_sandbox.local import LocalSandboxes
+from cofounder_snapshot.archiving import ArchiveDeps, on_build_event, prune_archives
 from cofounder_snapshot.handlers import SnapshotDeps, on_snapshot_requested
 from cofounder_snapshot.settings import SnapshotSettings
 from cofounder_snapshots.config import OFF_REASON, store_from
 from cofounder_snapshots.store import SnapshotStore
 
-__all__ = ["build_consumer", "main", "sandboxes_from"]
+__all__ = ["archive_consumer", "build_consumer", "main", "sandboxes_from"]
 
 _log = structlog.get_logger("cofounder.snapshot")
 
@@ -41,6 +44,23 @@ def build_consumer(settings: SnapshotSettings, redis: Redis, deps: SnapshotDeps)
         group=SNAPSHOT,
         consumer=settings.consumer_name,
         handlers={SNAPSHOT_REQUESTS.events[0]: functools.partial(on_snapshot_requested, deps=deps)},
+        options=settings.consumer_options(),
+    )
+
+
+#: The events that may end a build (a status change only when its status is an end).
+ENDINGS: tuple[type[Event], ...] = (BuildCompleted, BuildFailed, BuildStatusChanged)
+
+
+def archive_consumer(settings: SnapshotSettings, redis: Redis, deps: ArchiveDeps) -> Consumer:
+    """The build events' reader that archives a finished build's feed."""
+    handler: Handler = functools.partial(on_build_event, deps=deps)
+    return Consumer.for_stream(
+        redis,
+        BUILD_EVENTS,
+        group=SNAPSHOT,
+        consumer=settings.consumer_name,
+        handlers=dict.fromkeys(ENDINGS, handler),
         options=settings.consumer_options(),
     )
 
@@ -75,6 +95,38 @@ async def main() -> None:
         else:
             _log.info("snapshots stored", store=store.description)
             await process.enter(store)
-        await run_service(
-            process, [build_consumer(settings, redis, deps_from(settings, redis, store))]
-        )
+        consumers = [build_consumer(settings, redis, deps_from(settings, redis, store))]
+        background = []
+        archive = settings.log_archive()
+        if archive is None:
+            _log.warning("build logs are not archived: LOG_ARCHIVE_BUCKET (or LOG_ARCHIVE_DIR)")
+        else:
+            _log.info("build logs archived", store=archive.description)
+            await process.enter(archive)
+            engine = settings.create_engine()
+            process.closing(engine, engine.dispose)
+            deps = ArchiveDeps(
+                archive=archive,
+                redis=redis,
+                engine=engine,
+                events=Publisher(redis),
+                settle_s=settings.log_archive_settle_s,
+                wait_s=settings.log_archive_wait_s,
+            )
+            consumers.append(archive_consumer(settings, redis, deps))
+            prune = functools.partial(
+                prune_archives, archive, settings.plans(), default_tier=settings.default_tier
+            )
+            background.append(
+                (
+                    "log-archive-retention",
+                    functools.partial(
+                        every,
+                        settings.log_archive_prune_interval_s,
+                        prune,
+                        name="log-archive-retention",
+                        jitter=0.1,
+                    ),
+                )
+            )
+        await run_service(process, consumers, background=background)

@@ -4,21 +4,23 @@ from __future__ import annotations
 
 from pydantic import Field, SecretStr
 
+from cofounder_budgeting.settings import PlanSettings
+from cofounder_db.settings import DatabaseSettings
 from cofounder_runtime.settings import RuntimeSettings
+from cofounder_snapshots.logarchive import LogArchiveSettings
 
 __all__ = ["SnapshotSettings"]
 
 
-class SnapshotSettings(RuntimeSettings):
-    """Where snapshots go, which sandboxes they are read from, and how many are kept."""
+class SnapshotSettings(RuntimeSettings, DatabaseSettings, PlanSettings, LogArchiveSettings):
+    """Where snapshots and build log archives go, which sandboxes they are read from, and how
+    long they are kept (archives: per tier, ``LOG_ARCHIVE_DAYS``). The database is read to
+    rebuild a build's history whose feed Redis lost, and for the build's tier."""
 
     project_snapshot_bucket: str | None = Field(
         default=None, description="S3 bucket of snapshots; unset (and no SNAPSHOT_LOCAL_DIR): off."
     )
     snapshot_prefix: str = Field(default="", description="Key prefix inside the bucket.")
-    s3_endpoint_url: str | None = Field(
-        default=None, description="S3 API endpoint (MinIO, moto); default: AWS."
-    )
     snapshot_local_dir: str | None = Field(
         default=None, description="A folder store instead of S3 (the embedded default)."
     )
@@ -32,3 +34,16 @@ class SnapshotSettings(RuntimeSettings):
         default=".cofounder/sandboxes", description="Local sandboxes' folder (the runner's)."
     )
     e2b_api_key: SecretStr | None = Field(default=None, description="E2B API key.")
+    log_archive_settle_s: float = Field(
+        default=2.0,
+        description="A finished build's feed is archived once it has had no new entry for "
+        "this long (late entries, the final snapshot's answer among them, are kept).",
+    )
+    log_archive_wait_s: float = Field(
+        default=60.0,
+        description="How long the end of a build may take to reach its feed before the feed "
+        "is taken as lost and the history is rebuilt from PostgreSQL.",
+    )
+    log_archive_prune_interval_s: float = Field(
+        default=3_600.0, description="How often archives past their tier's retention are deleted."
+    )

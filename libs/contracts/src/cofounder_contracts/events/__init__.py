@@ -9,9 +9,11 @@ from cofounder_contracts.events.agent import (
     AgentIterationCompleted,
     AgentResumed,
     AgentSleeping,
+    ScreenshotTaken,
     ToolCalled,
     ToolCompleted,
 )
+from cofounder_contracts.events.archives import BuildLogArchived
 from cofounder_contracts.events.budget import (
     BudgetExhausted,
     BudgetToppedUp,
@@ -55,12 +57,14 @@ __all__ = [
     "BuildCancelRequested",
     "BuildCompleted",
     "BuildFailed",
+    "BuildLogArchived",
     "BuildRequested",
     "BuildStatus",
     "BuildStatusChanged",
     "ContextReady",
     "QnA",
     "SandboxKind",
+    "ScreenshotTaken",
     "SnapshotCompleted",
     "SnapshotFailed",
     "SnapshotReason",
@@ -94,4 +98,6 @@ ALL_EVENTS: Final[tuple[type[Event], ...]] = (
     ArtifactGenerated,
     BudgetToppedUp,
     TierChanged,
+    BuildLogArchived,
+    ScreenshotTaken,
 )

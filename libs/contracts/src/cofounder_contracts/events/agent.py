@@ -1,4 +1,4 @@
-"""Events of the agent loop: iterations, tools, sleep and resume."""
+"""Events of the agent loop: iterations, tools, screenshots, sleep and resume."""
 
 from __future__ import annotations
 
@@ -6,12 +6,13 @@ from datetime import datetime
 
 from cofounder_contracts.envelope import Event
 from cofounder_contracts.ids import ProviderId
-from cofounder_contracts.units import DurationMs, NonEmpty, StepCount, TokenCount
+from cofounder_contracts.units import Count, DurationMs, NonEmpty, StepCount, TokenCount
 
 __all__ = [
     "AgentIterationCompleted",
     "AgentResumed",
     "AgentSleeping",
+    "ScreenshotTaken",
     "ToolCalled",
     "ToolCompleted",
 ]
@@ -45,6 +46,24 @@ class ToolCompleted(Event, frozen=True, kw_only=True, tag="tool.completed"):
     is_error: bool
     duration_ms: DurationMs
     output_preview: str
+
+
+class ScreenshotTaken(Event, frozen=True, kw_only=True, tag="agent.screenshot_taken"):
+    """The screenshot tool's PNG is stored; emitted by the runner after that call's
+    ``tool.completed``. ``url`` is how a founder sees it: a presigned S3 URL valid until
+    ``expires_at``, or (the folder store; ``expires_at`` None) the gateway's path
+    ``/v1/builds/{build_id}/screenshots/{name}``, authorised like the build. ``page_url`` is
+    the page shot, as the sandbox reached it."""
+
+    iteration: StepCount
+    tool_use_id: ProviderId
+    name: NonEmpty
+    url: NonEmpty
+    expires_at: datetime | None = None
+    page_url: str = ""
+    width: Count = 0
+    height: Count = 0
+    bytes: Count = 0
 
 
 class AgentSleeping(Event, frozen=True, kw_only=True, tag="agent.sleeping"):

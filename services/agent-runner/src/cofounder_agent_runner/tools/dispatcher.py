@@ -11,8 +11,11 @@ exception: the loop goes on. What each tool does:
 - ``str_replace_based_edit_tool``: see :mod:`cofounder_agent_runner.tools.editor`.
 - ``glob`` / ``grep``: searches confined to the project.
 - ``start_preview(port)``: waits for something to listen there and returns the public URL.
-- ``screenshot(url?)``: headless Chromium inside the sandbox, the PNG returned as an image block;
-  a clear error when the sandbox has no Chromium.
+- ``screenshot(url?)``: headless Chromium inside the sandbox (the same command on E2B, where the
+  template's browser is on PATH, and locally, where the host's is visible read-only in the jail),
+  the PNG bounded in size (:mod:`cofounder_agent_runner.tools.images`) and returned as an image
+  block inside the ``tool_result``; the outcome keeps it (``image``) for the screenshot store. A
+  clear error when the sandbox has no Chromium.
 - ``finish(summary)``: ends the build.
 """
 
@@ -25,14 +28,33 @@ from dataclasses import dataclass
 from typing import Any, Final
 
 from cofounder_agent_runner.tools.editor import ToolError, edit
+from cofounder_agent_runner.tools.images import MAX_HEIGHT, MAX_WIDTH, BoundedPng, bound_png
 from cofounder_sandbox.base import PROJECT_DIR, PortNotForwarded, Sandbox, Shell, confine
 
-__all__ = ["OUTPUT_LIMIT", "ToolDispatcher", "ToolOutcome", "truncate"]
+__all__ = [
+    "OUTPUT_LIMIT",
+    "SCREENSHOT_MAX_BYTES",
+    "ToolDispatcher",
+    "ToolOutcome",
+    "truncate",
+]
 
 #: Characters of tool output the model gets; beyond, the middle is cut with a note.
 OUTPUT_LIMIT: Final = 30_000
 _SCREENSHOT_FILE: Final = f"{PROJECT_DIR}/.cofounder-screenshot.png"
 _BROWSERS: Final = "chromium chromium-browser google-chrome headless_shell"
+#: Bytes of PNG the model gets at most (re-encoded smaller beyond: tools/images.py).
+SCREENSHOT_MAX_BYTES: Final = 1_000_000
+#: Headless Chromium's flags. ``--no-sandbox``: Chromium's own sandbox needs user namespaces or a
+#: setuid helper, and the sandbox forbids both (no capabilities, no_new_privs, no nested user
+#: namespace); the browser runs inside the build's sandbox (bubblewrap's namespaces locally, the
+#: E2B VM), which is the isolation boundary, as for every other process of the build.
+#: ``--disable-dev-shm-usage``: the local sandbox's /dev/shm is not writable (its /tmp is).
+#: A profile of its own under /tmp: HOME may hold the project's own dotfiles.
+_CHROMIUM_FLAGS: Final = (
+    "--headless --no-sandbox --disable-gpu --disable-dev-shm-usage --hide-scrollbars "
+    f"--no-first-run --no-default-browser-check --window-size={MAX_WIDTH},{MAX_HEIGHT}"
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -42,6 +64,8 @@ class ToolOutcome:
     content: str | list[dict[str, Any]]
     is_error: bool = False
     finished: str | None = None  # the summary, when the tool was ``finish``
+    image: BoundedPng | None = None  # the PNG in ``content``, when the tool was ``screenshot``
+    image_of: str | None = None  # the URL the screenshot shows
 
     def preview(self, limit: int = 200) -> str:
         """A short, single-line preview for events."""
@@ -77,9 +101,16 @@ def truncate(text: str, limit: int = OUTPUT_LIMIT) -> str:
 class ToolDispatcher:
     """Runs tools in ``sandbox``; one per build, not shared between builds."""
 
-    def __init__(self, sandbox: Sandbox, *, bash_timeout_s: float = 120.0) -> None:
+    def __init__(
+        self,
+        sandbox: Sandbox,
+        *,
+        bash_timeout_s: float = 120.0,
+        screenshot_max_bytes: int = SCREENSHOT_MAX_BYTES,
+    ) -> None:
         self.sandbox = sandbox
         self.bash_timeout_s = bash_timeout_s
+        self.screenshot_max_bytes = screenshot_max_bytes
         self.preview_url: str | None = None
         self._preview_port: int | None = None
         self._shell: Shell | None = None
@@ -188,11 +219,11 @@ class ToolDispatcher:
         command = (
             f"for b in {_BROWSERS}; do command -v $b >/dev/null && B=$b && break; done; "
             '[ -n "$B" ] || { echo "no headless Chromium in the sandbox"; exit 127; }; '
-            f'"$B" --headless --no-sandbox --disable-gpu --hide-scrollbars '
-            f"--window-size=1280,800 --screenshot={_SCREENSHOT_FILE} {shlex.quote(url)} "
-            "2>&1 | tail -3"
+            'P=$(mktemp -d); "$B" ' + _CHROMIUM_FLAGS + ' --user-data-dir="$P" '
+            f"--screenshot={_SCREENSHOT_FILE} {shlex.quote(url)} 2>&1 | grep -v dbus | tail -3; "
+            'rm -rf "$P"'
         )
-        result = await self.sandbox.run(command, timeout=60)
+        result = await self.sandbox.run(command, timeout=60, browser=True)
         if result.exit_code == 127:
             raise ToolError(
                 "screenshot is unavailable: the sandbox has no headless Chromium "
@@ -204,6 +235,11 @@ class ToolDispatcher:
             raise ToolError(f"the screenshot failed: {result.output.strip()[:500]}") from None
         finally:
             await self.sandbox.run(f"rm -f {_SCREENSHOT_FILE}", timeout=10)
+        try:
+            png = bound_png(data, max_bytes=self.screenshot_max_bytes)
+        except ValueError as exc:
+            raise ToolError(f"the screenshot failed: {exc}") from None
+        note = " (re-encoded smaller to bound its size)" if png.reencoded else ""
         return ToolOutcome(
             [
                 {
@@ -211,9 +247,11 @@ class ToolDispatcher:
                     "source": {
                         "type": "base64",
                         "media_type": "image/png",
-                        "data": base64.b64encode(data).decode(),
+                        "data": base64.b64encode(png.data).decode(),
                     },
                 },
-                {"type": "text", "text": f"Screenshot of {url}"},
-            ]
+                {"type": "text", "text": f"Screenshot of {url}, {png.width}x{png.height}{note}"},
+            ],
+            image=png,
+            image_of=url,
         )

@@ -25,6 +25,7 @@ const TYPES = [
   "agent.iteration_completed",
   "tool.called",
   "tool.completed",
+  "agent.screenshot_taken",
   "agent.sleeping",
   "agent.resumed",
   "snapshot.completed",
@@ -228,6 +229,26 @@ const RENDER = {
     item.append(details);
     return item;
   },
+  "agent.screenshot_taken": (d, ids) => {
+    const image = el("img", "screenshot");
+    image.alt = `Screenshot of ${d.page_url || "the preview"}`;
+    image.dataset.name = d.name;
+    screenshotSrc(d.url).then(
+      (src) => {
+        image.src = src;
+      },
+      () => image.replaceWith(el("span", "note", "the screenshot could not be loaded")),
+    );
+    const size = d.width ? `${d.width}×${d.height}, ` : "";
+    return row(
+      "screenshot",
+      d,
+      ids,
+      what("Screenshot"),
+      el("span", "note", `${size}${count(d.bytes)} bytes, iteration ${d.iteration}`),
+      image,
+    );
+  },
   "agent.sleeping": (d, ids) =>
     row(
       "sleep",
@@ -305,6 +326,13 @@ const RENDER = {
       el("span", "note", "the build's events have expired; this is its outcome"),
     ),
 };
+
+/** Where an <img> loads a screenshot from: a presigned URL as it is; the gateway's route (the
+ * folder store) with this page's stream token, since an <img> sends no Authorization header. */
+async function screenshotSrc(url) {
+  if (!url.startsWith("/")) return url;
+  return `${url}?${new URLSearchParams({ token: await streamToken() })}`;
+}
 
 /** The status an event ends the build with, or null when it does not end it. */
 function ending(type, data) {

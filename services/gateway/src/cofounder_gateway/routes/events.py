@@ -1,4 +1,5 @@
-"""A build's events as Server-Sent Events, read from its feed (``feed.py``)."""
+"""A build's events as Server-Sent Events, read from its feed (``feed.py``), or from its log
+archive once the feed is gone (``archive.py``); and the archive's download."""
 
 from __future__ import annotations
 
@@ -8,15 +9,24 @@ from typing import Annotated
 
 import structlog
 from fastapi import APIRouter, Depends, Query, Request
-from fastapi.responses import StreamingResponse
+from fastapi.responses import Response, StreamingResponse
 from prometheus_client import Counter
 from redis.exceptions import RedisError
 
 from cofounder_contracts import BuildStatus
 from cofounder_gateway import builds
 from cofounder_gateway.access import remember_user
+from cofounder_gateway.archive import Archives, StoreError
 from cofounder_gateway.auth import user_from_header, user_from_stream_token
-from cofounder_gateway.deps import EngineDep, FeedDep, SettingsDep, bearer_header, stream_token
+from cofounder_gateway.deps import (
+    CurrentUser,
+    EngineDep,
+    FeedDep,
+    GatewayDep,
+    SettingsDep,
+    bearer_header,
+    stream_token,
+)
 from cofounder_gateway.feed import SSE_BLOCK_MS, Feed, TooManyStreams, ends_build, id_order
 from cofounder_gateway.inputs import BuildId, LastEventId, is_stream_id
 from cofounder_gateway.problems import ApiError, problem_responses
@@ -119,6 +129,7 @@ async def build_events(
     request: Request,
     engine: EngineDep,
     feed: FeedDep,
+    gateway: GatewayDep,
     last_event_id: LastEventId = None,
     after_query: AfterQuery = None,
 ) -> StreamingResponse:
@@ -128,9 +139,10 @@ async def build_events(
     After Redis lost the build's feed (PostgreSQL keeps the build): when the feed ends
     before ``Last-Event-ID``, or is gone, while the build runs, the stream starts from the
     feed's first entry (the feed was rebuilt: each of its entries is new to the client). A
-    finished build whose feed is gone (expired or lost) sends one event, ``build.summary``
-    with id ``0-1``: its data is the build as ``GET /v1/builds/{id}`` returns it; the stream
-    then ends.
+    finished build whose feed is gone (expired or lost) is served from its log archive, with
+    the feed's ids, resuming after ``Last-Event-ID`` alike; a finished build with no archive
+    (archiving off, or not written yet) sends one event, ``build.summary`` with id ``0-1``: its
+    data is the build as ``GET /v1/builds/{id}`` returns it; the stream then ends.
 
     Browsers: ``?token=`` (a stream token) in place of the Authorization header, and
     ``?after=`` (the last event id) in place of the header on a new connection."""
@@ -143,20 +155,60 @@ async def build_events(
             "Last-Event-ID is not an event id: send the id: of an event this stream sent",
         )
     build = await builds.get_build(engine, user_id=user, build_id=build_id)
-    summary = build_json(build) if BuildStatus(build.status).ended else None
-    return _event_stream(feed, user, build_id, after, request, summary)
+    ended = BuildStatus(build.status).ended
+    summary = build_json(build) if ended else None
+    archived = _Archived(gateway.archives, build.tier) if ended else None
+    return _event_stream(feed, user, build_id, after, request, summary, archived)
+
+
+class _Archived:
+    """Where a finished build's archive is read from, when its feed is gone."""
+
+    def __init__(self, archives: Archives | None, tier: str) -> None:
+        self.archives = archives
+        self.tier = tier
+
+    async def entries(self, build_id: str) -> list[tuple[str, dict[bytes, bytes]]] | None:
+        """The archive's entries as feed entries (id, fields); None when there is none."""
+        if self.archives is None:
+            return None
+        try:
+            found = await self.archives.entries(tier=self.tier, build_id=build_id)
+        except (StoreError, OSError, ValueError) as exc:
+            _log.warning("log_archive_unreadable", build_id=build_id, error=str(exc)[:500])
+            return None
+        if found is None:
+            return None
+        return [
+            (
+                e.id,
+                {
+                    b"type": e.type.encode(),
+                    b"event_id": e.event_id.encode(),
+                    b"data": bytes(e.data),
+                },
+            )
+            for e in found
+        ]
 
 
 def _event_stream(
-    feed: Feed, user: str, build_id: str, after: str, request: Request, summary: bytes | None
+    feed: Feed,
+    user: str,
+    build_id: str,
+    after: str,
+    request: Request,
+    summary: bytes | None,
+    archived: _Archived | None = None,
 ) -> StreamingResponse:
     """The SSE response, holding one of the founder's stream slots while it lasts.
-    ``summary``: a finished build's JSON view, None while the build runs."""
+    ``summary``: a finished build's JSON view, None while the build runs; ``archived``: where
+    its archive is read from when its feed is gone."""
     try:
         release = feed.claim_stream(user)
     except TooManyStreams as exc:
         raise ApiError(429, "too_many_streams", str(exc), headers={"Retry-After": "5"}) from None
-    body = _sse(feed, build_id, after, request, summary, release)
+    body = _sse(feed, build_id, after, request, summary, release, archived)
     weakref.finalize(body, release)  # a stream whose body never started gives its room back
     return StreamingResponse(
         body,
@@ -193,6 +245,7 @@ async def _sse(
     request: Request,
     summary: bytes | None,
     release: Callable[[], None],
+    archived: _Archived | None = None,
 ) -> AsyncIterator[bytes]:
     """Feed entries as SSE; a comment every 15 s keeps proxies from closing the stream.
 
@@ -207,7 +260,12 @@ async def _sse(
             _log.warning("sse_read_failed", build_id=build_id, error=type(exc).__name__)
             yield _RETRY
             return
-        if start is None:  # a finished build whose feed is gone: its row sums it up
+        if start is None:  # a finished build whose feed is gone: its archive, or its row
+            entries = None if archived is None else await archived.entries(build_id)
+            if entries is not None:
+                for chunk in _replay(entries, after):
+                    yield chunk
+                return
             if summary is not None:
                 yield b"id: %s\nevent: build.summary\ndata: %s\n\n" % (_SUMMARY_ID, summary)
             return
@@ -219,9 +277,7 @@ async def _sse(
                 async for entry_id, fields in feed.read(build_id, after=after, block_ms=block):
                     got = True
                     after = entry_id
-                    data = fields.get(b"data", b"{}").decode()
-                    kind = fields.get(b"type", b"message").decode()
-                    yield f"id: {entry_id}\nevent: {kind}\ndata: {data}\n\n".encode()
+                    yield _sse_event(entry_id, fields)
                     if ends_build(fields):
                         return
             except RedisError as exc:
@@ -234,3 +290,70 @@ async def _sse(
                 yield b": keep-alive\n\n"
     finally:
         release()
+
+
+def _sse_event(entry_id: str, fields: dict[bytes, bytes]) -> bytes:
+    data = fields.get(b"data", b"{}").decode()
+    kind = fields.get(b"type", b"message").decode()
+    return f"id: {entry_id}\nevent: {kind}\ndata: {data}\n\n".encode()
+
+
+def _replay(entries: list[tuple[str, dict[bytes, bytes]]], after: str) -> list[bytes]:
+    """An archive's entries after ``after`` as the feed's read sends them: the same ids, the
+    same bytes, ending at the build's end."""
+    out = []
+    for entry_id, fields in entries:
+        if after != "0" and id_order(entry_id) <= id_order(after):
+            continue
+        out.append(_sse_event(entry_id, fields))
+        if ends_build(fields):
+            break
+    return out
+
+
+@router.get(
+    "/builds/{build_id}/log",
+    name="get_build_log",
+    response_class=Response,
+    responses={
+        200: {
+            "description": "The finished build's log archive: every event of its feed, in "
+            "order, one JSON object a line (id, type, event_id, data, source), gzip-compressed",
+            "content": {"application/gzip": {"schema": {"type": "string", "format": "binary"}}},
+        },
+        **problem_responses(
+            401,
+            404,
+            422,
+            503,
+            s404="No such build of yours (type: build_not_found), or its log is not archived "
+            "(type: log_not_archived): a build's log is archived when it ends",
+            s503="The archive store did not answer (type: log_archive_unavailable)",
+        ),
+    },
+)
+async def get_build_log(
+    build_id: BuildId, user: CurrentUser, engine: EngineDep, gateway: GatewayDep
+) -> Response:
+    """The build's log archive (gzip JSON Lines), written once when the build ended."""
+    build = await builds.get_build(engine, user_id=user, build_id=build_id)
+    data = None
+    if gateway.archives is not None and BuildStatus(build.status).ended:
+        try:
+            data = await gateway.archives.read(tier=build.tier, build_id=build_id)
+        except (StoreError, OSError) as exc:
+            _log.warning("log_archive_unreadable", build_id=build_id, error=str(exc)[:500])
+            raise ApiError(
+                503, "log_archive_unavailable", "the log archive could not be read; retry soon"
+            ) from None
+    if data is None:
+        raise ApiError(
+            404,
+            "log_not_archived",
+            f"build {build_id} has no log archive (yet): a build's log is archived when it ends",
+        )
+    return Response(
+        data,
+        media_type="application/gzip",
+        headers={"Content-Disposition": f'attachment; filename="{build_id}.jsonl.gz"'},
+    )

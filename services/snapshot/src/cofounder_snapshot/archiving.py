@@ -1,0 +1,201 @@
+"""The end of a build → its feed archived once (``build.log_archived``); old archives pruned.
+
+The handler reads ``cofounder.builds.events`` (group ``snapshot``) and acts on the events that end
+a build (:func:`cofounder_contracts.ends_build`). The gateway's projection writes the feed from
+the same stream, so the end may reach this handler before it is in the feed: the handler waits
+until the feed holds the end, then until the feed has been quiet ``settle_s`` (late entries of
+the build, the final snapshot's answer among them, land in the archive), then reads it whole.
+
+A feed without the build's queued status (its first event) lost its beginning (Redis lost it and
+the projection made it again, or ``BUILD_FEED_MAX_LEN`` trimmed it); one that never shows the end
+within ``wait_s`` is taken as gone. Either way the history is rebuilt from PostgreSQL
+(:mod:`cofounder_snapshot.rebuild`) and merged with what the feed still has.
+
+Once: the store refuses a second write of a build's key, and the event's id is derived from the
+build, so a redelivery, a second ending event or another replica announces the same archive
+with the same id.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any, Final
+
+import msgspec
+import structlog
+from redis.asyncio import Redis
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from cofounder_contracts import (
+    BuildLogArchived,
+    Event,
+    build_feed_key,
+    ends_build,
+    follow_up,
+)
+from cofounder_db.models import Build
+from cofounder_domain.plans import Plan, log_archive_days
+from cofounder_runtime.publisher import Publisher
+from cofounder_snapshot.rebuild import first_event_id, merge, rebuilt_history
+from cofounder_snapshots.logarchive import (
+    ArchiveEntry,
+    LogArchive,
+    archive_key,
+    decode_archive,
+    encode_archive,
+)
+
+__all__ = ["ArchiveDeps", "on_build_event", "prune_archives", "read_feed"]
+
+PRODUCER = "snapshot"
+_log = structlog.get_logger("cofounder.snapshot.archive")
+_PAGE: Final = 1_000
+
+
+@dataclass(frozen=True, slots=True)
+class ArchiveDeps:
+    """Where archives go, and what they are read from."""
+
+    archive: LogArchive
+    redis: Redis
+    engine: AsyncEngine
+    events: Publisher
+    #: How long the feed must have had no new entry, after the end, before it is archived.
+    settle_s: float = 2.0
+    #: How long to wait for the end to reach the feed before taking the feed as gone.
+    wait_s: float = 60.0
+
+
+async def read_feed(redis: Redis, build_id: str) -> list[ArchiveEntry]:
+    """Every entry of the build's feed, in order (empty when there is no feed)."""
+    key, out, start = build_feed_key(build_id), [], "-"
+    while True:
+        page: Any = await redis.xrange(key, min=start, count=_PAGE)
+        for raw_id, fields in page:
+            out.append(
+                ArchiveEntry(
+                    id=raw_id.decode(),
+                    type=fields.get(b"type", b"").decode(),
+                    event_id=fields.get(b"event_id", b"").decode(),
+                    data=msgspec.Raw(fields.get(b"data", b"{}")),
+                )
+            )
+        if len(page) < _PAGE:
+            return out
+        start = "(" + page[-1][0].decode()
+
+
+async def _now_ms(redis: Redis) -> int:
+    seconds, micros = await redis.time()
+    return int(seconds) * 1000 + int(micros) // 1000
+
+
+async def _settled_feed(end: Event, deps: ArchiveDeps) -> tuple[list[ArchiveEntry], bool]:
+    """The feed once it holds ``end`` and has been quiet ``settle_s``; (what there is, False)
+    when the end does not reach it within ``wait_s``."""
+    deadline = time.monotonic() + deps.wait_s
+    pause = 0.05
+    while True:
+        entries = await read_feed(deps.redis, end.build_id)
+        if any(e.event_id == end.event_id for e in entries):
+            last_ms = int(entries[-1].id.split("-", 1)[0])
+            quiet_for = (await _now_ms(deps.redis) - last_ms) / 1000
+            if quiet_for >= deps.settle_s:
+                return entries, True
+            await asyncio.sleep(deps.settle_s - quiet_for)
+            continue
+        if time.monotonic() >= deadline:
+            return entries, False
+        await asyncio.sleep(pause)
+        pause = min(pause * 2, 1.0)
+
+
+async def _build(engine: AsyncEngine, build_id: str) -> str | None:
+    """The build's tier, None when the gateway has no row for it."""
+    async with engine.connect() as conn:
+        tier: str | None = (
+            await conn.execute(select(Build.tier).where(Build.id == build_id))
+        ).scalar_one_or_none()
+    return tier
+
+
+async def on_build_event(event: Event, deps: ArchiveDeps) -> None:
+    """Archive the build's history when ``event`` ends it (other events: nothing)."""
+    if not ends_build(event):
+        return
+    tier = await _build(deps.engine, event.build_id)
+    if tier is None:
+        _log.warning("no such build: nothing archived", build_id=event.build_id)
+        return
+    key = archive_key(tier, event.build_id)
+    existing = await deps.archive.get(key)
+    rebuilt = False
+    if existing is None:
+        feed, ended = await _settled_feed(event, deps)
+        entries = feed
+        if not ended or first_event_id(event.build_id) not in {e.event_id for e in feed}:
+            rebuilt = True
+            entries = merge(feed, await rebuilt_history(deps.engine, event.build_id, end=event))
+            _log.warning(
+                "feed incomplete: history rebuilt from PostgreSQL",
+                build_id=event.build_id,
+                feed_entries=len(feed),
+                entries=len(entries),
+            )
+        data = encode_archive(entries)
+        if not await deps.archive.put_once(key, data):
+            existing = await deps.archive.get(key)  # another replica was first
+    if existing is not None:
+        data = existing
+        entries = decode_archive(existing)
+        rebuilt = any(e.source == "postgres" for e in entries)
+    await deps.events.emit(
+        BuildLogArchived(
+            **follow_up(event, producer=PRODUCER, kind="log_archived", derive_from=event.build_id),
+            bucket=deps.archive.bucket,
+            key=deps.archive.full_key(key),
+            location=deps.archive.location(key),
+            entries=len(entries),
+            bytes=len(data),
+            rebuilt=rebuilt,
+        )
+    )
+    _log.info(
+        "build log archived",
+        build_id=event.build_id,
+        location=deps.archive.location(key),
+        entries=len(entries),
+    )
+
+
+async def prune_archives(
+    archive: LogArchive,
+    plans: Mapping[str, Plan],
+    *,
+    default_tier: str,
+    now: datetime | None = None,
+) -> int:
+    """Delete the archives older than their tier's retention; how many were deleted. A tier
+    the plans no longer name keeps the default tier's retention."""
+    now = now or datetime.now(UTC)
+    deleted = 0
+    listed = await archive.listed("logs/")
+    by_tier: dict[str, list[tuple[str, datetime]]] = {}
+    for key, written in listed:
+        parts = key.split("/")
+        if len(parts) == 3:
+            by_tier.setdefault(parts[1], []).append((key, written))
+    for tier, keys in by_tier.items():
+        keep = timedelta(days=log_archive_days(plans, tier, default_tier=default_tier))
+        old = [key for key, written in keys if now - written > keep]
+        if old:
+            await archive.delete(old)
+            deleted += len(old)
+    if deleted:
+        _log.info("old build log archives deleted", count=deleted)
+    return deleted
