@@ -170,6 +170,8 @@ async def test_operation_ids_are_stable_names_and_every_operation_is_tagged(
         ("GET", "/v1/builds"): "list_builds",
         ("POST", "/v1/builds/{build_id}/cancel"): "cancel_build",
         ("GET", "/v1/builds/{build_id}/events"): "get_build_events",
+        ("GET", "/v1/builds/{build_id}/log"): "get_build_log",
+        ("GET", "/v1/builds/{build_id}/screenshots/{name}"): "get_build_screenshot",
         ("GET", "/v1/usage"): "get_usage",
         ("GET", "/v1/builds/{build_id}/usage"): "get_build_usage",
         ("GET", "/v1/healthz"): "get_health",
