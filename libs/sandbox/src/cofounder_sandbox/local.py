@@ -167,12 +167,14 @@ class LocalSandbox:
     async def write_file(self, path: str, data: bytes) -> None:
         await asyncio.to_thread(self.files.write_bytes, _relative(path), data)
 
+    # is_dir and exists: one stat (openat2, fstat, close) on a local disk, run on the loop: a
+    # worker thread's hand-off cost the runner more than the stat (py-spy, issue #18).
     async def is_dir(self, path: str) -> bool:
-        info = await asyncio.to_thread(self.files.stat, _relative(path))
+        info = self.files.stat(_relative(path))
         return info is not None and (info.st_mode & 0o170000) == 0o040000
 
     async def exists(self, path: str) -> bool:
-        return await asyncio.to_thread(self.files.stat, _relative(path)) is not None
+        return self.files.stat(_relative(path)) is not None
 
     async def list_dir(self, path: str, *, depth: int) -> list[str]:
         base = _relative(path)
