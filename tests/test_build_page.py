@@ -8,6 +8,8 @@ as processes (the scripted model, every service).
 - cancel works from the page; the operator view lists the build while it runs;
 - a founder's stream token is refused for another founder's build, and expires;
 - no token the page used appears in the gateway's log;
+- a finished build whose feed Redis no longer has plays back from the log archive, with the
+  same rows, and shows the agent's screenshot of the app it built;
 - a screenshot of the finished page: ``<tmp>/build-page.png``, and with ``UPDATE_SCREENSHOTS=1``
   also ``docs/images/build-page.png`` (the README's).
 
@@ -33,6 +35,7 @@ import pytest
 import redis as sync_redis
 from playwright.sync_api import Browser, Page, expect, sync_playwright
 
+from cofounder_contracts.streams import build_feed_key
 from cofounder_testing.databases import migrated_database
 from cofounder_testing.pipeline import Stack, at_rest, running_stack, wait_for
 
@@ -310,6 +313,50 @@ def test_a_demo_build_is_followed_live_and_a_cut_connection_resumes_exactly(
     log = stack.log("gateway")
     for secret in (*tokens, session, founder["token"]):
         assert secret not in log
+
+
+def test_an_archived_build_plays_back_on_the_page_with_its_screenshot(
+    stack: Stack, browser: Browser, http: httpx.Client
+) -> None:
+    founder = _founder(http)
+    build_id = _start_build(http, founder)
+    archives = Path(stack.env["LOG_ARCHIVE_DIR"])
+    wait_for(
+        "the build's log archived",
+        lambda: any(archives.rglob(f"{build_id}.jsonl.gz")),
+        stack,
+        timeout=240,
+    )
+    feed = _feed_ids(http, founder, build_id)
+    with contextlib.closing(sync_redis.Redis(port=stack.redis_port)) as client:
+        assert client.delete(build_feed_key(build_id)) == 1  # as if it expired
+    assert _feed_ids(http, founder, build_id) == feed  # served from the archive, same ids
+
+    context = browser.new_context(viewport={"width": 1280, "height": 900})
+    page = context.new_page()
+    try:
+        page.goto(_page_url(http, founder, build_id, stack.gateway_url))
+        page.wait_for_selector("#connection[data-state=ended]", timeout=60_000)
+        expect(page.locator("#outcome-text")).to_have_text("Completed: version 1.")
+        page.wait_for_function(
+            "n => [...document.querySelectorAll('#timeline li')].flatMap("
+            "r => r.dataset.sseIds.split(' ').filter(Boolean)).length >= n",
+            arg=len(feed),
+            timeout=30_000,
+        )
+        rows = _row_ids(page)
+        assert len(rows) == len(set(rows))
+        assert set(rows) == set(feed)
+        # The agent's screenshot of the running preview, loaded through the page's token.
+        page.wait_for_function(
+            "() => { const i = document.querySelector('#timeline img.screenshot');"
+            " return i !== null && i.complete && i.naturalWidth > 0; }",
+            timeout=30_000,
+        )
+        width = page.eval_on_selector("#timeline img.screenshot", "i => i.naturalWidth")
+        assert width == 1280
+    finally:
+        context.close()
 
 
 def test_cancel_works_from_the_page_and_operators_see_the_running_build(

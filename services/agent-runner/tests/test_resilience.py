@@ -16,6 +16,7 @@ from typing import Any
 import msgspec
 import pytest
 import yaml
+from prometheus_client import REGISTRY
 from sqlalchemy import select
 
 from cofounder_agent_runner.bootstrap import build_consumers
@@ -386,6 +387,7 @@ async def test_a_sandbox_killed_mid_build_is_replaced_from_the_latest_snapshot(
     assert store is not None
     scripted.latency(1500)  # time to snapshot and kill the sandbox before the next turn
     context = context_ready()
+    gone_before = drives("sandbox_gone")
     consumers = build_consumers(harness.settings, harness.deps)
     tasks = [asyncio.create_task(c.run()) for c in consumers]
     try:
@@ -428,6 +430,8 @@ async def test_a_sandbox_killed_mid_build_is_replaced_from_the_latest_snapshot(
     done = next(e for e in events if isinstance(e, BuildCompleted))
     assert done.preview_url
     assert [e.reason for e in events if isinstance(e, AgentResumed)] == ["recovered"]
+    # Named for what it was: a hand-back for a vanished sandbox, not an unexplained error.
+    assert drives("sandbox_gone") == gone_before + 1
     final = await harness.deps.checkpoints.load(context.build_id)
     assert final is not None
     assert final.sandbox_id
@@ -439,3 +443,8 @@ async def test_a_sandbox_killed_mid_build_is_replaced_from_the_latest_snapshot(
         calls = on_sandbox.standin.calls
         assert ("POST", f"/v2/sandboxes/{first}/connect") in calls
         assert sum(1 for c in calls if c == ("POST", "/v2/sandboxes")) == 2
+
+
+def drives(outcome: str) -> float:
+    """Drives of this process that ended with ``outcome`` so far."""
+    return REGISTRY.get_sample_value("cofounder_runner_drives_total", {"outcome": outcome}) or 0.0

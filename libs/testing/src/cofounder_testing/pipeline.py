@@ -64,6 +64,7 @@ def stack_env(
         SANDBOX_ROOT=str(root / "sandboxes"),
         SNAPSHOT_LOCAL_DIR=str(root / "snapshots"),
         LOG_ARCHIVE_DIR=str(root / "logs-archive"),
+        SCREENSHOTS_DIR=str(root / "screenshots"),
         LOG_ARCHIVE_SETTLE_S="0.5",
         PLANS_MONTHLY_ALLOWANCE_MICROS=json.dumps(dict.fromkeys(TIERS, 10**12)),
         TIER_MAX_CONCURRENT_BUILDS=json.dumps(dict.fromkeys(TIERS, builds)),

@@ -25,6 +25,9 @@ one place where how a drive ended becomes one of those answers (:func:`_settle`)
     and finds the build as that drive left it: ended (its end said again, then acked),
     asleep, or to be resumed when nobody held it (Redis forgot the lease). If another consumer
     claimed the entry meanwhile, the consumer finds it is no longer ours and drops it.
+  - ``sandbox_gone``: the build's sandbox vanished under a tool (killed, expired, its host
+    lost). The retry starts a new sandbox holding the latest snapshot and resumes from the
+    last checkpoint; the interrupted turn's model call is made again.
 
 Any other exception out of a drive is an error, tried again the same way.
 """

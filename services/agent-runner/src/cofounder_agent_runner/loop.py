@@ -163,6 +163,9 @@ class HandBackReason(enum.StrEnum):
     #: The lease expired, was taken over or was forgotten by Redis: another drive may hold the
     #: build now, and this one must write nothing more.
     LEASE_LOST = "lease_lost"
+    #: The build's sandbox vanished under a tool (killed, expired, its host lost): the next
+    #: drive starts a new one holding the latest snapshot and resumes from the last checkpoint.
+    SANDBOX_GONE = "sandbox_gone"
 
 
 @dataclass(frozen=True, slots=True)
@@ -493,15 +496,10 @@ class _Run:
         try:
             result: ToolOutcome = await self.dispatcher.run(use["name"], use.get("input"))
         except SandboxGone as exc:
-            # Not the model's doing, nor a tool's: the drive ends in this error, the consumer
-            # drives the build again, and that drive starts a new sandbox holding the latest
-            # snapshot (``_open_sandbox``), resuming from the last checkpoint.
-            self.log.warning(
-                "the sandbox is gone mid-tool; the build goes on in a new one",
-                tool=use["name"],
-                error=str(exc),
-            )
-            raise
+            # Not the model's doing, nor a tool's: the drive is handed back (``drive``), the
+            # consumer drives the build again, and that drive starts a new sandbox holding the
+            # latest snapshot (``_open_sandbox``), resuming from the last checkpoint.
+            raise SandboxGone(f"during {use['name']}: {exc}") from exc
         duration_ms = int((time.perf_counter() - started) * 1000)
         TOOL_CALLS.labels(use["name"], "error" if result.is_error else "ok").inc()
         if span.is_recording():
@@ -1052,11 +1050,11 @@ async def drive(
 
     Returns an :class:`Outcome` when the build is settled for this work entry, a
     :class:`HandedBack` when the drive stopped without settling it; the caller must then leave
-    the entry pending (``handlers.py`` raises :class:`HandBack`). The three hand-backs are
+    the entry pending (``handlers.py`` raises :class:`HandBack`). The four hand-backs are
     values here, each made in one place: a shutdown where the loop checks for it (and while
-    waiting for the lease), an unavailable model beside the model call, and a lost lease
-    below. Anything else that escapes (PostgreSQL or Redis down, a bug) is an error, which the
-    consumer retries likewise.
+    waiting for the lease), an unavailable model beside the model call, and a lost lease and a
+    vanished sandbox below. Anything else that escapes (PostgreSQL or Redis down, a bug) is an
+    error, which the consumer retries likewise.
     """
     log = _log.bind(build_id=build_id, runner=deps.runner_name)
     BUILDS_ACTIVE.inc()
@@ -1067,6 +1065,9 @@ async def drive(
         # in a turn, compaction or ending: unwinding at once is the point, since this drive
         # must write nothing more. Its lease is released only if still ours (``kept_alive``).
         result = HandedBack(HandBackReason.LEASE_LOST, str(exc))
+    except SandboxGone as exc:
+        # Under a tool (``run_tool``) or a pause: the build goes on in a new sandbox.
+        result = HandedBack(HandBackReason.SANDBOX_GONE, str(exc))
     finally:
         BUILDS_ACTIVE.dec()
     if isinstance(result, HandedBack):

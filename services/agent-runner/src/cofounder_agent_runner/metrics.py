@@ -25,7 +25,7 @@ BUILDS_ACTIVE: Final = Gauge(
 BUILDS_ENDED: Final = Counter(
     "cofounder_runner_drives_total",
     "Drives of a build that ended, by how: settled (completed, failed, cancelled, sleeping, "
-    "duplicate, given_up) or handed back (shutdown, model_unavailable, lease_lost).",
+    "duplicate, given_up) or handed back (shutdown, model_unavailable, lease_lost, sandbox_gone).",
     ["outcome"],
 )
 ITERATIONS: Final = Counter("cofounder_runner_iterations_total", "Think-act-observe iterations.")
