@@ -210,3 +210,34 @@ async def test_pause_keeps_state_and_connect_resumes(sandboxes: E2BSandboxes) ->
     )
     assert (await shell.run("echo $KEPT $PWD", timeout=10)).output == "yes /tmp\n"
     await again.kill()
+
+
+async def test_where_the_standin_is_not_e2b_each_difference_documented(
+    standin: RunningStandin, tmp_path: Path
+) -> None:
+    """The module docstrings list where the stand-in is not E2B; this pins each one, so a change
+    to either is seen (through the SDK itself, as production's calls go)."""
+    sdk = await e2b.AsyncSandbox.create(api_key=standin.api_key, timeout=300)
+    try:
+        await sdk.commands.run(f"mkdir -p {PROJECT_DIR}", timeout=30)
+        # Pids are the host's: the started command's pid is a live process of this machine.
+        handle = await sdk.commands.run("sleep 30", background=True, timeout=60)
+        assert Path(f"/proc/{handle.pid}").exists()
+        # Stdin is not implemented: E2B would take it, the stand-in answers UNIMPLEMENTED.
+        with pytest.raises(e2b.SandboxException, match="(?i)unimplemented|not implemented"):
+            await sdk.commands.send_stdin(handle.pid, "x\n")
+        await handle.kill()
+        # File calls reach the project folder only (commands see the whole sandbox).
+        await sdk.files.write(f"{PROJECT_DIR}/inside.txt", "ok")
+        assert await sdk.files.read(f"{PROJECT_DIR}/inside.txt") == "ok"
+        assert (await sdk.commands.run("cat /etc/hostname >/dev/null && echo seen")).stdout
+        with pytest.raises(e2b.SandboxException):
+            await sdk.files.read("/etc/hostname")
+    finally:
+        await sdk.kill()
+    # State is in memory: a second stand-in (as after a restart) knows no sandbox of the first.
+    async with serve(tmp_path / "second") as second:
+        with pytest.raises(e2b.SandboxException):
+            await e2b.AsyncSandbox.connect(
+                sdk.sandbox_id, api_key=second.api_key, api_url=second.env["E2B_API_URL"]
+            )
