@@ -2,6 +2,7 @@
 
     uv run python benchmarks/pipeline.py            # full run (several minutes)
     uv run python benchmarks/pipeline.py --quick    # a smaller run, same shape
+    uv run python benchmarks/pipeline.py --budget-only   # part 3 alone
 
 Every service is a real process (``cofounder serve``, as the chaos test starts them:
 ``cofounder_testing.pipeline``) on one Redis (the benchmark's own ``redis-server``, no
@@ -31,6 +32,19 @@ runner pod pays (``--isolation namespaces`` to include them).
    spread: builds each runner drove, first deliveries and claims (the agent work stream's
    pending entries, sampled every 0.3 s: an entry stays pending while its build runs), events
    each budget process handled (its ``cofounder_events_handled``).
+3. The budget service on its own: 1, 2 and 4 ``cofounder serve budget`` processes (nothing else
+   but Redis and PostgreSQL) drain the same backlog of ``budget.usage`` events
+   (``--usage-events``: builds of ``--turns`` model calls of 20 founders, each founder a
+   ``users`` row of one of the plans, the usage of each call as the runner reports it: its
+   derived event id, input, output, cache write and cache read tokens). The processes start on
+   an empty stream and, once every one reads, are stopped (SIGSTOP) while the backlog is
+   published, then continued together: throughput is the events over the time from SIGCONT to
+   the group having nothing unread and nothing pending, so it is the drain rate, not the
+   publisher's. Reported per round: events/s and the ratio against one process, the events each
+   process handled (its ``cofounder_events_handled``; spread max/mean), the CPU of each process,
+   of Redis and of PostgreSQL (share of a core, and ms per event), their total against the
+   machine's cores and the whole machine's busy share (``/proc/stat``), so that the bottleneck
+   is named with a measurement. Every event must be in the ledger once (checked).
 
 Machine load: the figures that count are per-unit costs and ratios measured in the same run;
 ``os.getloadavg()`` at the start is in the JSON. The last line printed is one JSON object.
@@ -44,6 +58,8 @@ import contextlib
 import json
 import os
 import platform
+import random
+import signal
 import statistics
 import tempfile
 import threading
@@ -54,15 +70,18 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, cast
 
+import asyncpg
 import httpx
 import redis as sync_redis
 import yaml
 
+from cofounder_contracts import BudgetUsage, encode_fields, envelope
+from cofounder_contracts.ids import new_event_id
 from cofounder_contracts.streams import AGENT_WORK, ALL_STREAMS, BUDGET_USAGE, BUILD_EVENTS
 from cofounder_db.migrate import upgrade
 from cofounder_runtime.localpostgres import local_postgres
 from cofounder_scripted_model.process import ScriptedModel, start
-from cofounder_testing.pipeline import Stack, at_rest, stack_env
+from cofounder_testing.pipeline import TIERS, Stack, at_rest, dead_letters, stack_env
 from cofounder_testing.servers import free_port
 from cofounder_testing.services import serve_argv
 
@@ -169,7 +188,8 @@ def pct(values: list[float], q: float) -> float:
 
 @dataclass
 class Round:
-    """One stack of processes (``replicas`` runners and budget services) and its builds."""
+    """One stack of processes (``replicas`` runners and budget services) and its builds; with
+    ``budget_only``, ``replicas`` budget services alone (part 3)."""
 
     root: Path
     database_url: str
@@ -178,6 +198,7 @@ class Round:
     replicas: int
     per_runner: int
     isolation: str
+    budget_only: bool = False
     stack: Stack = field(init=False)
     metrics: dict[str, int] = field(default_factory=dict)  # slot -> metrics port
 
@@ -210,6 +231,8 @@ class Round:
     def slots(self) -> list[str]:
         runners = [f"agent-runner{n}" for n in range(1, self.replicas + 1)]
         budgets = [f"budget{n}" for n in range(1, self.replicas + 1)]
+        if self.budget_only:
+            return budgets
         return [
             "gateway",
             "gateway-projection",
@@ -237,7 +260,8 @@ class Round:
                 env["METRICS_PORT"] = str(self.metrics[slot])
             self.stack.names[slot] = f"{slot}-0"
             self.stack.children.start(slot, serve_argv(service), env)
-        self.stack.wait_for_gateway()
+        if not self.budget_only:
+            self.stack.wait_for_gateway()
         client = sync_redis.Redis(port=self.stack.redis_port)
         deadline = time.monotonic() + 120
         try:  # every replica reading before the first build: a fair start for the spread
@@ -250,7 +274,8 @@ class Round:
             client.close()
 
     def _all_reading(self, client: sync_redis.Redis) -> bool:
-        for stream, group in ((AGENT_WORK.name, "agent-runner"), (BUDGET_USAGE.name, "budget")):
+        groups = [(AGENT_WORK.name, "agent-runner"), (BUDGET_USAGE.name, "budget")]
+        for stream, group in groups[1:] if self.budget_only else groups:
             try:
                 consumers = client.xinfo_consumers(stream, group)
             except sync_redis.ResponseError:
@@ -487,6 +512,176 @@ def run_round(rnd: Round, builds: int, rate: float | None) -> dict[str, Any]:
     }
 
 
+# --- part 3: the budget service on its own -----------------------------------------------------
+
+USAGE_MODEL = "claude-sonnet-5-5"
+
+
+def usage_backlog(events: int, turns: int) -> tuple[list[tuple[str, str]], list[BudgetUsage]]:
+    """Founders (id, tier) and ``events`` usage events: builds of ``turns`` model calls of
+    :data:`FOUNDERS` founders, in the order concurrent builds report them (every build's first
+    call, then every build's second...), each under the id the runner derives for its call.
+    Token counts as the generated transcript's: 150-600 output tokens, cache reads from the
+    second call growing with the conversation (the same counts every round: a fixed seed)."""
+    rng = random.Random(18)
+    founders = [(new_event_id(), TIERS[n % len(TIERS)]) for n in range(FOUNDERS)]
+    builds = [
+        (new_event_id(), new_event_id(), founders[n % FOUNDERS][0])
+        for n in range(-(-events // turns))
+    ]
+    out: list[BudgetUsage] = []
+    for turn in range(turns):
+        for build, project, user in builds:
+            if len(out) == events:
+                break
+            out.append(
+                BudgetUsage(
+                    **envelope(
+                        build_id=build,
+                        project_id=project,
+                        user_id=user,
+                        producer="agent-runner",
+                        kind=f"usage:{turn + 1}",
+                    ),
+                    model=USAGE_MODEL,
+                    input_tokens=rng.randint(200, 800) if turn else 3000,
+                    output_tokens=rng.randint(150, 600),
+                    cache_creation_input_tokens=rng.randint(300, 900) if turn else 3000,
+                    cache_read_input_tokens=3000 + 1200 * turn if turn else 0,
+                    request_id=f"req_{rng.getrandbits(64):016x}",
+                )
+            )
+    return founders, out
+
+
+async def add_founders(url: str, founders: list[tuple[str, str]]) -> None:
+    """The founders' ``users`` rows: the budget service reads each one's plan on its day's
+    first usage event."""
+    conn = await asyncpg.connect(url)
+    try:
+        await conn.executemany(
+            "insert into users (id, email, tier, suspended, created_at)"
+            " values ($1, $2, $3, false, now())",
+            [(user, f"{user}@bench.example", tier) for user, tier in founders],
+        )
+    finally:
+        await conn.close()
+
+
+async def ledger_rows(url: str, events: list[BudgetUsage]) -> int:
+    conn = await asyncpg.connect(url)
+    try:
+        return int(
+            await conn.fetchval(
+                "select count(*) from budget_ledger where event_id = any($1)",
+                [e.event_id for e in events],
+            )
+        )
+    finally:
+        await conn.close()
+
+
+def machine_busy_s() -> float:
+    """CPU seconds the whole machine spent busy (``/proc/stat``: user, nice, system, irq,
+    softirq), on all cores together."""
+    fields = Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]
+    return sum(int(fields[i]) for i in (0, 1, 2, 5, 6)) / TICKS
+
+
+def run_budget_round(rnd: Round, events: int, turns: int) -> dict[str, Any]:
+    """Start ``rnd.replicas`` budget processes, stop them, publish the backlog, continue them
+    together and time the drain; figures of the round."""
+    founders, backlog = usage_backlog(events, turns)
+    asyncio.run(add_founders(rnd.database_url, founders))
+    rnd.start()
+    stack = rnd.stack
+    pids = list(rnd.pids().values())
+    client = sync_redis.Redis(port=stack.redis_port)
+    stopped = False
+    try:
+        for pid in pids:
+            os.kill(pid, signal.SIGSTOP)
+        stopped = True
+        last = b""
+        for start in range(0, len(backlog), 1000):
+            pipe = client.pipeline(transaction=False)
+            for event in backlog[start : start + 1000]:
+                fields: dict[Any, Any] = encode_fields(event)
+                pipe.xadd(BUDGET_USAGE.name, fields, maxlen=BUDGET_USAGE.max_len, approximate=True)
+            last = pipe.execute()[-1]
+        time.sleep(0.5)  # Redis and PostgreSQL settle before the CPU is read
+        cpu_before = rnd.cpu()
+        busy_before = machine_busy_s()
+        began = time.monotonic()
+        for pid in pids:
+            os.kill(pid, signal.SIGCONT)
+        stopped = False
+        deadline = began + 600
+        while True:
+            group = next(
+                g for g in client.xinfo_groups(BUDGET_USAGE.name) if g["name"] == b"budget"
+            )
+            if not group["pending"] and group["last-delivered-id"] == last:
+                break
+            stack.alive()
+            if time.monotonic() > deadline:
+                raise RuntimeError("the budget group did not drain within 10 minutes")
+            time.sleep(0.05)
+        wall = time.monotonic() - began
+        cpu_after = rnd.cpu()
+        busy = machine_busy_s() - busy_before
+        handled = {slot: rnd.handled(slot, BUDGET_USAGE.name) for slot in rnd.slots()}
+        dead = dead_letters(client)
+        if dead:
+            raise RuntimeError(f"usage events were dead-lettered: {str(dead)[:500]}")
+    finally:
+        if stopped:
+            for pid in pids:
+                os.kill(pid, signal.SIGCONT)
+        client.close()
+        stack.stop()
+    counted = asyncio.run(ledger_rows(rnd.database_url, backlog))
+    if counted != events:
+        raise RuntimeError(f"{counted} ledger rows for {events} usage events")
+    cpu = {k: cpu_after[k] - cpu_before[k] for k in ("redis", "postgresql", *rnd.slots())}
+    budgets = sum(cpu[slot] for slot in rnd.slots())
+    total = budgets + cpu["redis"] + cpu["postgresql"]
+    return {
+        "events": events,
+        "replicas": rnd.replicas,
+        "wall_s": round(wall, 2),
+        "events_per_s": round(events / wall, 1),
+        "handled": handled,
+        "spread": spread(list(handled.values())),
+        "cpu_s": {k: round(v, 2) for k, v in cpu.items()},
+        "cpu_share_of_a_core": {k: round(v / wall, 3) for k, v in cpu.items()},
+        "cpu_ms_per_event": {
+            "budget": round(budgets * 1000 / events, 3),
+            "redis": round(cpu["redis"] * 1000 / events, 3),
+            "postgresql": round(cpu["postgresql"] * 1000 / events, 3),
+        },
+        "budget_redis_postgresql_cores": round(total / wall, 3),
+        "machine_busy_cores": round(busy / wall, 3),
+    }
+
+
+def bottleneck(b: dict[str, Any]) -> str:
+    """What limited a round, from its CPU: the machine's cores, one process's core, or neither
+    (then the processes wait: on PostgreSQL's or Redis's round trips)."""
+    cores = os.cpu_count() or 1
+    share = b["cpu_share_of_a_core"]
+    used = b["budget_redis_postgresql_cores"]
+    busiest = max(share, key=lambda k: share[k])
+    if b["machine_busy_cores"] >= 0.85 * cores:
+        return (
+            f"the machine's {cores} cores ({b['machine_busy_cores']} busy; the budget processes, "
+            f"Redis and PostgreSQL {used})"
+        )
+    if share[busiest] >= 0.85:
+        return f"one core: {busiest} at {share[busiest]} of a core"
+    return f"not CPU ({b['machine_busy_cores']} of {cores} cores busy): round trips"
+
+
 # --- the sizing table ---------------------------------------------------------------------------
 
 #: The deployment that reads each consumer group's entries (the gateway's group: the projection).
@@ -570,13 +765,18 @@ def main() -> None:
     parser.add_argument("--per-runner", type=int, default=None, help="builds per runner (part 2)")
     parser.add_argument("--waves", type=int, default=None, help="builds per runner slot (part 2)")
     parser.add_argument("--isolation", choices=("unsafe-none", "namespaces"), default="unsafe-none")
+    parser.add_argument("--usage-events", type=int, default=None, help="backlog (part 3)")
     parser.add_argument("--scale-only", action="store_true", help="part 2 only")
+    parser.add_argument("--budget-only", action="store_true", help="part 3 only")
     args = parser.parse_args()
+    if args.scale_only and args.budget_only:
+        parser.error("--scale-only and --budget-only: one part or the other")
     turns = args.turns or (8 if args.quick else 12)
     rate = args.rate or (1.0 if args.quick else 2.0)
     per_runner = args.per_runner or (5 if args.quick else 8)
     waves = args.waves or (2 if args.quick else 3)
     part1_builds = int(rate * (25 if args.quick else 45))
+    usage_events = args.usage_events or (4000 if args.quick else 12000)
     load = os.getloadavg()
     print(
         f"python {platform.python_version()}, {os.cpu_count()} cores, load average "
@@ -595,33 +795,50 @@ def main() -> None:
             upgrade(url)
             postmaster = int((data / "postmaster.pid").read_text().split()[0])
 
-            def make(name: str, replicas: int, per: int) -> Round:
+            def make(name: str, replicas: int, per: int, budget_only: bool = False) -> Round:
                 root = workdir / name
                 root.mkdir()
-                return Round(root, url, postmaster, model, replicas, per, args.isolation)
+                return Round(
+                    root, url, postmaster, model, replicas, per, args.isolation, budget_only
+                )
 
             pipeline: dict[str, Any] | None = None
             sized: dict[str, Any] | None = None
-            if not args.scale_only:
+            if not (args.scale_only or args.budget_only):
                 pipeline = run_round(make("pipeline", 1, 100), part1_builds, rate)
                 report_pipeline(pipeline)
                 sized = sizing(pipeline)
                 report_sizing(sized)
             scale: dict[int, dict[str, Any]] = {}
-            for replicas in (1, 2, 4):
+            for replicas in () if args.budget_only else (1, 2, 4):
                 scale[replicas] = run_round(
                     make(f"scale{replicas}", replicas, per_runner),
                     replicas * per_runner * waves,
                     None,
                 )
                 report_scale(scale[replicas], scale[1])
-    ratio4 = scale[4]["builds_per_s"] / scale[1]["builds_per_s"]
-    ratio2 = scale[2]["builds_per_s"] / scale[1]["builds_per_s"]
+            budget: dict[int, dict[str, Any]] = {}
+            for replicas in () if args.scale_only else (1, 2, 4):
+                budget[replicas] = run_budget_round(
+                    make(f"budget{replicas}", replicas, 0, budget_only=True), usage_events, turns
+                )
+                report_budget(budget[replicas], budget[1])
+    ratio2 = ratio4 = budget2 = budget4 = None
+    if scale:
+        ratio4 = scale[4]["builds_per_s"] / scale[1]["builds_per_s"]
+        ratio2 = scale[2]["builds_per_s"] / scale[1]["builds_per_s"]
+        print(
+            f"scale-out: 2 runners {ratio2:.2f}x one, 4 runners {ratio4:.2f}x one (target >= "
+            f"{TARGET_SCALE_4}x): {'met' if ratio4 >= TARGET_SCALE_4 else 'NOT met'}"
+        )
+    if budget:
+        budget2 = budget[2]["events_per_s"] / budget[1]["events_per_s"]
+        budget4 = budget[4]["events_per_s"] / budget[1]["events_per_s"]
+        print(
+            f"budget service alone: 2 processes {budget2:.2f}x one, 4 processes {budget4:.2f}x "
+            f"one; at 4, bottleneck: {bottleneck(budget[4])}"
+        )
     ideal = turns * args.latency_ms / 1000
-    print(
-        f"scale-out: 2 runners {ratio2:.2f}x one, 4 runners {ratio4:.2f}x one "
-        f"(target >= {TARGET_SCALE_4}x): {'met' if ratio4 >= TARGET_SCALE_4 else 'NOT met'}"
-    )
     print(
         json.dumps(
             {
@@ -635,10 +852,17 @@ def main() -> None:
                 "ideal_build_s": ideal,
                 "pipeline": pipeline,
                 "sizing": sized,
-                "scale": {str(k): v for k, v in scale.items()},
-                "scale_ratio_2": round(ratio2, 3),
-                "scale_ratio_4": round(ratio4, 3),
-                "targets_met": {"four_runners_at_least_3_4x": ratio4 >= TARGET_SCALE_4},
+                "scale": {str(k): v for k, v in scale.items()} or None,
+                "scale_ratio_2": None if ratio2 is None else round(ratio2, 3),
+                "scale_ratio_4": None if ratio4 is None else round(ratio4, 3),
+                "budget_scale": {str(k): v for k, v in budget.items()} or None,
+                "budget_scale_ratio_2": None if budget2 is None else round(budget2, 3),
+                "budget_scale_ratio_4": None if budget4 is None else round(budget4, 3),
+                "targets_met": {
+                    "four_runners_at_least_3_4x": None
+                    if ratio4 is None
+                    else ratio4 >= TARGET_SCALE_4
+                },
             }
         )
     )
@@ -707,6 +931,28 @@ def report_scale(s: dict[str, Any], one: dict[str, Any]) -> None:
         "   CPU share of a core: "
         + ", ".join(f"{k} {v}" for k, v in s["cpu_share_of_a_core"].items())
     )
+
+
+def report_budget(b: dict[str, Any], one: dict[str, Any]) -> None:
+    share = b["cpu_share_of_a_core"]
+    per = b["cpu_ms_per_event"]
+    print(
+        f"\n3. {b['replicas']} budget process(es) alone: {b['events']} usage events drained in "
+        f"{b['wall_s']} s = {b['events_per_s']} events/s "
+        f"({b['events_per_s'] / one['events_per_s']:.2f}x one)"
+    )
+    print(
+        "   usage events handled: "
+        + ", ".join(f"{n} {c}" for n, c in sorted(b["handled"].items()))
+        + f"; spread max/mean {b['spread']}"
+    )
+    print("   CPU share of a core: " + ", ".join(f"{k} {v}" for k, v in share.items()))
+    print(
+        f"   CPU ms per event: budget {per['budget']}, redis {per['redis']}, postgresql "
+        f"{per['postgresql']}; budget + redis + postgresql {b['budget_redis_postgresql_cores']}"
+        f" cores, the machine {b['machine_busy_cores']} of {os.cpu_count()} busy"
+    )
+    print(f"   bottleneck: {bottleneck(b)}")
 
 
 if __name__ == "__main__":

@@ -112,7 +112,7 @@ async def stub() -> AsyncIterator[tuple[ControlPlane, str]]:
     sock = socket.socket()
     sock.bind(("127.0.0.1", 0))
     port = sock.getsockname()[1]
-    server = uvicorn.Server(uvicorn.Config(_app(plane), log_level="warning"))
+    server = uvicorn.Server(uvicorn.Config(_app(plane), log_config=None))
     task = asyncio.create_task(server.serve(sockets=[sock]))
     while not server.started:  # noqa: ASYNC110 - uvicorn offers a flag, not an event
         await asyncio.sleep(0.01)

@@ -64,7 +64,9 @@ async def serve(
     app = create_app(standin)
     sock = _socket()
     port = sock.getsockname()[1]
-    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="off"))
+    # log_config=None: a server inside the caller's process leaves its logging as it is
+    # (uvicorn's default config gives its loggers console handlers of their own).
+    server = uvicorn.Server(uvicorn.Config(app, log_config=None, lifespan="off"))
     task = asyncio.create_task(server.serve(sockets=[sock]))
     while not server.started:
         if task.done():

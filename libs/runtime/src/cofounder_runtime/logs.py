@@ -187,12 +187,9 @@ def _through_the_root(root: logging.Logger) -> None:
     for logger in list(logging.Logger.manager.loggerDict.values()):
         if not isinstance(logger, logging.Logger) or logger is root:
             continue
-        console = [
-            h
-            for h in logger.handlers
-            if type(h) is logging.StreamHandler
-            and getattr(h, "stream", None) in (sys.stdout, sys.stderr)
-        ]
+        # Any plain StreamHandler, whatever stream it holds: one configured earlier holds the
+        # sys.stderr of then (a test's capture, a replaced stream), not today's.
+        console = [h for h in logger.handlers if type(h) is logging.StreamHandler]
         for handler in console:
             logger.removeHandler(handler)
         if console:

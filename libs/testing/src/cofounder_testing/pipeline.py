@@ -55,30 +55,31 @@ def stack_env(
     """The services' shared environment: everything local, budgets no build reaches, room for
     ``builds`` builds per founder, timings short enough for a test (``more`` on top, any of
     these included: ``LOG_JSON="true"`` for production's log lines)."""
-    return offline_env(
-        REDIS_URL=f"redis://127.0.0.1:{redis_port}/0",
-        DATABASE_URL=database_url,
-        PORT=str(free_port()),
-        ANTHROPIC_BASE_URL=model_url,
-        SANDBOX="local",
-        SANDBOX_ROOT=str(root / "sandboxes"),
-        SNAPSHOT_LOCAL_DIR=str(root / "snapshots"),
-        LOG_ARCHIVE_DIR=str(root / "logs-archive"),
-        SCREENSHOTS_DIR=str(root / "screenshots"),
-        LOG_ARCHIVE_SETTLE_S="0.5",
-        PLANS_MONTHLY_ALLOWANCE_MICROS=json.dumps(dict.fromkeys(TIERS, 10**12)),
-        TIER_MAX_CONCURRENT_BUILDS=json.dumps(dict.fromkeys(TIERS, builds)),
-        CONSUMER_BLOCK_MS="200",
-        CONSUMER_MIN_IDLE_MS="4000",
-        CONSUMER_RETRY_MAX_MS="500",
-        LEASE_TTL_MS="3000",
-        COUNTERS_CHECK_INTERVAL_S="1",
+    defaults = {
+        "REDIS_URL": f"redis://127.0.0.1:{redis_port}/0",
+        "DATABASE_URL": database_url,
+        "PORT": str(free_port()),
+        "ANTHROPIC_BASE_URL": model_url,
+        "SANDBOX": "local",
+        "SANDBOX_ROOT": str(root / "sandboxes"),
+        "SNAPSHOT_LOCAL_DIR": str(root / "snapshots"),
+        "LOG_ARCHIVE_DIR": str(root / "logs-archive"),
+        "SCREENSHOTS_DIR": str(root / "screenshots"),
+        "LOG_ARCHIVE_SETTLE_S": "0.5",
+        "PLANS_MONTHLY_ALLOWANCE_MICROS": json.dumps(dict.fromkeys(TIERS, 10**12)),
+        "TIER_MAX_CONCURRENT_BUILDS": json.dumps(dict.fromkeys(TIERS, builds)),
+        "CONSUMER_BLOCK_MS": "200",
+        "CONSUMER_MIN_IDLE_MS": "4000",
+        "CONSUMER_RETRY_MAX_MS": "500",
+        "LEASE_TTL_MS": "3000",
+        "COUNTERS_CHECK_INTERVAL_S": "1",
         # Seven processes (and their restarts) on one PostgreSQL shared with the rest of the
         # suite: small pools keep them within its max_connections.
-        DATABASE_POOL_SIZE="4",
-        WRITE_POOL_SIZE="2",
-        **{"LOG_JSON": "false", **more},
-    )  # fmt: skip
+        "DATABASE_POOL_SIZE": "4",
+        "WRITE_POOL_SIZE": "2",
+        "LOG_JSON": "false",
+    }  # fmt: skip
+    return offline_env(**{**defaults, **more})  # ``more`` wins over a default it names
 
 
 @dataclass
