@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import secrets
 import time
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -163,7 +163,7 @@ def _not_found(sandbox_id: str) -> JSONResponse:
          "access to it"}, status_code=404)  # fmt: skip
 
 
-def _control(standin: Standin) -> Starlette:  # noqa: PLR0915 - one route per E2B call
+def _control(standin: Standin) -> Starlette:
     def authorised(request: Request) -> bool:
         standin.calls.append((request.method, request.url.path))
         key = request.headers.get("x-api-key", "")
@@ -198,23 +198,29 @@ def _control(standin: Standin) -> Starlette:  # noqa: PLR0915 - one route per E2
         _log.info("e2b_standin_sandbox_created", sandbox_id=record.sandbox_id)
         return JSONResponse(standin.sandbox_json(record), status_code=201)
 
-    async def timeout(request: Request) -> Response:
-        if not authorised(request):
-            return unauthorised()
-        sandbox_id = request.path_params["sandbox_id"]
-        record = await standin.live(sandbox_id)
-        if record is None:
-            return _not_found(sandbox_id)
+    def for_sandbox(
+        handler: Callable[[Request, Record], Awaitable[Response]],
+    ) -> Callable[[Request], Awaitable[Response]]:
+        """A route about one sandbox: the key checked, then 404 unless it is live."""
+
+        async def route(request: Request) -> Response:
+            if not authorised(request):
+                return unauthorised()
+            sandbox_id = request.path_params["sandbox_id"]
+            record = await standin.live(sandbox_id)
+            if record is None:
+                return _not_found(sandbox_id)
+            return await handler(request, record)
+
+        return route
+
+    @for_sandbox
+    async def timeout(request: Request, record: Record) -> Response:
         record.end_at = time.time() + int((await body(request)).get("timeout") or 0)
         return Response(status_code=204)
 
-    async def connect(request: Request) -> Response:
-        if not authorised(request):
-            return unauthorised()
-        sandbox_id = request.path_params["sandbox_id"]
-        record = await standin.live(sandbox_id)
-        if record is None:
-            return _not_found(sandbox_id)
+    @for_sandbox
+    async def connect(request: Request, record: Record) -> Response:
         asked = int((await body(request)).get("timeout") or 0)
         record.end_at = max(record.end_at, time.time() + asked)
         if record.state == "paused":
@@ -223,40 +229,25 @@ def _control(standin: Standin) -> Starlette:  # noqa: PLR0915 - one route per E2
             return JSONResponse(standin.sandbox_json(record), status_code=201)
         return JSONResponse(standin.sandbox_json(record), status_code=200)
 
-    async def pause(request: Request) -> Response:
-        if not authorised(request):
-            return unauthorised()
-        sandbox_id = request.path_params["sandbox_id"]
-        record = await standin.live(sandbox_id)
-        if record is None:
-            return _not_found(sandbox_id)
+    @for_sandbox
+    async def pause(request: Request, record: Record) -> Response:
         if record.state == "paused":
             return JSONResponse(
-                {"code": 409, "message": f"sandbox {sandbox_id} is already paused"},
+                {"code": 409, "message": f"sandbox {record.sandbox_id} is already paused"},
                 status_code=409,
             )
         await record.local.pause()
         record.state = "paused"
         return Response(status_code=204)
 
-    async def kill(request: Request) -> Response:
-        if not authorised(request):
-            return unauthorised()
-        sandbox_id = request.path_params["sandbox_id"]
-        record = await standin.live(sandbox_id)
-        if record is None:
-            return _not_found(sandbox_id)
+    @for_sandbox
+    async def kill(request: Request, record: Record) -> Response:
         await standin.kill(record)
-        _log.info("e2b_standin_sandbox_killed", sandbox_id=sandbox_id)
+        _log.info("e2b_standin_sandbox_killed", sandbox_id=record.sandbox_id)
         return Response(status_code=204)
 
-    async def detail(request: Request) -> Response:
-        if not authorised(request):
-            return unauthorised()
-        sandbox_id = request.path_params["sandbox_id"]
-        record = await standin.live(sandbox_id)
-        if record is None:
-            return _not_found(sandbox_id)
+    @for_sandbox
+    async def detail(request: Request, record: Record) -> Response:
         return JSONResponse(standin.detail_json(record))
 
     async def listing(request: Request) -> Response:

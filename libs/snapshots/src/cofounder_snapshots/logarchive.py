@@ -23,11 +23,8 @@ from __future__ import annotations
 import asyncio
 import gzip
 import io
-import os
-import uuid
 from collections.abc import Iterable, Sequence
 from datetime import UTC, datetime
-from pathlib import Path
 from types import TracebackType
 from typing import Final, Literal, Protocol, Self
 
@@ -36,8 +33,9 @@ from botocore.exceptions import BotoCoreError, ClientError
 from pydantic import Field
 from pydantic_settings import BaseSettings
 
+from cofounder_snapshots.errors import StoreError
+from cofounder_snapshots.folder import Folder, write_atomically
 from cofounder_snapshots.s3 import S3Bucket
-from cofounder_snapshots.store import StoreError
 
 __all__ = [
     "ArchiveEntry",
@@ -154,31 +152,10 @@ class LogArchive(Protocol):
     async def delete(self, keys: Sequence[str]) -> None: ...
 
 
-class FolderArchive:
+class FolderArchive(Folder):
     """Archives in a folder (``cofounder dev``'s default)."""
 
     bucket: str | None = None
-
-    def __init__(self, root: str | Path) -> None:
-        self.root = Path(root)
-        self.description = f"folder {self.root}"
-        self._normal_root = Path(os.path.normpath(self.root.absolute()))
-
-    async def __aenter__(self) -> Self:
-        return self
-
-    async def __aexit__(
-        self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        return None
-
-    def _path(self, key: str) -> Path:
-        # Keys are made of validated ids and configured tiers; refused all the same when one
-        # would leave the folder (see the snapshots' LocalStore).
-        path = Path(os.path.normpath(self._normal_root / key))
-        if self._normal_root not in path.parents:
-            raise StoreError(f"refused: {key!r} resolves outside the archive folder {self.root}")
-        return path
 
     def location(self, key: str) -> str:
         return str(self._path(key))
@@ -187,21 +164,8 @@ class FolderArchive:
         return key
 
     async def put_once(self, key: str, data: bytes) -> bool:
-        path = self._path(key)
-
-        def write() -> bool:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            tmp = path.with_name(f"{path.name}.{uuid.uuid4().hex}.tmp")
-            tmp.write_bytes(data)
-            try:
-                os.link(tmp, path)  # atomic, and refused when the archive exists
-            except FileExistsError:
-                return False
-            finally:
-                tmp.unlink(missing_ok=True)
-            return True
-
-        return await asyncio.to_thread(write)
+        # A hard link: atomic, and refused when the archive exists.
+        return await asyncio.to_thread(write_atomically, self._path(key), data, replace=False)
 
     async def get(self, key: str) -> bytes | None:
         try:

@@ -18,12 +18,9 @@ from __future__ import annotations
 
 import asyncio
 import io
-import os
 import re
-import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 from types import TracebackType
 from typing import Final, Protocol, Self
 
@@ -31,8 +28,9 @@ from botocore.exceptions import BotoCoreError, ClientError
 from pydantic import Field
 from pydantic_settings import BaseSettings
 
+from cofounder_snapshots.errors import StoreError
+from cofounder_snapshots.folder import Folder, write_atomically
 from cofounder_snapshots.s3 import S3Bucket
-from cofounder_snapshots.store import StoreError
 
 __all__ = [
     "MAX_URL_TTL_S",
@@ -105,39 +103,20 @@ class ScreenshotStore(Protocol):
         ...
 
 
-class LocalScreenshots:
+class LocalScreenshots(Folder):
     """Screenshots in a folder; written through a temporary file and a rename."""
 
-    def __init__(self, root: str | Path) -> None:
-        self.root = Path(os.path.normpath(Path(root).absolute()))
-        self.description = f"folder {self.root}"
-
-    async def __aenter__(self) -> Self:
-        return self
-
-    async def __aexit__(
-        self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        return None
-
     async def put(self, build_id: str, name: str, data: bytes) -> ScreenshotRef:
-        path = self.root / _key(build_id, name)
-
-        def write() -> None:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            tmp = path.with_name(f"{path.name}.{uuid.uuid4().hex}.tmp")
-            tmp.write_bytes(data)
-            tmp.replace(path)
-
+        path = self._path(_key(build_id, name))
         try:
-            await asyncio.to_thread(write)
+            await asyncio.to_thread(write_atomically, path, data)
         except OSError as exc:
             raise StoreError(f"could not write {path}: {exc}") from exc
         return ScreenshotRef(url=gateway_path(build_id, name), location=str(path))
 
     async def get(self, build_id: str, name: str) -> bytes | None:
         try:
-            path = self.root / _key(build_id, name)
+            path = self._path(_key(build_id, name))
         except StoreError:
             return None
         try:

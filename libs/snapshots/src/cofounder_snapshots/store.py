@@ -10,16 +10,15 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import io
-import os
-import uuid
 from collections.abc import Iterable
-from pathlib import Path
 from types import TracebackType
 from typing import Any, Final, Protocol, Self
 
 import msgspec
 from botocore.exceptions import BotoCoreError, ClientError
 
+from cofounder_snapshots.errors import StoreError
+from cofounder_snapshots.folder import Folder, write_atomically
 from cofounder_snapshots.manifest import Manifest
 from cofounder_snapshots.s3 import S3Bucket
 
@@ -30,10 +29,6 @@ _ENCODE: Final = msgspec.json.Encoder(order="sorted").encode
 _HASHES: Final = msgspec.json.Decoder(list[str])
 #: What a failed S3 call raises once botocore's retries are spent.
 _FAILURES: Final = (ClientError, BotoCoreError, OSError)
-
-
-class StoreError(Exception):
-    """The store could not be read or written (after its retries)."""
 
 
 def _project(project_id: str) -> str:
@@ -94,43 +89,12 @@ class SnapshotStore(Protocol):
     async def delete_manifest(self, project_id: str, build_id: str, version: int) -> None: ...
 
 
-class LocalStore:
+class LocalStore(Folder):
     """Snapshots in a folder (the embedded default). Writes go through a temporary file and a
     rename, so a reader never sees half a manifest."""
 
-    def __init__(self, root: str | Path) -> None:
-        self.root = Path(root)
-        self.description = f"folder {self.root}"
-        self._normal_root = Path(os.path.normpath(self.root.absolute()))
-
-    async def __aenter__(self) -> Self:
-        return self
-
-    async def __aexit__(
-        self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        return None
-
-    def _path(self, key: str) -> Path:
-        """The file of ``key``; refused when it resolves outside the folder (a key is built from
-        ids: the events' are validated, and this holds even if one is not)."""
-        # Lexically (``..`` and absolute keys), not through symlinks: ids cannot make links, and
-        # an operator may link a part of the folder to another disk.
-        path = Path(os.path.normpath(self._normal_root / key))
-        if self._normal_root not in path.parents:
-            raise StoreError(f"refused: {key!r} resolves outside the store's folder {self.root}")
-        return path
-
     async def _write(self, key: str, data: bytes) -> None:
-        path = self._path(key)
-
-        def write() -> None:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            tmp = path.with_name(f"{path.name}.{uuid.uuid4().hex}.tmp")  # writers never collide
-            tmp.write_bytes(data)
-            tmp.replace(path)
-
-        await asyncio.to_thread(write)
+        await asyncio.to_thread(write_atomically, self._path(key), data)
 
     async def _read(self, key: str) -> bytes:
         try:
