@@ -116,6 +116,10 @@ def test_dev_once_builds_the_demo_app_with_nothing_configured(checkout: Path) ->
     ), output
     assert "completed: version 1" in output
     assert re.search(r"snapshot v\d+: \d+ files", output), output
+    if shutil.which("chromium") or shutil.which("chromium-browser"):
+        # The agent's screenshot of its preview, by the gateway route that serves it.
+        shot = re.search(r"screenshot \d+x\d+: (http://\S+/screenshots/\S+\.png)", output)
+        assert shot, output
     # All it made is under the working directory's .cofounder/dev; nothing is left running.
     workdir = (checkout / ".cofounder" / "dev").resolve()
     database = re.search(
