@@ -225,17 +225,7 @@ class S3Archive(S3Bucket):
         return True
 
     async def get(self, key: str) -> bytes | None:
-        try:
-            response = await self.client.get_object(Bucket=self.bucket, Key=self.full_key(key))
-            async with response["Body"] as body:
-                data: bytes = await body.read()
-                return data
-        except ClientError as exc:
-            if exc.response.get("Error", {}).get("Code") in ("NoSuchKey", "404"):
-                return None
-            raise StoreError(f"could not read {key} from {self.description}: {exc}") from exc
-        except (BotoCoreError, OSError) as exc:
-            raise StoreError(f"could not read {key} from {self.description}: {exc}") from exc
+        return await self.read(key)
 
     async def listed(self, prefix: str) -> list[tuple[str, datetime]]:
         out: list[tuple[str, datetime]] = []

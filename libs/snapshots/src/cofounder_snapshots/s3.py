@@ -14,6 +14,9 @@ from typing import Any, Self
 
 import aioboto3
 from botocore.config import Config
+from botocore.exceptions import BotoCoreError, ClientError
+
+from cofounder_snapshots.errors import StoreError
 
 __all__ = ["S3Bucket"]
 
@@ -70,3 +73,18 @@ class S3Bucket:
     def full_key(self, key: str) -> str:
         """``key`` under the prefix."""
         return self.prefix + key
+
+    async def read(self, key: str) -> bytes | None:
+        """The object at ``key`` (under the prefix), None when there is none; :class:`StoreError`
+        when the bucket cannot be read (after botocore's retries)."""
+        try:
+            response = await self.client.get_object(Bucket=self.bucket, Key=self.full_key(key))
+            async with response["Body"] as body:
+                data: bytes = await body.read()
+                return data
+        except ClientError as exc:
+            if exc.response.get("Error", {}).get("Code") in ("NoSuchKey", "404"):
+                return None
+            raise StoreError(f"could not read {key} from {self.description}: {exc}") from exc
+        except (BotoCoreError, OSError) as exc:
+            raise StoreError(f"could not read {key} from {self.description}: {exc}") from exc

@@ -171,18 +171,10 @@ class S3Screenshots(S3Bucket):
 
     async def get(self, build_id: str, name: str) -> bytes | None:
         try:
-            key = self.prefix + _key(build_id, name)
+            key = _key(build_id, name)
         except StoreError:
             return None
-        try:
-            response = await self.client.get_object(Bucket=self.bucket, Key=key)
-            async with response["Body"] as body:
-                data: bytes = await body.read()
-                return data
-        except ClientError as exc:
-            if exc.response.get("Error", {}).get("Code") in ("NoSuchKey", "404"):
-                return None
-            raise StoreError(f"could not read {key} from {self.description}: {exc}") from exc
+        return await self.read(key)
 
 
 def screenshot_store_from(

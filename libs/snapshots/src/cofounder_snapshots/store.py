@@ -222,17 +222,7 @@ class S3Store(S3Bucket):
             raise
 
     async def _get(self, key: str) -> bytes | None:
-        try:
-            response = await self.client.get_object(Bucket=self.bucket, Key=self.full_key(key))
-            async with response["Body"] as body:
-                data: bytes = await body.read()
-                return data
-        except ClientError as exc:
-            if exc.response.get("Error", {}).get("Code") in ("NoSuchKey", "404"):
-                return None
-            raise StoreError(f"could not read {key} from {self.description}: {exc}") from exc
-        except (BotoCoreError, OSError) as exc:
-            raise StoreError(f"could not read {key} from {self.description}: {exc}") from exc
+        return await self.read(key)
 
     async def _list(self, prefix: str, *, delimiter: str | None = None) -> list[str]:
         out: list[str] = []
