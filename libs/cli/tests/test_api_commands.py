@@ -49,6 +49,28 @@ def test_no_help_shows_a_type_placeholder_on_a_flag_or_markup() -> None:
     assert "--token TOKEN" in builds_help
 
 
+def _params(*path: str) -> list[str | None]:
+    command = typer.main.get_command(app)
+    for name in path:
+        assert isinstance(command, typer.core.TyperGroup)
+        found = command.get_command(click.Context(command), name)
+        assert found is not None, path
+        command = found
+    return [param.name for param in command.params]
+
+
+def test_the_gateway_options_come_from_the_decorators_in_one_order() -> None:
+    """``founder_command``: ``--token`` after the command's required parameters, ``--gateway-url``
+    and ``--json`` last; ``admin_command``: ``--gateway-url``, ``--admin-token``, ``--json``."""
+    assert _params("builds", "create")[:2] == ["project", "token"]
+    assert _params("builds", "create")[-2:] == ["gateway_url", "json_"]
+    assert _params("builds", "get") == ["build_id", "token", "gateway_url", "json_"]
+    assert _params("builds", "logs") == ["build_id", "token", "out", "gateway_url"]
+    assert _params("builds", "list")[0] == "token"
+    assert _params("seed", "demo") == ["export", "gateway_url", "admin_token", "json_"]
+    assert _params("budget", "tier") == ["user", "new_tier", "gateway_url", "admin_token", "json_"]
+
+
 @pytest.mark.parametrize(
     "args",
     [

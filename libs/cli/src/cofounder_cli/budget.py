@@ -9,7 +9,7 @@
 from __future__ import annotations
 
 from decimal import Decimal, InvalidOperation
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
@@ -17,14 +17,19 @@ from cofounder_cli.api import (
     DEFAULT_ADMIN_TOKEN,
     DEFAULT_GATEWAY,
     AdminOpt,
+    Gateway,
     GatewayOpt,
     JsonOpt,
     admin_client,
+    admin_command,
     emit,
     founder_client,
     shown_errors,
 )
 from cofounder_cli.money import MICROS, money
+
+if TYPE_CHECKING:
+    from cofounder_client import AdminClient
 
 app = typer.Typer(help="Daily budgets, usage, top-ups and plans.", no_args_is_help=True)
 
@@ -114,33 +119,26 @@ def show(
     emit(usage, json_, _build_text(usage) if build else _usage_text(usage))
 
 
-@app.command("top-up")
+@admin_command(app, "top-up")
 def top_up(
+    gw: Gateway[AdminClient],
     user: Annotated[str, typer.Argument(metavar="USER_ID", help="The user id.")],
     amount: Annotated[
         str, typer.Argument(metavar="AMOUNT", help="In units of the currency, e.g. 5 or 2.50.")
     ],
     note: Annotated[str, typer.Option(metavar="TEXT", help="Why (kept with the top-up).")] = "",
-    admin_token: AdminOpt = DEFAULT_ADMIN,
-    gateway_url: GatewayOpt = DEFAULT_GATEWAY,
-    json_: JsonOpt = False,
 ) -> None:
     """Grant USER extra budget, usable at once; their sleeping builds wake."""
-    micros = _micros(amount)
-    with shown_errors(json_), admin_client(gateway_url, admin_token) as admin:
-        done = admin.top_up(user, micros, note=note)
-    emit(done.raw, json_, f"topped up {user} by {money(done.amount_micros)} (top-up {done.id})")
+    done = gw.client.top_up(user, _micros(amount), note=note)
+    gw.emit(done.raw, f"topped up {user} by {money(done.amount_micros)} (top-up {done.id})")
 
 
-@app.command()
+@admin_command(app)
 def tier(
+    gw: Gateway[AdminClient],
     user: Annotated[str, typer.Argument(metavar="USER_ID", help="The user id.")],
     new_tier: Annotated[str, typer.Argument(metavar="TIER", help="One of the configured plans.")],
-    admin_token: AdminOpt = DEFAULT_ADMIN,
-    gateway_url: GatewayOpt = DEFAULT_GATEWAY,
-    json_: JsonOpt = False,
 ) -> None:
     """Move USER to another plan (an upgrade wakes their sleeping builds)."""
-    with shown_errors(json_), admin_client(gateway_url, admin_token) as admin:
-        done = admin.set_tier(user, new_tier)
-    emit(done.raw, json_, f"{user}: {done.previous_tier} -> {done.tier}")
+    done = gw.client.set_tier(user, new_tier)
+    gw.emit(done.raw, f"{user}: {done.previous_tier} -> {done.tier}")

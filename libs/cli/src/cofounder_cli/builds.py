@@ -18,18 +18,12 @@ from typing import TYPE_CHECKING, Annotated, Any, cast
 
 import typer
 
-from cofounder_cli.api import (
-    DEFAULT_GATEWAY,
-    GatewayOpt,
-    JsonOpt,
-    TokenOpt,
-    emit,
-    founder_client,
-    shown_errors,
-)
+from cofounder_cli.api import Gateway, founder_command
 
 if TYPE_CHECKING:
     from cofounder_client import Build, BuildStatus, CofounderClient
+
+    Founder = Gateway[CofounderClient]
 
 # cofounder_client (httpx: a quarter of a second to import) is imported by the commands that
 # call the gateway, not here: --help never needs it.
@@ -61,12 +55,12 @@ def _show(build: Build) -> str:
     return "\n".join(lines)
 
 
-@app.command()
+@founder_command(app)
 def create(
+    gw: Founder,
     project: Annotated[
         str, typer.Option("--project", metavar="PROJECT_ID", help="The project to build.")
     ],
-    token: TokenOpt,
     goal: Annotated[
         str | None, typer.Option(metavar="TEXT", help="What to build (default: the MVP).")
     ] = None,
@@ -81,37 +75,28 @@ def create(
             "--quiet", "-q", help="Print only the build's id: BUILD=$(cofounder builds create ...)"
         ),
     ] = False,
-    gateway_url: GatewayOpt = DEFAULT_GATEWAY,
-    json_: JsonOpt = False,
 ) -> None:
     """Start a build of the project (queued at once; the pipeline takes it from there)."""
-    with shown_errors(json_), founder_client(gateway_url, token) as client:
-        build = client.start_build(project, goal=goal, idempotency_key=idempotency_key)
-        if quiet and not json_:
-            typer.echo(build.id)
-        else:
-            emit(build.raw, json_, f"build {build.id} {build.status}")
-        if follow:
-            _follow(client, build.id, json_)
+    build = gw.client.start_build(project, goal=goal, idempotency_key=idempotency_key)
+    if quiet and not gw.as_json:
+        typer.echo(build.id)
+    else:
+        gw.emit(build.raw, f"build {build.id} {build.status}")
+    if follow:
+        _follow(gw, build.id)
 
 
-@app.command()
-def get(
-    build_id: BuildArg,
-    token: TokenOpt,
-    gateway_url: GatewayOpt = DEFAULT_GATEWAY,
-    json_: JsonOpt = False,
-) -> None:
+@founder_command(app)
+def get(gw: Founder, build_id: BuildArg) -> None:
     """One build: status, progress, version, preview URL, error."""
-    with shown_errors(json_), founder_client(gateway_url, token) as client:
-        build = client.get_build(build_id)
-    emit(build.raw, json_, _show(build))
+    build = gw.client.get_build(build_id)
+    gw.emit(build.raw, _show(build))
 
 
-@app.command()
+@founder_command(app, with_json=False)
 def logs(
+    gw: Founder,
     build_id: BuildArg,
-    token: TokenOpt,
     out: Annotated[
         Path | None,
         typer.Option(
@@ -121,11 +106,9 @@ def logs(
             "lines, uncompressed, on stdout.",
         ),
     ] = None,
-    gateway_url: GatewayOpt = DEFAULT_GATEWAY,
 ) -> None:
     """A finished build's log archive: every event of its feed, one JSON object a line."""
-    with shown_errors(False), founder_client(gateway_url, token) as client:
-        data = client.get_build_log(build_id)
+    data = gw.client.get_build_log(build_id)
     if out is not None:
         out.write_bytes(data)
         typer.echo(f"{out}: {len(data):,} bytes", err=True)
@@ -134,9 +117,9 @@ def logs(
     sys.stdout.flush()
 
 
-@app.command("list")
+@founder_command(app, "list")
 def list_(
-    token: TokenOpt,
+    gw: Founder,
     status: Annotated[
         str | None, typer.Option(metavar="STATUS", help="Only builds in this status.")
     ] = None,
@@ -146,58 +129,42 @@ def list_(
     cursor: Annotated[
         str | None, typer.Option(metavar="CURSOR", help="The next page's cursor.")
     ] = None,
-    gateway_url: GatewayOpt = DEFAULT_GATEWAY,
-    json_: JsonOpt = False,
 ) -> None:
     """Your builds, newest first (--cursor for the next page)."""
-    with shown_errors(json_), founder_client(gateway_url, token) as client:
-        page = client.list_builds(
-            status=cast("BuildStatus | None", status), limit=limit, cursor=cursor
-        )
+    page = gw.client.list_builds(
+        status=cast("BuildStatus | None", status), limit=limit, cursor=cursor
+    )
     rows = [
         f"{b.id}  {b.status:<10} v{b.build_version or '-':<3} {b.preview_url or ''}"
         for b in page.items
     ]
     if page.next_cursor:
         rows.append(f"(more: --cursor {page.next_cursor})")
-    emit(page.raw, json_, "\n".join(rows) or "no builds")
+    gw.emit(page.raw, "\n".join(rows) or "no builds")
 
 
-def _follow(client: CofounderClient, build_id: str, as_json: bool) -> None:
+def _follow(gw: Founder, build_id: str) -> None:
     from cofounder_cli.progress import follow as follow_events
     from cofounder_cli.progress import succeeded
 
     printed = (
-        (lambda kind, data: typer.echo(json.dumps({"event": kind, **data}))) if as_json else None
+        (lambda kind, data: typer.echo(json.dumps({"event": kind, **data}))) if gw.as_json else None
     )
-    with shown_errors(as_json):
-        end: dict[str, Any] = follow_events(client, build_id, on_event=printed)
+    end: dict[str, Any] = follow_events(gw.client, build_id, on_event=printed)
     if not succeeded(end):
         raise typer.Exit(1)
-    if not as_json and end.get("preview_url"):
+    if not gw.as_json and end.get("preview_url"):
         typer.echo(f"preview: {end['preview_url']}")
 
 
-@app.command("follow")
-def follow_(
-    build_id: BuildArg,
-    token: TokenOpt,
-    gateway_url: GatewayOpt = DEFAULT_GATEWAY,
-    json_: JsonOpt = False,
-) -> None:
+@founder_command(app, "follow")
+def follow_(gw: Founder, build_id: BuildArg) -> None:
     """Print the build's events live, from its start, until it ends (exit 1 unless completed)."""
-    with founder_client(gateway_url, token) as client:
-        _follow(client, build_id, json_)
+    _follow(gw, build_id)
 
 
-@app.command()
-def cancel(
-    build_id: BuildArg,
-    token: TokenOpt,
-    gateway_url: GatewayOpt = DEFAULT_GATEWAY,
-    json_: JsonOpt = False,
-) -> None:
+@founder_command(app)
+def cancel(gw: Founder, build_id: BuildArg) -> None:
     """Cancel the build (the agent stops before its next step)."""
-    with shown_errors(json_), founder_client(gateway_url, token) as client:
-        build = client.cancel_build(build_id)
-    emit(build.raw, json_, f"build {build.id} {build.status}")
+    build = gw.client.cancel_build(build_id)
+    gw.emit(build.raw, f"build {build.id} {build.status}")

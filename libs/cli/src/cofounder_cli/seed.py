@@ -13,20 +13,16 @@ from __future__ import annotations
 import json
 import shlex
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from cofounder_cli.api import (
-    DEFAULT_ADMIN_TOKEN,
-    DEFAULT_GATEWAY,
-    AdminOpt,
-    GatewayOpt,
-    JsonOpt,
-    admin_client,
-    emit,
-    shown_errors,
-)
+from cofounder_cli.api import Gateway, admin_command
+
+if TYPE_CHECKING:
+    from cofounder_client import AdminClient
+
+    Admin = Gateway[AdminClient]
 
 __all__ = ["app", "export_lines"]
 
@@ -58,10 +54,9 @@ def _json_file(file: Path, as_json: bool) -> dict[str, Any]:
     raise typer.Exit(1)
 
 
-@app.command("demo")
+@admin_command(app, "demo")
 def demo(
-    gateway_url: GatewayOpt = DEFAULT_GATEWAY,
-    admin_token: AdminOpt = DEFAULT_ADMIN_TOKEN,
+    gw: Admin,
     export: Annotated[
         bool,
         typer.Option(
@@ -70,70 +65,59 @@ def demo(
             "TOKEN, PROJECT, USER_ID, COFOUNDER_TOKEN and COFOUNDER_GATEWAY_URL.",
         ),
     ] = False,
-    json_: JsonOpt = False,
 ) -> None:
     """A demo founder with a project, idea brief and interview, and a token for them."""
-    with shown_errors(json_), admin_client(gateway_url, admin_token) as admin:
-        seeded = admin.seed_demo()
-    if export and not json_:
+    seeded = gw.client.seed_demo()
+    if export and not gw.as_json:
         values = {
             "TOKEN": seeded.token,
             "PROJECT": seeded.project_id,
             "USER_ID": seeded.user_id,
             "COFOUNDER_TOKEN": seeded.token,
-            "COFOUNDER_GATEWAY_URL": gateway_url,
+            "COFOUNDER_GATEWAY_URL": gw.url,
         }
         typer.echo(export_lines(values))
         return
     human = f"user {seeded.user_id}\nproject {seeded.project_id}\ntoken {seeded.token}"
-    emit(seeded.raw, json_, human)
+    gw.emit(seeded.raw, human)
 
 
-@app.command("user")
+@admin_command(app, "user")
 def user(
+    gw: Admin,
     email: Annotated[str, typer.Option(metavar="EMAIL", help="The user's e-mail address.")],
     tier: Annotated[str, typer.Option(metavar="TIER", help="Their plan.")] = "bootstrapper",
-    gateway_url: GatewayOpt = DEFAULT_GATEWAY,
-    admin_token: AdminOpt = DEFAULT_ADMIN_TOKEN,
-    json_: JsonOpt = False,
 ) -> None:
     """Create a user; prints their id."""
-    with shown_errors(json_), admin_client(gateway_url, admin_token) as admin:
-        user_id = admin.create_user(email, tier=tier)
-    emit({"id": user_id}, json_, user_id)
+    user_id = gw.client.create_user(email, tier=tier)
+    gw.emit({"id": user_id}, user_id)
 
 
-@app.command("project")
+@admin_command(app, "project")
 def project(
+    gw: Admin,
     owner: Annotated[str, typer.Option(metavar="USER_ID", help="The owner's user id.")],
     name: Annotated[str, typer.Option(metavar="NAME", help="The project's name.")],
-    gateway_url: GatewayOpt = DEFAULT_GATEWAY,
-    admin_token: AdminOpt = DEFAULT_ADMIN_TOKEN,
-    json_: JsonOpt = False,
 ) -> None:
     """Create a project; prints its id."""
-    with shown_errors(json_), admin_client(gateway_url, admin_token) as admin:
-        project_id = admin.create_project(owner, name)
-    emit({"id": project_id}, json_, project_id)
+    project_id = gw.client.create_project(owner, name)
+    gw.emit({"id": project_id}, project_id)
 
 
-@app.command("brief")
+@admin_command(app, "brief")
 def brief(
+    gw: Admin,
     project_id: Annotated[str, typer.Argument(metavar="PROJECT_ID", help="The project's id.")],
     file: Annotated[Path, typer.Argument(metavar="FILE", help="A JSON object.")],
-    gateway_url: GatewayOpt = DEFAULT_GATEWAY,
-    admin_token: AdminOpt = DEFAULT_ADMIN_TOKEN,
-    json_: JsonOpt = False,
 ) -> None:
     """Set a project's idea brief from a JSON file."""
-    content = _json_file(file, json_)
-    with shown_errors(json_), admin_client(gateway_url, admin_token) as admin:
-        artifact_id = admin.put_idea_brief(project_id, content)
-    emit({"id": artifact_id}, json_, artifact_id)
+    artifact_id = gw.client.put_idea_brief(project_id, _json_file(file, gw.as_json))
+    gw.emit({"id": artifact_id}, artifact_id)
 
 
-@app.command("interview")
+@admin_command(app, "interview")
 def interview(
+    gw: Admin,
     project_id: Annotated[str, typer.Argument(metavar="PROJECT_ID", help="The project's id.")],
     file: Annotated[
         Path,
@@ -141,14 +125,10 @@ def interview(
             metavar="FILE", help='A JSON object: {"questions": [{"id", "text"}...], "answers": {}}'
         ),
     ],
-    gateway_url: GatewayOpt = DEFAULT_GATEWAY,
-    admin_token: AdminOpt = DEFAULT_ADMIN_TOKEN,
-    json_: JsonOpt = False,
 ) -> None:
     """Add an understanding session (questions and answers) from a JSON file."""
-    session = _json_file(file, json_)
-    with shown_errors(json_), admin_client(gateway_url, admin_token) as admin:
-        session_id = admin.create_interview(
-            project_id, session.get("questions", []), session.get("answers")
-        )
-    emit({"id": session_id}, json_, session_id)
+    session = _json_file(file, gw.as_json)
+    session_id = gw.client.create_interview(
+        project_id, session.get("questions", []), session.get("answers")
+    )
+    gw.emit({"id": session_id}, session_id)
