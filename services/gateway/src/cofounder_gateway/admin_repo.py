@@ -19,6 +19,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from cofounder_db.models import Artifact, Project, UnderstandingSession, User
 from cofounder_gateway.problems import ApiError
+from cofounder_gateway.rows import one_or_404
 
 __all__ = ["create_project", "create_session", "create_user", "put_idea_brief"]
 
@@ -56,8 +57,7 @@ async def create_project(engine: AsyncEngine, *, owner_id: str, name: str, stage
     """A new project's id. 404 ``user_not_found`` when there is no user ``owner_id``."""
     project_id = str(uuid.uuid4())
     async with engine.begin() as conn:
-        if (await conn.execute(select(User.id).where(User.id == owner_id))).first() is None:
-            raise ApiError(404, "user_not_found", f"no user {owner_id}")
+        await one_or_404(conn, select(User.id).where(User.id == owner_id), "user", owner_id)
         await conn.execute(
             insert(Project).values(
                 id=project_id,
@@ -73,8 +73,9 @@ async def create_project(engine: AsyncEngine, *, owner_id: str, name: str, stage
 
 async def _project_exists(engine: AsyncEngine, project_id: str) -> None:
     async with engine.connect() as conn:
-        if (await conn.execute(select(Project.id).where(Project.id == project_id))).first() is None:
-            raise ApiError(404, "project_not_found", f"no project {project_id}")
+        await one_or_404(
+            conn, select(Project.id).where(Project.id == project_id), "project", project_id
+        )
 
 
 async def put_idea_brief(engine: AsyncEngine, *, project_id: str, content: dict[str, Any]) -> str:

@@ -20,6 +20,7 @@ from cofounder_gateway.builds_pg import Conflict, create_build_pg
 from cofounder_gateway.inputs import is_uuid
 from cofounder_gateway.outbox import enqueue
 from cofounder_gateway.problems import ApiError
+from cofounder_gateway.rows import not_found, one_or_404
 from cofounder_gateway.schemas import BuildView, NewBuild
 
 __all__ = ["cancel_build", "create_build", "get_build", "list_all_builds", "list_builds"]
@@ -44,10 +45,7 @@ async def _owned_build(
     query = select(Build).where(Build.id == build_id, Build.user_id == user_id)
     if for_update:
         query = query.with_for_update()
-    build: Build | None = (await conn.execute(query)).scalars().first()
-    if build is None:
-        raise ApiError(404, "build_not_found", f"no build {build_id}")
-    return build
+    return await one_or_404(conn, query, "build", build_id)
 
 
 async def create_build(
@@ -118,7 +116,7 @@ def _decide(
     request), or an error. ``limit``: the plan's limit of active builds, as the statement
     applied it (``builds_pg``); refused for no other reason, the user had no slot below it."""
     if tier is None:
-        raise ApiError(404, "project_not_found", f"no project {project_id}")
+        raise not_found("project", project_id)
     if existing is not None:
         return _same_request(existing, project_id, goal)
     raise ApiError(

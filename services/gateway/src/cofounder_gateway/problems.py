@@ -18,6 +18,9 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 __all__ = [
+    "BAD_CURSOR",
+    "NOT_THIS_BUILD",
+    "NO_BUILD",
     "ApiError",
     "FieldError",
     "Problem",
@@ -118,6 +121,11 @@ _MEANINGS = {
     429: "Too many: retry after Retry-After seconds",
     503: "Unavailable",
 }
+
+#: Descriptions several routes give a status (``problem_responses(..., s404=NO_BUILD)``).
+NO_BUILD = "No such build of yours (type: build_not_found)"
+BAD_CURSOR = "Not a cursor this API returned (type: invalid_cursor)"
+NOT_THIS_BUILD = "The stream token is for another build (type: token_not_for_build)"
 
 _SOME_ID = "0b4e6c1e-8d0a-4f5e-9c1b-2a3d4e5f6a7b"
 #: Example problems by ``type``: the status, the detail and any further fields, as the server

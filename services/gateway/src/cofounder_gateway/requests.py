@@ -16,6 +16,7 @@ from cofounder_contracts import (
     BuildRequested,
     BuildStatus,
     BuildStatusChanged,
+    Envelope,
     derived_event_id,
     envelope,
     follow_up,
@@ -32,6 +33,7 @@ __all__ = [
 
 PRODUCER: Final = "gateway"
 _REQUESTED: Final = "build.requested"
+_CANCEL_REQUESTED: Final = "build.cancel_requested"
 
 
 def requested_event_id(build_id: str) -> str:
@@ -39,18 +41,20 @@ def requested_event_id(build_id: str) -> str:
     return derived_event_id(build_id, _REQUESTED)
 
 
+def _envelope(kind: str, *, build_id: str, project_id: str, user_id: str) -> Envelope:
+    """The envelope of the gateway's request ``kind`` about the build, its id derived from the
+    build id (one such request per build)."""
+    return envelope(
+        build_id=build_id, project_id=project_id, user_id=user_id, producer=PRODUCER, kind=kind
+    )
+
+
 def build_requested(
     *, build_id: str, project_id: str, user_id: str, goal: str, occurred_at: datetime
 ) -> BuildRequested:
     """The build's request: what the context assembler starts from."""
     return BuildRequested(
-        **envelope(
-            build_id=build_id,
-            project_id=project_id,
-            user_id=user_id,
-            producer=PRODUCER,
-            kind=_REQUESTED,
-        ),
+        **_envelope(_REQUESTED, build_id=build_id, project_id=project_id, user_id=user_id),
         goal=goal,
         occurred_at=occurred_at,
     )
@@ -85,13 +89,7 @@ def cancel_requested(
 ) -> BuildCancelRequested:
     """The owner's cancel, for the agent runner (the row says cancelled already)."""
     return BuildCancelRequested(
-        **envelope(
-            build_id=build_id,
-            project_id=project_id,
-            user_id=user_id,
-            producer=PRODUCER,
-            kind="build.cancel_requested",
-        ),
+        **_envelope(_CANCEL_REQUESTED, build_id=build_id, project_id=project_id, user_id=user_id),
         requested_by=user_id,
         occurred_at=occurred_at,
     )

@@ -20,13 +20,14 @@ from sqlalchemy import func, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from cofounder_budgeting import day_account, next_reset
-from cofounder_contracts import BudgetToppedUp, TierChanged, envelope
+from cofounder_contracts import BudgetToppedUp, Envelope, TierChanged, envelope
 from cofounder_contracts.keys import budget_gate_key
 from cofounder_db.models import BudgetLedgerRow, Build
 from cofounder_db.models import User as UserRow
 from cofounder_gateway.inputs import Text
 from cofounder_gateway.outbox import enqueue
-from cofounder_gateway.problems import ApiError
+from cofounder_gateway.requests import PRODUCER
+from cofounder_gateway.rows import one_or_404
 from cofounder_gateway.settings import GatewaySettings
 
 __all__ = [
@@ -42,7 +43,6 @@ __all__ = [
     "user_usage",
 ]
 
-PRODUCER = "gateway"
 #: The largest single top-up (1,000,000 units of the currency): beyond it, a typo.
 MAX_TOP_UP_MICROS = 1_000_000 * 1_000_000
 _LEDGER = BudgetLedgerRow.__table__
@@ -184,12 +184,9 @@ def _tokens(row: object) -> dict[str, int]:
 
 
 async def _user_tier(conn: AsyncConnection, user_id: str) -> str:
-    tier: str | None = (
-        await conn.execute(select(UserRow.tier).where(UserRow.id == user_id))
-    ).scalar()
-    if tier is None:
-        raise ApiError(404, "user_not_found", f"no user {user_id}")
-    return tier
+    return await one_or_404(
+        conn, select(UserRow.tier).where(UserRow.id == user_id), "user", user_id
+    )
 
 
 async def user_usage(
@@ -238,9 +235,8 @@ async def user_usage(
 
 async def build_usage(engine: AsyncEngine, user_id: str, build_id: str) -> BuildUsage:
     async with engine.connect() as conn:
-        owner = (await conn.execute(select(Build.user_id).where(Build.id == build_id))).scalar()
-        if owner != user_id:
-            raise ApiError(404, "build_not_found", f"no build {build_id}")
+        owned = select(Build.id).where(Build.id == build_id, Build.user_id == user_id)
+        await one_or_404(conn, owned, "build", build_id)
         rows = (
             await conn.execute(
                 select(_LEDGER.c.model, *_sums())
@@ -254,11 +250,16 @@ async def build_usage(engine: AsyncEngine, user_id: str, build_id: str) -> Build
     return BuildUsage(build_id=build_id, by_model=by_model, **total)
 
 
+def _user_envelope(user_id: str) -> Envelope:
+    """The envelope of the gateway's event about the user alone (no build, no project)."""
+    return envelope(build_id="", project_id="", user_id=user_id, producer=PRODUCER)
+
+
 async def grant_top_up(engine: AsyncEngine, user_id: str, *, amount_micros: int, note: str) -> str:
     """Enqueue a ``budget.topped_up`` for the user (404 ``user_not_found``); the event's id.
     Poke the relay afterwards to publish it at once."""
     event = BudgetToppedUp(
-        **envelope(build_id="", project_id="", user_id=user_id, producer=PRODUCER),
+        **_user_envelope(user_id),
         amount_micros=amount_micros,
         note=note,
     )
@@ -277,7 +278,7 @@ async def set_tier(engine: AsyncEngine, user_id: str, tier: str) -> str:
         if previous != tier:
             await conn.execute(update(UserRow).where(UserRow.id == user_id).values(tier=tier))
             event = TierChanged(
-                **envelope(build_id="", project_id="", user_id=user_id, producer=PRODUCER),
+                **_user_envelope(user_id),
                 tier=tier,
                 previous_tier=previous,
             )

@@ -13,7 +13,7 @@ from cofounder_contracts import BuildStatus
 from cofounder_gateway import builds
 from cofounder_gateway.deps import EngineDep
 from cofounder_gateway.inputs import PageCursor
-from cofounder_gateway.problems import problem_responses
+from cofounder_gateway.problems import BAD_CURSOR, problem_responses
 from cofounder_gateway.routes.admin import admin_routes
 from cofounder_gateway.schemas import BuildOut, build_out
 
@@ -40,9 +40,7 @@ class OperatorBuildList(BaseModel):
 @router.get(
     "/builds",
     response_model=OperatorBuildList,
-    responses=problem_responses(
-        400, 422, s400="Not a cursor this API returned (type: invalid_cursor)"
-    ),
+    responses=problem_responses(400, 422, s400=BAD_CURSOR),
 )
 async def all_builds(
     engine: EngineDep,

@@ -10,7 +10,7 @@ from cofounder_contracts import BuildStatus
 from cofounder_gateway import builds
 from cofounder_gateway.deps import CurrentUser, EngineDep, GatewayDep, RelayDep
 from cofounder_gateway.inputs import BuildId, IdempotencyKey, PageCursor, ProjectId
-from cofounder_gateway.problems import ApiError, problem_responses
+from cofounder_gateway.problems import BAD_CURSOR, NO_BUILD, ApiError, problem_responses
 from cofounder_gateway.schemas import (
     EXAMPLE_BUILD_ID,
     BuildList,
@@ -20,10 +20,7 @@ from cofounder_gateway.schemas import (
     build_out,
 )
 
-__all__ = ["NO_BUILD", "router"]
-
-#: The 404 of a route on one build.
-NO_BUILD = "No such build of yours (type: build_not_found)"
+__all__ = ["router"]
 
 router = APIRouter(tags=["builds"])
 
@@ -109,9 +106,7 @@ async def get_build(build_id: BuildId, user: CurrentUser, engine: EngineDep) -> 
     "/builds",
     name="list_builds",
     response_model=BuildList,
-    responses=problem_responses(
-        400, 401, 422, s400="Not a cursor this API returned (type: invalid_cursor)"
-    ),
+    responses=problem_responses(400, 401, 422, s400=BAD_CURSOR),
 )
 async def list_builds(
     user: CurrentUser,

@@ -29,7 +29,7 @@ from cofounder_gateway.deps import (
 )
 from cofounder_gateway.feed import SSE_BLOCK_MS, Feed, TooManyStreams, ends_build, id_order
 from cofounder_gateway.inputs import BuildId, LastEventId, is_stream_id
-from cofounder_gateway.problems import ApiError, problem_responses
+from cofounder_gateway.problems import NO_BUILD, NOT_THIS_BUILD, ApiError, problem_responses
 from cofounder_gateway.schemas import build_json
 
 __all__ = ["SSE_REWOUND", "router"]
@@ -117,8 +117,8 @@ async def events_reader(
             422,
             429,
             s400="Last-Event-ID is not an event id (type: invalid_last_event_id)",
-            s404="No such build of yours (type: build_not_found)",
-            s403="The stream token is for another build (type: token_not_for_build)",
+            s404=NO_BUILD,
+            s403=NOT_THIS_BUILD,
             s429="Too many open streams (type: too_many_streams)",
         ),
     },

@@ -15,11 +15,10 @@ from fastapi import APIRouter, Depends, Path, Request
 from fastapi.responses import Response
 
 from cofounder_gateway import builds
-from cofounder_gateway.access import remember_user
-from cofounder_gateway.auth import user_from_header, user_from_stream_token
 from cofounder_gateway.deps import EngineDep, SettingsDep, bearer_header, stream_token
 from cofounder_gateway.inputs import BuildId
-from cofounder_gateway.problems import ApiError, problem_responses
+from cofounder_gateway.problems import NOT_THIS_BUILD, ApiError, problem_responses
+from cofounder_gateway.routes.events import events_reader
 from cofounder_snapshots.screenshots import valid_name
 from cofounder_snapshots.store import StoreError
 
@@ -58,12 +57,8 @@ async def screenshot_reader(
     a bad credential, 404 for someone else's build."""
     if _is_admin(authorization, settings.admin_token.get_secret_value()):
         return
-    secret = settings.jwt_secret.get_secret_value()
-    if authorization is None and token is not None:
-        user = user_from_stream_token(token, secret, build_id=build_id)
-    else:
-        user = user_from_header(authorization, secret)
-    remember_user(request, user)
+    # The build's reader as for its events: the bearer token's user, or the stream token's.
+    user = await events_reader(build_id, settings, request, authorization, token)
     await builds.get_build(engine, user_id=user, build_id=build_id)  # 404 unless theirs
 
 
@@ -83,7 +78,7 @@ async def screenshot_reader(
             404,
             422,
             503,
-            s403="The stream token is for another build (type: token_not_for_build)",
+            s403=NOT_THIS_BUILD,
             s404="No such build of yours (type: build_not_found), or no such screenshot of it "
             "(type: screenshot_not_found)",
             s503="The screenshot store did not answer (type: not_ready)",

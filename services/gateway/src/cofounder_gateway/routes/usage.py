@@ -8,9 +8,9 @@ from typing import Annotated
 from fastapi import APIRouter, Query
 
 from cofounder_gateway import usage
-from cofounder_gateway.deps import CurrentUser, EngineDep, RedisDep, RelayDep, SettingsDep
+from cofounder_gateway.deps import CurrentUser, EngineDep, GatewayDep, RelayDep, SettingsDep
 from cofounder_gateway.inputs import BuildId, UserId
-from cofounder_gateway.problems import problem_responses
+from cofounder_gateway.problems import NO_BUILD, problem_responses
 from cofounder_gateway.routes.admin import (
     BAD_TIER,
     NO_USER,
@@ -18,7 +18,6 @@ from cofounder_gateway.routes.admin import (
     admin_routes,
     require_known_tier,
 )
-from cofounder_gateway.routes.builds import NO_BUILD
 from cofounder_gateway.usage import BuildUsage, TierChange, TierOut, TopUp, TopUpAccepted, UserUsage
 
 __all__ = ["admin_router", "router"]
@@ -39,15 +38,9 @@ admin_router = admin_routes()
         401, 404, 422, s404="The token's user does not exist (type: user_not_found)"
     ),
 )
-async def my_usage(
-    user: CurrentUser,
-    engine: EngineDep,
-    redis: RedisDep,
-    settings: SettingsDep,
-    days: _Days = 7,
-) -> UserUsage:
+async def my_usage(user: CurrentUser, gw: GatewayDep, days: _Days = 7) -> UserUsage:
     """Your spend per day and today's budget."""
-    return await usage.user_usage(engine, redis, settings, user, days=days)
+    return await usage.user_usage(gw.engine, gw.redis, gw.settings, user, days=days)
 
 
 @router.get(
@@ -67,15 +60,9 @@ async def my_build_usage(build_id: BuildId, user: CurrentUser, engine: EngineDep
     response_model=UserUsage,
     responses=problem_responses(404, 422, s404=NO_USER),
 )
-async def usage_of(
-    user_id: UserId,
-    engine: EngineDep,
-    redis: RedisDep,
-    settings: SettingsDep,
-    days: _Days = 7,
-) -> UserUsage:
+async def usage_of(user_id: UserId, gw: GatewayDep, days: _Days = 7) -> UserUsage:
     """A user's spend per day and today's budget."""
-    return await usage.user_usage(engine, redis, settings, user_id, days=days)
+    return await usage.user_usage(gw.engine, gw.redis, gw.settings, user_id, days=days)
 
 
 @admin_router.get(
