@@ -26,7 +26,7 @@ Not protocol-true (each one shown by a test in ``libs/e2b-standin/tests``):
 """
 
 from cofounder_e2b_standin.app import ENVD_VERSION, Standin, create_app, env_for
-from cofounder_e2b_standin.process import RunningStandin, preview_request, serve, start
+from cofounder_e2b_standin.process import RunningStandin, preview_request, serve
 
 __all__ = [
     "ENVD_VERSION",
@@ -36,5 +36,4 @@ __all__ = [
     "env_for",
     "preview_request",
     "serve",
-    "start",
 ]

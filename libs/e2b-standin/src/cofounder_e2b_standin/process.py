@@ -1,13 +1,13 @@
-"""Running the stand-in: in this process (tests) or as a child process (``cofounder dev``)."""
+"""Running the stand-in: in this process (tests) or as a child process (``python -m
+cofounder_e2b_standin``, which ``cofounder dev`` supervises and waits for)."""
 
 from __future__ import annotations
 
 import asyncio
 import socket
-import subprocess
 import sys
-from collections.abc import AsyncIterator, Iterator, Mapping
-from contextlib import asynccontextmanager, contextmanager
+from collections.abc import AsyncIterator, Mapping
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Final
@@ -19,7 +19,7 @@ import uvicorn
 from cofounder_e2b_standin.app import Standin, create_app, env_for
 from cofounder_sandbox.jail import Mode
 
-__all__ = ["DEFAULT_DOMAIN", "RunningStandin", "preview_request", "serve", "start"]
+__all__ = ["DEFAULT_DOMAIN", "RunningStandin", "preview_request", "serve"]
 
 DEFAULT_DOMAIN: Final = "e2b-standin.local"
 #: Any key does: the stand-in checks one is sent, as E2B's API requires.
@@ -80,32 +80,6 @@ async def serve(
         sock.close()
         await app.client.aclose()
         await standin.local.kill_all()
-
-
-@contextmanager
-def start(
-    root: str | Path, *, isolation: Mode = "namespaces", domain: str = DEFAULT_DOMAIN
-) -> Iterator[tuple[RunningStandin, subprocess.Popen[str]]]:
-    """The stand-in as a child process (``python -m cofounder_e2b_standin``) until the block
-    ends."""
-    process = subprocess.Popen(
-        [sys.executable, "-m", "cofounder_e2b_standin", "--root", str(root),
-         "--isolation", isolation, "--domain", domain],
-        stdout=subprocess.PIPE,
-        text=True,
-    )  # fmt: skip
-    try:
-        assert process.stdout is not None
-        line = process.stdout.readline().strip()
-        if not line.startswith("listening on "):
-            raise RuntimeError(f"the E2B stand-in did not start: {line!r}")
-        yield RunningStandin(line.removeprefix("listening on "), domain, API_KEY), process
-    finally:
-        process.terminate()
-        try:
-            process.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            process.kill()
 
 
 def main(argv: list[str] | None = None) -> None:

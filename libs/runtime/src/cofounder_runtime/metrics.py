@@ -25,6 +25,7 @@ __all__ = [
     "GROUP_LAG",
     "GROUP_PENDING",
     "HANDLER_BUCKETS",
+    "LATENCY_BUCKETS",
     "OWNERSHIP_LOST",
     "PROCESSED_EVENTS_PRUNED",
     "StreamMetrics",
@@ -32,10 +33,8 @@ __all__ = [
     "cumulative_buckets",
 ]
 
-#: Upper bounds (seconds) of the handler latency histogram: sub-millisecond handlers up to a
-#: whole agent loop (half an hour).
-HANDLER_BUCKETS: Final = (
-    0.0005,
+#: Upper bounds (seconds) of a request latency histogram: a millisecond to half a minute.
+LATENCY_BUCKETS: Final = (
     0.001,
     0.0025,
     0.005,
@@ -50,10 +49,10 @@ HANDLER_BUCKETS: Final = (
     5.0,
     10.0,
     30.0,
-    60.0,
-    300.0,
-    1800.0,
 )
+#: Upper bounds (seconds) of the handler latency histogram: the request ladder, widened to
+#: sub-millisecond handlers and up to a whole agent loop (half an hour).
+HANDLER_BUCKETS: Final = (0.0005, *LATENCY_BUCKETS, 60.0, 300.0, 1800.0)
 
 OWNERSHIP_LOST = Counter(
     "cofounder_entries_lost_total",

@@ -42,10 +42,10 @@ import signal
 import socket
 import subprocess
 import sys
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
-from typing import Final, Literal
+from typing import Final, Literal, TypeVar
 
 import structlog
 
@@ -66,6 +66,7 @@ __all__ = [
 ]
 
 Mode = Literal["namespaces", "unsafe-none"]
+_T = TypeVar("_T")
 
 #: The address the sandbox's resolver is pointed at; pasta forwards it to the host's resolver.
 DNS_FORWARD: Final = "169.254.53.53"
@@ -444,17 +445,13 @@ class Jail:
             raise
         finally:
             os.close(write)
-        try:
-            if spawner.returncode != 0:
-                raise ValueError(f"its start exited with status {spawner.returncode}")
-            info = await asyncio.wait_for(_read_info(read), _START_TIMEOUT_S)
-        except (TimeoutError, ValueError) as exc:
-            log = (self.home / "init.log").read_text(errors="replace")[-2000:]
-            raise IsolationUnavailable(
-                f"bubblewrap could not make the sandbox's namespaces: {log.strip() or exc}"
-            ) from None
-        finally:
-            os.close(read)
+        info = await self._reported(
+            read,
+            _read_info,
+            log="init.log",
+            failure="bubblewrap could not make the sandbox's namespaces",
+            status=spawner.returncode,
+        )
         # bubblewrap's pid 1 is not dumpable, so an unprivileged runner (and pasta, which drops
         # its capabilities) cannot open its namespaces; its child, ``sleep``, was started inside
         # them and can be entered. It stands for the sandbox: when it ends, pid 1 ends, and the
@@ -566,19 +563,36 @@ class Jail:
             listener.close()
             for fd in handed[1:]:
                 os.close(fd)
-        try:
-            pid = await asyncio.wait_for(_read_line(read), _START_TIMEOUT_S)
-        except (TimeoutError, ValueError):
-            log = (self.home / "relay.log").read_text(errors="replace")[-2000:]
-            raise IsolationUnavailable(
-                f"the sandbox's preview relay did not start: {log.strip() or 'no output'}"
-            ) from None
-        finally:
-            os.close(read)
+        pid = await self._reported(
+            read, _read_line, log="relay.log", failure="the sandbox's preview relay did not start"
+        )
         started = _started(pid)
         if started is None:
             raise IsolationUnavailable("the sandbox's preview relay ended right after it started")
         return Proc(pid, started)
+
+    async def _reported(
+        self,
+        read: int,
+        report: Callable[[int], Awaitable[_T]],
+        *,
+        log: str,
+        failure: str,
+        status: int = 0,
+    ) -> _T:
+        """``report(read)``: what a helper writes on the pipe ``read`` once it is ready (the pipe
+        is closed after). :class:`IsolationUnavailable` with the end of the helper's log
+        (``<home>/<log>``) when its start exited with a non-zero ``status``, or it exits before
+        reporting, or it does not report within the start timeout."""
+        try:
+            if status != 0:
+                raise ValueError(f"its start exited with status {status}")
+            return await asyncio.wait_for(report(read), _START_TIMEOUT_S)
+        except (TimeoutError, ValueError) as exc:
+            said = (self.home / log).read_text(errors="replace")[-2000:].strip()
+            raise IsolationUnavailable(f"{failure}: {said or str(exc) or 'no output'}") from None
+        finally:
+            os.close(read)
 
     async def _route(self, init: int) -> None:
         """Routes inside: egress to public addresses only, or none at all."""

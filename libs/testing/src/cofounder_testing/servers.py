@@ -30,7 +30,7 @@ import socket
 import subprocess
 import sys
 import tempfile
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Final
 from urllib.parse import urlsplit
@@ -80,6 +80,21 @@ def _wait_for(check: Callable[[], bool], what: str, watched: Watched) -> None:
         raise ServerUnavailable(str(exc)) from None
 
 
+@contextlib.contextmanager
+def _child_server(
+    name: str, argv: Sequence[str], *, url: str, log: Path, grace_s: float, what: str = ""
+) -> Iterator[str]:
+    """``argv`` run as the child ``name`` (its output in ``log``) until the block ends: yields
+    ``url`` once it answers there (``what``, default ``name``, in the error when it does not),
+    then stops it with ``grace_s`` to exit."""
+    server = processes.start(name, argv, log=log)
+    try:
+        _wait_for(lambda: _reachable(url, 0), what or name, server)  # url names its port
+        yield url
+    finally:
+        server.stop(grace_s=grace_s)
+
+
 def _docker_answers() -> bool:
     if shutil.which("docker") is None:
         return False
@@ -118,18 +133,16 @@ def own_redis_server() -> Iterator[str]:
     if binary:
         port = free_port()
         with tempfile.TemporaryDirectory(prefix="cofounder-redis-") as workdir:
-            server = processes.start(
+            argv = [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "",
+                    "--appendonly", "no", "--dir", workdir]  # fmt: skip
+            with _child_server(
                 "redis-server",
-                [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "",
-                 "--appendonly", "no", "--dir", workdir],
+                argv,
+                url=f"redis://127.0.0.1:{port}/0",
                 log=Path(workdir) / "redis.log",
-            )  # fmt: skip
-            url = f"redis://127.0.0.1:{port}/0"
-            try:
-                _wait_for(lambda: _reachable(url, port), "redis-server", server)
+                grace_s=10,
+            ) as url:
                 yield url
-            finally:
-                server.stop(grace_s=10)
         return
     if _docker_answers():
         from testcontainers.redis import RedisContainer
@@ -205,15 +218,15 @@ def s3_server() -> Iterator[str]:
         yield configured
         return
     port = free_port()
-    with tempfile.TemporaryDirectory(prefix="cofounder-moto-") as workdir:
-        server = processes.start(
+    with (
+        tempfile.TemporaryDirectory(prefix="cofounder-moto-") as workdir,
+        _child_server(
             "moto",
             [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
+            url=f"http://127.0.0.1:{port}",
             log=Path(workdir) / "moto.log",
-        )
-        url = f"http://127.0.0.1:{port}"
-        try:
-            _wait_for(lambda: _reachable(url, port), "moto's S3 server", server)
-            yield url
-        finally:
-            server.stop(grace_s=15)
+            grace_s=15,
+            what="moto's S3 server",
+        ) as url,
+    ):
+        yield url

@@ -90,6 +90,7 @@ from cofounder_contracts import (
     BuildStatus,
     BuildStatusChanged,
     ContextReady,
+    Envelope,
     Event,
     SandboxKind,
     ScreenshotTaken,
@@ -130,6 +131,7 @@ __all__ = [
     "RunnerDeps",
     "drive",
     "give_up",
+    "tool_input_preview",
 ]
 
 PRODUCER: Final = "agent-runner"
@@ -237,10 +239,13 @@ def _limits(settings: RunnerSettings, tier: str) -> RunLimits:
     )
 
 
-def _preview(value: Any) -> str:
-    text = (
-        value if isinstance(value, str) else json.dumps(value, sort_keys=True, ensure_ascii=False)
-    )
+def tool_input_preview(value: Any) -> str:
+    """A tool call's input for ``agent.tool_called``: one line, at most ``_PREVIEW`` characters.
+    An object's short values come first (``path`` before ``file_text``), so a long one cannot
+    push them out of the preview; equal lengths go by key, so the preview is deterministic."""
+    if isinstance(value, dict):
+        value = dict(sorted(value.items(), key=lambda kv: (len(json.dumps(kv[1])), str(kv[0]))))
+    text = value if isinstance(value, str) else json.dumps(value, ensure_ascii=False)
     flat = " ".join(text.split())
     return flat if len(flat) <= _PREVIEW else flat[: _PREVIEW - 1] + "…"
 
@@ -483,13 +488,11 @@ class _Run:
         generation = self.lease.generation
         self.emit_soon(
             ToolCalled(
-                **follow_up(
-                    self.context, producer=PRODUCER, kind=f"tool:{use['id']}:called:{generation}"
-                ),
+                **self._tool_envelope(use, "called", generation),
                 iteration=iteration,
                 tool_use_id=use["id"],
                 name=use["name"],
-                input_preview=_preview(use.get("input")),
+                input_preview=tool_input_preview(use.get("input")),
             )
         )
         started = time.perf_counter()
@@ -511,11 +514,7 @@ class _Run:
             )
         self.emit_soon(
             ToolCompleted(
-                **follow_up(
-                    self.context,
-                    producer=PRODUCER,
-                    kind=f"tool:{use['id']}:completed:{generation}",
-                ),
+                **self._tool_envelope(use, "completed", generation),
                 iteration=iteration,
                 tool_use_id=use["id"],
                 name=use["name"],
@@ -528,6 +527,13 @@ class _Run:
             await self._keep_screenshot(use, iteration, result, generation)
         call = ToolCall(use["name"], use.get("input"), result.is_error, result.finished)
         return result.result_block(use["id"]), call
+
+    def _tool_envelope(self, use: dict[str, Any], step: str, generation: int) -> Envelope:
+        """The envelope of a tool use's ``step`` event (``called``, ``completed``,
+        ``screenshot``): its id derived from the use's id and the lease generation."""
+        return follow_up(
+            self.context, producer=PRODUCER, kind=f"tool:{use['id']}:{step}:{generation}"
+        )
 
     async def _keep_screenshot(
         self, use: dict[str, Any], iteration: int, result: ToolOutcome, generation: int
@@ -545,11 +551,7 @@ class _Run:
             return
         self.emit_soon(
             ScreenshotTaken(
-                **follow_up(
-                    self.context,
-                    producer=PRODUCER,
-                    kind=f"tool:{use['id']}:screenshot:{generation}",
-                ),
+                **self._tool_envelope(use, "screenshot", generation),
                 iteration=iteration,
                 tool_use_id=use["id"],
                 name=name,

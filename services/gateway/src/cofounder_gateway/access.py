@@ -50,11 +50,10 @@ from prometheus_client.registry import Collector
 from starlette.requests import HTTPConnection
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from cofounder_runtime.metrics import cumulative_buckets
+from cofounder_runtime.metrics import LATENCY_BUCKETS, cumulative_buckets
 
 __all__ = [
     "HTTP_METRICS",
-    "LATENCY_BUCKETS",
     "REDACTED",
     "AccessLog",
     "HttpMetrics",
@@ -63,23 +62,6 @@ __all__ = [
     "route_template",
 ]
 
-#: Upper bounds (seconds) of the request latency histogram.
-LATENCY_BUCKETS: Final = (
-    0.001,
-    0.0025,
-    0.005,
-    0.01,
-    0.025,
-    0.05,
-    0.1,
-    0.25,
-    0.5,
-    1.0,
-    2.5,
-    5.0,
-    10.0,
-    30.0,
-)
 #: What a credential's value becomes in a logged query string.
 REDACTED: Final = "[redacted]"
 #: A query parameter whose (lower-cased) name holds one of these is a credential.

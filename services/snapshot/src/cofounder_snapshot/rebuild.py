@@ -102,20 +102,14 @@ def _events(
     build: Row[Any], checkpoints: Sequence[Row[Any]], usage: Sequence[Row[Any]], end: Event
 ) -> list[Event]:
     """The rows' events (the rows of ``builds``, ``agent_checkpoints``, ``budget_ledger``)."""
-    request_id = derived_event_id(build.id, _REQUESTED)
     events: list[Event] = [
-        BuildStatusChanged(
-            **envelope(
-                build_id=build.id,
-                project_id=build.project_id,
-                user_id=build.user_id,
-                producer="gateway",
-                causation_id=request_id,
-                kind=_QUEUED,
-                derive_from=build.id,
-            ),
-            status=BuildStatus.QUEUED,
+        _requested_status(
+            build,
+            BuildStatus.QUEUED,
+            producer="gateway",
+            kind=_QUEUED,
             occurred_at=build.created_at,
+            derive_from=build.id,
         )
     ]
     context: ContextReady | None = None
@@ -126,16 +120,11 @@ def _events(
             assert isinstance(found, ContextReady)
             context = found
             events += [
-                BuildStatusChanged(
-                    **envelope(
-                        build_id=build.id,
-                        project_id=build.project_id,
-                        user_id=build.user_id,
-                        producer="context-assembler",
-                        causation_id=request_id,
-                        kind=_ASSEMBLING,
-                    ),
-                    status=BuildStatus.ASSEMBLING,
+                _requested_status(
+                    build,
+                    BuildStatus.ASSEMBLING,
+                    producer="context-assembler",
+                    kind=_ASSEMBLING,
                     occurred_at=context.occurred_at,
                 ),
                 BuildStatusChanged(
@@ -182,6 +171,31 @@ def _events(
     events.sort(key=lambda e: _ms(e.occurred_at))
     ended = [e for e in events if e.event_id != end.event_id]
     return [*ended, end]
+
+
+def _requested_status(
+    build: Row[Any],
+    status: BuildStatus,
+    *,
+    producer: str,
+    kind: str,
+    occurred_at: datetime,
+    derive_from: str | None = None,
+) -> BuildStatusChanged:
+    """A status change the build's request caused, with the id its ``producer`` derived."""
+    return BuildStatusChanged(
+        **envelope(
+            build_id=build.id,
+            project_id=build.project_id,
+            user_id=build.user_id,
+            producer=producer,
+            causation_id=derived_event_id(build.id, _REQUESTED),
+            kind=kind,
+            derive_from=derive_from,
+        ),
+        status=status,
+        occurred_at=occurred_at,
+    )
 
 
 def _ms(when: datetime) -> int:
