@@ -20,17 +20,21 @@ import json
 import re
 import shutil
 import subprocess
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+import httpx2
 import jsonschema
 import kubernetes_validate
 import pytest
 import yaml
 
+from cofounder_agent_runner.bootstrap import model_client
+from cofounder_agent_runner.settings import RunnerSettings
 from cofounder_contracts.streams import ALL_STREAMS
 from cofounder_runtime.service import discover_services
-from cofounder_runtime.settings import RuntimeSettings
+from cofounder_runtime.settings import RuntimeSettings, load_settings
 
 DEPLOY = Path(__file__).resolve().parents[1] / "deploy"
 K8S = DEPLOY / "k8s" / "base"
@@ -398,6 +402,125 @@ def test_the_compose_file_follows_the_compose_spec_and_runs_real_services() -> N
             source = volume.split(":", 1)[0]
             if source.startswith("."):
                 assert (DEPLOY / source).exists(), (name, volume)
+
+
+#: A compose interpolation: ``$$``, ``${VAR}``, ``${VAR:-default}`` / ``${VAR-default}``,
+#: ``${VAR:+alt}`` / ``${VAR+alt}``, ``${VAR:?err}`` / ``${VAR?err}`` and ``$VAR``.
+_INTERPOLATION = re.compile(
+    r"\$\$|\$\{(?P<name>[A-Za-z_][A-Za-z0-9_]*)(?:(?P<op>:?[-+?])(?P<arg>[^}]*))?\}"
+    r"|\$(?P<bare>[A-Za-z_][A-Za-z0-9_]*)"
+)
+
+
+def _interpolate(value: str, shell: Mapping[str, str]) -> str:
+    """``value`` as compose resolves it against the ``shell`` it runs in (the Compose
+    Specification's interpolation)."""
+
+    def resolve(match: re.Match[str]) -> str:
+        if match[0] == "$$":
+            return "$"
+        name = match["name"] or match["bare"]
+        op, arg, current = match["op"], match["arg"] or "", shell.get(name)
+        given = bool(current) if op and op.startswith(":") else current is not None
+        if op in {":-", "-"}:
+            return current if given and current is not None else arg
+        if op in {":+", "+"}:
+            return arg if given else ""
+        if op in {":?", "?"}:
+            assert given, f"compose refuses to start: {name}: {arg}"
+        return current or ""  # unset: empty (compose warns)
+
+    return _INTERPOLATION.sub(resolve, value)
+
+
+def _compose_environment(service: str, shell: Mapping[str, str]) -> dict[str, str]:
+    """The environment compose gives ``service``'s container when run from ``shell``: its
+    ``environment`` (YAML merges applied), interpolated; a variable without a value passes the
+    shell's through, and is not set at all when the shell has none."""
+    compose = yaml.safe_load((DEPLOY / "compose.yml").read_text())
+    declared = compose["services"][service].get("environment", {})
+    if isinstance(declared, list):
+        declared = dict((item.split("=", 1) if "=" in item else (item, None)) for item in declared)
+    resolved: dict[str, str] = {}
+    for name, value in declared.items():
+        if value is None:
+            if name in shell:
+                resolved[name] = shell[name]
+        else:
+            resolved[name] = _interpolate(str(value), shell)
+    return resolved
+
+
+def test_compose_interpolation_as_the_test_resolves_it() -> None:
+    shell = {"SET": "v", "EMPTY": ""}
+    assert _interpolate("${SET:-d} ${EMPTY:-d} ${UNSET:-d} ${EMPTY-d} ${UNSET-d}", shell) == (
+        "v d d  d"
+    )
+    assert _interpolate("${SET:+a}|${EMPTY:+a}|${EMPTY+a}|$SET|${UNSET}|$$SET", shell) == (
+        "a||a|v||$SET"
+    )
+
+
+def _runner_settings(
+    environment: Mapping[str, str], monkeypatch: pytest.MonkeyPatch
+) -> RunnerSettings:
+    """The runner's settings from exactly ``environment`` (the container's), nothing else of
+    this process's."""
+    for name in RunnerSettings.model_fields:
+        monkeypatch.delenv(name.upper(), raising=False)
+    for name, value in environment.items():
+        monkeypatch.setenv(name, value)
+    return load_settings(RunnerSettings, service="agent-runner")  # as the runner reads them
+
+
+async def _first_call(settings: RunnerSettings) -> httpx2.Request:
+    """The HTTP request the runner's model client makes for a first call, as sent."""
+    sent: list[httpx2.Request] = []
+
+    def answer(request: httpx2.Request) -> httpx2.Response:
+        sent.append(request)
+        return httpx2.Response(529, json={"type": "error", "error": {"type": "overloaded_error"}})
+
+    client = model_client(settings).client
+    async with httpx2.AsyncClient(transport=httpx2.MockTransport(answer)) as transport:
+        recorder = client.with_options(http_client=transport)
+        with pytest.raises(Exception):  # noqa: B017, PT011 - the answer is beside the point
+            await recorder.messages.create(
+                model="m", max_tokens=1, messages=[{"role": "user", "content": "hi"}]
+            )
+    [request] = sent
+    return request
+
+
+@pytest.mark.parametrize("base_url", [None, ""], ids=["base-url-unset", "base-url-empty"])
+async def test_compose_sends_a_key_to_anthropic_never_to_the_scripted_model(
+    base_url: str | None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """compose points the runner at its scripted model (SCRIPTED_MODEL_URL) for keyless runs:
+    with ANTHROPIC_API_KEY set and ANTHROPIC_BASE_URL not, the runner's model client, built as
+    the runner builds it from the environment compose gives it, calls Anthropic's API with the
+    key; without a key it calls the scripted model, with no key of anyone's."""
+    key = "sk-ant-api03-compose-test-0123456789"
+    shell = {"ANTHROPIC_API_KEY": key}
+    if base_url is not None:
+        shell["ANTHROPIC_BASE_URL"] = base_url
+    environment = _compose_environment("agent-runner", shell)
+    scripted = environment["SCRIPTED_MODEL_URL"]
+    assert httpx2.URL(scripted).host == "scripted-model"
+    assert environment["ANTHROPIC_API_KEY"] == key
+    assert environment["ANTHROPIC_BASE_URL"] == ""  # compose sets it, empty
+
+    with_key = _runner_settings(environment, monkeypatch)
+    assert with_key.model_base_url is None  # Anthropic's: not the scripted model's
+    request = await _first_call(with_key)
+    assert request.url.host == "api.anthropic.com", request.url
+    assert key in " ".join(request.headers.values())  # as the SDK sends it (a header)
+
+    keyless = _runner_settings(_compose_environment("agent-runner", {}), monkeypatch)
+    assert keyless.model_base_url == scripted
+    request = await _first_call(keyless)
+    assert str(request.url).startswith(scripted), request.url
+    assert key not in " ".join(request.headers.values())
 
 
 def test_compose_runs_prometheus_and_grafana_with_the_rules_and_the_dashboard() -> None:

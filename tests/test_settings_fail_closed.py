@@ -61,7 +61,10 @@ def test_an_unknown_environment_is_refused(service: str) -> None:
 @pytest.mark.parametrize(
     ("jwt", "admin", "expected"),
     [
-        (None, None, ["JWT_SECRET is the published", "ADMIN_TOKEN is the published"]),
+        # Unset: said so, not refused as the development default it would fall back to.
+        (None, None, ["JWT_SECRET is not set", "ADMIN_TOKEN is not set"]),
+        (None, STRONG_ADMIN, ["JWT_SECRET is not set"]),
+        (STRONG_JWT, None, ["ADMIN_TOKEN is not set"]),
         (DEV_SECRET, DEV_ADMIN_TOKEN, ["JWT_SECRET is the published", "ADMIN_TOKEN is the pub"]),
         (
             "REPLACE_WITH_32_RANDOM_BYTES",

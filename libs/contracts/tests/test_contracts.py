@@ -28,6 +28,7 @@ from cofounder_contracts import (
     schema,
     stream_for,
 )
+from cofounder_contracts.units import NO_NUL
 
 PAYLOADS = Path(__file__).parent / "payloads"
 DOCS = Path(__file__).resolve().parents[3] / "docs" / "events"
@@ -176,6 +177,73 @@ def test_every_count_has_an_upper_bound(event_type: str, field: str, value: int)
     stored = _stored_fields(event_type)
     with pytest.raises(DecodeError, match=rf"\$\.{field}"):
         CODEC.decode(_entry(json.dumps(stored | {field: value}).encode()))
+
+
+#: Every event text field a consumer writes to a PostgreSQL column: the event, the field, the
+#: table and column it lands in, and the column's length (None: ``text``, unbounded).
+STORED_TEXT = [
+    ("budget.usage", "model", "budget_ledger", "model", 100),  # the budget service's ledger
+    ("budget.topped_up", "note", "budget_topups", "note", None),  # the budget service
+    ("build.failed", "reason", "builds", "error", None),  # the gateway's projection
+    ("build.status_changed", "reason", "builds", "error", None),  # the projection, on an end
+    ("build.completed", "preview_url", "builds", "preview_url", None),  # the projection
+    ("artifact_generated", "artifact_type", "artifacts", "artifact_type", 60),  # the product's
+]
+
+
+@pytest.mark.parametrize(
+    ("event_type", "field", "max_length"),
+    [(e, f, n) for e, f, _, _, n in STORED_TEXT],
+    ids=[f"{e}.{f}" for e, f, *_ in STORED_TEXT],
+)
+def test_text_a_column_cannot_hold_is_refused_at_decode(
+    event_type: str, field: str, max_length: int | None
+) -> None:
+    """A NUL (no PostgreSQL text holds one) or a value longer than its column is a decode error,
+    dead-lettered at once, not a database error the consumer retries; a normal value passes."""
+    stored = _stored_fields(event_type)
+    for hostile in ("a\x00b", "\x00", "claude\x00; DROP TABLE builds"):
+        with pytest.raises(DecodeError, match=rf"\$\.{field}"):
+            CODEC.decode(_entry(json.dumps(stored | {field: hostile}).encode()))
+    fits = ["Café ✓ — ok", "x" * (max_length or 100_000)]
+    if max_length is not None:
+        fits.append("é" * max_length)  # the column counts characters, as the contract does
+        with pytest.raises(DecodeError, match=rf"\$\.{field}"):
+            CODEC.decode(_entry(json.dumps(stored | {field: "x" * (max_length + 1)}).encode()))
+    for value in fits:
+        event = CODEC.decode(_entry(json.dumps(stored | {field: value}).encode()))
+        assert getattr(event, field) == value
+
+
+def _string_type(event_type: str, field: str) -> msgspec.inspect.StrType:
+    [event] = [e for e in ALL_EVENTS if e.event_type() == event_type]
+    info = msgspec.inspect.type_info(event)
+    assert isinstance(info, msgspec.inspect.StructType)
+    [found] = [f.type for f in info.fields if f.name == field]
+    if isinstance(found, msgspec.inspect.UnionType):  # optional: str | None
+        [found] = [t for t in found.types if not isinstance(t, msgspec.inspect.NoneType)]
+    if isinstance(found, msgspec.inspect.Metadata):  # a description beside the constraints
+        found = found.type
+    assert isinstance(found, msgspec.inspect.StrType), (event_type, field, found)
+    return found
+
+
+@pytest.mark.parametrize(
+    ("event_type", "field", "table", "column"),
+    [(e, f, t, c) for e, f, t, c, _ in STORED_TEXT],
+    ids=[f"{e}.{f}" for e, f, *_ in STORED_TEXT],
+)
+def test_stored_text_is_bounded_as_its_column_is(
+    event_type: str, field: str, table: str, column: str
+) -> None:
+    """The contract's bound is the column's (``cofounder_db``), and no NUL."""
+    models = pytest.importorskip("cofounder_db.models")
+    tables = {t.name: t for m in models.all_metadata() for t in m.tables.values()}
+    length = getattr(tables[table].c[column].type, "length", None)
+    declared = _string_type(event_type, field)
+    assert declared.max_length == length
+    assert declared.pattern == NO_NUL
+    assert [n for e, f, _, _, n in STORED_TEXT if (e, f) == (event_type, field)] == [length]
 
 
 def test_unknown_type() -> None:

@@ -3,17 +3,18 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import uuid
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
-from typing import cast
+from typing import Any, cast
 
 import pytest
 from prometheus_client import REGISTRY
 from pydantic import ValidationError
-from sqlalchemy import func, select
+from sqlalchemy import delete, func, select, text
 from sqlalchemy.exc import OperationalError
-from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from cofounder_db.engine import create_engine
 from cofounder_runtime.idempotency_sql import processed_events
@@ -21,6 +22,7 @@ from cofounder_runtime.retention import (
     ProcessedEventsPruner,
     ProcessedEventsRetentionSettings,
     Pruned,
+    prune_batch,
     prune_processed_events,
 )
 from cofounder_testing.waiting import eventually
@@ -109,6 +111,75 @@ async def test_a_pass_stops_between_batches_when_asked(engine: AsyncEngine) -> N
         count = select(func.count()).where(processed_events.c.scope == scope)
         assert (await conn.execute(count)).scalar_one() == 20
     await prune_processed_events(engine, older_than=RETENTION, batch=10)
+
+
+#: The index migration 0007 made for the prune's reads by age.
+PROCESSED_AT_INDEX = "ix_processed_events_processed_at"
+
+
+async def _plan(conn: AsyncConnection, sql: str) -> dict[str, Any]:
+    explained = (await conn.execute(text(f"EXPLAIN (FORMAT JSON) {sql}"))).scalar_one()
+    document = json.loads(explained) if isinstance(explained, str) else explained
+    plan: dict[str, Any] = document[0]["Plan"]
+    return plan
+
+
+def _scans(node: dict[str, Any]) -> set[tuple[str, str | None]]:
+    """Each scan of ``processed_events`` in the plan: its node type and index."""
+    found = set()
+    if node.get("Relation Name") == "processed_events" and "Scan" in node["Node Type"]:
+        found.add((node["Node Type"], node.get("Index Name")))
+    for child in node.get("Plans", []):
+        found |= _scans(child)
+    return found
+
+
+@pytest.mark.integration
+async def test_a_batch_finds_its_rows_on_the_processed_at_index(engine: AsyncEngine) -> None:
+    """The batch's delete as the pruner runs it, on a table of tens of thousands of rows: its
+    rows are found with an index scan on ``processed_at`` (in order, stopping at the batch),
+    not by reading the table. No planner setting is changed: the index is what the planner
+    picks for the statement as written."""
+    scope = f"test-{uuid.uuid4().hex[:8]}"
+    now = datetime.now(UTC)
+    # Inside the retention (no other test's pass prunes them), spread over hours.
+    rows = [
+        {
+            "scope": scope,
+            "event_id": str(uuid.uuid4()),
+            "processed_at": now - timedelta(hours=12, seconds=i),
+        }
+        for i in range(30_000)
+    ]
+    statement = prune_batch(now - timedelta(hours=16), 1_000)
+    sql = statement.compile(dialect=engine.dialect, compile_kwargs={"literal_binds": True})
+    try:
+        async with engine.begin() as conn:
+            await conn.execute(processed_events.insert(), rows)
+        async with engine.begin() as conn:
+            await conn.execute(text("ANALYZE processed_events"))
+            plan = await _plan(conn, sql)
+            # The batch's rows: in processed_at order off the index, LIMIT stopping the scan.
+            assert ("Index Scan", PROCESSED_AT_INDEX) in _scans(plan), plan
+            # Their deletes by primary key: what the planner does once the table is large (at
+            # this size a hash join over the whole table costs about the same), usable as is.
+            primary_key = (
+                await conn.execute(
+                    text(
+                        "SELECT conname FROM pg_constraint "
+                        "WHERE conrelid = 'processed_events'::regclass AND contype = 'p'"
+                    )
+                )
+            ).scalar_one()
+            await conn.execute(text("SET LOCAL enable_seqscan = off"))
+            plan = await _plan(conn, sql)
+            scans = _scans(plan)
+            assert ("Index Scan", PROCESSED_AT_INDEX) in scans, plan
+            assert ("Index Scan", primary_key) in scans, plan
+            assert not {s for s in scans if s[0] == "Seq Scan"}, plan
+    finally:
+        async with engine.begin() as conn:
+            await conn.execute(delete(processed_events).where(processed_events.c.scope == scope))
 
 
 class _CountingPruner(ProcessedEventsPruner):

@@ -1,6 +1,11 @@
 """Constrained field types shared by events. Decoding enforces them, so an entry carrying, say,
 negative token counts never reaches a handler: it is dead-lettered with the reason.
 
+Text that a consumer writes to a PostgreSQL column is held to what the column holds: no NUL
+(``text`` and ``varchar`` refuse ``\\x00``), and a ``varchar``'s length. The database's refusal
+would fail the handler, retried ``max_deliveries`` times before the entry is dead-lettered; the
+contract's is a decode error, dead-lettered at once with the reason.
+
 Every number has an upper bound too, and the bound lives here, not in a consumer: every consumer
 of an event decodes it with these types, so all of them refuse the same entry (the budget service
 and the gateway's projection cannot disagree about a usage of 10^12 tokens).
@@ -17,11 +22,16 @@ __all__ = [
     "MAX_SAFE_INT",
     "MAX_STEPS",
     "MAX_TOKENS_PER_CALL",
+    "NO_NUL",
+    "ArtifactType",
     "Count",
     "DurationMs",
     "Micros",
+    "ModelName",
     "NonEmpty",
+    "NonEmptyStoredText",
     "StepCount",
+    "StoredText",
     "TokenCount",
 ]
 
@@ -51,3 +61,38 @@ DurationMs = Annotated[int, msgspec.Meta(ge=0, le=MAX_DURATION_MS)]
 Micros = Annotated[int, msgspec.Meta(ge=0, le=MAX_SAFE_INT)]
 #: A string that must say something.
 NonEmpty = Annotated[str, msgspec.Meta(min_length=1)]
+
+#: The pattern of text PostgreSQL can store: no NUL character.
+NO_NUL: Final = r"^[^\x00]*$"
+#: Text a consumer writes to a PostgreSQL ``text`` column (``builds.error``,
+#: ``builds.preview_url``, ``budget_topups.note``): any length, no NUL.
+StoredText = Annotated[
+    str, msgspec.Meta(pattern=NO_NUL, description="Text without NUL characters (stored).")
+]
+#: :data:`StoredText` that must say something.
+NonEmptyStoredText = Annotated[
+    str,
+    msgspec.Meta(
+        min_length=1, pattern=NO_NUL, description="Non-empty text without NUL characters (stored)."
+    ),
+]
+#: A model's name, as ``budget_ledger.model`` (``String(100)``) holds it.
+ModelName = Annotated[
+    str,
+    msgspec.Meta(
+        min_length=1,
+        max_length=100,
+        pattern=NO_NUL,
+        description="A model's name: 1 to 100 characters, no NUL (budget_ledger.model).",
+    ),
+]
+#: An artifact's type, as ``artifacts.artifact_type`` (``String(60)``) holds it.
+ArtifactType = Annotated[
+    str,
+    msgspec.Meta(
+        min_length=1,
+        max_length=60,
+        pattern=NO_NUL,
+        description="An artifact's type: 1 to 60 characters, no NUL (artifacts.artifact_type).",
+    ),
+]

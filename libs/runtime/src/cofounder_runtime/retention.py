@@ -23,7 +23,7 @@ from typing import Final
 import structlog
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings
-from sqlalchemy import delete, select, tuple_
+from sqlalchemy import Delete, delete, select, tuple_
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from cofounder_contracts.streams import ALL_STREAMS
@@ -36,6 +36,7 @@ __all__ = [
     "ProcessedEventsPruner",
     "ProcessedEventsRetentionSettings",
     "Pruned",
+    "prune_batch",
     "prune_processed_events",
 ]
 
@@ -53,6 +54,23 @@ class Pruned:
     batches: int
 
 
+def prune_batch(cutoff: datetime, batch: int) -> Delete:
+    """One batch's delete: the ``batch`` oldest rows recorded before ``cutoff`` that no other
+    pruner holds. They are found in ``processed_at`` order on its index
+    (``ix_processed_events_processed_at``, migration 0007), so a batch costs the rows it takes,
+    not a scan of the table."""
+    oldest = (
+        select(processed_events.c.scope, processed_events.c.event_id)
+        .where(processed_events.c.processed_at < cutoff)
+        .order_by(processed_events.c.processed_at)
+        .limit(batch)
+        .with_for_update(skip_locked=True)
+    )
+    return delete(processed_events).where(
+        tuple_(processed_events.c.scope, processed_events.c.event_id).in_(oldest)
+    )
+
+
 async def prune_processed_events(
     engine: AsyncEngine,
     *,
@@ -64,17 +82,7 @@ async def prune_processed_events(
 
     Ends at the first batch that is not full (nothing older is left, or another replica holds
     the rest), or between batches once ``stop`` is set."""
-    cutoff = datetime.now(UTC) - older_than
-    oldest = (
-        select(processed_events.c.scope, processed_events.c.event_id)
-        .where(processed_events.c.processed_at < cutoff)
-        .order_by(processed_events.c.processed_at)
-        .limit(batch)
-        .with_for_update(skip_locked=True)
-    )
-    statement = delete(processed_events).where(
-        tuple_(processed_events.c.scope, processed_events.c.event_id).in_(oldest)
-    )
+    statement = prune_batch(datetime.now(UTC) - older_than, batch)
     rows = batches = 0
     while True:
         async with engine.begin() as conn:

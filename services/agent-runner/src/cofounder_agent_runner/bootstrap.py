@@ -39,13 +39,18 @@ __all__ = ["build_consumers", "build_deps", "main", "make_sandboxes", "model_cli
 
 _log = structlog.get_logger("cofounder.runner")
 
+#: Anthropic's API, given to the SDK by name when the settings choose it: left ``None``, the SDK
+#: would read ``ANTHROPIC_BASE_URL`` itself, and compose sets that empty when it is unset (an
+#: empty base URL fails every call). Where calls go is the settings' decision alone.
+ANTHROPIC_API_URL = "https://api.anthropic.com"
+
 
 def model_client(settings: RunnerSettings) -> ModelClient:
     """The SDK client (its own retries off: ours meter every attempt) and our retry policy."""
     key = settings.anthropic_api_key.get_secret_value() if settings.anthropic_api_key else None
     client = anthropic.AsyncAnthropic(
         api_key=key or "scripted-model-needs-no-key",
-        base_url=settings.model_base_url,
+        base_url=settings.model_base_url or ANTHROPIC_API_URL,
         max_retries=0,
         timeout=settings.model_timeout_s,
     )
@@ -174,7 +179,7 @@ async def main() -> None:
         _log.info(
             "agent runner starting",
             sandbox=settings.sandbox_kind,
-            model_base_url=settings.model_base_url or "https://api.anthropic.com",
+            model_base_url=settings.model_base_url or ANTHROPIC_API_URL,
             python=sys.version.split()[0],
         )
         await run_service(process, consumers, background=[("hand-back-on-stop", hand_back_on_stop)])

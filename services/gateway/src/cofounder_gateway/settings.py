@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 from datetime import timedelta
+from typing import Any
 
-from pydantic import Field, SecretStr, ValidationInfo, field_validator
+from pydantic import Field, SecretStr, ValidationInfo, field_validator, model_validator
 
 from cofounder_budgeting import PlanSettings
 from cofounder_db.settings import DatabaseSettings
@@ -154,6 +155,16 @@ class GatewaySettings(
             lookback=timedelta(seconds=self.reconcile_lookback_s),
             scan_limit=self.reconcile_scan_limit,
         )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _unset_secrets_are_unset(cls, data: Any) -> Any:
+        """Outside development, a secret that is not set is checked as the empty value it is,
+        so the refusal says "is not set" (not that it is the development default it falls back
+        to, which only development uses)."""
+        if isinstance(data, dict) and data.get("environment") not in (None, "development"):
+            return {"jwt_secret": "", "admin_token": "", **data}
+        return data
 
     @field_validator("jwt_secret")
     @classmethod

@@ -10,7 +10,14 @@ import msgspec
 
 from cofounder_contracts.envelope import Event
 from cofounder_contracts.ids import ProviderId, UuidOrEmpty
-from cofounder_contracts.units import MAX_SAFE_INT, Micros, NonEmpty, TokenCount
+from cofounder_contracts.units import (
+    MAX_SAFE_INT,
+    Micros,
+    ModelName,
+    NonEmpty,
+    StoredText,
+    TokenCount,
+)
 
 __all__ = [
     "BudgetExhausted",
@@ -45,7 +52,7 @@ class BudgetUsage(Event, frozen=True, kw_only=True, tag="budget.usage"):
     call (including failed and cut-short ones); consumed by the budget service, which prices it.
     """
 
-    model: NonEmpty
+    model: ModelName
     role: str = "coder"
     input_tokens: TokenCount
     output_tokens: TokenCount
@@ -92,7 +99,7 @@ class BudgetToppedUp(Event, frozen=True, kw_only=True, tag="budget.topped_up"):
     build_id: UuidOrEmpty
     project_id: UuidOrEmpty
     amount_micros: Annotated[int, msgspec.Meta(gt=0, le=MAX_SAFE_INT)]
-    note: str = ""
+    note: StoredText = ""
 
 
 class TierChanged(Event, frozen=True, kw_only=True, tag="user.tier_changed"):

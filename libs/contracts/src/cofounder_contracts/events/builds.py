@@ -8,7 +8,7 @@ from typing import Any, Final
 import msgspec
 
 from cofounder_contracts.envelope import Event
-from cofounder_contracts.units import NonEmpty, StepCount
+from cofounder_contracts.units import NonEmpty, NonEmptyStoredText, StepCount, StoredText
 
 __all__ = [
     "TERMINAL_STATUSES",
@@ -85,14 +85,14 @@ class BuildStatusChanged(Event, frozen=True, kw_only=True, tag="build.status_cha
     ignored)."""
 
     status: BuildStatus
-    reason: str | None = None
+    reason: StoredText | None = None
 
 
 class BuildCompleted(Event, frozen=True, kw_only=True, tag="build.completed"):
     """The agent finished the app. Emitted by the agent runner; consumed by the gateway."""
 
     build_version: StepCount
-    preview_url: str | None
+    preview_url: StoredText | None
     summary: NonEmpty
     iterations: StepCount
     tool_calls: StepCount
@@ -102,7 +102,7 @@ class BuildFailed(Event, frozen=True, kw_only=True, tag="build.failed"):
     """The build ended without an app; ``reason`` is shown to the founder. Emitted by the
     context assembler or the agent runner; consumed by the gateway."""
 
-    reason: NonEmpty
+    reason: NonEmptyStoredText
     retryable: bool = False
 
 
