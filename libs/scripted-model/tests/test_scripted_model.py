@@ -337,3 +337,15 @@ def test_faults_rate_limit_overload_and_a_cut_stream(
         stream.get_final_message()
     assert client.messages.create(**request).stop_reason == "tool_use"  # faults used up
     assert [e["status"] for e in server.log()] == [429, 529, 200, 200]
+
+
+def test_a_server_that_exits_before_announcing_itself_is_an_error_naming_its_exit_code() -> None:
+    failed = pytest.raises(RuntimeError, match=r"did not start \(its output ended; exit code 2\)")
+    with failed, start(extra=["--latency-ms", "not-a-number"]):
+        pass
+
+
+def test_a_server_silent_past_the_deadline_is_an_error_not_a_hang() -> None:
+    failed = pytest.raises(RuntimeError, match=r"said nothing in 0.001 s; still running")
+    with failed, start(startup_timeout_s=0.001):
+        pass

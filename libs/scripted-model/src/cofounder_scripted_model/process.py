@@ -4,11 +4,12 @@
 from __future__ import annotations
 
 import json
+import selectors
 import subprocess
 import sys
 import urllib.request
 from collections.abc import Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from typing import Any
 
@@ -47,11 +48,38 @@ class ScriptedModel:
         self._call("/_control/reset", {})
 
 
+def _announced_url(process: subprocess.Popen[str], timeout_s: float) -> str:
+    """The URL in the child's first line ("listening on URL"); RuntimeError, with its exit code
+    when it has one, when it exits or stays silent for ``timeout_s`` first."""
+    assert process.stdout is not None
+    with selectors.DefaultSelector() as selector:
+        selector.register(process.stdout, selectors.EVENT_READ)
+        ready = bool(selector.select(timeout_s))
+        line = process.stdout.readline() if ready else ""
+    if line.startswith("listening on "):
+        return line.strip().removeprefix("listening on ")
+    with suppress(subprocess.TimeoutExpired):  # its output closed: it is exiting
+        process.wait(timeout=5 if line == "" and ready else 0)
+    exited = process.poll()
+    if line:
+        said = f"it said {line.strip()!r}"
+    else:
+        said = "its output ended" if ready else f"it said nothing in {timeout_s:g} s"
+    state = "still running" if exited is None else f"exit code {exited}"
+    raise RuntimeError(f"the scripted model server did not start ({said}; {state})")
+
+
 @contextmanager
 def start(
-    transcript: str = "demo-webapp", *, latency_ms: float = 0.0, extra: Sequence[str] = ()
+    transcript: str = "demo-webapp",
+    *,
+    latency_ms: float = 0.0,
+    extra: Sequence[str] = (),
+    startup_timeout_s: float = 120.0,
 ) -> Iterator[ScriptedModel]:
-    """Run the server on a free port until the block ends."""
+    """Run the server on a free port until the block ends. It must announce its URL within
+    ``startup_timeout_s`` (generous: a loaded machine starts Python slowly); its stderr is the
+    caller's, so a failed start's traceback is shown where the caller's output goes."""
     process = subprocess.Popen(
         [
             sys.executable,
@@ -67,11 +95,8 @@ def start(
         text=True,
     )
     try:
-        assert process.stdout is not None
-        line = process.stdout.readline().strip()
-        if not line.startswith("listening on "):
-            raise RuntimeError(f"the scripted model server did not start: {line!r}")
-        yield ScriptedModel(url=line.removeprefix("listening on "), process=process)
+        url = _announced_url(process, startup_timeout_s)
+        yield ScriptedModel(url=url, process=process)
     finally:
         process.terminate()
         try:

@@ -20,6 +20,7 @@ from cofounder_gateway.bootstrap import assemble, consumers
 from cofounder_gateway.builds_pg import create_write_pool
 from cofounder_gateway.settings import GatewaySettings
 from cofounder_runtime.connections import connect_redis
+from cofounder_runtime.processes import until_ready
 
 ADMIN = {"Authorization": "Bearer test-admin"}
 
@@ -95,10 +96,19 @@ async def start_gateway(
     tasks = [asyncio.create_task(server.serve()), *(asyncio.create_task(c.run()) for c in workers)]
     if relay:
         tasks.append(asyncio.create_task(gw.relay.run(stop)))
-    while not server.started:  # noqa: ASYNC110 - uvicorn exposes a flag, not an event
-        await asyncio.sleep(0.01)
+    serving = tasks[0]
     async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=30) as client:
         try:
+            # uvicorn exposes a flag, not an event; a server that failed to start ends its task.
+            await until_ready(
+                lambda: server.started or serving.done(),
+                what="the in-process gateway",
+                timeout_s=120,
+                interval_s=0.01,
+            )
+            if not server.started:
+                serving.result()  # its exception, when it had one
+                raise RuntimeError("the in-process gateway stopped before it started serving")
             yield Running(gw=gw, client=client, relay_stop=stop)
         finally:
             stop.set()
