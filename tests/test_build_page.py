@@ -4,7 +4,12 @@ as processes (the scripted model, every service).
 
 - a demo build is followed live from queued to completed, and a connection cut mid-build (every
   socket between browser and gateway closed, new ones refused for a while) resumes with no row
-  twice and none missing: the rows are exactly the build's feed;
+  twice and none missing: the rows are exactly the build's feed; tool rows show their input, a
+  failing call (the transcript here is the demo's with one failing command added) its error, and
+  the overview the build's final counters;
+- a founder whose day's budget is spent sees the build sleep (until when, from which checkpoint)
+  and, after an admin's top-up, wake (why) and complete; the operator view, as it opens, lists
+  that sleeping build and another founder's failed one;
 - cancel works from the page; the operator view lists the build while it runs;
 - a founder's stream token is refused for another founder's build, and expires;
 - no token the page used appears in the gateway's log;
@@ -20,6 +25,7 @@ Skipped, saying why, only where no ``chromium`` binary exists (``bin/bootstrap``
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import re
 import shutil
@@ -27,15 +33,19 @@ import socket
 import threading
 import time
 from collections.abc import Iterator
+from datetime import UTC, datetime
+from importlib import resources
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 import redis as sync_redis
+import yaml
 from playwright.sync_api import Browser, Page, expect, sync_playwright
 
 from cofounder_contracts.streams import build_feed_key
+from cofounder_domain.budget import days_left
 from cofounder_testing.databases import migrated_database
 from cofounder_testing.pipeline import Stack, at_rest, running_stack, wait_for
 
@@ -49,6 +59,24 @@ STREAM_TOKEN_TTL_S = 5
 #: The scripted model's answer time: a demo build lasts long enough to cut and cancel it.
 LATENCY_MS = 1_000
 SCREENSHOT = Path(__file__).resolve().parents[1] / "docs" / "images" / "build-page.png"
+#: The command the module's transcript adds to the demo's second turn: it fails (exit status 2),
+#: and the agent goes on.
+FAILING_COMMAND = "ls no-such-file"
+#: Statuses of builds still under way (the operator view's "active" group).
+ACTIVE = ("queued", "assembling", "running", "finishing")
+
+
+def _transcript(folder: Path) -> Path:
+    """The demo transcript with a failing bash call in its second turn (its next turn has no
+    ``on_error`` reply: the build goes on as the demo's)."""
+    demo = resources.files("cofounder_scripted_model").joinpath("transcripts", "demo-webapp.yaml")
+    script = yaml.safe_load(demo.read_text(encoding="utf-8"))
+    script["name"] = "demo-webapp-with-a-failing-call"
+    assert "on_error" not in script["turns"][2]
+    script["turns"][1]["tools"].append({"name": "bash", "input": {"command": FAILING_COMMAND}})
+    path = folder / "transcript.yaml"
+    path.write_text(yaml.safe_dump(script, sort_keys=False), encoding="utf-8")
+    return path
 
 
 class Proxy:
@@ -121,6 +149,9 @@ def stack(database_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterat
     if CHROMIUM is None:
         pytest.skip("no chromium binary on PATH (Debian: apt-get install chromium)")
     root = tmp_path_factory.mktemp("build-page")
+    # The bootstrapper plan gives 1 micro a day (the first model call spends it: the build
+    # sleeps); founders are moved to the founder plan (``_founder``), which no build exhausts.
+    allowance = {"bootstrapper": days_left(datetime.now(UTC).date()), "founder": 10**12}
     with (
         migrated_database(database_url) as url,
         running_stack(
@@ -128,7 +159,10 @@ def stack(database_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterat
             database_url=url,
             builds=4,
             latency_ms=LATENCY_MS,
+            transcript=str(_transcript(root)),
             STREAM_TOKEN_TTL_S=str(STREAM_TOKEN_TTL_S),
+            PLANS_MONTHLY_ALLOWANCE_MICROS=json.dumps({"pro": 10**12, **allowance}),
+            WAKE_INTERVAL_S="0.2",
         ) as stack,
     ):
         yield stack
@@ -156,12 +190,26 @@ def http(stack: Stack) -> Iterator[httpx.Client]:
         yield client
 
 
-def _founder(http: httpx.Client) -> dict[str, Any]:
+def _founder(http: httpx.Client, *, tier: str = "founder") -> dict[str, Any]:
+    """A demo founder on ``tier`` (moved there before any build, so the day's budget is the
+    tier's from its first model call)."""
     seeded = http.post("/v1/admin/demo", headers=ADMIN)
     assert seeded.status_code == 201, seeded.text
     founder: dict[str, Any] = seeded.json()
     founder["auth"] = {"Authorization": f"Bearer {founder['token']}"}
+    if tier != "bootstrapper":
+        moved = http.put(
+            f"/v1/admin/users/{founder['user_id']}/tier", headers=ADMIN, json={"tier": tier}
+        )
+        assert moved.status_code == 200, moved.text
     return founder
+
+
+def _build(http: httpx.Client, founder: dict[str, Any], build_id: str) -> dict[str, Any]:
+    got = http.get(f"/v1/builds/{build_id}", headers=founder["auth"])
+    assert got.status_code == 200, got.text
+    build: dict[str, Any] = got.json()
+    return build
 
 
 def _start_build(http: httpx.Client, founder: dict[str, Any]) -> str:
@@ -181,18 +229,50 @@ def _page_url(http: httpx.Client, founder: dict[str, Any], build_id: str, base: 
     return base + str(made.json()["page_url"])
 
 
-def _feed_ids(http: httpx.Client, founder: dict[str, Any], build_id: str) -> list[str]:
-    """Every SSE id of the (ended) build's feed, with the founder's bearer token: to the build's
-    end, then what came after it (the stream stops at the end; the next read goes on)."""
-    ids: list[str] = []
+def _sse(lines: Iterator[str]) -> Iterator[tuple[str, str, dict[str, Any]]]:
+    """(id, type, data) of each message of an SSE stream."""
+    fields: dict[str, str] = {}
+    for line in lines:
+        if not line:
+            if "data" in fields:
+                yield fields.get("id", ""), fields.get("event", ""), json.loads(fields["data"])
+            fields = {}
+            continue
+        name, _, value = line.partition(": ")
+        fields[name] = fields.get(name, "") + value if name == "data" else value
+
+
+def _feed(
+    http: httpx.Client, founder: dict[str, Any], build_id: str
+) -> list[tuple[str, str, dict[str, Any]]]:
+    """Every message (id, type, data) of the (ended) build's feed, with the founder's bearer
+    token: to the build's end, then what came after it (the stream stops at the end; the next
+    read goes on)."""
+    messages: list[tuple[str, str, dict[str, Any]]] = []
     while True:
+        ids = [entry_id for entry_id, _, _ in messages if entry_id]
         headers = {**founder["auth"], **({"Last-Event-ID": ids[-1]} if ids else {})}
         url = f"/v1/builds/{build_id}/events"
         with http.stream("GET", url, headers=headers) as stream:
-            got = [line[4:] for line in stream.iter_lines() if line.startswith("id: ")]
+            got = [message for message in _sse(stream.iter_lines()) if message[0]]
         if not got:
-            return ids
-        ids += got
+            return messages
+        messages += got
+
+
+def _feed_ids(http: httpx.Client, founder: dict[str, Any], build_id: str) -> list[str]:
+    """Every SSE id of the (ended) build's feed."""
+    return [entry_id for entry_id, _, _ in _feed(http, founder, build_id)]
+
+
+def _first(http: httpx.Client, founder: dict[str, Any], build_id: str, kind: str) -> dict[str, Any]:
+    """The data of the first ``kind`` event of a build's feed, live: read until it comes."""
+    url = f"/v1/builds/{build_id}/events"
+    with http.stream("GET", url, headers=founder["auth"]) as stream:
+        for _, type_, data in _sse(stream.iter_lines()):
+            if type_ == kind:
+                return data
+    raise AssertionError(f"the build's feed ended with no {kind}")
 
 
 def _row_ids(page: Page) -> list[str]:
@@ -265,7 +345,8 @@ def test_a_demo_build_is_followed_live_and_a_cut_connection_resumes_exactly(
         # reads what comes after the end (the final snapshot) a few times after it.
         with contextlib.closing(sync_redis.Redis(port=stack.redis_port)) as client:
             wait_for("the pipeline at rest", lambda: at_rest(client), stack, timeout=60)
-        feed = _feed_ids(http, founder, build_id)
+        messages = _feed(http, founder, build_id)
+        feed = [entry_id for entry_id, _, _ in messages]
         page.wait_for_function(
             f"() => document.querySelectorAll('#timeline li').length > 0 && "
             f"[...document.querySelectorAll('#timeline li')].flatMap("
@@ -300,6 +381,44 @@ def test_a_demo_build_is_followed_live_and_a_cut_connection_resumes_exactly(
         page.keyboard.press("Enter")
         assert output.get_attribute("open") is not None
 
+        # Each tool row shows what the tool was given: the first wrote the app's server.
+        called = [data for _, kind, data in messages if kind == "tool.called"]
+        completed = {d["tool_use_id"]: d for _, k, d in messages if k == "tool.completed"}
+        assert called[0]["name"] == "str_replace_based_edit_tool"
+        assert called[0]["input_preview"].startswith('{"command": "create"')
+        assert tool.locator(".what strong").text_content() == called[0]["name"]
+        assert tool.locator("code.input").text_content() == called[0]["input_preview"]
+        assert tool.locator(".badge").count() == 0  # it succeeded: no error badge
+
+        # The failing call: its row, and only its, is marked failed, with its error output.
+        failing = [d for d in called if FAILING_COMMAND in d["input_preview"]]
+        assert len(failing) == 1
+        outcome = completed[failing[0]["tool_use_id"]]
+        assert outcome["is_error"] is True
+        assert [d["tool_use_id"] for d in completed.values() if d["is_error"]] == [
+            failing[0]["tool_use_id"]
+        ]
+        broken = page.locator("#timeline li.kind-tool.failed")
+        expect(broken).to_have_count(1)
+        assert broken.locator("code.input").text_content() == failing[0]["input_preview"]
+        expect(broken.locator(".badge")).to_have_text("error")
+        expect(broken.locator("details summary")).to_have_text("Error output")
+        assert broken.locator("details pre").text_content() == outcome["output_preview"]
+        assert "no-such-file" in outcome["output_preview"]
+        assert "exit status 2" in outcome["output_preview"]
+        assert broken.locator(".duration").inner_text().endswith(("ms", " s"))
+
+        # The overview's counters are the build's, once it is over.
+        final = _build(http, founder, build_id)
+        assert final["iterations"] > 0
+        assert final["input_tokens"] > 0
+        assert final["output_tokens"] > 0
+        expect(page.locator("#iterations")).to_have_text(f"{final['iterations']:,}")
+        expect(page.locator("#tool-calls")).to_have_text(f"{final['tool_calls']:,}")
+        expect(page.locator("#tokens")).to_have_text(
+            f"{final['input_tokens']:,} in / {final['output_tokens']:,} out"
+        )
+
     finally:
         context.close()
         proxy.close()
@@ -313,6 +432,129 @@ def test_a_demo_build_is_followed_live_and_a_cut_connection_resumes_exactly(
     log = stack.log("gateway")
     for secret in (*tokens, session, founder["token"]):
         assert secret not in log
+
+
+def test_a_build_sleeps_and_wakes_on_the_page_and_operators_see_sleeping_and_failed_builds(
+    stack: Stack, browser: Browser, http: httpx.Client
+) -> None:
+    # No build in flight: the model's refusal queued below goes to this test's first build.
+    def quiet() -> bool:
+        active = http.get("/v1/admin/builds", params=[("status", s) for s in ACTIVE], headers=ADMIN)
+        return active.status_code == 200 and active.json()["items"] == []
+
+    wait_for("no build in flight", quiet, stack, timeout=240)
+
+    # One founder's build fails: the model refuses its first call (a 400 is not retried).
+    failing = _founder(http)
+    refusal = httpx.post(
+        stack.env["ANTHROPIC_BASE_URL"] + "/_control/faults",
+        json=[{"status": 400, "message": "prompt is too long: the test refuses it"}],
+        timeout=10,
+    )
+    refusal.raise_for_status()
+    failed_id = _start_build(http, failing)
+    wait_for(
+        "the build to fail",
+        lambda: _build(http, failing, failed_id)["status"] == "failed",
+        stack,
+        timeout=120,
+    )
+    failed = _build(http, failing, failed_id)
+    assert "prompt is too long" in failed["error"]
+
+    # Another's (on the bootstrapper plan: 1 micro a day) sleeps on its spent budget.
+    sleeper = _founder(http, tier="bootstrapper")
+    sleeping_id = _start_build(http, sleeper)
+    context = browser.new_context(viewport={"width": 1280, "height": 900})
+    operator_context = browser.new_context()
+    try:
+        page = context.new_page()
+        page.goto(_page_url(http, sleeper, sleeping_id, stack.gateway_url))
+        page.wait_for_selector("#connection[data-state=live]", timeout=30_000)
+        slept = _first(http, sleeper, sleeping_id, "agent.sleeping")
+        sleep_row = page.locator("#timeline li.kind-sleep")
+        sleep_row.wait_for(timeout=120_000)
+        expect(sleep_row).to_have_count(1)
+        # When it slept, why, until when at the latest, and from which checkpoint.
+        assert sleep_row.locator("time").get_attribute("datetime") == slept["occurred_at"]
+        wakes_at = page.evaluate("iso => new Date(iso).toLocaleString()", slept["resets_at"])
+        expect(sleep_row.locator(".what")).to_have_text("Sleeping")
+        expect(sleep_row.locator(".note")).to_have_text(
+            f"today's budget is spent; wakes at {wakes_at} at the latest "
+            f"(checkpoint {slept['checkpoint_seq']})"
+        )
+        expect(page.locator("#status")).to_have_text("sleeping")
+        expect(page.locator("#budget-text")).to_contain_text("model calls paused")
+        expect(page.locator("#timeline li.kind-wake")).to_have_count(0)
+
+        # The operator view, as it opens (its default filter): the sleeping build and the
+        # failed one, of two founders, with the failure's reason; nothing that ended otherwise.
+        operator = operator_context.new_page()
+        operator.goto(stack.gateway_url + "/app/admin")
+        operator.get_by_label("Admin token").fill("dev-admin-token")
+        operator.get_by_label("Admin token").press("Enter")
+        asleep = operator.locator(f"tr[data-build-id='{sleeping_id}']")
+        asleep.wait_for(timeout=15_000)
+        checked = operator.eval_on_selector_all(
+            "input[name=group]:checked", "boxes => boxes.map(b => b.value)"
+        )
+        assert checked == ["active", "sleeping", "failed"]
+        expect(asleep.locator(".badge")).to_have_text("sleeping")
+        assert sleeper["user_id"][:8] in asleep.inner_text()
+        broken = operator.locator(f"tr[data-build-id='{failed_id}']")
+        expect(broken.locator(".badge")).to_have_text("failed")
+        assert failing["user_id"][:8] in broken.inner_text()
+        expect(broken.locator("td").last).to_have_text(failed["error"])
+        shown = operator.eval_on_selector_all(
+            "#rows .badge", "badges => badges.map(b => b.textContent)"
+        )
+        assert set(shown) <= {*ACTIVE, "sleeping", "failed"}, shown
+        # Its boxes filter: without "sleeping", the sleeping build goes, the failed one stays.
+        operator.get_by_label("sleeping").uncheck()
+        operator.get_by_role("button", name="Show").click()
+        expect(asleep).to_have_count(0)
+        expect(broken).to_have_count(1)
+
+        # An admin's top-up wakes it: the page says why, and when, and it completes.
+        topped = http.post(
+            f"/v1/admin/users/{sleeper['user_id']}/top-ups",
+            headers=ADMIN,
+            json={"amount_micros": 10_000_000},
+        )
+        assert topped.status_code == 202, topped.text
+        resumed_row = page.locator("#timeline li.kind-wake", has_text="Resumed")
+        resumed_row.wait_for(timeout=120_000)
+        expect(resumed_row.locator(".note")).to_have_text(
+            f"reason: wake:top_up; from checkpoint {slept['checkpoint_seq']}"
+        )
+        woken_row = page.locator("#timeline li.kind-wake", has_text="Woken")
+        woken_row.wait_for(timeout=60_000)
+        expect(woken_row.locator(".note")).to_have_text("reason: top_up")
+        page.wait_for_selector("#connection[data-state=ended]", timeout=240_000)
+        expect(page.locator("#status")).to_have_text("ready")
+        expect(page.locator("#outcome-text")).to_have_text("Completed: version 1.")
+        expect(page.locator("#timeline li.kind-sleep")).to_have_count(1)
+        expect(page.locator("#timeline li.kind-wake")).to_have_count(2)
+
+        # The wake rows' times are the events', and they come after the sleep's.
+        messages = _feed(http, sleeper, sleeping_id)
+        [resumed] = [d for _, kind, d in messages if kind == "agent.resumed"]
+        [woken] = [d for _, kind, d in messages if kind == "budget.wake"]
+        assert resumed_row.locator("time").get_attribute("datetime") == resumed["occurred_at"]
+        assert woken_row.locator("time").get_attribute("datetime") == woken["occurred_at"]
+        woke_at = page.evaluate("iso => new Date(iso).toLocaleTimeString()", resumed["occurred_at"])
+        expect(resumed_row.locator("time")).to_have_text(woke_at)
+        kinds = page.eval_on_selector_all(
+            "#timeline li.kind-sleep, #timeline li.kind-wake",
+            "rows => rows.map(r => r.className)",
+        )
+        assert "kind-sleep" in kinds[0]
+        assert datetime.fromisoformat(resumed["occurred_at"]) > datetime.fromisoformat(
+            slept["occurred_at"]
+        )
+    finally:
+        operator_context.close()
+        context.close()
 
 
 def test_an_archived_build_plays_back_on_the_page_with_its_screenshot(

@@ -241,6 +241,22 @@ def test_one_build_is_one_trace_correctly_parented(stack: Stack, receiver: Recei
     assert request.trace_state == "caller=t61rcWkgMzE"
     assert request.attributes["http.response.status_code"] == 202
     assert request.attributes["http.route"] == "/v1/projects/{project_id}/builds"
+    # Its access-log line carries the build's trace and the request's own span: a log search by
+    # the trace id finds the request that started the build.
+    build_traces = {_span_of(e.trace)[0] for e in events.values()}
+    assert build_traces == {trace_id}
+    [access] = [
+        line
+        for line in (
+            json.loads(text) for text in stack.log("gateway").splitlines() if text.startswith("{")
+        )
+        if line.get("event") == "request"
+        and line.get("method") == "POST"
+        and line.get("route") == "/v1/projects/{project_id}/builds"
+    ]
+    assert access["status"] == 202
+    assert access["user_id"] == founder["user_id"]
+    assert (access["trace_id"], access["span_id"]) == (trace_id, request.span_id)
 
     # The chain of work: request -> assembler -> runner.
     assembler = one("context-assembler", "process build.requested")

@@ -4,12 +4,23 @@ CDN), locked down by its headers; and the operator's list of builds across found
 from __future__ import annotations
 
 import re
+from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import httpx
 import pytest
 
+from cofounder_contracts import (
+    AgentSleeping,
+    BuildCompleted,
+    BuildFailed,
+    BuildStatus,
+    BuildStatusChanged,
+)
 from cofounder_gateway.routes.page import ASSETS
 from cofounder_gateway.testing import ADMIN, Running
+from cofounder_runtime.publisher import Publisher
+from cofounder_testing.waiting import eventually
 
 
 @pytest.fixture
@@ -126,3 +137,109 @@ async def test_operators_list_builds_across_founders_by_status(gateway: Running)
     assert (await client.get("/v1/admin/builds", headers=founder)).status_code == 401
     bad = await client.get("/v1/admin/builds", params={"status": "asleep"}, headers=ADMIN)
     assert bad.status_code == 422
+
+
+def _default_statuses() -> list[str]:
+    """The statuses the operator view asks for when it opens: its boxes checked by default
+    (``admin.html``), each a group of statuses (``GROUPS`` in ``admin.js``)."""
+    page = ASSETS["admin.html"][0].decode()
+    checked = re.findall(r'<input type="checkbox" name="group" value="(\w+)" checked>', page)
+    script = ASSETS["admin.js"][0].decode()
+    body = re.search(r"const GROUPS = \{(.*?)\};", script, re.S)
+    assert body is not None
+    groups = {
+        name: re.findall(r'"(\w+)"', members)
+        for name, members in re.findall(r"(\w+): \[([^\]]*)\]", body.group(1))
+    }
+    return [status for group in checked for status in groups[group]]
+
+
+@pytest.mark.integration
+async def test_the_operators_default_view_lists_sleeping_and_failed_builds_not_ended_ones(
+    gateway: Running,
+) -> None:
+    defaults = _default_statuses()
+    assert sorted(defaults) == sorted(
+        ["queued", "assembling", "running", "finishing", "sleeping", "failed"]
+    )
+
+    client, publisher = gateway.client, Publisher(gateway.gw.redis)
+    (alice, alices_project), (bob, bobs_project) = (
+        await gateway.seed_user(tier="pro"),
+        await gateway.seed_user(tier="pro"),
+    )
+
+    async def build(user: str, project: str) -> str:
+        started = await client.post(
+            f"/v1/projects/{project}/builds", json={}, headers=gateway.auth(user)
+        )
+        assert started.status_code == 202, started.text
+        return str(started.json()["id"])
+
+    running, sleeping, ready = [await build(alice, alices_project) for _ in range(3)]
+    failed, cancelled = [await build(bob, bobs_project) for _ in range(2)]
+    assert (
+        await client.post(f"/v1/builds/{cancelled}/cancel", headers=gateway.auth(bob))
+    ).status_code == 202
+
+    def envelope(build_id: str, user: str, project: str) -> dict[str, str]:
+        return {"build_id": build_id, "project_id": project, "user_id": user, "producer": "test"}
+
+    reason = "the model refused the request: prompt is too long"
+    for event in (
+        BuildStatusChanged(**envelope(running, alice, alices_project), status=BuildStatus.RUNNING),
+        AgentSleeping(
+            **envelope(sleeping, alice, alices_project),
+            resets_at=datetime.now(UTC) + timedelta(hours=3),
+            checkpoint_seq=4,
+        ),
+        BuildCompleted(
+            **envelope(ready, alice, alices_project),
+            build_version=1,
+            preview_url="http://x",
+            summary="done",
+            iterations=1,
+            tool_calls=1,
+        ),
+        BuildFailed(**envelope(failed, bob, bobs_project), reason=reason),
+    ):
+        await publisher.emit(event)
+    expected = {
+        running: "running",
+        sleeping: "sleeping",
+        ready: "ready",
+        failed: "failed",
+        cancelled: "cancelled",
+    }
+
+    async def everything() -> dict[str, dict[str, Any]]:
+        listed = await client.get("/v1/admin/builds", params={"limit": 200}, headers=ADMIN)
+        assert listed.status_code == 200, listed.text
+        return {b["id"]: b for b in listed.json()["items"] if b["id"] in expected}
+
+    async def projected() -> bool:
+        return {i: b["status"] for i, b in (await everything()).items()} == expected
+
+    await eventually(projected, what="every build's status projected")
+
+    # What the page asks for when it opens: the live, sleeping and failed builds of both
+    # founders, with the failure's reason; none that ended otherwise.
+    params = [("limit", "200"), *(("status", status) for status in defaults)]
+    shown = await client.get("/v1/admin/builds", params=params, headers=ADMIN)
+    assert shown.status_code == 200, shown.text
+    items = shown.json()["items"]
+    assert {b["status"] for b in items} <= set(defaults)
+    by_id = {b["id"]: b for b in items}
+    assert {running, sleeping, failed} <= set(by_id)
+    assert not {ready, cancelled} & set(by_id)
+    assert (by_id[sleeping]["user_id"], by_id[failed]["user_id"]) == (alice, bob)
+    assert by_id[failed]["error"] == reason
+    assert by_id[sleeping]["status_changed_at"]
+
+    # One group at a time, as the page's boxes ask.
+    for status, build_id in (("sleeping", sleeping), ("failed", failed)):
+        alone = await client.get(
+            "/v1/admin/builds", params={"status": status, "limit": 200}, headers=ADMIN
+        )
+        assert {b["status"] for b in alone.json()["items"]} == {status}
+        assert build_id in {b["id"] for b in alone.json()["items"]}

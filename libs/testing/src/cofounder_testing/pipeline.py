@@ -205,14 +205,16 @@ def running_stack(
     builds: int,
     redis_persistent: bool = True,
     latency_ms: int = 150,
+    transcript: str = "demo-webapp",
     **more: str,
 ) -> Iterator[Stack]:
-    """The scripted model (the demo transcript at ``latency_ms``), then Redis and every service
-    of :data:`SLOTS` on ``database_url``, all stopped afterwards. ``more``: settings on top of
-    :func:`stack_env`'s. Skips the test where there is no ``redis-server`` to start."""
+    """The scripted model (``transcript``, a YAML file or a built-in name, by default the demo,
+    at ``latency_ms``), then Redis and every service of :data:`SLOTS` on ``database_url``, all
+    stopped afterwards. ``more``: settings on top of :func:`stack_env`'s. Skips the test where
+    there is no ``redis-server`` to start."""
     if redis_server_binary() is None:
         pytest.skip("no redis-server to run a Redis of the test's own")
-    with start_model("demo-webapp", latency_ms=latency_ms) as model:
+    with start_model(transcript, latency_ms=latency_ms) as model:
         port = free_port()
         env = stack_env(
             root=root,
