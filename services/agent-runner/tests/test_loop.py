@@ -478,8 +478,13 @@ async def test_a_build_given_up_on_fails_with_its_reason_instead_of_staying_runn
         await eventually(ended, what="build.failed", timeout=30)
         [end] = await failed()
         assert "given up after 2 attempts" in end.reason
-        dead: Any = await redis.xrange(dlq_key(AGENT_WORK.name))
-        assert any(f.get(b"event_id") == context.event_id.encode() for _, f in dead)
+
+        async def dead_lettered() -> bool:
+            # The give-up hook (the build's end) runs before the entry is dead-lettered.
+            dead: Any = await redis.xrange(dlq_key(AGENT_WORK.name))
+            return any(f.get(b"event_id") == context.event_id.encode() for _, f in dead)
+
+        await eventually(dead_lettered, what="the work entry's dead letter", timeout=30)
         state = await harness.deps.checkpoints.load(context.build_id)
         assert state is not None
         assert state.ended is not None

@@ -429,7 +429,10 @@ async def test_a_sandbox_killed_mid_build_is_replaced_from_the_latest_snapshot(
     events = await harness.events(context.build_id)
     done = next(e for e in events if isinstance(e, BuildCompleted))
     assert done.preview_url
-    assert [e.reason for e in events if isinstance(e, AgentResumed)] == ["recovered"]
+    # Resumed from its checkpoint after the hand-back (and once more should a loaded machine
+    # also let the test's 2 s lease lapse: another hand-back, another recovery).
+    resumed = [e.reason for e in events if isinstance(e, AgentResumed)]
+    assert set(resumed) == {"recovered"}, resumed
     # Named for what it was: a hand-back for a vanished sandbox, not an unexplained error.
     assert drives("sandbox_gone") == gone_before + 1
     final = await harness.deps.checkpoints.load(context.build_id)
