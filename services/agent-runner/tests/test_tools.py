@@ -308,6 +308,11 @@ async def test_search_preview_screenshot_and_finish(tools: ToolDispatcher) -> No
     shot = await tools.run("screenshot", {})
     assert shot.is_error
     assert "start_preview" in str(shot.content)
+    # Only pages the sandbox serves: no file:, no other host, no Chromium flag for a URL.
+    for url in ("file:///etc/passwd", "http://169.254.169.254/", "--gpu-launcher=id"):
+        refused = await tools.run("screenshot", {"url": url})
+        assert refused.is_error
+        assert "a page served in the sandbox" in str(refused.content)
     if not any(shutil.which(b) for b in ("chromium", "chromium-browser", "google-chrome")):
         shot = await tools.run("screenshot", {"url": "http://127.0.0.1:1/"})
         assert shot.is_error

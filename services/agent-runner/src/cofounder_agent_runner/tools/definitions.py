@@ -62,7 +62,12 @@ TOOL_DEFINITIONS: Final[list[dict[str, Any]]] = [
         "with headless Chromium and return it as an image.",
         "input_schema": {
             "type": "object",
-            "properties": {"url": {"type": "string"}},
+            "properties": {
+                "url": {
+                    "type": "string",
+                    "description": "http(s) on localhost or 127.0.0.1, e.g. http://localhost:3000/",
+                }
+            },
         },
     },
     {

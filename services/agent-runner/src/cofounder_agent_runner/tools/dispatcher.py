@@ -26,6 +26,7 @@ import shlex
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Final
+from urllib.parse import urlsplit
 
 from cofounder_agent_runner.tools.editor import ToolError, edit
 from cofounder_agent_runner.tools.images import MAX_HEIGHT, MAX_WIDTH, BoundedPng, bound_png
@@ -36,6 +37,7 @@ __all__ = [
     "SCREENSHOT_MAX_BYTES",
     "ToolDispatcher",
     "ToolOutcome",
+    "served_in_the_sandbox",
     "truncate",
 ]
 
@@ -45,6 +47,32 @@ _SCREENSHOT_FILE: Final = f"{PROJECT_DIR}/.cofounder-screenshot.png"
 _BROWSERS: Final = "chromium chromium-browser google-chrome headless_shell"
 #: Bytes of PNG the model gets at most (re-encoded smaller beyond: tools/images.py).
 SCREENSHOT_MAX_BYTES: Final = 1_000_000
+
+
+#: The hosts a screenshot may show: the sandbox's own servers.
+_LOOPBACK: Final = frozenset({"localhost", "127.0.0.1", "::1"})
+
+
+def served_in_the_sandbox(url: str) -> bool:
+    """Whether ``url`` names a page served in the sandbox: ``http(s)`` on a loopback host, with
+    no credentials and nothing Chromium could take for a flag (a leading ``-``) or a second
+    argument (white space). Not ``file:``, ``chrome:``, ``data:`` or another host: the tool
+    shows the app, nothing else the sandbox can reach."""
+    if not url.isprintable() or any(c.isspace() for c in url) or url.startswith("-"):
+        return False
+    try:
+        parts = urlsplit(url)
+        parts.port  # noqa: B018 - raises ValueError for a port out of range
+    except ValueError:
+        return False
+    return (
+        parts.scheme in ("http", "https")
+        and parts.hostname in _LOOPBACK
+        and parts.username is None
+        and parts.password is None
+    )
+
+
 #: Headless Chromium's flags. ``--no-sandbox``: Chromium's own sandbox needs user namespaces or a
 #: setuid helper, and the sandbox forbids both (no capabilities, no_new_privs, no nested user
 #: namespace); the browser runs inside the build's sandbox (bubblewrap's namespaces locally, the
@@ -216,6 +244,11 @@ class ToolDispatcher:
             if self._preview_port is None:
                 raise ToolError("no preview yet: call start_preview first, or pass `url`")
             url = self.sandbox.internal_url(self._preview_port)
+        elif not served_in_the_sandbox(url):
+            raise ToolError(
+                "screenshot takes the URL of a page served in the sandbox: http or https on "
+                f"localhost or 127.0.0.1 (e.g. http://localhost:3000/), not {url[:200]!r}"
+            )
         command = (
             f"for b in {_BROWSERS}; do command -v $b >/dev/null && B=$b && break; done; "
             '[ -n "$B" ] || { echo "no headless Chromium in the sandbox"; exit 127; }; '
