@@ -24,21 +24,12 @@ from cofounder_cli import dev as dev_command
 from cofounder_cli.main import app
 from cofounder_runtime.localpostgres import local_postgres, pg_bindir
 from cofounder_testing.servers import free_port
+from cofounder_testing.services import USER_CONFIGURATION
 from cofounder_testing.waiting import startup_deadline_s
 
 pytestmark = pytest.mark.e2e
 
-CONFIGURATION = (
-    "REDIS_URL",
-    "DATABASE_URL",
-    "ANTHROPIC_API_KEY",
-    "ANTHROPIC_BASE_URL",
-    "E2B_API_KEY",
-    "E2B_API_URL",
-    "E2B_SANDBOX_URL",
-    "E2B_DOMAIN",
-    "SANDBOX",
-)
+CONFIGURATION = USER_CONFIGURATION
 needs_redis = pytest.mark.skipif(
     shutil.which("redis-server") is None, reason="redis-server is not installed"
 )

@@ -25,6 +25,7 @@ import pytest
 
 from cofounder_testing.databases import empty_database
 from cofounder_testing.servers import free_port
+from cofounder_testing.services import USER_CONFIGURATION
 from cofounder_testing.waiting import startup_deadline_s
 
 pytestmark = [
@@ -43,19 +44,11 @@ MARK = "WALKTHROUGH"
 #: Settings in the test run's environment that would point the block elsewhere than the README
 #: says (a real model, E2B, another gateway or port): a fresh shell has none of them.
 CONFIGURATION = (
-    "REDIS_URL",
-    "DATABASE_URL",
+    *USER_CONFIGURATION,
     "ENVIRONMENT",
     "PORT",
     "HOST",
     "METRICS_PORT",
-    "ANTHROPIC_API_KEY",
-    "ANTHROPIC_BASE_URL",
-    "E2B_API_KEY",
-    "E2B_API_URL",
-    "E2B_SANDBOX_URL",
-    "E2B_DOMAIN",
-    "SANDBOX",
     "COFOUNDER_GATEWAY_URL",
     "GATEWAY_URL",
     "COFOUNDER_TOKEN",

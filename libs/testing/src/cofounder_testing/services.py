@@ -11,11 +11,33 @@ import subprocess
 import sys
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
+from typing import Final
 
 from cofounder_runtime import processes
 from cofounder_testing.waiting import Watched
 
-__all__ = ["kill_sandboxes", "offline_env", "serve_argv", "service_processes", "start_service"]
+__all__ = [
+    "USER_CONFIGURATION",
+    "kill_sandboxes",
+    "offline_env",
+    "serve_argv",
+    "service_processes",
+    "start_service",
+]
+
+#: What a developer's shell may set that would point a command a test runs (``cofounder dev``,
+#: the README's walkthrough) at servers, accounts or sandboxes other than the test's own.
+USER_CONFIGURATION: Final = (
+    "REDIS_URL",
+    "DATABASE_URL",
+    "ANTHROPIC_API_KEY",
+    "ANTHROPIC_BASE_URL",
+    "E2B_API_KEY",
+    "E2B_API_URL",
+    "E2B_SANDBOX_URL",
+    "E2B_DOMAIN",
+    "SANDBOX",
+)
 
 #: Variables that would send a test to real accounts and buckets.
 _REAL_ACCOUNTS = ("ANTHROPIC_API_KEY", "E2B_API_KEY", "PROJECT_SNAPSHOT_BUCKET")
