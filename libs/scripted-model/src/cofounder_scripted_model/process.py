@@ -58,8 +58,9 @@ def _announced_url(process: subprocess.Popen[str], timeout_s: float) -> str:
         line = process.stdout.readline() if ready else ""
     if line.startswith("listening on "):
         return line.strip().removeprefix("listening on ")
-    with suppress(subprocess.TimeoutExpired):  # its output closed: it is exiting
-        process.wait(timeout=5 if line == "" and ready else 0)
+    if ready and not line:  # its output closed: it is exiting (its exit code is wanted)
+        with suppress(subprocess.TimeoutExpired):
+            process.wait(timeout=5)
     exited = process.poll()
     if line:
         said = f"it said {line.strip()!r}"

@@ -243,9 +243,16 @@ def tool_input_preview(value: Any) -> str:
     """A tool call's input for ``agent.tool_called``: one line, at most ``_PREVIEW`` characters.
     An object's short values come first (``path`` before ``file_text``), so a long one cannot
     push them out of the preview; equal lengths go by key, so the preview is deterministic."""
-    if isinstance(value, dict):
-        value = dict(sorted(value.items(), key=lambda kv: (len(json.dumps(kv[1])), str(kv[0]))))
-    text = value if isinstance(value, str) else json.dumps(value, ensure_ascii=False)
+    if isinstance(value, str):
+        text = value
+    elif isinstance(value, dict):  # each value serialised once, then laid out as json.dumps does
+        items = sorted(
+            ((json.dumps(v, ensure_ascii=False), json.dumps(str(k))) for k, v in value.items()),
+            key=lambda item: (len(item[0]), item[1]),
+        )
+        text = "{" + ", ".join(f"{k}: {v}" for v, k in items) + "}"
+    else:
+        text = json.dumps(value, ensure_ascii=False)
     flat = " ".join(text.split())
     return flat if len(flat) <= _PREVIEW else flat[: _PREVIEW - 1] + "…"
 
