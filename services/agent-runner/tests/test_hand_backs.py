@@ -36,7 +36,7 @@ from cofounder_contracts import (
     BuildStatusChanged,
     Event,
 )
-from cofounder_contracts.keys import lease_key
+from cofounder_contracts.keys import lease_generation_key, lease_key
 from cofounder_contracts.streams import AGENT_RUNNER, AGENT_WORK
 from cofounder_db.models import AgentCheckpoint
 from cofounder_runtime.consumer import Consumer
@@ -252,48 +252,92 @@ async def test_the_consumer_retries_a_build_handed_back_for_an_unavailable_model
     await _resumed_to_completion(harness, build, handed_back_at=3)  # start and two turns
 
 
-@pytest.mark.parametrize("how", ["taken over", "forgotten by Redis"])
-async def test_a_drive_that_lost_its_lease_writes_nothing_more_and_a_new_drive_completes_it(
+@pytest.mark.parametrize("how", ["taken over", "forgotten by Redis, then taken"])
+async def test_a_drive_whose_build_a_successor_claimed_writes_nothing_more(
     harness: Harness, scripted: ScriptedModel, monkeypatch: pytest.MonkeyPatch, how: str
 ) -> None:
+    # The successor takes the lease and claims the build, and writes nothing itself: the fence
+    # must stop the old drive on the claim alone, with no round trip to Redis on its path.
     context = context_ready()
     await harness.seed_project(context)
     build = context.build_id
+    store = harness.deps.checkpoints
     at_loss: list[tuple[str, int]] = []
     successor = Lease(harness.redis, build_id=build, owner="successor", ttl_ms=60_000)
 
     async def lose() -> None:
-        # Mid-drive, well within the keep-alive's period: only a check before the next
-        # checkpoint can see it in time.
+        # Mid-drive, well within the keep-alive's period, so the old drive's own lease checks
+        # have not seen it: only the fence can stop its next checkpoint.
         at_loss.extend(await _parts(harness, build))
-        await harness.redis.delete(lease_key(build))  # expired, or Redis lost it
         if how == "taken over":
-            await successor.acquire(floor=max(g for _, g in at_loss))
+            await harness.redis.delete(lease_key(build))  # expired
+        else:  # a flush, a restart with no data, a failover: the counter goes too
+            await harness.redis.delete(lease_key(build), lease_generation_key(build))
+        generation = await successor.acquire(floor=await store.latest_generation(build))
+        await store.claim(build, generation)
 
     _before_model_call(monkeypatch, harness, lose)
     with pytest.raises(HandBack) as raised:
         await on_context_ready(context, harness.deps)
     assert raised.value.handed_back.reason is HandBackReason.LEASE_LOST
 
-    # The turn in flight was not saved: not one part written after the loss.
+    # The turn in flight was not saved: not one part written after the claim.
     assert [kind for kind, _ in at_loss] == ["start", "turn", "turn"]
     assert await _parts(harness, build) == at_loss
     assert _ends(await harness.events(build)) == []
-    holder = await harness.redis.get(lease_key(build))
-    if how == "taken over":
-        # The successor's lease is untouched (the stopped drive released nothing of it).
-        assert holder == f"successor|{successor.generation}".encode()
-        await successor.release()  # the successor hands the build back in turn
-    else:
-        assert holder is None
-
     old = at_loss[-1][1]
+    assert successor.generation > old
+    # The successor's lease is untouched (the stopped drive released nothing of it).
+    holder = await harness.redis.get(lease_key(build))
+    assert holder == f"successor|{successor.generation}".encode()
+    await successor.release()  # the successor hands the build back in turn
+
     outcome = await drive(harness.deps, build_id=build, context=context, reason="start")
     assert outcome is Outcome.COMPLETED
     await _resumed_to_completion(harness, build, handed_back_at=len(at_loss))
     parts = await _parts(harness, build)
     assert parts[: len(at_loss)] == at_loss
-    assert all(generation > old for _, generation in parts[len(at_loss) :])
+    assert all(generation > successor.generation for _, generation in parts[len(at_loss) :])
+
+
+async def test_a_drive_whose_lease_redis_forgot_stops_at_its_keep_alive_and_loses_nothing(
+    harness: Harness, scripted: ScriptedModel, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # No successor: the drive may go on writing (its claim is still the newest) until its
+    # keep-alive finds the lease gone; it then hands the build back between iterations, and
+    # the next drive resumes from every part it wrote.
+    context = context_ready()
+    await harness.seed_project(context)
+    build = context.build_id
+    noticed = asyncio.Event()
+    renew = Lease.renew
+
+    async def renew_and_tell(lease: Lease) -> bool:
+        renewed = await renew(lease)
+        if not renewed:
+            noticed.set()
+        return renewed
+
+    monkeypatch.setattr(Lease, "renew", renew_and_tell)
+
+    async def forget() -> None:
+        await harness.redis.delete(lease_key(build))
+        # The model call in flight ends once the keep-alive has found the lease gone.
+        await asyncio.wait_for(noticed.wait(), timeout=30)
+
+    _before_model_call(monkeypatch, harness, forget)
+    result = await drive(harness.deps, build_id=build, context=context, reason="start")
+    assert isinstance(result, HandedBack)
+    assert result.reason is HandBackReason.LEASE_LOST
+    written = await _parts(harness, build)
+    assert [kind for kind, _ in written] == ["start", "turn", "turn", "turn"]
+    assert _ends(await harness.events(build)) == []
+
+    outcome = await drive(harness.deps, build_id=build, context=context, reason="start")
+    assert outcome is Outcome.COMPLETED
+    parts = await _parts(harness, build)
+    assert parts[: len(written)] == written
+    assert parts[-1][0] == "end"
 
 
 async def test_a_runner_shutting_down_does_not_give_a_build_up(

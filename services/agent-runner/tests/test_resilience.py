@@ -13,6 +13,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import asyncpg
 import msgspec
 import pytest
 import yaml
@@ -41,6 +42,7 @@ from cofounder_contracts import (
     derived_event_id,
 )
 from cofounder_contracts.keys import budget_gate_key, lease_generation_key, lease_key
+from cofounder_db.engine import driver_dsn
 from cofounder_db.models import AgentCheckpoint
 from cofounder_runtime.connections import connect_redis
 from cofounder_runtime.publisher import Publisher
@@ -181,6 +183,85 @@ async def test_the_lease_fences_a_runner_that_lost_its_build(harness: Harness) -
     with pytest.raises(LeaseLost, match="written by another runner"):
         await store.append(old, generation=second.generation, kind="turn", parts={"messages": []})
     assert await store.count(build) == 2
+
+
+async def test_an_append_waits_for_a_claim_in_progress_then_is_refused(harness: Harness) -> None:
+    # The successor's claim is not committed yet when the old drive appends: the append must
+    # wait for it (the claim row is read ``for share``), then see it and write nothing. Read
+    # without the lock, the append would see the old claim and slip a part in behind the
+    # successor's back.
+    context = context_ready()
+    build = context.build_id
+    store = harness.deps.checkpoints
+    await store.claim(build, 1)
+    old = RunState(context=context, model="m", messages=[])
+    await store.append(old, generation=1, kind="start", parts={"context": {}, "messages": []})
+    with pytest.raises(LeaseLost, match="not the newest claim"):
+        await store.claim(build, 1)  # a generation handed out twice claims once
+
+    dsn = driver_dsn(harness.deps.engine)
+    conn, watcher = await asyncpg.connect(dsn), await asyncpg.connect(dsn)
+    try:
+        claiming = conn.transaction()
+        await claiming.start()
+        await conn.execute("update checkpoint_fences set generation = 2 where build_id = $1", build)
+        append = asyncio.create_task(
+            store.append(old, generation=1, kind="turn", parts={"messages": []})
+        )
+
+        async def waiting_for_the_claim() -> bool:
+            if append.done():
+                return True
+            # Asked on a connection of its own: in the claim's transaction, pg_stat_activity
+            # would answer from a snapshot taken at its first read.
+            waiting = await watcher.fetchval(
+                "select count(*) from pg_stat_activity "
+                "where wait_event_type = 'Lock' and query like '%checkpoint_fences%'"
+            )
+            return bool(waiting)
+
+        await eventually(waiting_for_the_claim, what="the append waiting for the claim")
+        assert not append.done(), "the append did not wait for the claim in progress"
+        await claiming.commit()
+    finally:
+        await conn.close()
+        await watcher.close()
+    with pytest.raises(LeaseLost, match="newer runner"):
+        await append
+    assert await store.count(build) == 1
+    assert await store.latest_generation(build) == 2
+
+
+async def test_a_drive_that_loses_the_claim_race_takes_a_newer_generation(
+    harness: Harness, scripted: ScriptedModel, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A successor claimed generation 5 between this drive's floor read and its claim (the
+    # floor read here is made stale): the claim is refused, the lease let go and taken again
+    # above the newer floor, and the build completes under that generation.
+    context = context_ready()
+    await harness.seed_project(context)
+    build = context.build_id
+    store = harness.deps.checkpoints
+    await store.claim(build, 5)
+    latest = store.latest_generation
+    stale = [0]
+
+    async def once_stale(build_id: str) -> int:
+        return stale.pop() if stale else await latest(build_id)
+
+    monkeypatch.setattr(store, "latest_generation", once_stale)
+    outcome = await drive(harness.deps, build_id=build, context=context, reason="start")
+    assert outcome is Outcome.COMPLETED
+    assert not stale
+    async with harness.deps.engine.connect() as conn:
+        generations = set(
+            (
+                await conn.execute(
+                    select(AgentCheckpoint.generation).where(AgentCheckpoint.build_id == build)
+                )
+            ).scalars()
+        )
+    assert generations == {6}
 
 
 async def test_cancelling_a_sleeping_build_ends_it_and_kills_its_sandbox(

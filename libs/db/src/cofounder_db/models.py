@@ -48,6 +48,7 @@ __all__ = [
     "BudgetLedgerRow",
     "Build",
     "BuildVersion",
+    "CheckpointFence",
     "OutboxRow",
     "Project",
     "UnderstandingSession",
@@ -235,6 +236,22 @@ class AgentCheckpoint(Base):
     #: one), so the reconciler finds a build's latest request without reading ``parts``.
     snapshot_request_id: Mapped[str | None] = mapped_column(String(36))
     created_at: Mapped[datetime] = mapped_column(default=_now)
+
+
+class CheckpointFence(Base):
+    """The highest build-lease generation that has claimed a build's checkpoints.
+
+    A drive claims its generation here, under the lease, before it reads the checkpoints; an
+    append is refused once a newer generation has claimed (it reads this row ``for share``, so
+    a claim and an append are ordered). Redis hands the generations out; this row is why a
+    drive that lost its lease cannot write another part, even before its successor writes one.
+    """
+
+    __tablename__ = "checkpoint_fences"
+
+    build_id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    generation: Mapped[int] = mapped_column(BigInteger)
+    claimed_at: Mapped[datetime] = mapped_column(default=_now)
 
 
 class BuildVersion(Base):

@@ -2,10 +2,15 @@
 
 Each part holds only what is new (see :class:`cofounder_db.models.AgentCheckpoint`), so a write
 costs the same at iteration 150 as at iteration 1; the conversation is rebuilt on resume by
-replaying the parts. An append is fenced by the lease generation (one statement: insert unless a
-newer generation has written) and by the primary key (a second writer of the same ``seq`` fails).
-The highest generation written is the floor of the next lease (see ``lease.py``): PostgreSQL
-remembers it when Redis forgets its counter.
+replaying the parts. An append is fenced by the lease generation and by the primary key (a
+second writer of the same ``seq`` fails). The fence: a drive *claims* its generation
+(``checkpoint_fences``) before it reads the checkpoints, and an append is one statement that
+inserts unless a newer generation has claimed or written. The append reads the claim ``for
+share`` and the claim updates it, so the two are ordered: an append that began first is seen by
+the successor's read, and one that comes after the claim is refused. A drive that lost its lease
+therefore writes nothing more from the moment its successor claims, without asking Redis first.
+The highest generation claimed or written is the floor of the next lease (see ``lease.py``):
+PostgreSQL remembers it when Redis forgets its counter.
 
 A part that ends a drive holds the events it published, so that they can be published again
 from PostgreSQL alone (a resume, a reconciler after Redis lost them): a ``turn`` its ``events``,
@@ -22,7 +27,7 @@ from typing import Any, Final, cast
 
 import asyncpg
 import msgspec
-from sqlalchemy import Table, func, select
+from sqlalchemy import Table, select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from cofounder_agent_runner.lease import LeaseLost
@@ -36,16 +41,40 @@ __all__ = ["CheckpointStore", "RunState"]
 _T = cast(Table, AgentCheckpoint.__table__)
 _CONTEXT = msgspec.json.Decoder(ContextReady)
 _JSON = msgspec.json.Encoder().encode
-# Insert unless a newer lease generation has written (the fence); (build_id, generation) is
-# indexed, so the check costs the same at iteration 150 as at 1.
+# Insert unless a newer lease generation has claimed the build or written a part (the fence).
+# The claim is read ``for share``: a claim in progress waits for this insert, and this insert
+# waits for a claim in progress, then sees it. Both lookups are by index, so the check costs
+# the same at iteration 150 as at 1. (The written-part check also fences runners of a release
+# that did not claim, during a rolling update.)
 _APPEND: Final = """
+with claim as (
+  select generation from checkpoint_fences where build_id = $1::varchar for share
+)
 insert into agent_checkpoints (build_id, seq, generation, kind, parts, iteration, tool_calls,
                                input_tokens, output_tokens, sandbox_kind, sandbox_id, created_at,
                                snapshot_request_id)
 select $1::varchar, $2::int, $3::bigint, $4::varchar, $5::json, $6::int, $7::int, $8::bigint,
        $9::bigint, $10::varchar, $11::varchar, $12::timestamptz, $13::varchar
-where not exists (
-  select 1 from agent_checkpoints where build_id = $1::varchar and generation > $3::bigint
+where not exists (select 1 from claim where generation > $3::bigint)
+  and not exists (
+    select 1 from agent_checkpoints where build_id = $1::varchar and generation > $3::bigint
+  )
+"""
+# Raise the build's claimed generation to ours; no row back when it is already at or above it.
+_CLAIM: Final = """
+insert into checkpoint_fences as f (build_id, generation, claimed_at)
+values ($1::varchar, $2::bigint, now())
+on conflict (build_id) do update set generation = excluded.generation,
+                                     claimed_at = excluded.claimed_at
+  where f.generation < excluded.generation
+returning generation
+"""
+# The floor of the next lease: the highest generation claimed or written.
+_LATEST: Final = """
+select greatest(
+  (select generation from checkpoint_fences where build_id = $1::varchar),
+  (select max(generation) from agent_checkpoints where build_id = $1::varchar),
+  0
 )
 """
 
@@ -219,11 +248,24 @@ class CheckpointStore:
         return state
 
     async def latest_generation(self, build_id: str) -> int:
-        """The highest lease generation of the build's parts, 0 when it has none: the floor of
-        its next lease (one lookup on the (build_id, generation) index)."""
-        query = select(func.coalesce(func.max(_T.c.generation), 0)).where(_T.c.build_id == build_id)
-        async with self.engine.connect() as conn:
-            return int((await conn.execute(query)).scalar_one())
+        """The highest lease generation that has claimed the build or written a part of it, 0
+        for a build never driven: the floor of its next lease (two index lookups)."""
+        pool = self._pool or await self._driver_pool()
+        async with pool.acquire() as conn:
+            return int(await conn.fetchval(_LATEST, build_id))
+
+    async def claim(self, build_id: str, generation: int) -> None:
+        """Claim the build's checkpoints for ``generation``, a lease just taken: from now on an
+        append of an older generation is refused. :class:`LeaseLost` when the build has been
+        claimed by this generation or a newer one already (a Redis that handed the generation
+        out twice, or a successor faster than the floor this lease was taken above)."""
+        pool = self._pool or await self._driver_pool()
+        async with pool.acquire() as conn:
+            claimed = await conn.fetchval(_CLAIM, build_id, generation)
+        if claimed is None:
+            raise LeaseLost(
+                f"generation {generation} of {build_id} is not the newest claim of its checkpoints"
+            )
 
     async def count(self, build_id: str) -> int:
         async with self.engine.connect() as conn:

@@ -1,15 +1,17 @@
 """The build lease: one runner drives a build at a time, and a fencing token says which.
 
 Acquiring increments the build's generation counter and stores ``<owner>|<generation>`` with a
-TTL; a keep-alive renews it while the runner works. Checkpoints carry the generation, and an
-append is refused once a newer generation has written (see ``checkpoints.py``), so a runner that
-stalled past its TTL and lost the build cannot write behind its successor.
+TTL; a keep-alive renews it while the runner works. A drive claims the build's checkpoints for
+its generation in PostgreSQL as soon as it holds the lease, checkpoints carry the generation,
+and an append is refused once a newer generation has claimed (see ``checkpoints.py``): a runner
+that stalled past its TTL and lost the build cannot write behind its successor, and the hot path
+needs no round trip to Redis to know it.
 
 The counter lives in Redis, which may forget it (a flush, a restart with no data, a failover);
-PostgreSQL is the truth. The caller passes the highest generation the build's checkpoints hold
-as a floor, and the generation handed out is above it: a Redis that forgot the counter cannot
-hand out a generation the checkpoints already hold (whose fence would refuse every append of
-the new runner, and whose derived event ids, ``resumed:{generation}``, are already taken).
+PostgreSQL is the truth. The caller passes the highest generation claimed or written as a
+floor, and the generation handed out is above it: a Redis that forgot the counter cannot hand
+out a generation PostgreSQL already holds (whose fence would refuse every append of the new
+runner, and whose derived event ids, ``resumed:{generation}``, are already taken).
 
 The TTL is shorter than the consumer's ``min_idle`` (checked in the settings): when a runner
 dies, its lease is gone before another runner claims the build's pending entry.
@@ -101,25 +103,6 @@ class Lease:
         """:class:`LeaseLost` if the keep-alive has found the lease gone (no round trip)."""
         if self.lost:
             raise LeaseLost("the build lease was lost (expired or taken over)")
-
-    async def confirm(self) -> None:
-        """Make sure the lease is still ours at this instant, renewing it: :class:`LeaseLost`
-        when it expired, was taken over or was forgotten by Redis.
-
-        Called before every checkpoint of a drive. The keep-alive notices a lost lease only at
-        its next renewal, up to a third of the TTL later, and until the new holder has written
-        a part of its own the generation fence lets an old part through; this round trip closes
-        that window but for the instant between it and the insert. When Redis cannot be asked,
-        the fence decides alone (logged): the drive's events, which go to Redis, fail next.
-        """
-        self.check()
-        try:
-            renewed = await self.renew()
-        except RedisError as exc:
-            _log.warning("could not confirm the build lease", error=repr(exc))
-            return
-        if not renewed:
-            raise LeaseLost("the build lease was lost (expired, taken over, or forgotten by Redis)")
 
     @contextlib.asynccontextmanager
     async def kept_alive(self) -> AsyncIterator[Lease]:

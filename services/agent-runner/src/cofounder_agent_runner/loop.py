@@ -326,10 +326,8 @@ class _Run:
         return parse_control(replies[-2], replies[-1]) if read_control else None
 
     async def checkpoint(self, kind: str, parts: dict[str, Any]) -> int:
-        """Append a part under the lease's generation, once the lease is confirmed ours: a
-        drive that lost it raises :class:`LeaseLost` here and writes nothing (see
-        :func:`drive`)."""
-        await self.lease.confirm()
+        """Append a part under the lease's generation: a drive whose build a newer generation
+        has claimed raises :class:`LeaseLost` here and writes nothing (see :func:`drive`)."""
         return await self.deps.checkpoints.append(
             self.state, generation=self.lease.generation, kind=kind, parts=parts
         )
@@ -804,12 +802,14 @@ def _lease(deps: RunnerDeps, build_id: str) -> Lease:
 
 
 async def _wait_for_lease(deps: RunnerDeps, lease: Lease, log: Any) -> bool:
-    """Take the build's lease, waiting while another holds it; never give the entry up. False,
-    the lease not taken, when the runner starts shutting down meanwhile.
+    """Take the build's lease, waiting while another holds it, and claim the build's
+    checkpoints for its generation; never give the entry up. False, the lease not taken, when
+    the runner starts shutting down meanwhile.
 
-    Its generation is above the highest one of the build's checkpoints, read before each
-    attempt: Redis may have forgotten the counter (see ``lease.py``), and a holder waited for
-    may have written under a newer generation meanwhile.
+    Its generation is above the highest one claimed or written, read before each attempt:
+    Redis may have forgotten the counter (see ``lease.py``), and a holder waited for may have
+    claimed a newer generation meanwhile. The claim is what fences the previous holder out (see
+    ``checkpoints.py``); a claim that finds a newer one lets the lease go and tries again.
 
     The entry that brought us here is only acked when this drive returns, so giving up on a
     busy lease would lose the work if the holder is dead: a runner restarted under its own
@@ -824,7 +824,7 @@ async def _wait_for_lease(deps: RunnerDeps, lease: Lease, log: Any) -> bool:
     while True:
         try:
             floor = await deps.checkpoints.latest_generation(lease.build_id)
-            await lease.acquire(floor=floor)
+            generation = await lease.acquire(floor=floor)
         except LeaseBusy as exc:
             if deps.stopping.is_set():
                 return False
@@ -832,6 +832,14 @@ async def _wait_for_lease(deps: RunnerDeps, lease: Lease, log: Any) -> bool:
                 log.info("the build's lease is held; waiting for it", holder=str(exc))
                 waited = True
             await asyncio.sleep(period)
+            continue
+        try:
+            await deps.checkpoints.claim(lease.build_id, generation)
+        except LeaseLost as exc:
+            log.warning(
+                "a newer drive claimed the build first; taking the lease again", error=str(exc)
+            )
+            await lease.release()
             continue
         if waited:
             log.info("took the build's lease after waiting")
@@ -1070,7 +1078,7 @@ async def drive(
     try:
         result = await _drive(deps, build_id=build_id, context=context, reason=reason, log=log)
     except LeaseLost as exc:
-        # Raised by any checkpoint (its lease confirmed first, then the generation fence), deep
+        # Raised by any checkpoint (the generation fence: a successor has claimed the build), deep
         # in a turn, compaction or ending: unwinding at once is the point, since this drive
         # must write nothing more. Its lease is released only if still ours (``kept_alive``).
         result = HandedBack(HandBackReason.LEASE_LOST, str(exc))
