@@ -15,9 +15,9 @@ from typing import Any
 
 from sqlalchemy import insert, select, update
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from cofounder_db.models import Artifact, Project, UnderstandingSession, User
+from cofounder_db.models import Artifact, Base, Project, UnderstandingSession, User
 from cofounder_gateway.problems import ApiError
 from cofounder_gateway.rows import one_or_404
 
@@ -31,44 +31,40 @@ def _now() -> datetime:
     return datetime.now(UTC)
 
 
+async def _insert(conn: AsyncConnection, table: type[Base], **values: Any) -> str:
+    """Insert a row of ``table`` with these values under a new id; the id."""
+    row_id = str(uuid.uuid4())
+    await conn.execute(insert(table).values(id=row_id, **values))
+    return row_id
+
+
 async def create_user(
     engine: AsyncEngine, *, email: str, tier: str, suspension_reason: str | None
 ) -> str:
     """A new user's id; suspended when ``suspension_reason`` is set. 409 ``email_taken``."""
-    user_id = str(uuid.uuid4())
     try:
         async with engine.begin() as conn:
-            await conn.execute(
-                insert(User).values(
-                    id=user_id,
-                    email=email,
-                    tier=tier,
-                    suspended=suspension_reason is not None,
-                    suspension_reason=suspension_reason,
-                    created_at=_now(),
-                )
+            return await _insert(
+                conn,
+                User,
+                email=email,
+                tier=tier,
+                suspended=suspension_reason is not None,
+                suspension_reason=suspension_reason,
+                created_at=_now(),
             )
     except IntegrityError:
         raise ApiError(409, "email_taken", f"a user with email {email} exists") from None
-    return user_id
 
 
 async def create_project(engine: AsyncEngine, *, owner_id: str, name: str, stage: str) -> str:
     """A new project's id. 404 ``user_not_found`` when there is no user ``owner_id``."""
-    project_id = str(uuid.uuid4())
     async with engine.begin() as conn:
         await one_or_404(conn, select(User.id).where(User.id == owner_id), "user", owner_id)
-        await conn.execute(
-            insert(Project).values(
-                id=project_id,
-                owner_id=owner_id,
-                name=name,
-                stage=stage,
-                created_at=_now(),
-                updated_at=_now(),
-            )
+        now = _now()
+        return await _insert(
+            conn, Project, owner_id=owner_id, name=name, stage=stage, created_at=now, updated_at=now
         )
-    return project_id
 
 
 async def _project_exists(engine: AsyncEngine, project_id: str) -> None:
@@ -91,24 +87,21 @@ async def put_idea_brief(engine: AsyncEngine, *, project_id: str, content: dict[
             )
         ).first()
         if found is None:
-            artifact_id = str(uuid.uuid4())
-            await conn.execute(
-                insert(Artifact).values(
-                    id=artifact_id,
-                    project_id=project_id,
-                    artifact_type=IDEA_BRIEF,
-                    current_content=content,
-                    version=1,
-                    updated_at=_now(),
-                )
+            return await _insert(
+                conn,
+                Artifact,
+                project_id=project_id,
+                artifact_type=IDEA_BRIEF,
+                current_content=content,
+                version=1,
+                updated_at=_now(),
             )
-        else:
-            artifact_id = str(found.id)
-            await conn.execute(
-                update(Artifact)
-                .where(Artifact.id == artifact_id)
-                .values(current_content=content, version=Artifact.version + 1, updated_at=_now())
-            )
+        artifact_id = str(found.id)
+        await conn.execute(
+            update(Artifact)
+            .where(Artifact.id == artifact_id)
+            .values(current_content=content, version=Artifact.version + 1, updated_at=_now())
+        )
     return artifact_id
 
 
@@ -122,15 +115,12 @@ async def create_session(
     """A new understanding session's id: ``questions`` (each ``{"id", "text"}``) and the
     ``answers`` by question id. 404 ``project_not_found``."""
     await _project_exists(engine, project_id)
-    session_id = str(uuid.uuid4())
     async with engine.begin() as conn:
-        await conn.execute(
-            insert(UnderstandingSession).values(
-                id=session_id,
-                project_id=project_id,
-                questions=[dict(q) for q in questions],
-                answers=dict(answers),
-                created_at=_now(),
-            )
+        return await _insert(
+            conn,
+            UnderstandingSession,
+            project_id=project_id,
+            questions=[dict(q) for q in questions],
+            answers=dict(answers),
+            created_at=_now(),
         )
-    return session_id

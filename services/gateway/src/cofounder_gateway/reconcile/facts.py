@@ -5,12 +5,13 @@ from __future__ import annotations
 import enum
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
+from typing import Any, TypedDict
 
 from cofounder_contracts import BuildStatus
 
 __all__ = [
     "BuildFacts",
+    "BuildIds",
     "InFlight",
     "RedisView",
     "Repair",
@@ -56,6 +57,14 @@ class UnmeteredTurn:
     at: datetime
 
 
+class BuildIds(TypedDict):
+    """The ids every request about a build carries."""
+
+    build_id: str
+    project_id: str
+    user_id: str
+
+
 @dataclass(frozen=True, slots=True)
 class BuildFacts:
     """A build as PostgreSQL records it."""
@@ -75,6 +84,11 @@ class BuildFacts:
     snapshot: SnapshotFacts | None = None
     #: Turns whose usage the budget's ledger does not hold.
     unmetered: tuple[UnmeteredTurn, ...] = ()
+
+    @property
+    def ids(self) -> BuildIds:
+        """The build's ids, as the gateway's requests about it take them."""
+        return BuildIds(build_id=self.build_id, project_id=self.project_id, user_id=self.user_id)
 
 
 @dataclass(frozen=True, slots=True)

@@ -240,21 +240,10 @@ class Reconciler:
         return await builders[repair.kind](build)
 
     async def _request(self, build: BuildFacts) -> Event:
-        return build_requested(
-            build_id=build.build_id,
-            project_id=build.project_id,
-            user_id=build.user_id,
-            goal=build.goal,
-            occurred_at=build.created_at,
-        )
+        return build_requested(**build.ids, goal=build.goal, occurred_at=build.created_at)
 
     async def _cancel(self, build: BuildFacts) -> Event:
-        return cancel_requested(
-            build_id=build.build_id,
-            project_id=build.project_id,
-            user_id=build.user_id,
-            occurred_at=build.finished_at or build.changed_at,
-        )
+        return cancel_requested(**build.ids, occurred_at=build.finished_at or build.changed_at)
 
     async def _work(self, build: BuildFacts) -> Event:
         return await self._context(build.build_id)

@@ -5,9 +5,11 @@ product (which owns those tables in production), plus a demo data set. The write
 from __future__ import annotations
 
 import uuid
+from collections.abc import Callable
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends
+from fastapi.types import DecoratedCallable
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, StringConstraints
 
 from cofounder_gateway import admin_repo
@@ -188,12 +190,26 @@ BAD_TIER = (
 router = admin_routes()
 
 
-@router.post(
+def _writes(
+    path: str, name: str, responses: dict[int | str, dict[str, Any]], *, method: str = "POST"
+) -> Callable[[DecoratedCallable], DecoratedCallable]:
+    """A write answering the row's id (:class:`Created`): ``POST`` creates the row (201),
+    ``PUT`` creates or replaces it (200)."""
+    status = 201 if method == "POST" else 200
+    return router.api_route(
+        path,
+        methods=[method],
+        name=name,
+        status_code=status,
+        response_model=Created,
+        responses=responses,
+    )
+
+
+@_writes(
     "/users",
-    name="admin_create_user",
-    status_code=201,
-    response_model=Created,
-    responses=problem_responses(
+    "admin_create_user",
+    problem_responses(
         400, 409, 413, 422, s409="A user has this email (type: email_taken)", s422=BAD_TIER
     ),
 )
@@ -205,13 +221,7 @@ async def create_user(body: NewUser, engine: EngineDep, settings: SettingsDep) -
     return Created(id=user_id)
 
 
-@router.post(
-    "/projects",
-    name="admin_create_project",
-    status_code=201,
-    response_model=Created,
-    responses=WRITE_FOR_USER,
-)
+@_writes("/projects", "admin_create_project", WRITE_FOR_USER)
 async def create_project(body: NewProject, engine: EngineDep) -> Created:
     project_id = await admin_repo.create_project(
         engine, owner_id=body.owner_id, name=body.name, stage=body.stage
@@ -219,11 +229,8 @@ async def create_project(body: NewProject, engine: EngineDep) -> Created:
     return Created(id=project_id)
 
 
-@router.put(
-    "/projects/{project_id}/idea-brief",
-    name="admin_put_idea_brief",
-    response_model=Created,
-    responses=_WRITE_FOR_PROJECT,
+@_writes(
+    "/projects/{project_id}/idea-brief", "admin_put_idea_brief", _WRITE_FOR_PROJECT, method="PUT"
 )
 async def put_idea_brief(project_id: ProjectId, body: IdeaBrief, engine: EngineDep) -> Created:
     artifact_id = await admin_repo.put_idea_brief(
@@ -232,12 +239,8 @@ async def put_idea_brief(project_id: ProjectId, body: IdeaBrief, engine: EngineD
     return Created(id=artifact_id)
 
 
-@router.post(
-    "/projects/{project_id}/understanding-sessions",
-    name="admin_create_interview",
-    status_code=201,
-    response_model=Created,
-    responses=_WRITE_FOR_PROJECT,
+@_writes(
+    "/projects/{project_id}/understanding-sessions", "admin_create_interview", _WRITE_FOR_PROJECT
 )
 async def create_session(project_id: ProjectId, body: NewSession, engine: EngineDep) -> Created:
     session_id = await admin_repo.create_session(

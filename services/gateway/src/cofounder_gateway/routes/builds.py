@@ -20,9 +20,11 @@ from cofounder_gateway.schemas import (
     build_out,
 )
 
-__all__ = ["router"]
+__all__ = ["YOUR_BUILD", "router"]
 
 router = APIRouter(tags=["builds"])
+#: The problems of a read of one of the founder's builds (the build, its usage).
+YOUR_BUILD = problem_responses(401, 404, 422, s404=NO_BUILD)
 
 
 @router.post(
@@ -91,12 +93,7 @@ async def start_build(
     )
 
 
-@router.get(
-    "/builds/{build_id}",
-    name="get_build",
-    response_model=BuildOut,
-    responses=problem_responses(401, 404, 422, s404=NO_BUILD),
-)
+@router.get("/builds/{build_id}", name="get_build", response_model=BuildOut, responses=YOUR_BUILD)
 async def get_build(build_id: BuildId, user: CurrentUser, engine: EngineDep) -> BuildOut:
     """One of your builds."""
     return build_out(await builds.get_build(engine, user_id=user, build_id=build_id))

@@ -6,7 +6,8 @@
 - ``/app/static/{name}``: the page's scripts and stylesheet, read once at import (a fixed set of
   files, so no path from a request ever reaches the file system).
 - The three pages share one layout (``page/parts/layout.html``: head, header, sign-in form),
-  filled at import with each page's title, script, navigation and content.
+  filled at import with each page's title, script, navigation and content; the two lists of
+  builds share one table (``page/parts/build-list.html``), filled with its caption and columns.
 
 Every answer forbids what the page does not need (a Content-Security-Policy of ``'self'`` only,
 no framing, no referrer). Not in the OpenAPI document: these are pages, not the API. Why a page
@@ -16,10 +17,11 @@ in the gateway, and how it signs in: ``docs/adr/0008-build-page.md``.
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Awaitable, Callable
 from importlib import resources
 from typing import Annotated, Final
 
-from fastapi import APIRouter, Header, Path, Response
+from fastapi import APIRouter, Depends, Header, Path, Response
 from fastapi.responses import RedirectResponse
 
 from cofounder_gateway.problems import ApiError
@@ -62,6 +64,16 @@ _OPERATOR_SIGN_IN: Final = {
     ),
     "token_label": "Admin token",
 }
+
+
+def _build_list(caption: str, columns: list[str]) -> dict[str, str]:
+    """The slots of a page's list of builds (``{{build_list}}``: ``page/parts/build-list.html``)."""
+    return {
+        "list_caption": caption,
+        "list_columns": "".join(f'            <th scope="col">{c}</th>\n' for c in columns),
+    }
+
+
 #: The pages: each is ``page/parts/layout.html`` (head, header, sign-in form) around its own
 #: content (``page/parts/{name}``), filled with these.
 _PAGES: Final = {
@@ -70,6 +82,10 @@ _PAGES: Final = {
         "script": "builds.js",
         "nav": '<a href="/app/" aria-current="page">Your builds</a>',
         **_FOUNDER_SIGN_IN,
+        **_build_list(
+            "Your builds, newest first",
+            ["Build", "Goal", "Status", "Started", "Iterations", "Tokens", "Preview"],
+        ),
     },
     "build.html": {
         "title": "Build",
@@ -82,6 +98,20 @@ _PAGES: Final = {
         "script": "admin.js",
         "nav": '<a href="/app/admin" aria-current="page">Operator view</a>',
         **_OPERATOR_SIGN_IN,
+        **_build_list(
+            "Builds across founders, newest first",
+            [
+                "Build",
+                "Founder",
+                "Status",
+                "Since",
+                "Tier",
+                "Iterations",
+                "Tool calls",
+                "Tokens",
+                "Reason",
+            ],
+        ),
     },
 }
 
@@ -99,10 +129,15 @@ def _load() -> dict[str, tuple[bytes, str, str]]:
         if item.is_file() and "." + item.name.rpartition(".")[2] in _TYPES:
             found[item.name] = _asset(item.name, item.read_bytes())
     parts = folder.joinpath("parts")
-    layout = parts.joinpath("layout.html").read_text(encoding="utf-8")
+
+    def part(name: str) -> str:
+        return parts.joinpath(name).read_text(encoding="utf-8")
+
+    layout, build_list = part("layout.html"), part("build-list.html")
     for name, slots in _PAGES.items():
-        page = layout
-        for slot, value in {**slots, "content": parts.joinpath(name).read_text("utf-8")}.items():
+        # The page's content, the list of builds it may hold (a line of its own), its slots.
+        page = layout.replace("{{content}}", part(name)).replace("{{build_list}}\n", build_list)
+        for slot, value in slots.items():
             page = page.replace("{{" + slot + "}}", value)
         found[name] = _asset(name, page.encode())
     return found
@@ -133,22 +168,28 @@ async def app_root() -> RedirectResponse:
     return RedirectResponse("/app/", status_code=308)
 
 
-@router.get("/app/")
-async def builds_page(if_none_match: _IfNoneMatch = None) -> Response:
-    return _send("builds.html", if_none_match)
+def _page(name: str) -> Callable[[str | None], Awaitable[Response]]:
+    """The route of the page ``name``."""
+
+    async def page(if_none_match: _IfNoneMatch = None) -> Response:
+        return _send(name, if_none_match)
+
+    return page
 
 
-@router.get("/app/builds/{build_id}")
-async def build_page(
-    build_id: Annotated[str, Path(max_length=100)], if_none_match: _IfNoneMatch = None
-) -> Response:
-    """One build's page; the page itself reads the build (a wrong id shows "no such build")."""
-    return _send("build.html", if_none_match)
+def _bounded_build_id(build_id: Annotated[str, Path(max_length=100)]) -> None:
+    """The build page's id is only bounded: the page itself reads the build (a wrong id shows
+    "no such build")."""
 
 
-@router.get("/app/admin")
-async def admin_page(if_none_match: _IfNoneMatch = None) -> Response:
-    return _send("admin.html", if_none_match)
+router.add_api_route("/app/", _page("builds.html"), name="builds_page")
+router.add_api_route(
+    "/app/builds/{build_id}",
+    _page("build.html"),
+    name="build_page",
+    dependencies=[Depends(_bounded_build_id)],
+)
+router.add_api_route("/app/admin", _page("admin.html"), name="admin_page")
 
 
 @router.get("/app/static/{name}")

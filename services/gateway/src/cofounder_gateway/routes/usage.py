@@ -10,7 +10,7 @@ from fastapi import APIRouter, Query
 from cofounder_gateway import usage
 from cofounder_gateway.deps import CurrentUser, EngineDep, GatewayDep, RelayDep, SettingsDep
 from cofounder_gateway.inputs import BuildId, UserId
-from cofounder_gateway.problems import NO_BUILD, problem_responses
+from cofounder_gateway.problems import problem_responses
 from cofounder_gateway.routes.admin import (
     BAD_TIER,
     NO_USER,
@@ -18,6 +18,7 @@ from cofounder_gateway.routes.admin import (
     admin_routes,
     require_known_tier,
 )
+from cofounder_gateway.routes.builds import YOUR_BUILD
 from cofounder_gateway.usage import BuildUsage, TierChange, TierOut, TopUp, TopUpAccepted, UserUsage
 
 __all__ = ["admin_router", "router"]
@@ -47,7 +48,7 @@ async def my_usage(user: CurrentUser, gw: GatewayDep, days: _Days = 7) -> UserUs
     "/builds/{build_id}/usage",
     name="get_build_usage",
     response_model=BuildUsage,
-    responses=problem_responses(401, 404, 422, s404=NO_BUILD),
+    responses=YOUR_BUILD,
 )
 async def my_build_usage(build_id: BuildId, user: CurrentUser, engine: EngineDep) -> BuildUsage:
     """What one of your builds spent, by model."""
