@@ -218,3 +218,32 @@ def test_cofounder_dev_finds_a_redis_server_without_one_installed(
     assert version.stdout.startswith("Redis server v=")
     monkeypatch.setenv("COFOUNDER_REDIS_SERVER", "/opt/redis/bin/redis-server")
     assert redis_binary() == "/opt/redis/bin/redis-server"
+
+
+def test_the_snapshots_command_reads_the_services_snapshot_settings(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    # One definition of where snapshots are (SnapshotStoreSettings): the command reads the
+    # variables the services read, and a bad value is a clear error, not a traceback.
+    from typer.testing import CliRunner
+
+    from cofounder_cli.main import app
+
+    for name in ("PROJECT_SNAPSHOT_BUCKET", "SNAPSHOT_PREFIX", "S3_ENDPOINT_URL"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("SNAPSHOT_LOCAL_DIR", str(tmp_path))
+    listed = CliRunner().invoke(app, ["snapshots", "list", "--project", "p-1"])
+    assert listed.exit_code == 0, listed.output
+    assert "no snapshots" in listed.output
+
+    monkeypatch.setenv("SNAPSHOT_ATTEMPTS", "many")
+    refused = CliRunner().invoke(app, ["snapshots", "list", "--project", "p-1"])
+    assert refused.exit_code == 2
+    assert "SNAPSHOT_ATTEMPTS" in refused.output
+    assert "Traceback" not in refused.output
+
+    monkeypatch.delenv("SNAPSHOT_ATTEMPTS")
+    monkeypatch.delenv("SNAPSHOT_LOCAL_DIR")
+    off = CliRunner().invoke(app, ["snapshots", "list", "--project", "p-1"])
+    assert off.exit_code == 2
+    assert "snapshots are off" in off.output

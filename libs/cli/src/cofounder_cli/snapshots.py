@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
@@ -28,14 +27,11 @@ JsonOpt = Annotated[bool, typer.Option("--json", help="Machine-readable output."
 
 
 def _store() -> SnapshotStore:
-    from cofounder_snapshots.config import OFF_REASON, store_from
+    from cofounder_runtime.settings import load_settings
+    from cofounder_snapshots.config import OFF_REASON, SnapshotStoreSettings
 
-    store = store_from(
-        bucket=os.environ.get("PROJECT_SNAPSHOT_BUCKET"),
-        prefix=os.environ.get("SNAPSHOT_PREFIX", ""),
-        endpoint_url=os.environ.get("S3_ENDPOINT_URL"),
-        local_dir=os.environ.get("SNAPSHOT_LOCAL_DIR"),
-    )
+    # The services' own variables (PROJECT_SNAPSHOT_BUCKET, SNAPSHOT_LOCAL_DIR, ...), read alike.
+    store = load_settings(SnapshotStoreSettings, service="cofounder snapshots").snapshot_store()
     if store is None:
         typer.echo(f"error: {OFF_REASON}", err=True)
         raise typer.Exit(2)
@@ -102,11 +98,11 @@ def restore(
 ) -> None:
     """Write a snapshot version of BUILD into a folder, byte for byte (modes included)."""
     from cofounder_snapshots.store import StoreError
-    from cofounder_snapshots.sync import restore_to_folder
+    from cofounder_snapshots.sync import restore as restore_into
 
     async def go() -> Any:
         async with _store() as store:
-            return await restore_to_folder(
+            return await restore_into(
                 store, to, project_id=project, build_id=build, version=version
             )
 

@@ -31,7 +31,6 @@ from cofounder_runtime.service import run_service, service_process
 from cofounder_sandbox.base import Sandboxes
 from cofounder_sandbox.jail import Limits
 from cofounder_sandbox.local import LocalSandboxes
-from cofounder_snapshots.config import store_from
 from cofounder_snapshots.screenshots import ScreenshotStore
 from cofounder_snapshots.store import SnapshotStore
 
@@ -82,15 +81,6 @@ def make_sandboxes(settings: RunnerSettings) -> Sandboxes:
     )
     sandboxes.check()  # no isolation tools: refuse to start, saying what to install
     return sandboxes
-
-
-def snapshot_store(settings: RunnerSettings) -> SnapshotStore | None:
-    return store_from(
-        bucket=settings.project_snapshot_bucket,
-        prefix=settings.snapshot_prefix,
-        endpoint_url=settings.s3_endpoint_url,
-        local_dir=settings.snapshot_local_dir,
-    )
 
 
 def build_deps(
@@ -153,7 +143,7 @@ async def main() -> None:
     """Run the agent runner until SIGTERM."""
     async with service_process(RunnerSettings, service="agent-runner") as process:
         settings, redis = process.settings, process.redis
-        snapshots = snapshot_store(settings)
+        snapshots = settings.snapshot_store()
         if snapshots is not None:
             await process.enter(snapshots)
         screenshots = settings.screenshot_store()

@@ -10,6 +10,7 @@ from cofounder_budgeting.settings import PlanSettings
 from cofounder_db.settings import DatabaseSettings
 from cofounder_domain.plans import DEFAULT_PLANS
 from cofounder_runtime.settings import RuntimeSettings
+from cofounder_snapshots.config import SnapshotStoreSettings
 from cofounder_snapshots.screenshots import ScreenshotSettings
 
 __all__ = ["DEFAULT_MODELS", "RunnerSettings"]
@@ -18,11 +19,15 @@ __all__ = ["DEFAULT_MODELS", "RunnerSettings"]
 DEFAULT_MODELS: dict[str, dict[str, str]] = {t: dict(p.models) for t, p in DEFAULT_PLANS.items()}
 
 
-class RunnerSettings(RuntimeSettings, DatabaseSettings, PlanSettings, ScreenshotSettings):
+class RunnerSettings(
+    RuntimeSettings, DatabaseSettings, PlanSettings, SnapshotStoreSettings, ScreenshotSettings
+):
     """Model, sandbox, loop limits and the database of checkpoints; the plans (the models and
     the tool calls of each tier: ``MODEL_MAP``, ``MAX_TOOL_CALLS``) are the settings every
-    service reads alike (:class:`~cofounder_budgeting.settings.PlanSettings`); so is where
-    screenshots go (:class:`~cofounder_snapshots.screenshots.ScreenshotSettings`).
+    service reads alike (:class:`~cofounder_budgeting.settings.PlanSettings`); so are where
+    snapshots go (a replacement sandbox gets the latest:
+    :class:`~cofounder_snapshots.config.SnapshotStoreSettings`) and where screenshots go
+    (:class:`~cofounder_snapshots.screenshots.ScreenshotSettings`).
 
     The runner's consumer keeps one entry pending per running build, so ``CONSUMER_CONCURRENCY``
     is the number of builds one process drives at once.
@@ -124,12 +129,6 @@ class RunnerSettings(RuntimeSettings, DatabaseSettings, PlanSettings, Screenshot
         default=False,
         description="Allow local sandboxes outside ENVIRONMENT=development (E2B is production's).",
     )
-    project_snapshot_bucket: str | None = Field(
-        default=None, description="Snapshots' S3 bucket: a replacement sandbox gets the latest."
-    )
-    snapshot_prefix: str = Field(default="", description="Key prefix inside the bucket.")
-    s3_endpoint_url: str | None = Field(default=None, description="S3 API endpoint.")
-    snapshot_local_dir: str | None = Field(default=None, description="A folder store instead.")
     screenshot_max_bytes: int = Field(
         default=1_000_000,
         ge=10_000,

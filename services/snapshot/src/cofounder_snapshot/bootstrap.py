@@ -18,7 +18,7 @@ from cofounder_sandbox.local import LocalSandboxes
 from cofounder_snapshot.archiving import ArchiveDeps, on_build_event, prune_archives
 from cofounder_snapshot.handlers import SnapshotDeps, on_snapshot_requested
 from cofounder_snapshot.settings import SnapshotSettings
-from cofounder_snapshots.config import OFF_REASON, store_from
+from cofounder_snapshots.config import OFF_REASON
 from cofounder_snapshots.store import SnapshotStore
 
 __all__ = ["archive_consumer", "build_consumer", "main", "sandboxes_from"]
@@ -83,13 +83,7 @@ async def main() -> None:
     """Run the snapshot service until SIGTERM."""
     async with service_process(SnapshotSettings, service="snapshot") as process:
         settings, redis = process.settings, process.redis
-        store = store_from(
-            bucket=settings.project_snapshot_bucket,
-            prefix=settings.snapshot_prefix,
-            endpoint_url=settings.s3_endpoint_url,
-            local_dir=settings.snapshot_local_dir,
-            attempts=settings.snapshot_attempts,
-        )
+        store = settings.snapshot_store()
         if store is None:
             _log.warning(OFF_REASON + "; requests are answered as skipped")
         else:

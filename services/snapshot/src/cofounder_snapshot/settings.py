@@ -7,29 +7,25 @@ from pydantic import Field, SecretStr
 from cofounder_budgeting.settings import PlanSettings
 from cofounder_db.settings import DatabaseSettings
 from cofounder_runtime.settings import RuntimeSettings
+from cofounder_snapshots.config import SnapshotStoreSettings
 from cofounder_snapshots.logarchive import LogArchiveSettings
 
 __all__ = ["SnapshotSettings"]
 
 
-class SnapshotSettings(RuntimeSettings, DatabaseSettings, PlanSettings, LogArchiveSettings):
-    """Where snapshots and build log archives go, which sandboxes they are read from, and how
-    long they are kept (archives: per tier, ``LOG_ARCHIVE_DAYS``). The database is read to
-    rebuild a build's history whose feed Redis lost, and for the build's tier."""
+class SnapshotSettings(
+    RuntimeSettings, DatabaseSettings, PlanSettings, SnapshotStoreSettings, LogArchiveSettings
+):
+    """Where snapshots (:class:`~cofounder_snapshots.config.SnapshotStoreSettings`) and build log
+    archives go, which sandboxes they are read from, and how long they are kept (archives: per
+    tier, ``LOG_ARCHIVE_DAYS``). The database is read to rebuild a build's history whose feed
+    Redis lost, and for the build's tier."""
 
-    project_snapshot_bucket: str | None = Field(
-        default=None, description="S3 bucket of snapshots; unset (and no SNAPSHOT_LOCAL_DIR): off."
-    )
-    snapshot_prefix: str = Field(default="", description="Key prefix inside the bucket.")
-    snapshot_local_dir: str | None = Field(
-        default=None, description="A folder store instead of S3 (the embedded default)."
-    )
     snapshot_keep_versions: int = Field(default=10, description="Versions kept per build.")
     snapshot_max_file_bytes: int = Field(
         default=50 * 1024 * 1024, description="Files above this size are left out (reported)."
     )
     snapshot_concurrency: int = Field(default=16, description="Blob transfers at once.")
-    snapshot_attempts: int = Field(default=5, description="Attempts per S3 call (botocore).")
     sandbox_root: str = Field(
         default=".cofounder/sandboxes", description="Local sandboxes' folder (the runner's)."
     )
