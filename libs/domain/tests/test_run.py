@@ -18,7 +18,6 @@ from cofounder_domain.run import (
     Nudge,
     RunLimits,
     Sleep,
-    Stop,
     Stuck,
     ToolCall,
     after_turn,
@@ -118,7 +117,7 @@ def test_a_prompt_above_the_threshold_asks_for_a_compaction_first() -> None:
 
 def test_the_same_failing_call_is_nudged_at_n_and_stopped_at_2n() -> None:
     stuck = Stuck()
-    verdicts: list[Nudge | Stop | None] = []
+    verdicts: list[Nudge | Fail | None] = []
     for _ in range(6):
         stuck, verdict = stuck.observe("bash", {"command": "x"}, is_error=True, repeats=3)
         verdicts.append(verdict)
@@ -128,7 +127,7 @@ def test_the_same_failing_call_is_nudged_at_n_and_stopped_at_2n() -> None:
         Nudge(NUDGE),
         None,
         None,
-        Stop("stopped: stuck, the same failing bash call was repeated 6 times"),
+        Fail("stopped: stuck, the same failing bash call was repeated 6 times"),
     ]
     assert stuck == Stuck(key='bash:{"command": "x"}', count=6)
 
@@ -176,7 +175,7 @@ def test_stuck_round_trips_through_the_checkpoint_shape(stored: dict[str, Any] |
 def test_a_stored_count_carries_on_after_a_resume() -> None:
     stuck = Stuck.from_parts({"key": 'bash:{"command": "x"}', "count": 5})
     _, verdict = stuck.observe("bash", {"command": "x"}, is_error=True, repeats=3)
-    assert verdict == Stop("stopped: stuck, the same failing bash call was repeated 6 times")
+    assert verdict == Fail("stopped: stuck, the same failing bash call was repeated 6 times")
 
 
 # -- after a turn -------------------------------------------------------------------------

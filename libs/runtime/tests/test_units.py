@@ -44,6 +44,11 @@ def test_settings_map_to_consumer_options(monkeypatch: pytest.MonkeyPatch) -> No
     assert settings.redis_url.get_secret_value() == "redis://example:6380/2"
     assert settings.consumer_options(max_age_ms=5).max_deliveries == 9
     assert settings.consumer_options(max_age_ms=5).max_age_ms == 5
+    # Every CONSUMER_<OPTION> setting but the consumer's name reaches the option of that name.
+    options = settings.consumer_options()
+    for name in RuntimeSettings.model_fields:
+        if name.startswith("consumer_") and name != "consumer_name":
+            assert getattr(options, name.removeprefix("consumer_")) == getattr(settings, name)
 
 
 def test_read_entries_handles_both_protocols_and_timeouts() -> None:

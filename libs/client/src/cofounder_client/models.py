@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field, fields
 from datetime import date, datetime
-from typing import Any, ClassVar, Literal, Self
+from typing import Any, Literal, Self
 
 __all__ = [
     "TERMINAL_STATUSES",
@@ -38,11 +38,11 @@ def _time(value: Any) -> datetime | None:
     return None if value is None else datetime.fromisoformat(value)
 
 
+@dataclass(frozen=True, slots=True)
 class _ByName:
     """An answer whose fields are the JSON's keys of the same names, plus ``raw``."""
 
-    __slots__ = ()
-    __dataclass_fields__: ClassVar[dict[str, Any]]
+    raw: dict[str, Any] = field(repr=False, compare=False, kw_only=True)
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> Self:
@@ -263,7 +263,6 @@ class DemoFounder(_ByName):
     user_id: str
     project_id: str
     token: str
-    raw: dict[str, Any] = field(repr=False, compare=False)
 
 
 @dataclass(frozen=True, slots=True)
@@ -273,7 +272,6 @@ class TopUpAccepted(_ByName):
     id: str
     user_id: str
     amount_micros: int
-    raw: dict[str, Any] = field(repr=False, compare=False)
 
 
 @dataclass(frozen=True, slots=True)
@@ -283,4 +281,3 @@ class TierChanged(_ByName):
     user_id: str
     tier: str
     previous_tier: str
-    raw: dict[str, Any] = field(repr=False, compare=False)

@@ -66,27 +66,10 @@ _OPUS: Final[Mapping[str, str]] = {"coder": "claude-opus-5-5"}
 
 #: The plans of a deployment that configures none.
 DEFAULT_PLANS: Final[Mapping[str, Plan]] = {
-    "bootstrapper": Plan(
-        monthly_allowance_micros=30_000_000,  # $30
-        max_active_builds=2,
-        max_tool_calls=150,
-        models=_SONNET,
-        log_archive_days=30,
-    ),
-    "founder": Plan(
-        monthly_allowance_micros=150_000_000,
-        max_active_builds=5,
-        max_tool_calls=150,
-        models=_SONNET,
-        log_archive_days=90,
-    ),
-    "pro": Plan(
-        monthly_allowance_micros=600_000_000,
-        max_active_builds=10,
-        max_tool_calls=300,
-        models=_OPUS,
-        log_archive_days=365,
-    ),
+    # Plan(monthly allowance in micros, active builds, tool calls per build, models, log days)
+    "bootstrapper": Plan(30_000_000, 2, 150, _SONNET, 30),  # $30
+    "founder": Plan(150_000_000, 5, 150, _SONNET, 90),  # $150
+    "pro": Plan(600_000_000, 10, 300, _OPUS, 365),  # $600
 }
 
 

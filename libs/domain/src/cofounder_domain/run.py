@@ -34,7 +34,6 @@ __all__ = [
     "Nudge",
     "RunLimits",
     "Sleep",
-    "Stop",
     "Stuck",
     "ToolCall",
     "TurnEnd",
@@ -144,13 +143,6 @@ class Nudge:
     text: str
 
 
-@dataclass(frozen=True, slots=True)
-class Stop:
-    """The run is stuck: the build fails for ``reason``."""
-
-    reason: str
-
-
 def _call_key(name: str, tool_input: Any) -> str:
     """What makes two calls "the same": the tool and its input (keys sorted)."""
     return f"{name}:{json.dumps(tool_input, sort_keys=True)}"
@@ -182,17 +174,17 @@ class Stuck:
 
     def observe(
         self, name: str, tool_input: Any, *, is_error: bool, repeats: int
-    ) -> tuple[Stuck, Nudge | Stop | None]:
+    ) -> tuple[Stuck, Nudge | Fail | None]:
         """One more tool call. A success clears the count; a failure counts one more when it is
         the same call as the last failure, else starts again at one. At ``repeats`` in a row
-        the agent is nudged (once); from twice as many the run is stuck."""
+        the agent is nudged (once); from twice as many the run is stuck: the build fails."""
         if not is_error:
             return Stuck(), None
         key = _call_key(name, tool_input)
         count = self.count + 1 if key == self.key else 1
         after = Stuck(key=key, count=count)
         if count >= 2 * repeats:
-            return after, Stop(
+            return after, Fail(
                 f"stopped: stuck, the same failing {name} call was repeated {count} times"
             )
         if count == repeats:
@@ -263,7 +255,7 @@ def after_turn(
       that completes the build, which asks for the final snapshot instead.
     """
     finished: str | None = None
-    verdict: Nudge | Stop | None = None
+    verdict: Nudge | Fail | None = None
     for call in calls:
         if call.finished is not None:
             finished = call.finished
@@ -279,8 +271,8 @@ def after_turn(
     end: TurnEnd | None = None
     if finished is not None:
         end = Complete(finished)
-    elif isinstance(verdict, Stop):
-        end = Fail(verdict.reason)
+    elif isinstance(verdict, Fail):
+        end = verdict
     return TurnOutcome(
         tool_calls=tool_calls,
         stuck=stuck,

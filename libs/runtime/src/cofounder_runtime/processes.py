@@ -27,13 +27,14 @@ import urllib.request
 from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Final
+from typing import Any, Final, Required, TypedDict, Unpack
 
 __all__ = [
     "TAIL_CHARS",
     "Child",
     "Children",
     "ProcessFailed",
+    "Wait",
     "http_ok",
     "log_says",
     "start",
@@ -174,13 +175,31 @@ def _reports(children: Iterable[Child]) -> str:
     return "".join(f"\n--- {c.report()}" for c in children)
 
 
-@dataclass(frozen=True)
-class _Deadline:
-    what: str
+class Wait(TypedDict, total=False):
+    """What a wait for readiness (:func:`wait_ready`, :func:`until_ready`) is told: ``what`` it
+    waits for (named in its failure), ``timeout_s``, the ``watch`` children whose exit fails it
+    at once, how often it asks (``interval_s``, default 0.1 s), a ``hint`` that follows the
+    timeout in the message (e.g. the setting that raises it), and the children whose reports a
+    timeout shows (``show``, default ``watch``)."""
+
+    what: Required[str]
+    timeout_s: Required[float]
     watch: Sequence[Child]
-    timeout_s: float
+    interval_s: float
     hint: str
     show: Sequence[Child] | None
+
+
+@dataclass(frozen=True, kw_only=True)
+class _Deadline:
+    """A :class:`Wait` under way."""
+
+    what: str
+    timeout_s: float
+    watch: Sequence[Child] = ()
+    interval_s: float = 0.1
+    hint: str = ""
+    show: Sequence[Child] | None = None
     ends: float = field(init=False)
 
     def __post_init__(self) -> None:
@@ -202,48 +221,29 @@ class _Deadline:
         return None
 
 
-def wait_ready(
-    ready: Callable[[], bool],
-    *,
-    what: str,
-    timeout_s: float,
-    watch: Sequence[Child] = (),
-    interval_s: float = 0.1,
-    hint: str = "",
-    show: Sequence[Child] | None = None,
-) -> None:
+def wait_ready(ready: Callable[[], bool], **wait: Unpack[Wait]) -> None:
     """Return once ``ready()`` is true (it returns False while the child is not up yet, catching
     its own "connection refused"). :class:`ProcessFailed` at once when a ``watch`` child exits
-    (its report), or after ``timeout_s`` (the reports of ``show``, default ``watch``; ``hint``
-    follows the timeout in the message, e.g. the setting that raises it)."""
-    deadline = _Deadline(what, watch, timeout_s, hint, show)
+    (its report), or after ``timeout_s`` (the reports of ``show``; see :class:`Wait`)."""
+    deadline = _Deadline(**wait)
     while True:
         if ready():
             return
         if failed := deadline.failure():
             raise failed
-        time.sleep(interval_s)
+        time.sleep(deadline.interval_s)
 
 
-async def until_ready(
-    ready: Callable[[], Awaitable[bool] | bool],
-    *,
-    what: str,
-    timeout_s: float,
-    watch: Sequence[Child] = (),
-    interval_s: float = 0.1,
-    hint: str = "",
-    show: Sequence[Child] | None = None,
-) -> None:
+async def until_ready(ready: Callable[[], Awaitable[bool] | bool], **wait: Unpack[Wait]) -> None:
     """:func:`wait_ready` inside an event loop (``ready`` may be async)."""
-    deadline = _Deadline(what, watch, timeout_s, hint, show)
+    deadline = _Deadline(**wait)
     while True:
         answer = ready()
         if answer if isinstance(answer, bool) else await answer:
             return
         if failed := deadline.failure():
             raise failed
-        await asyncio.sleep(interval_s)
+        await asyncio.sleep(deadline.interval_s)
 
 
 # -- a run's children ------------------------------------------------------------------------

@@ -12,6 +12,7 @@ exits with status 2 and one line per problem, never a traceback.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import socket
 import sys
@@ -35,6 +36,9 @@ __all__ = [
 ]
 
 _S = TypeVar("_S", bound=BaseSettings)
+
+#: The settings named ``CONSUMER_<OPTION>`` are options of :class:`ConsumerOptions`.
+_CONSUMER_PREFIX: Final = "consumer_"
 
 #: ``REDIS_URL`` when unset: the local server's database 0.
 DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
@@ -122,18 +126,16 @@ class RuntimeSettings(BaseSettings):
         return self.environment == "development"
 
     def consumer_options(self, *, max_age_ms: int | None = None) -> ConsumerOptions:
-        """The consumer options these settings describe."""
-        return ConsumerOptions(
-            concurrency=self.consumer_concurrency,
-            batch_size=self.consumer_batch_size,
-            block_ms=self.consumer_block_ms,
-            min_idle_ms=self.consumer_min_idle_ms,
-            max_deliveries=self.consumer_max_deliveries,
-            retry_base_ms=self.consumer_retry_base_ms,
-            retry_max_ms=self.consumer_retry_max_ms,
-            shutdown_grace_s=self.consumer_shutdown_grace_s,
-            max_age_ms=max_age_ms,
-        )
+        """The consumer options these settings describe: each ``CONSUMER_<OPTION>`` setting is
+        the option of that name (:class:`ConsumerOptions`; those without a setting keep their
+        defaults)."""
+        options = {f.name for f in dataclasses.fields(ConsumerOptions)}
+        values = {
+            option: getattr(self, name)
+            for name in type(self).model_fields
+            if (option := name.removeprefix(_CONSUMER_PREFIX)) != name and option in options
+        }
+        return ConsumerOptions(**values, max_age_ms=max_age_ms)
 
 
 def load_settings(cls: type[_S], *, service: str) -> _S:

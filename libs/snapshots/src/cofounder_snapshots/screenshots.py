@@ -1,6 +1,7 @@
 """Where the screenshot tool's PNGs are kept, and how a founder reaches one.
 
-Two stores behind one interface, chosen like the snapshot store (:func:`screenshot_store_from`):
+Two stores behind one interface, chosen like the snapshot store
+(:meth:`ScreenshotSettings.screenshot_store`):
 
 - S3 (``SCREENSHOTS_BUCKET``; the snapshots' endpoint and credentials): the reference is a
   presigned ``GET`` URL valid for ``url_ttl_s`` (7 days at most: SigV4's limit). Anyone holding
@@ -41,7 +42,6 @@ __all__ = [
     "ScreenshotStore",
     "gateway_path",
     "screenshot_name",
-    "screenshot_store_from",
     "valid_name",
 ]
 
@@ -177,23 +177,6 @@ class S3Screenshots(S3Bucket):
         return await self.read(key)
 
 
-def screenshot_store_from(
-    *,
-    bucket: str | None,
-    local_dir: str | None,
-    endpoint_url: str | None = None,
-    prefix: str = "",
-    url_ttl_s: int = MAX_URL_TTL_S,
-) -> ScreenshotStore | None:
-    """S3 when ``bucket`` is set, else the folder ``local_dir``, else None: screenshots are
-    still shown to the model, but not kept."""
-    if bucket:
-        return S3Screenshots(bucket, prefix=prefix, endpoint_url=endpoint_url, url_ttl_s=url_ttl_s)
-    if local_dir:
-        return LocalScreenshots(local_dir)
-    return None
-
-
 class ScreenshotSettings(BaseSettings):
     """Where screenshots live, read alike by the agent runner (writes) and the gateway (serves
     ``/v1/builds/{id}/screenshots/{name}``). ``S3_ENDPOINT_URL`` and the AWS credentials are
@@ -222,12 +205,16 @@ class ScreenshotSettings(BaseSettings):
     )
 
     def screenshot_store(self) -> ScreenshotStore | None:
-        """The configured store (enter it with ``async with``), None when screenshots are not
-        kept."""
-        return screenshot_store_from(
-            bucket=self.screenshots_bucket,
-            prefix=self.screenshots_prefix,
-            local_dir=self.screenshots_dir,
-            endpoint_url=self.s3_endpoint_url,
-            url_ttl_s=self.screenshot_url_ttl_s,
-        )
+        """The configured store (enter it with ``async with``): S3 when ``SCREENSHOTS_BUCKET`` is
+        set, else the folder ``SCREENSHOTS_DIR``, else None: screenshots are still shown to the
+        model, but not kept."""
+        if self.screenshots_bucket:
+            return S3Screenshots(
+                self.screenshots_bucket,
+                prefix=self.screenshots_prefix,
+                endpoint_url=self.s3_endpoint_url,
+                url_ttl_s=self.screenshot_url_ttl_s,
+            )
+        if self.screenshots_dir:
+            return LocalScreenshots(self.screenshots_dir)
+        return None

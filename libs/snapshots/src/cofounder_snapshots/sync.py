@@ -8,7 +8,7 @@ from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TypeVar
+from typing import Protocol, TypeVar
 
 import structlog
 
@@ -22,7 +22,6 @@ __all__ = [
     "latest_version",
     "prune",
     "restore",
-    "restore_to_folder",
     "take_snapshot",
 ]
 
@@ -107,35 +106,85 @@ async def take_snapshot(
     )
 
 
+class _Files(Protocol):
+    """Where :func:`restore` writes a version's files (paths relative to the project)."""
+
+    async def write(self, path: str, data: bytes, mode: int) -> None: ...
+
+    async def finish(self, manifest: Manifest) -> None: ...
+
+
+@dataclass(frozen=True, slots=True)
+class _SandboxFiles:
+    """The sandbox's project folder; executables made so once every file is written."""
+
+    sandbox: Sandbox
+
+    async def write(self, path: str, data: bytes, mode: int) -> None:
+        await self.sandbox.write_file(f"{PROJECT_DIR}/{path}", data)
+
+    async def finish(self, manifest: Manifest) -> None:
+        executable = [p for p, m in manifest.files.items() if m.mode & 0o111]
+        if executable:
+            quoted = " ".join("'" + p.replace("'", "'\\''") + "'" for p in executable)
+            # The shell starts in the project.
+            await self.sandbox.run(f"chmod +x {quoted}", timeout=60)
+        _log.info(
+            "snapshot restored",
+            build_id=manifest.build_id,
+            version=manifest.version,
+            files=len(manifest.files),
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class _FolderFiles:
+    """A local folder (resolved); each file gets its mode, and none is written outside."""
+
+    root: Path
+
+    async def write(self, path: str, data: bytes, mode: int) -> None:
+        target = (self.root / path).resolve()
+        if self.root not in target.parents:
+            raise ValueError(f"{path} would be written outside {self.root}")
+
+        def write() -> None:
+            target.parent.mkdir(parents=True, exist_ok=True)
+            target.write_bytes(data)
+            target.chmod(mode & 0o777 or 0o644)
+
+        await asyncio.to_thread(write)
+
+    async def finish(self, manifest: Manifest) -> None:
+        pass
+
+
 async def restore(
     store: SnapshotStore,
-    sandbox: Sandbox,
+    into: Sandbox | Path,
     *,
     project_id: str,
     build_id: str,
     version: int | None = None,
     concurrency: int = 16,
 ) -> Manifest | None:
-    """Write a version (default: the latest) of the build's files into ``sandbox``; None when
-    the build has no snapshot."""
+    """Write a version (default: the latest) of the build's files ``into`` a sandbox's project
+    folder or a local folder, modes included; None when the build has no snapshot."""
     manifest = await _manifest(store, project_id, build_id, version)
     if manifest is None:
         return None
+    files: _Files = (
+        _FolderFiles(await asyncio.to_thread(into.resolve))
+        if isinstance(into, Path)
+        else _SandboxFiles(into)
+    )
 
     async def put(item: tuple[str, FileMeta]) -> None:
         path, meta = item
-        await sandbox.write_file(
-            f"{PROJECT_DIR}/{path}", await store.get_blob(project_id, meta.sha256)
-        )
+        await files.write(path, await store.get_blob(project_id, meta.sha256), meta.mode)
 
     await _bounded(manifest.files.items(), put, concurrency)
-    executable = [p for p, m in manifest.files.items() if m.mode & 0o111]
-    if executable:
-        quoted = " ".join("'" + p.replace("'", "'\\''") + "'" for p in executable)
-        await sandbox.run(f"chmod +x {quoted}", timeout=60)  # the shell starts in the project
-    _log.info(
-        "snapshot restored", build_id=build_id, version=manifest.version, files=len(manifest.files)
-    )
+    await files.finish(manifest)
     return manifest
 
 
@@ -150,39 +199,6 @@ async def _manifest(
     """The manifest of ``version`` (default: the latest); None when the build has no snapshot."""
     version = version if version is not None else await latest_version(store, project_id, build_id)
     return None if version is None else await store.get_manifest(project_id, build_id, version)
-
-
-async def restore_to_folder(
-    store: SnapshotStore,
-    folder: Path,
-    *,
-    project_id: str,
-    build_id: str,
-    version: int | None = None,
-    concurrency: int = 16,
-) -> Manifest | None:
-    """Write a version (default: the latest) into a local folder, modes included."""
-    manifest = await _manifest(store, project_id, build_id, version)
-    if manifest is None:
-        return None
-    root = await asyncio.to_thread(folder.resolve)
-
-    async def put(item: tuple[str, FileMeta]) -> None:
-        path, meta = item
-        target = (root / path).resolve()
-        if root not in target.parents:
-            raise ValueError(f"{path} would be written outside {root}")
-        data = await store.get_blob(project_id, meta.sha256)
-
-        def write() -> None:
-            target.parent.mkdir(parents=True, exist_ok=True)
-            target.write_bytes(data)
-            target.chmod(meta.mode & 0o777 or 0o644)
-
-        await asyncio.to_thread(write)
-
-    await _bounded(manifest.files.items(), put, concurrency)
-    return manifest
 
 
 async def prune(

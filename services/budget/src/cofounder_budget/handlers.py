@@ -86,27 +86,7 @@ class BudgetDeps:
         self.waker = Waker(self.redis, key=self.sleeping_key)
 
 
-async def _insert_once(conn: AsyncConnection, event: BudgetUsage, day: str, cost: int) -> bool:
-    statement = (
-        postgresql.insert(_LEDGER)
-        .values(
-            event_id=event.event_id,
-            user_id=event.user_id,
-            build_id=event.build_id,
-            day=day,
-            model=event.model,
-            input_tokens=event.input_tokens,
-            output_tokens=event.output_tokens,
-            cache_creation_input_tokens=event.cache_creation_input_tokens,
-            cache_read_input_tokens=event.cache_read_input_tokens,
-            cost_micros=cost,
-            created_at=datetime.now(UTC),
-        )
-        .on_conflict_do_nothing(index_elements=["event_id"])
-    )
-    return bool((await conn.execute(statement)).rowcount)
-
-
+#: The ledger's columns that are the usage event's fields of the same names.
 _USAGE_FIELDS = (
     "user_id",
     "build_id",
@@ -116,6 +96,21 @@ _USAGE_FIELDS = (
     "cache_creation_input_tokens",
     "cache_read_input_tokens",
 )
+
+
+async def _insert_once(conn: AsyncConnection, event: BudgetUsage, day: str, cost: int) -> bool:
+    statement = (
+        postgresql.insert(_LEDGER)
+        .values(
+            event_id=event.event_id,
+            day=day,
+            cost_micros=cost,
+            created_at=datetime.now(UTC),
+            **{name: getattr(event, name) for name in _USAGE_FIELDS},
+        )
+        .on_conflict_do_nothing(index_elements=["event_id"])
+    )
+    return bool((await conn.execute(statement)).rowcount)
 
 
 def _usage_digest(values: Sequence[object]) -> str:

@@ -28,36 +28,36 @@ class AgentIterationCompleted(Event, frozen=True, kw_only=True, tag="agent.itera
     checkpoint_seq: StepCount = 0
 
 
-class ToolCalled(Event, frozen=True, kw_only=True, tag="tool.called"):
-    """The model asked for a tool. ``input_preview`` is truncated and never holds secrets."""
+class _ToolEvent(Event, frozen=True, kw_only=True):
+    """An event of one tool call: the iteration that made it, its id and the tool's name (the
+    first fields of each such event)."""
 
     iteration: StepCount
     tool_use_id: ProviderId
     name: NonEmpty
+
+
+class ToolCalled(_ToolEvent, frozen=True, kw_only=True, tag="tool.called"):
+    """The model asked for a tool. ``input_preview`` is truncated and never holds secrets."""
+
     input_preview: str
 
 
-class ToolCompleted(Event, frozen=True, kw_only=True, tag="tool.completed"):
+class ToolCompleted(_ToolEvent, frozen=True, kw_only=True, tag="tool.completed"):
     """A tool returned (``is_error`` when it failed; the loop goes on either way)."""
 
-    iteration: StepCount
-    tool_use_id: ProviderId
-    name: NonEmpty
     is_error: bool
     duration_ms: DurationMs
     output_preview: str
 
 
-class ScreenshotTaken(Event, frozen=True, kw_only=True, tag="agent.screenshot_taken"):
+class ScreenshotTaken(_ToolEvent, frozen=True, kw_only=True, tag="agent.screenshot_taken"):
     """The screenshot tool's PNG is stored; emitted by the runner after that call's
     ``tool.completed``. ``url`` is how a founder sees it: a presigned S3 URL valid until
     ``expires_at``, or (the folder store; ``expires_at`` None) the gateway's path
     ``/v1/builds/{build_id}/screenshots/{name}``, authorised like the build. ``page_url`` is
     the page shot, as the sandbox reached it."""
 
-    iteration: StepCount
-    tool_use_id: ProviderId
-    name: NonEmpty
     url: NonEmpty
     expires_at: datetime | None = None
     page_url: str = ""

@@ -62,23 +62,26 @@ class BudgetUsage(Event, frozen=True, kw_only=True, tag="budget.usage"):
     outcome: UsageOutcome = UsageOutcome.OK
 
 
-class BudgetWarning(Event, frozen=True, kw_only=True, tag="budget.warning"):
+class _DaySpend(Event, frozen=True, kw_only=True):
+    """A budget threshold crossed: the user's spend for ``day`` and that day's budget (the first
+    fields of each such event). Money is in micro-units of the plan's currency (integers: no
+    float drift in ledgers)."""
+
+    day: date
+    spent_micros: Micros
+    budget_micros: Micros
+
+
+class BudgetWarning(_DaySpend, frozen=True, kw_only=True, tag="budget.warning"):
     """The user's spend for ``day`` passed 80% of the daily budget (once a day).
 
     Money is in micro-units of the plan's currency (integers: no float drift in ledgers).
     """
 
-    day: date
-    spent_micros: Micros
-    budget_micros: Micros
 
-
-class BudgetExhausted(Event, frozen=True, kw_only=True, tag="budget.exhausted"):
+class BudgetExhausted(_DaySpend, frozen=True, kw_only=True, tag="budget.exhausted"):
     """The user's daily budget is spent; model calls are refused until ``resets_at``."""
 
-    day: date
-    spent_micros: Micros
-    budget_micros: Micros
     resets_at: datetime
 
 
