@@ -264,6 +264,31 @@ async def test_a_drive_that_loses_the_claim_race_takes_a_newer_generation(
     assert generations == {6}
 
 
+async def test_a_claim_that_fails_lets_the_lease_go(
+    harness: Harness, scripted: ScriptedModel, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # PostgreSQL fails the claim: the drive fails (the consumer retries it), and the lease it
+    # took is not left to expire, so the retry takes the build at once.
+    context = context_ready()
+    await harness.seed_project(context)
+    build = context.build_id
+    store = harness.deps.checkpoints
+    claim = store.claim
+    failures = [ConnectionError("PostgreSQL went away")]
+
+    async def failing_once(build_id: str, generation: int) -> None:
+        if failures:
+            raise failures.pop()
+        await claim(build_id, generation)
+
+    monkeypatch.setattr(store, "claim", failing_once)
+    with pytest.raises(ConnectionError):
+        await drive(harness.deps, build_id=build, context=context, reason="start")
+    assert await harness.redis.get(lease_key(build)) is None
+    outcome = await drive(harness.deps, build_id=build, context=context, reason="start")
+    assert outcome is Outcome.COMPLETED
+
+
 async def test_cancelling_a_sleeping_build_ends_it_and_kills_its_sandbox(
     harness: Harness, scripted: ScriptedModel
 ) -> None:

@@ -841,6 +841,11 @@ async def _wait_for_lease(deps: RunnerDeps, lease: Lease, log: Any) -> bool:
             )
             await lease.release()
             continue
+        except BaseException:
+            # PostgreSQL unreachable, or cancelled: the next attempt must not wait out a lease
+            # that this one holds and will never use.
+            await lease.release()
+            raise
         if waited:
             log.info("took the build's lease after waiting")
         return True
