@@ -175,6 +175,18 @@ async def test_bad_input_gets_clear_4xx(gateway: Running) -> None:
         headers={**auth, "Content-Type": "application/json"},
     )
     assert (huge.status_code, huge.json()["type"]) == (413, "payload_too_large")
+
+    async def chunks() -> AsyncIterator[bytes]:  # no Content-Length: sent chunked
+        yield b'{"goal": "'
+        for _ in range(10):
+            yield b"x" * 8_000
+        yield b'"}'
+
+    streamed = await gateway.client.post(
+        url, content=chunks(), headers={**auth, "Content-Type": "application/json"}
+    )
+    assert (streamed.status_code, streamed.json()["type"]) == (413, "payload_too_large")
+    assert "65536 bytes" in streamed.json()["detail"]
     not_json = await gateway.client.post(
         url, content=b"{", headers={**auth, "Content-Type": "application/json"}
     )

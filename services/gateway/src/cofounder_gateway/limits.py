@@ -4,13 +4,23 @@ from __future__ import annotations
 
 import json
 
+from fastapi import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 __all__ = ["BodyLimit"]
 
 
-class _TooLarge(Exception):
-    pass
+class _TooLarge(HTTPException):
+    """Raised by the body's ``receive`` once it has passed the limit. An HTTPException, because
+    FastAPI turns any other error raised while it reads a body into a 400 ("error parsing the
+    body"): this one it lets through, to the problem handler (413 ``payload_too_large``)."""
+
+    def __init__(self, max_bytes: int) -> None:
+        super().__init__(413, too_large_detail(max_bytes))
+
+
+def too_large_detail(max_bytes: int) -> str:
+    return f"request bodies are limited to {max_bytes} bytes"
 
 
 class BodyLimit:
@@ -26,7 +36,7 @@ class BodyLimit:
                 "type": "payload_too_large",
                 "title": "Payload too large",
                 "status": 413,
-                "detail": f"request bodies are limited to {self.max_bytes} bytes",
+                "detail": too_large_detail(self.max_bytes),
             }
         )
         await send(
@@ -54,7 +64,7 @@ class BodyLimit:
             if message["type"] == "http.request":
                 seen += len(message.get("body", b""))
                 if seen > self.max_bytes:
-                    raise _TooLarge
+                    raise _TooLarge(self.max_bytes)
             return message
 
         try:
