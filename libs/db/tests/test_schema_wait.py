@@ -12,8 +12,15 @@ import sys
 import asyncpg
 import pytest
 from alembic.script import ScriptDirectory
+from sqlalchemy import make_url
 
-from cofounder_db.migrate import alembic_config, schema_state, upgrade, wait_for_schema
+from cofounder_db.migrate import (
+    LOCK_KEY,
+    alembic_config,
+    schema_state,
+    upgrade,
+    wait_for_schema,
+)
 from cofounder_testing.databases import empty_database
 
 pytestmark = pytest.mark.integration
@@ -129,3 +136,51 @@ def test_the_cli_waits_and_says_so_in_json_lines(database_url: str) -> None:
         ready = _cofounder("db", "wait", "--database-url", url, LOG_JSON="false")
         assert ready.returncode == 0, ready
         assert ready.stdout.startswith("schema ready: at ")
+
+
+def test_a_migration_killed_holding_the_lock_does_not_block_the_next(database_url: str) -> None:
+    """A pod SIGKILLed while it holds the migration lock (mid-migration): PostgreSQL ends its
+    session, the lock goes with it, and the next upgrade takes it and migrates."""
+    with empty_database(database_url) as url:
+        dsn = make_url(url).set(drivername="postgresql").render_as_string(hide_password=False)
+        holder = subprocess.Popen(
+            [sys.executable, "-c", _HOLD_THE_LOCK, dsn],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+        try:
+            assert holder.stdout is not None
+            said = holder.stdout.readline().strip()
+            assert said == "holding", said
+            # Held: an upgrade now would wait (it tries every half second).
+            assert not asyncio.run(_lock_free(dsn))
+        finally:
+            holder.kill()  # SIGKILL: no unlock, no goodbye to the server
+            holder.communicate(timeout=30)
+        upgrade(url)  # returns once it got the lock and migrated
+        assert asyncio.run(schema_state(url)).ready
+
+
+#: A child that takes the migration lock as a migrating pod does, says so, and waits forever.
+_HOLD_THE_LOCK = """
+import asyncio, sys, asyncpg
+from cofounder_db.migrate import LOCK_KEY
+async def main():
+    conn = await asyncpg.connect(sys.argv[1])
+    assert await conn.fetchval("select pg_try_advisory_lock($1)", LOCK_KEY)
+    print("holding", flush=True)
+    await asyncio.Event().wait()
+asyncio.run(main())
+"""
+
+
+async def _lock_free(dsn: str) -> bool:
+    conn = await asyncpg.connect(dsn)
+    try:
+        free = bool(await conn.fetchval("select pg_try_advisory_lock($1)", LOCK_KEY))
+        if free:
+            await conn.execute("select pg_advisory_unlock($1)", LOCK_KEY)
+        return free
+    finally:
+        await conn.close()
