@@ -26,6 +26,7 @@ from cofounder_domain.lifecycle import (
     MOVES,
     STAGE,
     can_move,
+    changes_of,
     grow,
     is_terminal,
     next_status,
@@ -134,6 +135,22 @@ def test_the_status_an_event_reports() -> None:
         status = status_of(event)
         assert ends_build(event) == (status is not None and is_terminal(status))
         assert type(event) in BUILD_EVENTS.events
+
+
+def test_what_an_event_records_of_its_build() -> None:
+    assert [changes_of(e) for e in _events()] == [
+        {},
+        {"error": "by the user"},
+        {"build_version": 1, "preview_url": None, "iterations": 2, "tool_calls": 3},
+        {"error": "no"},
+        {},
+        {},
+        {"iterations": 1, "tool_calls": 1},
+        {},
+    ]
+    # A reason on a status that does not end the build is not an error.
+    paused = BuildStatusChanged(**IDS, producer="t", status=S.SLEEPING, reason="budget")
+    assert changes_of(paused) == {}
 
 
 def test_counters_only_grow() -> None:

@@ -17,9 +17,10 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from datetime import datetime
-from typing import Final
+from typing import Any, Final
 
 from cofounder_contracts import (
+    AgentIterationCompleted,
     AgentResumed,
     AgentSleeping,
     BuildCompleted,
@@ -34,6 +35,7 @@ __all__ = [
     "MOVES",
     "STAGE",
     "can_move",
+    "changes_of",
     "grow",
     "is_terminal",
     "next_status",
@@ -105,6 +107,27 @@ def status_of(event: Event) -> BuildStatus | None:
         case AgentResumed():
             return BuildStatus.RUNNING
     return None
+
+
+def changes_of(event: Event) -> dict[str, Any]:
+    """What ``event`` records of its build besides its status, by the build's field names: a
+    completed build's version, preview and counts, an end's reason (``error``), an iteration's
+    counts. Counters among them only grow (:data:`COUNTERS`, :func:`grow`)."""
+    match event:
+        case BuildCompleted():
+            return {
+                "build_version": event.build_version,
+                "preview_url": event.preview_url,
+                "iterations": event.iterations,
+                "tool_calls": event.tool_calls,
+            }
+        case BuildFailed():
+            return {"error": event.reason}
+        case BuildStatusChanged(reason=reason) if reason:
+            return {"error": reason} if is_terminal(event.status) else {}
+        case AgentIterationCompleted():
+            return {"iterations": event.iteration, "tool_calls": event.tool_calls}
+    return {}
 
 
 #: A build's counters that only grow: events of one build are handled concurrently and may

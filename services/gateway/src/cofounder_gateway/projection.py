@@ -30,19 +30,11 @@ from prometheus_client import Counter
 from sqlalchemy import ColumnElement, case, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from cofounder_contracts import (
-    AgentIterationCompleted,
-    BudgetUsage,
-    BuildCompleted,
-    BuildFailed,
-    BuildStatus,
-    BuildStatusChanged,
-    Event,
-)
+from cofounder_contracts import BudgetUsage, BuildStatus, Event
 from cofounder_contracts.codec import payload_digest
 from cofounder_contracts.streams import BUDGET_SIGNALS, BUDGET_USAGE, BUILD_EVENTS
 from cofounder_db.models import Build
-from cofounder_domain.lifecycle import COUNTERS, is_terminal, next_status, status_of
+from cofounder_domain.lifecycle import COUNTERS, changes_of, is_terminal, next_status, status_of
 from cofounder_gateway import slots
 from cofounder_gateway.feed import Feed
 from cofounder_runtime.idempotency_sql import record_once
@@ -83,24 +75,6 @@ class ProjectionDeps:
 
     engine: AsyncEngine
     feed: Feed
-
-
-def _changes(event: Event) -> dict[str, Any]:
-    match event:
-        case BuildCompleted():
-            return {
-                "build_version": event.build_version,
-                "preview_url": event.preview_url,
-                "iterations": event.iterations,
-                "tool_calls": event.tool_calls,
-            }
-        case BuildFailed():
-            return {"error": event.reason}
-        case BuildStatusChanged(reason=reason) if reason:
-            return {"error": reason} if is_terminal(event.status) else {}
-        case AgentIterationCompleted():
-            return {"iterations": event.iteration, "tool_calls": event.tool_calls}
-    return {}
 
 
 def grown(stored: ColumnElement[int], incoming: int) -> ColumnElement[int]:
@@ -181,7 +155,7 @@ async def _apply_build_event(conn: AsyncConnection, event: Event) -> None:
     if build is None:
         _unknown_build(event)  # deleted since its feed was made
         return
-    values = _changes(event)
+    values = changes_of(event)
     incoming = status_of(event)
     occurred = event.occurred_at
     ends = False
