@@ -40,6 +40,12 @@ KNOWN_TOOL_TYPES: Final[Mapping[str, str | None]] = {
 # The checkers below return the first problem they find: one return per check, on purpose.
 
 
+def _text(fields: Mapping[str, Any], key: str) -> str | None:
+    """``fields[key]`` when it is a non-empty string (what the API's "Field required" asks)."""
+    value = fields.get(key)
+    return value if isinstance(value, str) and value else None
+
+
 def _tools(tools: Any) -> str | None:  # noqa: PLR0911
     if tools is None:
         return None
@@ -55,8 +61,8 @@ def _tools(tools: Any) -> str | None:  # noqa: PLR0911
                 f"tools.{i}: Input tag '{kind}' found using 'type' does not match any of the "
                 "expected tags"
             )
-        name = tool.get("name")
-        if not isinstance(name, str) or not name:
+        name = _text(tool, "name")
+        if name is None:
             return f"tools.{i}.name: Field required"
         expected = KNOWN_TOOL_TYPES[kind]
         if expected is not None and name != expected:
@@ -134,8 +140,8 @@ def _image(block: Mapping[str, Any], where: str) -> str | None:  # noqa: PLR0911
             f"{where}.source.base64.media_type: Input should be 'image/jpeg', 'image/png', "
             "'image/gif' or 'image/webp'"
         )
-    data = source.get("data")
-    if not isinstance(data, str) or not data:
+    data = _text(source, "data")
+    if data is None:
         return f"{where}.source.base64.data: Field required"
     if len(data) > MAX_IMAGE_BASE64:
         return (
@@ -175,7 +181,7 @@ def validate(body: Any) -> str | None:  # noqa: PLR0911
     """The API's message for the first problem in ``body``, or None when it is acceptable."""
     if not isinstance(body, Mapping):
         return "Request body must be a JSON object"
-    if not isinstance(body.get("model"), str) or not body["model"]:
+    if _text(body, "model") is None:
         return "model: Field required"
     max_tokens = body.get("max_tokens")
     if max_tokens is None:
