@@ -144,6 +144,10 @@ class Gateway(Generic[ClientT]):
         """``value`` as JSON with ``--json``, else the ``human`` text."""
         emit(value, self.as_json, human)
 
+    def created(self, row_id: str) -> None:
+        """What a command that creates a row prints: its id (``{"id": ...}`` with ``--json``)."""
+        self.emit({"id": row_id}, row_id)
+
 
 def founder_command(
     app: typer.Typer, name: str | None = None, *, with_json: bool = True

@@ -89,8 +89,7 @@ def user(
     tier: Annotated[str, typer.Option(metavar="TIER", help="Their plan.")] = "bootstrapper",
 ) -> None:
     """Create a user; prints their id."""
-    user_id = gw.client.create_user(email, tier=tier)
-    gw.emit({"id": user_id}, user_id)
+    gw.created(gw.client.create_user(email, tier=tier))
 
 
 @admin_command(app, "project")
@@ -100,8 +99,7 @@ def project(
     name: Annotated[str, typer.Option(metavar="NAME", help="The project's name.")],
 ) -> None:
     """Create a project; prints its id."""
-    project_id = gw.client.create_project(owner, name)
-    gw.emit({"id": project_id}, project_id)
+    gw.created(gw.client.create_project(owner, name))
 
 
 @admin_command(app, "brief")
@@ -111,8 +109,7 @@ def brief(
     file: Annotated[Path, typer.Argument(metavar="FILE", help="A JSON object.")],
 ) -> None:
     """Set a project's idea brief from a JSON file."""
-    artifact_id = gw.client.put_idea_brief(project_id, _json_file(file, gw.as_json))
-    gw.emit({"id": artifact_id}, artifact_id)
+    gw.created(gw.client.put_idea_brief(project_id, _json_file(file, gw.as_json)))
 
 
 @admin_command(app, "interview")
@@ -128,7 +125,6 @@ def interview(
 ) -> None:
     """Add an understanding session (questions and answers) from a JSON file."""
     session = _json_file(file, gw.as_json)
-    session_id = gw.client.create_interview(
-        project_id, session.get("questions", []), session.get("answers")
+    gw.created(
+        gw.client.create_interview(project_id, session.get("questions", []), session.get("answers"))
     )
-    gw.emit({"id": session_id}, session_id)
