@@ -57,7 +57,7 @@ from cofounder_runtime.connections import connect_redis
 from cofounder_runtime.publisher import Publisher
 from cofounder_scripted_model.process import start
 from cofounder_testing.databases import empty_database
-from cofounder_testing.servers import redis_server
+from cofounder_testing.servers import own_redis_server
 
 #: The benchmark's own Redis (started in main: it is never a developer's or a stack's server).
 _REDIS: dict[str, str] = {}
@@ -630,7 +630,7 @@ def main() -> None:
         uvloop.run(sandboxes_main(args.root, args.builds))
         return
     with (
-        redis_server() as redis_url,
+        own_redis_server() as redis_url,
         empty_database(DATABASE_URL) as database_url,
         tempfile.TemporaryDirectory() as tmp,
     ):
