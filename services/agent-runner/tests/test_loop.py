@@ -524,16 +524,16 @@ async def test_a_turn_s_events_survive_a_crash_between_its_checkpoint_and_its_pu
     from cofounder_agent_runner import loop
 
     crashed: list[int] = []
-    emit = loop._Run.emit
+    publish = loop._Run.publish_outbox
 
-    async def dying_emit(self: Any, *events: Any, read_control: bool = False) -> Any:
+    def dying_publish(self: Any, events: list[Any]) -> None:
         done = [e for e in events if isinstance(e, AgentIterationCompleted)]
         if done and done[0].iteration == 2 and not crashed:
             crashed.append(2)  # the process dies right after the turn's checkpoint committed
             raise RuntimeError("killed between the checkpoint and the publish")
-        return await emit(self, *events, read_control=read_control)
+        publish(self, events)
 
-    monkeypatch.setattr(loop._Run, "emit", dying_emit)
+    monkeypatch.setattr(loop._Run, "publish_outbox", dying_publish)
     harness.deps.settings = harness.settings.model_copy(update={"sandbox_after_build": "keep"})
     context = context_ready()
     await harness.seed_project(context)

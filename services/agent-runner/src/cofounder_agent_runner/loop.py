@@ -9,9 +9,12 @@ pending and heart-beaten by the consumer. Its life:
    part); some: reconnect the sandbox (or make a new one when it is gone) and continue. An
    ended build re-emits its end; an asleep one ignores a ``context.ready`` (only a wake, or a
    cancel, takes it up);
-3. each iteration: cancel flag and budget gate (one round trip) → limits → compaction when the
-   prompt nears the context window → the model call → the requested tools, in order, their
-   results returned together → a ``turn`` checkpoint holding only the new messages → events;
+3. each iteration: limits, the cancel flag and the budget gate → compaction when the prompt
+   nears the context window → the model call → the requested tools, in order, their results
+   returned together → a ``turn`` checkpoint holding only the new messages, written while the
+   gate and cancel flag for the next iteration are read (PostgreSQL and Redis, one wait) → the
+   turn's events, published in the background while the next model call goes out (the part
+   after waits for them: the checkpoint holds them until then, see :meth:`_Run.published`);
 4. it ends in one of: completed, failed, cancelled, asleep (budget spent), duplicate (an
    :class:`Outcome`); or it stops without settling the build and returns a
    :class:`HandedBack`: the runner is shutting down, the model API stayed unavailable through
@@ -275,6 +278,9 @@ class _Run:
     backlog: list[Event] = field(default_factory=list)
     sender: asyncio.Task[None] | None = None
     sending: bool = False  # the sender is past its wait (see emit_soon)
+    #: The last part's events were handed to the sender and may not be out yet: the next part
+    #: waits for them (see :meth:`published`).
+    outbox_unsent: bool = False
 
     @property
     def context(self) -> ContextReady:
@@ -283,14 +289,29 @@ class _Run:
     def emit_soon(self, event: Event) -> None:
         """Publish in the background, in order (tool progress: the loop does not wait for it),
         after at most ``_PROGRESS_WAIT_S``: a tool that ends sooner has its two events sent
-        together, with the turn's events when the turn ends sooner too (:meth:`emit`), in one
-        round trip instead of three (py-spy at 100 builds, issue #18)."""
-        self.backlog.append(event)
-        if self.sender is None or self.sender.done():
-            self.sender = asyncio.create_task(self._send_backlog())
+        together, with the turn's gate and cancel read (:meth:`write_turn`), in one round trip
+        instead of three (py-spy at 100 builds, issue #18)."""
+        self._queue([event], wait=True)
 
-    async def _send_backlog(self) -> None:
-        await asyncio.sleep(_PROGRESS_WAIT_S)
+    def publish_outbox(self, events: list[Event]) -> None:
+        """Publish the events of the part just written in the background, at once: the next
+        model call does not wait for the round trip; the next part does (:meth:`published`),
+        since its row replaces this one as the outbox a resume publishes again."""
+        self.outbox_unsent = True
+        self._queue(events, wait=False)
+
+    def _queue(self, events: list[Event], *, wait: bool) -> None:
+        self.backlog.extend(events)
+        sender = self.sender
+        if sender is not None and not sender.done():
+            if self.sending or wait:
+                return  # the sender takes them: in its next batch, or after its wait
+            sender.cancel()  # still waiting, so it has sent nothing: one that does not wait
+        self.sender = asyncio.create_task(self._send_backlog(_PROGRESS_WAIT_S if wait else 0.0))
+
+    async def _send_backlog(self, wait_s: float) -> None:
+        if wait_s:
+            await asyncio.sleep(wait_s)
         self.sending = True
         try:
             while self.backlog:
@@ -302,8 +323,16 @@ class _Run:
                 except Exception:
                     self.backlog[:0] = batch  # emit() sends them, or raises
                     raise
+            self.outbox_unsent = False
         finally:
             self.sending = False
+
+    async def published(self) -> None:
+        """Return once the last part's events are out: what the sender could not send is sent
+        here, in the foreground (a Redis that refuses it raises; a resume publishes them from
+        that part). Called before every part is written."""
+        if self.outbox_unsent:
+            await self.emit()
 
     async def emit(self, *events: Event, read_control: bool = False) -> Control | None:
         """Publish ``events`` after everything sent in the background, in one round trip; with
@@ -323,11 +352,13 @@ class _Run:
                 queue_control(pipe, user_id=self.context.user_id, build_id=self.context.build_id)
             replies = await pipe.execute()
         self.backlog = []
+        self.outbox_unsent = False
         return parse_control(replies[-2], replies[-1]) if read_control else None
 
     async def checkpoint(self, kind: str, parts: dict[str, Any]) -> int:
         """Append a part under the lease's generation: a drive whose build a newer generation
         has claimed raises :class:`LeaseLost` here and writes nothing (see :func:`drive`)."""
+        await self.published()
         return await self.deps.checkpoints.append(
             self.state, generation=self.lease.generation, kind=kind, parts=parts
         )
@@ -438,7 +469,7 @@ class _Run:
     async def turn(self, assistant: dict[str, Any], usage: TokenUsage) -> Outcome | Control:
         """One assistant turn: its tools run in order, what :func:`after_turn` decided recorded
         (a checkpoint, then the turn's events) and carried out. Returns how the build ended, or
-        the gate and cancel flag read in the same round trip as the events."""
+        the gate and cancel flag for the next iteration."""
         iteration = self.state.iteration + 1
         content = assistant["content"]
         uses = [b for b in content if b.get("type") == "tool_use"]
@@ -455,14 +486,31 @@ class _Run:
             stuck=self.state.stuck,
             limits=self.limits,
         )
-        events = await self.record(assistant, results, outcome, iteration, usage)
-        control = await self.emit(*events, read_control=outcome.end is None)
+        events, parts = self.record(assistant, results, outcome, iteration, usage)
         self.pending_usage = None
+        if outcome.end is None:
+            control = await self.write_turn(parts)
+            self.publish_outbox(events)
+            return control
+        await self.checkpoint("turn", parts)
+        await self.emit(*events)
         if isinstance(outcome.end, Complete):
             return await self.complete(outcome.end.summary)
-        if isinstance(outcome.end, Fail):
-            return await self.fail(outcome.end.reason)
-        assert control is not None
+        return await self.fail(outcome.end.reason)
+
+    async def write_turn(self, parts: dict[str, Any]) -> Control:
+        """Write the turn's checkpoint while the tool progress still held back goes out and the
+        gate and cancel flag are read for the next iteration: two servers, one wait. The turn's
+        own events follow the commit (:meth:`publish_outbox`); a failure of either raises, the
+        checkpoint's first (a lost lease)."""
+        await self.published()  # before the read below: one emit at a time
+        written, control = await asyncio.gather(
+            self.checkpoint("turn", parts), self.emit(read_control=True), return_exceptions=True
+        )
+        for failed in (written, control):
+            if isinstance(failed, BaseException):
+                raise failed
+        assert isinstance(control, Control)
         return control
 
     async def run_tool(
@@ -569,15 +617,15 @@ class _Run:
             )
         )
 
-    async def record(
+    def record(
         self,
         assistant: dict[str, Any],
         results: list[dict[str, Any]],
         outcome: TurnOutcome,
         iteration: int,
         usage: TokenUsage,
-    ) -> list[Event]:
-        """Apply the turn to the run's state and checkpoint it; return the turn's events.
+    ) -> tuple[list[Event], dict[str, Any]]:
+        """Apply the turn to the run's state; return its events and the parts of its checkpoint.
 
         The events are written in the checkpoint's row (one transaction: the outbox) and
         published after it; a runner that dies in between publishes them on resume."""
@@ -595,17 +643,14 @@ class _Run:
         ITERATIONS.inc()
         state.prompt_tokens = usage.prompt_tokens + usage.output_tokens
         events = self.turn_events(iteration, usage, snapshot_due=outcome.snapshot_due)
-        await self.checkpoint(
-            "turn",
-            {
-                "messages": new,
-                "preview_url": state.preview_url,
-                "stuck": state.stuck.to_parts(),
-                "prompt_tokens": state.prompt_tokens,
-                "events": [msgspec.to_builtins(e) for e in events],
-            },
-        )
-        return events
+        parts = {
+            "messages": new,
+            "preview_url": state.preview_url,
+            "stuck": state.stuck.to_parts(),
+            "prompt_tokens": state.prompt_tokens,
+            "events": [msgspec.to_builtins(e) for e in events],
+        }
+        return events, parts
 
     def turn_events(self, iteration: int, usage: TokenUsage, *, snapshot_due: bool) -> list[Event]:
         """The turn's usage (of the model call that made it), its ``agent.iteration_completed``
