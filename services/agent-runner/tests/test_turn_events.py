@@ -18,9 +18,11 @@ from sqlalchemy import select
 from cofounder_agent_runner.loop import Outcome, drive
 from cofounder_agent_runner.model import ModelClient
 from cofounder_agent_runner.testing import Harness, context_ready
+from cofounder_agent_runner.tools.dispatcher import ToolDispatcher
 from cofounder_contracts import AgentIterationCompleted, ToolCalled
 from cofounder_db.models import AgentCheckpoint
 from cofounder_scripted_model.process import ScriptedModel
+from cofounder_testing.waiting import eventually
 
 pytestmark = pytest.mark.integration
 
@@ -168,3 +170,31 @@ async def test_no_part_is_written_while_the_last_turn_s_events_are_not_out(
     iterations = [e.iteration for e in events if isinstance(e, AgentIterationCompleted)]
     assert iterations == list(range(1, len(iterations) + 1))
     assert iterations[0] == 1
+
+
+async def test_a_long_tool_s_progress_is_published_while_it_runs(
+    harness: Harness, scripted: ScriptedModel, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Progress is held back for a moment (so that a quick tool's two events ride in the turn's
+    # round trip), never for the length of the tool: the build page shows a long tool running.
+    context = context_ready()
+    run = ToolDispatcher.run
+    seen_while_running: list[bool] = []
+
+    async def called() -> bool:
+        return any(isinstance(e, ToolCalled) for e in await harness.events(context.build_id))
+
+    async def long_run(self: ToolDispatcher, name: str, input_: Any) -> Any:
+        if not seen_while_running:  # the first tool runs until its tool.called is out (<= 5 s)
+            with contextlib.suppress(AssertionError):
+                await eventually(called, what="tool.called", timeout=5, interval=0.02)
+            seen_while_running.append(await called())
+        return await run(self, name, input_)
+
+    monkeypatch.setattr(ToolDispatcher, "run", long_run)
+    await harness.seed_project(context)
+
+    outcome = await drive(harness.deps, build_id=context.build_id, context=context, reason="start")
+
+    assert outcome is Outcome.COMPLETED
+    assert seen_while_running == [True]

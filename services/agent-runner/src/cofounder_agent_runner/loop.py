@@ -276,8 +276,10 @@ class _Run:
     limits: RunLimits
     pending_usage: BudgetUsage | None = None
     backlog: list[Event] = field(default_factory=list)
+    #: Sends the backlog in the background, one batch after another, in order; never raises.
     sender: asyncio.Task[None] | None = None
-    sending: bool = False  # the sender is past its wait (see emit_soon)
+    #: Starts the sender once tool progress has waited ``_PROGRESS_WAIT_S`` (see emit_soon).
+    progress_due: asyncio.TimerHandle | None = None
     #: The last part's events were handed to the sender and may not be out yet: the next part
     #: waits for them (see :meth:`published`).
     outbox_unsent: bool = False
@@ -290,42 +292,46 @@ class _Run:
         """Publish in the background, in order (tool progress: the loop does not wait for it),
         after at most ``_PROGRESS_WAIT_S``: a tool that ends sooner has its two events sent
         together, with the turn's gate and cancel read (:meth:`write_turn`), in one round trip
-        instead of three (py-spy at 100 builds, issue #18)."""
-        self._queue([event], wait=True)
+        instead of three (py-spy at 100 builds, issue #18). The wait is a timer, not a task:
+        the round trip that takes the events over cancels it for nothing."""
+        self.backlog.append(event)
+        if (self.sender is None or self.sender.done()) and self.progress_due is None:
+            loop = asyncio.get_running_loop()
+            self.progress_due = loop.call_later(_PROGRESS_WAIT_S, self._send_backlog_now)
 
     def publish_outbox(self, events: list[Event]) -> None:
         """Publish the events of the part just written in the background, at once: the next
         model call does not wait for the round trip; the next part does (:meth:`published`),
         since its row replaces this one as the outbox a resume publishes again."""
         self.outbox_unsent = True
-        self._queue(events, wait=False)
-
-    def _queue(self, events: list[Event], *, wait: bool) -> None:
         self.backlog.extend(events)
-        sender = self.sender
-        if sender is not None and not sender.done():
-            if self.sending or wait:
-                return  # the sender takes them: in its next batch, or after its wait
-            sender.cancel()  # still waiting, so it has sent nothing: one that does not wait
-        self.sender = asyncio.create_task(self._send_backlog(_PROGRESS_WAIT_S if wait else 0.0))
+        if self.sender is None or self.sender.done():
+            self._send_backlog_now()  # else the sender's next batch takes them
 
-    async def _send_backlog(self, wait_s: float) -> None:
-        if wait_s:
-            await asyncio.sleep(wait_s)
-        self.sending = True
-        try:
-            while self.backlog:
-                batch, self.backlog = self.backlog, []
-                try:
-                    await self.deps.publisher.publish_many(
-                        (stream_for(type(e)).name, e) for e in batch
-                    )
-                except Exception:
-                    self.backlog[:0] = batch  # emit() sends them, or raises
-                    raise
-            self.outbox_unsent = False
-        finally:
-            self.sending = False
+    def _send_backlog_now(self) -> None:
+        if self.progress_due is not None:
+            self.progress_due.cancel()
+            self.progress_due = None
+        self.sender = asyncio.create_task(self._send_backlog())
+
+    async def _send_backlog(self) -> None:
+        while self.backlog:
+            batch, self.backlog = self.backlog, []
+            try:
+                await self.deps.publisher.publish_many((stream_for(type(e)).name, e) for e in batch)
+            except Exception as exc:  # noqa: BLE001 - kept, and sent by the next round trip
+                self.backlog[:0] = batch
+                self.log.warning("events not sent; the next round trip takes them", error=repr(exc))
+                return
+        self.outbox_unsent = False
+
+    async def settled(self) -> None:
+        """Wait for the background sender, after starting it on any progress held back."""
+        if self.progress_due is not None:
+            self._send_backlog_now()
+        if self.sender is not None:
+            await self.sender
+            self.sender = None
 
     async def published(self) -> None:
         """Return once the last part's events are out: what the sender could not send is sent
@@ -337,12 +343,11 @@ class _Run:
     async def emit(self, *events: Event, read_control: bool = False) -> Control | None:
         """Publish ``events`` after everything sent in the background, in one round trip; with
         ``read_control``, the gate and the cancel flag come back in the same round trip."""
+        if self.progress_due is not None:  # held-back progress: it goes in this round trip
+            self.progress_due.cancel()
+            self.progress_due = None
         if self.sender is not None:
-            if not self.sending and not self.sender.done():
-                self.sender.cancel()  # still waiting: it has sent nothing, the backlog goes below
-            else:
-                with contextlib.suppress(Exception):
-                    await self.sender  # a failure leaves its batch in the backlog, sent below
+            await self.sender  # what it could not send stays in the backlog, sent below
             self.sender = None
         publisher = self.deps.publisher
         async with self.deps.redis.pipeline(transaction=False) as pipe:
@@ -504,13 +509,16 @@ class _Run:
         own events follow the commit (:meth:`publish_outbox`); a failure of either raises, the
         checkpoint's first (a lost lease)."""
         await self.published()  # before the read below: one emit at a time
-        written, control = await asyncio.gather(
-            self.checkpoint("turn", parts), self.emit(read_control=True), return_exceptions=True
-        )
-        for failed in (written, control):
-            if isinstance(failed, BaseException):
-                raise failed
-        assert isinstance(control, Control)
+        reading = asyncio.ensure_future(self.emit(read_control=True))
+        try:
+            await self.checkpoint("turn", parts)
+        except BaseException:
+            reading.cancel()  # the drive stops here: progress is best effort
+            with contextlib.suppress(BaseException):
+                await reading
+            raise
+        control = await reading
+        assert control is not None
         return control
 
     async def run_tool(
@@ -935,9 +943,8 @@ async def _drive(
             log.info("driving build", reason=reason, iteration=state.iteration, model=state.model)
             return await run.loop()
         finally:
-            if run.sender is not None:
-                with contextlib.suppress(Exception):
-                    await run.sender  # progress events of an unfinished turn: best effort
+            with contextlib.suppress(Exception):
+                await run.settled()  # progress events of an unfinished turn: best effort
             await run.dispatcher.close()
 
 
