@@ -15,7 +15,8 @@ from redis.asyncio.client import Pipeline
 from redis.exceptions import ConnectionError as RedisConnectionError
 from sqlalchemy import select
 
-from cofounder_agent_runner.loop import Outcome, drive
+from cofounder_agent_runner.checkpoints import CheckpointStore
+from cofounder_agent_runner.loop import HandBackReason, HandedBack, Outcome, drive
 from cofounder_agent_runner.model import ModelClient
 from cofounder_agent_runner.testing import Harness, context_ready
 from cofounder_agent_runner.tools.dispatcher import ToolDispatcher
@@ -127,12 +128,25 @@ async def test_a_redis_blip_under_the_model_call_is_sent_again_before_the_next_p
 
     _wrap_pipelines(monkeypatch, refuse_once)
     context = context_ready()
+    out_before_next_part: list[bool] = []
+    append = CheckpointStore.append
+
+    async def noting_append(self: CheckpointStore, state: Any, **kwargs: Any) -> int:
+        if refused and not out_before_next_part:  # the first part after the refusal
+            events = await harness.events(context.build_id)
+            out_before_next_part.append(
+                any(isinstance(e, AgentIterationCompleted) and e.iteration == 1 for e in events)
+            )
+        return await append(self, state, **kwargs)
+
+    monkeypatch.setattr(CheckpointStore, "append", noting_append)
     await harness.seed_project(context)
 
     outcome = await drive(harness.deps, build_id=context.build_id, context=context, reason="start")
 
     assert outcome is Outcome.COMPLETED
     assert refused == [1]
+    assert out_before_next_part == [True]
     events = await harness.events(context.build_id)
     iterations = [e.iteration for e in events if isinstance(e, AgentIterationCompleted)]
     assert iterations == list(range(1, len(iterations) + 1))  # once each, in order
@@ -146,20 +160,22 @@ async def test_no_part_is_written_while_the_last_turn_s_events_are_not_out(
     # them), and the next drive publishes them from the first turn's row. A loop that wrote
     # the second part anyway would leave iteration 1 out of the build's events for good.
     refusals: list[int] = []
+    down = [True]
 
-    async def refuse_twice() -> None:
-        if len(refusals) < 2:
+    async def refuse_while_down() -> None:
+        if down[0]:
             refusals.append(1)
             raise RedisConnectionError("Redis is down")
 
-    _wrap_pipelines(monkeypatch, refuse_twice)
+    _wrap_pipelines(monkeypatch, refuse_while_down)
     context = context_ready()
     await harness.seed_project(context)
 
     with pytest.raises(RedisConnectionError, match="Redis is down"):
         await drive(harness.deps, build_id=context.build_id, context=context, reason="start")
+    down[0] = False
 
-    assert len(refusals) == 2
+    assert len(refusals) >= 2  # in the background, then in the foreground
     assert await _turn_parts(harness, context.build_id) == 1
     assert not [
         e for e in await harness.events(context.build_id) if isinstance(e, AgentIterationCompleted)
@@ -198,3 +214,52 @@ async def test_a_long_tool_s_progress_is_published_while_it_runs(
 
     assert outcome is Outcome.COMPLETED
     assert seen_while_running == [True]
+
+
+async def test_a_lost_lease_while_progress_is_being_sent_hands_the_build_back(
+    harness: Harness, scripted: ScriptedModel, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The second turn's tool outlasts the progress wait, so its tool.called is being sent (held
+    # in Redis's round trip) when the turn is written; a successor has claimed the build
+    # meanwhile, so the checkpoint raises LeaseLost while the gate read waits behind that send.
+    # The drive must hand the build back, not end cancelled (which skips the sandbox's close and
+    # leaves the work entry to the janitor): the read is stopped, never the sender.
+    scripted.latency(100)  # the first turn's events are out before the second turn's tool
+    context = context_ready()
+    tools: list[str] = []
+    run = ToolDispatcher.run
+
+    async def slow_second_tool(self: ToolDispatcher, name: str, input_: Any) -> Any:
+        tools.append(name)
+        if len(tools) == 2:
+            await harness.deps.checkpoints.claim(context.build_id, 1_000_000)  # a successor
+            await asyncio.sleep(0.3)  # past the progress wait: the sender starts
+        return await run(self, name, input_)
+
+    async def hold_second_progress() -> None:
+        await asyncio.sleep(1.0)
+
+    original = Pipeline.execute
+
+    async def execute(self: Pipeline, raise_on_error: bool = True) -> list[Any]:
+        if any(
+            args[0] == "XADD"
+            and b"tool.called" in args
+            and any(isinstance(a, bytes) and b'"iteration":2,' in a for a in args)
+            for args, _ in self.command_stack
+        ):
+            await hold_second_progress()
+        return await original(self, raise_on_error)
+
+    monkeypatch.setattr(ToolDispatcher, "run", slow_second_tool)
+    monkeypatch.setattr(Pipeline, "execute", execute)
+    await harness.seed_project(context)
+
+    result = await drive(harness.deps, build_id=context.build_id, context=context, reason="start")
+
+    assert isinstance(result, HandedBack), result
+    assert result.reason is HandBackReason.LEASE_LOST
+    assert await _turn_parts(harness, context.build_id) == 1  # the second turn is not written
+    # The held progress still went out (best effort, in order).
+    events = await harness.events(context.build_id)
+    assert [e.iteration for e in events if isinstance(e, ToolCalled)][:2] == [1, 2]

@@ -323,15 +323,25 @@ class _Run:
                 self.backlog[:0] = batch
                 self.log.warning("events not sent; the next round trip takes them", error=repr(exc))
                 return
+            except BaseException:
+                self.backlog[:0] = batch  # cancelled: the process is going down
+                raise
         self.outbox_unsent = False
 
-    async def settled(self) -> None:
-        """Wait for the background sender, after starting it on any progress held back."""
-        if self.progress_due is not None:
-            self._send_backlog_now()
+    async def _sent(self) -> None:
+        """Wait until the background sender is done. ``asyncio.wait``, not ``await``: a waiter
+        that is cancelled (the turn's gate read, when its checkpoint fails) must not cancel the
+        sender with it, and the sender's end is read from the backlog, not raised."""
         if self.sender is not None:
-            await self.sender
+            await asyncio.wait((self.sender,))
             self.sender = None
+
+    async def settled(self) -> None:
+        """Send what is left (progress held back, a batch that failed) and wait for it: the
+        drive is ending, so this is the last chance, and it is best effort."""
+        if self.backlog and (self.sender is None or self.sender.done()):
+            self._send_backlog_now()
+        await self._sent()
 
     async def published(self) -> None:
         """Return once the last part's events are out: what the sender could not send is sent
@@ -346,9 +356,7 @@ class _Run:
         if self.progress_due is not None:  # held-back progress: it goes in this round trip
             self.progress_due.cancel()
             self.progress_due = None
-        if self.sender is not None:
-            await self.sender  # what it could not send stays in the backlog, sent below
-            self.sender = None
+        await self._sent()  # what it could not send stays in the backlog, sent below
         publisher = self.deps.publisher
         async with self.deps.redis.pipeline(transaction=False) as pipe:
             for event in [*self.backlog, *events]:
@@ -513,9 +521,12 @@ class _Run:
         try:
             await self.checkpoint("turn", parts)
         except BaseException:
-            reading.cancel()  # the drive stops here: progress is best effort
-            with contextlib.suppress(BaseException):
-                await reading
+            # The drive stops here; the read is of no use now. Cancelling it leaves the sender it
+            # may wait for alone (``_sent``), so held-back progress still goes out (``settled``).
+            reading.cancel()
+            await asyncio.wait((reading,))
+            if not reading.cancelled():
+                reading.exception()  # retrieved: the checkpoint's error is the one raised
             raise
         control = await reading
         assert control is not None
