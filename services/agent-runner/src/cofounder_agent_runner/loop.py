@@ -333,7 +333,8 @@ class _Run:
         that is cancelled (the turn's gate read, when its checkpoint fails) must not cancel the
         sender with it, and the sender's end is read from the backlog, not raised."""
         if self.sender is not None:
-            await asyncio.wait((self.sender,))
+            if not self.sender.done():  # (a done one would still cost a turn of the loop)
+                await asyncio.wait((self.sender,))
             self.sender = None
 
     async def settled(self) -> None:
