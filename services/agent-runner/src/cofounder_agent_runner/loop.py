@@ -338,9 +338,11 @@ class _Run:
             self.sender = None
 
     async def settled(self) -> None:
-        """Send what is left (progress held back, a batch that failed) and wait for it: the
-        drive is ending, so this is the last chance, and it is best effort."""
-        if self.backlog and (self.sender is None or self.sender.done()):
+        """The drive is ending: send the progress still held back and wait for the sender, best
+        effort. What a failed or cut round trip kept is not tried again: it may have reached
+        Redis (a cut one), and a turn's events among it are in its checkpoint, which the next
+        drive publishes again."""
+        if self.progress_due is not None:
             self._send_backlog_now()
         await self._sent()
 
