@@ -27,25 +27,30 @@ from cofounder_testing.waiting import eventually
 
 pytestmark = pytest.mark.integration
 
-_FIRST_TURN = b'"iteration":1,'
 
-
-def _carries_first_turn(pipe: Pipeline) -> bool:
-    """Whether ``pipe`` holds the ``XADD`` of the first turn's ``agent.iteration_completed``."""
+def _carries(pipe: Pipeline, event_type: bytes, iteration: int) -> bool:
+    """Whether ``pipe`` holds the ``XADD`` of an ``event_type`` event of ``iteration``."""
+    marker = b'"iteration":%d,' % iteration
     return any(
         args[0] == "XADD"
-        and b"agent.iteration_completed" in args
-        and any(isinstance(a, bytes) and _FIRST_TURN in a for a in args)
+        and event_type in args
+        and any(isinstance(a, bytes) and marker in a for a in args)
         for args, _ in pipe.command_stack
     )
 
 
-def _wrap_pipelines(monkeypatch: pytest.MonkeyPatch, before: Callable[[], Awaitable[None]]) -> None:
-    """Run ``before`` ahead of every round trip that carries the first turn's events."""
+def _wrap_pipelines(
+    monkeypatch: pytest.MonkeyPatch,
+    before: Callable[[], Awaitable[None]],
+    event_type: bytes = b"agent.iteration_completed",
+    iteration: int = 1,
+) -> None:
+    """Run ``before`` ahead of every round trip that carries an ``event_type`` event of
+    ``iteration`` (by default: the first turn's events)."""
     original = Pipeline.execute
 
     async def execute(self: Pipeline, raise_on_error: bool = True) -> list[Any]:
-        if _carries_first_turn(self):
+        if _carries(self, event_type, iteration):
             await before()
         return await original(self, raise_on_error)
 
@@ -239,20 +244,8 @@ async def test_a_lost_lease_while_progress_is_being_sent_hands_the_build_back(
     async def hold_second_progress() -> None:
         await asyncio.sleep(1.0)
 
-    original = Pipeline.execute
-
-    async def execute(self: Pipeline, raise_on_error: bool = True) -> list[Any]:
-        if any(
-            args[0] == "XADD"
-            and b"tool.called" in args
-            and any(isinstance(a, bytes) and b'"iteration":2,' in a for a in args)
-            for args, _ in self.command_stack
-        ):
-            await hold_second_progress()
-        return await original(self, raise_on_error)
-
     monkeypatch.setattr(ToolDispatcher, "run", slow_second_tool)
-    monkeypatch.setattr(Pipeline, "execute", execute)
+    _wrap_pipelines(monkeypatch, hold_second_progress, b"tool.called", iteration=2)
     await harness.seed_project(context)
 
     result = await drive(harness.deps, build_id=context.build_id, context=context, reason="start")

@@ -308,10 +308,14 @@ class _Run:
         if self.sender is None or self.sender.done():
             self._send_backlog_now()  # else the sender's next batch takes them
 
-    def _send_backlog_now(self) -> None:
+    def _progress_not_due(self) -> None:
+        """Cancel the progress timer: what it held back is being sent now."""
         if self.progress_due is not None:
             self.progress_due.cancel()
             self.progress_due = None
+
+    def _send_backlog_now(self) -> None:
+        self._progress_not_due()
         self.sender = asyncio.create_task(self._send_backlog())
 
     async def _send_backlog(self) -> None:
@@ -356,9 +360,7 @@ class _Run:
     async def emit(self, *events: Event, read_control: bool = False) -> Control | None:
         """Publish ``events`` after everything sent in the background, in one round trip; with
         ``read_control``, the gate and the cancel flag come back in the same round trip."""
-        if self.progress_due is not None:  # held-back progress: it goes in this round trip
-            self.progress_due.cancel()
-            self.progress_due = None
+        self._progress_not_due()  # held-back progress goes in this round trip
         await self._sent()  # what it could not send stays in the backlog, sent below
         publisher = self.deps.publisher
         async with self.deps.redis.pipeline(transaction=False) as pipe:
