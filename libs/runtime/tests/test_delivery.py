@@ -199,6 +199,40 @@ async def test_restarted_consumer_first_handles_its_own_pending_entries(
     assert await redis.xlen(dlq_key(names.stream)) == 0
 
 
+async def test_a_group_lost_while_re_reading_own_pending_entries_is_made_again(
+    redis: Redis, names: Names
+) -> None:
+    """Redis forgets the stream and its group (a flush, a failover to an empty replica) while a
+    restarted consumer is still re-reading its own pending entries, its slots full: the re-read
+    finds no group, makes it again and goes on to new entries, instead of retrying the re-read
+    once a second for ever while nothing new is read."""
+    gate = asyncio.Event()
+    handled: list[int] = []
+
+    async def handler(event: Probe) -> None:
+        if event.n < 3:
+            await gate.wait()
+        handled.append(event.n)
+
+    consumer = Consumer(
+        redis, stream=names.stream, group=names.group, consumer="same", handlers={}, options=FAST
+    )
+    await consumer.ensure_group()
+    await Publisher(redis).publish_many((names.stream, probe(i)) for i in range(3))
+    # A previous life of "same" received these and died before acking.
+    await redis.xreadgroup(names.group, "same", {names.stream: ">"}, count=10)
+    one_slot = replace(FAST, concurrency=1)
+    async with running(redis, names, name="same", options=one_slot, handler=handler) as consumer:
+        await eventually(lambda: _true(len(consumer.inflight) == 1), what="re-reading entry 0")
+        await redis.delete(names.stream)  # the stream and its group, as after a flush
+        gate.set()
+        await eventually(lambda: _true(handled == [0]), what="entry 0 handled")
+        await Publisher(redis).publish(names.stream, probe(9))
+        await eventually(lambda: _true(9 in handled), what="a new entry read", timeout=10)
+    assert await redis.xinfo_groups(names.stream)  # the group is back
+    assert handled == [0, 9]  # 1 and 2 went with the stream
+
+
 async def test_long_handler_with_heartbeat_is_not_claimed_away(redis: Redis, names: Names) -> None:
     event = probe(1, sleep_s=3.0)  # three times min_idle
     await Publisher(redis).publish(names.stream, event)

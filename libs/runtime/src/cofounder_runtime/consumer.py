@@ -288,6 +288,16 @@ class Consumer:
                     )
                     pipe.xreadgroup(self.group, self.name, {self.stream: after}, count=count)
                     pending, reply = await pipe.execute()
+            except ResponseError as exc:
+                if "NOGROUP" in str(exc):
+                    # Redis forgot the stream (a flush, a failover to an empty replica), and
+                    # our pending entries with it: nothing is left to re-read. Retrying here
+                    # would never end, and only ``_read_new`` makes the group again.
+                    self._log.warning("group or stream vanished while re-reading; recreating it")
+                    await self._recreate_group()
+                    return
+                await self._redis_trouble("draining own pending entries", exc)
+                continue
             except RedisError as exc:
                 await self._redis_trouble("draining own pending entries", exc)
                 continue
