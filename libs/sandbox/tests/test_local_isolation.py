@@ -478,6 +478,11 @@ def test_rootless_runner_holds_too(listeners: list[tuple[str, int]]) -> None:
     try:
         os.chown(work, nobody, nobody)
         env = {"PATH": os.environ["PATH"], "PYTHONPATH": os.pathsep.join(paths), "HOME": str(work)}
+        # A secret in the runner's environment (its model key, DATABASE_URL...). A rootless
+        # runner's sandbox runs as the runner's own uid, so every process the runner starts
+        # around it (bubblewrap, the sandbox's init, the preview relay) must start without it.
+        secret = f"the-runners-secret-{secrets.token_hex(8)}"
+        runner_env = {**env, "ANTHROPIC_API_KEY": secret}
         check = subprocess.run(
             ["setpriv", f"--reuid={nobody}", f"--regid={nobody}", "--clear-groups", python, "-c",
              "import cofounder_sandbox.local"],
@@ -492,6 +497,7 @@ def test_rootless_runner_holds_too(listeners: list[tuple[str, int]]) -> None:
             "pids": "ls /proc | grep -cE '^[0-9]+$'",
             "mount": "mount -o remount,rw / 2>&1; echo x > /usr/x 2>&1; echo done",
             "path": "cd /home/user/project && ln -s /etc/passwd p && pwd",
+            "environ": "cat /proc/[0-9]*/environ 2>/dev/null | tr '\\0' '\\n'; env",
         }
         # The escapes' sleeps carry a mark of this test's own (`sleep 1001.<mark>`).
         mark = f".{secrets.randbelow(10**6):06d}"
@@ -499,7 +505,7 @@ def test_rootless_runner_holds_too(listeners: list[tuple[str, int]]) -> None:
         done = subprocess.run(
             ["setpriv", f"--reuid={nobody}", f"--regid={nobody}", "--clear-groups", python, "-c",
              _ROOTLESS, str(work / "sandboxes"), json.dumps(commands), escapes, mark],
-            env=env, capture_output=True, text=True, timeout=120, check=False,
+            env=runner_env, capture_output=True, text=True, timeout=120, check=False,
         )  # fmt: skip
         if "bubblewrap could not make" in done.stderr:
             pytest.skip(f"unprivileged user namespaces are off here: {done.stderr[-300:]}")
@@ -519,6 +525,8 @@ def test_rootless_runner_holds_too(listeners: list[tuple[str, int]]) -> None:
         assert int(out["pids"]) < 10
         assert "Read-only file system" in out["mount"]
         assert out["path"].strip() == PROJECT_DIR
+        assert "PATH=" in out["environ"]  # environments were read...
+        assert secret not in out["environ"]  # ...and none holds the runner's secret
         assert "outside the project" in out["symlink"]
         assert out["timeout"].startswith("True")
         for n in (1001, 1002, 1003, 1004):

@@ -28,6 +28,7 @@ import subprocess
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Final
 
+from cofounder_sandbox import spawn
 from cofounder_sandbox.base import CommandResult
 from cofounder_sandbox.jail import Jail, Proc
 
@@ -134,7 +135,7 @@ class SandboxShell:
                     stdout=subprocess.PIPE,
                     stderr=subprocess.STDOUT,
                     cwd=str(self._jail.home / "project"),
-                    env={"PATH": "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"},
+                    env=spawn.CLEAN_ENV,
                     start_new_session=True,
                     pass_fds=fds,
                     close_fds=True,

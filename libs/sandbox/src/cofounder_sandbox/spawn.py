@@ -11,6 +11,11 @@ builds that was most of the runner's CPU (py-spy, issue #18).
 :func:`run` starts the process with ``Popen`` (so ``vfork``) on the loop's thread and waits for
 it without a thread: its output through the loop's pipes, its end through a pidfd (Linux 5.3+;
 else a short poll). A helper that needs a ``preexec_fn`` keeps ``create_subprocess_exec``.
+
+Every process started here, and every command (``shell.py``), gets :data:`CLEAN_ENV`, never the
+runner's environment: bubblewrap, the sandbox's init and the preview relay live beside the
+sandbox's processes, and with a rootless runner under the same uid, so a command could read
+their ``/proc/<pid>/environ`` (the model key, ``DATABASE_URL``...).
 """
 
 from __future__ import annotations
@@ -21,9 +26,12 @@ import os
 import subprocess
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import IO
+from typing import IO, Final
 
-__all__ = ["Finished", "run"]
+__all__ = ["CLEAN_ENV", "Finished", "run"]
+
+#: The whole environment of the sandbox's helpers and commands: the runner's holds secrets.
+CLEAN_ENV: Final = {"PATH": "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"}
 
 
 @dataclass(frozen=True, slots=True)
@@ -92,6 +100,7 @@ async def run(
         pass_fds=tuple(pass_fds),
         start_new_session=start_new_session,
         close_fds=True,
+        env=CLEAN_ENV,
     )
     try:
         if proc.stdin is not None:
