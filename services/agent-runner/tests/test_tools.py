@@ -5,9 +5,11 @@ E2B account (skipped without ``E2B_API_KEY``). No network but the real account's
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import os
 import shutil
+import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -15,6 +17,7 @@ import pytest
 
 from cofounder_agent_runner.tools.dispatcher import OUTPUT_LIMIT, ToolDispatcher, truncate
 from cofounder_e2b_standin import serve
+from cofounder_sandbox import searching
 from cofounder_sandbox.base import PROJECT_DIR, PathOutsideProject, Sandbox, Sandboxes, confine
 from cofounder_sandbox.e2b import E2BSandboxes
 from cofounder_sandbox.local import LocalSandbox, LocalSandboxes
@@ -203,6 +206,37 @@ async def test_no_editor_command_goes_through_a_symlink_bash_planted(
         outcome = await tools.run(tool, args)
         assert "host secret" not in str(outcome.content)
         assert "secret.txt" not in str(outcome.content)
+
+
+async def test_a_pattern_that_backtracks_costs_the_sandbox_not_the_runner(
+    tools: ToolDispatcher, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``(a+)+$`` against 27 ``a`` and a ``!`` takes minutes of backtracking. Matched in the
+    runner, it held the interpreter lock, and every build's event loop with it; in the sandbox
+    it is a command stopped at its timeout, and the model is told why."""
+    monkeypatch.setattr(searching, "TIMEOUT_S", 3.0)
+    await edit(tools, command="create", path=f"{PROJECT_DIR}/a.txt", file_text="a" * 27 + "!\n")
+    longest = 0.0
+
+    async def tick() -> None:
+        nonlocal longest
+        last = time.monotonic()
+        while True:
+            await asyncio.sleep(0.05)
+            now = time.monotonic()
+            longest = max(longest, now - last)
+            last = now
+
+    ticker = asyncio.create_task(tick())
+    try:
+        outcome = await tools.run("grep", {"pattern": "(a+)+$"})
+    finally:
+        ticker.cancel()
+    assert outcome.is_error
+    assert "grep was stopped after 3 s" in str(outcome.content)
+    assert longest < 1.0, f"the runner's loop stood still for {longest:.1f} s"
+    fine = await tools.run("grep", {"pattern": "a+!$"})  # the sandbox still answers
+    assert fine.content == f"{PROJECT_DIR}/a.txt:1:{'a' * 27}!"
 
 
 async def test_bash_keeps_its_session_times_out_and_stays_usable(tools: ToolDispatcher) -> None:

@@ -22,13 +22,12 @@ import ctypes
 import errno
 import os
 import platform
-import re
 import stat
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Final
 
-__all__ = ["Escape", "ProjectFiles", "glob_regex"]
+__all__ = ["Escape", "ProjectFiles"]
 
 _RESOLVE_NO_XDEV: Final = 0x01
 _RESOLVE_NO_MAGICLINKS: Final = 0x02
@@ -247,41 +246,3 @@ class ProjectFiles:
                 chunks.append(chunk)
                 left -= len(chunk)
             return b"".join(chunks)
-
-
-def glob_regex(pattern: str) -> re.Pattern[str]:
-    """A regular expression for a glob over ``/``-separated relative paths.
-
-    ``*`` and ``?`` stay within one path component, ``[...]`` is a character class, and ``**``
-    as a whole component matches any number of folders (zero included), as in ``pathlib``.
-    """
-    out: list[str] = []
-    parts = pattern.strip("/").split("/")
-    for n, part in enumerate(parts):
-        last = n == len(parts) - 1
-        if part == "**":
-            out.append(".*" if last else "(?:[^/]+/)*")
-            continue
-        i = 0
-        while i < len(part):
-            c = part[i]
-            if c == "*":
-                out.append("[^/]*")
-            elif c == "?":
-                out.append("[^/]")
-            elif c == "[":
-                end = part.find("]", i + 2 if part[i + 1 : i + 2] in ("!", "]") else i + 1)
-                if end < 0:
-                    out.append(re.escape(c))
-                else:
-                    body = part[i + 1 : end]
-                    if body.startswith("!"):
-                        body = "^" + body[1:]
-                    out.append(f"[{body.replace(chr(92), chr(92) * 2)}]")
-                    i = end
-            else:
-                out.append(re.escape(c))
-            i += 1
-        if not last:
-            out.append("/")
-    return re.compile("".join(out) + r"\Z")

@@ -13,14 +13,13 @@
   cut by its timeout still shows what it printed;
 - a sandbox that is gone (killed, expired) makes every call raise :class:`SandboxGone` (the SDK's
   ``SandboxNotRunningException`` / ``NotFoundException`` for the sandbox);
-- files, glob and grep run inside the sandbox (``python3`` in the template), so the semantics
-  match the local sandbox.
+- glob and grep run inside the sandbox (``python3`` in the template), as they do in the local
+  sandbox (:mod:`cofounder_sandbox.searching`).
 """
 
 from __future__ import annotations
 
 import contextlib
-import json
 import secrets
 import shlex
 from collections.abc import Iterator, Mapping
@@ -32,54 +31,13 @@ from e2b.sandbox.filesystem.filesystem import FileType
 
 from cofounder_contracts.events import SandboxKind
 from cofounder_sandbox.base import PROJECT_DIR, CommandResult, SandboxGone
+from cofounder_sandbox.searching import GLOB, GREP, run_program
 
 __all__ = ["E2BSandbox", "E2BSandboxes"]
 
 _STATE: Final = "/home/user/.cofounder"
 _TEMPLATE_PORT: Final = 3000
 _PREVIEW_WAIT_S: Final = 10.0  # as long as the local sandbox waits for a server to listen
-_GLOB: Final = """
-import json, pathlib, sys
-root, pattern = pathlib.Path(sys.argv[1]), sys.argv[2]
-skip = {"node_modules", ".git", "__pycache__", ".venv", "dist", "build"}
-out = []
-for m in root.glob(pattern):
-    rel = m.relative_to(root)
-    if skip & set(rel.parts):
-        continue
-    out.append(str(m) + ("/" if m.is_dir() else ""))
-    if len(out) >= 1000:
-        break
-print(json.dumps(sorted(out)))
-"""
-_GREP: Final = """
-import fnmatch, json, os, re, sys
-root, pattern, include = sys.argv[1], re.compile(sys.argv[2]), sys.argv[3] or None
-skip = {"node_modules", ".git", "__pycache__", ".venv", "dist", "build"}
-files = [root] if os.path.isfile(root) else []
-if not files:
-    for cur, dirs, names in os.walk(root):
-        dirs[:] = sorted(d for d in dirs if d not in skip and not d.startswith("."))
-        files += [os.path.join(cur, n) for n in sorted(names)]
-out = []
-for f in files:
-    if include and not fnmatch.fnmatch(os.path.basename(f), include):
-        continue
-    try:
-        if os.path.getsize(f) > 2 * 1024 * 1024:
-            continue
-        data = open(f, "rb").read()
-    except OSError:
-        continue
-    if b"\\0" in data[:8192]:
-        continue
-    for n, line in enumerate(data.decode(errors="replace").splitlines(), 1):
-        if pattern.search(line):
-            out.append(f"{f}:{n}:{line[:300]}")
-            if len(out) >= 500:
-                print(json.dumps(out)); sys.exit()
-print(json.dumps(out))
-"""
 
 
 @contextlib.contextmanager
@@ -194,19 +152,14 @@ class E2BSandbox:
             out.append(entry.path + ("/" if entry.type == FileType.DIR else ""))
         return sorted(out)[:1000]
 
-    async def _python(self, program: str, *args: str) -> Any:
-        quoted = " ".join(shlex.quote(a) for a in args)
-        result = await self.run(f"python3 -c {shlex.quote(program)} {quoted}", timeout=60)
-        if result.exit_code != 0:
-            raise ValueError(result.output.strip()[-500:])
-        return json.loads(result.output)
-
     async def glob(self, pattern: str, root: str) -> list[str]:
-        found: list[str] = await self._python(_GLOB, root, pattern)
+        found: list[str] = await run_program(self.run, GLOB, root, pattern, what="glob")
         return found
 
     async def grep(self, pattern: str, root: str, include: str | None) -> list[str]:
-        found: list[str] = await self._python(_GREP, root, pattern, include or "")
+        found: list[str] = await run_program(
+            self.run, GREP, root, pattern, include or "", what="grep"
+        )
         return found
 
     async def preview_url(self, port: int) -> str:

@@ -36,7 +36,7 @@ import structlog
 
 from cofounder_contracts.events import SandboxKind
 from cofounder_sandbox.base import PROJECT_DIR, CommandResult, PortNotForwarded, SandboxGone
-from cofounder_sandbox.beneath import ProjectFiles, glob_regex
+from cofounder_sandbox.beneath import ProjectFiles
 from cofounder_sandbox.jail import (
     IsolationUnavailable,
     Jail,
@@ -46,6 +46,7 @@ from cofounder_sandbox.jail import (
     Tools,
     find_tools,
 )
+from cofounder_sandbox.searching import GLOB, GREP, run_program
 from cofounder_sandbox.shell import SandboxShell
 
 __all__ = ["LocalSandbox", "LocalSandboxes"]
@@ -54,8 +55,6 @@ _log = structlog.get_logger("cofounder.sandbox")
 
 _SKIP_DIRS: Final = frozenset({"node_modules", ".git", "__pycache__", ".venv", "dist", "build"})
 _MAX_LIST: Final = 1_000
-_MAX_GREP: Final = 500
-_GREP_MAX_FILE: Final = 2 * 1024 * 1024
 _PREVIEW_WAIT_S: Final = 10.0
 _TEMPLATE_PORT: Final = 3000
 #: Host uids handed to sandboxes when the runner is root: one each, so the process limit and
@@ -196,54 +195,14 @@ class LocalSandbox:
         return await asyncio.to_thread(walk)
 
     async def glob(self, pattern: str, root: str) -> list[str]:
-        base = _relative(root)
-        regex = glob_regex(pattern)
-
-        def find() -> list[str]:
-            out: list[str] = []
-            for rel, is_dir in self.files.walk(base, descend=_descend):
-                inner = rel[len(base) :].lstrip("/") if base else rel
-                if any(p in _SKIP_DIRS for p in inner.split("/")[:-1]):
-                    continue
-                if regex.match(inner):
-                    out.append(f"{root.rstrip('/')}/{inner}" + ("/" if is_dir else ""))
-                    if len(out) >= _MAX_LIST:
-                        break
-            return sorted(out)
-
-        return await asyncio.to_thread(find)
+        found: list[str] = await run_program(self.run, GLOB, root, pattern, what="glob")
+        return found
 
     async def grep(self, pattern: str, root: str, include: str | None) -> list[str]:
-        regex = re.compile(pattern)
-        base = _relative(root)
-        include_regex = glob_regex(include) if include else None
-
-        def search() -> list[str]:
-            info = self.files.stat(base)
-            if info is None:
-                raise FileNotFoundError(f"{root} does not exist")
-            if (info.st_mode & 0o170000) == 0o040000:
-                files = [rel for rel, is_dir in self.files.walk(base, descend=_descend)
-                         if not is_dir and not any(p in _SKIP_DIRS or p.startswith(".")
-                                                   for p in rel.split("/")[:-1])]  # fmt: skip
-            else:
-                files = [base]
-            out: list[str] = []
-            for rel in files:
-                name = rel.rpartition("/")[2]
-                if include_regex and not include_regex.match(name):
-                    continue
-                text = self.files.read_regular(rel, limit=_GREP_MAX_FILE)
-                if text is None or b"\0" in text[:8192]:
-                    continue
-                for n, line in enumerate(text.decode(errors="replace").splitlines(), 1):
-                    if regex.search(line):
-                        out.append(f"{PROJECT_DIR}/{rel}:{n}:{line[:300]}")
-                        if len(out) >= _MAX_GREP:
-                            return out
-            return out
-
-        return await asyncio.to_thread(search)
+        found: list[str] = await run_program(
+            self.run, GREP, root, pattern, include or "", what="grep"
+        )
+        return found
 
     def _forwarded(self, port: int) -> int:
         if port not in (_TEMPLATE_PORT, self.port):

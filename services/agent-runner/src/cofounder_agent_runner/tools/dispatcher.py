@@ -220,7 +220,7 @@ class ToolDispatcher:
             found = await self.sandbox.grep(
                 pattern, root, include if isinstance(include, str) else None
             )
-        except Exception as exc:  # noqa: BLE001 - a bad regular expression, reported to the model
+        except ValueError as exc:  # a bad regular expression, or one stopped at its timeout
             raise ToolError(f"grep failed: {exc}") from None
         return ToolOutcome(truncate("\n".join(found)) if found else f"no matches for {pattern!r}")
 
