@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import datetime, timedelta, timezone
 from typing import Any
 
 import pytest
@@ -9,9 +10,15 @@ from pydantic import ValidationError
 
 from cofounder_agent_runner.compaction import compact
 from cofounder_agent_runner.plans import BuildBlocked, UnknownTier, resolve_model
-from cofounder_agent_runner.prompt import CACHED_TOOLS, request_messages, system_prompt
+from cofounder_agent_runner.prompt import (
+    CACHED_TOOLS,
+    request_messages,
+    sandbox_replaced,
+    system_prompt,
+)
 from cofounder_agent_runner.settings import DEFAULT_MODELS, RunnerSettings
 from cofounder_agent_runner.testing import context_ready
+from cofounder_snapshots.manifest import FileMeta, Manifest
 
 MODELS = {"bootstrapper": {"coder": "m-small"}, "pro": {"coder": "m-large", "reviewer": "m-mid"}}
 
@@ -122,3 +129,34 @@ def test_prompts_carry_the_context_and_at_most_four_breakpoints() -> None:
     assert messages[-1]["content"][-1] is marked[0]
     assert "cache_control" not in _conversation(2)[-1]["content"][-1]  # stored turns stay clean
     assert [t for t in CACHED_TOOLS if "cache_control" in t] == [CACHED_TOOLS[-1]]
+
+
+def test_a_replaced_sandbox_is_told_to_the_model_with_what_it_holds() -> None:
+    """The three things a new sandbox can hold after a lost one: the latest snapshot (named, in
+    UTC), nothing because none was taken, nothing because the restore failed. Each says that
+    what lay outside the project folder is gone, as a user turn of text."""
+    paris = timezone(timedelta(hours=1))
+    manifest = Manifest(
+        project_id="p",
+        build_id="b",
+        version=3,
+        created_at=datetime(2026, 11, 30, 13, 5, tzinfo=paris),
+        files={"app.py": FileMeta("0" * 64, 10, 0o644), "README.md": FileMeta("1" * 64, 5, 0o644)},
+    )
+    texts = []
+    for note in (
+        sandbox_replaced(manifest),
+        sandbox_replaced(None),
+        sandbox_replaced(None, restore_failed=True),
+    ):
+        assert note["role"] == "user"
+        [block] = note["content"]
+        assert block["type"] == "text"
+        assert block["text"].startswith("Your sandbox was lost")
+        assert "installed packages, running servers" in block["text"]
+        texts.append(block["text"])
+    restored, none_taken, failed = texts
+    assert "version 3, taken 2026-11-30 12:05 UTC, 2 files" in restored
+    assert "what you changed after it was taken is gone" in restored
+    assert "is empty: no snapshot of your files had been taken" in none_taken
+    assert "is empty: the latest snapshot of your files could not be restored" in failed

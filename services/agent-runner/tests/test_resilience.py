@@ -49,6 +49,7 @@ from cofounder_runtime.publisher import Publisher
 from cofounder_scripted_model.process import ScriptedModel, start
 from cofounder_snapshots.collect import collect_sandbox
 from cofounder_snapshots.sync import take_snapshot
+from cofounder_testing.servers import own_redis_server
 from cofounder_testing.waiting import eventually
 
 pytestmark = pytest.mark.integration
@@ -183,6 +184,27 @@ async def test_the_lease_fences_a_runner_that_lost_its_build(harness: Harness) -
     with pytest.raises(LeaseLost, match="written by another runner"):
         await store.append(old, generation=second.generation, kind="turn", parts={"messages": []})
     assert await store.count(build) == 2
+
+
+async def test_a_lease_not_renewed_for_its_ttl_counts_as_lost() -> None:
+    """A runner cut off from Redis cannot tell whether its lease expired and another runner
+    took the build: once no renewal has succeeded for a TTL, :meth:`Lease.check` says lost,
+    so the drive runs no tool more (the keep-alive's errors alone never set ``lost``)."""
+    with own_redis_server() as url:
+        redis = connect_redis(url)
+        lease = Lease(redis, build_id=context_ready().build_id, owner="cut-off", ttl_ms=1_500)
+        await lease.acquire()
+        async with lease.kept_alive():
+            await asyncio.sleep(1.6)  # renewed meanwhile: still ours
+            lease.check()
+            # Writes, scripts among them, wait: the renewal hangs as it would in a partition.
+            await redis.client_pause(10_000, all=False)
+            await asyncio.sleep(1.6)
+            with pytest.raises(LeaseLost, match="not renewed for 1500 ms"):
+                lease.check()
+            assert not lease.lost  # nothing said the lease was gone: it may not be
+            await redis.client_unpause()
+        await redis.aclose()
 
 
 async def test_an_append_waits_for_a_claim_in_progress_then_is_refused(harness: Harness) -> None:
@@ -512,7 +534,7 @@ async def test_a_sandbox_killed_mid_build_is_replaced_from_the_latest_snapshot(
         first = state.sandbox_id
         box = await harness.deps.sandboxes.connect(first)
         # The latest snapshot, as the snapshot service takes it (E2B: the tar read over envd).
-        await take_snapshot(
+        taken = await take_snapshot(
             store,
             await collect_sandbox(box),
             project_id=context.project_id,
@@ -548,10 +570,24 @@ async def test_a_sandbox_killed_mid_build_is_replaced_from_the_latest_snapshot(
     # Written before the kill and not again after it: back only through the snapshot.
     for name in ("app.py", "public/index.html", "test_app.py"):
         assert (on_sandbox.project(final.sandbox_id) / name).is_file(), name
+    # The model was told, once, that it goes on in a new sandbox holding that snapshot, and the
+    # note is in the checkpoints: a replay rebuilds the conversation the model saw.
+    notes = [m for m in final.messages if _said(m, "Your sandbox was lost")]
+    assert len(notes) == 1, notes
+    assert _said(notes[0], f"version {taken.version}, ")
+    assert final.messages.index(notes[0]) < len(final.messages) - 1  # a turn came after it
     if on_sandbox.standin is not None:  # the SDK asked for the lost one, then made a new one
         calls = on_sandbox.standin.calls
         assert ("POST", f"/v2/sandboxes/{first}/connect") in calls
         assert sum(1 for c in calls if c == ("POST", "/v2/sandboxes")) == 2
+
+
+def _said(message: dict[str, Any], text: str) -> bool:
+    """Whether a user message has a text block that contains ``text``."""
+    content = message["content"]
+    return message["role"] == "user" and any(
+        b.get("type") == "text" and text in b.get("text", "") for b in content
+    )
 
 
 def drives(outcome: str) -> float:

@@ -211,8 +211,10 @@ class AgentCheckpoint(Base):
 
     ``kind`` is ``start`` (the context and the model: ``parts`` holds the ``context.ready``
     event and the first message), ``turn`` (an assistant message and the tool results answering
-    it), ``compaction`` (the whole conversation replaced by its compacted form) or ``sleep``.
-    The conversation is rebuilt by replaying the parts in ``seq`` order.
+    it, after any message told to the model since the previous part: a replaced sandbox's
+    note), ``compaction`` (the whole conversation replaced by its compacted form), ``sleep``
+    (with such a note, when one came first) or ``end``. The conversation is rebuilt by
+    replaying the parts in ``seq`` order.
 
     ``generation`` is the build lease's fencing token: an insert succeeds only while no part of a
     newer generation exists, so a runner that lost its lease cannot append behind its successor.

@@ -233,6 +233,8 @@ class CheckpointStore:
                 case "compaction":
                     state.messages = list(parts["messages"])
                     state.prompt_tokens = 0
+                case "sleep":  # a replaced sandbox's note, when it came before any turn
+                    state.messages.extend(parts.get("messages", ()))
                 case "end":
                     state.ended = parts
             state.last_kind = row.kind

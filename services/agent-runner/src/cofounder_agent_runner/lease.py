@@ -15,12 +15,19 @@ runner, and whose derived event ids, ``resumed:{generation}``, are already taken
 
 The TTL is shorter than the consumer's ``min_idle`` (checked in the settings): when a runner
 dies, its lease is gone before another runner claims the build's pending entry.
+
+A drive checks its lease (:meth:`Lease.check`, no round trip) before each iteration and before
+each tool: a sandbox must never be driven by two runners at once. The lease counts as lost when
+the keep-alive found it gone, and also when no renewal has succeeded for a TTL, counted from
+when the last successful one was sent: a runner cut off from Redis cannot tell whether its
+lease expired, so it assumes it did.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 from collections.abc import AsyncIterator
 from typing import Final
 
@@ -71,6 +78,9 @@ class Lease:
         self.ttl_ms = ttl_ms
         self.generation = 0
         self.lost = False
+        #: Until when (``time.monotonic``) the lease is surely ours: the TTL from the moment
+        #: the last successful acquire or renewal was sent.
+        self.valid_until = 0.0
 
     @property
     def _value(self) -> str:
@@ -79,6 +89,7 @@ class Lease:
     async def acquire(self, *, floor: int = 0) -> int:
         """Take the lease; the generation is the fencing token, above ``floor`` (the highest
         generation of the build's checkpoints). :class:`LeaseBusy` if held."""
+        sent = time.monotonic()
         generation, holder = await self._redis.eval(
             _ACQUIRE, 2, *self._keys, self.owner, self.ttl_ms, floor
         )
@@ -87,12 +98,16 @@ class Lease:
                 f"the build is driven by {holder.decode() if isinstance(holder, bytes) else holder}"
             )
         self.generation = int(generation)
+        self.valid_until = sent + self.ttl_ms / 1000
         return self.generation
 
     async def renew(self) -> bool:
+        sent = time.monotonic()
         renewed = await self._redis.eval(RENEW_IF_MINE, 1, self._keys[0], self._value, self.ttl_ms)
         if not renewed:
             self.lost = True
+        else:
+            self.valid_until = sent + self.ttl_ms / 1000
         return bool(renewed)
 
     async def release(self) -> None:
@@ -100,9 +115,15 @@ class Lease:
             await self._redis.eval(RELEASE_IF_MINE, 1, self._keys[0], self._value)
 
     def check(self) -> None:
-        """:class:`LeaseLost` if the keep-alive has found the lease gone (no round trip)."""
+        """:class:`LeaseLost` if the keep-alive has found the lease gone, or has not renewed it
+        for a TTL (no round trip)."""
         if self.lost:
             raise LeaseLost("the build lease was lost (expired or taken over)")
+        if time.monotonic() >= self.valid_until:
+            raise LeaseLost(
+                f"the build lease was not renewed for {self.ttl_ms} ms (Redis unreachable?): "
+                "it may have expired"
+            )
 
     @contextlib.asynccontextmanager
     async def kept_alive(self) -> AsyncIterator[Lease]:

@@ -76,6 +76,7 @@ from cofounder_agent_runner.prompt import (
     CACHED_TOOLS,
     first_message,
     request_messages,
+    sandbox_replaced,
     system_blocks,
     system_prompt,
 )
@@ -283,10 +284,20 @@ class _Run:
     #: The last part's events were handed to the sender and may not be out yet: the next part
     #: waits for them (see :meth:`published`).
     outbox_unsent: bool = False
+    #: Messages of the conversation that no part holds yet (the note of a replaced sandbox,
+    #: :meth:`tell`): the next part that writes messages carries them, so that a replay
+    #: rebuilds the conversation the model saw.
+    unsaved: list[dict[str, Any]] = field(default_factory=list)
 
     @property
     def context(self) -> ContextReady:
         return self.state.context
+
+    def tell(self, message: dict[str, Any]) -> None:
+        """Add a user turn to the conversation, for the next model call, written with the next
+        part that holds messages (a turn's, a compaction's or a sleep's)."""
+        self.state.messages.append(message)
+        self.unsaved.append(message)
 
     def emit_soon(self, event: Event) -> None:
         """Publish in the background, in order (tool progress: the loop does not wait for it),
@@ -559,6 +570,9 @@ class _Run:
     async def _run_tool(
         self, use: dict[str, Any], iteration: int, span: tracing.Span
     ) -> tuple[dict[str, Any], ToolCall]:
+        # Never two runners in one sandbox: a lease lost during the model call (or a tool
+        # before this one) stops the drive before the tool, not at the turn's checkpoint.
+        self.lease.check()
         # The lease generation is in the tool events' ids: a turn run again after a crash runs
         # its tools again (another occurrence, maybe another output), under the same tool_use
         # ids when the model repeats itself.
@@ -658,7 +672,8 @@ class _Run:
         state.stuck = outcome.stuck
         if self.dispatcher.preview_url:
             state.preview_url = self.dispatcher.preview_url
-        new: list[dict[str, Any]] = [assistant]
+        new: list[dict[str, Any]] = [*self.unsaved, assistant]
+        self.unsaved = []
         if results:
             nudge = [{"type": "text", "text": outcome.nudge}] if outcome.nudge else []
             new.append({"role": "user", "content": [*results, *nudge]})
@@ -707,6 +722,7 @@ class _Run:
         self.state.messages = compacted
         self.state.prompt_tokens = 0
         await self.checkpoint("compaction", {"messages": compacted})
+        self.unsaved = []  # in the kept tail, now written
 
     def snapshot_request(self, reason: SnapshotReason, kind: str) -> SnapshotRequested:
         return SnapshotRequested(
@@ -789,9 +805,13 @@ class _Run:
             resets_at=resets_at,
             checkpoint_seq=seq,
         )
-        await self.checkpoint(
-            "sleep", {"resets_at": resets_at.isoformat(), "event": msgspec.to_builtins(event)}
-        )
+        parts: dict[str, Any] = {
+            "resets_at": resets_at.isoformat(),
+            "event": msgspec.to_builtins(event),
+        }
+        if self.unsaved:  # the wake reconnects the sandbox they speak of: keep them
+            parts["messages"], self.unsaved = self.unsaved, []
+        await self.checkpoint("sleep", parts)
         await self.dispatcher.close()
         await self.sandbox.pause()
         await self.emit(event)
@@ -829,11 +849,15 @@ async def post_build(deps: RunnerDeps, done: BuildCompleted) -> None:
 # -- the entry point -----------------------------------------------------------------------
 
 
-async def _open_sandbox(deps: RunnerDeps, state: RunState, log: Any) -> tuple[Sandbox, bool]:
-    """The build's sandbox: reconnected, or a new one when it is gone (True when new)."""
+async def _open_sandbox(
+    deps: RunnerDeps, state: RunState, log: Any
+) -> tuple[Sandbox, dict[str, Any] | None]:
+    """The build's sandbox: reconnected, or a new one when it has none or it is gone. A new one
+    that replaces a lost one gets the latest snapshot, and comes with a note for the model that
+    says what it holds (:func:`~cofounder_agent_runner.prompt.sandbox_replaced`)."""
     if state.sandbox_id and state.sandbox_kind == deps.sandboxes.kind:
         try:
-            return await deps.sandboxes.connect(state.sandbox_id), False
+            return await deps.sandboxes.connect(state.sandbox_id), None
         except SandboxGone as exc:
             log.warning("the sandbox is gone; starting a new one", reason=str(exc))
     sandbox = await deps.sandboxes.create(
@@ -844,20 +868,25 @@ async def _open_sandbox(deps: RunnerDeps, state: RunState, log: Any) -> tuple[Sa
             "tier": state.context.tier,  # the local sandbox's limits are per tier
         },
     )
-    if state.sandbox_id and deps.snapshots is not None:
+    if not state.sandbox_id:
+        return sandbox, None  # the build's first
+    manifest = None
+    failed = False
+    if deps.snapshots is not None:
         context = state.context
         try:
             manifest = await restore(
                 deps.snapshots, sandbox, project_id=context.project_id, build_id=context.build_id
             )
         except (StoreError, OSError) as exc:
+            failed = True
             log.warning("could not restore the latest snapshot", error=str(exc))
         else:
             if manifest is None:
                 log.warning("no snapshot to restore into the new sandbox")
             else:
                 log.info("restored the latest snapshot", version=manifest.version)
-    return sandbox, True
+    return sandbox, sandbox_replaced(manifest, restore_failed=failed)
 
 
 def _lease(deps: RunnerDeps, build_id: str) -> Lease:
@@ -943,7 +972,7 @@ async def _drive(
         elif reason == "start" and state.last_kind == "sleep":
             await _stay_asleep(deps, state, log)
             return Outcome.DUPLICATE
-        run, new_sandbox = await _open_run(deps, state, lease, fresh=fresh, log=log)
+        run, replaced = await _open_run(deps, state, lease, fresh=fresh, log=log)
         try:
             if fresh:
                 await run.emit(
@@ -953,9 +982,10 @@ async def _drive(
                     )
                 )
             elif reason != "cancel":
-                if new_sandbox:
-                    log.warning("resuming in a new sandbox (from the latest snapshot, if any)")
                 await _resume(run, reason)
+                if replaced is not None:
+                    log.warning("resuming in a new sandbox (from the latest snapshot, if any)")
+                    run.tell(replaced)
             log.info("driving build", reason=reason, iteration=state.iteration, model=state.model)
             return await run.loop()
         finally:
@@ -993,10 +1023,10 @@ async def _new_state(
 
 async def _open_run(
     deps: RunnerDeps, state: RunState, lease: Lease, *, fresh: bool, log: Any
-) -> tuple[_Run, bool]:
-    """The drive's run: its sandbox opened (True when it is a new one), and for a fresh run
-    the ``start`` checkpoint written."""
-    sandbox, new_sandbox = await _open_sandbox(deps, state, log)
+) -> tuple[_Run, dict[str, Any] | None]:
+    """The drive's run: its sandbox opened (with the note for the model when it replaces a
+    lost one), and for a fresh run the ``start`` checkpoint written."""
+    sandbox, replaced = await _open_sandbox(deps, state, log)
     state.sandbox_kind = str(sandbox.kind)
     state.sandbox_id = sandbox.id
     if fresh:
@@ -1024,7 +1054,7 @@ async def _open_run(
         log=log,
         limits=_limits(deps.settings, state.context.tier),
     )
-    return run, new_sandbox
+    return run, replaced
 
 
 async def _end_again(deps: RunnerDeps, ended: dict[str, Any], log: Any) -> None:

@@ -10,13 +10,22 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
+from datetime import UTC
 from typing import Any, Final
 
 from cofounder_agent_runner.tools.definitions import TOOL_DEFINITIONS
 from cofounder_contracts import ContextReady
 from cofounder_sandbox.base import PROJECT_DIR
+from cofounder_snapshots.manifest import Manifest
 
-__all__ = ["CACHED_TOOLS", "first_message", "request_messages", "system_blocks", "system_prompt"]
+__all__ = [
+    "CACHED_TOOLS",
+    "first_message",
+    "request_messages",
+    "sandbox_replaced",
+    "system_blocks",
+    "system_prompt",
+]
 
 _EPHEMERAL: Final = {"type": "ephemeral"}
 
@@ -75,6 +84,36 @@ def first_message(context: ContextReady) -> dict[str, Any]:
             }
         ],
     }
+
+
+def sandbox_replaced(restored: Manifest | None, *, restore_failed: bool = False) -> dict[str, Any]:
+    """The user turn that tells the model its sandbox was lost and replaced, and what the new
+    one holds: the latest snapshot (``restored``), or nothing (none was taken, or it could not
+    be restored). Without it the model would go on from its last checkpoint as if the files it
+    wrote since that snapshot, its installed packages and its servers were still there."""
+    lost = (
+        "Everything outside the project folder is gone too (installed packages, running servers)."
+    )
+    if restored is not None:
+        taken = restored.created_at.astimezone(UTC).strftime("%Y-%m-%d %H:%M UTC")
+        held = (
+            f"Its project folder holds the latest snapshot of your files (version "
+            f"{restored.version}, taken {taken}, {len(restored.files)} files): what you changed "
+            f"after it was taken is gone. {lost} Check the files, and start again what you need, "
+            "before you go on."
+        )
+    else:
+        why = (
+            "the latest snapshot of your files could not be restored"
+            if restore_failed
+            else "no snapshot of your files had been taken"
+        )
+        held = (
+            f"Its project folder is empty: {why}, so the files you wrote are gone. {lost} "
+            "Write again what the app needs before you go on."
+        )
+    text = f"Your sandbox was lost, and this build goes on in a new one. {held}"
+    return {"role": "user", "content": [{"type": "text", "text": text}]}
 
 
 def request_messages(messages: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
