@@ -114,3 +114,12 @@ def test_export_lines_survive_a_shell_whatever_the_values() -> None:
     done = subprocess.run(["sh", "-c", script], capture_output=True, text=True, check=True)
     assert done.stdout == f"{values['TOKEN']}\n{values['ODD']}"
     assert export_lines({"A": "b"}) == f"export A={shlex.quote('b')}"
+
+
+@pytest.mark.parametrize("amount", ["NaN", "Infinity", "-Infinity", "0", "-2", "1e-9", "five"])
+def test_a_top_up_of_no_amount_is_a_usage_error_not_a_traceback(amount: str) -> None:
+    """Refused before any request (the gateway is unreachable here): exit 2, a usage line."""
+    result = CliRunner().invoke(app, ["budget", "top-up", *UNREACHABLE, "--", "u", amount])
+    assert result.exit_code == 2, (result.output, result.exception)
+    assert "Invalid value" in result.stderr
+    assert "Traceback" not in result.output + result.stderr

@@ -124,11 +124,44 @@ def test_it_gives_up_when_nothing_comes_for_too_long() -> None:
 
     with (
         _client(handler) as client,
-        pytest.raises(NetworkError, match="no event for 300 s"),
+        pytest.raises(NetworkError, match="no stream could be opened for 300 s"),
     ):
         follow(
             client, BUILD, on_event=lambda *_: None, sleep=lambda _: None, clock=lambda: next(clock)
         )
+
+
+def test_a_quiet_build_s_stream_cut_after_a_long_silence_is_reopened() -> None:
+    """A build asleep on its budget (or in a long install) sends keep-alives only. Its stream,
+    open for longer than the give-up time and then cut once, is reopened: the give-up counts
+    the time no stream could be opened, not the time since the last event."""
+    now = [0.0]
+    asked: list[str | None] = []
+
+    class _QuietThenCut(httpx.SyncByteStream):
+        def __iter__(self) -> Iterator[bytes]:
+            yield b": keep-alive\n\n"
+            now[0] += 400  # keep-alives for 400 s, then the gateway restarts
+            raise httpx.RemoteProtocolError("peer closed connection")
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        if not request.url.path.endswith("/events"):
+            return httpx.Response(200, json=_row("sleeping"))
+        asked.append(request.headers.get("last-event-id"))
+        if len(asked) == 1:
+            body = _event("1-0", "agent.sleeping", resets_at="2026-03-03T00:00:00Z")
+            return httpx.Response(200, headers=SSE, stream=_Cut([body], cut=False))
+        if len(asked) == 2:
+            return httpx.Response(200, headers=SSE, stream=_QuietThenCut())
+        body = _event("2-0", "build.completed", build_version=1, summary="ok", preview_url="u")
+        return httpx.Response(200, headers=SSE, stream=_Cut([body], cut=False))
+
+    with _client(handler) as client:
+        end = follow(
+            client, BUILD, on_event=lambda *_: None, sleep=lambda _: None, clock=lambda: now[0]
+        )
+    assert end["kind"] == "build.completed"
+    assert asked == [None, "1-0", "1-0"]
 
 
 @pytest.mark.parametrize(("status", "ok"), [("ready", True), ("failed", False)])

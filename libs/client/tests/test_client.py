@@ -4,6 +4,8 @@ event streams. (Against the real gateway: ``test_against_the_gateway.py``.)"""
 from __future__ import annotations
 
 import json
+import socket
+import threading
 from collections.abc import Iterator
 from typing import Any, get_args
 
@@ -20,6 +22,7 @@ from cofounder_client import (
     Event,
     NetworkError,
 )
+from cofounder_client import client as client_module
 from cofounder_contracts import BuildStatus as ContractStatus
 
 BUILD = "0195a0e2-aaaa-7000-8000-0000000000f0"
@@ -168,6 +171,72 @@ def test_an_error_that_is_no_problem_object_still_is_an_api_error() -> None:
         client.get_build(BUILD)
     assert (raised.value.status, raised.value.type) == (502, "http_error")
     assert "Bad gateway" in raised.value.detail
+
+
+def test_an_answer_the_gateway_does_not_give_is_an_api_error_not_a_traceback() -> None:
+    """A proxy's 503 keeps its Retry-After; a captive portal's HTML page in a 200, and a
+    redirect (http to https, say), are ``http_error``s, not a JSON decoding error."""
+    answers = {
+        "/v1/usage": httpx.Response(503, text="busy", headers={"retry-after": "7"}),
+        f"/v1/builds/{BUILD}": httpx.Response(200, text="<html>Sign in to the Wi-Fi</html>"),
+        "/v1/builds": httpx.Response(308, headers={"location": "https://gw/v1/builds"}),
+    }
+    gateway = Recorder(lambda request: answers[request.url.path])
+    with gateway.client() as client:
+        with pytest.raises(ApiError) as busy:
+            client.usage()
+        assert (busy.value.type, busy.value.retry_after) == ("http_error", 7.0)
+        with pytest.raises(ApiError) as portal:
+            client.get_build(BUILD)
+        assert (portal.value.status, portal.value.type) == (200, "http_error")
+        assert "Sign in" in portal.value.detail
+        with pytest.raises(ApiError) as moved:
+            client.list_builds()
+        assert (moved.value.status, moved.value.type) == (308, "http_error")
+        assert moved.value.headers["location"] == "https://gw/v1/builds"
+
+
+def test_a_stream_that_goes_silent_breaks_instead_of_hanging(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A gateway host lost without a reset (a partition): the stream's headers came, then
+    nothing, not even the keep-alives. The read times out and the stream breaks, so a caller
+    reconnects (or gives up) instead of waiting for ever."""
+    monkeypatch.setattr(client_module, "SSE_READ_TIMEOUT_S", 0.5)
+    server = socket.create_server(("127.0.0.1", 0))
+    port = server.getsockname()[1]
+    held: list[socket.socket] = []
+
+    def serve_then_go_silent() -> None:
+        conn, _ = server.accept()
+        held.append(conn)
+        conn.recv(65_536)
+        conn.sendall(
+            b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\n"
+            b"transfer-encoding: chunked\r\n\r\n"
+        )
+
+    threading.Thread(target=serve_then_go_silent, daemon=True).start()
+    outcome: list[BaseException | None] = []
+
+    def follow() -> None:
+        try:
+            with CofounderClient(f"http://127.0.0.1:{port}", "tok") as client:
+                list(client.events(BUILD))
+            outcome.append(None)
+        except BaseException as exc:
+            outcome.append(exc)
+
+    reader = threading.Thread(target=follow, daemon=True)
+    reader.start()
+    reader.join(10)
+    try:
+        assert not reader.is_alive(), "the stream still waits on a silent connection"
+        assert isinstance(outcome[0], NetworkError), outcome
+    finally:
+        for conn in held:
+            conn.close()
+        server.close()
 
 
 def test_no_answer_is_a_network_error_whose_problem_has_no_status() -> None:

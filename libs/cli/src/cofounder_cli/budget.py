@@ -45,9 +45,12 @@ def _micros(amount: str) -> int:
         value = Decimal(amount)
     except InvalidOperation:
         raise typer.BadParameter(f"not an amount: {amount!r} (say 5 or 2.50)") from None
-    if value <= 0:
-        raise typer.BadParameter("the amount must be more than zero")
-    return int(value * MICROS)
+    if not value.is_finite():  # NaN, Infinity: Decimal takes them, no budget does
+        raise typer.BadParameter(f"not an amount: {amount!r} (say 5 or 2.50)")
+    micros = int(value * MICROS)
+    if micros <= 0:  # zero, negative, or below a millionth of the currency
+        raise typer.BadParameter("the amount must be at least 0.000001")
+    return micros
 
 
 def _usage_text(usage: dict[str, Any]) -> str:

@@ -106,11 +106,15 @@ def succeeded(end: dict[str, Any]) -> bool:
 
 
 def events(
-    client: CofounderClient, build_id: str, *, after: str | None = None
+    client: CofounderClient,
+    build_id: str,
+    *,
+    after: str | None = None,
+    on_open: Callable[[], None] | None = None,
 ) -> Iterator[tuple[str, dict[str, Any]]]:
     """The build's events from the start (or after the SSE id ``after``); each event's data
-    carries its SSE id as ``_sse_id``."""
-    for event in client.events(build_id, last_event_id=after):
+    carries its SSE id as ``_sse_id``. ``on_open``: called once the stream is open."""
+    for event in client.events(build_id, last_event_id=after, on_open=on_open):
         yield event.type, {**event.data, "_sse_id": event.id}
 
 
@@ -149,18 +153,25 @@ def follow(
 
     A stream that is cut (a proxy, a gateway restart, a Redis hiccup) is reopened after the
     last event seen (``Last-Event-ID``), with backoff and a "reconnecting" line on stderr, so
-    nothing is missed or shown twice; it gives up after ``give_up_after_s`` without an event
-    (:class:`NetworkError`). The gateway's refusal (:class:`ApiError`: 404, 401, ...) is
-    raised at once.
+    nothing is missed or shown twice; it gives up after ``give_up_after_s`` in which no stream
+    could be opened (:class:`NetworkError`). A quiet build (asleep on its budget, a long
+    install) sends keep-alives only: the time counts from the last stream opened, not from
+    the last event. The gateway's refusal (:class:`ApiError`: 404, 401, ...) is raised at once.
     """
     show = on_event or Progress(usage=lambda: _usage(client), base_url=client.base_url).show
     after: str | None = None
     attempt = 0
-    quiet_since = clock()
+    heard_at = clock()  # the gateway's last sign of life: an event, or a stream open till then
+    open_ = False
+
+    def opened() -> None:
+        nonlocal open_
+        open_ = True
+
     while True:
         try:
-            for kind, data in events(client, build_id, after=after):
-                attempt, quiet_since = 0, clock()
+            for kind, data in events(client, build_id, after=after, on_open=opened):
+                attempt, heard_at = 0, clock()
                 after = data.get("_sse_id") or after
                 show(kind, data)
                 if kind in END_EVENTS:
@@ -170,10 +181,14 @@ def follow(
             why = "the stream closed before the build ended"
         except NetworkError as exc:
             why = exc.reason
+        if open_:  # it was open until now: keep-alives came, or the read timeout was not up
+            heard_at, open_ = clock(), False
         if _over(client, build_id):
             return {}
-        if clock() - quiet_since > give_up_after_s:
-            raise NetworkError(client.base_url, f"no event for {give_up_after_s:g} s ({why})")
+        if clock() - heard_at > give_up_after_s:
+            raise NetworkError(
+                client.base_url, f"no stream could be opened for {give_up_after_s:g} s ({why})"
+            )
         wait = _BACKOFF_S[min(attempt, len(_BACKOFF_S) - 1)]
         attempt += 1
         typer.echo(f"reconnecting to the build's events in {wait:g} s ({why})", err=True)

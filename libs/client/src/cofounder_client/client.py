@@ -7,7 +7,7 @@ raises :class:`ApiError` (the gateway's problem, its fields as attributes) or
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from types import TracebackType
 from typing import Any, Self
 from urllib.parse import quote
@@ -27,10 +27,14 @@ from cofounder_client.models import (
     Usage,
 )
 
-__all__ = ["DEFAULT_GATEWAY_URL", "AdminClient", "CofounderClient"]
+__all__ = ["DEFAULT_GATEWAY_URL", "SSE_READ_TIMEOUT_S", "AdminClient", "CofounderClient"]
 
 #: Where ``cofounder serve gateway`` listens by default.
 DEFAULT_GATEWAY_URL = "http://127.0.0.1:8000"
+
+#: How long a build's event stream may stay silent before it counts as broken: four of the
+#: gateway's keep-alives (one every 15 s) missed.
+SSE_READ_TIMEOUT_S = 60.0
 
 
 def _id(value: str) -> str:
@@ -90,9 +94,19 @@ class _Client:
             )
         except httpx.TransportError as exc:
             raise self._network_error(exc) from None
-        if response.status_code >= 400:
-            raise _api_error(response)
-        return response.json()
+        return _json(response)
+
+
+def _json(response: httpx.Response) -> Any:
+    """The JSON of a successful answer. An error is :class:`ApiError`, and so is an answer the
+    gateway does not give (a redirect, a 204, a proxy's or a captive portal's HTML page):
+    ``http_error`` with what came, not a decoding traceback."""
+    if response.status_code < 300:
+        try:
+            return response.json()
+        except ValueError:
+            pass
+    raise _api_error(response)
 
 
 def _api_error(response: httpx.Response) -> ApiError:
@@ -191,22 +205,36 @@ class CofounderClient(_Client):
         ``build_finished`` once it has ended."""
         return Build.from_json(self._request("POST", f"/v1/builds/{_id(build_id)}/cancel"))
 
-    def events(self, build_id: str, *, last_event_id: str | None = None) -> Iterator[Event]:
+    def events(
+        self,
+        build_id: str,
+        *,
+        last_event_id: str | None = None,
+        on_open: Callable[[], None] | None = None,
+    ) -> Iterator[Event]:
         """The build's events as they happen (``get_build_events``, Server-Sent Events), from
         its start or after ``last_event_id``, until the build ends and the gateway closes the
         stream. A stream that breaks raises :class:`NetworkError`: open it again after the last
         event's ``id`` and nothing is missed or repeated. A ``retry:`` hint without an event
         (the gateway's event store did not answer) ends the iteration: reconnect the same way.
+
+        The gateway sends a keep-alive every 15 s: a stream silent for :data:`SSE_READ_TIMEOUT_S`
+        is a dead connection (a lost host, a partition), and breaks. ``on_open`` is called once
+        the gateway has answered with the stream, before any event: a caller that gives up
+        after a quiet time counts from there (a quiet build's stream may be cut and reopened).
         """
         from httpx_sse import SSEError, connect_sse
 
         headers = {"Last-Event-ID": last_event_id} if last_event_id else {}
         url = f"/v1/builds/{_id(build_id)}/events"
+        timeout = httpx.Timeout(self._http.timeout.connect, read=SSE_READ_TIMEOUT_S)
         try:
-            with connect_sse(self._http, "GET", url, headers=headers, timeout=None) as source:
+            with connect_sse(self._http, "GET", url, headers=headers, timeout=timeout) as source:
                 if source.response.status_code >= 400:
                     source.response.read()
                     raise _api_error(source.response)
+                if on_open is not None:
+                    on_open()
                 try:
                     for sse in source.iter_sse():
                         if not sse.data:

@@ -23,7 +23,8 @@ class ApiError(CofounderError):
     ``type`` is the stable code to branch on (``build_not_found``, ``too_many_active_builds``,
     ...); ``extra`` holds the fields some problems add (``limit`` and ``active``, ``errors``,
     ...). An error answer that is no problem object (a proxy's HTML page, say) gets the type
-    ``http_error`` and its text as the detail.
+    ``http_error`` and its text as the detail; so does an answer that is no error but not what
+    the gateway sends either (a redirect, a captive portal's page in place of JSON).
     """
 
     def __init__(
@@ -84,7 +85,9 @@ class ApiError(CofounderError):
                 problem = None
         if not isinstance(problem, dict) or not isinstance(problem.get("type"), str):
             text = body.decode(errors="replace").strip()
-            return cls(status, "http_error", "HTTP error", text[:500] or f"HTTP {status}")
+            return cls(
+                status, "http_error", "HTTP error", text[:500] or f"HTTP {status}", headers=headers
+            )
         known = {"type", "title", "status", "detail"}
         return cls(
             status,
