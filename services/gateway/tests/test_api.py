@@ -96,6 +96,16 @@ async def test_idempotency_key_returns_the_same_build(gateway: Running) -> None:
         f"/v1/projects/{project}/builds", json={"goal": "something else"}, headers=headers
     )
     assert (other.status_code, other.json()["type"]) == (409, "idempotency_key_reused")
+    # An empty key is no key to repeat a request by: refused, saying which input.
+    empty = await gateway.client.post(
+        f"/v1/projects/{project}/builds",
+        json={},
+        headers={**gateway.auth(user), "Idempotency-Key": ""},
+    )
+    assert empty.status_code == 422, empty.text
+    assert [(e["in"], e["field"]) for e in empty.json()["errors"]] == [
+        ("header", "idempotency-key")
+    ]
     async with gateway.gw.engine.connect() as conn:
         count = (
             await conn.execute(select(func.count()).select_from(Build).where(Build.user_id == user))
@@ -187,6 +197,12 @@ async def test_bad_input_gets_clear_4xx(gateway: Running) -> None:
     )
     assert (streamed.status_code, streamed.json()["type"]) == (413, "payload_too_large")
     assert "65536 bytes" in streamed.json()["detail"]
+    nested = await gateway.client.post(  # within the size limit, deeper than the parser goes
+        url,
+        content=b"[" * 30_000 + b"]" * 30_000,
+        headers={**auth, "Content-Type": "application/json"},
+    )
+    assert (nested.status_code, nested.json()["type"]) == (400, "invalid_json")
     not_json = await gateway.client.post(
         url, content=b"{", headers={**auth, "Content-Type": "application/json"}
     )

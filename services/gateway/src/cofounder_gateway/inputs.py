@@ -148,8 +148,14 @@ UserId = Annotated[
 ]
 #: The ``Idempotency-Key`` header (``builds.idempotency_key``, ``String(200)``). The length is
 #: part of the string type: given on the optional header, pydantic would word it as "items".
+#: An empty key is refused (422), not stored: a client that always sends the header empty
+#: would otherwise have its second, different build answered 409 ``idempotency_key_reused``.
 IdempotencyKey = Annotated[
-    Annotated[str, StringConstraints(max_length=200, pattern=NO_NUL), BeforeValidator(storable)]
+    Annotated[
+        str,
+        StringConstraints(min_length=1, max_length=200, pattern=NO_NUL),
+        BeforeValidator(storable),
+    ]
     | None,
     Header(
         description="Repeat a request safely: the same key returns the build it created.",

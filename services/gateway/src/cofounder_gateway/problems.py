@@ -330,6 +330,13 @@ def install(app: FastAPI) -> None:
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(_: Request, exc: StarletteHTTPException) -> JSONResponse:
+        if exc.status_code == 400:
+            # FastAPI's only 400: a body its parser gave up on without a JSON error (nested
+            # too deeply for the parser, say). Ours are ApiErrors. Documented: invalid_json.
+            detail = (
+                "the request body is not valid JSON: it could not be parsed (too deeply nested?)"
+            )
+            return problem(400, "invalid_json", detail)
         code = {404: "not_found", 405: "method_not_allowed", 413: "payload_too_large"}.get(
             exc.status_code, "http_error"
         )

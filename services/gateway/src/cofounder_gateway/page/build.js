@@ -233,7 +233,7 @@ const RENDER = {
     const image = el("img", "screenshot");
     image.alt = `Screenshot of ${d.page_url || "the preview"}`;
     image.dataset.name = d.name;
-    screenshotSrc(d.url).then(
+    screenshotSrc(d.name).then(
       (src) => {
         image.src = src;
       },
@@ -327,11 +327,14 @@ const RENDER = {
     ),
 };
 
-/** Where an <img> loads a screenshot from: a presigned URL as it is; the gateway's route (the
- * folder store) with this page's stream token, since an <img> sends no Authorization header. */
-async function screenshotSrc(url) {
-  if (!url.startsWith("/")) return url;
-  return `${url}?${new URLSearchParams({ token: await streamToken() })}`;
+/** Where an <img> loads a screenshot from: the gateway's route, whichever store keeps it, with
+ * this page's stream token (an <img> sends no Authorization header). Not the event's own URL:
+ * an S3 store's is a presigned URL on the bucket's origin, where this page's
+ * Content-Security-Policy lets no image load from (and which expires); and no token of the
+ * page's is ever appended to a URL an event carries. */
+async function screenshotSrc(name) {
+  const route = `/v1/builds/${encodeURIComponent(buildId)}/screenshots/${encodeURIComponent(name)}`;
+  return `${route}?${new URLSearchParams({ token: await streamToken() })}`;
 }
 
 /** The status an event ends the build with, or null when it does not end it. */
