@@ -141,6 +141,47 @@ async def test_a_transient_failure_is_retried_and_applied_once(redis: Redis, nam
     assert await redis.xlen(dlq_key(names.stream)) == 0
 
 
+async def test_a_handler_failing_for_a_server_s_outage_waits_it_out_uncounted(
+    redis: Redis, names: Names
+) -> None:
+    """PostgreSQL restarting for a few seconds: the handler's connection is refused more times
+    than ``max_deliveries`` allows. Those failures say nothing about the event: it is retried
+    until the server is back, handled once, and never dead-lettered."""
+    attempts = 0
+
+    async def handler(event: Probe) -> None:
+        nonlocal attempts
+        attempts += 1
+        if attempts <= 8:  # FAST dead-letters at the third counted delivery
+            raise ConnectionRefusedError(111, "Connect call failed ('127.0.0.1', 5432)")
+        await redis.hincrby(names.key("effects"), event.event_id, 1)
+
+    await Publisher(redis).publish(names.stream, probe(1))
+    async with running(redis, names, handler=handler):
+        await eventually(lambda: _effects(redis, names, 1), what="handled once the server is back")
+        await eventually(lambda: _no_pending(redis, names), what="acked")
+    assert attempts == 9
+    assert await redis.xlen(dlq_key(names.stream)) == 0
+
+
+async def test_an_outage_past_the_patience_counts_as_any_failure(
+    redis: Redis, names: Names
+) -> None:
+    async def handler(event: Probe) -> None:
+        raise ConnectionRefusedError(111, "Connect call failed ('127.0.0.1', 5432)")
+
+    await Publisher(redis).publish(names.stream, probe(1))
+    patient = replace(FAST, outage_patience_ms=300)
+
+    async def dead_lettered() -> bool:
+        return bool(await redis.xlen(dlq_key(names.stream)))
+
+    async with running(redis, names, handler=handler, options=patient):
+        await eventually(dead_lettered, what="dead-lettered once the patience is spent")
+    [(_, fields)] = await redis.xrange(dlq_key(names.stream))
+    assert b"ConnectionRefusedError" in fields[DeadLetterField.ERROR]
+
+
 @pytest.mark.parametrize(
     ("fields", "reason"),
     [

@@ -13,7 +13,10 @@ One :class:`Consumer` reads one stream as one member of one group. Its life:
    (:mod:`cofounder_runtime.tracing`);
 4. ack after the handler returns (acks from many handlers coalesce into one ``XACK``); on failure,
    back off and try again, each attempt counted as a delivery in Redis; after ``max_deliveries``
-   move the entry to ``<stream>.dlq`` and ack it; undecodable entries go there at once;
+   move the entry to ``<stream>.dlq`` and ack it; undecodable entries go there at once. A
+   failure that is a server's outage (:func:`~cofounder_runtime.outages.is_outage`: PostgreSQL
+   or Redis restarting, a connection refused) is retried without being counted, for up to
+   ``outage_patience_ms`` from the first: a failover does not dead-letter what it interrupted;
 5. in the background: heartbeats renew running entries (``XCLAIM JUSTID``, owner-checked) so no
    one claims them while alive; a janitor claims orphans idle past ``min_idle`` (``XAUTOCLAIM``),
    refreshes the group gauges, removes departed consumers and trims the stream by age;
@@ -47,6 +50,7 @@ from cofounder_runtime.janitor import Janitor
 from cofounder_runtime.logs import HANDLING
 from cofounder_runtime.metrics import StreamMetrics, TypeMetrics
 from cofounder_runtime.options import ConsumerOptions
+from cofounder_runtime.outages import is_outage
 from cofounder_runtime.ownership import Ownership
 from cofounder_runtime.periodic import every, stopped_within
 from cofounder_runtime.streamreply import read_entries
@@ -87,6 +91,10 @@ class _InFlight:
     deliveries: int
     renewed_at: float
     lost: bool = False
+    #: When the handler first failed for an outage in a row (``time.monotonic``), and how many
+    #: such failures: waited out, not counted as deliveries (see :meth:`Consumer._wait_out`).
+    outage_since: float | None = None
+    outages: int = 0
 
 
 @dataclass(slots=True)
@@ -439,6 +447,17 @@ class Consumer:
                 except Exception as exc:  # noqa: BLE001 - any handler failure is retried
                     metrics.failed += 1
                     error = f"{type(exc).__name__}: {exc}"
+                    if self._wait_out(flight, exc):
+                        self._log.warning(
+                            "a server the handler needs is unavailable; waiting for it "
+                            "(not counted as a delivery)",
+                            error=error,
+                            outages=flight.outages,
+                        )
+                        metrics.retried += 1
+                        if not await self._back_off(entry_id, flight, counted=False):
+                            return
+                        continue
                     if isinstance(exc, Poison) or flight.deliveries >= self.options.max_deliveries:
                         self._log.error(
                             "handler failed; dead-lettering",
@@ -481,10 +500,25 @@ class Consumer:
             return False
         return True
 
-    async def _back_off(self, entry_id: bytes, flight: _InFlight) -> bool:
-        """Sleep the backoff, then count a redelivery. False when the entry is no longer ours."""
+    def _wait_out(self, flight: _InFlight, exc: Exception) -> bool:
+        """Whether to retry ``exc`` without counting it: an outage, within the patience since
+        the first of a row of them. Any other failure ends the row."""
+        if isinstance(exc, Poison) or not is_outage(exc):
+            flight.outage_since, flight.outages = None, 0
+            return False
+        now = time.monotonic()
+        if flight.outage_since is None:
+            flight.outage_since = now
+        if (now - flight.outage_since) * 1000 >= self.options.outage_patience_ms:
+            return False  # counted from now on, as any failure
+        flight.outages += 1
+        return True
+
+    async def _back_off(self, entry_id: bytes, flight: _InFlight, *, counted: bool = True) -> bool:
+        """Sleep the backoff, then count a redelivery (unless not ``counted``: an outage waited
+        out, which only renews the entry's ownership). False when the entry is no longer ours."""
         state = self._state
-        ceiling_ms = self.options.backoff_ms(flight.deliveries)
+        ceiling_ms = self.options.backoff_ms(flight.deliveries + flight.outages)
         task = asyncio.current_task()
         assert task is not None
         state.backing_off.add(task)
@@ -497,7 +531,7 @@ class Consumer:
             state.backing_off.discard(task)
         if self.stopping:
             return False
-        deliveries = flight.deliveries + 1
+        deliveries = flight.deliveries + 1 if counted else flight.deliveries
         while True:
             try:
                 ours = await self._ownership.redeliver(entry_id, deliveries=deliveries)

@@ -26,6 +26,9 @@ class ConsumerOptions:
       moved to ``<stream>.dlq`` and acknowledged.
     - ``retry_base_ms`` / ``retry_max_ms``: exponential backoff with full jitter between attempts;
       capped below ``min_idle_ms`` so a retry is never mistaken for an orphan.
+    - ``outage_patience_ms``: how long a handler failing for a server's outage (PostgreSQL or
+      Redis restarting, a connection refused: :mod:`cofounder_runtime.outages`) is retried
+      without its failures counting as deliveries; after it, they count as any failure.
     - ``heartbeat_ms``: how often running handlers' entries are re-claimed to this consumer
       (``XCLAIM ... JUSTID``), resetting their idle time. Defaults to a third of ``min_idle_ms``.
     - ``janitor_interval_ms``: how often orphans are claimed, group gauges refreshed and departed
@@ -48,6 +51,7 @@ class ConsumerOptions:
     max_deliveries: int = 5
     retry_base_ms: int = 100
     retry_max_ms: int = 5_000
+    outage_patience_ms: int = 300_000
     heartbeat_ms: int | None = None
     janitor_interval_ms: int | None = None
     departed_after_ms: int = 3_600_000
@@ -71,6 +75,8 @@ class ConsumerOptions:
             problems.append("min_idle_ms must be at least 100")
         if not 0 < self.retry_base_ms <= self.retry_max_ms:
             problems.append("need 0 < retry_base_ms <= retry_max_ms")
+        if self.outage_patience_ms < 0:
+            problems.append("outage_patience_ms must not be negative")
         if self.retry_max_ms >= self.min_idle_ms:
             problems.append("retry_max_ms must be below min_idle_ms, or retries look orphaned")
         if self.heartbeat_ms is not None and not 0 < self.heartbeat_ms < self.min_idle_ms:

@@ -111,6 +111,11 @@ class RuntimeSettings(BaseSettings):
     consumer_max_deliveries: int = Field(default=5, description="Deliveries before dead-lettering.")
     consumer_retry_base_ms: int = Field(default=100, description="First retry backoff.")
     consumer_retry_max_ms: int = Field(default=5_000, description="Longest retry backoff.")
+    consumer_outage_patience_ms: int = Field(
+        default=300_000,
+        description="How long a handler failing because PostgreSQL or Redis is unavailable is "
+        "retried without its failures counting toward CONSUMER_MAX_DELIVERIES (0: counted).",
+    )
     consumer_shutdown_grace_s: float = Field(
         default=30.0, description="Time in-flight work gets on SIGTERM."
     )
