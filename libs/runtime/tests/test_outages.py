@@ -3,6 +3,8 @@ of the real drivers, against a port nothing listens on."""
 
 from __future__ import annotations
 
+from collections.abc import Awaitable
+
 import asyncpg
 import pytest
 from redis.asyncio import Redis
@@ -14,9 +16,9 @@ from cofounder_runtime.outages import is_outage
 from cofounder_testing.servers import free_port
 
 
-async def _raised(awaitable: object) -> BaseException:
+async def _raised(awaitable: Awaitable[object]) -> BaseException:
     try:
-        await awaitable  # type: ignore[misc]
+        await awaitable
     except BaseException as exc:
         return exc
     raise AssertionError("no error")
