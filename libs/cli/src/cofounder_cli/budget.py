@@ -49,7 +49,7 @@ def _micros(amount: str) -> int:
         raise typer.BadParameter(f"not an amount: {amount!r} (say 5 or 2.50)")
     micros = int(value * MICROS)
     if micros <= 0:  # zero, negative, or below a millionth of the currency
-        raise typer.BadParameter("the amount must be at least 0.000001")
+        raise typer.BadParameter("the amount must be more than zero (0.000001 at least)")
     return micros
 
 

@@ -99,7 +99,7 @@ def _state(script: ScriptDirectory, needed: str, current: tuple[str, ...]) -> Sc
 async def _current(url: str) -> tuple[str, ...]:
     from cofounder_db.engine import create_engine
 
-    engine = create_engine(url, pool_size=1)
+    engine = create_engine(url, pool_size=1, statement_timeout_s=None)
     try:
         async with engine.connect() as conn:
             try:

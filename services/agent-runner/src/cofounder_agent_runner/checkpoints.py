@@ -32,7 +32,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from cofounder_agent_runner.lease import LeaseLost
 from cofounder_contracts import ContextReady
-from cofounder_db.engine import driver_dsn
+from cofounder_db.engine import DRIVER_TIMEOUTS, driver_dsn
 from cofounder_db.models import AgentCheckpoint
 from cofounder_domain.run import Stuck
 
@@ -147,6 +147,7 @@ class CheckpointStore:
                     driver_dsn(self.engine),
                     min_size=1,
                     max_size=self.engine.pool.size(),  # type: ignore[attr-defined]
+                    **DRIVER_TIMEOUTS,
                 )
             return self._pool
 

@@ -27,6 +27,7 @@ import asyncpg
 
 from cofounder_contracts import Event, encode
 from cofounder_contracts.streams import stream_for
+from cofounder_db.engine import DRIVER_TIMEOUTS
 from cofounder_db.models import Build
 from cofounder_domain.plans import unknown_tier_max_active_builds
 from cofounder_gateway.schemas import NewBuild
@@ -98,7 +99,9 @@ async def _reset(conn: asyncpg.Connection) -> None:
 
 async def create_write_pool(dsn: str, *, size: int) -> asyncpg.Pool:
     """The gateway's pool for creating builds (see :func:`_reset`)."""
-    pool = await asyncpg.create_pool(dsn, min_size=min(2, size), max_size=size, reset=_reset)
+    pool = await asyncpg.create_pool(
+        dsn, min_size=min(2, size), max_size=size, reset=_reset, **DRIVER_TIMEOUTS
+    )
     assert pool is not None
     return pool
 

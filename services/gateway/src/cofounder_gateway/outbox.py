@@ -24,7 +24,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession
 from cofounder_contracts import Event, encode
 from cofounder_contracts.codec import DATA, EVENT_ID, TYPE
 from cofounder_contracts.streams import stream_for
-from cofounder_db.engine import driver_dsn
+from cofounder_db.engine import DRIVER_TIMEOUTS, driver_dsn
 from cofounder_db.models import OutboxRow
 from cofounder_runtime.publisher import Publisher
 
@@ -99,7 +99,7 @@ class Relay:
 
     async def _connection(self) -> asyncpg.Connection:
         if self._conn is None or self._conn.is_closed():
-            self._conn = await asyncpg.connect(driver_dsn(self._engine))
+            self._conn = await asyncpg.connect(driver_dsn(self._engine), **DRIVER_TIMEOUTS)
         return self._conn
 
     def poke(self) -> None:

@@ -23,7 +23,7 @@ def _run(connection: Connection) -> None:
 
 
 async def _online() -> None:
-    engine = create_engine(config.get_main_option("sqlalchemy.url") or "")
+    engine = create_engine(config.get_main_option("sqlalchemy.url") or "", statement_timeout_s=None)
     try:
         # One run at a time (pods migrating at once): a session lock on a connection of its
         # own, so it outlasts the commits of the migrations' autocommit blocks; the revision is
