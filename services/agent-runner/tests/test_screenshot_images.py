@@ -5,11 +5,13 @@ from __future__ import annotations
 
 import io
 import random
+import struct
+import zlib
 
 import pytest
 from PIL import Image
 
-from cofounder_agent_runner.tools.images import MAX_HEIGHT, MAX_WIDTH, bound_png
+from cofounder_agent_runner.tools.images import MAX_HEIGHT, MAX_WIDTH, PNG_SIGNATURE, bound_png
 
 
 def _png(width: int, height: int, *, noisy: bool) -> bytes:
@@ -56,4 +58,30 @@ def test_a_png_beyond_the_window_is_scaled_into_it() -> None:
 @pytest.mark.parametrize("data", [b"", b"<html>", b"\x89PNG\r\n\x1a\n" + b"\0" * 20])
 def test_what_is_not_a_png_is_refused(data: bytes) -> None:
     with pytest.raises(ValueError, match="PNG"):
+        bound_png(data, max_bytes=1_000_000)
+
+
+def _declared(width: int, height: int) -> bytes:
+    """A PNG that declares ``width`` x ``height`` grey pixels and holds one compressed row: a
+    few hundred bytes that would decode to ``width * height`` bytes."""
+
+    def chunk(kind: bytes, body: bytes) -> bytes:
+        crc = zlib.crc32(kind + body)
+        return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", crc)
+
+    header = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
+    row = zlib.compress(b"\0" * (width + 1))
+    return PNG_SIGNATURE + chunk(b"IHDR", header) + chunk(b"IDAT", row) + chunk(b"IEND", b"")
+
+
+@pytest.mark.parametrize(("width", "height"), [(5_000, 5_000), (20_000, 20_000)])
+def test_a_png_declaring_too_many_pixels_is_refused_before_it_is_decoded(
+    width: int, height: int
+) -> None:
+    """A file the sandbox put where the browser's screenshot goes: refused from its header,
+    with no memory spent on it (Pillow's own bomb check, past ~179 M pixels, raised an error
+    no tool caught, and the build failed)."""
+    data = _declared(width, height)
+    assert len(data) < 50_000
+    with pytest.raises(ValueError, match=r"too large to decode|not a readable PNG"):
         bound_png(data, max_bytes=1_000_000)

@@ -239,6 +239,26 @@ async def test_a_pattern_that_backtracks_costs_the_sandbox_not_the_runner(
     assert fine.content == f"{PROJECT_DIR}/a.txt:1:{'a' * 27}!"
 
 
+async def test_the_editor_refuses_a_fifo_and_a_huge_file_instead_of_reading_them(
+    tools: ToolDispatcher,
+) -> None:
+    """A FIFO (whose reading waits for a writer: a worker thread held for ever) and a sparse
+    file of 2 GiB (made in a moment, read whole into the runner): each a quick tool error."""
+    made = await tools.run(
+        "bash", {"command": "mkfifo pipe && truncate -s 2G big.bin && echo made"}
+    )
+    assert "made" in str(made.content), made.content
+    for name, says in (("pipe", "regular file"), ("big.bin", "over 16777216")):
+        outcome = await asyncio.wait_for(
+            tools.run(
+                "str_replace_based_edit_tool", {"command": "view", "path": f"{PROJECT_DIR}/{name}"}
+            ),
+            timeout=20,
+        )
+        assert outcome.is_error, (name, outcome.content)
+        assert says in str(outcome.content), (name, outcome.content)
+
+
 async def test_bash_keeps_its_session_times_out_and_stays_usable(tools: ToolDispatcher) -> None:
     outcome = await tools.run(
         "bash", {"command": "mkdir -p sub && cd sub && export GREETING=hi && pwd"}

@@ -446,13 +446,16 @@ def files_routes(standin: Standin) -> Callable[[Request], Any]:
 async def _download(record: Record, path: str) -> Response:
     rel = _sandbox_rel(path)
     try:
-        data = await asyncio.to_thread(record.local.files.read_bytes, rel)
+        # envd sends a file whatever its size: the client bounds what it reads (get_info).
+        data = await asyncio.to_thread(record.local.files.read_bytes, rel, limit=1 << 40)
     except FileNotFoundError:
         return _error(404, f"path '{path}' does not exist")
     except IsADirectoryError:
         return _error(400, f"path '{path}' is a directory")
     except (Escape, PermissionError) as exc:
         return _error(403, f"{path}: {exc}")
+    except OSError as exc:  # no regular file (a FIFO, a socket)
+        return _error(400, f"{path}: {exc}")
     return Response(data, media_type="application/octet-stream")
 
 

@@ -10,8 +10,10 @@ from typing import Final, Protocol
 from cofounder_contracts.events import SandboxKind
 
 __all__ = [
+    "MAX_READ_BYTES",
     "PROJECT_DIR",
     "CommandResult",
+    "FileTooLarge",
     "PathOutsideProject",
     "PortNotForwarded",
     "Sandbox",
@@ -23,6 +25,14 @@ __all__ = [
 
 #: Where the project lives inside every sandbox.
 PROJECT_DIR: Final = "/home/user/project"
+
+#: The largest file a tool reads whole (the editor's files, the screenshot's PNG): a sparse
+#: file of gigabytes, made in a moment by ``truncate``, must not be read into the runner.
+MAX_READ_BYTES: Final = 16 * 1024 * 1024
+
+
+class FileTooLarge(OSError):
+    """A file over the size the caller reads whole (``read_file``'s ``limit``)."""
 
 
 class SandboxGone(Exception):
@@ -90,8 +100,10 @@ class Sandbox(Protocol):
         """How a process inside the sandbox reaches the sandbox's ``port``."""
         ...
 
-    async def read_file(self, path: str) -> bytes:
-        """The file's bytes; ``FileNotFoundError`` / ``IsADirectoryError`` as for local files."""
+    async def read_file(self, path: str, *, limit: int = MAX_READ_BYTES) -> bytes:
+        """The file's bytes; ``FileNotFoundError`` / ``IsADirectoryError`` as for local files,
+        :class:`FileTooLarge` over ``limit``, an ``OSError`` for what is no regular file (a
+        FIFO, whose reading would wait for a writer)."""
         ...
 
     async def write_file(self, path: str, data: bytes) -> None:

@@ -27,6 +27,8 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Final
 
+from cofounder_sandbox.base import FileTooLarge
+
 __all__ = ["Escape", "ProjectFiles"]
 
 _RESOLVE_NO_XDEV: Final = 0x01
@@ -149,13 +151,24 @@ class ProjectFiles:
         except NotADirectoryError:
             return None
 
-    def read_bytes(self, rel: str) -> bytes:
-        with self.opened(rel, os.O_RDONLY) as fd:
-            if stat.S_ISDIR(os.fstat(fd).st_mode):
+    def read_bytes(self, rel: str, *, limit: int) -> bytes:
+        """A regular file's bytes, at most ``limit`` of them (:class:`FileTooLarge` beyond).
+        Opened with ``O_NONBLOCK``: a FIFO in its place is refused, not waited on."""
+        with self.opened(rel, os.O_RDONLY | os.O_NONBLOCK) as fd:
+            info = os.fstat(fd)
+            if stat.S_ISDIR(info.st_mode):
                 raise IsADirectoryError(errno.EISDIR, "is a folder", rel)
+            if not stat.S_ISREG(info.st_mode):
+                raise OSError(errno.EINVAL, "not a regular file (a FIFO, socket or device)", rel)
+            if info.st_size > limit:
+                raise FileTooLarge(errno.EFBIG, f"{info.st_size} bytes, over {limit}", rel)
             chunks = []
-            while chunk := os.read(fd, 1 << 20):
+            left = limit + 1  # one more tells a file that grew past the limit meanwhile
+            while left > 0 and (chunk := os.read(fd, min(left, 1 << 20))):
                 chunks.append(chunk)
+                left -= len(chunk)
+            if left == 0:
+                raise FileTooLarge(errno.EFBIG, f"over {limit} bytes", rel)
             return b"".join(chunks)
 
     def makedirs(self, rel: str) -> None:

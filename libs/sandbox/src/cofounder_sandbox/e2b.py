@@ -20,17 +20,30 @@
 from __future__ import annotations
 
 import contextlib
+import errno
 import secrets
 import shlex
 from collections.abc import Iterator, Mapping
 from typing import Any, Final
 
-from e2b import AsyncSandbox, CommandExitException, NotFoundException, TimeoutException
+from e2b import (
+    AsyncSandbox,
+    CommandExitException,
+    InvalidArgumentException,
+    NotFoundException,
+    TimeoutException,
+)
 from e2b.exceptions import SandboxNotFoundException, SandboxNotRunningException
 from e2b.sandbox.filesystem.filesystem import FileType
 
 from cofounder_contracts.events import SandboxKind
-from cofounder_sandbox.base import PROJECT_DIR, CommandResult, SandboxGone
+from cofounder_sandbox.base import (
+    MAX_READ_BYTES,
+    PROJECT_DIR,
+    CommandResult,
+    FileTooLarge,
+    SandboxGone,
+)
 from cofounder_sandbox.searching import GLOB, GREP, run_program
 
 __all__ = ["E2BSandbox", "E2BSandboxes"]
@@ -115,13 +128,28 @@ class E2BSandbox:
     def internal_url(self, port: int) -> str:
         return f"http://localhost:{port}"
 
-    async def read_file(self, path: str) -> bytes:
+    async def read_file(self, path: str, *, limit: int = MAX_READ_BYTES) -> bytes:
         if not await self.exists(path):
             raise FileNotFoundError(path)
-        if await self.is_dir(path):
-            raise IsADirectoryError(path)
         with _gone(self.id):
-            return bytes(await self._sandbox.files.read(path, format="bytes"))
+            info = await self._sandbox.files.get_info(path)
+        if info.type == FileType.DIR:
+            raise IsADirectoryError(path)
+        if info.size > limit:
+            raise FileTooLarge(errno.EFBIG, f"{info.size} bytes, over {limit}", path)
+        with _gone(self.id):
+            try:
+                data = bytes(await self._sandbox.files.read(path, format="bytes"))
+            except InvalidArgumentException as exc:  # no regular file (envd's 400)
+                raise OSError(errno.EINVAL, str(exc), path) from None
+            except TimeoutException as exc:
+                if type(exc) is not TimeoutException:
+                    raise  # the sandbox not running or unreachable: _gone's
+                # A FIFO read waits for a writer until the request's timeout.
+                raise OSError(errno.ETIMEDOUT, f"reading it timed out: {exc}", path) from None
+        if len(data) > limit:  # grew meanwhile
+            raise FileTooLarge(errno.EFBIG, f"over {limit} bytes", path)
+        return data
 
     async def write_file(self, path: str, data: bytes) -> None:
         with _gone(self.id):

@@ -35,7 +35,13 @@ from typing import Any, Final
 import structlog
 
 from cofounder_contracts.events import SandboxKind
-from cofounder_sandbox.base import PROJECT_DIR, CommandResult, PortNotForwarded, SandboxGone
+from cofounder_sandbox.base import (
+    MAX_READ_BYTES,
+    PROJECT_DIR,
+    CommandResult,
+    PortNotForwarded,
+    SandboxGone,
+)
 from cofounder_sandbox.beneath import ProjectFiles
 from cofounder_sandbox.jail import (
     IsolationUnavailable,
@@ -160,8 +166,8 @@ class LocalSandbox:
         finally:
             await shell.close()
 
-    async def read_file(self, path: str) -> bytes:
-        return await asyncio.to_thread(self.files.read_bytes, _relative(path))
+    async def read_file(self, path: str, *, limit: int = MAX_READ_BYTES) -> bytes:
+        return await asyncio.to_thread(self.files.read_bytes, _relative(path), limit=limit)
 
     async def write_file(self, path: str, data: bytes) -> None:
         await asyncio.to_thread(self.files.write_bytes, _relative(path), data)

@@ -24,11 +24,14 @@ from cofounder_sandbox.beneath import ProjectFiles
 from cofounder_sandbox.local import LocalSandbox
 from cofounder_snapshots.ignore import IGNORE_FILE, IgnoreRules
 
-__all__ = ["Collected", "FileEntry", "collect_folder", "collect_sandbox"]
+__all__ = ["ARCHIVE_MAX_BYTES", "Collected", "FileEntry", "collect_folder", "collect_sandbox"]
 
 #: Files above this size are left out of snapshots (and reported).
 DEFAULT_MAX_FILE_BYTES: Final = 50 * 1024 * 1024
 _ARCHIVE: Final = ".cofounder-snapshot.tar"
+#: The largest archive of an E2B sandbox's project read for a snapshot (files over the size
+#: limit per file are in it too, and left out only once read).
+ARCHIVE_MAX_BYTES: Final = 1024 * 1024 * 1024
 
 
 @dataclass(frozen=True, slots=True)
@@ -144,7 +147,9 @@ async def _collect_archive(sandbox: Sandbox, max_file_bytes: int) -> Collected:
     if result.exit_code not in (0, 1):  # 1: a file changed while it was read, still usable
         raise RuntimeError(f"could not archive the project in the sandbox: {result.output[-500:]}")
     try:
-        data = await sandbox.read_file(f"{PROJECT_DIR}/{_ARCHIVE}")
+        # The whole archive in memory (one request): bounded, so a project grown past it is
+        # an error the snapshot reports, not the service's memory.
+        data = await sandbox.read_file(f"{PROJECT_DIR}/{_ARCHIVE}", limit=ARCHIVE_MAX_BYTES)
     finally:
         await sandbox.run(f"rm -f {PROJECT_DIR}/{_ARCHIVE}", timeout=30)
     out = Collected(files=[], too_large=[])

@@ -21,6 +21,7 @@ exception: the loop goes on. What each tool does:
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import shlex
 from collections.abc import Awaitable, Callable, Mapping
@@ -269,7 +270,8 @@ class ToolDispatcher:
         finally:
             await self.sandbox.run(f"rm -f {_SCREENSHOT_FILE}", timeout=10)
         try:
-            png = bound_png(data, max_bytes=self.screenshot_max_bytes)
+            # Off the loop: decoding and re-encoding take tens of milliseconds of CPU.
+            png = await asyncio.to_thread(bound_png, data, max_bytes=self.screenshot_max_bytes)
         except ValueError as exc:
             raise ToolError(f"the screenshot failed: {exc}") from None
         note = " (re-encoded smaller to bound its size)" if png.reencoded else ""

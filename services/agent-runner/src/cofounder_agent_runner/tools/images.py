@@ -25,6 +25,9 @@ MAX_HEIGHT: Final = 800
 PNG_SIGNATURE: Final = b"\x89PNG\r\n\x1a\n"
 #: Below this, halving further would leave nothing legible: the image is returned as it is.
 _MIN_SIDE: Final = 160
+#: The most pixels a screenshot may declare before it is decoded: a browser window's are well
+#: below; a file the sandbox put in its place may declare billions (a few KB of zlib).
+MAX_DECODE_PIXELS: Final = 4096 * 4096
 
 
 @dataclass(frozen=True, slots=True)
@@ -50,10 +53,16 @@ def bound_png(data: bytes, *, max_bytes: int) -> BoundedPng:
     if not data.startswith(PNG_SIGNATURE):
         raise ValueError("the screenshot is not a PNG")
     try:
-        with Image.open(io.BytesIO(data)) as opened:
+        with Image.open(io.BytesIO(data)) as opened:  # reads the header only
+            width, height = opened.size
+            if width * height > MAX_DECODE_PIXELS:
+                raise ValueError(
+                    f"the screenshot is {width}x{height} pixels: too large to decode "
+                    f"(at most {MAX_DECODE_PIXELS:,} pixels)"
+                )
             opened.load()
             image = opened.copy()
-    except (UnidentifiedImageError, OSError) as exc:
+    except (UnidentifiedImageError, OSError, Image.DecompressionBombError) as exc:
         raise ValueError(f"the screenshot is not a readable PNG: {exc}") from None
     fits_window = image.width <= MAX_WIDTH and image.height <= MAX_HEIGHT
     if len(data) <= max_bytes and fits_window:
