@@ -259,6 +259,21 @@ async def test_the_editor_refuses_a_fifo_and_a_huge_file_instead_of_reading_them
         assert says in str(outcome.content), (name, outcome.content)
 
 
+async def test_a_flood_of_output_costs_the_runner_a_bounded_head_and_tail(
+    sandbox: Sandbox,
+) -> None:
+    """20 MB printed: the runner keeps its first and last half megabyte and says how much went
+    between (E2B's SDK kept every byte of it in memory)."""
+    result = await sandbox.run(
+        "head -c 20000000 /dev/zero | tr '\\0' x; echo; echo END", timeout=60
+    )
+    assert result.exit_code == 0
+    assert len(result.output) < 1_100_000
+    assert "bytes of output dropped" in result.output
+    assert result.output.startswith("xxxx")
+    assert result.output.rstrip().endswith("END")
+
+
 async def test_bash_keeps_its_session_times_out_and_stays_usable(tools: ToolDispatcher) -> None:
     outcome = await tools.run(
         "bash", {"command": "mkdir -p sub && cd sub && export GREETING=hi && pwd"}

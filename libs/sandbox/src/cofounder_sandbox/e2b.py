@@ -44,6 +44,7 @@ from cofounder_sandbox.base import (
     FileTooLarge,
     SandboxGone,
 )
+from cofounder_sandbox.output import BoundedOutput
 from cofounder_sandbox.searching import GLOB, GREP, run_program
 
 __all__ = ["E2BSandbox", "E2BSandboxes"]
@@ -104,26 +105,30 @@ class E2BSandbox:
 
     async def run(self, command: str, *, timeout: float, browser: bool = False) -> CommandResult:
         # ``browser`` changes nothing here: the template's VM sets no address-space limit.
-        output: list[str] = []  # stdout and stderr in the order envd streamed them
+        # stdout and stderr in the order envd streamed them, bounded: the SDK keeps none of it
+        # (retain_output=False), since a command printing for its whole timeout would fill
+        # the runner's memory.
+        output = BoundedOutput()
         try:
             with _gone(self.id):
                 result = await self._sandbox.commands.run(
                     f"bash -c {shlex.quote(command)}",
                     timeout=timeout,
                     cwd=PROJECT_DIR,
-                    on_stdout=output.append,
-                    on_stderr=output.append,
+                    on_stdout=output.add_text,
+                    on_stderr=output.add_text,
+                    retain_output=False,
                 )
         except CommandExitException as exc:
-            return CommandResult("".join(output), exc.exit_code)
+            return CommandResult(output.text(), exc.exit_code)
         except TimeoutException:
-            text = "".join(output)
+            text = output.text()
             return CommandResult(
                 f"{text}\n(the command timed out after {timeout:g} s)".lstrip("\n"),
                 None,
                 timed_out=True,
             )
-        return CommandResult("".join(output), result.exit_code)
+        return CommandResult(output.text(), result.exit_code)
 
     def internal_url(self, port: int) -> str:
         return f"http://localhost:{port}"

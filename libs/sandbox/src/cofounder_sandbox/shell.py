@@ -31,11 +31,11 @@ from typing import Final
 from cofounder_sandbox import spawn
 from cofounder_sandbox.base import CommandResult
 from cofounder_sandbox.jail import Jail, Proc
+from cofounder_sandbox.output import BoundedOutput
 
 __all__ = ["SandboxShell"]
 
 _CHUNK: Final = 65_536
-_KEEP: Final = 512 * 1024  # bytes of head and of tail kept of a command's output
 _INTERRUPT_GRACE_S: Final = 3.0
 _SETTLE_S: Final = 0.05  # how long output is still gathered after the command's process exits
 
@@ -67,34 +67,6 @@ eval "$__cofounder_cmd"
 """
 
 
-class _Output:
-    """A command's output, keeping the head and the tail when it is huge."""
-
-    def __init__(self) -> None:
-        self.head = bytearray()
-        self.tail = bytearray()
-        self.dropped = 0
-        self.closed = False  # after the command's result is taken: later output is dropped
-
-    def add(self, data: bytes) -> None:
-        if self.closed:
-            return
-        room = _KEEP - len(self.head)
-        if room > 0:
-            self.head += data[:room]
-            data = data[room:]
-        if data:
-            self.tail += data
-            if len(self.tail) > _KEEP:
-                cut = len(self.tail) - _KEEP
-                self.dropped += cut
-                del self.tail[:cut]
-
-    def text(self) -> str:
-        middle = f"\n[... {self.dropped} bytes of output dropped ...]\n" if self.dropped else ""
-        return self.head.decode(errors="replace") + middle + self.tail.decode(errors="replace")
-
-
 class SandboxShell:
     """A ``bash`` session in a :class:`~cofounder_sandbox.jail.Jail` (see the module docstring)."""
 
@@ -123,7 +95,7 @@ class SandboxShell:
                 ["/bin/bash", "--noprofile", "--norc", "-c", _PRELUDE, "bash", self._state],
                 self._env,
             )
-            output = _Output()
+            output = BoundedOutput()
             loop = asyncio.get_running_loop()
             try:
                 # Popen without a preexec_fn, so with vfork: the jail's wrapper enters the
@@ -215,7 +187,7 @@ class _Command(asyncio.Protocol):
     too, so it cannot tell when the command itself is over."""
 
     def __init__(
-        self, proc: subprocess.Popen[bytes], output: _Output, loop: asyncio.AbstractEventLoop
+        self, proc: subprocess.Popen[bytes], output: BoundedOutput, loop: asyncio.AbstractEventLoop
     ) -> None:
         self.proc = proc
         self.output = output
