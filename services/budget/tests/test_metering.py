@@ -9,15 +9,17 @@ import functools
 import uuid
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
+from typing import Any
 
 import msgspec
 import pytest
 from prometheus_client import REGISTRY
 from redis.asyncio import Redis
+from redis.exceptions import ConnectionError as RedisConnectionError
 from sqlalchemy import func, insert, select, update
 
 from cofounder_budget.handlers import BudgetDeps, on_tier_changed, on_top_up, on_usage
-from cofounder_budget.meter import day_keys
+from cofounder_budget.meter import Metered, day_keys
 from cofounder_budget.pricing import Price, Pricing
 from cofounder_budget.wake import remember_sleeping
 from cofounder_budgeting import day_account
@@ -28,6 +30,7 @@ from cofounder_contracts import (
     BudgetToppedUp,
     BudgetUsage,
     BudgetWake,
+    BudgetWarning,
     Codec,
     Event,
     TierChanged,
@@ -146,6 +149,57 @@ async def test_concurrent_usage_is_counted_once_and_closes_the_gate(
     assert isinstance(exhausted, BudgetExhausted)
     assert exhausted.budget_micros == budget
     assert exhausted.spent_micros >= budget
+
+
+class _RefusingSignals(Publisher):
+    """Redis refusing the first ``budget.*`` signal sent, after the ledger row is committed."""
+
+    refused = 0
+
+    async def emit(self, event: Event) -> bytes:
+        if isinstance(event, BudgetWarning | BudgetExhausted) and not self.refused:
+            self.refused += 1
+            raise RedisConnectionError("Connection reset by peer")
+        return await super().emit(event)
+
+
+@pytest.mark.integration
+@pytest.mark.parametrize("failure", ["signal refused after the commit", "crash before the commit"])
+async def test_a_retried_usage_event_sends_the_signals_of_the_thresholds_it_crossed(
+    deps: BudgetDeps, redis: Redis, failure: str
+) -> None:
+    """One call spends the whole day: it crosses 80% and 100%. Its first handling fails after
+    the count: Redis refuses the signal once the ledger row is committed, or the process dies
+    between the Redis count and the commit. The redelivery must send both signals, once each,
+    with the numbers the crossing saw (the founder was told nothing, the day's flags were set)."""
+    user = str(uuid.uuid4())
+    today = datetime.now(UTC).date()
+    budget = daily_budget(deps.plans["bootstrapper"], day=today, spent_before_today=0)
+    event = _usage(user, BUILD, budget + 5)
+    if failure == "crash before the commit":
+        first = dataclasses.replace(deps)  # a meter of its own
+        real_add = first.meter.add
+
+        async def add_then_die(**kwargs: Any) -> Metered | None:
+            await real_add(**kwargs)
+            raise RuntimeError("SIGKILL")  # the transaction never commits
+
+        first.meter.add = add_then_die  # type: ignore[method-assign]
+    else:
+        first = dataclasses.replace(deps, events=_RefusingSignals(redis))
+    with pytest.raises((RedisConnectionError, RuntimeError)):
+        await on_usage(event, first)
+    assert await _signals(redis, user) == []
+    await on_usage(event, deps)  # the redelivery
+    await on_usage(event, deps)  # and one more: the same signals, absorbed downstream by id
+    signals = await _signals(redis, user)
+    kinds = sorted(type(s).__name__ for s in signals)
+    assert kinds == ["BudgetExhausted", "BudgetExhausted", "BudgetWarning", "BudgetWarning"]
+    assert len({s.event_id for s in signals}) == 2  # each repeat under its first id
+    for signal in signals:
+        assert isinstance(signal, BudgetWarning | BudgetExhausted)
+        assert (signal.spent_micros, signal.budget_micros) == (budget + 5, budget)
+    assert await _ledger(deps, user) == budget + 5  # counted once
 
 
 @pytest.mark.integration

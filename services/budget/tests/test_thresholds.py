@@ -61,7 +61,7 @@ async def test_the_script_signals_what_the_domain_computes(own_redis: Redis) -> 
             )
             assert metered is not None
             assert (metered.counted, metered.spent, metered.budget) == (True, spent, budget)
-            seen[spent, budget] = Crossed(metered.warn, metered.exhausted)
+            seen[spent, budget] = Crossed(metered.warned is not None, metered.exhausted is not None)
             expected[spent, budget] = crossed(spent, budget)
     assert seen == expected
     # The grid reaches every outcome, so the comparison above decides something.

@@ -7,10 +7,14 @@ One usage event, one step, in this order:
 2. the Redis script counts the cost once (keyed by ``event_id``) against the day's budget and
    closes the gate at 100%; when the day's counter is missing (Redis lost it) it is rebuilt from
    the ledger first;
-3. commit; then ``budget.warning`` / ``budget.exhausted`` when the script says they are due.
+3. commit; then ``budget.warning`` / ``budget.exhausted`` when this event crossed the 80% or
+   the 100% threshold (the script keeps which event crossed each, with what it saw).
 
 A crash after 2 and before 3 leaves no ledger row; the redelivery inserts it and the script
-skips the count it already made. Numbers no model call can report never get here: the contract
+skips the count it already made. A redelivery after the commit (the signals not sent: a crash,
+Redis refusing them) finds the ledger row, and sends the signals this event's crossings call
+for again, under their derived ids and with the same numbers: absorbed where they arrived.
+Numbers no model call can report never get here: the contract
 bounds them (``TokenCount``), so the consumer dead-letters such an event at decode, with the
 reason, as every other consumer of ``budget.usage`` does.
 
@@ -35,7 +39,7 @@ from sqlalchemy import Table, func, select
 from sqlalchemy.dialects import postgresql
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from cofounder_budget.meter import DAY_TTL_S, Meter, day_keys
+from cofounder_budget.meter import DAY_TTL_S, Crossing, Meter, day_keys
 from cofounder_budget.metrics import EXHAUSTED, SPEND, TOPUPS
 from cofounder_budget.pricing import Pricing
 from cofounder_budget.wake import SLEEPING_KEY, Waker
@@ -181,7 +185,12 @@ async def _meter(event: BudgetUsage, deps: BudgetDeps, span: tracing.Span) -> No
         if not await _insert_once(conn, event, day.isoformat(), cost):
             await _same_as_counted(conn, event)
             span.set_attribute("cofounder.metering.counted", False)
-            return  # counted before (its ledger row is committed)
+            # Counted before (its ledger row is committed); its signals may not have gone out.
+            warned, exhausted = await deps.meter.crossings(
+                user_id=event.user_id, day=day.isoformat()
+            )
+            await _signal(event, deps, warned, exhausted, span)
+            return
         budget, tier = await _budget(conn, deps, event.user_id, day)
         add = functools.partial(
             deps.meter.add,
@@ -213,34 +222,60 @@ async def _meter(event: BudgetUsage, deps: BudgetDeps, span: tracing.Span) -> No
             metered = await add()
             if metered is None:
                 raise RuntimeError("the day counter vanished again while being rebuilt")
-    budget = metered.budget  # what the script compared against (a top-up may have raised it)
     if span.is_recording():
         span.set_attributes(
             {
                 "cofounder.metering.counted": metered.counted,
                 "cofounder.metering.tier": tier,
                 "cofounder.metering.spent_micros": metered.spent,
-                "cofounder.metering.budget_micros": budget,
-                "cofounder.metering.warning": metered.warn,
-                "cofounder.metering.exhausted": metered.exhausted,
+                "cofounder.metering.budget_micros": metered.budget,
             }
         )
     if metered.counted:
         SPEND.labels(tier).inc(cost)
-    if metered.exhausted:
-        EXHAUSTED.inc()
+        if metered.exhausted is not None and metered.exhausted.event_id == event.event_id:
+            EXHAUSTED.inc()
+    await _signal(event, deps, metered.warned, metered.exhausted, span)
 
-    def standing(kind: str) -> dict[str, Any]:
+
+async def _signal(
+    event: BudgetUsage,
+    deps: BudgetDeps,
+    warned: Crossing | None,
+    exhausted: Crossing | None,
+    span: tracing.Span,
+) -> None:
+    """Send the signals of the thresholds ``event`` crossed (a crossing by another event of the
+    day is that event's): the same each time, so a retry's are absorbed as repeats."""
+    warned = warned if warned is not None and warned.event_id == event.event_id else None
+    exhausted = (
+        exhausted if exhausted is not None and exhausted.event_id == event.event_id else None
+    )
+    if span.is_recording():
+        span.set_attributes(
+            {
+                "cofounder.metering.warning": warned is not None,
+                "cofounder.metering.exhausted": exhausted is not None,
+            }
+        )
+    when = event.occurred_at.astimezone(UTC)
+
+    def standing(kind: str, crossing: Crossing) -> dict[str, Any]:
         """What a warning and an exhaustion both say: the day's spend against its budget."""
         follows = follow_up(event, producer=PRODUCER, kind=kind)
-        return {**follows, "day": day, "spent_micros": metered.spent, "budget_micros": budget}
+        return {
+            **follows,
+            "day": when.date(),
+            "spent_micros": crossing.spent,
+            "budget_micros": crossing.budget,
+        }
 
-    signals: list[BudgetWarning | BudgetExhausted] = []
-    if metered.warn:
-        signals.append(BudgetWarning(**standing("budget.warning")))
-    if metered.exhausted:
-        signals.append(BudgetExhausted(**standing("budget.exhausted"), resets_at=resets_at))
-    for signal in signals:
+    if warned is not None:
+        await deps.events.emit(BudgetWarning(**standing("budget.warning", warned)))
+    if exhausted is not None:
+        signal = BudgetExhausted(
+            **standing("budget.exhausted", exhausted), resets_at=next_reset(when)
+        )
         await deps.events.emit(signal)
 
 

@@ -7,7 +7,10 @@ included (``cofounder_contracts.keys.budget_gate_key``), so the script touches t
 - ``spent``: the user's spend for the day (micros); missing means the counters were lost and
   must be rebuilt from the ledger first (the script then answers ``-1`` and changes nothing);
 - ``build``: the build's total;
-- ``warned`` / ``exhausted``: the day's 80% and 100% events went out (once a day each);
+- ``warned`` / ``exhausted``: the day's 80% and 100% events went out (once a day each). Each
+  holds the usage event that crossed the threshold and the spend and budget it saw
+  (:class:`Crossing`): a retry of that event (its signal not sent before a crash or a Redis
+  error) finds its crossing there and sends the same signal again, under the same id;
 - ``daily``: the day's budget and the user's tier (``"<micros> <tier>"``), computed from the
   ledger at the day's first usage and again on a top-up or a plan change. The script reads the
   budget from it, so a top-up's new budget and a usage event never race;
@@ -29,7 +32,7 @@ from redis.asyncio import Redis
 from cofounder_contracts.keys import budget_gate_key, encode_gate
 from cofounder_domain.budget import EXHAUSTED_AT, WARN_AT
 
-__all__ = ["DAY_TTL_S", "Meter", "Metered", "day_keys", "reached_lua"]
+__all__ = ["DAY_TTL_S", "Crossing", "Meter", "Metered", "day_keys", "reached_lua"]
 
 DAY_TTL_S: Final = 3 * 24 * 3600
 
@@ -47,20 +50,19 @@ if redis.call('EXISTS', KEYS[2]) == 0 then return {-1, 0, 0, 0, 0} end
 local daily = redis.call('GET', KEYS[7])
 local budget = tonumber(daily and string.match(daily, '^%d+') or ARGV[2])
 if not redis.call('SET', KEYS[1], '1', 'NX', 'EX', ARGV[3]) then
-  return {0, tonumber(redis.call('GET', KEYS[2])), 0, 0, budget}
+  return {0, tonumber(redis.call('GET', KEYS[2])), redis.call('GET', KEYS[5]) or '',
+          redis.call('GET', KEYS[6]) or '', budget}
 end
 local spent = redis.call('INCRBY', KEYS[2], ARGV[1])
 redis.call('INCRBY', KEYS[3], ARGV[1])
 redis.call('EXPIRE', KEYS[3], ARGV[3])
-local warn, exhausted = 0, 0
-if @WARN@ and redis.call('SET', KEYS[5], '1', 'NX', 'EX', ARGV[3]) then
-  warn = 1
-end
+local crossing = string.format('%s %d %d', ARGV[6], spent, budget)
+if @WARN@ then redis.call('SET', KEYS[5], crossing, 'NX', 'EX', ARGV[3]) end
 if @EXHAUSTED@ then
   redis.call('SET', KEYS[4], ARGV[4], 'PXAT', ARGV[5])
-  if redis.call('SET', KEYS[6], '1', 'NX', 'EX', ARGV[3]) then exhausted = 1 end
+  redis.call('SET', KEYS[6], crossing, 'NX', 'EX', ARGV[3])
 end
-return {1, spent, warn, exhausted, budget}
+return {1, spent, redis.call('GET', KEYS[5]) or '', redis.call('GET', KEYS[6]) or '', budget}
 """.replace("@WARN@", reached_lua("spent", "budget", WARN_AT)).replace(
     "@EXHAUSTED@", reached_lua("spent", "budget", EXHAUSTED_AT)
 )
@@ -96,12 +98,33 @@ def day_keys(user_id: str, day: str) -> dict[str, str]:
 
 
 @dataclass(frozen=True, slots=True)
+class Crossing:
+    """The usage event that crossed a threshold of the day, and the spend and budget it saw."""
+
+    event_id: str
+    spent: int
+    budget: int
+
+    @classmethod
+    def parse(cls, raw: bytes | str | None) -> Crossing | None:
+        """A ``warned`` / ``exhausted`` key's value; None for none (or a value of an older
+        release, a bare ``1``: that day's signal is not sent again)."""
+        text = raw.decode() if isinstance(raw, bytes) else (raw or "")
+        parts = text.split(" ")
+        if len(parts) != 3:
+            return None
+        return cls(parts[0], int(parts[1]), int(parts[2]))
+
+
+@dataclass(frozen=True, slots=True)
 class Metered:
     counted: bool  # False: a duplicate
     spent: int
-    warn: bool
-    exhausted: bool
     budget: int  # the day's budget the script compared against
+    #: The day's crossings of the warning and the exhaustion thresholds, whichever event made
+    #: them (this one: send its signal, again if this is a retry).
+    warned: Crossing | None = None
+    exhausted: Crossing | None = None
 
 
 class Meter:
@@ -124,7 +147,7 @@ class Meter:
         """Count ``cost`` once; None when the day's counter is missing (rebuild, then retry)."""
         keys = day_keys(user_id, day)
         tag = f"{{{user_id}}}"
-        counted, spent, warn, exhausted, used_budget = await self._script(
+        counted, spent, warned, exhausted, used_budget = await self._script(
             keys=[
                 f"cofounder.budget.seen:{tag}:{event_id}",
                 keys["spent"],
@@ -140,6 +163,7 @@ class Meter:
                 DAY_TTL_S,
                 encode_gate(resets_at),
                 int(resets_at.timestamp() * 1000),
+                event_id,
             ],
         )
         if int(counted) == -1:
@@ -147,10 +171,17 @@ class Meter:
         return Metered(
             bool(int(counted)),
             int(spent),
-            bool(int(warn)),
-            bool(int(exhausted)),
             int(used_budget),
+            warned=Crossing.parse(warned),
+            exhausted=Crossing.parse(exhausted),
         )
+
+    async def crossings(self, *, user_id: str, day: str) -> tuple[Crossing | None, ...]:
+        """The day's warning and exhaustion crossings (for a usage event whose ledger row was
+        committed before: its signals may not have gone out)."""
+        keys = day_keys(user_id, day)
+        warned, exhausted = await self._redis.mget(keys["warned"], keys["exhausted"])
+        return Crossing.parse(warned), Crossing.parse(exhausted)
 
     async def rebudget(
         self, *, user_id: str, day: str, budget: int, tier: str, resets_at: datetime
