@@ -17,7 +17,7 @@ from typer.testing import CliRunner
 
 from cofounder_cli.main import app
 from cofounder_sandbox.local import LocalSandbox, LocalSandboxes
-from cofounder_snapshots.collect import collect_folder, collect_sandbox
+from cofounder_snapshots.collect import FileChanged, collect_folder, collect_sandbox
 from cofounder_snapshots.ignore import IgnoreRules
 from cofounder_snapshots.store import LocalStore, S3Store, SnapshotStore, StoreError, blob_key
 from cofounder_snapshots.sync import prune, restore, take_snapshot
@@ -297,3 +297,26 @@ async def test_collect_never_reads_through_a_symlink_the_sandbox_planted(tmp_pat
     (project / "src" / "app.py").symlink_to(host / "secret.txt")
     with pytest.raises(FileNotFoundError):
         await collected.files[0].read()
+
+
+async def test_a_file_changed_after_it_was_hashed_is_never_stored_under_the_old_hash(
+    tmp_path: Path,
+) -> None:
+    """The sandbox swaps a file's content between its hashing and its upload: storing the new
+    bytes under the old hash would make the project's blob index serve them for the old content
+    to every later snapshot and restore. The snapshot fails instead; its retry hashes anew."""
+    store = LocalStore(tmp_path / "store")
+    project = tmp_path / "project"
+    project.mkdir()
+    (project / "app.py").write_text("print('the real one')\n")
+    collected = await collect_folder(project)
+    (project / "app.py").write_text("print('swapped in')\n")
+    ids = {"project_id": str(uuid.uuid4()), "build_id": str(uuid.uuid4())}
+    with pytest.raises(FileChanged, match=r"app\.py changed"):
+        await take_snapshot(store, collected, **ids)
+    assert await store.list_blobs(ids["project_id"]) == set()
+    retried = await take_snapshot(store, await collect_folder(project), **ids)
+    assert retried.version == 1
+    restored = tmp_path / "restored"
+    await restore(store, restored, **ids)
+    assert (restored / "app.py").read_text() == "print('swapped in')\n"

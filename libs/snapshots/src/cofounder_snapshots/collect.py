@@ -24,7 +24,14 @@ from cofounder_sandbox.beneath import ProjectFiles
 from cofounder_sandbox.local import LocalSandbox
 from cofounder_snapshots.ignore import IGNORE_FILE, IgnoreRules
 
-__all__ = ["ARCHIVE_MAX_BYTES", "Collected", "FileEntry", "collect_folder", "collect_sandbox"]
+__all__ = [
+    "ARCHIVE_MAX_BYTES",
+    "Collected",
+    "FileChanged",
+    "FileEntry",
+    "collect_folder",
+    "collect_sandbox",
+]
 
 #: Files above this size are left out of snapshots (and reported).
 DEFAULT_MAX_FILE_BYTES: Final = 50 * 1024 * 1024
@@ -64,11 +71,22 @@ def _rules(files: ProjectFiles) -> IgnoreRules:
     return rules
 
 
-def _reader(files: ProjectFiles, rel: str, limit: int) -> Callable[[], Awaitable[bytes]]:
+class FileChanged(RuntimeError):
+    """A file whose bytes, read to be stored, are not those it was hashed with: the sandbox
+    changed it meanwhile. Stored, they would stand under another content's hash, which the
+    project's blob index then serves to every later snapshot and restore of that content; the
+    snapshot fails instead, and its retry hashes the file again."""
+
+
+def _reader(
+    files: ProjectFiles, rel: str, limit: int, sha256: str
+) -> Callable[[], Awaitable[bytes]]:
     async def read() -> bytes:
         data = await asyncio.to_thread(files.read_regular, rel, limit=limit)
         if data is None:
             raise FileNotFoundError(f"{rel} is no longer a regular file of the project")
+        if hashlib.sha256(data).hexdigest() != sha256:
+            raise FileChanged(f"{rel} changed while the snapshot was taken")
         return data
 
     return read
@@ -108,7 +126,7 @@ def _walk(root: Path, max_file_bytes: int) -> Collected:
                 info.st_size,
                 stat.S_IMODE(info.st_mode),
                 digest,
-                _reader(files, rel, max_file_bytes),
+                _reader(files, rel, max_file_bytes, digest),
             )
         )
     return out
