@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ipaddress
+import itertools
 import json
 import os
 import re
@@ -126,6 +128,33 @@ async def test_no_tcp_connection_reaches_the_host_or_private_networks(
     out = await sh(box, _PROBE.format(targets=targets))
     assert "REACHED" not in out, out
     assert out.count("refused") == len(targets), out
+
+
+def _neighbours() -> list[str]:
+    """An address on each network the host is directly on, neither its own nor a gateway's."""
+    out = subprocess.run(["ip", "-j", "-4", "route"], capture_output=True, text=True, check=False)
+    routes = json.loads(out.stdout or "[]")
+    taken = {*_host_addresses(), *(r.get("gateway") for r in routes)}
+    found = []
+    for route in routes:
+        if route.get("scope") != "link" or "/" not in route.get("dst", ""):
+            continue
+        network = ipaddress.ip_network(route["dst"], strict=False)
+        found += [str(a) for a in itertools.islice(network.hosts(), 8) if str(a) not in taken][:1]
+    return found
+
+
+async def test_no_tcp_connection_reaches_the_host_s_own_network(box: LocalSandbox) -> None:
+    """Another machine on the host's own network (a node, a cluster's service) is no public
+    egress, even where that network is not a private range (here 192.0.2.0/24): it is refused
+    at once by a route, not tried and left to time out."""
+    neighbours = _neighbours()
+    if not neighbours:
+        pytest.skip("the host is directly on no network but its own address")
+    out = await sh(box, _PROBE.format(targets=[f"{a}:80" for a in neighbours]))
+    assert "REACHED" not in out, out
+    assert out.count("refused") == len(neighbours), out
+    assert "TimeoutError" not in out, out
 
 
 async def test_a_registry_is_reachable_where_egress_is_allowed(

@@ -619,9 +619,14 @@ class Jail:
             f"route del {r['dst']}" + (f" dev {r['dev']}" if r.get("dev") else "") for r in routes
         ]
         if self.egress and gateway and device:
+            # The host's own networks too (pasta copies its routes in): its neighbours (other
+            # nodes, a cluster's services) are no public egress even where their addresses are
+            # not in a private range.
+            on_link = [r["dst"] for r in routes if r.get("dst", "default") != "default"]
+            blackholed = dict.fromkeys((*BLACKHOLED, f"{gateway}/32", *on_link))
             commands += [
                 f"route add default via {gateway} dev {device} onlink",
-                *(f"route add blackhole {b}" for b in (*BLACKHOLED, f"{gateway}/32")),
+                *(f"route add blackhole {b}" for b in blackholed),
                 f"route add {DNS_FORWARD}/32 via {gateway} dev {device} onlink",
             ]
         # One process for all of them (a sandbox start used to spawn ~20 nsenter + ip pairs:
