@@ -16,6 +16,7 @@ import itertools
 import json
 import os
 import re
+import resource
 import secrets
 import shutil
 import socket
@@ -678,3 +679,26 @@ async def test_the_sandbox_s_processes_share_one_memory_limit(tmp_path: Path) ->
     finally:
         await box.kill()
     assert not any(folder.exists() for folder in group.folders)  # removed with the sandbox
+
+
+async def test_background_output_costs_the_runner_little_and_pins_few_descriptors(
+    box: LocalSandbox,
+) -> None:
+    """``yes &`` left writing into its command's pipe was read as fast as it wrote: half a core
+    of the runner's, for as long as it lived. And each command that leaves a job holding its
+    pipe kept one of the runner's descriptors open: twenty such commands, twenty descriptors."""
+    shell = await box.open_shell()
+    try:
+        done = await shell.run("yes &", timeout=10)
+        assert done.exit_code == 0
+        before = resource.getrusage(resource.RUSAGE_SELF)
+        await asyncio.sleep(2)
+        after = resource.getrusage(resource.RUSAGE_SELF)
+        cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+        assert cpu < 0.4, f"the runner spent {cpu:.2f} s of CPU in 2 s on a background job"
+        descriptors = len(os.listdir("/proc/self/fd"))
+        for n in range(20):
+            await shell.run(f"sleep 60{n:02d} &", timeout=10)  # each holds its pipe
+        assert len(os.listdir("/proc/self/fd")) - descriptors <= 16
+    finally:
+        await shell.close()

@@ -11,7 +11,11 @@ decides where a result ends:
   command's shell when it exits and loaded by the next one, from a file inside the sandbox
   (the sandbox may edit it; it is its own state);
 - what a background job prints after its command ended is read and dropped, never shown as part
-  of another command's result;
+  of another command's result. It is read at :data:`_BACKGROUND_BYTES_PER_S` at most (the job
+  waits on a full pipe meanwhile, as on a slow terminal): a job printing as fast as it can
+  (``yes &``) used to cost the runner half a core. A session keeps at most
+  :data:`_MAX_BACKGROUND_PIPES` such pipes open; past that the oldest is closed (its job's
+  next write fails), so commands that hand their pipes on cannot pin the runner's descriptors;
 - a timeout interrupts (SIGINT), then kills (SIGKILL) every process that appeared in the sandbox
   while the command ran, including ones that called ``setsid``, forked twice or ignore SIGINT.
   Processes started by earlier commands (a dev server) are left alone.
@@ -38,6 +42,10 @@ __all__ = ["SandboxShell"]
 _CHUNK: Final = 65_536
 _INTERRUPT_GRACE_S: Final = 3.0
 _SETTLE_S: Final = 0.05  # how long output is still gathered after the command's process exits
+#: How fast a background job's output is read (and dropped) once its command has ended.
+_BACKGROUND_BYTES_PER_S: Final = 64 * 1024
+#: Pipes of ended commands a session keeps open for their background jobs.
+_MAX_BACKGROUND_PIPES: Final = 16
 
 #: Loads the session, reads the command from stdin (stdin is then /dev/null), runs it, and saves
 #: the session when the shell exits (``exit`` in the command included).
@@ -85,7 +93,7 @@ class SandboxShell:
         self._env = dict(env)
         self._state = f"/tmp/.cofounder-shell-{session or secrets.token_hex(8)}"  # noqa: S108
         self._lock = asyncio.Lock()
-        self._open: set[_Command] = set()  # their pipes held by background jobs
+        self._open: dict[_Command, None] = {}  # their pipes held by background jobs, oldest first
 
     async def run(self, command: str, *, timeout: float) -> CommandResult:
         async with self._lock:
@@ -169,8 +177,13 @@ class SandboxShell:
             await asyncio.wait_for(asyncio.shield(running.closed), _SETTLE_S)
         except TimeoutError:
             running.output.closed = True
-            self._open.add(running)
-            running.closed.add_done_callback(lambda _: self._open.discard(running))
+            running.throttle()
+            self._open[running] = None
+            running.closed.add_done_callback(lambda _: self._open.pop(running, None))
+            while len(self._open) > _MAX_BACKGROUND_PIPES:
+                oldest = next(iter(self._open))
+                self._open.pop(oldest)
+                oldest.close()
         else:
             running.close()
 
@@ -194,8 +207,9 @@ class _Command(asyncio.Protocol):
         self.exited: asyncio.Future[None] = loop.create_future()
         self.closed: asyncio.Future[None] = loop.create_future()
         self._loop = loop
-        self._reader: asyncio.BaseTransport | None = None
+        self._reader: asyncio.ReadTransport | None = None
         self._poll: asyncio.Task[None] | None = None
+        self._throttled = False
 
     async def start(self, command: bytes) -> None:
         """Read its output, write ``command`` to its stdin (then closed), watch for its end."""
@@ -239,8 +253,22 @@ class _Command(asyncio.Protocol):
         if self._reader is not None:
             self._reader.close()
 
+    def throttle(self) -> None:
+        """From now on, read at :data:`_BACKGROUND_BYTES_PER_S` at most (see the module
+        docstring): after each read, pause for as long as that many bytes are worth."""
+        self._throttled = True
+
     def data_received(self, data: bytes) -> None:
         self.output.add(data)
+        reader = self._reader
+        if self._throttled and reader is not None and not reader.is_closing():
+            reader.pause_reading()
+            self._loop.call_later(len(data) / _BACKGROUND_BYTES_PER_S, self._resume)
+
+    def _resume(self) -> None:
+        reader = self._reader
+        if reader is not None and not reader.is_closing():
+            reader.resume_reading()
 
     def connection_lost(self, exc: Exception | None) -> None:
         if not self.closed.done():
