@@ -2,8 +2,9 @@
 
 - ``POST /v1/stream-tokens``: a short-lived token that reads one build's events, passed as
   ``?token=`` by the page's ``EventSource`` (which cannot send an ``Authorization`` header). Its
-  build, audience and signing key are its own (``auth.py``): refused on every other route, for
-  every other build, and a bearer token is refused in its place.
+  build, audience and signing key are its own (``auth.py``): taken by that build's events and
+  screenshots only, refused on every other route and for every other build, and a bearer token
+  is refused in its place.
 - ``POST /v1/login-codes``: a one-time code for the page's URL fragment (``#code=``, never sent
   to a server), which ``cofounder dev`` prints; ``POST /v1/login-codes/redeem`` exchanges it,
   once, for a bearer token of ``PAGE_SESSION_TTL_S`` that the page keeps in the tab's
