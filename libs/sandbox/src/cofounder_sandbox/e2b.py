@@ -45,7 +45,7 @@ from cofounder_sandbox.base import (
     SandboxGone,
 )
 from cofounder_sandbox.output import BoundedOutput
-from cofounder_sandbox.searching import GLOB, GREP, run_program
+from cofounder_sandbox.searching import SearchesInside
 
 __all__ = ["E2BSandbox", "E2BSandboxes"]
 
@@ -86,7 +86,7 @@ class _E2BShell:
             await self._sandbox.run(f"rm -rf {self._state}", timeout=30)
 
 
-class E2BSandbox:
+class E2BSandbox(SearchesInside):
     """One E2B sandbox."""
 
     def __init__(self, sandbox: AsyncSandbox) -> None:
@@ -184,16 +184,6 @@ class E2BSandbox:
                 continue
             out.append(entry.path + ("/" if entry.type == FileType.DIR else ""))
         return sorted(out)[:1000]
-
-    async def glob(self, pattern: str, root: str) -> list[str]:
-        found: list[str] = await run_program(self.run, GLOB, root, pattern, what="glob")
-        return found
-
-    async def grep(self, pattern: str, root: str, include: str | None) -> list[str]:
-        found: list[str] = await run_program(
-            self.run, GREP, root, pattern, include or "", what="grep"
-        )
-        return found
 
     async def preview_url(self, port: int) -> str:
         """E2B's public URL of ``port``, once something in the sandbox listens there (E2B's

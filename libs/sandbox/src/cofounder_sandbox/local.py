@@ -52,7 +52,7 @@ from cofounder_sandbox.jail import (
     Tools,
     find_tools,
 )
-from cofounder_sandbox.searching import GLOB, GREP, run_program
+from cofounder_sandbox.searching import SearchesInside
 from cofounder_sandbox.shell import SandboxShell
 
 __all__ = ["LocalSandbox", "LocalSandboxes"]
@@ -88,7 +88,7 @@ def _relative(path: str) -> str:
     return "" if path == PROJECT_DIR else os.path.relpath(path, PROJECT_DIR)
 
 
-class LocalSandbox:
+class LocalSandbox(SearchesInside):
     """One local sandbox (see the module docstring)."""
 
     def __init__(self, owner: LocalSandboxes, sandbox_id: str, state: dict[str, Any]) -> None:
@@ -199,16 +199,6 @@ class LocalSandbox:
             return sorted(out)
 
         return await asyncio.to_thread(walk)
-
-    async def glob(self, pattern: str, root: str) -> list[str]:
-        found: list[str] = await run_program(self.run, GLOB, root, pattern, what="glob")
-        return found
-
-    async def grep(self, pattern: str, root: str, include: str | None) -> list[str]:
-        found: list[str] = await run_program(
-            self.run, GREP, root, pattern, include or "", what="grep"
-        )
-        return found
 
     def _forwarded(self, port: int) -> int:
         if port not in (_TEMPLATE_PORT, self.port):

@@ -19,7 +19,7 @@ from typing import Any, Final
 
 from cofounder_sandbox.base import CommandResult
 
-__all__ = ["GLOB", "GREP", "TIMEOUT_S", "run_program"]
+__all__ = ["GLOB", "GREP", "TIMEOUT_S", "SearchesInside", "run_program"]
 
 #: How long a glob or grep may take before it is stopped and reported to the model.
 TIMEOUT_S: Final = 60.0
@@ -98,3 +98,19 @@ async def run_program(
         lines = [line for line in result.output.strip().splitlines() if line.strip()]
         raise ValueError(lines[-1] if lines else f"{what} failed (exit {result.exit_code})")
     return json.loads(result.output)
+
+
+class SearchesInside:
+    """The ``glob`` and ``grep`` of a sandbox, for any sandbox that can ``run`` a command."""
+
+    run: Callable[..., Awaitable[CommandResult]]
+
+    async def glob(self, pattern: str, root: str) -> list[str]:
+        found: list[str] = await run_program(self.run, GLOB, root, pattern, what="glob")
+        return found
+
+    async def grep(self, pattern: str, root: str, include: str | None) -> list[str]:
+        found: list[str] = await run_program(
+            self.run, GREP, root, pattern, include or "", what="grep"
+        )
+        return found
