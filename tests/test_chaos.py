@@ -37,6 +37,7 @@ from cofounder_testing.pipeline import (
     read_books,
     running_stack,
     wait_for,
+    why_dead,
 )
 
 pytestmark = pytest.mark.e2e
@@ -121,7 +122,8 @@ def _run(
         # resume exactly).
         assert sorted(iterations) == list(range(1, len(iterations) + 1)), (build_id, iterations)
         assert len(iterations) >= 8
-    assert not dead_letters(client)
+    letters = dead_letters(client)
+    assert not letters, why_dead(letters)
 
     ids = list(builds)
     books = asyncio.run(read_books(own_database_url, ids, [f["user_id"] for f in founders]))

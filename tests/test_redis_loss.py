@@ -33,6 +33,7 @@ from cofounder_testing.pipeline import (
     read_books,
     running_stack,
     wait_for,
+    why_dead,
 )
 
 pytestmark = pytest.mark.e2e
@@ -109,7 +110,8 @@ def test_every_build_completes_once_after_redis_forgets_everything(
         assert set(final.values()) == {"ready"}, final
 
         wait_for("every group at pending 0 and lag 0", lambda: at_rest(client), stack, 120)
-        assert not dead_letters(client)
+        letters = dead_letters(client)
+        assert not letters, why_dead(letters)
 
         ids = list(builds)
         books = asyncio.run(read_books(own_database_url, ids, [f["user_id"] for f in founders]))

@@ -73,9 +73,10 @@ def _rules(files: ProjectFiles) -> IgnoreRules:
 
 class FileChanged(RuntimeError):
     """A file whose bytes, read to be stored, are not those it was hashed with: the sandbox
-    changed it meanwhile. Stored, they would stand under another content's hash, which the
-    project's blob index then serves to every later snapshot and restore of that content; the
-    snapshot fails instead, and its retry hashes the file again."""
+    changed it meanwhile (a log a server writes, or a swap). Stored, they would stand under
+    another content's hash, which the project's blob index then serves to every later snapshot
+    and restore of that content; :func:`~cofounder_snapshots.sync.take_snapshot` leaves the
+    file out of the version instead, and says so."""
 
 
 def _reader(

@@ -25,6 +25,12 @@ class Manifest(msgspec.Struct, frozen=True, kw_only=True):
     files: dict[str, FileMeta]
     #: Files above the size limit, with their sizes: reported, not silently dropped.
     too_large: dict[str, int] = msgspec.field(default_factory=dict)
+    #: What taking it cost, as its ``snapshot.completed`` said: a redelivered request is
+    #: answered with the same numbers, so the repeat is the same event (the projection refuses
+    #: an event id repeated with other contents). None in manifests of earlier releases.
+    bytes_uploaded: int | None = None
+    blobs_uploaded: int | None = None
+    duration_ms: int | None = None
 
     @property
     def total_bytes(self) -> int:

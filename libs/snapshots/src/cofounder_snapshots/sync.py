@@ -13,7 +13,7 @@ from typing import Protocol, TypeVar
 import structlog
 
 from cofounder_sandbox.base import PROJECT_DIR, Sandbox
-from cofounder_snapshots.collect import Collected, FileEntry
+from cofounder_snapshots.collect import Collected, FileChanged, FileEntry
 from cofounder_snapshots.manifest import FileMeta, Manifest
 from cofounder_snapshots.store import SnapshotStore
 
@@ -38,6 +38,9 @@ class SnapshotResult:
     duration_ms: int
     too_large: dict[str, int]
     reused: bool = False  # the request had been answered before (a redelivery)
+    #: Files that changed while the snapshot read them (a log a server writes): left out of
+    #: this version rather than stored under a hash that is not theirs (FileChanged).
+    changed: tuple[str, ...] = ()
 
 
 async def _bounded(items: Iterable[T], work: Callable[[T], Awaitable[None]], limit: int) -> None:
@@ -69,40 +72,72 @@ async def take_snapshot(
     started = time.perf_counter()
     versions = await store.versions(project_id, build_id)
     if request_id is not None and versions:
-        latest = await store.get_manifest(project_id, build_id, versions[-1])
-        if latest.request_id == request_id:
+        # A redelivered request (or one the reconciler sent again, or a duplicate handled at
+        # the same time, waiting on the project's mutex) is answered by the version that
+        # answered it, with the same numbers: the repeat is the same event.
+        answered = await store.get_manifest(project_id, build_id, versions[-1])
+        if answered.request_id == request_id:
             return SnapshotResult(
-                latest.version, len(latest.files), 0, 0, 0, dict(latest.too_large), reused=True
+                answered.version,
+                len(answered.files),
+                answered.bytes_uploaded or 0,
+                answered.blobs_uploaded or 0,
+                answered.duration_ms or 0,
+                dict(answered.too_large),
+                reused=True,
             )
     known = await store.read_index(project_id)
-    missing: dict[str, FileEntry] = {}
+    missing: dict[str, list[FileEntry]] = {}
     for entry in collected.files:
         if entry.sha256 not in known:
-            missing.setdefault(entry.sha256, entry)
+            missing.setdefault(entry.sha256, []).append(entry)
+    changed: list[str] = []
+    uploaded: dict[str, int] = {}
 
-    async def upload(entry: FileEntry) -> None:
-        await store.put_blob(project_id, entry.sha256, await entry.read())
+    async def upload(sha256: str) -> None:
+        # The first file of that content that still holds it: a file that changed since it
+        # was hashed is left out (its bytes are not this content's), and the next one is read.
+        for entry in missing[sha256]:
+            try:
+                data = await entry.read()
+            except FileChanged:
+                changed.append(entry.path)
+                continue
+            await store.put_blob(project_id, sha256, data)
+            uploaded[sha256] = len(data)
+            return
+        # Every file of that content changed: none is in this version.
 
-    await _bounded(missing.values(), upload, concurrency)
-    await store.write_index(project_id, known | missing.keys())
+    await _bounded(list(missing), upload, concurrency)
+    await store.write_index(project_id, known | uploaded.keys())
     version = (versions[-1] if versions else 0) + 1
+    duration_ms = int((time.perf_counter() - started) * 1000)
     manifest = Manifest(
         project_id=project_id,
         build_id=build_id,
         version=version,
         created_at=datetime.now(UTC),
         request_id=request_id,
-        files={f.path: FileMeta(f.sha256, f.size, f.mode) for f in collected.files},
+        files={
+            f.path: FileMeta(f.sha256, f.size, f.mode)
+            for f in collected.files
+            if f.sha256 in known or f.sha256 in uploaded
+        },
         too_large=dict(collected.too_large),
+        bytes_uploaded=sum(uploaded.values()),
+        blobs_uploaded=len(uploaded),
+        duration_ms=duration_ms,
     )
     await store.put_manifest(manifest)
     return SnapshotResult(
         version=version,
-        files=len(collected.files),
-        bytes_uploaded=sum(e.size for e in missing.values()),
-        blobs_uploaded=len(missing),
-        duration_ms=int((time.perf_counter() - started) * 1000),
+        files=len(manifest.files),
+        bytes_uploaded=sum(uploaded.values()),
+        blobs_uploaded=len(uploaded),
+        duration_ms=duration_ms,
         too_large=dict(collected.too_large),
+        # (one whose content another file also held is in, as it was when collected)
+        changed=tuple(sorted(p for p in changed if p not in manifest.files)),
     )
 
 

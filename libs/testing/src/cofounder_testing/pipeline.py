@@ -342,3 +342,18 @@ def dead_letters(client: sync_redis.Redis) -> list[tuple[bytes, Any]]:
         for key in client.scan_iter(match="*.dlq", _type="STREAM")
         if client.xlen(key)
     ]
+
+
+def why_dead(letters: list[tuple[bytes, Any]]) -> str:
+    """What a test prints of :func:`dead_letters` when there should be none: each entry's
+    type, the group that gave it up, after how many deliveries, and the error, a line each."""
+
+    def field(fields: dict[bytes, bytes], name: bytes) -> str:
+        return fields.get(name, b"").decode(errors="replace")
+
+    return "\n".join(
+        f"{field(f, b'type')} given up by {field(f, b'dlq.group')} after "
+        f"{field(f, b'dlq.deliveries')} deliveries: {field(f, b'dlq.error')}"
+        for _, entries in letters
+        for _, f in entries
+    )

@@ -148,6 +148,11 @@ async def _snapshot(event: SnapshotRequested, deps: SnapshotDeps, span: tracing.
         return
     if result.too_large:
         _log.warning("files left out of the snapshot: too large", files=result.too_large)
+    if result.changed:
+        _log.warning(
+            "files left out of the snapshot: they changed while it read them",
+            files=list(result.changed),
+        )
     if span.is_recording():
         span.set_attributes(
             {
