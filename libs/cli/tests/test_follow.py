@@ -164,6 +164,24 @@ def test_a_quiet_build_s_stream_cut_after_a_long_silence_is_reopened() -> None:
     assert asked == [None, "1-0", "1-0"]
 
 
+def test_a_stream_closed_at_once_with_a_retry_hint_still_gives_up_in_time() -> None:
+    """The gateway answers, but its event store is down: each stream is closed at once with a
+    retry hint. That is no sign of the build: following gives up after the usual time."""
+    now = [0.0]
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        if not request.url.path.endswith("/events"):
+            return httpx.Response(200, json=_row("running"))
+        now[0] += 30
+        return httpx.Response(200, headers=SSE, stream=_Cut([b"retry: 2000\n\n"], cut=False))
+
+    with (
+        _client(handler) as client,
+        pytest.raises(NetworkError, match="no stream could be opened for 300 s"),
+    ):
+        follow(client, BUILD, on_event=lambda *_: None, sleep=lambda _: None, clock=lambda: now[0])
+
+
 @pytest.mark.parametrize(("status", "ok"), [("ready", True), ("failed", False)])
 def test_a_finished_build_whose_events_are_gone_ends_with_its_summary(
     capsys: pytest.CaptureFixture[str], status: str, ok: bool

@@ -49,6 +49,8 @@ def test_a_bad_event_or_a_bug_is_no_outage() -> None:
     integrity = IntegrityError("insert", {}, asyncpg.UniqueViolationError("duplicate key"))
     assert isinstance(integrity, DBAPIError)
     assert not is_outage(integrity)
+    # A connection error by its class, the client's fault by its meaning: a statement sent wrong.
+    assert not is_outage(asyncpg.ProtocolViolationError("bind message supplies 1 parameters"))
     # Raised while handling an outage, for another reason: the handler's choice, not an outage.
     chose = ValueError("the reply was not what we asked")
     chose.__context__ = ConnectionResetError("reset")

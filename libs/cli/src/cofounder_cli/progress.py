@@ -127,6 +127,8 @@ def _usage(client: CofounderClient) -> dict[str, Any] | None:
         return None
 
 
+#: How long a stream must have stayed open to count as alive: the gateway's keep-alive interval.
+_ALIVE_S: Final = 15.0
 #: Waits between reconnects to a build's event stream; the last repeats.
 _BACKOFF_S: Final = (0.5, 1.0, 2.0, 4.0, 8.0)
 
@@ -162,11 +164,11 @@ def follow(
     after: str | None = None
     attempt = 0
     heard_at = clock()  # the gateway's last sign of life: an event, or a stream open till then
-    open_ = False
+    opened_at: float | None = None
 
     def opened() -> None:
-        nonlocal open_
-        open_ = True
+        nonlocal opened_at
+        opened_at = clock()
 
     while True:
         try:
@@ -181,8 +183,12 @@ def follow(
             why = "the stream closed before the build ended"
         except NetworkError as exc:
             why = exc.reason
-        if open_:  # it was open until now: keep-alives came, or the read timeout was not up
-            heard_at, open_ = clock(), False
+        # A stream that stayed open for a keep-alive's interval was alive until now (a quiet
+        # build); one closed at once (a bare retry hint while the gateway's event store is
+        # down) is no sign of the build's progress, and counts toward giving up.
+        if opened_at is not None and clock() - opened_at >= _ALIVE_S:
+            heard_at = clock()
+        opened_at = None
         if _over(client, build_id):
             return {}
         if clock() - heard_at > give_up_after_s:

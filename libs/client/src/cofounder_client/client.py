@@ -220,8 +220,8 @@ class CofounderClient(_Client):
 
         The gateway sends a keep-alive every 15 s: a stream silent for :data:`SSE_READ_TIMEOUT_S`
         is a dead connection (a lost host, a partition), and breaks. ``on_open`` is called once
-        the gateway has answered with the stream, before any event: a caller that gives up
-        after a quiet time counts from there (a quiet build's stream may be cut and reopened).
+        the gateway has answered with an event stream, before any event: a caller that gives
+        up after a quiet time can tell a quiet stream from no stream.
         """
         from httpx_sse import SSEError, connect_sse
 
@@ -233,8 +233,9 @@ class CofounderClient(_Client):
                 if source.response.status_code >= 400:
                     source.response.read()
                     raise _api_error(source.response)
-                if on_open is not None:
-                    on_open()
+                content_type = source.response.headers.get("content-type", "")
+                if on_open is not None and content_type.startswith("text/event-stream"):
+                    on_open()  # (a proxy's page in a 200 is no stream: SSEError below)
                 try:
                     for sse in source.iter_sse():
                         if not sse.data:

@@ -6,8 +6,9 @@ about a second and a half with the default backoff) would dead-letter every even
 those seconds. The consumer waits such failures out instead, without counting them as
 deliveries, for ``outage_patience_ms`` (see :mod:`cofounder_runtime.consumer`).
 
-An outage is a refused, reset, dropped or timed-out connection, or a server saying it is
-starting, stopping or out of connection slots: the exception itself, its explicit cause
+An outage is a refused, reset, dropped or timed-out connection (a statement past its timeout
+included: the server that stopped answering in a failover looks like that), or a server saying it
+is starting, stopping or out of connection slots: the exception itself, its explicit cause
 (``raise ... from``), or the driver error SQLAlchemy wraps. An error merely raised while
 handling one (``__context__``) is not: the handler chose to fail for another reason.
 """
@@ -37,12 +38,18 @@ _OUTAGES: Final[tuple[type[BaseException], ...]] = (
 )
 
 
+#: Of the connection errors, the one that is the client's fault (a statement sent wrong): a bug.
+_NOT_OUTAGES: Final[tuple[type[BaseException], ...]] = (pg.ProtocolViolationError,)
+
+
 def is_outage(exc: BaseException) -> bool:
     """Whether ``exc`` (or what explicitly caused it) says a server did not answer."""
     seen: set[int] = set()
     current: BaseException | None = exc
     while current is not None and id(current) not in seen:
         seen.add(id(current))
+        if isinstance(current, _NOT_OUTAGES):
+            return False
         if isinstance(current, _OUTAGES):
             return True
         if isinstance(current, DBAPIError):

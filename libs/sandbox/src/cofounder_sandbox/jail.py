@@ -34,6 +34,7 @@ import asyncio
 import contextlib
 import fcntl
 import functools
+import ipaddress
 import json
 import os
 import resource
@@ -45,7 +46,7 @@ import sys
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
-from typing import Final, Literal, TypeVar
+from typing import Any, Final, Literal, TypeVar
 
 import structlog
 
@@ -63,6 +64,7 @@ __all__ = [
     "Mode",
     "Proc",
     "find_tools",
+    "route_commands",
 ]
 
 Mode = Literal["namespaces", "unsafe-none"]
@@ -282,6 +284,36 @@ def _ns(pid: int, kind: str) -> str | None:
         return os.readlink(f"/proc/{pid}/ns/{kind}")
     except OSError:
         return None
+
+
+def route_commands(routes: list[dict[str, Any]], *, egress: bool) -> list[str]:
+    """The ``ip -batch`` commands that turn the routes pasta copied from the host (``ip -json
+    route``) into the sandbox's: none left but, with ``egress``, a default route through the
+    gateway, blackholes for :data:`BLACKHOLED`, the gateway and the host's own networks (its
+    neighbours are no public egress, even outside the private ranges), and the DNS forward.
+
+    ``ip -json`` writes a host route as a bare address: destinations are normalised, so one
+    destination is one route (a second ``add`` of it would fail the whole batch, and with it
+    every sandbox); the DNS route is a ``replace``, since it may be one of them.
+    """
+    gateway = next((r.get("gateway") for r in routes if r.get("dst") == "default"), None)
+    device = next((r.get("dev") for r in routes if r.get("dst") == "default"), None)
+    commands = [
+        f"route del {r['dst']}" + (f" dev {r['dev']}" if r.get("dev") else "")
+        for r in routes
+        if r.get("dst")
+    ]
+    if egress and gateway and device:
+        on_link = [r["dst"] for r in routes if r.get("dst", "default") != "default"]
+        blackholed = dict.fromkeys(
+            str(ipaddress.ip_network(d, strict=False)) for d in (*BLACKHOLED, gateway, *on_link)
+        )
+        commands += [
+            f"route add default via {gateway} dev {device} onlink",
+            *(f"route add blackhole {b}" for b in blackholed),
+            f"route replace {DNS_FORWARD}/32 via {gateway} dev {device} onlink",
+        ]
+    return commands
 
 
 @dataclass(slots=True)
@@ -613,22 +645,7 @@ class Jail:
             return done.stdout.decode()
 
         routes = json.loads(await ip("-json", "-4", "route", "show", "table", "main"))
-        gateway = next((r.get("gateway") for r in routes if r.get("dst") == "default"), None)
-        device = next((r.get("dev") for r in routes if r.get("dst") == "default"), None)
-        commands = [
-            f"route del {r['dst']}" + (f" dev {r['dev']}" if r.get("dev") else "") for r in routes
-        ]
-        if self.egress and gateway and device:
-            # The host's own networks too (pasta copies its routes in): its neighbours (other
-            # nodes, a cluster's services) are no public egress even where their addresses are
-            # not in a private range.
-            on_link = [r["dst"] for r in routes if r.get("dst", "default") != "default"]
-            blackholed = dict.fromkeys((*BLACKHOLED, f"{gateway}/32", *on_link))
-            commands += [
-                f"route add default via {gateway} dev {device} onlink",
-                *(f"route add blackhole {b}" for b in blackholed),
-                f"route add {DNS_FORWARD}/32 via {gateway} dev {device} onlink",
-            ]
+        commands = route_commands(routes, egress=self.egress)
         # One process for all of them (a sandbox start used to spawn ~20 nsenter + ip pairs:
         # half the runner's CPU at 100 concurrent builds); without -force, ip stops at the
         # first command that fails and exits non-zero, so a failure still refuses the sandbox.

@@ -14,8 +14,9 @@ decides where a result ends:
   of another command's result. It is read at :data:`_BACKGROUND_BYTES_PER_S` at most (the job
   waits on a full pipe meanwhile, as on a slow terminal): a job printing as fast as it can
   (``yes &``) used to cost the runner half a core. A session keeps at most
-  :data:`_MAX_BACKGROUND_PIPES` such pipes open; past that the oldest is closed (its job's
-  next write fails), so commands that hand their pipes on cannot pin the runner's descriptors;
+  :data:`_MAX_BACKGROUND_PIPES` such pipes open; past that a new one is closed at once (its
+  job's next write fails), so commands that hand their pipes on cannot pin the runner's
+  descriptors;
 - a timeout interrupts (SIGINT), then kills (SIGKILL) every process that appeared in the sandbox
   while the command ran, including ones that called ``setsid``, forked twice or ignore SIGINT.
   Processes started by earlier commands (a dev server) are left alone.
@@ -180,10 +181,11 @@ class SandboxShell:
             running.throttle()
             self._open[running] = None
             running.closed.add_done_callback(lambda _: self._open.pop(running, None))
-            while len(self._open) > _MAX_BACKGROUND_PIPES:
-                oldest = next(iter(self._open))
-                self._open.pop(oldest)
-                oldest.close()
+            if len(self._open) > _MAX_BACKGROUND_PIPES:
+                # This one goes, not an older one: that is likely the dev server the preview
+                # needs, which would die of a broken pipe at its next log line.
+                self._open.pop(running)
+                running.close()
         else:
             running.close()
 
