@@ -123,3 +123,39 @@ def test_a_top_up_of_no_amount_is_a_usage_error_not_a_traceback(amount: str) -> 
     assert result.exit_code == 2, (result.output, result.exception)
     assert "Invalid value" in result.stderr
     assert "Traceback" not in result.output + result.stderr
+
+
+@pytest.mark.parametrize("as_json", [False, True])
+def test_an_answer_the_client_cannot_read_is_an_error_not_a_traceback(as_json: bool) -> None:
+    """A JSON answer without the fields a build has (another release, or another server at the
+    gateway's URL): exit 1 with a line that says so (or a problem object), no traceback."""
+    import http.server
+    import threading
+
+    class Answer(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            body = b'{"id": "not a build"}'
+            self.send_response(200)
+            self.send_header("content-type", "application/json")
+            self.send_header("content-length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Answer)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        url = f"http://127.0.0.1:{server.server_address[1]}"
+        args = ["builds", "get", "0195a0e2-aaaa-7000-8000-0000000000f0", "--gateway-url", url]
+        result = CliRunner().invoke(app, [*args, "--token", "t", *(["--json"] if as_json else [])])
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert result.exit_code == 1, (result.output, result.exception)
+    assert "Traceback" not in result.output + result.stderr
+    if as_json:
+        assert json.loads(result.stderr)["type"] == "unexpected_answer"
+    else:
+        assert result.stderr.startswith("error: the gateway's answer is not one this client reads")

@@ -114,13 +114,31 @@ def fail(error: CofounderError, as_json: bool) -> NoReturn:
 
 @contextlib.contextmanager
 def shown_errors(as_json: bool) -> Iterator[None]:
-    """Calls to the gateway inside: an error is shown (:func:`fail`) and exits 1."""
+    """Calls to the gateway inside: an error is shown (:func:`fail`) and exits 1. So is an
+    answer the client cannot read (a field missing or of another type: a gateway of another
+    release, or something else answering at its URL), instead of a traceback."""
     from cofounder_client import CofounderError
 
     try:
         yield
     except CofounderError as error:
         fail(error, as_json)
+    except (KeyError, TypeError) as error:
+        detail = (
+            f"the gateway's answer is not one this client reads ({type(error).__name__}: "
+            f"{error}); is it another release of the gateway, or something else at its URL?"
+        )
+        if as_json:
+            problem = {
+                "type": "unexpected_answer",
+                "title": "Unexpected answer",
+                "status": None,
+                "detail": detail,
+            }
+            typer.echo(json.dumps(problem), err=True)
+        else:
+            typer.echo(f"error: {detail}", err=True)
+        raise typer.Exit(1) from None
 
 
 def emit(value: Any, as_json: bool, human: str) -> None:
