@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -199,7 +200,11 @@ async def test_a_lease_not_renewed_for_its_ttl_counts_as_lost() -> None:
             lease.check()
             # Writes, scripts among them, wait: the renewal hangs as it would in a partition.
             await redis.client_pause(10_000, all=False)
-            await asyncio.sleep(1.6)
+            # A tool running meanwhile (a 10-minute command) is stopped once the TTL is out.
+            started = time.monotonic()
+            with pytest.raises(LeaseLost, match="not renewed for 1500 ms"):
+                await asyncio.wait_for(lease.guard(asyncio.sleep(600)), timeout=10)
+            assert time.monotonic() - started < 5
             with pytest.raises(LeaseLost, match="not renewed for 1500 ms"):
                 lease.check()
             assert not lease.lost  # nothing said the lease was gone: it may not be

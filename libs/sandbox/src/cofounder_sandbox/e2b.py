@@ -10,7 +10,10 @@
   session starts afresh). Long-running servers must run in the background (``nohup ... &``), as
   the system prompt says; ``$PORT`` is 3000 (the template's preview port) unless the sandbox sets
   it. The SDK's own command timeout is ours; output is gathered as envd streams it, so a command
-  cut by its timeout still shows what it printed;
+  cut by its timeout still shows what it printed. Each command runs in a process group of its
+  own: a command cut by its timeout, or whose caller is cancelled (its drive lost the build's
+  lease), is killed with all it started, where envd would leave it running (its own kill, and
+  its deadline, reach the first process only);
 - a sandbox that is gone (killed, expired) makes every call raise :class:`SandboxGone` (the SDK's
   ``SandboxNotRunningException`` / ``NotFoundException`` for the sandbox);
 - glob and grep run inside the sandbox (``python3`` in the template), as they do in the local
@@ -19,6 +22,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import errno
 import secrets
@@ -27,6 +31,7 @@ from collections.abc import Iterator, Mapping
 from typing import Any, Final
 
 from e2b import (
+    AsyncCommandHandle,
     AsyncSandbox,
     CommandExitException,
     InvalidArgumentException,
@@ -52,6 +57,32 @@ __all__ = ["E2BSandbox", "E2BSandboxes"]
 _STATE: Final = "/home/user/.cofounder"
 _TEMPLATE_PORT: Final = 3000
 _PREVIEW_WAIT_S: Final = 10.0  # as long as the local sandbox waits for a server to listen
+_KILL_TIMEOUT_S: Final = 10.0
+
+
+#: Runs a command (``$0``) in a process group of its own, whose id it writes to the file
+#: ``{group}`` while it runs; it does not start once ``{group}.stop`` exists.
+_OWN_GROUP: Final = (
+    '[ -e {group}.stop ] && {{ rm -f {group}.stop; exit 137; }}; echo $$ > {group}; bash -c "$0"; '
+    "__rc=$?; rm -f {group}; exit $__rc"
+)
+#: Kills such a command's group. The command may not have written its group yet (cancelled
+#: while it was being started): the stop file keeps it from starting later, and its group is
+#: waited for a second.
+_KILL_GROUP: Final = (
+    "touch {group}.stop; for _ in 1 2 3 4 5 6 7 8 9 10; do "
+    'if [ -s {group} ]; then kill -KILL -- "-$(cat {group})"; rm -f {group} {group}.stop; break; '
+    "fi; sleep 0.1; done"
+)
+
+
+def _in_own_group(command: str, group: str) -> str:
+    """``command`` in a process group of its own, so that all it started can be killed together
+    (:meth:`E2BSandbox.run`). ``setsid -w`` makes the group (forking first when envd already
+    made the shell a group leader) and passes the exit status on. A template without ``setsid``
+    still runs the command, in envd's group: then only its first process is killed."""
+    wrapped = f"bash -c {shlex.quote(_OWN_GROUP.format(group=group))} {shlex.quote(command)}"
+    return f"if command -v setsid >/dev/null; then setsid -w {wrapped}; else {wrapped}; fi"
 
 
 @contextlib.contextmanager
@@ -109,19 +140,32 @@ class E2BSandbox(SearchesInside):
         # (retain_output=False), since a command printing for its whole timeout would fill
         # the runner's memory.
         output = BoundedOutput()
+        group = f"/tmp/.cofounder-group-{secrets.token_hex(6)}"  # noqa: S108 - the sandbox's
+        handle: AsyncCommandHandle[None] | None = None
         try:
             with _gone(self.id):
-                result = await self._sandbox.commands.run(
-                    f"bash -c {shlex.quote(command)}",
-                    timeout=timeout,
-                    cwd=PROJECT_DIR,
-                    on_stdout=output.add_text,
-                    on_stderr=output.add_text,
-                    retain_output=False,
-                )
+                try:
+                    handle = await self._sandbox.commands.run(
+                        _in_own_group(command, group),
+                        background=True,
+                        timeout=timeout,
+                        cwd=PROJECT_DIR,
+                        on_stdout=output.add_text,
+                        on_stderr=output.add_text,
+                        retain_output=False,
+                    )
+                    result = await handle.wait()
+                except asyncio.CancelledError:
+                    # The caller gave up on it (its drive lost the build), maybe before the
+                    # SDK handed the command over: envd would let it run on, in a sandbox
+                    # another drive may now use.
+                    await asyncio.shield(self._kill_group(handle, group))
+                    raise
         except CommandExitException as exc:
             return CommandResult(output.text(), exc.exit_code)
         except TimeoutException:
+            # envd killed the command's first process at the deadline; the rest goes too.
+            await self._kill_group(handle, group)
             text = output.text()
             return CommandResult(
                 f"{text}\n(the command timed out after {timeout:g} s)".lstrip("\n"),
@@ -129,6 +173,20 @@ class E2BSandbox(SearchesInside):
                 timed_out=True,
             )
         return CommandResult(output.text(), result.exit_code)
+
+    async def _kill_group(self, handle: AsyncCommandHandle[None] | None, group: str) -> None:
+        """SIGKILL for the command's process group, then for its first process: envd's own
+        kill signals that process alone, and what it started would go on. Best effort: a
+        sandbox that is gone has nothing left to kill."""
+        with contextlib.suppress(Exception):
+            await self._sandbox.commands.run(
+                _KILL_GROUP.format(group=group),
+                timeout=_KILL_TIMEOUT_S,
+                request_timeout=_KILL_TIMEOUT_S,
+            )
+        if handle is not None:
+            with contextlib.suppress(Exception):
+                await handle.kill()
 
     def internal_url(self, port: int) -> str:
         return f"http://localhost:{port}"

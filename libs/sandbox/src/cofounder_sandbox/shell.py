@@ -19,7 +19,8 @@ decides where a result ends:
   descriptors;
 - a timeout interrupts (SIGINT), then kills (SIGKILL) every process that appeared in the sandbox
   while the command ran, including ones that called ``setsid``, forked twice or ignore SIGINT.
-  Processes started by earlier commands (a dev server) are left alone.
+  Processes started by earlier commands (a dev server) are left alone. A command whose caller
+  is cancelled (its drive lost the build's lease) is killed the same way, without the SIGINT.
 """
 
 from __future__ import annotations
@@ -133,6 +134,12 @@ class SandboxShell:
                 note = await self._time_out(running, before, timeout)
                 await self._settle(running)
                 return CommandResult(output.text() + note, None, timed_out=True)
+            except asyncio.CancelledError:
+                # The caller gave up on it (its drive lost the build, or is stopping): nothing
+                # it started may go on in a sandbox that another drive may now use.
+                self._kill(running, before)
+                running.close()
+                raise
             await self._settle(running)
             return CommandResult(output.text(), proc.returncode)
 
@@ -156,6 +163,16 @@ class SandboxShell:
             running.proc.kill()
         await running.exited
         return note
+
+    def _kill(self, running: _Command, before: set[Proc]) -> None:
+        """SIGKILL for the command and all it started, at once (no await: its caller is being
+        cancelled). Three passes catch what forked while the first was sent; the command's
+        process is reaped when its exit is seen."""
+        for _ in range(3):
+            if not self._signal_started(before, running.proc.pid, signal.SIGKILL):
+                break
+        with contextlib.suppress(ProcessLookupError):
+            running.proc.kill()
 
     def _signal_started(self, before: set[Proc], pid: int, sig: signal.Signals) -> bool:
         """Signal what the command started; whether anything was left to signal."""

@@ -17,10 +17,12 @@ The TTL is shorter than the consumer's ``min_idle`` (checked in the settings): w
 dies, its lease is gone before another runner claims the build's pending entry.
 
 A drive checks its lease (:meth:`Lease.check`, no round trip) before each iteration and before
-each tool: a sandbox must never be driven by two runners at once. The lease counts as lost when
-the keep-alive found it gone, and also when no renewal has succeeded for a TTL, counted from
-when the last successful one was sent: a runner cut off from Redis cannot tell whether its
-lease expired, so it assumes it did.
+each tool, and runs each tool under :meth:`Lease.guard`, which cancels it the moment the lease is
+lost (the sandbox then kills what the command started): a sandbox must never be driven by two
+runners at once, and a 10-minute command must not go on beside the successor's. The lease counts
+as lost when the keep-alive found it gone, and also when no renewal has succeeded for a TTL,
+counted from when the last successful one was sent: a runner cut off from Redis cannot tell
+whether its lease expired, so it assumes it did.
 """
 
 from __future__ import annotations
@@ -28,8 +30,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import AsyncIterator
-from typing import Final
+from collections.abc import AsyncIterator, Coroutine
+from typing import Any, Final, TypeVar
 
 import structlog
 from redis.asyncio import Redis
@@ -42,6 +44,8 @@ from cofounder_runtime.periodic import every
 __all__ = ["Lease", "LeaseBusy", "LeaseLost"]
 
 _log = structlog.get_logger("cofounder.runner.lease")
+
+_T = TypeVar("_T")
 
 _ACQUIRE: Final = """
 local current = redis.call('GET', KEYS[1])
@@ -81,6 +85,8 @@ class Lease:
         #: Until when (``time.monotonic``) the lease is surely ours: the TTL from the moment
         #: the last successful acquire or renewal was sent.
         self.valid_until = 0.0
+        #: Set by the keep-alive once the lease is lost or has gone a TTL without a renewal.
+        self._gone = asyncio.Event()
 
     @property
     def _value(self) -> str:
@@ -106,6 +112,7 @@ class Lease:
         renewed = await self._redis.eval(RENEW_IF_MINE, 1, self._keys[0], self._value, self.ttl_ms)
         if not renewed:
             self.lost = True
+            self._gone.set()
         else:
             self.valid_until = sent + self.ttl_ms / 1000
         return bool(renewed)
@@ -125,9 +132,31 @@ class Lease:
                 "it may have expired"
             )
 
+    async def guard(self, work: Coroutine[Any, Any, _T]) -> _T:
+        """Run ``work`` (a tool), cancelled as soon as the keep-alive finds the lease lost or not
+        renewed for a TTL: then :class:`LeaseLost`, once ``work`` has finished cancelling (the
+        sandbox has killed what the command started). Outside :meth:`kept_alive`, only a lease
+        already lost stops it."""
+        task = asyncio.ensure_future(work)
+        watch = asyncio.ensure_future(self._gone.wait())
+        try:
+            await asyncio.wait((task, watch), return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            watch.cancel()
+            if not task.done():  # the lease is gone, or the drive itself is cancelled
+                task.cancel()
+                await asyncio.wait((task,))
+        if self._gone.is_set() and task.cancelled():
+            self.check()
+            # Renewed again since: too late for the work, which was stopped for it.
+            raise LeaseLost(f"the build lease went {self.ttl_ms} ms without a renewal")
+        return task.result()  # its value, or its own error
+
     @contextlib.asynccontextmanager
     async def kept_alive(self) -> AsyncIterator[Lease]:
-        """Renew every third of the TTL while the block runs; release at the end."""
+        """Renew every third of the TTL while the block runs, and watch the time left: once
+        :attr:`valid_until` passes with no renewal, :meth:`guard` stops its work. Release at
+        the end."""
         stop = asyncio.Event()  # the block has ended, or the lease was found lost
 
         async def keep() -> None:
@@ -146,10 +175,21 @@ class Lease:
                 immediately=False,
             )
         )
+
+        async def expire() -> None:
+            while not stop.is_set():
+                left = self.valid_until - time.monotonic()
+                if left <= 0:
+                    self._gone.set()
+                    return
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(stop.wait(), left)
+
+        expiry = asyncio.create_task(expire(), name="build lease expiry")
         try:
             yield self
         finally:
             stop.set()
-            await task
+            await asyncio.gather(task, expiry)
             if not self.lost:
                 await self.release()

@@ -588,7 +588,10 @@ class _Run:
         )
         started = time.perf_counter()
         try:
-            result: ToolOutcome = await self.dispatcher.run(use["name"], use.get("input"))
+            # Stopped the moment the lease is lost: what it started in the sandbox is killed.
+            result: ToolOutcome = await self.lease.guard(
+                self.dispatcher.run(use["name"], use.get("input"))
+            )
         except SandboxGone as exc:
             # Not the model's doing, nor a tool's: the drive is handed back (``drive``), the
             # consumer drives the build again, and that drive starts a new sandbox holding the
