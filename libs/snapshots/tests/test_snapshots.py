@@ -195,6 +195,24 @@ async def test_a_redelivered_request_reuses_its_version(s3: S3Store, tmp_path: P
     assert first.duration_ms > 0
     assert said(again) == said(first)
 
+    # A later request has made a newer version by the time the first is answered again (its
+    # entry was claimed from a runner that died after the manifest, or the reconciler sent it
+    # again): still the first answer, not a third version whose snapshot.completed would
+    # carry the first one's id with other numbers.
+    _tree(root, {"a.txt": b"changed"})
+    second = await take_snapshot(
+        s3, await collect_folder(root), project_id=PROJECT, build_id=build, request_id="req-2"
+    )
+    late = await take_snapshot(
+        s3, await collect_folder(root), project_id=PROJECT, build_id=build, request_id="req-1"
+    )
+    assert (second.version, late.reused, said(late)) == (2, True, said(first))
+    assert await s3.versions(PROJECT, build) == [1, 2]
+    again = await take_snapshot(
+        s3, await collect_folder(root), project_id=PROJECT, build_id=build, request_id="req-2"
+    )
+    assert (again.reused, said(again)) == (True, said(second))
+
 
 @pytest.mark.integration
 async def test_an_unreachable_s3_fails_without_a_partial_version(

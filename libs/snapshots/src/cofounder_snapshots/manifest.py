@@ -3,10 +3,16 @@
 from __future__ import annotations
 
 from datetime import datetime
+from typing import Final
 
 import msgspec
 
-__all__ = ["FileMeta", "Manifest"]
+__all__ = ["ANSWERED_KEPT", "FileMeta", "Manifest"]
+
+#: Requests a manifest remembers (its own and those of the versions before it). Far more than a
+#: build has in flight: a request is answered again only while its entry is pending, or when the
+#: reconciler repeats the latest one.
+ANSWERED_KEPT: Final = 64
 
 
 class FileMeta(msgspec.Struct, frozen=True, array_like=True):
@@ -31,6 +37,26 @@ class Manifest(msgspec.Struct, frozen=True, kw_only=True):
     bytes_uploaded: int | None = None
     blobs_uploaded: int | None = None
     duration_ms: int | None = None
+    #: The requests the build's latest versions answered, this one's included (request id →
+    #: version, at most :data:`ANSWERED_KEPT`), carried from each version to the next: a
+    #: request answered again after a newer version was taken finds its own version in the
+    #: latest manifest, which is read anyway. Empty in manifests of earlier releases.
+    answered: dict[str, int] = msgspec.field(default_factory=dict)
+
+    def answered_by(self, request_id: str) -> int | None:
+        """The version that answered ``request_id``, if one of the last few did."""
+        if self.request_id == request_id:
+            return self.version
+        return self.answered.get(request_id)
+
+    def answered_next(self, request_id: str | None, version: int) -> dict[str, int]:
+        """The ``answered`` of the version after this one."""
+        kept = list(self.answered.items())
+        if self.request_id is not None:
+            kept.append((self.request_id, self.version))
+        if request_id is not None:
+            kept.append((request_id, version))
+        return dict(kept[-ANSWERED_KEPT:])
 
     @property
     def total_bytes(self) -> int:

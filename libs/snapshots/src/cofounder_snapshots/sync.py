@@ -71,21 +71,11 @@ async def take_snapshot(
     the index, then the manifest (last: a failure before it leaves no visible version)."""
     started = time.perf_counter()
     versions = await store.versions(project_id, build_id)
-    if request_id is not None and versions:
-        # A redelivered request (or one the reconciler sent again, or a duplicate handled at
-        # the same time, waiting on the project's mutex) is answered by the version that
-        # answered it, with the same numbers: the repeat is the same event.
-        answered = await store.get_manifest(project_id, build_id, versions[-1])
-        if answered.request_id == request_id:
-            return SnapshotResult(
-                answered.version,
-                len(answered.files),
-                answered.bytes_uploaded or 0,
-                answered.blobs_uploaded or 0,
-                answered.duration_ms or 0,
-                dict(answered.too_large),
-                reused=True,
-            )
+    latest = await store.get_manifest(project_id, build_id, versions[-1]) if versions else None
+    if request_id is not None and latest is not None:
+        repeat = await _answered(store, latest, request_id, versions)
+        if repeat is not None:
+            return repeat
     known = await store.read_index(project_id)
     missing: dict[str, list[FileEntry]] = {}
     for entry in collected.files:
@@ -127,6 +117,7 @@ async def take_snapshot(
         bytes_uploaded=sum(uploaded.values()),
         blobs_uploaded=len(uploaded),
         duration_ms=duration_ms,
+        answered=latest.answered_next(request_id, version) if latest else {},
     )
     await store.put_manifest(manifest)
     return SnapshotResult(
@@ -138,6 +129,34 @@ async def take_snapshot(
         too_large=dict(collected.too_large),
         # (one whose content another file also held is in, as it was when collected)
         changed=tuple(sorted(p for p in changed if p not in manifest.files)),
+    )
+
+
+async def _answered(
+    store: SnapshotStore, latest: Manifest, request_id: str, versions: list[int]
+) -> SnapshotResult | None:
+    """The answer already given to ``request_id``, if one of the build's last versions gave it.
+
+    A redelivered request (its runner died after the manifest), one the reconciler sent again,
+    or a duplicate handled at the same time (waiting on the project's mutex) is answered by the
+    version that answered it, with the same numbers, even when a newer version was taken since:
+    the repeat is the same event, and no version is made for it."""
+    version = latest.answered_by(request_id)
+    if version is None or version not in versions:
+        return None  # not answered, or its version pruned since: answered as a new request
+    answered = (
+        latest
+        if version == latest.version
+        else await store.get_manifest(latest.project_id, latest.build_id, version)
+    )
+    return SnapshotResult(
+        answered.version,
+        len(answered.files),
+        answered.bytes_uploaded or 0,
+        answered.blobs_uploaded or 0,
+        answered.duration_ms or 0,
+        dict(answered.too_large),
+        reused=True,
     )
 
 
