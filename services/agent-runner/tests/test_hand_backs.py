@@ -26,7 +26,7 @@ from cofounder_agent_runner.loop import (
     give_up,
 )
 from cofounder_agent_runner.model import ModelReply
-from cofounder_agent_runner.testing import Harness, context_ready
+from cofounder_agent_runner.testing import Harness, OnSandbox, context_ready
 from cofounder_contracts import (
     AgentIterationCompleted,
     AgentResumed,
@@ -361,3 +361,54 @@ async def test_a_runner_shutting_down_does_not_give_a_build_up(
     assert raised.value.handed_back.reason is HandBackReason.SHUTDOWN
     assert _ends(await harness.events(context.build_id)) == []
     assert "end" not in [kind for kind, _ in await _parts(harness, context.build_id)]
+
+
+async def test_a_replacement_sandbox_no_part_names_is_killed_when_its_drive_hands_back(
+    on_sandbox: OnSandbox, scripted: ScriptedModel, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The build's sandbox is lost while the model is down. The drive that makes a replacement
+    # hands the build back before any part names it: the next drive will not know it, and
+    # would make another (one per delivery, each left to its hour-long E2B timeout). It is
+    # killed as the drive ends.
+    harness = on_sandbox.harness
+    context = context_ready()
+    await harness.seed_project(context)
+    build = context.build_id
+    attempts = harness.deps.model.attempts
+
+    async def outage() -> None:  # 529 to every attempt of this call, the fallback's included
+        await asyncio.to_thread(scripted.faults, {"status": 529, "times": attempts})
+
+    _before_model_call(monkeypatch, harness, outage)
+    first = await drive(harness.deps, build_id=build, context=context, reason="start")
+    assert isinstance(first, HandedBack)
+    state = await harness.deps.checkpoints.load(build)
+    assert state is not None
+    assert state.sandbox_id
+    lost = state.sandbox_id
+    await (await harness.deps.sandboxes.connect(lost)).kill()
+
+    await asyncio.to_thread(scripted.faults, {"status": 529, "times": attempts})
+    second = await drive(harness.deps, build_id=build, context=None, reason="start")
+    assert isinstance(second, HandedBack)
+    assert second.reason is HandBackReason.MODEL_UNAVAILABLE
+    made = set(_sandbox_ids(on_sandbox)) - {lost}
+    assert len(made) == 1
+    [replacement] = made
+    assert on_sandbox.status(replacement) == "killed"
+    again = await harness.deps.checkpoints.load(build)
+    assert again is not None
+    assert again.sandbox_id == lost  # no part was written by that drive
+
+    # The next drive makes its own, which its parts name, and completes the build in it.
+    third = await drive(harness.deps, build_id=build, context=None, reason="start")
+    assert third is Outcome.COMPLETED
+    final = await harness.deps.checkpoints.load(build)
+    assert final is not None
+    assert final.sandbox_id not in (lost, replacement)
+
+
+def _sandbox_ids(on_sandbox: OnSandbox) -> list[str]:
+    if on_sandbox.standin is not None:
+        return list(on_sandbox.standin.records)
+    return [p.name for p in on_sandbox.root.iterdir() if (p / "sandbox.json").exists()]

@@ -892,6 +892,18 @@ async def _open_sandbox(
     return sandbox, sandbox_replaced(manifest, restore_failed=failed)
 
 
+async def _drop_unnamed(sandbox: Sandbox, log: Any) -> None:
+    """Kill a replacement sandbox that no part names: the drive that made it ended (handed
+    back, failed) before writing one, so the next drive will not know it and makes its own.
+    Left alone, each such drive would leave one behind, until its own timeout (an hour on E2B).
+    A runner killed at that moment still leaves it to that timeout."""
+    log.info("killing the replacement sandbox no checkpoint names", sandbox_id=sandbox.id)
+    try:
+        await sandbox.kill()
+    except Exception as exc:  # noqa: BLE001 - best effort: its timeout ends it otherwise
+        log.warning("could not kill the unnamed sandbox", sandbox_id=sandbox.id, error=str(exc))
+
+
 def _lease(deps: RunnerDeps, build_id: str) -> Lease:
     """A lease of the build for one drive of this runner (its owner names both)."""
     return Lease(
@@ -976,6 +988,7 @@ async def _drive(
             await _stay_asleep(deps, state, log)
             return Outcome.DUPLICATE
         run, replaced = await _open_run(deps, state, lease, fresh=fresh, log=log)
+        named_at = state.seq  # a replacement sandbox is named by the next part written
         try:
             if fresh:
                 await run.emit(
@@ -995,6 +1008,8 @@ async def _drive(
             with contextlib.suppress(Exception):
                 await run.settled()  # progress events of an unfinished turn: best effort
             await run.dispatcher.close()
+            if replaced is not None and state.seq == named_at:
+                await _drop_unnamed(run.sandbox, log)
 
 
 async def _new_state(
