@@ -412,3 +412,26 @@ def _sandbox_ids(on_sandbox: OnSandbox) -> list[str]:
     if on_sandbox.standin is not None:
         return list(on_sandbox.standin.records)
     return [p.name for p in on_sandbox.root.iterdir() if (p / "sandbox.json").exists()]
+
+
+async def test_a_first_sandbox_whose_start_part_fails_is_killed(
+    on_sandbox: OnSandbox, scripted: ScriptedModel, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # PostgreSQL refuses the build's first part: the drive fails, and the entry is retried by
+    # a drive that knows nothing of the sandbox this one made (one per delivery, otherwise).
+    harness = on_sandbox.harness
+    context = context_ready()
+    await harness.seed_project(context)
+    store = harness.deps.checkpoints
+    append = store.append
+
+    async def refused(state: Any, *, kind: str, **kwargs: Any) -> int:
+        if kind == "start":
+            raise ConnectionResetError("the primary went away")
+        return await append(state, kind=kind, **kwargs)
+
+    monkeypatch.setattr(store, "append", refused)
+    with pytest.raises(ConnectionResetError):
+        await drive(harness.deps, build_id=context.build_id, context=context, reason="start")
+    [made] = _sandbox_ids(on_sandbox)
+    assert on_sandbox.status(made) == "killed"

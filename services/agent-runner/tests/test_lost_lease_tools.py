@@ -14,12 +14,13 @@ from typing import Any
 
 import pytest
 import yaml
-from e2b import AsyncCommandHandle
+from e2b.sandbox_async.commands.command import Commands
 
 from cofounder_agent_runner.loop import HandBackReason, HandedBack, drive
 from cofounder_agent_runner.testing import context_ready
 from cofounder_contracts import ToolCalled, ToolCompleted
 from cofounder_contracts.keys import lease_key
+from cofounder_sandbox.e2b import E2BSandbox
 from cofounder_scripted_model.process import ScriptedModel, start
 from cofounder_testing.waiting import eventually
 
@@ -104,10 +105,10 @@ async def test_a_command_given_up_is_killed_with_every_process_it_started(
     # envd's own kill signals a command's first process only, where the stand-in's signals its
     # group. With the SDK's kill doing nothing, only the adapter's own kill of the command's
     # group can stop the job it left in the background and the one it waits for.
-    async def first_process_only(handle: AsyncCommandHandle[Any]) -> bool:
+    async def first_process_only(*args: Any, **kwargs: Any) -> bool:
         return True
 
-    monkeypatch.setattr(AsyncCommandHandle, "kill", first_process_only)
+    monkeypatch.setattr(Commands, "kill", first_process_only)
     try:
         async with runner_on(kind, slow_tool_model.url) as on:
             sandbox = await on.harness.deps.sandboxes.create(build_id="given-up", metadata={})
@@ -132,3 +133,47 @@ async def test_a_command_given_up_is_killed_with_every_process_it_started(
         for pid in _sleepers():
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)
+
+
+async def test_an_e2b_command_whose_runner_is_gone_is_killed_by_its_own_limit(
+    runner_on: Callable[..., Any], slow_tool_model: ScriptedModel, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The runner died during the command (nobody kills its group at the deadline), and envd's
+    # deadline reaches the wrapper it started only: the command's own limit, a little past
+    # the deadline, kills it with all it started.
+    async def runner_gone(*args: Any, **kwargs: Any) -> None:
+        return None
+
+    monkeypatch.setattr(E2BSandbox, "_kill_group", runner_gone)
+    try:
+        async with runner_on("e2b-standin", slow_tool_model.url) as on:
+            sandbox = await on.harness.deps.sandboxes.create(build_id="orphan", metadata={})
+            command = f"sleep {_SLEEP} & sleep {_SLEEP}; touch late"
+            result = await sandbox.run(command, timeout=1)
+            assert result.timed_out
+
+            async def gone() -> bool:
+                return not _sleepers()
+
+            await eventually(gone, what="the command's own limit to kill it", timeout=30)
+            assert not any(on.root.glob("*/project/late"))
+            await sandbox.kill()
+    finally:
+        for pid in _sleepers():
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+
+
+async def test_an_e2b_command_of_100_kb_runs(
+    runner_on: Callable[..., Any], slow_tool_model: ScriptedModel
+) -> None:
+    # A file written by a heredoc, as agents do: the command goes to envd as one argument,
+    # which the kernel caps at 128 KiB, so the wrapper must not hold it twice.
+    body = "x" * 100_000
+    async with runner_on("e2b-standin", slow_tool_model.url) as on:
+        sandbox = await on.harness.deps.sandboxes.create(build_id="big", metadata={})
+        result = await sandbox.run(
+            f"cat > big.txt <<'EOF'\n{body}\nEOF\nwc -c < big.txt", timeout=30
+        )
+        assert (result.exit_code, result.output.strip()) == (0, str(len(body) + 1))
+        await sandbox.kill()

@@ -205,6 +205,17 @@ async def test_a_lease_not_renewed_for_its_ttl_counts_as_lost() -> None:
             with pytest.raises(LeaseLost, match="not renewed for 1500 ms"):
                 await asyncio.wait_for(lease.guard(asyncio.sleep(600)), timeout=10)
             assert time.monotonic() - started < 5
+
+            async def swallows_its_cancel() -> str:
+                try:
+                    await asyncio.sleep(600)
+                except asyncio.CancelledError:
+                    return "went on"
+                return "finished"
+
+            # Whatever a tool makes of being stopped, the drive stops there.
+            with pytest.raises(LeaseLost):
+                await lease.guard(swallows_its_cancel())
             with pytest.raises(LeaseLost, match="not renewed for 1500 ms"):
                 lease.check()
             assert not lease.lost  # nothing said the lease was gone: it may not be

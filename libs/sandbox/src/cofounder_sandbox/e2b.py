@@ -11,9 +11,10 @@
   the system prompt says; ``$PORT`` is 3000 (the template's preview port) unless the sandbox sets
   it. The SDK's own command timeout is ours; output is gathered as envd streams it, so a command
   cut by its timeout still shows what it printed. Each command runs in a process group of its
-  own: a command cut by its timeout, or whose caller is cancelled (its drive lost the build's
-  lease), is killed with all it started, where envd would leave it running (its own kill, and
-  its deadline, reach the first process only);
+  own, under a limit of its own a little past the timeout: a command cut by its timeout, or
+  whose caller is cancelled (its drive lost the build's lease), is killed with all it started,
+  where envd would leave it running (its kill, and its deadline, reach the first process only);
+  a command whose runner died is killed by its own limit;
 - a sandbox that is gone (killed, expired) makes every call raise :class:`SandboxGone` (the SDK's
   ``SandboxNotRunningException`` / ``NotFoundException`` for the sandbox);
 - glob and grep run inside the sandbox (``python3`` in the template), as they do in the local
@@ -60,29 +61,36 @@ _PREVIEW_WAIT_S: Final = 10.0  # as long as the local sandbox waits for a server
 _KILL_TIMEOUT_S: Final = 10.0
 
 
-#: Runs a command (``$0``) in a process group of its own, whose id it writes to the file
-#: ``{group}`` while it runs; it does not start once ``{group}.stop`` exists.
+#: Runs a command (``$1``) under coreutils' ``timeout``, which puts it in a process group of its
+#: own and kills that whole group at ``{limit}`` seconds, even if nobody is left to ask (the
+#: runner died); the group's id is in the file ``{group}`` while it runs. It does not start
+#: once ``{group}.stop`` exists. Without ``timeout`` in the template, it runs in envd's group.
 _OWN_GROUP: Final = (
-    '[ -e {group}.stop ] && {{ rm -f {group}.stop; exit 137; }}; echo $$ > {group}; bash -c "$0"; '
-    "__rc=$?; rm -f {group}; exit $__rc"
+    "[ -e {group}.stop ] && {{ rm -f {group}.stop; exit 137; }}; "
+    'if command -v timeout >/dev/null; then timeout -s KILL {limit} bash -c "$1" & '
+    'else bash -c "$1" & fi; '
+    "__p=$!; echo $__p > {group}; wait $__p 2>/dev/null; __rc=$?; rm -f {group}; exit $__rc"
 )
-#: Kills such a command's group. The command may not have written its group yet (cancelled
-#: while it was being started): the stop file keeps it from starting later, and its group is
-#: waited for a second.
+#: Kills such a command's group (or, without one, its process). The command may not have
+#: written its group yet (cancelled while it was being started): the stop file keeps it from
+#: starting later, and its group is waited for a second.
 _KILL_GROUP: Final = (
-    "touch {group}.stop; for _ in 1 2 3 4 5 6 7 8 9 10; do "
-    'if [ -s {group} ]; then kill -KILL -- "-$(cat {group})"; rm -f {group} {group}.stop; break; '
-    "fi; sleep 0.1; done"
+    "touch {group}.stop; for _ in 1 2 3 4 5 6 7 8 9 10; do if [ -s {group} ]; then "
+    '__p=$(cat {group}); kill -KILL -- "-$__p" 2>/dev/null || kill -KILL "$__p" 2>/dev/null; '
+    "rm -f {group} {group}.stop; break; fi; sleep 0.1; done"
 )
+#: How much longer than the SDK's deadline the command's own ``timeout`` waits: at the deadline
+#: the runner kills the group (envd's kill reaches the wrapper only); the command's own limit
+#: is for a runner that is no longer there to do it.
+_OWN_LIMIT_GRACE_S: Final = 5.0
 
 
-def _in_own_group(command: str, group: str) -> str:
-    """``command`` in a process group of its own, so that all it started can be killed together
-    (:meth:`E2BSandbox.run`). ``setsid -w`` makes the group (forking first when envd already
-    made the shell a group leader) and passes the exit status on. A template without ``setsid``
-    still runs the command, in envd's group: then only its first process is killed."""
-    wrapped = f"bash -c {shlex.quote(_OWN_GROUP.format(group=group))} {shlex.quote(command)}"
-    return f"if command -v setsid >/dev/null; then setsid -w {wrapped}; else {wrapped}; fi"
+def _in_own_group(command: str, group: str, timeout: float) -> str:
+    """``command`` in a process group of its own (see :data:`_OWN_GROUP`), so that all it
+    started can be killed together (:meth:`E2BSandbox.run`). The command is passed once, as an
+    argument: the kernel limits one argument to 128 KiB."""
+    wrapper = _OWN_GROUP.format(group=group, limit=f"{timeout + _OWN_LIMIT_GRACE_S:.3f}")
+    return f"bash -c {shlex.quote(wrapper)} cofounder-command {shlex.quote(command)}"
 
 
 @contextlib.contextmanager
@@ -146,7 +154,7 @@ class E2BSandbox(SearchesInside):
             with _gone(self.id):
                 try:
                     handle = await self._sandbox.commands.run(
-                        _in_own_group(command, group),
+                        _in_own_group(command, group, timeout),
                         background=True,
                         timeout=timeout,
                         cwd=PROJECT_DIR,
@@ -165,7 +173,7 @@ class E2BSandbox(SearchesInside):
             return CommandResult(output.text(), exc.exit_code)
         except TimeoutException:
             # envd killed the command's first process at the deadline; the rest goes too.
-            await self._kill_group(handle, group)
+            await asyncio.shield(self._kill_group(handle, group))
             text = output.text()
             return CommandResult(
                 f"{text}\n(the command timed out after {timeout:g} s)".lstrip("\n"),
@@ -175,9 +183,9 @@ class E2BSandbox(SearchesInside):
         return CommandResult(output.text(), result.exit_code)
 
     async def _kill_group(self, handle: AsyncCommandHandle[None] | None, group: str) -> None:
-        """SIGKILL for the command's process group, then for its first process: envd's own
-        kill signals that process alone, and what it started would go on. Best effort: a
-        sandbox that is gone has nothing left to kill."""
+        """SIGKILL for the command's process group, then for the wrapper envd started: envd's
+        own kill signals that process alone, and what it started would go on until its own
+        limit. Best effort: a sandbox that is gone has nothing left to kill."""
         with contextlib.suppress(Exception):
             await self._sandbox.commands.run(
                 _KILL_GROUP.format(group=group),
@@ -186,7 +194,7 @@ class E2BSandbox(SearchesInside):
             )
         if handle is not None:
             with contextlib.suppress(Exception):
-                await handle.kill()
+                await self._sandbox.commands.kill(handle.pid, request_timeout=_KILL_TIMEOUT_S)
 
     def internal_url(self, port: int) -> str:
         return f"http://localhost:{port}"

@@ -129,14 +129,16 @@ class SandboxShell:
             running = _Command(proc, output, loop)
             await running.start(command.encode())
             try:
-                await asyncio.wait_for(asyncio.shield(running.exited), timeout)
-            except TimeoutError:
-                note = await self._time_out(running, before, timeout)
-                await self._settle(running)
-                return CommandResult(output.text() + note, None, timed_out=True)
+                try:
+                    await asyncio.wait_for(asyncio.shield(running.exited), timeout)
+                except TimeoutError:
+                    note = await self._time_out(running, before, timeout)
+                    await self._settle(running)
+                    return CommandResult(output.text() + note, None, timed_out=True)
             except asyncio.CancelledError:
-                # The caller gave up on it (its drive lost the build, or is stopping): nothing
-                # it started may go on in a sandbox that another drive may now use.
+                # The caller gave up on it (its drive lost the build, or is stopping), maybe
+                # while it was being interrupted: nothing it started may go on in a sandbox
+                # that another drive may now use.
                 self._kill(running, before)
                 running.close()
                 raise

@@ -45,18 +45,18 @@ class Manifest(msgspec.Struct, frozen=True, kw_only=True):
 
     def answered_by(self, request_id: str) -> int | None:
         """The version that answered ``request_id``, if one of the last few did."""
-        if self.request_id == request_id:
+        if self.request_id == request_id:  # a manifest of an earlier release has no answered
             return self.version
         return self.answered.get(request_id)
 
     def answered_next(self, request_id: str | None, version: int) -> dict[str, int]:
         """The ``answered`` of the version after this one."""
-        kept = list(self.answered.items())
-        if self.request_id is not None:
-            kept.append((self.request_id, self.version))
+        kept = dict(self.answered)
+        if self.request_id is not None:  # held already, unless of an earlier release
+            kept.setdefault(self.request_id, self.version)
         if request_id is not None:
-            kept.append((request_id, version))
-        return dict(kept[-ANSWERED_KEPT:])
+            kept[request_id] = version
+        return dict(list(kept.items())[-ANSWERED_KEPT:])
 
     @property
     def total_bytes(self) -> int:

@@ -139,16 +139,21 @@ class Lease:
         already lost stops it."""
         task = asyncio.ensure_future(work)
         watch = asyncio.ensure_future(self._gone.wait())
+        stopped = False  # cancelled by this guard, for the lease
         try:
             await asyncio.wait((task, watch), return_when=asyncio.FIRST_COMPLETED)
         finally:
             watch.cancel()
             if not task.done():  # the lease is gone, or the drive itself is cancelled
+                stopped = self._gone.is_set()
                 task.cancel()
                 await asyncio.wait((task,))
-        if self._gone.is_set() and task.cancelled():
+            if not task.cancelled():
+                task.exception()  # retrieved, whatever happens next
+        if stopped:
+            # Whatever the work made of its cancellation (a result, its own error): the drive
+            # must stop here.
             self.check()
-            # Renewed again since: too late for the work, which was stopped for it.
             raise LeaseLost(f"the build lease went {self.ttl_ms} ms without a renewal")
         return task.result()  # its value, or its own error
 

@@ -884,6 +884,9 @@ async def _open_sandbox(
         except (StoreError, OSError) as exc:
             failed = True
             log.warning("could not restore the latest snapshot", error=str(exc))
+        except BaseException:
+            await asyncio.shield(_drop_unnamed(sandbox, log))  # no part will name it
+            raise
         else:
             if manifest is None:
                 log.warning("no snapshot to restore into the new sandbox")
@@ -893,8 +896,9 @@ async def _open_sandbox(
 
 
 async def _drop_unnamed(sandbox: Sandbox, log: Any) -> None:
-    """Kill a replacement sandbox that no part names: the drive that made it ended (handed
-    back, failed) before writing one, so the next drive will not know it and makes its own.
+    """Kill a new sandbox that no part names: the drive that made it (a build's first, or a
+    replacement) ended (handed back, failed, cancelled) before writing one, so the next drive
+    will not know it and makes its own.
     Left alone, each such drive would leave one behind, until its own timeout (an hour on E2B).
     A runner killed at that moment still leaves it to that timeout."""
     log.info("killing the replacement sandbox no checkpoint names", sandbox_id=sandbox.id)
@@ -1048,16 +1052,21 @@ async def _open_run(
     state.sandbox_kind = str(sandbox.kind)
     state.sandbox_id = sandbox.id
     if fresh:
-        await deps.checkpoints.append(
-            state,
-            generation=lease.generation,
-            kind="start",
-            parts={
-                "context": msgspec.to_builtins(state.context),
-                "model": state.model,
-                "messages": state.messages,
-            },
-        )
+        try:
+            await deps.checkpoints.append(
+                state,
+                generation=lease.generation,
+                kind="start",
+                parts={
+                    "context": msgspec.to_builtins(state.context),
+                    "model": state.model,
+                    "messages": state.messages,
+                },
+            )
+        except BaseException:
+            # Not named: the next drive starts afresh, with a sandbox of its own.
+            await asyncio.shield(_drop_unnamed(sandbox, log))
+            raise
     run = _Run(
         deps=deps,
         state=state,
