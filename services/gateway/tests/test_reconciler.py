@@ -384,3 +384,25 @@ async def test_a_second_replica_stands_by_until_the_active_one_is_gone(
     await own_redis.flushall()  # the test's own server: the lease is forgotten
     assert await first.hold_lease()
     assert not await second.hold_lease()
+
+
+async def test_builds_beyond_one_pass_are_repaired_too(
+    engine: AsyncEngine, own_redis: Redis
+) -> None:
+    # More unfinished builds than one pass reads (a burst when Redis was flushed): each pass
+    # reads the next page, so a build is seen again only a cycle later. Its suspicion must
+    # last until then, or no repair is ever confirmed.
+    world = World(engine)
+    await world.founder()
+    stuck = {await world.build(BuildStatus.QUEUED) for _ in range(5)}
+    reconciler = Reconciler(
+        engine,
+        own_redis,
+        ReconcilerConfig(grace=timedelta(seconds=30), interval_s=1, batch=2),
+    )
+    repaired: set[str] = set()
+    for _ in range(60):  # a cycle of pages (this database holds other tests' builds too), twice
+        repaired |= {r.build_id for r in await reconciler.reconcile_once()}
+        if stuck <= repaired:
+            break
+    assert stuck <= repaired

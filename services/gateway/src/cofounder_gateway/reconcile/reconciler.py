@@ -16,7 +16,7 @@ import asyncio
 import contextlib
 import secrets
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any, Final
@@ -111,8 +111,10 @@ class Reconciler:
     clock: Callable[[], datetime] = field(default=lambda: datetime.now(UTC))
     owner: str = field(default_factory=lambda: secrets.token_hex(8))
     page: Page = field(default_factory=Page)
-    #: The repairs the last pass decided (by key), waiting for confirmation.
-    suspected: set[tuple[str, str, str]] = field(default_factory=set)
+    #: The repairs decided (by key) when their build was last looked at, waiting for the next
+    #: look to confirm them, with when (``time.monotonic``). A pass reads one page of builds,
+    #: so a build is looked at again only a cycle of pages later.
+    suspected: dict[tuple[str, str, str], float] = field(default_factory=dict)
     retries: dict[tuple[str, str, str], _Retry] = field(default_factory=dict)
     _publisher: Publisher | None = None
 
@@ -178,11 +180,11 @@ class Reconciler:
             INCOMPLETE.inc()
         by_id = {b.build_id: b for b in builds}
         decided = [r for b in builds for r in decide(b, view, now=now, grace=config.grace)]
+        clock = time.monotonic()
         confirmed = [r for r in decided if r.key in self.suspected]
-        self.suspected = {r.key for r in decided}
+        self.suspected = self._suspicions(decided, looked_at=by_id.keys(), now=clock)
         SUSPECTED.set(len(self.suspected))
         made: list[Repair] = []
-        clock = time.monotonic()
         for repair in confirmed:
             if len(made) >= config.max_repairs:
                 break
@@ -211,6 +213,22 @@ class Reconciler:
         forget = clock - 2 * _MAX_BACKOFF.total_seconds()
         self.retries = {k: v for k, v in self.retries.items() if v.after > forget}
         return made
+
+    def _suspicions(
+        self, decided: list[Repair], *, looked_at: Iterable[str], now: float
+    ) -> dict[tuple[str, str, str], float]:
+        """The suspicions to keep: this pass's, and those of builds it did not look at (other
+        pages), unless older than the lookback (their build has left the window)."""
+        seen = set(looked_at)
+        horizon = now - self.config.lookback.total_seconds()
+        kept = {
+            key: since
+            for key, since in self.suspected.items()
+            if key[1] not in seen and since > horizon
+        }
+        for repair in decided:
+            kept[repair.key] = self.suspected.get(repair.key, now)
+        return kept
 
     async def events_for(self, repair: Repair, build: BuildFacts) -> list[Event]:
         """The events ``repair`` re-publishes, from PostgreSQL (none when they cannot be
