@@ -13,6 +13,7 @@ import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 
+import msgspec
 import pytest
 
 from cofounder_agent_runner.tools.dispatcher import OUTPUT_LIMIT, ToolDispatcher, truncate
@@ -393,3 +394,21 @@ async def test_search_preview_screenshot_and_finish(tools: ToolDispatcher) -> No
     assert (await tools.run("finish", {})).is_error
     assert (await tools.run("no_such_tool", {})).is_error
     assert (await tools.run("bash", "not an object")).is_error
+
+
+async def test_a_name_that_is_not_utf8_reaches_the_model_as_text_it_can_encode(
+    tools: ToolDispatcher,
+) -> None:
+    """A file named with bytes that are not UTF-8: Python reads the name as lone surrogates,
+    which no checkpoint or event can encode; the build's turn then failed at every retry."""
+    made = await tools.run("bash", {"command": "printf hi > \"$(printf 'bad\\376.txt')\"; ls"})
+    assert not made.is_error, made.content
+    for name, input_ in (
+        ("bash", {"command": "ls"}),
+        ("str_replace_based_edit_tool", {"command": "view", "path": PROJECT_DIR}),
+        ("glob", {"pattern": "*.txt"}),
+        ("grep", {"pattern": "hi"}),
+    ):
+        outcome = await tools.run(name, input_)
+        msgspec.json.encode(outcome.result_block("toolu_1"))  # what the checkpoint writes
+        assert outcome.preview().encode()

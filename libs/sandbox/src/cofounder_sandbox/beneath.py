@@ -112,6 +112,21 @@ class Owner:
     gid: int
 
 
+#: How deep :meth:`ProjectFiles.walk` goes: a tree thousands of folders deep (made in a moment
+#: by a loop of ``mkdir d && cd d``) would exhaust the stack, and hold a descriptor per level.
+MAX_DEPTH: Final = 64
+
+
+def _utf8(name: str) -> bool:
+    """Whether a name read from the disk is UTF-8 (Python gives the bytes that are not as lone
+    surrogates, which no encoder of JSON or of events takes)."""
+    try:
+        name.encode()
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
 class ProjectFiles:
     """Reads and writes under ``root`` (a host folder) by paths relative to it.
 
@@ -122,6 +137,9 @@ class ProjectFiles:
     def __init__(self, root: str | os.PathLike[str], *, owner: tuple[int, int] | None = None):
         self.root = os.fspath(root)
         self.owner = Owner(*owner) if owner else None
+        #: Entries :meth:`walk` passed over: names that are not UTF-8, and what lies deeper
+        #: than :data:`MAX_DEPTH`.
+        self.passed_over = 0
 
     @contextlib.contextmanager
     def _root(self) -> Iterator[int]:
@@ -204,20 +222,28 @@ class ProjectFiles:
         """``(path relative to the root, is a folder)`` below ``rel``, depth first, sorted.
 
         Symlinks are reported as files and never followed; a folder is entered only when
-        ``descend(its path)`` says so (it is reported either way).
+        ``descend(its path)`` says so (it is reported either way). Names that are not UTF-8
+        (no event, manifest or model can carry them) and folders deeper than
+        :data:`MAX_DEPTH` below ``rel`` are passed over, and counted (:attr:`passed_over`).
         """
         with self.opened(rel, os.O_RDONLY | os.O_DIRECTORY) as fd:
-            yield from self._walk(fd, rel.strip("/"), descend)
+            yield from self._walk(fd, rel.strip("/"), descend, MAX_DEPTH)
 
     def _walk(
-        self, fd: int, prefix: str, descend: Callable[[str], bool]
+        self, fd: int, prefix: str, descend: Callable[[str], bool], depth: int
     ) -> Iterator[tuple[str, bool]]:
         with os.scandir(fd) as entries:
             listed = sorted((e.name, e.is_dir(follow_symlinks=False)) for e in entries)
         for name, is_dir in listed:
+            if not _utf8(name):
+                self.passed_over += 1
+                continue
             path = f"{prefix}/{name}" if prefix else name
             yield path, is_dir
             if not is_dir or not descend(path):
+                continue
+            if depth == 0:
+                self.passed_over += 1
                 continue
             try:
                 child = os.open(name, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC,
@@ -225,7 +251,7 @@ class ProjectFiles:
             except OSError:
                 continue  # swapped for a symlink or removed since the listing: not followed
             try:
-                yield from self._walk(child, path, descend)
+                yield from self._walk(child, path, descend, depth - 1)
             finally:
                 os.close(child)
 

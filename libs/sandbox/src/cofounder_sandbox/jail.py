@@ -884,11 +884,22 @@ def _system_mounts() -> list[str]:
 
 
 def _chown_tree(root: Path, uid: int, gid: int) -> None:
+    """Hand ``root`` and all below it to ``uid``: with a stack of its own (``os.walk`` recurses on
+    Python 3.11, and a tree the sandbox made thousands deep would raise RecursionError, so the
+    sandbox could never start again); symlinks are changed, never followed."""
     os.chown(root, uid, gid, follow_symlinks=False)
-    for current, dirs, files in os.walk(root):
-        for name in (*dirs, *files):
+    stack = [os.fsencode(root)]
+    while stack:
+        current = stack.pop()
+        try:
+            entries = list(os.scandir(current))
+        except OSError:
+            continue
+        for entry in entries:
             with contextlib.suppress(OSError):
-                os.chown(os.path.join(current, name), uid, gid, follow_symlinks=False)
+                os.chown(entry.path, uid, gid, follow_symlinks=False)
+                if entry.is_dir(follow_symlinks=False):
+                    stack.append(entry.path)
 
 
 def _unsafe_argv(project: Path, argv: list[str], *, rootless: bool) -> list[str]:

@@ -97,7 +97,13 @@ async def run_program(
     if result.exit_code != 0:
         lines = [line for line in result.output.strip().splitlines() if line.strip()]
         raise ValueError(lines[-1] if lines else f"{what} failed (exit {result.exit_code})")
-    return json.loads(result.output)
+    found = json.loads(result.output)
+    # Names that are not UTF-8 come back as lone surrogates, which no event or checkpoint can
+    # encode: shown with U+FFFD instead.
+    return [
+        f.encode("utf-8", "surrogatepass").decode("utf-8", "replace") if isinstance(f, str) else f
+        for f in found
+    ]
 
 
 class SearchesInside:

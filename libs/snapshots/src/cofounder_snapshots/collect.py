@@ -130,6 +130,7 @@ def _walk(root: Path, max_file_bytes: int) -> Collected:
                 _reader(files, rel, max_file_bytes, digest),
             )
         )
+    out.ignored += files.passed_over  # names not UTF-8, folders too deep
     return out
 
 
@@ -171,19 +172,39 @@ async def _collect_archive(sandbox: Sandbox, max_file_bytes: int) -> Collected:
         data = await sandbox.read_file(f"{PROJECT_DIR}/{_ARCHIVE}", limit=ARCHIVE_MAX_BYTES)
     finally:
         await sandbox.run(f"rm -f {PROJECT_DIR}/{_ARCHIVE}", timeout=30)
+    return await asyncio.to_thread(parse_archive, data, max_file_bytes=max_file_bytes)
+
+
+def parse_archive(data: bytes, *, max_file_bytes: int) -> Collected:
+    """The files of a project's ``tar`` archive, which the sandbox wrote and may have forged
+    (it can replace the file between ``tar`` and the read): refused, as a :class:`ValueError`,
+    when its members declare more bytes than it holds (sparse members, whose holes reading
+    would fill: a few KB declaring gigabytes), or name a path outside the project or one path
+    twice. Names that are not UTF-8 are left out (counted as ignored)."""
     out = Collected(files=[], too_large=[])
     with tarfile.open(fileobj=io.BytesIO(data)) as archive:
-        members = archive.getmembers()
-        rules = IgnoreRules()
+        members = [m for m in archive.getmembers() if m.isfile()]
+        declared = sum(m.size for m in members)
+        if declared > len(data) or any(m.issparse() for m in members):
+            raise ValueError(
+                f"the project's archive declares more bytes ({declared}) than it holds "
+                f"({len(data)}): a sparse or forged archive"
+            )
+        named: dict[str, tarfile.TarInfo] = {}
         for member in members:
-            if member.name.lstrip("./") == IGNORE_FILE and member.isfile():
-                extracted = archive.extractfile(member)
-                if extracted is not None:
-                    rules = rules.with_file(extracted.read().decode(errors="replace"))
-        for member in members:
-            rel = member.name.removeprefix("./")
-            if not member.isfile() or not rel:
+            rel = _member_path(member.name)
+            if rel is None:
+                out.ignored += 1
                 continue
+            if rel in named:
+                raise ValueError(f"the project's archive holds {rel!r} twice")
+            named[rel] = member
+        rules = IgnoreRules()
+        if IGNORE_FILE in named:
+            extracted = archive.extractfile(named[IGNORE_FILE])
+            if extracted is not None:
+                rules = rules.with_file(extracted.read(1 << 20).decode(errors="replace"))
+        for rel, member in named.items():
             parts = rel.split("/")
             if any(
                 rules.ignored("/".join(parts[: i + 1]), is_dir=True) for i in range(len(parts) - 1)
@@ -206,6 +227,20 @@ async def _collect_archive(sandbox: Sandbox, max_file_bytes: int) -> Collected:
             )
     out.files.sort(key=lambda f: f.path)
     return out
+
+
+def _member_path(name: str) -> str | None:
+    """A member's path relative to the project, None for one that is not UTF-8; a
+    :class:`ValueError` for one outside the project (absolute, or with ``..``)."""
+    try:
+        name.encode()
+    except UnicodeEncodeError:
+        return None
+    rel = name.removeprefix("./")
+    parts = rel.split("/")
+    if name.startswith("/") or ".." in parts or not rel:
+        raise ValueError(f"{name!r} in the project's archive is not a path inside the project")
+    return "/".join(p for p in parts if p not in ("", "."))
 
 
 async def collect_sandbox(

@@ -96,6 +96,13 @@ class ToolOutcome:
     image: BoundedPng | None = None  # the PNG in ``content``, when the tool was ``screenshot``
     image_of: str | None = None  # the URL the screenshot shows
 
+    def __post_init__(self) -> None:
+        # A name or output that is not UTF-8 reaches here as lone surrogates: encoded as is,
+        # they would fail the turn's checkpoint and its events, at every retry of the build.
+        if isinstance(self.content, str) and not _encodes(self.content):
+            clean = self.content.encode("utf-8", "surrogatepass").decode("utf-8", "replace")
+            object.__setattr__(self, "content", clean)
+
     def preview(self, limit: int = 200) -> str:
         """A short, single-line preview for events."""
         text = self.content if isinstance(self.content, str) else "[image]"
@@ -111,6 +118,14 @@ class ToolOutcome:
         if self.is_error:
             block["is_error"] = True
         return block
+
+
+def _encodes(text: str) -> bool:
+    try:
+        text.encode()
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def truncate(text: str, limit: int = OUTPUT_LIMIT) -> str:
