@@ -18,10 +18,11 @@ from redis.asyncio import Redis
 from redis.exceptions import ConnectionError as RedisConnectionError
 from sqlalchemy import func, insert, select, update
 
+from cofounder_budget import handlers
 from cofounder_budget.handlers import BudgetDeps, on_tier_changed, on_top_up, on_usage
 from cofounder_budget.meter import Metered, day_keys
 from cofounder_budget.pricing import Price, Pricing
-from cofounder_budget.wake import remember_sleeping
+from cofounder_budget.wake import Waker, remember_sleeping
 from cofounder_budgeting import day_account
 from cofounder_contracts import (
     ALL_EVENTS,
@@ -519,3 +520,51 @@ async def test_after_a_flush_the_counters_gates_and_sleeping_builds_come_back_fr
     finally:
         await flushed.aclose()
         await engine.dispose()
+
+
+@pytest.mark.integration
+async def test_a_top_up_racing_the_first_usage_of_the_day_is_not_overwritten(
+    deps: BudgetDeps, redis: Redis, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The day's first usage reads the account (the budget before the top-up); the top-up
+    # commits and sets the new budget meanwhile; the usage then caches what it read. Written
+    # over the top-up's, it would close the gate against a budget the founder paid past.
+    user = await _user(deps)
+    today = datetime.now(UTC).date().isoformat()
+    read = day_account  # what the handler calls, under its name there (patched below)
+
+    before: list[int] = []
+
+    async def read_then_top_up(*args: Any, **kwargs: Any) -> Any:
+        account = await read(*args, **kwargs)
+        if not before:
+            before.append(account.budget_micros)
+            top_up = BudgetToppedUp(
+                build_id="", project_id="", user_id=user, producer="gateway",
+                amount_micros=5_000_000,
+            )  # fmt: skip
+            await on_top_up(top_up, deps)
+        return account
+
+    monkeypatch.setattr(handlers, "day_account", read_then_top_up)
+    await _spend(deps, user, 1)
+    budget = int((await redis.get(day_keys(user, today)["daily"]) or b"0").split()[0])
+    assert budget == before[0] + 5_000_000
+
+
+@pytest.mark.integration
+async def test_a_sleeping_member_that_does_not_decode_stops_no_other_wake(
+    deps: BudgetDeps, redis: Redis
+) -> None:
+    # A member of another release's shape: dropped (its build comes back through the
+    # reconciler), not raised at every round while every build behind it sleeps on.
+    user = await _user(deps)
+    resets_at = next_reset(datetime.now(UTC))
+    asleep = _asleep(user, resets_at)
+    await remember_sleeping(redis, asleep, key=deps.sleeping_key)
+    await redis.zadd(deps.sleeping_key, {b'{"shape": "of another release"}': 0})
+    waker = Waker(redis, key=deps.sleeping_key)
+    members = await redis.zrange(deps.sleeping_key, 0, -1)
+    assert await waker.wake(members, WakeReason.TOP_UP) == 1
+    assert [w.build_id for w in await _wakes(redis, {asleep.build_id})] == [asleep.build_id]
+    assert await redis.zcard(deps.sleeping_key) == 0

@@ -145,15 +145,19 @@ async def _budget(
     """The user's budget for ``day`` and their tier, cached in Redis for the day."""
     key = day_keys(user_id, day.isoformat())["daily"]
     cached = await deps.redis.get(key)
-    if cached is not None:
-        text = cached.decode() if isinstance(cached, bytes) else str(cached)
-        amount, _, cached_tier = text.partition(" ")
-        return int(amount), cached_tier or deps.default_tier
-    account = await day_account(
-        conn, user_id, day, plans=deps.plans, default_tier=deps.default_tier
-    )
-    await deps.redis.set(key, f"{account.budget_micros} {account.tier}", ex=DAY_TTL_S)
-    return account.budget_micros, account.tier
+    if cached is None:
+        account = await day_account(
+            conn, user_id, day, plans=deps.plans, default_tier=deps.default_tier
+        )
+        value = f"{account.budget_micros} {account.tier}"
+        # Only if still unset: a top-up or plan change committed since the read has set the
+        # budget it made (Meter.rebudget), which this older read must not overwrite.
+        if await deps.redis.set(key, value, ex=DAY_TTL_S, nx=True):
+            return account.budget_micros, account.tier
+        cached = await deps.redis.get(key) or value.encode()
+    text = cached.decode() if isinstance(cached, bytes) else str(cached)
+    amount, _, cached_tier = text.partition(" ")
+    return int(amount), cached_tier or deps.default_tier
 
 
 async def on_usage(event: BudgetUsage, deps: BudgetDeps) -> None:

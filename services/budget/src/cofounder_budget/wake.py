@@ -79,7 +79,16 @@ class Waker:
         """Wake the builds of ``members`` that no one woke before; return how many."""
         woken = 0
         for member in members:
-            sleeper = msgspec.json.decode(member, type=_Sleeper)
+            try:
+                sleeper = msgspec.json.decode(member, type=_Sleeper)
+            except msgspec.DecodeError as exc:
+                # Not of this release's shape (or not JSON): left in place, it would stop every
+                # wake behind it, round after round. Its build, still asleep in PostgreSQL,
+                # comes back through the reconciler's sleep repair.
+                _log.error("dropped a sleeping-set member that does not decode",
+                           member=member[:200], error=str(exc))  # fmt: skip
+                await self._redis.zrem(self.key, member)
+                continue
             wake = BudgetWake(
                 **envelope(
                     build_id=sleeper.build_id,
