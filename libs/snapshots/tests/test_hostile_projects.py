@@ -16,7 +16,9 @@ from typing import Any
 import msgspec
 import pytest
 
+from cofounder_snapshots import collect
 from cofounder_snapshots.collect import Collected, collect_folder, parse_archive
+from cofounder_snapshots.ignore import MAX_PROJECT_RULES, IgnoreRules
 
 
 def _tar(members: dict[str, bytes]) -> bytes:
@@ -113,3 +115,34 @@ def test_a_tree_deeper_than_recursion_goes_is_collected(tmp_path: Path) -> None:
 
 def _run(awaitable: Coroutine[Any, Any, Collected]) -> Collected:
     return asyncio.run(awaitable)
+
+
+def test_a_huge_snapshotignore_adds_at_most_its_cap_of_rules() -> None:
+    # The file is the sandbox's: 110,000 distinct rules, each tried on every path, cost the
+    # snapshot service 71 s of CPU for 24 files. Rules past the cap, and overlong ones, are
+    # not applied; the ones before still are.
+    lines = [f"q{n:06d}*" for n in range(110_000)]
+    rules = IgnoreRules().with_file("\n".join(["first.txt", "x" * 300, *lines]))
+    assert rules.ignored("first.txt")
+    assert rules.ignored(f"q{MAX_PROJECT_RULES - 2:06d}.log")  # within the cap
+    assert not rules.ignored(f"q{MAX_PROJECT_RULES:06d}.log")  # past it
+    assert not rules.ignored("x" * 300)  # too long to be a rule
+    assert rules.ignored("node_modules", is_dir=True)  # the defaults stay
+
+
+def test_a_project_of_more_files_than_a_snapshot_holds_fails_its_snapshot(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # 300,000 empty files take a sandbox seconds and the snapshot service 0.7 KB each until
+    # the manifest is written: past the cap the snapshot fails, saying why.
+    monkeypatch.setattr(collect, "MAX_FILES", 50)
+    root = tmp_path / "p"
+    root.mkdir()
+    for n in range(51):
+        (root / f"f{n}").write_bytes(b"")
+    with pytest.raises(ValueError, match="more than 50 files"):
+        _run(collect_folder(root))
+    with pytest.raises(ValueError, match="more than 50 files"):
+        parse_archive(_tar({f"./f{n}": b"" for n in range(51)}), max_file_bytes=1 << 20)
+    (root / "f50").unlink()
+    assert len(_run(collect_folder(root)).files) == 50

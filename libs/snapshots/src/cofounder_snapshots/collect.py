@@ -26,6 +26,7 @@ from cofounder_snapshots.ignore import IGNORE_FILE, IgnoreRules
 
 __all__ = [
     "ARCHIVE_MAX_BYTES",
+    "MAX_FILES",
     "Collected",
     "FileChanged",
     "FileEntry",
@@ -35,6 +36,8 @@ __all__ = [
 
 #: Files above this size are left out of snapshots (and reported).
 DEFAULT_MAX_FILE_BYTES: Final = 50 * 1024 * 1024
+#: The most files a snapshot holds: past it, the snapshot fails (see :func:`_count`).
+MAX_FILES: Final = 100_000
 _ARCHIVE: Final = ".cofounder-snapshot.tar"
 #: The largest archive of an E2B sandbox's project read for a snapshot (files over the size
 #: limit per file are in it too, and left out only once read).
@@ -61,6 +64,17 @@ class Collected:
     @property
     def total_bytes(self) -> int:
         return sum(f.size for f in self.files)
+
+
+def _count(files: int) -> None:
+    """A :class:`ValueError` (the snapshot fails, saying why) once a project holds more files
+    than :data:`MAX_FILES`: each costs the snapshot service memory until the manifest is
+    written, and a sandbox makes 300,000 empty ones in seconds."""
+    if files > MAX_FILES:
+        raise ValueError(
+            f"the project holds more than {MAX_FILES} files (after the ignore rules): add the "
+            "folders that are generated (dependencies, build output, data) to .snapshotignore"
+        )
 
 
 def _rules(files: ProjectFiles) -> IgnoreRules:
@@ -121,6 +135,7 @@ def _walk(root: Path, max_file_bytes: int) -> Collected:
                 continue
             with os.fdopen(os.dup(fd), "rb") as f:
                 digest = hashlib.file_digest(f, "sha256").hexdigest()
+        _count(len(out.files) + len(out.too_large) + 1)
         out.files.append(
             FileEntry(
                 rel,
@@ -183,7 +198,11 @@ def parse_archive(data: bytes, *, max_file_bytes: int) -> Collected:
     twice. Names that are not UTF-8 are left out (counted as ignored)."""
     out = Collected(files=[], too_large=[])
     with tarfile.open(fileobj=io.BytesIO(data)) as archive:
-        members = [m for m in archive.getmembers() if m.isfile()]
+        members: list[tarfile.TarInfo] = []
+        for member in archive:  # read lazily: stopped at the cap, not after a million entries
+            if member.isfile():
+                members.append(member)
+                _count(len(members))
         declared = sum(m.size for m in members)
         if declared > len(data) or any(m.issparse() for m in members):
             raise ValueError(
