@@ -2,7 +2,8 @@
 
 ``SET key token NX PX ttl`` takes it, a keep-alive renews it every third of the TTL while the
 block runs, and a compare-and-delete gives it back (never someone else's). A holder that dies
-stops renewing; its mutex expires within the TTL and the next waiter takes it.
+stops renewing; its mutex expires within the TTL and the next waiter takes it. A holder whose
+mutex is lost (Redis forgot it, or renewals failed for a TTL) is cancelled: :class:`MutexLost`.
 
 For work that must not interleave across replicas, such as a snapshot of a project and a prune
 of the same project's blobs (a prune could delete a blob that a manifest being written is about
@@ -23,7 +24,7 @@ from redis.exceptions import RedisError
 
 from cofounder_runtime.periodic import every
 
-__all__ = ["RELEASE_IF_MINE", "RENEW_IF_MINE", "MutexTimeout", "held"]
+__all__ = ["RELEASE_IF_MINE", "RENEW_IF_MINE", "MutexLost", "MutexTimeout", "held"]
 
 _log = structlog.get_logger("cofounder.mutex")
 
@@ -47,6 +48,70 @@ class MutexTimeout(TimeoutError):
     """The mutex stayed held by another for longer than the caller would wait."""
 
 
+class MutexLost(Exception):
+    """The mutex was lost while held (Redis forgot it, or no renewal succeeded for a TTL): the
+    block was stopped, since another holder may be inside it now."""
+
+
+class _Holding:
+    """One holding of a mutex: its keep-alive, the watch on its time left, and the task (the
+    holder) they cancel when it is lost."""
+
+    def __init__(
+        self,
+        redis: Redis,
+        key: str,
+        token: str,
+        ttl_ms: int,
+        holder: asyncio.Task[object],
+        *,
+        valid_until: float,
+    ) -> None:
+        self._redis, self._key, self._token, self._ttl_ms = redis, key, token, ttl_ms
+        self._holder = holder
+        self._loop = asyncio.get_running_loop()
+        #: Until when (the loop's clock) the mutex is surely held: a TTL from the last
+        #: successful renewal's sending.
+        self.valid_until = valid_until
+        self.stop = asyncio.Event()  # the block has ended, or the mutex was found lost
+        self.lost = ""  # why, once lost
+
+    def start(self) -> list[asyncio.Task[None]]:
+        keep = every(
+            self._ttl_ms / 3000,
+            self._renew,
+            self.stop,
+            name="mutex keep-alive",
+            log=_log.bind(key=self._key),
+            failed="could not renew a mutex",
+            immediately=False,
+        )
+        return [asyncio.create_task(keep), asyncio.create_task(self._expire())]
+
+    def _lose(self, why: str) -> None:
+        if not self.lost and not self.stop.is_set():
+            self.lost = why
+            _log.warning("mutex lost; stopping its holder", key=self._key, why=why)
+            self.stop.set()
+            self._holder.cancel()
+
+    async def _renew(self) -> None:
+        attempt = self._loop.time()
+        if await self._redis.eval(RENEW_IF_MINE, 1, self._key, self._token, self._ttl_ms):
+            self.valid_until = attempt + self._ttl_ms / 1000
+        else:
+            self._lose("it expired or was taken while held")
+
+    async def _expire(self) -> None:
+        while not self.stop.is_set():
+            left = self.valid_until - self._loop.time()
+            if left <= 0:
+                self._lose(f"not renewed for {self._ttl_ms} ms")
+                return
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.stop.wait(), left)
+
+
 @contextlib.asynccontextmanager
 async def held(
     redis: Redis,
@@ -56,35 +121,39 @@ async def held(
     wait_s: float = 300.0,
     poll_s: float = 0.05,
 ) -> AsyncIterator[None]:
-    """Hold ``key`` for the block (waiting up to ``wait_s`` for it; :class:`MutexTimeout`)."""
+    """Hold ``key`` for the block (waiting up to ``wait_s`` for it; :class:`MutexTimeout`).
+
+    The block is cancelled, and :class:`MutexLost` raised, as soon as the keep-alive finds the
+    mutex gone (a flush, a failover to an empty replica) or has not renewed it for a TTL: its
+    work must not go on beside the next holder's. It stops at its next await, so a write in
+    flight at that moment still lands."""
     token = secrets.token_hex(16)
     loop = asyncio.get_running_loop()
     deadline = loop.time() + wait_s
+    sent = loop.time()
     while not await redis.set(key, token, nx=True, px=ttl_ms):
         if loop.time() > deadline:
             raise MutexTimeout(f"{key} stayed held for more than {wait_s:g} s")
         await asyncio.sleep(poll_s)
-    stop = asyncio.Event()  # the block has ended, or the mutex was found lost
-
-    async def renew() -> None:
-        if not await redis.eval(RENEW_IF_MINE, 1, key, token, ttl_ms):
-            _log.warning("mutex lost (expired while held)", key=key)
-            stop.set()
-
-    keep = every(
-        ttl_ms / 3000,
-        renew,
-        stop,
-        name="mutex keep-alive",
-        log=_log.bind(key=key),
-        failed="could not renew a mutex",
-        immediately=False,
-    )
-    task = asyncio.create_task(keep)
+        sent = loop.time()
+    holder = asyncio.current_task()
+    assert holder is not None
+    holding = _Holding(redis, key, token, ttl_ms, holder, valid_until=sent + ttl_ms / 1000)
+    tasks = holding.start()
     try:
         yield
+    except asyncio.CancelledError:
+        if holding.lost and holder.uncancel() == 0:
+            raise MutexLost(f"{key}: {holding.lost}") from None
+        raise
     finally:
-        stop.set()
-        await task
-        with contextlib.suppress(RedisError):
-            await redis.eval(RELEASE_IF_MINE, 1, key, token)
+        holding.stop.set()
+        try:
+            await asyncio.gather(*tasks)
+        except asyncio.CancelledError:
+            # Ours, when the block ended just as the mutex was found lost: not the caller's.
+            if not holding.lost or holder.uncancel() > 0:
+                raise
+        if not holding.lost:
+            with contextlib.suppress(RedisError):
+                await redis.eval(RELEASE_IF_MINE, 1, key, token)
