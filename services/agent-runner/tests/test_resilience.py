@@ -206,20 +206,35 @@ async def test_a_lease_not_renewed_for_its_ttl_counts_as_lost() -> None:
                 await asyncio.wait_for(lease.guard(asyncio.sleep(600)), timeout=10)
             assert time.monotonic() - started < 5
 
-            async def swallows_its_cancel() -> str:
-                try:
-                    await asyncio.sleep(600)
-                except asyncio.CancelledError:
-                    return "went on"
-                return "finished"
-
-            # Whatever a tool makes of being stopped, the drive stops there.
-            with pytest.raises(LeaseLost):
-                await lease.guard(swallows_its_cancel())
             with pytest.raises(LeaseLost, match="not renewed for 1500 ms"):
                 lease.check()
             assert not lease.lost  # nothing said the lease was gone: it may not be
             await redis.client_unpause()
+
+        async def swallows_its_cancel() -> str:
+            try:
+                await asyncio.sleep(600)
+            except asyncio.CancelledError:
+                return "went on"
+            return "finished"
+
+        # Whatever a tool makes of being stopped, the drive stops there; a cancel of the drive
+        # itself stays a cancel.
+        other = Lease(redis, build_id=context_ready().build_id, owner="other", ttl_ms=1_500)
+        await other.acquire()
+        guarded = asyncio.create_task(other.guard(swallows_its_cancel()))
+        await asyncio.sleep(0.05)
+        await redis.delete(lease_key(other.build_id))
+        assert not await other.renew()  # the keep-alive finds it gone: the tool is stopped
+        with pytest.raises(LeaseLost, match="lost"):
+            await guarded
+        mine = Lease(redis, build_id=context_ready().build_id, owner="mine", ttl_ms=1_500)
+        await mine.acquire()
+        outside = asyncio.create_task(mine.guard(asyncio.sleep(600)))
+        await asyncio.sleep(0.05)
+        outside.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await outside
         await redis.aclose()
 
 
