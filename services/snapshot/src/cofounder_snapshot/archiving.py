@@ -8,8 +8,10 @@ the build, the final snapshot's answer among them, land in the archive), then re
 
 A feed without the build's queued status (its first event) lost its beginning (Redis lost it and
 the projection made it again, or ``BUILD_FEED_MAX_LEN`` trimmed it); one that never shows the end
-within ``wait_s`` is taken as gone. Either way the history is rebuilt from PostgreSQL
-(:mod:`cofounder_snapshot.rebuild`) and merged with what the feed still has.
+within ``wait_s`` is taken as gone, unless the projection still has entries to apply (the feed
+is late: :class:`FeedBehind`, waited for up to :data:`FEED_LAG_LIMIT_S` after the end). Either
+way the history is rebuilt from PostgreSQL (:mod:`cofounder_snapshot.rebuild`) and merged with
+what the feed still has.
 
 Once: the store refuses a second write of a build's key, and the event's id is derived from the
 build, so a redelivery, a second ending event or another replica announces the same archive
@@ -28,6 +30,7 @@ from typing import Any, Final
 import msgspec
 import structlog
 from redis.asyncio import Redis
+from redis.exceptions import ResponseError
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
@@ -38,6 +41,7 @@ from cofounder_contracts import (
     ends_build,
     follow_up,
 )
+from cofounder_contracts.streams import BUILD_EVENTS, GATEWAY
 from cofounder_db.models import Build
 from cofounder_domain.plans import Plan, log_archive_days
 from cofounder_runtime.publisher import Publisher
@@ -115,6 +119,36 @@ async def _settled_feed(end: Event, deps: ArchiveDeps) -> tuple[list[ArchiveEntr
         pause = min(pause * 2, 1.0)
 
 
+class FeedBehind(TimeoutError):
+    """The build's feed lacks its end while the gateway's projection still has entries of the
+    builds' stream to apply (a burst, a restart, a dead replica's entries waiting to be
+    claimed): the feed is late, not lost. A ``TimeoutError``, so the consumer waits it out
+    without counting deliveries (:mod:`cofounder_runtime.outages`), until
+    :data:`FEED_LAG_LIMIT_S` after the end; past that the history is rebuilt."""
+
+
+#: How long after a build's end a late feed is waited for. Below the consumers' outage
+#: patience (5 min), so the waits are never counted as failed deliveries.
+FEED_LAG_LIMIT_S: Final = 240.0
+
+
+async def _projection_behind(redis: Redis) -> bool:
+    """Whether the gateway's projection has entries of the builds' stream still to apply: not
+    yet delivered to its group, or delivered and not acknowledged. Two reads, on the rare path
+    where an end did not reach its feed in time."""
+    try:
+        groups: Any = await redis.xinfo_groups(BUILD_EVENTS.name)
+        stream: Any = await redis.xinfo_stream(BUILD_EVENTS.name)
+    except ResponseError:  # no such stream
+        return False
+    for group in groups:
+        name = group["name"]
+        if (name.decode() if isinstance(name, bytes) else name) == GATEWAY:
+            delivered = group["last-delivered-id"]
+            return bool(group["pending"]) or delivered != stream["last-generated-id"]
+    return False  # no projection reads the stream: nothing will fill the feed
+
+
 async def _build(engine: AsyncEngine, build_id: str) -> str | None:
     """The build's tier, None when the gateway has no row for it."""
     async with engine.connect() as conn:
@@ -138,6 +172,13 @@ async def on_build_event(event: Event, deps: ArchiveDeps) -> None:
     if existing is None:
         feed, ended = await _settled_feed(event, deps)
         entries = feed
+        if not ended and await _projection_behind(deps.redis):
+            age_s = (datetime.now(UTC) - event.occurred_at).total_seconds()
+            if age_s < FEED_LAG_LIMIT_S:
+                raise FeedBehind(
+                    f"the feed of {event.build_id} lacks its end {age_s:.0f} s after it, and "
+                    "the projection has entries still to apply: waiting for it"
+                )
         if not ended or first_event_id(event.build_id) not in {e.event_id for e in feed}:
             rebuilt = True
             entries = merge(feed, await rebuilt_history(deps.engine, event.build_id, end=event))

@@ -1,0 +1,121 @@
+"""A build's feed that lacks its end because the gateway's projection is behind (a burst, a
+restart, a dead replica's entries waiting to be claimed) is late, not lost: the archiver waits
+for it instead of writing, once and for good, a history rebuilt without the feed's tool events.
+Past the lag limit, or once the projection has applied everything, a feed still without its
+end is taken as lost and rebuilt."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+from redis.asyncio import Redis
+from sqlalchemy import insert
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from cofounder_contracts import BuildCompleted, envelope
+from cofounder_contracts.streams import BUILD_EVENTS, GATEWAY
+from cofounder_db.engine import create_engine
+from cofounder_db.models import Build, Project, User
+from cofounder_runtime.connections import connect_redis
+from cofounder_runtime.outages import is_outage
+from cofounder_runtime.publisher import Publisher
+from cofounder_snapshot import archiving
+from cofounder_snapshot.archiving import ArchiveDeps, FeedBehind, on_build_event
+from cofounder_snapshots.logarchive import FolderArchive, archive_key, decode_archive
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture
+async def engine(migrated_database_url: str) -> AsyncIterator[AsyncEngine]:
+    engine = create_engine(migrated_database_url, pool_size=2)
+    yield engine
+    await engine.dispose()
+
+
+@pytest.fixture
+async def redis(own_redis_url: str) -> AsyncIterator[Redis]:
+    client = connect_redis(own_redis_url)
+    yield client
+    await client.aclose()
+
+
+async def _ended_build(engine: AsyncEngine) -> BuildCompleted:
+    user, project, build = (str(uuid.uuid4()) for _ in range(3))
+    now = datetime.now(UTC)
+    async with engine.begin() as conn:
+        await conn.execute(insert(User).values(id=user, email=f"{user}@x.test"))
+        await conn.execute(insert(Project).values(id=project, owner_id=user, name="p"))
+        await conn.execute(
+            insert(Build).values(
+                id=build, project_id=project, user_id=user, status="ready", goal="an app",
+                tier="bootstrapper", created_at=now, status_changed_at=now, finished_at=now,
+            )
+        )  # fmt: skip
+    return BuildCompleted(
+        **envelope(
+            build_id=build, project_id=project, user_id=user, producer="agent-runner",
+            kind="completed",
+        ),
+        build_version=1, preview_url=None, summary="done", iterations=1, tool_calls=1,
+    )  # fmt: skip
+
+
+async def test_a_feed_behind_its_projection_is_waited_for_not_rebuilt(
+    engine: AsyncEngine, redis: Redis, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    deps = ArchiveDeps(
+        archive=FolderArchive(tmp_path / "archives"),
+        redis=redis,
+        engine=engine,
+        events=Publisher(redis),
+        settle_s=0.1,
+        wait_s=0.3,
+    )
+    end = await _ended_build(engine)
+    key = archive_key("bootstrapper", end.build_id)
+    # The end is in the stream; the projection's group has not applied it (nor its feed).
+    await redis.xgroup_create(BUILD_EVENTS.name, GATEWAY, id="0", mkstream=True)
+    await deps.events.emit(end)
+
+    with pytest.raises(FeedBehind) as behind:
+        await on_build_event(end, deps)
+    assert is_outage(behind.value)  # waited out by the consumer, not counted as a failure
+    assert await deps.archive.get(key) is None  # nothing written for good
+
+    # Read and not acknowledged (a replica died holding it): still behind.
+    [[_, [_read]]] = await redis.xreadgroup(GATEWAY, "dead", {BUILD_EVENTS.name: ">"})
+    with pytest.raises(FeedBehind):
+        await on_build_event(end, deps)
+
+    # Past the lag limit, a late feed is taken as lost.
+    monkeypatch.setattr(archiving, "FEED_LAG_LIMIT_S", 0.0)
+    await on_build_event(end, deps)
+    data = await deps.archive.get(key)
+    assert data is not None
+    assert {e.source for e in decode_archive(data)} == {"postgres"}
+
+
+async def test_a_feed_without_its_end_once_the_projection_caught_up_is_rebuilt(
+    engine: AsyncEngine, redis: Redis, tmp_path: Path
+) -> None:
+    deps = ArchiveDeps(
+        archive=FolderArchive(tmp_path / "archives"),
+        redis=redis,
+        engine=engine,
+        events=Publisher(redis),
+        settle_s=0.1,
+        wait_s=0.3,
+    )
+    end = await _ended_build(engine)
+    await deps.events.emit(end)
+    # The projection applied everything, and the feed still lacks the end: Redis lost it.
+    await redis.xgroup_create(BUILD_EVENTS.name, GATEWAY, id="$", mkstream=True)
+    await on_build_event(end, deps)
+    data = await deps.archive.get(archive_key("bootstrapper", end.build_id))
+    assert data is not None
+    assert decode_archive(data)[-1].event_id == end.event_id
