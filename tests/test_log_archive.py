@@ -37,6 +37,7 @@ from cofounder_contracts import (
     BuildStatusChanged,
     ContextReady,
     Event,
+    SnapshotCompleted,
     build_feed_key,
     derived_event_id,
     envelope,
@@ -425,3 +426,36 @@ async def test_archiving_twice_at_once_writes_once(stack: Stack) -> None:
     announcements = await _announcements(stack, build_id)
     assert len(announcements) == 3
     assert len({e.event_id for e in announcements}) == 1
+
+
+async def test_the_final_snapshots_answer_is_in_the_archive_when_it_comes_late(
+    stack: Stack,
+) -> None:
+    """S3 slow, or a backlog of snapshots: the answer to the completed build's final snapshot
+    reaches the feed well after the feed went quiet. The archive waits for it (up to
+    ``wait_s``): the founder's history says whether the last state was stored."""
+    build_id, _, context = await _build(stack.gateway)
+    end = _end(context)
+    request_id = derived_event_id(context.event_id, "snapshot:final")
+    answer = SnapshotCompleted(
+        build_id=build_id,
+        project_id=context.project_id,
+        user_id=context.user_id,
+        producer="snapshot",
+        causation_id=request_id,
+        event_id=derived_event_id(request_id, "snapshot.completed"),
+        version=1,
+        files=3,
+        bytes_uploaded=10,
+        blobs_uploaded=1,
+        duration_ms=5,
+    )
+    for event in [*_work(context), end]:
+        await stack.publisher.emit(event)
+    await asyncio.sleep(4 * stack.deps.settle_s)  # the feed has been quiet for long enough
+    await stack.publisher.emit(answer)
+
+    await _wait_archived(stack, build_id)
+    data = await stack.stored(build_id)
+    assert data is not None
+    assert decode_archive(data)[-1].event_id == answer.event_id

@@ -35,9 +35,11 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from cofounder_contracts import (
+    BuildCompleted,
     BuildLogArchived,
     Event,
     build_feed_key,
+    derived_event_id,
     ends_build,
     follow_up,
 )
@@ -99,19 +101,45 @@ async def _now_ms(redis: Redis) -> int:
     return int(seconds) * 1000 + int(micros) // 1000
 
 
+def _final_snapshot_answers(end: Event) -> frozenset[str]:
+    """The ids the answer to a completed build's final snapshot may have (completed, failed or
+    skipped): the runner asks for it, under an id derived from its context, just before the
+    end. Other ends ask for none."""
+    if not isinstance(end, BuildCompleted) or end.causation_id is None:
+        return frozenset()
+    request = derived_event_id(end.causation_id, "snapshot:final")
+    return frozenset(
+        derived_event_id(request, kind)
+        for kind in ("snapshot.completed", "snapshot.failed", "snapshot.skipped")
+    )
+
+
 async def _settled_feed(end: Event, deps: ArchiveDeps) -> tuple[list[ArchiveEntry], bool]:
-    """The feed once it holds ``end`` and has been quiet ``settle_s``; (what there is, False)
-    when the end does not reach it within ``wait_s``."""
+    """The feed once it holds ``end`` and has been quiet ``settle_s`` (and holds the answer to
+    the build's final snapshot, waited for up to ``wait_s`` more: S3 slow, or a backlog of
+    snapshots, delays it past any quiet spell); (what there is, False) when the end does not
+    reach it within ``wait_s``."""
     deadline = time.monotonic() + deps.wait_s
+    answers = _final_snapshot_answers(end)
+    answer_due: float | None = None  # until when the final snapshot's answer is waited for
     pause = 0.05
     while True:
         entries = await read_feed(deps.redis, end.build_id)
-        if any(e.event_id == end.event_id for e in entries):
+        ids = {e.event_id for e in entries}
+        if end.event_id in ids:
             last_ms = int(entries[-1].id.split("-", 1)[0])
             quiet_for = (await _now_ms(deps.redis) - last_ms) / 1000
-            if quiet_for >= deps.settle_s:
+            if quiet_for < deps.settle_s:
+                await asyncio.sleep(deps.settle_s - quiet_for)
+                continue
+            if not answers or answers & ids:
                 return entries, True
-            await asyncio.sleep(deps.settle_s - quiet_for)
+            now = time.monotonic()
+            answer_due = answer_due if answer_due is not None else now + deps.wait_s
+            if now >= answer_due:
+                _log.warning("archived without the final snapshot's answer", build_id=end.build_id)
+                return entries, True
+            await asyncio.sleep(min(deps.settle_s, answer_due - now))
             continue
         if time.monotonic() >= deadline:
             return entries, False

@@ -38,7 +38,9 @@ class SnapshotSettings(
     log_archive_wait_s: float = Field(
         default=60.0,
         description="How long the end of a build may take to reach its feed before the feed "
-        "is taken as lost and the history is rebuilt from PostgreSQL.",
+        "is taken as lost and the history is rebuilt from PostgreSQL (unless the gateway's "
+        "projection is behind), and how long after it the answer to a completed build's final "
+        "snapshot is waited for.",
     )
     log_archive_prune_interval_s: float = Field(
         default=3_600.0, description="How often archives past their tier's retention are deleted."
