@@ -23,7 +23,7 @@ from __future__ import annotations
 import asyncio
 import gzip
 import io
-from collections.abc import Iterable, Sequence
+from collections.abc import AsyncIterator, Iterable, Sequence
 from datetime import UTC, datetime
 from types import TracebackType
 from typing import Final, Literal, Protocol, Self
@@ -52,6 +52,8 @@ __all__ = [
 #: S3 answers a conditional write that found the key with one of these.
 _EXISTS: Final = frozenset({"PreconditionFailed", "412", "ConditionalRequestConflict"})
 _FAILURES: Final = (ClientError, BotoCoreError, OSError)
+#: Keys a listing page holds (S3's own most).
+PAGE: Final = 1_000
 
 
 class ArchiveEntry(msgspec.Struct, frozen=True, kw_only=True):
@@ -149,6 +151,11 @@ class LogArchive(Protocol):
         """The keys under ``prefix`` (without the store's prefix) and when each was written."""
         ...
 
+    def pages(self, prefix: str) -> AsyncIterator[list[tuple[str, datetime]]]:
+        """:meth:`listed`, a page (up to :data:`PAGE` keys) at a time: a bucket of millions of
+        archives is never held whole."""
+        ...
+
     async def delete(self, keys: Sequence[str]) -> None: ...
 
 
@@ -172,6 +179,11 @@ class FolderArchive(Folder):
             return await asyncio.to_thread(self._path(key).read_bytes)
         except FileNotFoundError:
             return None
+
+    async def pages(self, prefix: str) -> AsyncIterator[list[tuple[str, datetime]]]:
+        listed = await self.listed(prefix)  # a development folder: listed whole
+        for start in range(0, len(listed), PAGE):
+            yield listed[start : start + PAGE]
 
     async def listed(self, prefix: str) -> list[tuple[str, datetime]]:
         base = self._path(prefix.rstrip("/"))
@@ -228,17 +240,22 @@ class S3Archive(S3Bucket):
         return await self.read(key)
 
     async def listed(self, prefix: str) -> list[tuple[str, datetime]]:
-        out: list[tuple[str, datetime]] = []
+        return [item async for page in self.pages(prefix) for item in page]
+
+    async def pages(self, prefix: str) -> AsyncIterator[list[tuple[str, datetime]]]:
         paginator = self.client.get_paginator("list_objects_v2")
         try:
-            async for page in paginator.paginate(Bucket=self.bucket, Prefix=self.full_key(prefix)):
-                out.extend(
+            async for page in paginator.paginate(
+                Bucket=self.bucket,
+                Prefix=self.full_key(prefix),
+                PaginationConfig={"PageSize": PAGE},
+            ):
+                yield [
                     (item["Key"][len(self.prefix) :], item["LastModified"])
                     for item in page.get("Contents", [])
-                )
+                ]
         except _FAILURES as exc:
             raise StoreError(f"could not list {prefix} in {self.description}: {exc}") from exc
-        return out
 
     async def delete(self, keys: Sequence[str]) -> None:
         objects = [{"Key": self.full_key(k)} for k in keys]

@@ -253,18 +253,26 @@ async def prune_archives(
     the plans no longer name keeps the default tier's retention."""
     now = now or datetime.now(UTC)
     deleted = 0
-    listed = await archive.listed("logs/")
-    by_tier: dict[str, list[tuple[str, datetime]]] = {}
-    for key, written in listed:
-        parts = key.split("/")
-        if len(parts) == 3:
-            by_tier.setdefault(parts[1], []).append((key, written))
-    for tier, keys in by_tier.items():
-        keep = timedelta(days=log_archive_days(plans, tier, default_tier=default_tier))
-        old = [key for key, written in keys if now - written > keep]
-        if old:
-            await archive.delete(old)
-            deleted += len(old)
-    if deleted:
-        _log.info("old build log archives deleted", count=deleted)
+    keep: dict[str, timedelta] = {}
+    try:
+        # A page at a time: memory stays one page, and a listing that fails halfway keeps the
+        # deletions of the pages before it.
+        async for page in archive.pages("logs/"):
+            old = []
+            for key, written in page:
+                parts = key.split("/")
+                if len(parts) != 3:
+                    continue
+                tier = parts[1]
+                if tier not in keep:
+                    days = log_archive_days(plans, tier, default_tier=default_tier)
+                    keep[tier] = timedelta(days=days)
+                if now - written > keep[tier]:
+                    old.append(key)
+            if old:
+                await archive.delete(old)
+                deleted += len(old)
+    finally:
+        if deleted:
+            _log.info("old build log archives deleted", count=deleted)
     return deleted
