@@ -5,7 +5,7 @@ Layout (under an optional prefix, in a bucket or a folder)::
     logs/<tier>/<build>.jsonl.gz      one object per build, written once, never rewritten
 
 The tier is the build row's (fixed when the build was made): retention is per tier, and a
-prefix per tier lets the pruning loop list one tier at a time, or an operator replace it with an
+prefix per tier lets an operator replace the pruning loop (which lists a page at a time) with an
 S3 lifecycle rule on ``logs/<tier>/`` (docs/adr/0009-log-archive.md).
 
 Each line is one feed entry: its stream id (the SSE id), its type, its event id and its data
