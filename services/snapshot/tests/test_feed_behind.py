@@ -11,21 +11,32 @@ from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from pathlib import Path
 
+import msgspec
 import pytest
 from redis.asyncio import Redis
 from sqlalchemy import insert
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from cofounder_contracts import BuildCompleted, envelope
-from cofounder_contracts.streams import BUILD_EVENTS, GATEWAY
+from cofounder_contracts.streams import BUILD_EVENTS, BUSINESS_EVENTS, GATEWAY
 from cofounder_db.engine import create_engine
 from cofounder_db.models import Build, Project, User
 from cofounder_runtime.connections import connect_redis
 from cofounder_runtime.outages import is_outage
 from cofounder_runtime.publisher import Publisher
 from cofounder_snapshot import archiving
-from cofounder_snapshot.archiving import ArchiveDeps, FeedBehind, on_build_event
-from cofounder_snapshots.logarchive import FolderArchive, archive_key, decode_archive
+from cofounder_snapshot.archiving import (
+    ArchiveDeps,
+    ArchiveInProgress,
+    FeedBehind,
+    on_build_event,
+)
+from cofounder_snapshots.logarchive import (
+    FolderArchive,
+    archive_key,
+    decode_archive,
+    encode_archive,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -119,3 +130,36 @@ async def test_a_feed_without_its_end_once_the_projection_caught_up_is_rebuilt(
     data = await deps.archive.get(archive_key("bootstrapper", end.build_id))
     assert data is not None
     assert decode_archive(data)[-1].event_id == end.event_id
+
+
+async def test_an_archive_another_replica_is_still_writing_is_announced_once_it_is_there(
+    engine: AsyncEngine, redis: Redis, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # S3 answers a conditional write racing another with 409, and the other's object is not
+    # readable yet: announcing this replica's own bytes would give the event id other contents.
+    deps = ArchiveDeps(
+        archive=FolderArchive(tmp_path / "archives"),
+        redis=redis,
+        engine=engine,
+        events=Publisher(redis),
+        settle_s=0.1,
+        wait_s=0.3,
+    )
+    end = await _ended_build(engine)
+    key = archive_key("bootstrapper", end.build_id)
+
+    async def lost_the_race(_key: str, _data: bytes) -> bool:
+        return False
+
+    monkeypatch.setattr(deps.archive, "put_once", lost_the_race)
+    with pytest.raises(ArchiveInProgress) as in_progress:
+        await on_build_event(end, deps)
+    assert is_outage(in_progress.value)
+    assert not await redis.exists(BUSINESS_EVENTS.name)  # nothing announced
+
+    monkeypatch.undo()
+    assert await deps.archive.put_once(key, encode_archive([]))  # theirs lands
+    await on_build_event(end, deps)
+    [(_, fields)] = await redis.xrange(BUSINESS_EVENTS.name)
+    announced = msgspec.json.decode(fields[b"data"])
+    assert announced["entries"] == 0  # theirs (empty), not this replica's rebuilt history

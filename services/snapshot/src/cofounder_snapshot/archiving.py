@@ -147,6 +147,11 @@ async def _settled_feed(end: Event, deps: ArchiveDeps) -> tuple[list[ArchiveEntr
         pause = min(pause * 2, 1.0)
 
 
+class ArchiveInProgress(TimeoutError):
+    """Another archiver's write of the same archive has not landed yet: retried (as an outage,
+    uncounted) until it has, then announced as it is."""
+
+
 class FeedBehind(TimeoutError):
     """The build's feed lacks its end while the gateway's projection still has entries of the
     builds' stream to apply (a burst, a restart, a dead replica's entries waiting to be
@@ -219,6 +224,10 @@ async def on_build_event(event: Event, deps: ArchiveDeps) -> None:
         data = encode_archive(entries)
         if not await deps.archive.put_once(key, data):
             existing = await deps.archive.get(key)  # another replica was first
+            if existing is None:
+                # Its write is still in progress (S3's 409 ConditionalRequestConflict): announce
+                # that archive once it is there, never this one's (one id, one content).
+                raise ArchiveInProgress(f"the archive of {event.build_id} is being written")
     if existing is not None:
         data = existing
         entries = decode_archive(existing)
