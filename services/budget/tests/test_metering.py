@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import functools
+import time
 import uuid
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
@@ -22,7 +23,7 @@ from cofounder_budget import handlers
 from cofounder_budget.handlers import BudgetDeps, on_tier_changed, on_top_up, on_usage
 from cofounder_budget.meter import Metered, day_keys
 from cofounder_budget.pricing import Price, Pricing
-from cofounder_budget.wake import Waker, remember_sleeping
+from cofounder_budget.wake import WakeDaemon, Waker, remember_sleeping
 from cofounder_budgeting import day_account
 from cofounder_contracts import (
     ALL_EVENTS,
@@ -38,7 +39,7 @@ from cofounder_contracts import (
     WakeReason,
     encode_fields,
 )
-from cofounder_contracts.keys import budget_gate_key
+from cofounder_contracts.keys import budget_gate_key, encode_gate
 from cofounder_contracts.streams import BUDGET_SIGNALS
 from cofounder_db.engine import create_engine
 from cofounder_db.models import BudgetLedgerRow, BudgetTopUpRow, Build, Project, User
@@ -567,4 +568,29 @@ async def test_a_sleeping_member_that_does_not_decode_stops_no_other_wake(
     members = await redis.zrange(deps.sleeping_key, 0, -1)
     assert await waker.wake(members, WakeReason.TOP_UP) == 1
     assert [w.build_id for w in await _wakes(redis, {asleep.build_id})] == [asleep.build_id]
+    assert await redis.zcard(deps.sleeping_key) == 0
+
+
+@pytest.mark.integration
+async def test_the_wake_daemon_goes_by_redis_clock_not_its_own(
+    deps: BudgetDeps, redis: Redis, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The gate expires by Redis's clock. A replica whose own clock is off would wake builds
+    # before their gate opens (to sleep again, due at once, every round), or after it: the
+    # daemon goes by Redis's clock. Here Redis's says the reset came; this process's does not.
+    user = await _user(deps)
+    resets_at = datetime.fromtimestamp(time.time() + 1800, UTC)
+    gate_ms = int(resets_at.timestamp() * 1000)
+    await redis.set(budget_gate_key(user), encode_gate(resets_at), pxat=gate_ms)  # spent
+    await remember_sleeping(redis, _asleep(user, resets_at), key=deps.sleeping_key)
+    real = redis.time
+
+    async def an_hour_later() -> tuple[int, int]:
+        seconds, micros = await real()
+        return int(seconds) + 3600, int(micros)
+
+    daemon = WakeDaemon(redis, key=deps.sleeping_key)
+    assert await daemon.wake_due() == 0  # by Redis's clock too, not yet
+    monkeypatch.setattr(redis, "time", an_hour_later)
+    assert await daemon.wake_due() == 1
     assert await redis.zcard(deps.sleeping_key) == 0
