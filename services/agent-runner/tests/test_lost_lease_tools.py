@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import os
 import signal
 from collections.abc import Callable, Iterator
@@ -177,3 +178,36 @@ async def test_an_e2b_command_of_100_kb_runs(
         )
         assert (result.exit_code, result.output.strip()) == (0, str(len(body) + 1))
         await sandbox.kill()
+
+
+async def test_an_e2b_command_cancelled_while_it_starts_does_not_run_on(
+    runner_on: Callable[..., Any],
+    slow_tool_model: ScriptedModel,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    # Cancelled before the SDK handed the command over (at once, or a moment in): it is killed
+    # once started, or kept from starting, and the SDK is not left with a failure nobody reads.
+    try:
+        async with runner_on("e2b-standin", slow_tool_model.url) as on:
+            sandbox = await on.harness.deps.sandboxes.create(build_id="starting", metadata={})
+            for delay in (0.0, 0.01, 0.05, 0.2):
+                running = asyncio.create_task(
+                    sandbox.run(f"sleep {_SLEEP}; touch late", timeout=900)
+                )
+                await asyncio.sleep(delay)
+                running.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await running
+
+                async def gone() -> bool:
+                    return not _sleepers()
+
+                await eventually(gone, what="the command to be killed", timeout=15)
+            await sandbox.kill()
+        gc.collect()
+        assert "never retrieved" not in caplog.text
+        assert not any(on.root.glob("*/project/late"))
+    finally:
+        for pid in _sleepers():
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)

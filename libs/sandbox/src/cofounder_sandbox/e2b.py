@@ -152,8 +152,10 @@ class E2BSandbox(SearchesInside):
         handle: AsyncCommandHandle[None] | None = None
         try:
             with _gone(self.id):
-                try:
-                    handle = await self._sandbox.commands.run(
+                # The start is shielded: cancelled halfway, the SDK's stream is left with a
+                # failed task nobody reads, and no pid to kill.
+                starting = asyncio.ensure_future(
+                    self._sandbox.commands.run(
                         _in_own_group(command, group, timeout),
                         background=True,
                         timeout=timeout,
@@ -162,12 +164,14 @@ class E2BSandbox(SearchesInside):
                         on_stderr=output.add_text,
                         retain_output=False,
                     )
+                )
+                try:
+                    handle = await asyncio.shield(starting)
                     result = await handle.wait()
                 except asyncio.CancelledError:
-                    # The caller gave up on it (its drive lost the build), maybe before the
-                    # SDK handed the command over: envd would let it run on, in a sandbox
-                    # another drive may now use.
-                    await asyncio.shield(self._kill_group(handle, group))
+                    # The caller gave up on it (its drive lost the build): envd would let it
+                    # run on, in a sandbox another drive may now use.
+                    await asyncio.shield(self._stop(starting, group))
                     raise
         except CommandExitException as exc:
             return CommandResult(output.text(), exc.exit_code)
@@ -181,6 +185,17 @@ class E2BSandbox(SearchesInside):
                 timed_out=True,
             )
         return CommandResult(output.text(), result.exit_code)
+
+    async def _stop(self, starting: asyncio.Future[AsyncCommandHandle[None]], group: str) -> None:
+        """Kill a command given up on, once its start has finished (bounded)."""
+        handle = None
+        with contextlib.suppress(Exception):
+            handle = await asyncio.wait_for(asyncio.shield(starting), _KILL_TIMEOUT_S)
+        if not starting.done():
+            starting.cancel()  # the start itself hangs: the stop file keeps it from running
+        elif not starting.cancelled():
+            starting.exception()  # retrieved
+        await self._kill_group(handle, group)
 
     async def _kill_group(self, handle: AsyncCommandHandle[None] | None, group: str) -> None:
         """SIGKILL for the command's process group, then for the wrapper envd started: envd's
