@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 
 import pytest
@@ -81,5 +82,44 @@ async def test_a_block_that_ends_keeps_its_result_and_a_cancel_from_outside_stay
         with pytest.raises(asyncio.CancelledError):
             await task
         assert await redis.get("m:outside") is None
+    finally:
+        await redis.aclose()
+
+
+async def test_a_block_that_swallows_the_cancel_still_ends_with_mutex_lost(
+    own_redis_url: str,
+) -> None:
+    redis = connect_redis(own_redis_url)
+    try:
+        started = asyncio.Event()
+
+        async def swallowing() -> str:
+            async with held(redis, "m:swallow", ttl_ms=600):
+                started.set()
+                try:
+                    await asyncio.sleep(60)
+                except asyncio.CancelledError:
+                    return "went on"
+            return "unreachable"
+
+        holder = asyncio.create_task(swallowing())
+        await started.wait()
+        await redis.delete("m:swallow")
+        with pytest.raises(MutexLost):
+            await asyncio.wait_for(holder, timeout=10)
+
+        async def twice() -> None:
+            # The same task holds again afterwards: nothing of the first loss is left on it.
+            with contextlib.suppress(MutexLost):
+                async with held(redis, "m:again", ttl_ms=600):
+                    await redis.delete("m:again")
+                    await asyncio.sleep(60)
+            task = asyncio.current_task()
+            assert task is not None
+            assert task.cancelling() == 0
+            async with held(redis, "m:again", ttl_ms=600):
+                await asyncio.sleep(0.3)
+
+        await asyncio.wait_for(twice(), timeout=10)
     finally:
         await redis.aclose()

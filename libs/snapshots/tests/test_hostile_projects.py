@@ -146,3 +146,12 @@ def test_a_project_of_more_files_than_a_snapshot_holds_fails_its_snapshot(
         parse_archive(_tar({f"./f{n}": b"" for n in range(51)}), max_file_bytes=1 << 20)
     (root / "f50").unlink()
     assert len(_run(collect_folder(root)).files) == 50
+
+
+def test_the_file_cap_counts_what_the_ignore_rules_keep(monkeypatch: pytest.MonkeyPatch) -> None:
+    # A monorepo's nested node_modules is in the E2B archive (tar leaves out what it can by
+    # name) but not in the snapshot: it must not count toward the cap.
+    monkeypatch.setattr(collect, "MAX_FILES", 3)
+    members = {f"./apps/web/node_modules/x/f{n}.js": b"x" for n in range(6)}
+    parsed = parse_archive(_tar({**members, "./app.py": b"a"}), max_file_bytes=1 << 20)
+    assert [f.path for f in parsed.files] == ["app.py"]

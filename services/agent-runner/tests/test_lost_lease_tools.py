@@ -43,6 +43,19 @@ def slow_tool_model(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Script
         yield server
 
 
+@pytest.fixture(autouse=True)
+def _no_command_left_behind() -> Iterator[None]:
+    """A failed run must not leave its 10-minute command on the machine."""
+    yield
+    for pid in _sleepers():
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+
+
+async def _none_sleeping() -> bool:
+    return not _sleepers()
+
+
 def _sleepers() -> list[int]:
     """The pids of the test's ``sleep``, wherever it runs (the sandboxes' processes are the
     host's too, seen from outside their pid namespace)."""
@@ -62,38 +75,30 @@ async def test_a_tool_running_when_the_lease_is_lost_is_stopped_and_what_it_star
 ) -> None:
     context = context_ready()
     build = context.build_id
-    try:
-        async with runner_on(kind, slow_tool_model.url, bash_timeout_s=900.0) as on:
-            harness = on.harness
-            await harness.seed_project(context)
-            driving = asyncio.create_task(
-                drive(harness.deps, build_id=build, context=context, reason="start")
-            )
+    async with runner_on(kind, slow_tool_model.url, bash_timeout_s=900.0) as on:
+        harness = on.harness
+        await harness.seed_project(context)
+        driving = asyncio.create_task(
+            drive(harness.deps, build_id=build, context=context, reason="start")
+        )
 
-            async def sleeping() -> bool:
-                return bool(_sleepers())
+        async def sleeping() -> bool:
+            return bool(_sleepers())
 
-            await eventually(sleeping, what="the 10-minute command to start", timeout=60)
-            # Another runner takes the build over (its keep-alive finds the lease not ours).
-            await harness.redis.set(lease_key(build), "successor|99", px=60_000)
+        await eventually(sleeping, what="the 10-minute command to start", timeout=60)
+        # Another runner takes the build over (its keep-alive finds the lease not ours).
+        await harness.redis.set(lease_key(build), "successor|99", px=60_000)
 
-            result = await asyncio.wait_for(driving, timeout=30)
-            assert isinstance(result, HandedBack)
-            assert result.reason is HandBackReason.LEASE_LOST
+        result = await asyncio.wait_for(driving, timeout=30)
+        assert isinstance(result, HandedBack)
+        assert result.reason is HandBackReason.LEASE_LOST
 
-            async def gone() -> bool:
-                return not _sleepers()
-
-            await eventually(gone, what="the lost drive's command to be killed", timeout=10)
-            events = await harness.events(build)
-            assert [e.name for e in events if isinstance(e, ToolCalled)] == ["bash"]
-            assert not [e for e in events if isinstance(e, ToolCompleted)]
-            # Its shell was not left to write anything more.
-            assert not any(on.root.glob("*/project/late"))
-    finally:
-        for pid in _sleepers():  # a failed run must not leave its command behind
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(pid, signal.SIGKILL)
+        await eventually(_none_sleeping, what="the lost drive's command to be killed", timeout=10)
+        events = await harness.events(build)
+        assert [e.name for e in events if isinstance(e, ToolCalled)] == ["bash"]
+        assert not [e for e in events if isinstance(e, ToolCompleted)]
+        # Its shell was not left to write anything more.
+        assert not any(on.root.glob("*/project/late"))
 
 
 @pytest.mark.parametrize("kind", ["local", "e2b-standin"])
@@ -110,30 +115,22 @@ async def test_a_command_given_up_is_killed_with_every_process_it_started(
         return True
 
     monkeypatch.setattr(Commands, "kill", first_process_only)
-    try:
-        async with runner_on(kind, slow_tool_model.url) as on:
-            sandbox = await on.harness.deps.sandboxes.create(build_id="given-up", metadata={})
-            command = f"sleep {_SLEEP} & sleep {_SLEEP}; touch late"
-            running = asyncio.create_task(sandbox.run(command, timeout=900))
+    async with runner_on(kind, slow_tool_model.url) as on:
+        sandbox = await on.harness.deps.sandboxes.create(build_id="given-up", metadata={})
+        command = f"sleep {_SLEEP} & sleep {_SLEEP}; touch late"
+        running = asyncio.create_task(sandbox.run(command, timeout=900))
 
-            async def both_sleeping() -> bool:
-                return len(_sleepers()) == 2
+        async def both_sleeping() -> bool:
+            return len(_sleepers()) == 2
 
-            await eventually(both_sleeping, what="the command and its job to start", timeout=60)
-            running.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await running
+        await eventually(both_sleeping, what="the command and its job to start", timeout=60)
+        running.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await running
 
-            async def gone() -> bool:
-                return not _sleepers()
-
-            await eventually(gone, what="the command and its job to be killed", timeout=10)
-            assert not any(on.root.glob("*/project/late"))
-            await sandbox.kill()
-    finally:
-        for pid in _sleepers():
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(pid, signal.SIGKILL)
+        await eventually(_none_sleeping, what="the command and its job to be killed", timeout=10)
+        assert not any(on.root.glob("*/project/late"))
+        await sandbox.kill()
 
 
 async def test_an_e2b_command_whose_runner_is_gone_is_killed_by_its_own_limit(
@@ -146,23 +143,15 @@ async def test_an_e2b_command_whose_runner_is_gone_is_killed_by_its_own_limit(
         return None
 
     monkeypatch.setattr(E2BSandbox, "_kill_group", runner_gone)
-    try:
-        async with runner_on("e2b-standin", slow_tool_model.url) as on:
-            sandbox = await on.harness.deps.sandboxes.create(build_id="orphan", metadata={})
-            command = f"sleep {_SLEEP} & sleep {_SLEEP}; touch late"
-            result = await sandbox.run(command, timeout=1)
-            assert result.timed_out
+    async with runner_on("e2b-standin", slow_tool_model.url) as on:
+        sandbox = await on.harness.deps.sandboxes.create(build_id="orphan", metadata={})
+        command = f"sleep {_SLEEP} & sleep {_SLEEP}; touch late"
+        result = await sandbox.run(command, timeout=1)
+        assert result.timed_out
 
-            async def gone() -> bool:
-                return not _sleepers()
-
-            await eventually(gone, what="the command's own limit to kill it", timeout=30)
-            assert not any(on.root.glob("*/project/late"))
-            await sandbox.kill()
-    finally:
-        for pid in _sleepers():
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(pid, signal.SIGKILL)
+        await eventually(_none_sleeping, what="the command's own limit to kill it", timeout=30)
+        assert not any(on.root.glob("*/project/late"))
+        await sandbox.kill()
 
 
 async def test_an_e2b_command_of_100_kb_runs(
@@ -187,27 +176,17 @@ async def test_an_e2b_command_cancelled_while_it_starts_does_not_run_on(
 ) -> None:
     # Cancelled before the SDK handed the command over (at once, or a moment in): it is killed
     # once started, or kept from starting, and the SDK is not left with a failure nobody reads.
-    try:
-        async with runner_on("e2b-standin", slow_tool_model.url) as on:
-            sandbox = await on.harness.deps.sandboxes.create(build_id="starting", metadata={})
-            for delay in (0.0, 0.01, 0.05, 0.2):
-                running = asyncio.create_task(
-                    sandbox.run(f"sleep {_SLEEP}; touch late", timeout=900)
-                )
-                await asyncio.sleep(delay)
-                running.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await running
-
-                async def gone() -> bool:
-                    return not _sleepers()
-
-                await eventually(gone, what="the command to be killed", timeout=15)
-            await sandbox.kill()
-        gc.collect()
-        assert "never retrieved" not in caplog.text
-        assert not any(on.root.glob("*/project/late"))
-    finally:
-        for pid in _sleepers():
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(pid, signal.SIGKILL)
+    async with runner_on("e2b-standin", slow_tool_model.url) as on:
+        sandbox = await on.harness.deps.sandboxes.create(build_id="starting", metadata={})
+        for delay in (0.0, 0.01, 0.05, 0.2):
+            running = asyncio.create_task(sandbox.run(f"sleep 1; touch late-{delay}", timeout=900))
+            await asyncio.sleep(delay)
+            running.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await running
+        # Longer than the commands would have taken: none of them ran to its end.
+        await asyncio.sleep(2.5)
+        assert not any(on.root.glob("*/project/late-*"))
+        await sandbox.kill()
+    gc.collect()
+    assert "never retrieved" not in caplog.text

@@ -6,6 +6,7 @@ end is taken as lost and rebuilt."""
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
@@ -13,6 +14,7 @@ from pathlib import Path
 
 import msgspec
 import pytest
+from pydantic import SecretStr
 from redis.asyncio import Redis
 from sqlalchemy import insert
 from sqlalchemy.ext.asyncio import AsyncEngine
@@ -31,6 +33,8 @@ from cofounder_snapshot.archiving import (
     FeedBehind,
     on_build_event,
 )
+from cofounder_snapshot.bootstrap import archive_consumer
+from cofounder_snapshot.settings import SnapshotSettings
 from cofounder_snapshots.logarchive import (
     FolderArchive,
     archive_key,
@@ -55,6 +59,19 @@ async def redis(own_redis_url: str) -> AsyncIterator[Redis]:
     await client.aclose()
 
 
+@pytest.fixture
+def deps(engine: AsyncEngine, redis: Redis, tmp_path: Path) -> ArchiveDeps:
+    """The archiver's, on a folder store, with short waits."""
+    return ArchiveDeps(
+        archive=FolderArchive(tmp_path / "archives"),
+        redis=redis,
+        engine=engine,
+        events=Publisher(redis),
+        settle_s=0.1,
+        wait_s=0.3,
+    )
+
+
 async def _ended_build(engine: AsyncEngine) -> BuildCompleted:
     user, project, build = (str(uuid.uuid4()) for _ in range(3))
     now = datetime.now(UTC)
@@ -77,16 +94,8 @@ async def _ended_build(engine: AsyncEngine) -> BuildCompleted:
 
 
 async def test_a_feed_behind_its_projection_is_waited_for_not_rebuilt(
-    engine: AsyncEngine, redis: Redis, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    deps: ArchiveDeps, engine: AsyncEngine, redis: Redis, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    deps = ArchiveDeps(
-        archive=FolderArchive(tmp_path / "archives"),
-        redis=redis,
-        engine=engine,
-        events=Publisher(redis),
-        settle_s=0.1,
-        wait_s=0.3,
-    )
     end = await _ended_build(engine)
     key = archive_key("bootstrapper", end.build_id)
     # The end is in the stream; the projection's group has not applied it (nor its feed).
@@ -112,16 +121,8 @@ async def test_a_feed_behind_its_projection_is_waited_for_not_rebuilt(
 
 
 async def test_a_feed_without_its_end_once_the_projection_caught_up_is_rebuilt(
-    engine: AsyncEngine, redis: Redis, tmp_path: Path
+    deps: ArchiveDeps, engine: AsyncEngine, redis: Redis
 ) -> None:
-    deps = ArchiveDeps(
-        archive=FolderArchive(tmp_path / "archives"),
-        redis=redis,
-        engine=engine,
-        events=Publisher(redis),
-        settle_s=0.1,
-        wait_s=0.3,
-    )
     end = await _ended_build(engine)
     await deps.events.emit(end)
     # The projection applied everything, and the feed still lacks the end: Redis lost it.
@@ -133,18 +134,10 @@ async def test_a_feed_without_its_end_once_the_projection_caught_up_is_rebuilt(
 
 
 async def test_an_archive_another_replica_is_still_writing_is_announced_once_it_is_there(
-    engine: AsyncEngine, redis: Redis, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    deps: ArchiveDeps, engine: AsyncEngine, redis: Redis, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # S3 answers a conditional write racing another with 409, and the other's object is not
     # readable yet: announcing this replica's own bytes would give the event id other contents.
-    deps = ArchiveDeps(
-        archive=FolderArchive(tmp_path / "archives"),
-        redis=redis,
-        engine=engine,
-        events=Publisher(redis),
-        settle_s=0.1,
-        wait_s=0.3,
-    )
     end = await _ended_build(engine)
     key = archive_key("bootstrapper", end.build_id)
 
@@ -163,3 +156,69 @@ async def test_an_archive_another_replica_is_still_writing_is_announced_once_it_
     [(_, fields)] = await redis.xrange(BUSINESS_EVENTS.name)
     announced = msgspec.json.decode(fields[b"data"])
     assert announced["entries"] == 0  # theirs (empty), not this replica's rebuilt history
+
+
+async def _archived_by_the_consumer(
+    deps: ArchiveDeps,
+    own_redis_url: str,
+    migrated_database_url: str,
+    build_id: str,
+    *,
+    within: float,
+) -> bytes | None:
+    """Run the archiver's own consumer (it knows the end's entry id) until the archive of
+    ``build_id`` is there, or ``within`` seconds have passed."""
+    settings = SnapshotSettings(
+        environment="development",
+        redis_url=SecretStr(own_redis_url),
+        database_url=SecretStr(migrated_database_url),
+        consumer_block_ms=100,
+        consumer_name="archiver",
+    )
+    consumer = archive_consumer(settings, deps.redis, deps)
+    task = asyncio.create_task(consumer.run())
+    key = archive_key("bootstrapper", build_id)
+    try:
+        deadline = asyncio.get_running_loop().time() + within
+        while asyncio.get_running_loop().time() < deadline:
+            if (data := await deps.archive.get(key)) is not None:
+                return data
+            await asyncio.sleep(0.1)
+        return None
+    finally:
+        consumer.stop()
+        await task
+
+
+async def test_only_the_ends_own_entry_counts_not_the_projections_other_work(
+    deps: ArchiveDeps,
+    engine: AsyncEngine,
+    redis: Redis,
+    own_redis_url: str,
+    migrated_database_url: str,
+) -> None:
+    # Under load the projection always has entries in hand; what matters is whether it has
+    # applied this end. Applied (and the feed still without it: Redis lost it), the history is
+    # rebuilt at once, not after the lag limit; not applied yet, it is waited for.
+    await redis.xgroup_create(BUILD_EVENTS.name, GATEWAY, id="0", mkstream=True)
+    other = await _ended_build(engine)
+    end = await _ended_build(engine)
+    await deps.events.emit(other)  # an entry the projection holds and has not acked
+    await deps.events.emit(end)
+    [[_, read]] = await redis.xreadgroup(GATEWAY, "p", {BUILD_EVENTS.name: ">"}, count=1)
+    assert [fields[b"event_id"].decode() for _, fields in read] == [other.event_id]
+    # The end not delivered to the projection yet: waited for.
+    assert (
+        await _archived_by_the_consumer(
+            deps, own_redis_url, migrated_database_url, end.build_id, within=2.0
+        )
+        is None
+    )
+    # Delivered and acked (the other entry still pending): rebuilt now.
+    [[_, [(end_entry, _)]]] = await redis.xreadgroup(GATEWAY, "p", {BUILD_EVENTS.name: ">"})
+    await redis.xack(BUILD_EVENTS.name, GATEWAY, end_entry)
+    data = await _archived_by_the_consumer(
+        deps, own_redis_url, migrated_database_url, end.build_id, within=15.0
+    )
+    assert data is not None
+    assert {e.source for e in decode_archive(data)} == {"postgres"}

@@ -27,6 +27,7 @@ One :class:`Consumer` reads one stream as one member of one group. Its life:
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import dataclasses
 import random
 import time
@@ -55,7 +56,7 @@ from cofounder_runtime.ownership import Ownership
 from cofounder_runtime.periodic import every, stopped_within
 from cofounder_runtime.streamreply import read_entries
 
-__all__ = ["Consumer", "GiveUp", "Handler", "Poison"]
+__all__ = ["Consumer", "GiveUp", "Handler", "Poison", "handling_entry"]
 
 #: A handler gets the decoded event; dependencies are bound beforehand (``functools.partial``).
 Handler = Callable[[Any], Awaitable[None]]
@@ -64,6 +65,17 @@ Handler = Callable[[Any], Awaitable[None]]
 GiveUp = Callable[[Any, str, int], Awaitable[None]]
 
 _log = structlog.get_logger("cofounder.consumer")
+
+#: The stream entry id of the event being handled (in the handler's own context).
+_ENTRY: contextvars.ContextVar[bytes | None] = contextvars.ContextVar(
+    "cofounder_consumer_entry", default=None
+)
+
+
+def handling_entry() -> bytes | None:
+    """The stream entry id of the event the calling handler was given (None outside one): for a
+    handler that must ask how far another group has read (the log archive's projection)."""
+    return _ENTRY.get()
 
 
 class Poison(Exception):
@@ -424,6 +436,7 @@ class Consumer:
         self, entry_id: bytes, fields: dict[bytes, bytes], event: Event, route: _Route
     ) -> None:
         HANDLING.set(event)  # logs from here on carry its event_id, build_id and type
+        _ENTRY.set(entry_id)
         state = self._state
         metrics = route.metrics
         try:

@@ -48,9 +48,10 @@ class MutexTimeout(TimeoutError):
     """The mutex stayed held by another for longer than the caller would wait."""
 
 
-class MutexLost(Exception):
+class MutexLost(TimeoutError):
     """The mutex was lost while held (Redis forgot it, or no renewal succeeded for a TTL): the
-    block was stopped, since another holder may be inside it now."""
+    block was stopped, since another holder may be inside it now. A ``TimeoutError``: Redis's
+    trouble, which a consumer retries as an outage (the work is done again under the mutex)."""
 
 
 class _Holding:
@@ -143,16 +144,26 @@ async def held(
     try:
         yield
     except asyncio.CancelledError:
-        if holding.lost and holder.uncancel() == 0:
+        if holding.lost and holder.uncancel() == 0:  # ours, and nobody else's
             raise MutexLost(f"{key}: {holding.lost}") from None
         raise
+    except BaseException as exc:
+        if holding.lost:  # the block made something else of our cancel
+            holder.uncancel()
+            raise MutexLost(f"{key}: {holding.lost}") from exc
+        raise
+    else:
+        if holding.lost:  # the block swallowed our cancel, or ended before it came
+            holder.uncancel()
+            raise MutexLost(f"{key}: {holding.lost}")
     finally:
         holding.stop.set()
         try:
             await asyncio.gather(*tasks)
         except asyncio.CancelledError:
-            # Ours, when the block ended just as the mutex was found lost: not the caller's.
-            if not holding.lost or holder.uncancel() > 0:
+            # With every request taken back, it can only be ours, delivered late (the block
+            # ended before it came); anyone else's stands.
+            if not holding.lost or holder.cancelling() > 0:
                 raise
         if not holding.lost:
             with contextlib.suppress(RedisError):

@@ -38,6 +38,9 @@ __all__ = [
 DEFAULT_MAX_FILE_BYTES: Final = 50 * 1024 * 1024
 #: The most files a snapshot holds: past it, the snapshot fails (see :func:`_count`).
 MAX_FILES: Final = 100_000
+#: The most files an E2B project's archive may hold before the ignore rules apply (what ``tar``
+#: leaves out is only the heavy folders' names).
+_MAX_ARCHIVE_MEMBERS: Final = 10 * MAX_FILES
 _ARCHIVE: Final = ".cofounder-snapshot.tar"
 #: The largest archive of an E2B sandbox's project read for a snapshot (files over the size
 #: limit per file are in it too, and left out only once read).
@@ -162,8 +165,10 @@ def _constant(data: bytes) -> Callable[[], Awaitable[bytes]]:
 
 
 async def _collect_archive(sandbox: Sandbox, max_file_bytes: int) -> Collected:
+    # Their contents at any depth, as the default ignore rules leave those folders out
+    # (apps/web/node_modules too); a file of that name is kept, as the rules keep it.
     heavy = " ".join(
-        f"--exclude=./{d}"
+        f"--exclude='{d}/*'"
         for d in (
             "node_modules",
             ".git",
@@ -199,10 +204,13 @@ def parse_archive(data: bytes, *, max_file_bytes: int) -> Collected:
     out = Collected(files=[], too_large=[])
     with tarfile.open(fileobj=io.BytesIO(data)) as archive:
         members: list[tarfile.TarInfo] = []
-        for member in archive:  # read lazily: stopped at the cap, not after a million entries
+        for member in archive:  # read lazily: stopped at the cap, not after millions of entries
             if member.isfile():
                 members.append(member)
-                _count(len(members))
+                if len(members) > _MAX_ARCHIVE_MEMBERS:
+                    raise ValueError(
+                        f"the project's archive holds more than {_MAX_ARCHIVE_MEMBERS} files"
+                    )
         declared = sum(m.size for m in members)
         if declared > len(data) or any(m.issparse() for m in members):
             raise ValueError(
@@ -230,6 +238,7 @@ def parse_archive(data: bytes, *, max_file_bytes: int) -> Collected:
             ) or rules.ignored(rel):
                 out.ignored += 1
                 continue
+            _count(len(out.files) + len(out.too_large) + 1)  # after the ignore rules
             if member.size > max_file_bytes:
                 out.too_large.append((rel, member.size))
                 continue

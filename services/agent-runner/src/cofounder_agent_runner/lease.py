@@ -141,8 +141,7 @@ class Lease:
         Outside :meth:`kept_alive`, only a lease already lost stops it."""
         if self._gone:
             work.close()
-            self.check()
-            raise LeaseLost(f"the build lease went {self.ttl_ms} ms without a renewal")
+            raise self._stopped_error()
         # No task of its own per tool (a task made and cancelled per tool cost the runner 12 %
         # of its CPU at 100 builds): the keep-alive cancels the task that awaits the work.
         current = asyncio.current_task()
@@ -153,21 +152,26 @@ class Lease:
         except asyncio.CancelledError:
             if not self._stopped or current.uncancel() > 0:
                 raise  # the drive itself is cancelled
-            self.check()
-            raise LeaseLost(f"the build lease went {self.ttl_ms} ms without a renewal") from None
-        except BaseException:
-            if self._stopped:
+            raise self._stopped_error() from None
+        except BaseException as exc:
+            if self._stopped:  # the work made an error of its cancel: the lease's loss still
                 current.uncancel()
-                self.check()
+                raise self._stopped_error() from exc
             raise
         finally:
             self._guarded = None
         if self._stopped:
             # The work swallowed its cancel and returned: the drive must stop here anyway.
             current.uncancel()
-            self.check()
-            raise LeaseLost(f"the build lease went {self.ttl_ms} ms without a renewal")
+            raise self._stopped_error()
         return result
+
+    def _stopped_error(self) -> LeaseLost:
+        if self.lost:
+            return LeaseLost("the build lease was lost (expired or taken over)")
+        return LeaseLost(
+            f"the build lease was not renewed for {self.ttl_ms} ms: it may have expired"
+        )
 
     def _stop_guarded(self) -> None:
         """The lease is lost, or went a TTL without a renewal: stop the guarded work."""

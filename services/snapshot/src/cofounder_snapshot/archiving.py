@@ -46,6 +46,7 @@ from cofounder_contracts import (
 from cofounder_contracts.streams import BUILD_EVENTS, GATEWAY
 from cofounder_db.models import Build
 from cofounder_domain.plans import Plan, log_archive_days
+from cofounder_runtime.consumer import handling_entry
 from cofounder_runtime.publisher import Publisher
 from cofounder_snapshot.rebuild import first_event_id, merge, rebuilt_history
 from cofounder_snapshots.logarchive import (
@@ -165,21 +166,38 @@ class FeedBehind(TimeoutError):
 FEED_LAG_LIMIT_S: Final = 240.0
 
 
-async def _projection_behind(redis: Redis) -> bool:
-    """Whether the gateway's projection has entries of the builds' stream still to apply: not
-    yet delivered to its group, or delivered and not acknowledged. Two reads, on the rare path
-    where an end did not reach its feed in time."""
+async def _projection_behind(redis: Redis, entry: bytes | None) -> bool:
+    """Whether the gateway's projection has yet to apply the entry of the end (``entry``, this
+    handler's own: the same stream, read by another group): not delivered to its group yet, or
+    delivered and not acknowledged. Without the entry id (a call from outside a consumer), any
+    entry of the stream still to apply counts. Two reads, on the rare path where an end did
+    not reach its feed in time."""
     try:
         groups: Any = await redis.xinfo_groups(BUILD_EVENTS.name)
-        stream: Any = await redis.xinfo_stream(BUILD_EVENTS.name)
     except ResponseError:  # no such stream
         return False
-    for group in groups:
-        name = group["name"]
-        if (name.decode() if isinstance(name, bytes) else name) == GATEWAY:
-            delivered = group["last-delivered-id"]
-            return bool(group["pending"]) or delivered != stream["last-generated-id"]
-    return False  # no projection reads the stream: nothing will fill the feed
+    found = next((g for g in groups if _text(g["name"]) == GATEWAY), None)
+    if found is None:
+        return False  # no projection reads the stream: nothing will fill the feed
+    delivered = _entry_key(found["last-delivered-id"])
+    if entry is None:
+        stream: Any = await redis.xinfo_stream(BUILD_EVENTS.name)
+        return bool(found["pending"]) or delivered < _entry_key(stream["last-generated-id"])
+    if delivered < _entry_key(entry):
+        return True
+    pending: Any = await redis.xpending_range(
+        BUILD_EVENTS.name, GATEWAY, min=entry, max=entry, count=1
+    )
+    return bool(pending)
+
+
+def _text(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else value
+
+
+def _entry_key(entry_id: bytes | str) -> tuple[int, int]:
+    ms, _, seq = _text(entry_id).partition("-")
+    return int(ms), int(seq or 0)
 
 
 async def _build(engine: AsyncEngine, build_id: str) -> str | None:
@@ -205,7 +223,7 @@ async def on_build_event(event: Event, deps: ArchiveDeps) -> None:
     if existing is None:
         feed, ended = await _settled_feed(event, deps)
         entries = feed
-        if not ended and await _projection_behind(deps.redis):
+        if not ended and await _projection_behind(deps.redis, handling_entry()):
             age_s = (datetime.now(UTC) - event.occurred_at).total_seconds()
             if age_s < FEED_LAG_LIMIT_S:
                 raise FeedBehind(
