@@ -12,7 +12,6 @@ from __future__ import annotations
 import fnmatch
 import re
 from collections.abc import Iterable
-from dataclasses import dataclass
 from typing import Final
 
 __all__ = ["DEFAULT_RULES", "IGNORE_FILE", "MAX_PROJECT_RULES", "MAX_RULE_CHARS", "IgnoreRules"]
@@ -38,19 +37,16 @@ MAX_PROJECT_RULES: Final = 1_000
 MAX_RULE_CHARS: Final = 256
 
 
-@dataclass(frozen=True, slots=True)
-class _Rule:
-    pattern: str
-    directory: bool
-    anchored: bool
+#: The kinds of rule, each compiled into one expression: (anchored at the root, folders only).
+_KINDS: Final = ((True, False), (False, False), (True, True), (False, True))
 
 
-def _either(rules: list[_Rule]) -> re.Pattern[str] | None:
-    """One expression matching what any of ``rules`` matches, whole (``fnmatch.translate``
+def _either(patterns: list[str]) -> re.Pattern[str] | None:
+    """One expression matching what any of ``patterns`` matches, whole (``fnmatch.translate``
     anchors each at the end; ``match`` anchors at the start)."""
-    if not rules:
+    if not patterns:
         return None
-    return re.compile("|".join(f"(?:{fnmatch.translate(r.pattern)})" for r in rules))
+    return re.compile("|".join(f"(?:{fnmatch.translate(p)})" for p in patterns))
 
 
 class IgnoreRules:
@@ -60,7 +56,7 @@ class IgnoreRules:
     path costs four matches however many rules there are."""
 
     def __init__(self, rules: Iterable[str] = DEFAULT_RULES) -> None:
-        self._rules: list[_Rule] = []
+        self._patterns: dict[tuple[bool, bool], list[str]] = {kind: [] for kind in _KINDS}
         self._compiled: tuple[re.Pattern[str] | None, ...] | None = None
         self.extend(rules)
 
@@ -75,7 +71,7 @@ class IgnoreRules:
             directory = line.endswith("/")
             line = line.rstrip("/")
             anchored = line.startswith("/") or "/" in line
-            self._rules.append(_Rule(line.lstrip("/"), directory, anchored))
+            self._patterns[(anchored, directory)].append(line.lstrip("/"))
             added += 1
         self._compiled = None
 
@@ -83,16 +79,13 @@ class IgnoreRules:
         """These rules plus those of a ``.snapshotignore`` (at most :data:`MAX_PROJECT_RULES`,
         of at most :data:`MAX_RULE_CHARS` characters each)."""
         combined = IgnoreRules(())
-        combined._rules = [*self._rules]
+        combined._patterns = {kind: [*patterns] for kind, patterns in self._patterns.items()}
         combined.extend(text.splitlines(), limit=MAX_PROJECT_RULES)
         return combined
 
     def _expressions(self) -> tuple[re.Pattern[str] | None, ...]:
         if self._compiled is None:
-            self._compiled = tuple(
-                _either([r for r in self._rules if (r.anchored, r.directory) == kind])
-                for kind in ((True, False), (False, False), (True, True), (False, True))
-            )
+            self._compiled = tuple(_either(self._patterns[kind]) for kind in _KINDS)
         return self._compiled
 
     def ignored(self, path: str, *, is_dir: bool = False) -> bool:
