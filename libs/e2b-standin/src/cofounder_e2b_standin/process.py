@@ -54,6 +54,13 @@ def _socket(host: str = "127.0.0.1", port: int = 0) -> socket.socket:
     return sock
 
 
+#: How long an idle connection is kept open, as E2B's front end keeps it (minutes, behind its
+#: load balancer), not uvicorn's 5 s: the SDK reuses its pooled connections, and one the server
+#: closed a moment before a request fails it with "connection reset" (seen as a flaky
+#: ``kill()`` after a 6 s wait in a test).
+_KEEP_ALIVE_S: Final = 600
+
+
 @asynccontextmanager
 async def serve(
     root: str | Path, *, isolation: Mode = "namespaces", domain: str = DEFAULT_DOMAIN
@@ -66,7 +73,9 @@ async def serve(
     port = sock.getsockname()[1]
     # log_config=None: a server inside the caller's process leaves its logging as it is
     # (uvicorn's default config gives its loggers console handlers of their own).
-    server = uvicorn.Server(uvicorn.Config(app, log_config=None, lifespan="off"))
+    server = uvicorn.Server(
+        uvicorn.Config(app, log_config=None, lifespan="off", timeout_keep_alive=_KEEP_ALIVE_S)
+    )
     task = asyncio.create_task(server.serve(sockets=[sock]))
     while not server.started:
         if task.done():
@@ -97,7 +106,9 @@ def main(argv: list[str] | None = None) -> None:
     sock = _socket(args.host, args.port)
     host, port = sock.getsockname()[:2]
     app = create_app(standin)
-    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="off"))
+    server = uvicorn.Server(
+        uvicorn.Config(app, log_level="warning", lifespan="off", timeout_keep_alive=_KEEP_ALIVE_S)
+    )
     print(f"listening on http://{host}:{port}", flush=True)
 
     async def run() -> None:
