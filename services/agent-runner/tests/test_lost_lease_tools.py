@@ -8,6 +8,7 @@ import asyncio
 import contextlib
 import gc
 import os
+import secrets
 import signal
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -27,8 +28,9 @@ from cofounder_testing.waiting import eventually
 
 pytestmark = pytest.mark.integration
 
-#: An odd length, so the test finds its own command among the machine's processes.
-_SLEEP = "607.125"
+#: A length of this run's own, so the test finds (and cleans up) its own commands only, never
+#: those of another test run on the same machine.
+_SLEEP = f"607.{secrets.randbelow(10**6):06d}"
 
 
 @pytest.fixture(scope="module")
