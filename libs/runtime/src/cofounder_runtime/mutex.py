@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import secrets
+import time
 from collections.abc import AsyncIterator
 from typing import Final
 
@@ -22,7 +23,7 @@ import structlog
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
-from cofounder_runtime.periodic import every
+from cofounder_runtime.periodic import every, expire_at
 
 __all__ = ["RELEASE_IF_MINE", "RENEW_IF_MINE", "MutexLost", "MutexTimeout", "held"]
 
@@ -70,8 +71,7 @@ class _Holding:
     ) -> None:
         self._redis, self._key, self._token, self._ttl_ms = redis, key, token, ttl_ms
         self._holder = holder
-        self._loop = asyncio.get_running_loop()
-        #: Until when (the loop's clock) the mutex is surely held: a TTL from the last
+        #: Until when (``time.monotonic``) the mutex is surely held: a TTL from the last
         #: successful renewal's sending.
         self.valid_until = valid_until
         self.stop = asyncio.Event()  # the block has ended, or the mutex was found lost
@@ -87,7 +87,12 @@ class _Holding:
             failed="could not renew a mutex",
             immediately=False,
         )
-        return [asyncio.create_task(keep), asyncio.create_task(self._expire())]
+        expiry = expire_at(
+            lambda: self.valid_until,
+            self.stop,
+            lambda: self._lose(f"not renewed for {self._ttl_ms} ms"),
+        )
+        return [asyncio.create_task(keep), asyncio.create_task(expiry)]
 
     def _lose(self, why: str) -> None:
         if not self.lost and not self.stop.is_set():
@@ -97,20 +102,11 @@ class _Holding:
             self._holder.cancel()
 
     async def _renew(self) -> None:
-        attempt = self._loop.time()
+        attempt = time.monotonic()
         if await self._redis.eval(RENEW_IF_MINE, 1, self._key, self._token, self._ttl_ms):
             self.valid_until = attempt + self._ttl_ms / 1000
         else:
             self._lose("it expired or was taken while held")
-
-    async def _expire(self) -> None:
-        while not self.stop.is_set():
-            left = self.valid_until - self._loop.time()
-            if left <= 0:
-                self._lose(f"not renewed for {self._ttl_ms} ms")
-                return
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self.stop.wait(), left)
 
 
 @contextlib.asynccontextmanager
@@ -129,14 +125,13 @@ async def held(
     work must not go on beside the next holder's. It stops at its next await, so a write in
     flight at that moment still lands."""
     token = secrets.token_hex(16)
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + wait_s
-    sent = loop.time()
+    deadline = time.monotonic() + wait_s
+    sent = time.monotonic()
     while not await redis.set(key, token, nx=True, px=ttl_ms):
-        if loop.time() > deadline:
+        if sent > deadline:
             raise MutexTimeout(f"{key} stayed held for more than {wait_s:g} s")
         await asyncio.sleep(poll_s)
-        sent = loop.time()
+        sent = time.monotonic()
     holder = asyncio.current_task()
     assert holder is not None
     holding = _Holding(redis, key, token, ttl_ms, holder, valid_until=sent + ttl_ms / 1000)

@@ -20,12 +20,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import random
+import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
 import structlog
 
-__all__ = ["every", "stopped_within"]
+__all__ = ["every", "expire_at", "stopped_within"]
 
 _log = structlog.get_logger("cofounder.periodic")
 
@@ -74,3 +75,18 @@ async def every(
             logger.warning(message, loop=name, error=repr(exc))
         if await stopped_within(stop, pause()):
             return
+
+
+async def expire_at(
+    deadline: Callable[[], float], stop: asyncio.Event, expired: Callable[[], None]
+) -> None:
+    """Call ``expired`` once ``deadline()`` (``time.monotonic``; renewals move it later) has
+    passed, unless ``stop`` is set first: the watch on a lease or mutex whose renewals may hang
+    (a Redis cut off), which cannot tell whether it is still held once its TTL has run out."""
+    while not stop.is_set():
+        left = deadline() - time.monotonic()
+        if left <= 0:
+            expired()
+            return
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), left)

@@ -39,7 +39,7 @@ from redis.exceptions import RedisError
 
 from cofounder_contracts.keys import lease_generation_key, lease_key
 from cofounder_runtime.mutex import RELEASE_IF_MINE, RENEW_IF_MINE
-from cofounder_runtime.periodic import every
+from cofounder_runtime.periodic import every, expire_at
 
 __all__ = ["Lease", "LeaseBusy", "LeaseLost"]
 
@@ -126,13 +126,8 @@ class Lease:
     def check(self) -> None:
         """:class:`LeaseLost` if the keep-alive has found the lease gone, or has not renewed it
         for a TTL (no round trip)."""
-        if self.lost:
-            raise LeaseLost("the build lease was lost (expired or taken over)")
-        if time.monotonic() >= self.valid_until:
-            raise LeaseLost(
-                f"the build lease was not renewed for {self.ttl_ms} ms (Redis unreachable?): "
-                "it may have expired"
-            )
+        if self.lost or time.monotonic() >= self.valid_until:
+            raise self._lost_error()
 
     async def guard(self, work: Coroutine[Any, Any, _T]) -> _T:
         """Await ``work`` (a tool), cancelled as soon as the keep-alive finds the lease lost or
@@ -141,7 +136,7 @@ class Lease:
         Outside :meth:`kept_alive`, only a lease already lost stops it."""
         if self._gone:
             work.close()
-            raise self._stopped_error()
+            raise self._lost_error()
         # No task of its own per tool (a task made and cancelled per tool cost the runner 12 %
         # of its CPU at 100 builds): the keep-alive cancels the task that awaits the work.
         current = asyncio.current_task()
@@ -152,25 +147,26 @@ class Lease:
         except asyncio.CancelledError:
             if not self._stopped or current.uncancel() > 0:
                 raise  # the drive itself is cancelled
-            raise self._stopped_error() from None
+            raise self._lost_error() from None
         except BaseException as exc:
             if self._stopped:  # the work made an error of its cancel: the lease's loss still
                 current.uncancel()
-                raise self._stopped_error() from exc
+                raise self._lost_error() from exc
             raise
         finally:
             self._guarded = None
         if self._stopped:
             # The work swallowed its cancel and returned: the drive must stop here anyway.
             current.uncancel()
-            raise self._stopped_error()
+            raise self._lost_error()
         return result
 
-    def _stopped_error(self) -> LeaseLost:
+    def _lost_error(self) -> LeaseLost:
         if self.lost:
             return LeaseLost("the build lease was lost (expired or taken over)")
         return LeaseLost(
-            f"the build lease was not renewed for {self.ttl_ms} ms: it may have expired"
+            f"the build lease was not renewed for {self.ttl_ms} ms (Redis unreachable?): "
+            "it may have expired"
         )
 
     def _stop_guarded(self) -> None:
@@ -204,16 +200,10 @@ class Lease:
             )
         )
 
-        async def expire() -> None:
-            while not stop.is_set():
-                left = self.valid_until - time.monotonic()
-                if left <= 0:
-                    self._stop_guarded()
-                    return
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(stop.wait(), left)
-
-        expiry = asyncio.create_task(expire(), name="build lease expiry")
+        expiry = asyncio.create_task(
+            expire_at(lambda: self.valid_until, stop, self._stop_guarded),
+            name="build lease expiry",
+        )
         try:
             yield self
         finally:
